@@ -1,0 +1,230 @@
+"""The sampler adapter: the only module that imports nutpie.
+
+Two ways to hand the compiled density to nutpie's Rust NUTS:
+
+* ``"cfunc"`` (default): the numba C callbacks of :mod:`poolwise.engine.density`, called from
+  Rust without the GIL. This goes through nutpie's compiled-model interface (the one its PyMC
+  backend uses: ``nutpie._lib.PyMcModel``), which is not part of nutpie's documented API; the
+  version is pinned and ``tests/engine/test_sampler.py`` checks that it gives the same draws
+  as the public path.
+* ``"pyfunc"``: nutpie's public ``from_pyfunc``; a Python call per gradient.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+from poolwise.engine import density as D
+from poolwise.engine.layout import PackedModel
+from poolwise.errors import SamplingError, SpecError
+
+__all__ = ["SamplerConfig", "run_nuts", "EngineKind", "STAT_NAMES"]
+
+EngineKind = Literal["cfunc", "pyfunc"]
+
+#: nutpie's sample-stat names -> the canonical names used by ArviZ and poolwise
+STAT_NAMES = {
+    "depth": "tree_depth",
+    "maxdepth_reached": "reached_max_treedepth",
+    "mean_tree_accept": "acceptance_rate",
+    "logp": "lp",
+}
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Sampler settings, in PyMC / nutpie vocabulary."""
+
+    chains: int = 4
+    tune: int = 1000
+    draws: int = 1000
+    seed: int | None = None
+    target_accept: float = 0.8
+    max_treedepth: int = 10
+    cores: int | None = None
+    progress: bool = False
+    engine: EngineKind = "cfunc"
+
+    def __post_init__(self) -> None:
+        def whole(name: str, v: Any, lo: int) -> None:
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
+                raise SpecError(f"{name} must be a whole number >= {lo}; got {v!r}")
+
+        whole("chains", self.chains, 1)
+        whole("tune", self.tune, 0)
+        whole("draws", self.draws, 1)
+        whole("max_treedepth", self.max_treedepth, 1)
+        if self.seed is not None:
+            whole("seed", self.seed, 0)
+            if self.seed >= 2**63:
+                raise SpecError(f"seed must be below 2**63; got {self.seed}")
+        if self.cores is not None:
+            whole("cores", self.cores, 1)
+        ta = self.target_accept
+        if isinstance(ta, bool) or not isinstance(ta, float | int) or not 0.0 < ta < 1.0:
+            raise SpecError(f"target_accept must lie strictly between 0 and 1; got {ta!r}")
+        if self.engine not in ("cfunc", "pyfunc"):
+            raise SpecError(f"engine must be 'cfunc' or 'pyfunc'; got {self.engine!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chains": self.chains,
+            "tune": self.tune,
+            "draws": self.draws,
+            "seed": self.seed,
+            "target_accept": self.target_accept,
+            "max_treedepth": self.max_treedepth,
+            "engine": self.engine,
+        }
+
+
+def _str_coords(packed: PackedModel) -> dict[str, list[str]]:
+    return {k: [str(v) for v in vals] for k, vals in packed.coords.items()}
+
+
+def _initial_point(dim: int):
+    def init(seed: int) -> np.ndarray:
+        return np.random.default_rng(seed).uniform(-2.0, 2.0, size=dim)
+
+    return init
+
+
+def _compiled_cfunc(packed: PackedModel):
+    from nutpie import _lib
+    from nutpie.sample import CompiledModel
+
+    @dataclass(frozen=True)
+    class _Compiled(CompiledModel):
+        packed: PackedModel | None = None
+
+        @property
+        def n_dim(self) -> int:
+            return packed.dim
+
+        @property
+        def shapes(self) -> dict[str, tuple[int, ...]]:
+            return {v.name: (v.size,) if v.dims else () for v in packed.variables}
+
+        @property
+        def coords(self) -> dict[str, list]:
+            return _str_coords(packed)
+
+        def _make_sampler(self, settings, init_mean, cores, progress_type, *rest):
+            return _lib.PySampler.from_pymc(
+                settings, cores, self._make_model(init_mean), progress_type, *rest
+            )
+
+        def _make_model(self, init_mean):
+            buf_ptr = packed.buffer.ctypes.data
+            expand_fn = _lib.ExpandFunc(
+                packed.dim, packed.n_expanded, D.expand_cfunc.address, buf_ptr, self
+            )
+            logp_fn = _lib.LogpFunc(D.logp_cfunc.address, buf_ptr, self)
+            coords = _str_coords(packed)
+            dim_sizes = {k: len(v) for k, v in coords.items()}
+            variables = _lib.PyVariable.new_variables(
+                [v.name for v in packed.variables],
+                ["float64"] * len(packed.variables),
+                [(v.size,) if v.dims else () for v in packed.variables],
+                dim_sizes,
+                {v.name: v.dims for v in packed.variables if v.dims},
+            )
+            return _lib.PyMcModel(
+                logp_fn,
+                expand_fn,
+                variables,
+                packed.dim,
+                dim_sizes,
+                coords,
+                _initial_point(packed.dim),
+                None,
+            )
+
+    return _Compiled(dims={v.name: v.dims for v in packed.variables if v.dims}, packed=packed)
+
+
+def _compiled_pyfunc(packed: PackedModel):
+    from nutpie.compiled_pyfunc import from_pyfunc
+
+    ib, fb = packed.ib, packed.fb
+    names = [v.name for v in packed.variables]
+    sizes = [v.size for v in packed.variables]
+    shapes = [(v.size,) if v.dims else () for v in packed.variables]
+
+    def make_logp():
+        def logp(x):
+            grad = np.empty_like(x)
+            val = D.logp_grad(x, grad, ib, fb)
+            return val, grad
+
+        return logp
+
+    def make_expand(seed1, seed2, chain):
+        def expand(x):
+            out = np.empty(packed.n_expanded)
+            D.expand(x, out, ib, fb)
+            parts = np.split(out, np.cumsum(sizes)[:-1])
+            return {nm: p.reshape(sh) for nm, p, sh in zip(names, parts, shapes, strict=True)}
+
+        return expand
+
+    return from_pyfunc(
+        packed.dim,
+        make_logp,
+        make_expand,
+        [np.dtype("float64")] * len(names),
+        shapes,
+        names,
+        coords=_str_coords(packed),
+        dims={v.name: v.dims for v in packed.variables if v.dims},
+        make_initial_point_fn=_initial_point(packed.dim),
+    )
+
+
+def run_nuts(packed: PackedModel, config: SamplerConfig) -> tuple[xr.DataTree, float]:
+    """Sample with nutpie; returns the DataTree (posterior, sample_stats) and sampling seconds."""
+    import nutpie
+
+    compiled = _compiled_cfunc(packed) if config.engine == "cfunc" else _compiled_pyfunc(packed)
+    cores = config.cores or min(config.chains, _cpu_count())
+    start = time.perf_counter()
+    try:
+        tree = nutpie.sample(
+            compiled,
+            draws=config.draws,
+            tune=config.tune,
+            chains=config.chains,
+            cores=cores,
+            seed=config.seed,
+            save_warmup=False,
+            progress_bar=config.progress,
+            target_accept=float(config.target_accept),
+            maxdepth=config.max_treedepth,
+        )
+    except Exception as err:  # noqa: BLE001 - nutpie raises RuntimeError/ValueError variants
+        reason = str(err).split("Stack backtrace:")[0].strip()
+        raise SamplingError(f"the sampler failed: {reason}") from None
+    elapsed = time.perf_counter() - start
+    # nutpie takes string coordinates; put the original labels back
+    for group in ("posterior",):
+        ds = tree[group].to_dataset()
+        ds = ds.assign_coords({k: np.asarray(v) for k, v in packed.coords.items() if k in ds.dims})
+        tree[group] = xr.DataTree(ds)
+    stats = tree["sample_stats"].to_dataset()
+    stats = stats.rename({k: v for k, v in STAT_NAMES.items() if k in stats})
+    tree["sample_stats"] = xr.DataTree(stats)
+    return tree, elapsed
+
+
+def _cpu_count() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)

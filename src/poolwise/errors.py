@@ -1,0 +1,64 @@
+"""One exception tree for poolwise.
+
+Every error is also a builtin (``except ValueError`` keeps working), and every message says
+what is wrong, names the column / values / rows concerned, and says how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PoolwiseError",
+    "FormulaError",
+    "DataError",
+    "SpecError",
+    "SamplingError",
+    "PoolwiseWarning",
+    "ConvergenceWarning",
+    "DataWarning",
+]
+
+
+class PoolwiseError(Exception):
+    """Root of every error raised by poolwise."""
+
+
+class FormulaError(PoolwiseError, ValueError):
+    """The formula cannot be parsed or does not fit the data.
+
+    ``span`` is the (start, end) character range of the offending part of ``formula``; the
+    message shows the formula with that span marked underneath.
+    """
+
+    def __init__(self, message: str, formula: str = "", span: tuple[int, int] | None = None):
+        self.formula = formula
+        self.span = span
+        self.reason = message
+        if formula and span is not None:
+            start, end = span
+            marker = " " * start + "^" * max(1, end - start)
+            message = f"{message}\n  {formula}\n  {marker}"
+        super().__init__(message)
+
+
+class DataError(PoolwiseError, ValueError):
+    """The data cannot be used as given (read errors, bad values, bad columns)."""
+
+
+class SpecError(PoolwiseError, ValueError):
+    """An invalid setting: sampler options, priors, pooling or parameterization choices."""
+
+
+class SamplingError(PoolwiseError, RuntimeError):
+    """Sampling failed, or (with ``strict=True``) the fit did not pass its diagnostics."""
+
+
+class PoolwiseWarning(UserWarning):
+    """Root of the warnings poolwise emits."""
+
+
+class ConvergenceWarning(PoolwiseWarning):
+    """The sampler's diagnostics do not support trusting the result."""
+
+
+class DataWarning(PoolwiseWarning):
+    """The data are usable, but something about them affects the result."""

@@ -1,0 +1,178 @@
+"""Prior objects, their defaults, and parsing of prior text such as ``half_normal(0.5)``."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from poolwise.errors import SpecError
+
+__all__ = [
+    "Prior",
+    "Priors",
+    "normal",
+    "student_t",
+    "cauchy",
+    "exponential",
+    "half_normal",
+    "half_student_t",
+    "half_cauchy",
+    "flat",
+    "lkj",
+    "parse_prior",
+]
+
+PriorFamily = Literal[
+    "flat", "normal", "student_t", "exponential", "half_normal", "half_student_t", "lkj"
+]
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A prior distribution: ``family`` and its parameters (in the order of the constructor)."""
+
+    family: PriorFamily
+    params: tuple[float, ...] = ()
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{p:g}" for p in self.params)
+        return f"{self.family}({args})"
+
+    @property
+    def positive(self) -> bool:
+        return self.family in ("exponential", "half_normal", "half_student_t")
+
+
+def _check_positive(name: str, **values: float) -> None:
+    for key, v in values.items():
+        if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+            raise SpecError(f"{name}() needs {key} > 0 (a finite positive number); got {v!r}")
+
+
+def normal(mu: float = 0.0, sigma: float = 1.0) -> Prior:
+    _check_positive("normal", sigma=sigma)
+    return Prior("normal", (float(mu), float(sigma)))
+
+
+def student_t(nu: float, mu: float = 0.0, sigma: float = 1.0) -> Prior:
+    _check_positive("student_t", nu=nu, sigma=sigma)
+    return Prior("student_t", (float(nu), float(mu), float(sigma)))
+
+
+def cauchy(mu: float = 0.0, sigma: float = 1.0) -> Prior:
+    return student_t(1.0, mu, sigma)
+
+
+def exponential(rate: float = 1.0) -> Prior:
+    _check_positive("exponential", rate=rate)
+    return Prior("exponential", (float(rate),))
+
+
+def half_normal(sigma: float = 1.0) -> Prior:
+    _check_positive("half_normal", sigma=sigma)
+    return Prior("half_normal", (float(sigma),))
+
+
+def half_student_t(nu: float, sigma: float = 1.0) -> Prior:
+    _check_positive("half_student_t", nu=nu, sigma=sigma)
+    return Prior("half_student_t", (float(nu), float(sigma)))
+
+
+def half_cauchy(sigma: float = 1.0) -> Prior:
+    return half_student_t(1.0, sigma)
+
+
+def flat() -> Prior:
+    return Prior("flat", ())
+
+
+def lkj(eta: float = 2.0) -> Prior:
+    _check_positive("lkj", eta=eta)
+    return Prior("lkj", (float(eta),))
+
+
+_CONSTRUCTORS = {
+    "normal": normal,
+    "student_t": student_t,
+    "cauchy": cauchy,
+    "exponential": exponential,
+    "half_normal": half_normal,
+    "halfnormal": half_normal,
+    "half_student_t": half_student_t,
+    "half_cauchy": half_cauchy,
+    "flat": flat,
+    "lkj": lkj,
+}
+
+
+def parse_prior(text: str) -> Prior:
+    """``"half_normal(0.5)"`` -> :func:`half_normal` (0.5)."""
+    m = re.fullmatch(r"\s*([A-Za-z_]+)\s*\(([^)]*)\)\s*", text)
+    if m is None or m.group(1).lower() not in _CONSTRUCTORS:
+        raise SpecError(
+            f"cannot read prior {text!r}; write e.g. normal(0, 1.5), exponential(1), "
+            f"half_normal(0.5); known: {', '.join(sorted(_CONSTRUCTORS))}"
+        )
+    args = [a.strip() for a in m.group(2).split(",") if a.strip()]
+    try:
+        values = [float(a) for a in args]
+    except ValueError as err:
+        raise SpecError(f"prior {text!r} has a non-numeric parameter") from err
+    try:
+        return _CONSTRUCTORS[m.group(1).lower()](*values)  # type: ignore[operator]
+    except TypeError as err:
+        raise SpecError(f"prior {text!r} has the wrong number of parameters") from err
+
+
+@dataclass(frozen=True)
+class Priors:
+    """Priors by class. Defaults follow the seeds' models (Statistical Rethinking, ch. 13).
+
+    * ``intercept``: the population intercept (``a_bar``), default normal(0, 1.5);
+    * ``b``: each fixed coefficient, default normal(0, 1);
+    * ``sd``: each group standard deviation, default exponential(1); ``sd_by_group``
+      overrides it per grouping factor (``{"district": half_normal(0.5)}``);
+    * ``cor``: correlations of varying effects, default lkj(2);
+    * ``unpooled``: the independent per-group intercepts of ``pooling="none"``,
+      default normal(0, 1.5).
+    """
+
+    intercept: Prior = field(default_factory=lambda: normal(0.0, 1.5))
+    b: Prior = field(default_factory=lambda: normal(0.0, 1.0))
+    sd: Prior = field(default_factory=lambda: exponential(1.0))
+    sd_by_group: Mapping[str, Prior] = field(default_factory=dict)
+    cor: Prior = field(default_factory=lambda: lkj(2.0))
+    unpooled: Prior = field(default_factory=lambda: normal(0.0, 1.5))
+
+    def __post_init__(self) -> None:
+        for name in ("intercept", "b", "unpooled"):
+            p = getattr(self, name)
+            if p.positive or p.family == "lkj":
+                raise SpecError(f"prior for {name} must be on the whole real line; got {p}")
+        for key, p in [("sd", self.sd), *self.sd_by_group.items()]:
+            if not p.positive:
+                raise SpecError(
+                    f"prior for the group SD {key!r} must be positive-only "
+                    f"(exponential, half_normal, half_student_t, half_cauchy); got {p}"
+                )
+        if self.cor.family != "lkj":
+            raise SpecError(f"prior for correlations must be lkj(eta); got {self.cor}")
+        if self.unpooled.family not in ("normal",):
+            raise SpecError(f"prior for unpooled group intercepts must be normal; got {self.unpooled}")
+
+    def sd_for(self, group: str) -> Prior:
+        return self.sd_by_group.get(group, self.sd)
+
+    def to_dict(self) -> dict[str, str]:
+        out = {
+            "intercept": str(self.intercept),
+            "b": str(self.b),
+            "sd": str(self.sd),
+            "cor": str(self.cor),
+            "unpooled": str(self.unpooled),
+        }
+        out.update({f"sd_{g}": str(p) for g, p in self.sd_by_group.items()})
+        return out
