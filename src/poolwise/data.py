@@ -5,17 +5,19 @@ model uses happens when data is bound to a formula (:mod:`poolwise.design`)."""
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import logging
-import warnings
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from poolwise.errors import DataError, DataWarning
+from poolwise.errors import DataError
 
 __all__ = ["Table", "read_table", "NA_TOKENS"]
 
@@ -33,6 +35,8 @@ class Table:
     source: str
     sha256: str
     notes: tuple[str, ...] = ()
+    #: the CSV delimiter used (given or detected); None for frames and Parquet
+    delimiter: str | None = None
 
 
 def _sniff_delimiter(head: str) -> str:
@@ -50,7 +54,27 @@ def _sniff_delimiter(head: str) -> str:
     return best
 
 
-def _read_csv(path: Path, delimiter: str | None, decimal: str) -> tuple[pd.DataFrame, list[str]]:
+def _columns_phrase(idx: list[int]) -> str:
+    nums = [str(i) for i in idx]
+    return " and ".join(nums) if len(nums) <= 2 else ", ".join(nums[:-1]) + " and " + nums[-1]
+
+
+def _duplicate_error(header: list[str], where: str) -> DataError | None:
+    seen: set[str] = set()
+    for h in header:
+        if h in seen:
+            idx = [i + 1 for i, c in enumerate(header) if c == h]
+            return DataError(
+                f"duplicate column name '{h}' (columns {_columns_phrase(idx)}){where}; "
+                "rename one of them"
+            )
+        seen.add(h)
+    return None
+
+
+def _read_csv(
+    path: Path, delimiter: str | None, decimal: str
+) -> tuple[pd.DataFrame, list[str], str]:
     notes: list[str] = []
     try:
         raw = path.read_bytes()
@@ -66,24 +90,30 @@ def _read_csv(path: Path, delimiter: str | None, decimal: str) -> tuple[pd.DataF
     sep = delimiter or _sniff_delimiter(text[:20000])
     if delimiter is None and sep != ",":
         notes.append(f"detected delimiter {sep!r} in '{path.name}'")
-    rows = list(csv.reader(io.StringIO(text[:200000]), delimiter=sep))
-    rows = [r for r in rows if r]
+    head = text[:200000]
+    if len(text) > len(head) and "\n" in head:
+        head = head[: head.rindex("\n")]  # drop a line cut in the middle
+    rows = [r for r in csv.reader(io.StringIO(head), delimiter=sep) if r]
     header = rows[0]
-    dupes = [h for i, h in enumerate(header) if h in header[:i]]
-    if dupes:
-        first = dupes[0]
-        idx = [i + 1 for i, h in enumerate(header) if h == first]
-        raise DataError(
-            f"duplicate column name '{first}' (columns {', '.join(map(str, idx))}) in '{path}'; "
-            "rename one of them"
-        )
+    dup = _duplicate_error(header, f" in '{path}'")
+    if dup is not None:
+        raise dup
     index_col: int | None = None
+    expected = len(header)
     if len(rows) > 1 and len(rows[1]) == len(header) + 1:
         index_col = 0
+        expected = len(header) + 1
         notes.append(
             f"first column treated as row names (header has {len(header)} fields, "
             f"rows have {len(header) + 1})"
         )
+    for r, fields in enumerate(rows[1:], start=1):
+        if len(fields) > expected:
+            raise DataError(
+                f"cannot read '{path}' as a {sep!r}-delimited table: the header has "
+                f"{len(header)} fields but data row {r} has {len(fields)}; check the delimiter "
+                "(delimiter=...) and quoting"
+            )
     try:
         frame = pd.read_csv(
             io.StringIO(text),
@@ -95,10 +125,19 @@ def _read_csv(path: Path, delimiter: str | None, decimal: str) -> tuple[pd.DataF
             dtype_backend="numpy_nullable",
         )
     except pd.errors.ParserError as err:
-        raise DataError(f"cannot parse '{path}' as a {sep!r}-delimited table: {err}") from err
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+        detail = (
+            f"the header has {len(header)} fields but line {m.group(2)} has {m.group(3)}"
+            if m
+            else str(err).strip()
+        )
+        raise DataError(
+            f"cannot read '{path}' as a {sep!r}-delimited table: {detail}; check the "
+            "delimiter (delimiter=...) and quoting"
+        ) from None
     if index_col is not None:
         frame = frame.reset_index(drop=True)
-    return frame, notes
+    return frame, notes, sep
 
 
 def read_table(
@@ -109,11 +148,15 @@ def read_table(
 ) -> Table:
     """Read data from a CSV/TSV/Parquet path, a pandas DataFrame or a polars DataFrame.
 
-    CSV: the delimiter (``,`` ``;`` tab) is detected unless given; ``NA``, empty and ``.`` are
-    missing values; a leading R row-name column (header one field short) is dropped, with a
-    note. Labels are kept as read (integers stay integers, strings stay strings).
+    CSV: the delimiter (``,`` ``;`` tab) is detected unless given (``Table.delimiter`` says
+    which was used); ``NA``, ``NaN``, empty and ``.`` are missing values; a leading R row-name
+    column (header one field short) is dropped, with a note in ``Table.notes``. Labels are
+    kept as read (integers stay integers, strings stay strings). Raises :class:`DataError`
+    for a missing or unreadable file, an empty table (0 rows), duplicate column names and
+    rows with more fields than the header.
     """
     notes: list[str] = []
+    sep: str | None = None
     if isinstance(source, Table):
         return source
     if isinstance(source, pd.DataFrame):
@@ -126,33 +169,35 @@ def read_table(
         path = Path(source)
         name = str(path)
         if not path.exists():
-            raise DataError(f"cannot read data file '{path}': no such file")
+            raise DataError(f"cannot read data file '{path}': {os.strerror(errno.ENOENT)}")
         if path.suffix.lower() in (".parquet", ".pq"):
             try:
                 frame = pd.read_parquet(path)
             except Exception as err:  # noqa: BLE001 - pyarrow raises many types
-                raise DataError(f"cannot read data file '{path}': {err}") from err
+                reason = getattr(err, "strerror", None) or str(err)
+                raise DataError(f"cannot read data file '{path}': {reason}") from err
         else:
-            frame, notes = _read_csv(path, delimiter, decimal)
+            frame, notes, sep = _read_csv(path, delimiter, decimal)
     else:
         raise DataError(
             f"cannot read data of type {type(source).__name__}; pass a file path, "
             "a pandas DataFrame or a polars DataFrame"
         )
-    if frame.columns.duplicated().any():
-        first = str(frame.columns[frame.columns.duplicated()][0])
-        idx = [i + 1 for i, c in enumerate(frame.columns) if c == first]
-        raise DataError(
-            f"duplicate column name '{first}' (columns {', '.join(map(str, idx))}); rename one"
-        )
-    frame.columns = [str(c) for c in frame.columns]
+    columns = [str(c) for c in frame.columns]
+    dup = _duplicate_error(columns, "")
+    if dup is not None:
+        raise dup
+    frame.columns = columns
     if len(frame) == 0:
-        raise DataError(f"data has no observations (0 rows) in {name}")
+        what = "only a header" if len(columns) else "no columns"
+        raise DataError(
+            f"data has no observations (0 rows): {name} has {what}; give a table with at "
+            "least one data row"
+        )
     for note in notes:
         log.info(note)
-        if note.startswith("first column treated as row names"):
-            warnings.warn(note, DataWarning, stacklevel=2)
-    return Table(frame.reset_index(drop=True), name, frame_sha256(frame), tuple(notes))
+    frame = frame.reset_index(drop=True)
+    return Table(frame, name, frame_sha256(frame), tuple(notes), delimiter=sep)
 
 
 def frame_sha256(frame: pd.DataFrame) -> str:
