@@ -4,11 +4,42 @@ compression of rows into binomial cells (sufficient statistics).
 Rows with identical covariates and group memberships are collapsed into one cell
 (successes, trials): the likelihood in the parameters is unchanged, up to the constant
 ``log_binom_const`` that the engine adds back so the log density equals the row-level one.
+
+Standardization (``standardize=True``, the default; brms / rstanarm style)
+-----------------------------------------------------------------------------
+The priors of the coefficients (``b``, the group SDs of slopes) are meant for predictors on a
+unit scale, so the *engine* samples a rescaled copy of the design; ``X`` and ``Z`` keep the
+original scale and every draw is transformed back after sampling
+(:func:`poolwise.posterior.to_original_scale`), so users only ever see original-scale numbers:
+
+* a numeric predictor with more than two distinct values is divided by its standard deviation
+  (``np.std``, over the data rows) wherever it appears: main effect, interactions, varying
+  slopes. Its coefficient prior ``normal(0, 1)`` is per standard deviation of the predictor;
+* a numeric predictor with exactly two values (0/1 indicators, booleans) is *not* scaled: its
+  coefficient is the log-odds difference between the two values, like a categorical contrast;
+* every fixed-effect column except the intercept is centered at its mean over the data rows
+  (only the *fixed* columns, as brms does; group-level columns are scaled, never centered, so
+  the group-level SDs and correlations refer to the model exactly as written). Centering
+  changes nothing but the meaning of the sampled intercept: the intercept prior
+  ``normal(0, 1.5)`` applies to the log-odds at the predictors' means (an average unit);
+* predictors with an extreme scale (sd > 1e4 or < 1e-4, found by :mod:`poolwise.validate` and
+  listed in ``CheckedData.scaling``) are scaled and centered even with ``standardize=False``.
+
+The reported ``Intercept`` is always the log-odds at all predictors = 0 on their original scale
+(reference level of every categorical predictor), exactly lme4's / brms' ``Intercept``; the
+reported ``b_<col>`` are per original unit; ``a_<g>[label]`` is that group's intercept at all
+predictors = 0 and ``b_<g>__<coef>[label]`` its slope per original unit. With
+``standardize=False`` the priors apply to these original-scale parameters directly.
+
+Reference level of a categorical predictor: the first category of a pandas ``Categorical``
+(in category order), otherwise the first level in sorted order; ``reference={"col": level}``
+picks another one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,10 +47,13 @@ import pandas as pd
 from scipy.special import gammaln
 
 from poolwise.data import Table, read_table
+from poolwise.errors import SpecError
 from poolwise.formula import Formula, GroupTerm, Term, parse_formula
 from poolwise.validate import (
     CheckedData,
+    check_design,
     check_model_data,
+    emit_warnings,
 )
 
 __all__ = ["Design", "GroupDesign", "build_design"]
@@ -43,6 +77,14 @@ class GroupDesign:
     level_rows: np.ndarray  # rows per level
     level_trials: np.ndarray  # trials per level
     level_successes: np.ndarray  # successes per level
+    z_scale: np.ndarray | None = None  # (C,) divisor of each Z column for sampling; None: 1
+
+    @property
+    def Z_engine(self) -> np.ndarray:
+        """``Z`` as the engine samples it: each column divided by ``z_scale``."""
+        if self.z_scale is None:
+            return self.Z
+        return np.ascontiguousarray(self.Z / self.z_scale)
 
     @property
     def n_levels(self) -> int:
@@ -73,6 +115,26 @@ class Design:
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
     predictor_scaling: dict[str, tuple[float, float]]
+    x_center: np.ndarray | None = None  # (K,) subtracted from each X column for sampling
+    x_scale: np.ndarray | None = None  # (K,) then divided by this
+    standardize: bool = False  # what was asked for; predictor_scaling says what was done
+    reference: dict[str, Any] = field(default_factory=dict)  # each categorical -> its reference
+
+    @property
+    def X_engine(self) -> np.ndarray:
+        """``X`` as the engine samples it: ``(X - x_center) / x_scale``."""
+        if self.x_center is None or self.x_scale is None:
+            return self.X
+        return np.ascontiguousarray((self.X - self.x_center) / self.x_scale)
+
+    @property
+    def rescaled(self) -> bool:
+        """True when the engine samples a centered or scaled copy of the design."""
+        return bool(
+            (self.x_center is not None and np.any(self.x_center != 0.0))
+            or (self.x_scale is not None and np.any(self.x_scale != 1.0))
+            or any(g.z_scale is not None and np.any(g.z_scale != 1.0) for g in self.groups)
+        )
 
     @property
     def n_cells(self) -> int:
@@ -109,6 +171,58 @@ def _term_columns(term: Term, frame: pd.DataFrame, checked: CheckedData) -> tupl
     return names, (np.column_stack(cols) if cols else np.empty((len(frame), 0)))
 
 
+def _with_reference(checked: CheckedData, f: Formula, reference: Mapping[str, Any]) -> CheckedData:
+    """Put the chosen reference level of each categorical predictor first."""
+    categorical = dict(checked.categorical)
+    for col, level in reference.items():
+        if col not in f.predictors:
+            raise SpecError(
+                f"reference names column '{col}', which is not a predictor of the model "
+                f"(predictors: {', '.join(f.predictors) or 'none'})"
+            )
+        if col not in categorical:
+            raise SpecError(
+                f"reference applies to categorical predictors, but '{col}' is numeric; "
+                f"convert it first, e.g. data['{col}'] = data['{col}'].astype('category')"
+            )
+        levels = categorical[col]
+        match = [lv for lv in levels if lv == level]
+        if not match:  # '2' for the label 2, or 2 for the label '2'
+            match = [lv for lv in levels if str(lv) == str(level)]
+        if not match:
+            more = ", ..." if len(levels) > 10 else ""
+            shown = ", ".join(repr(lv) for lv in levels[:10]) + more
+            raise SpecError(
+                f"reference level {level!r} is not a level of '{col}' in the data; "
+                f"its levels are {shown}"
+            )
+        categorical[col] = [match[0]] + [lv for lv in levels if lv is not match[0]]
+    return replace(checked, categorical=categorical)
+
+
+def _predictor_scales(checked: CheckedData, standardize: bool) -> dict[str, tuple[float, float]]:
+    """Numeric predictors that are rescaled for sampling: name -> (mean, scale)."""
+    out: dict[str, tuple[float, float]] = {}
+    for var, x in checked.numeric.items():
+        if var in checked.scaling:  # extreme scale: always (validate.py warns about it)
+            center, scale = checked.scaling[var]
+            out[var] = (float(center), float(scale))
+        elif standardize and np.unique(x).size > 2:
+            sd = float(np.std(x))
+            if sd > 0.0:
+                out[var] = (float(np.mean(x)), sd)
+    return out
+
+
+def _term_scale(term: Term, scales: Mapping[str, tuple[float, float]]) -> float:
+    """Divisor of every column of ``term``: the product of its numeric variables' scales."""
+    s = 1.0
+    for var in term.variables:
+        if var in scales:
+            s *= scales[var][1]
+    return s
+
+
 def build_design(
     formula: str | Formula,
     data: Any,
@@ -116,11 +230,25 @@ def build_design(
     pooling: str = "partial",
     success: Any = None,
     drop_missing: bool = False,
+    standardize: bool = True,
+    reference: Mapping[str, Any] | None = None,
 ) -> Design:
-    """Validate ``data`` against ``formula`` and build the cell-level design."""
+    """Validate ``data`` against ``formula`` and build the cell-level design.
+
+    ``standardize`` (default True): numeric predictors with more than two values are scaled
+    by their SD and the fixed-effect columns centered *for sampling*; results are reported on
+    the original scale (see the module docstring). ``reference={"col": level}`` chooses the
+    reference level of a categorical predictor (default: first category of a pandas
+    Categorical, else the first level in sorted order).
+    """
     f = formula if isinstance(formula, Formula) else parse_formula(formula)
     table = data if isinstance(data, Table) else read_table(data)
-    checked = check_model_data(f, table, success=success, drop_missing=drop_missing)
+    checked = check_model_data(
+        f, table, success=success, drop_missing=drop_missing, pooling=pooling
+    )
+    if reference:
+        checked = _with_reference(checked, f, reference)
+    scales = _predictor_scales(checked, standardize)
     frame = checked.frame
     n_rows = len(frame)
 
@@ -132,22 +260,35 @@ def build_design(
     if pooling == "none":
         for g in group_terms:
             unpooled_coefs.update(g.coef_names)
+    fixed_scale: list[float] = []
+    fixed_rescaled: list[bool] = []
     if f.intercept and "Intercept" not in unpooled_coefs:
         fixed_names.append("Intercept")
         fixed_cols.append(np.ones((n_rows, 1)))
+        fixed_scale.append(1.0)
+        fixed_rescaled.append(False)
     for term in f.terms:
         if term.name in unpooled_coefs:
             continue
         names, cols = _term_columns(term, frame, checked)
         fixed_names.extend(names)
         fixed_cols.append(cols)
+        fixed_scale.extend([_term_scale(term, scales)] * len(names))
+        fixed_rescaled.extend([any(v in scales for v in term.variables)] * len(names))
     X_rows = np.column_stack(fixed_cols) if fixed_cols else np.empty((n_rows, 0))
+    # collinearity (error) and separation (warning), then emit every data warning
+    data_warnings = check_design(
+        checked, fixed_names, X_rows, checked.successes, checked.trials,
+        outcome=f.response.successes,
+    )
+    emit_warnings(data_warnings)
 
     # group terms, rows level
     g_codes: list[np.ndarray] = []
     g_labels: list[np.ndarray] = []
     g_Z: list[np.ndarray] = []
     g_coefs: list[tuple[str, ...]] = []
+    g_zscale: list[np.ndarray] = []
     for g in group_terms:
         key = checked.group_keys[g.group_name]
         codes, labels = pd.factorize(key, sort=True)
@@ -155,15 +296,19 @@ def build_design(
         g_labels.append(np.asarray(labels))
         zc: list[np.ndarray] = []
         coefs: list[str] = []
+        zs: list[float] = []
         if g.intercept:
             coefs.append("Intercept")
             zc.append(np.ones((n_rows, 1)))
+            zs.append(1.0)
         for term in g.terms:
             names, cols = _term_columns(term, frame, checked)
             coefs.extend(names)
             zc.append(cols)
+            zs.extend([_term_scale(term, scales)] * len(names))
         g_Z.append(np.column_stack(zc))
         g_coefs.append(tuple(coefs))
+        g_zscale.append(np.array(zs))
 
     # compression into cells
     key_parts = [X_rows] + [c[:, None].astype(float) for c in g_codes] + g_Z
@@ -182,22 +327,37 @@ def build_design(
     n = np.bincount(row_cell, weights=row_n, minlength=n_cells)
 
     groups: list[GroupDesign] = []
-    for g, codes, labels, Z, coefs in zip(group_terms, g_codes, g_labels, g_Z, g_coefs, strict=True):
+    for g, codes, labels, Z, coef_names, zscale in zip(
+        group_terms, g_codes, g_labels, g_Z, g_coefs, g_zscale, strict=True
+    ):
         L = len(labels)
         groups.append(
             GroupDesign(
                 term=g,
                 name=g.group_name,
-                coef_names=coefs,
+                coef_names=coef_names,
                 labels=labels,
                 codes=codes[first_rows],
                 Z=np.ascontiguousarray(Z[first_rows]),
                 level_rows=np.bincount(codes, minlength=L),
                 level_trials=np.bincount(codes, weights=row_n, minlength=L),
                 level_successes=np.bincount(codes, weights=row_y, minlength=L),
+                z_scale=zscale,
             )
         )
     const = float(np.sum(gammaln(row_n + 1) - gammaln(row_y + 1) - gammaln(row_n - row_y + 1)))
+    # center the fixed columns (brms style) only where an intercept absorbs the shift: the fixed
+    # intercept, or the one unpooled per-group intercept of pooling="none"
+    x_center = np.zeros(len(fixed_names))
+    carrier = "Intercept" in fixed_names or (
+        pooling == "none" and sum(1 for g in group_terms if g.intercept) == 1
+    )
+    if carrier and (standardize or scales):
+        for k, name in enumerate(fixed_names):
+            if name == "Intercept":
+                continue
+            if standardize or fixed_rescaled[k]:
+                x_center[k] = float(np.mean(X_rows[:, k]))
     return Design(
         formula=f,
         fixed_names=tuple(fixed_names),
@@ -212,7 +372,11 @@ def build_design(
         log_binom_const=const,
         data_sha256=table.sha256,
         source=table.source,
-        warnings=checked.warnings,
+        warnings=data_warnings,
         notes=table.notes + checked.notes,
-        predictor_scaling=checked.scaling,
+        predictor_scaling=scales,
+        x_center=x_center,
+        x_scale=np.array(fixed_scale, dtype=float),
+        standardize=standardize,
+        reference={col: levels[0] for col, levels in checked.categorical.items()},
     )

@@ -8,16 +8,65 @@ import numpy as np
 import xarray as xr
 from scipy.special import expit, gammaln, log_expit, log_ndtr, ndtr
 
-from poolwise.engine.layout import fixed_name, total_name
+from poolwise.engine.layout import fixed_name, sd_name, total_name
 from poolwise.model import ModelSpec
 
-__all__ = ["cell_eta", "inverse_link", "log_p_q", "row_log_likelihood"]
+__all__ = ["cell_eta", "inverse_link", "log_p_q", "row_log_likelihood", "to_original_scale"]
 
 
 def _draws(post: xr.Dataset, name: str) -> np.ndarray:
     """(chain*draw, ...) array of a variable."""
     v = post[name].values
     return v.reshape((-1,) + v.shape[2:])
+
+
+def to_original_scale(spec: ModelSpec, post: xr.Dataset) -> xr.Dataset:
+    """Draws of the engine (centered / scaled design, see :mod:`poolwise.design`) on the
+    original scale of the predictors. Exact, draw by draw:
+
+    * ``b_<col> = b_std / scale`` and ``Intercept = Intercept_std - sum_k b_k * center_k``
+      (the log-odds at all predictors = 0 on their original scale);
+    * per-level totals ``a_<g>[j]`` get the same intercept shift (when their mean is the fixed
+      intercept, or they are the unpooled intercepts of ``pooling="none"``) and slopes
+      ``b_<g>__<coef>[j]`` and their SDs ``sd_<g>__<coef>`` are divided by the column's scale;
+      correlations are unchanged (the group-level columns are never centered).
+    """
+    d = spec.design
+    if not d.rescaled:
+        return post
+    out = post.copy()
+    K = len(d.fixed_names)
+    center = d.x_center if d.x_center is not None else np.zeros(K)
+    scale = d.x_scale if d.x_scale is not None else np.ones(K)
+    shift = None
+    for k, coef in enumerate(d.fixed_names):
+        if coef == "Intercept":
+            continue
+        name = fixed_name(coef)
+        out[name] = post[name] / scale[k]
+        if center[k] != 0.0:
+            contrib = out[name] * center[k]
+            shift = -contrib if shift is None else shift - contrib
+    if shift is not None and "Intercept" in d.fixed_names:
+        out["Intercept"] = post["Intercept"] + shift
+    for term in spec.terms:
+        g = term.group
+        zs = g.z_scale if g.z_scale is not None else np.ones(g.n_coefs)
+        for c, coef in enumerate(g.coef_names):
+            name = total_name(term, coef)
+            if coef == "Intercept":
+                mi = term.mu_index[c]
+                carries = (mi >= 0 and d.fixed_names[mi] == "Intercept") or (
+                    mi < 0 and "Intercept" not in d.fixed_names
+                )
+                if shift is not None and carries:
+                    out[name] = post[name] + shift
+            elif zs[c] != 1.0:
+                out[name] = post[name] / zs[c]
+                sdn = sd_name(term, coef)
+                if sdn in post:
+                    out[sdn] = post[sdn] / zs[c]
+    return out
 
 
 def cell_eta(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:

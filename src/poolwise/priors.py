@@ -131,9 +131,17 @@ def parse_prior(text: str) -> Prior:
 class Priors:
     """Priors by class. Defaults follow the seeds' models (Statistical Rethinking, ch. 13).
 
-    * ``intercept``: the population intercept (``a_bar``), default normal(0, 1.5);
-    * ``b``: each fixed coefficient, default normal(0, 1);
-    * ``sd``: each group standard deviation, default exponential(1); ``sd_by_group``
+    * ``intercept``: the population intercept (``a_bar``), default normal(0, 1.5); with
+      ``standardize=True`` it applies to the log-odds at the predictors' means (the fixed
+      columns are centered for sampling), while the reported ``Intercept`` is always the
+      log-odds at all predictors = 0;
+    * ``b``: each fixed coefficient, default normal(0, 1): with ``standardize=True`` (the
+      default of ``fit`` / ``build_model``) per standard deviation of a numeric predictor with
+      more than two values, per unit of a 0/1 predictor or a categorical contrast; with
+      ``standardize=False`` per original unit. Results are always reported per original unit
+      (see :mod:`poolwise.design`);
+    * ``sd``: each group standard deviation, default exponential(1) (for a varying slope of a
+      standardized predictor: per standard deviation of the predictor); ``sd_by_group``
       overrides it per grouping factor (``{"district": half_normal(0.5)}``);
     * ``cor``: correlations of varying effects, default lkj(2);
     * ``unpooled``: the independent per-group intercepts of ``pooling="none"``,

@@ -36,7 +36,7 @@ def _scipy_logp(spec, x: np.ndarray, *, pmf: bool = False) -> float:
         prior = spec.priors.intercept if name == "Intercept" else spec.priors.b
         lp += stats.norm.logpdf(b, *prior.params)
     # fixed part of eta, per row: cells are rows with identical covariates
-    eta_rows = (d.X @ beta)[d.row_cell]
+    eta_rows = (d.X_engine @ beta)[d.row_cell]  # the engine samples the standardized design
     pos = K
     for term in spec.terms:
         g = term.group

@@ -130,14 +130,14 @@ def pack(spec: ModelSpec) -> PackedModel:
             if term.estimated
             else np.array(term.sd_fixed, dtype=float)
         )
-        float_blobs += [g.Z.astype(float).ravel(), sdp, np.array([term.lkj_eta])]
+        float_blobs += [g.Z_engine.astype(float).ravel(), sdp, np.array([term.lkj_eta])]
     dim = pos
     n_expanded = sum(v.size for v in variables)
 
     float_head = [
         d.y.astype(float),
         d.n.astype(float),
-        d.X.astype(float).ravel(),
+        d.X_engine.astype(float).ravel(),  # centered / scaled: design.py
         np.array([w for p in spec.fixed_priors for w in _prior_words(p)], dtype=float),
         np.array([d.log_binom_const]),
     ]

@@ -12,7 +12,8 @@
 
 Names may contain letters, digits, ``.`` and ``_`` (``use.contraception``) or be quoted in
 backticks (```living children```). ``x*z`` expands to ``x + z + x:z``; ``(1 | a/b)`` expands to
-``(1 | a) + (1 | a:b)``.
+``(1 | a) + (1 | a:b)``. As in R's ``terms()``, terms are ordered by degree: main effects, then
+two-way interactions, and so on (``y ~ x*z + w`` gives ``x, z, w, x:z``).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class _Parser:
         self.expect("~", "'~' after the outcome")
         intercept, terms, groups = self.rhs()
         if self.tok.kind != "end":
-            raise self.error(f"unexpected {self.tok.text!r}")
+            raise self.error(f"unexpected {self.tok.text!r}; join terms with '+'")
         return Formula(self.text, response, intercept, terms, groups)
 
     def response(self) -> Response:
@@ -193,6 +194,8 @@ class _Parser:
             else:
                 found = "the end of the formula" if tok.kind == "end" else repr(tok.text)
                 raise self.error(f"expected a predictor, 1, 0 or a group term, found {found}", tok)
+        # R's terms(): main effects first, then two-way interactions, ... (stable within order)
+        terms.sort(key=lambda t: len(t.variables))
         return intercept, tuple(terms), tuple(groups)
 
     def product(self) -> list[Term]:
@@ -245,6 +248,7 @@ class _Parser:
         bar = self.tok
         self.i += 1
         correlated = bar.text == "|"
+        terms.sort(key=lambda t: len(t.variables))
         if not intercept and not terms:
             raise self.error("this group term has no intercept and no slope", open_tok)
         chain = [self.name("the grouping column after '|'")]
