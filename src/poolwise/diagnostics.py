@@ -1,36 +1,139 @@
-"""Diagnosis of a fit: divergences, R-hat, ESS, E-BFMI, tree depth (numbers from arviz-stats)."""
+"""Diagnosis of a fit: is it trustworthy, and if not, where is the problem?
+
+Checks (thresholds of Vehtari et al. 2021, CmdStan ``diagnose`` and ArviZ ``diagnose``; all
+numbers from arviz-stats):
+
+* divergent transitions after tuning, per chain, with their percentage (must be 0);
+* rank-normalized split R-hat, bulk and folded (must be <= 1.01); constant draws make it
+  undefined, which is reported as such and never as "not mixed"; with many group-level
+  parameters (RELIABILITY H1) a few may exceed 1.01 by chance, so the check fails when any
+  population-level parameter or more than 1% of the group-level ones exceed it;
+* bulk and tail effective sample size (>= 100 per chain); non-finite draws make it NaN;
+* E-BFMI per chain (>= 0.3);
+* tree-depth saturation per chain (an efficiency warning, not a validity error);
+* mean acceptance per chain against ``target_accept`` (a warning, as PyMC's).
+
+Localisation (:func:`localise_funnels`): for every estimated group SD, are the divergent
+transitions concentrated at its small values (the funnel of a centered term) or at its large
+values (the inverted funnel of a non-centered, data-rich term)? With a ModelSpec (a Fit),
+also: SDs whose posterior is dominated by their prior (power-scaling sensitivity,
+``arviz_stats.psense``), grouping factors with fewer than 5 levels, and levels whose
+outcomes are all 0 or all 1.
+"""
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
 
-__all__ = ["Diagnosis", "Finding", "diagnose", "RHAT_MAX", "ESS_PER_CHAIN", "BFMI_MIN"]
+if TYPE_CHECKING:
+    from poolwise.fit import Fit
+    from poolwise.model import ModelSpec
+
+__all__ = [
+    "Diagnosis",
+    "Finding",
+    "Funnel",
+    "diagnose",
+    "with_sensitivity",
+    "localise_funnels",
+    "prior_sensitivity",
+    "stack_draws",
+    "RHAT_MAX",
+    "ESS_PER_CHAIN",
+    "BFMI_MIN",
+    "ACCEPT_TOLERANCE",
+    "PSENSE_THRESHOLD",
+    "MIN_LEVELS",
+]
 
 RHAT_MAX = 1.01
 ESS_PER_CHAIN = 100
 BFMI_MIN = 0.3
 TAIL_PROB = (0.05, 0.95)  # tail ESS at the 5% and 95% quantiles (Vehtari et al. 2021)
+#: PyMC warns when the mean acceptance differs from target_accept by more than this
+ACCEPT_TOLERANCE = 0.1
+#: fraction of group-level parameters allowed above RHAT_MAX before the check fails (H1)
+RHAT_GROUP_FRACTION = 0.01
+#: power-scaling sensitivity threshold (Kallioinen et al. 2024; arviz-stats' default)
+PSENSE_THRESHOLD = 0.05
+#: lme4: "grouping factors with < 5 sampled levels may give unreliable estimates"
+MIN_LEVELS = 5
+#: funnel localisation: at least this many divergent draws, this p-value and this effect
+FUNNEL_MIN_DIVERGENT = 4
+FUNNEL_P = 0.01
+FUNNEL_AUC = 0.15  # |P(log sd_div < log sd_other) - 0.5| must exceed this
+#: the reported threshold: this share of the divergent draws lies beyond it
+FUNNEL_SHARE = 0.75
 
 Severity = Literal["error", "warning", "info"]
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One diagnostic result: what, how bad, which parameters, and what to do."""
+    """One diagnostic result: what (``code``), how bad, which parameters, and a plain-language
+    message that says what was seen, what it means and what to do next."""
 
     code: str
     severity: Severity
     message: str
     parameters: tuple[str, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "severity": self.severity, "message": self.message,
+                "parameters": list(self.parameters)}
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """Divergent transitions concentrated at small (``"small"``: the funnel of a centered
+    term) or large (``"large"``: the inverted funnel) values of one group SD.
+
+    ``threshold``: 75% of the divergent draws have ``parameter`` below it (``"small"``) or
+    above it (``"large"``); ``share_all``: the fraction of *all* draws on that side.
+    ``p_value``: two-sided Mann-Whitney test of log SD, divergent vs other draws (draws are
+    autocorrelated, so it is read together with the effect size ``auc``, the probability that
+    a divergent draw's SD is below another draw's).
+    """
+
+    term: str
+    parameter: str
+    direction: Literal["small", "large"]
+    threshold: float
+    share_all: float
+    median_divergent: float
+    median_all: float
+    auc: float
+    p_value: float
+    n_divergent: int
+
+    @property
+    def sign(self) -> str:
+        return "<" if self.direction == "small" else ">"
+
+    def describe(self) -> str:
+        """``"divergences concentrate where sd_district < 0.12"``."""
+        return f"divergences concentrate where {self.parameter} {self.sign} {_g(self.threshold)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "term": self.term, "parameter": self.parameter, "direction": self.direction,
+            "threshold": _num(self.threshold), "share_all": _num(self.share_all),
+            "median_divergent": _num(self.median_divergent), "median_all": _num(self.median_all),
+            "auc": _num(self.auc), "p_value": _num(self.p_value),
+            "n_divergent": self.n_divergent, "description": self.describe(),
+        }
+
 
 @dataclass(frozen=True)
 class Diagnosis:
+    """Everything :func:`diagnose` found. ``ok`` is False whenever any finding is an error."""
+
     chains: int
     draws: int
     divergences: int
@@ -43,40 +146,102 @@ class Diagnosis:
     mean_accept: float
     target_accept: float | None
     findings: tuple[Finding, ...] = field(default_factory=tuple)
+    accept_per_chain: tuple[float, ...] = ()
+    funnels: tuple[Funnel, ...] = ()
+    #: power-scaling sensitivity of each group SD: name -> (prior, likelihood)
+    sensitivity: dict[str, tuple[float, float]] = field(default_factory=dict, compare=False)
+    #: per-parameter numbers, aligned with ``parameters`` (components like ``a_g[3]``)
+    parameters: tuple[str, ...] = field(default=(), repr=False)
+    rhat: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+    ess_bulk: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+    ess_tail: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         """True only when nothing of severity 'error' was found."""
         return not any(f.severity == "error" for f in self.findings)
 
+    @property
+    def divergence_pct_per_chain(self) -> tuple[float, ...]:
+        return tuple(100.0 * d / self.draws for d in self.divergences_per_chain)
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == "error")
+
+    def has(self, code: str) -> bool:
+        return any(f.code == code for f in self.findings)
+
+    def finding(self, code: str) -> Finding | None:
+        return next((f for f in self.findings if f.code == code), None)
+
+    @property
+    def culprit(self) -> Funnel | None:
+        """The funnel that best explains the divergences (strongest effect), if any."""
+        if not self.funnels:
+            return None
+        return max(self.funnels, key=lambda f: abs(f.auc - 0.5))
+
+    @property
+    def min_ess(self) -> float:
+        """min(bulk, tail) ESS; NaN when either is undefined."""
+        if not (np.isfinite(self.min_ess_bulk) and np.isfinite(self.min_ess_tail)):
+            return math.nan
+        return min(self.min_ess_bulk, self.min_ess_tail)
+
+    def ess_by_parameter(self, kind: Literal["bulk", "tail"] = "bulk") -> dict[str, float]:
+        vals = self.ess_bulk if kind == "bulk" else self.ess_tail
+        return {n: float(v) for n, v in zip(self.parameters, vals, strict=True)}
+
     def to_dict(self) -> dict:
         return {
             "divergences": self.divergences,
             "divergences_per_chain": list(self.divergences_per_chain),
+            "divergence_pct_per_chain": [_num(p) for p in self.divergence_pct_per_chain],
             "max_rhat": _num(self.max_rhat),
             "min_ess_bulk": _num(self.min_ess_bulk),
             "min_ess_tail": _num(self.min_ess_tail),
             "bfmi": [_num(b) for b in self.bfmi],
             "treedepth_saturation": [_num(s) for s in self.treedepth_saturation],
             "mean_accept": _num(self.mean_accept),
+            "accept_per_chain": [_num(a) for a in self.accept_per_chain],
+            "target_accept": self.target_accept,
+            "funnels": [f.to_dict() for f in self.funnels],
+            "prior_sensitivity": {
+                k: {"prior": _num(p), "likelihood": _num(lk)}
+                for k, (p, lk) in self.sensitivity.items()
+            },
             "ok": self.ok,
-            "findings": [
-                {"code": f.code, "severity": f.severity, "message": f.message,
-                 "parameters": list(f.parameters)}
-                for f in self.findings
-            ],
+            "findings": [f.to_dict() for f in self.findings],
         }
 
 
-def _num(v: float) -> float | None:
+def _num(v: float | None) -> float | None:
     return None if v is None or not np.isfinite(v) else round(float(v), 6)
 
 
-def stack_draws(post: xr.Dataset) -> tuple[list[str], np.ndarray]:
-    """All scalar components of all variables as one (n, chain, draw) array, with names
-    like ``a_district[3]``."""
+def _g(v: float) -> str:
+    """Two significant digits: 0.12, 2.3, 15."""
+    return f"{float(v):.2g}" if abs(v) < 100 else f"{float(v):.0f}"
+
+
+def _names(items: list[str], k: int = 5) -> str:
+    more = f" and {len(items) - k} more" if len(items) > k else ""
+    return ", ".join(items[:k]) + more
+
+
+# ---------------------------------------------------------------------------------------------
+# draws
+# ---------------------------------------------------------------------------------------------
+
+
+def stack_draws(post: xr.Dataset) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """All scalar components of all variables as one (n, chain, draw) array, with names like
+    ``a_district[3]``, and a flag per component: True for group-level components (variables
+    with a dimension besides chain and draw)."""
     names: list[str] = []
     blocks: list[np.ndarray] = []
+    group_level: list[bool] = []
     for name, v in post.data_vars.items():
         extra = [d for d in v.dims if d not in ("chain", "draw")]
         arr = v.transpose("chain", "draw", *extra).values
@@ -85,103 +250,563 @@ def stack_draws(post: xr.Dataset) -> tuple[list[str], np.ndarray]:
         if extra:
             labels = v[extra[0]].values if len(extra) == 1 else range(arr.shape[-1])
             names.extend(f"{name}[{lab}]" for lab in labels)
+            group_level.extend([True] * arr.shape[-1])
         else:
             names.append(str(name))
-    return names, np.concatenate(blocks, axis=0).astype(float)
+            group_level.append(False)
+    if not blocks:
+        return [], np.zeros((0, 1, 1)), np.zeros(0, dtype=bool)
+    return names, np.concatenate(blocks, axis=0).astype(float), np.array(group_level, dtype=bool)
 
 
-def _worst(names: list[str], values: np.ndarray, mask: np.ndarray, descending: bool = False) -> list[str]:
+def _ordered(
+    names: list[str], values: np.ndarray, mask: np.ndarray, descending: bool = False
+) -> list[str]:
     idx = np.flatnonzero(mask)
-    order = np.argsort(values[idx])
+    order = np.argsort(values[idx], kind="stable")
     if descending:
         order = order[::-1]
     return [names[i] for i in idx[order]]
 
 
-def diagnose(tree: xr.DataTree, *, target_accept: float | None = None) -> Diagnosis:
-    """Run the standard checks on a DataTree with ``posterior`` and ``sample_stats``."""
-    import arviz_stats as azs
-    from arviz_stats.base import array_stats
+def _as_tree(obj: Any) -> tuple[xr.DataTree, ModelSpec | None, float | None]:
+    if isinstance(obj, xr.DataTree):
+        return obj, None, None
+    if hasattr(obj, "idata") and hasattr(obj, "spec"):
+        return obj.idata, obj.spec, obj.config.target_accept
+    raise TypeError(f"diagnose() takes a Fit or an xarray.DataTree; got {type(obj).__name__}")
 
+
+# ---------------------------------------------------------------------------------------------
+# diagnose
+# ---------------------------------------------------------------------------------------------
+
+
+def diagnose(
+    fit: Fit | xr.DataTree,
+    *,
+    target_accept: float | None = None,
+    spec: ModelSpec | None = None,
+    sensitivity: bool | None = None,
+) -> Diagnosis:
+    """Run every check on a :class:`~poolwise.fit.Fit` or on a DataTree with ``posterior``
+    and (optionally) ``sample_stats`` groups.
+
+    ``spec`` (taken from a Fit) enables the model-aware checks: the few-levels and all-0/all-1
+    notes and, with ``sensitivity`` (default: when a ``log_likelihood`` group is present), the
+    power-scaling prior sensitivity of every group SD.
+    """
+    tree, fit_spec, fit_ta = _as_tree(fit)
+    spec = spec if spec is not None else fit_spec
+    target_accept = target_accept if target_accept is not None else fit_ta
     post = tree["posterior"].to_dataset()
-    stats = tree["sample_stats"].to_dataset()
-    chains, draws = post.sizes["chain"], post.sizes["draw"]
-    div = stats["diverging"].values.astype(bool)
-    per_chain = tuple(int(c) for c in div.sum(axis=1))
-    names, stacked = stack_draws(post)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        rhat = array_stats.rhat(stacked, chain_axis=-2, draw_axis=-1)
-        ess_b = array_stats.ess(stacked, chain_axis=-2, draw_axis=-1, method="bulk")
-        ess_t = array_stats.ess(
-            stacked, chain_axis=-2, draw_axis=-1, method="tail", prob=TAIL_PROB
-        )
-        bfmi = tuple(float(b) for b in azs.bfmi(tree)["energy"].values) if "energy" in stats else ()
-    max_rhat = float(np.nanmax(rhat)) if np.isfinite(rhat).any() else np.nan
-    bad_rhat = _worst(names, rhat, rhat > RHAT_MAX, descending=True)
-    min_eb = float(np.nanmin(ess_b)) if np.isfinite(ess_b).any() else np.nan
-    min_et = float(np.nanmin(ess_t)) if np.isfinite(ess_t).any() else np.nan
-    sat = (
-        tuple(float(s) for s in stats["reached_max_treedepth"].values.mean(axis=1))
-        if "reached_max_treedepth" in stats
-        else ()
-    )
-    acc = float(stats["acceptance_rate"].values.mean()) if "acceptance_rate" in stats else np.nan
-
+    stats = tree["sample_stats"].to_dataset() if "sample_stats" in tree.children else xr.Dataset()
+    chains, draws = post.sizes.get("chain", 1), post.sizes.get("draw", 0)
     findings: list[Finding] = []
+
+    # ---- divergences ----------------------------------------------------------------------
+    if "diverging" in stats:
+        div = stats["diverging"].transpose("chain", "draw").values.astype(bool)
+    else:
+        div = np.zeros((chains, draws), dtype=bool)
+    per_chain = tuple(int(c) for c in div.sum(axis=1))
     n_div = int(div.sum())
     if n_div:
         pct = 100.0 * n_div / (chains * draws)
-        detail = ", ".join(f"chain {i}: {c}" for i, c in enumerate(per_chain) if c)
+        detail = ", ".join(
+            f"chain {i}: {c} ({100.0 * c / draws:.1f}%)" for i, c in enumerate(per_chain)
+        )
         findings.append(Finding(
             "divergences", "error",
-            f"There were {n_div} divergent transitions after tuning ({pct:.1f}% of draws; {detail}). "
-            "The sampler could not explore part of the posterior, so estimates may be biased. "
-            "Reparameterize the group term (non-centered), or raise target_accept.",
+            f"{n_div} of {chains * draws} transitions after tuning ({pct:.1f}%) ended with a "
+            f"divergence ({detail}). These divergent transitions indicate that HMC is not "
+            "fully able to explore the posterior distribution, so the estimates may be "
+            "biased. Reparameterize the group term (non-centered), or increase target_accept "
+            "closer to 1; do not use these draws.",
         ))
-    threshold = ESS_PER_CHAIN * chains
-    if bad_rhat:
+
+    # ---- R-hat and ESS --------------------------------------------------------------------
+    names, stacked, group_level = stack_draws(post)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rhat, ess_b, ess_t = _convergence_numbers(stacked)
+    if stacked.size:
+        finite = np.isfinite(stacked).all(axis=(1, 2))
+        span = np.ptp(np.where(np.isfinite(stacked), stacked, 0.0), axis=(1, 2))
+        constant = finite & (span == 0.0)
+        # every chain constant, but at different values
+        stuck = finite & ~constant & (np.ptp(stacked, axis=2).max(axis=1) == 0.0)
+    else:
+        finite = constant = stuck = np.zeros(0, dtype=bool)
+    # undefined numbers are NaN, never "large": arviz gives ESS = N for constant draws
+    ess_b = np.where(constant | ~finite, np.nan, ess_b)
+    ess_t = np.where(constant | ~finite, np.nan, ess_t)
+    rhat = np.where(constant | ~finite, np.nan, rhat)
+    rhat = np.where(stuck, np.inf, rhat)
+
+    nonfinite = [n for n, ok_ in zip(names, finite, strict=True) if not ok_]
+    if nonfinite:
         findings.append(Finding(
-            "rhat", "error",
-            f"The largest R-hat is {max_rhat:.3f} (> {RHAT_MAX}), indicating chains have not mixed "
-            f"({', '.join(bad_rhat[:5])}). Run longer or reparameterize.",
-            tuple(bad_rhat),
+            "nonfinite", "error",
+            f"{len(nonfinite)} parameter(s) have NaN or infinite draws ({_names(nonfinite)}): "
+            "R-hat and ESS are undefined for them (reported as NaN) and the sampler or the "
+            "model evaluation failed. Do not use these draws; check the data and the priors.",
+            tuple(nonfinite),
         ))
-    low_b = _worst(names, ess_b, ess_b < threshold)
+    const_names = [n for n, c in zip(names, constant, strict=True) if c]
+    if const_names:
+        findings.append(Finding(
+            "rhat_undefined", "error",
+            f"R-hat undefined (constant draws) for {_names(const_names)}: every draw of every "
+            "chain has the same value, so mixing cannot be assessed at all (this is not a "
+            "verdict of 'not mixed'). A sampled parameter that never moves means the sampler "
+            "was stuck; check the model, the initial values and the step size.",
+            tuple(const_names),
+        ))
+    if chains < 2 and names:
+        findings.append(Finding(
+            "rhat_single_chain", "warning",
+            "R-hat needs at least 2 chains; with 1 chain convergence cannot be checked. Run "
+            "4 chains.",
+        ))
+
+    defined = np.isfinite(rhat) | np.isinf(rhat)
+    max_rhat = float(np.max(rhat[defined])) if defined.any() else math.nan
+    high = defined & (rhat > RHAT_MAX)
+    bad_rhat = _ordered(names, rhat, high, descending=True)
+    if bad_rhat:
+        n_group = int(group_level.sum())
+        n_high_group = int((high & group_level).sum())
+        n_high_pop = int((high & ~group_level).sum())
+        frac = n_high_group / n_group if n_group else 0.0
+        fails = n_high_pop > 0 or frac > RHAT_GROUP_FRACTION
+        stuck_names = [n for n, s in zip(names, stuck, strict=True) if s]
+        stuck_note = (
+            f" Chains are stuck, each at its own constant value, for {_names(stuck_names)}."
+            if stuck_names else ""
+        )
+        counts = (
+            f"{n_high_pop} population-level and {n_high_group} of {n_group} group-level "
+            f"parameters ({100 * frac:.1f}%)" if n_group else f"{n_high_pop} parameter(s)"
+        )
+        if fails:
+            findings.append(Finding(
+                "rhat", "error",
+                f"R-hat is above {RHAT_MAX} for {counts}; the largest is {_fmt_rhat(max_rhat)} "
+                f"({_names(bad_rhat)}). The chains have not mixed: they disagree about the "
+                f"posterior, so the estimates are not reliable.{stuck_note} Run longer chains "
+                "(more tuning and draws) or reparameterize.",
+                tuple(bad_rhat),
+            ))
+        else:
+            findings.append(Finding(
+                "rhat", "warning",
+                f"R-hat is above {RHAT_MAX} for {counts} (max {_fmt_rhat(max_rhat)}: "
+                f"{_names(bad_rhat)}); with this many group-level parameters a few exceed "
+                f"{RHAT_MAX} by chance, and all population-level parameters are below it. Check "
+                "these groups; more draws will settle them.",
+                tuple(bad_rhat),
+            ))
+
+    threshold = ESS_PER_CHAIN * chains
+    has_nan_ess = bool((~finite).any())
+    defined_b = np.isfinite(ess_b)
+    defined_t = np.isfinite(ess_t)
+    min_eb = math.nan if has_nan_ess or not defined_b.any() else float(np.min(ess_b[defined_b]))
+    min_et = math.nan if has_nan_ess or not defined_t.any() else float(np.min(ess_t[defined_t]))
+    low_b = _ordered(names, ess_b, defined_b & (ess_b < threshold))
     if low_b:
+        v = float(np.min(ess_b[defined_b]))
         findings.append(Finding(
             "ess_bulk", "error",
-            f"Bulk effective sample size is too low (min {min_eb:.0f} < {threshold}), indicating "
-            f"posterior means and medians may be unreliable ({', '.join(low_b[:5])}).",
+            f"Bulk effective sample size is below {ESS_PER_CHAIN} per chain (min {v:.0f} < "
+            f"{threshold}) for {_names(low_b)}: posterior means and medians are unreliable. "
+            "Run more draws, or reparameterize if the chains mix this slowly.",
             tuple(low_b),
         ))
-    low_t = _worst(names, ess_t, ess_t < threshold)
+    low_t = _ordered(names, ess_t, defined_t & (ess_t < threshold))
     if low_t:
+        v = float(np.min(ess_t[defined_t]))
         findings.append(Finding(
             "ess_tail", "error",
-            f"Tail effective sample size is too low (min {min_et:.0f} < {threshold}), indicating "
-            f"posterior variances and tail quantiles may be unreliable ({', '.join(low_t[:5])}).",
+            f"Tail effective sample size is below {ESS_PER_CHAIN} per chain (min {v:.0f} < "
+            f"{threshold}) for {_names(low_t)}: posterior variances and tail quantiles (the "
+            "5% and 95% quantiles, and so the intervals) are unreliable. Run more draws, or "
+            "reparameterize.",
             tuple(low_t),
         ))
+
+    # ---- E-BFMI -------------------------------------------------------------------------------
+    bfmi: tuple[float, ...] = ()
+    if "energy" in stats:
+        bfmi = tuple(float(b) for b in _bfmi(stats["energy"].transpose("chain", "draw").values))
     low_bfmi = [i for i, b in enumerate(bfmi) if b < BFMI_MIN]
     if low_bfmi:
+        vals = ", ".join(f"chain {i}: {bfmi[i]:.2f}" for i in low_bfmi)
         findings.append(Finding(
             "bfmi", "error",
-            f"E-BFMI is below {BFMI_MIN} in chain(s) {', '.join(map(str, low_bfmi))} "
-            f"(min {min(bfmi):.2f}): the sampler may have trouble exploring the tails. "
-            "Reparameterize the model.",
+            f"E-BFMI is below {BFMI_MIN} ({vals}), which suggests that HMC may have trouble "
+            "exploring the tails of the target distribution (often the neck of a funnel); "
+            "the draws may miss part of the posterior. Reparameterize the model.",
         ))
+
+    # ---- tree depth --------------------------------------------------------------------------
+    sat: tuple[float, ...] = ()
+    if "reached_max_treedepth" in stats:
+        sat = tuple(float(s) for s in stats["reached_max_treedepth"].transpose("chain", "draw")
+                    .values.astype(float).mean(axis=1))
     sat_chains = [i for i, s in enumerate(sat) if s > 0]
     if sat_chains:
+        detail = ", ".join(f"chain {i}: {100 * sat[i]:.1f}%" for i in sat_chains)
         findings.append(Finding(
             "treedepth", "warning",
-            f"{100 * max(sat):.1f}% of transitions hit the maximum tree depth in chain(s) "
-            f"{', '.join(map(str, sat_chains))}: an efficiency problem, not a validity one. "
-            "Standardize predictors or increase max_treedepth.",
+            f"Transitions hit the maximum tree depth ({detail}). Trajectories that are cut "
+            "short explore slowly: an efficiency problem, not a validity one. Standardize "
+            "predictors, or increase max_treedepth.",
         ))
+
+    # ---- acceptance ---------------------------------------------------------------------------
+    acc_chain: tuple[float, ...] = ()
+    acc = math.nan
+    if "acceptance_rate" in stats:
+        a = stats["acceptance_rate"].transpose("chain", "draw").values.astype(float)
+        acc_chain = tuple(float(x) for x in np.nanmean(a, axis=1))
+        acc = float(np.nanmean(a))
+    if target_accept is not None and acc_chain:
+        off = [i for i, x in enumerate(acc_chain) if abs(x - target_accept) > ACCEPT_TOLERANCE]
+        if off:
+            detail = ", ".join(f"chain {i}: {acc_chain[i]:.2f}" for i in off)
+            findings.append(Finding(
+                "acceptance", "warning",
+                f"The acceptance probability does not match the target: it is {detail}, but "
+                f"should be close to target_accept {target_accept:g}. The step size did not "
+                "adapt well; try to increase the number of tuning steps.",
+            ))
+
+    # ---- localisation ------------------------------------------------------------------------
+    funnels = localise_funnels(post, div, spec=spec)
+    if n_div and funnels:
+        for f in sorted(funnels, key=lambda f: -abs(f.auc - 0.5)):
+            findings.append(_funnel_finding(f, spec))
+    elif n_div >= 1:
+        why = (
+            f"only {n_div} divergent transition(s), too few to localise"
+            if n_div < FUNNEL_MIN_DIVERGENT
+            else "they are not concentrated at small or large values of any group SD"
+        )
+        findings.append(Finding(
+            "funnel_unlocalised", "info",
+            f"The divergences could not be attributed to a group term: {why}. Raise "
+            "target_accept; if they persist, look at the pair plot of the parameters.",
+        ))
+
+    sens: dict[str, tuple[float, float]] = {}
+    if spec is not None:
+        findings.extend(_structure_findings(spec))
+        if sensitivity is None:
+            sensitivity = "log_likelihood" in tree.children
+        if sensitivity:
+            sens = prior_sensitivity(tree, spec)
+            findings.extend(_sensitivity_findings(sens, spec))
+
     return Diagnosis(
         chains=chains, draws=draws, divergences=n_div, divergences_per_chain=per_chain,
         max_rhat=max_rhat, min_ess_bulk=min_eb, min_ess_tail=min_et, bfmi=bfmi,
         treedepth_saturation=sat, mean_accept=acc, target_accept=target_accept,
-        findings=tuple(findings),
+        findings=tuple(findings), accept_per_chain=acc_chain, funnels=funnels,
+        sensitivity=sens, parameters=tuple(names), rhat=rhat, ess_bulk=ess_b, ess_tail=ess_t,
     )
+
+
+def with_sensitivity(diagnosis: Diagnosis, tree: xr.DataTree, spec: ModelSpec) -> Diagnosis:
+    """``diagnosis`` plus the prior-sensitivity check (which needs the log-likelihood), without
+    recomputing the convergence numbers. A diagnosis that has it already is returned as is."""
+    from dataclasses import replace
+
+    done = diagnosis.has("prior_dominated") or diagnosis.has("prior_sensitive")
+    if diagnosis.sensitivity or done:
+        return diagnosis
+    sens = prior_sensitivity(tree, spec)
+    return replace(diagnosis, sensitivity=sens,
+                   findings=diagnosis.findings + tuple(_sensitivity_findings(sens, spec)))
+
+
+def _fmt_rhat(v: float) -> str:
+    return "inf" if np.isinf(v) else f"{v:.3f}"
+
+
+def _convergence_numbers(stacked: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from arviz_stats.base import array_stats
+
+    if stacked.size == 0:
+        z = np.zeros(0)
+        return z, z, z
+    rhat = np.asarray(array_stats.rhat(stacked, chain_axis=-2, draw_axis=-1), dtype=float)
+    ess_b = np.asarray(
+        array_stats.ess(stacked, chain_axis=-2, draw_axis=-1, method="bulk"), dtype=float
+    )
+    ess_t = np.asarray(
+        array_stats.ess(stacked, chain_axis=-2, draw_axis=-1, method="tail", prob=TAIL_PROB),
+        dtype=float,
+    )
+    return rhat, ess_b, ess_t
+
+
+def _bfmi(energy: np.ndarray) -> np.ndarray:
+    from arviz_stats.base import array_stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.atleast_1d(
+            np.asarray(array_stats.bfmi(energy, chain_axis=-2, draw_axis=-1), dtype=float)
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# localisation
+# ---------------------------------------------------------------------------------------------
+
+
+def _sd_terms(post: xr.Dataset, spec: ModelSpec | None) -> list[tuple[str, str]]:
+    """(sd variable, group term name) for every estimated group SD in the posterior."""
+    if spec is not None:
+        from poolwise.engine.layout import sd_name
+
+        out: list[tuple[str, str]] = []
+        for t in spec.terms:
+            if t.estimated:
+                out.extend((sd_name(t, c), t.name) for c in t.group.coef_names)
+        return [(v, t) for v, t in out if v in post]
+    out = []  # no spec: read the names
+    for name, v in post.data_vars.items():
+        s = str(name)
+        if s.startswith("sd_") and set(v.dims) <= {"chain", "draw"}:
+            out.append((s, s[3:].split("__")[0]))
+    return out
+
+
+def localise_funnels(
+    post: xr.Dataset, diverging: np.ndarray, *, spec: ModelSpec | None = None
+) -> tuple[Funnel, ...]:
+    """For each group SD, test whether divergent transitions concentrate at its small or
+    large values.
+
+    Rule: with at least 4 divergent draws, compare log SD of the divergent draws with the
+    other draws by the Mann-Whitney U statistic. A funnel is reported when the two-sided
+    p-value is below 0.01 **and** the effect is clear: ``auc`` (the probability that a
+    divergent draw's SD is below a non-divergent one's) is above 0.65 (``"small"``) or below
+    0.35 (``"large"``), and the median SD of the divergent draws is below (above) the median
+    of all draws. The reported threshold is the 75% quantile of SD among the divergent draws
+    (``"small"``; the 25% quantile for ``"large"``), and ``share_all`` says how much of the
+    whole posterior lies on the same side, for contrast.
+    """
+    from scipy.stats import mannwhitneyu
+
+    div = np.asarray(diverging, dtype=bool)
+    n_div = int(div.sum())
+    if n_div < FUNNEL_MIN_DIVERGENT or n_div == div.size:
+        return ()
+    out: list[Funnel] = []
+    for var, term in _sd_terms(post, spec):
+        s = post[var].transpose("chain", "draw").values.astype(float)
+        if s.shape != div.shape or not np.isfinite(s).all() or (s <= 0).any():
+            continue
+        ls = np.log(s)
+        a, b = ls[div], ls[~div]
+        if np.ptp(ls) == 0.0:
+            continue
+        res = mannwhitneyu(a, b, alternative="two-sided")
+        # U counts pairs with a > b; auc = P(a < b) (+ half ties)
+        auc = 1.0 - float(res.statistic) / (a.size * b.size)
+        p = float(res.pvalue)
+        med_div, med_all = float(np.median(s[div])), float(np.median(s))
+        if p >= FUNNEL_P or abs(auc - 0.5) <= FUNNEL_AUC:
+            continue
+        if auc > 0.5 and med_div < med_all:
+            thr = float(np.quantile(s[div], FUNNEL_SHARE))
+            share = float(np.mean(s <= thr))
+            out.append(Funnel(term, var, "small", thr, share, med_div, med_all, auc, p, n_div))
+        elif auc < 0.5 and med_div > med_all:
+            thr = float(np.quantile(s[div], 1.0 - FUNNEL_SHARE))
+            share = float(np.mean(s >= thr))
+            out.append(Funnel(term, var, "large", thr, share, med_div, med_all, auc, p, n_div))
+    return tuple(out)
+
+
+def _funnel_finding(f: Funnel, spec: ModelSpec | None) -> Finding:
+    term_txt = f"(... | {f.term})"
+    par = None
+    if spec is not None:
+        t = next((t for t in spec.terms if t.name == f.term), None)
+        if t is not None:
+            term_txt = str(t.group.term) or term_txt
+            par = t.parameterization
+    par_txt = f" (now {par})" if par else ""
+    seen = (
+        f"{f.describe().capitalize()}: {100 * FUNNEL_SHARE:.0f}% of the {f.n_divergent} "
+        f"divergent transitions, but only {100 * f.share_all:.0f}% of all draws, lie there "
+        f"(median {f.parameter} "
+        f"{_g(f.median_divergent)} in divergent draws vs {_g(f.median_all)} overall; "
+        f"Mann-Whitney p = {f.p_value:.1g})."
+    )
+    if f.direction == "small":
+        meaning = (
+            f" This is the funnel of the centered group term {term_txt}{par_txt}: as "
+            f"{f.parameter} shrinks the group effects are squeezed together, no single step "
+            f"size fits both the neck and the mouth, and the sampler cannot enter the neck, so "
+            f"small values of {f.parameter} are under-represented. Non-center this term "
+            "(parameterization='noncentered' or 'auto'); do not tighten its prior to hide the "
+            "neck."
+        )
+    else:
+        meaning = (
+            f" This is the inverted funnel of a non-centered term {term_txt}{par_txt} whose "
+            f"levels are well informed by data: at large {f.parameter} the standardized effects "
+            "are pinned by the data. Center the data-rich levels (parameterization='auto') or "
+            "increase target_accept."
+        )
+    return Finding("funnel", "warning", seen + meaning, (f.parameter,))
+
+
+# ---------------------------------------------------------------------------------------------
+# model structure and prior sensitivity
+# ---------------------------------------------------------------------------------------------
+
+
+def _structure_findings(spec: ModelSpec) -> list[Finding]:
+    out: list[Finding] = []
+    for t in spec.terms:
+        g = t.group
+        if t.estimated and g.n_levels < MIN_LEVELS:
+            out.append(Finding(
+                "few_levels", "warning",
+                f"Grouping factor '{g.name}' has only {g.n_levels} levels (< {MIN_LEVELS}): "
+                f"its standard deviation is weakly identified and strongly influenced by the "
+                "prior, and its posterior reaches near 0, where a centered term has its "
+                "funnel. Read its SD as prior-shaped; compare prior and posterior.",
+                tuple(_sd_name(t, c) for c in g.coef_names),
+            ))
+        if "Intercept" in g.coef_names:
+            zero = [str(lab) for lab, s in zip(g.labels, g.level_successes, strict=True) if s == 0]
+            one = [
+                str(lab) for lab, s, n in
+                zip(g.labels, g.level_successes, g.level_trials, strict=True) if s == n and n > 0
+            ]
+            if zero or one:
+                parts = []
+                if zero:
+                    parts.append(f"{_names(zero, 8)} have all outcomes 0")
+                if one:
+                    parts.append(f"{_names(one, 8)} have all outcomes 1")
+                out.append(Finding(
+                    "extreme_levels", "info",
+                    f"Levels of '{g.name}': {'; '.join(parts)}. Their maximum-likelihood "
+                    "estimates are infinite; the Bayesian estimates shown are finite, set by "
+                    "the prior (no pooling) or pulled toward the population mean (partial "
+                    "pooling).",
+                ))
+    return out
+
+
+def _log_prior(prior: Any, x: np.ndarray) -> np.ndarray:
+    from scipy import stats
+
+    fam, p = prior.family, prior.params
+    if fam == "exponential":
+        return stats.expon.logpdf(x, scale=1.0 / p[0])
+    if fam == "half_normal":
+        return stats.halfnorm.logpdf(x, scale=p[0])
+    if fam == "half_student_t":
+        return np.log(2.0) + stats.t.logpdf(x, p[0], scale=p[1])
+    raise ValueError(f"no log density for SD prior {prior}")  # pragma: no cover
+
+
+def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[float, float]]:
+    """Power-scaling sensitivity (Kallioinen et al. 2024, ``arviz_stats.psense``) of every
+    estimated group SD: (prior, likelihood). The prior is the SD's own prior, evaluated at its
+    draws; the likelihood is the total log-likelihood of the data (from the ``log_likelihood``
+    group, or computed from the draws)."""
+    import arviz_stats as azs
+
+    from poolwise.engine.layout import sd_name
+
+    post = tree["posterior"].to_dataset()
+    pairs = [
+        (sd_name(t, c), prior)
+        for t in spec.terms if t.estimated
+        for c, prior in zip(t.group.coef_names, t.sd_priors, strict=True)
+    ]
+    pairs = [(n, p) for n, p in pairs if n in post]
+    if not pairs:
+        return {}
+    if "log_likelihood" in tree.children:
+        ll_ds = tree["log_likelihood"].to_dataset()
+        ll = sum(
+            v.transpose("chain", "draw", ...).values.reshape(v.sizes["chain"], v.sizes["draw"], -1)
+            .sum(axis=-1)
+            for v in ll_ds.data_vars.values()
+        )
+    else:
+        from poolwise.posterior import row_log_likelihood
+
+        ll = row_log_likelihood(spec, post).sum(axis=-1)
+    coords = {"chain": post["chain"].values, "draw": post["draw"].values}
+    dims = ("chain", "draw")
+    out: dict[str, tuple[float, float]] = {}
+    for name, prior in pairs:
+        x = post[name].transpose("chain", "draw").values
+        sub = xr.DataTree.from_dict({
+            "posterior": xr.Dataset({name: (dims, x)}, coords=coords),
+            "log_prior": xr.Dataset({name: (dims, _log_prior(prior, x))}, coords=coords),
+            "log_likelihood": xr.Dataset({"y": (dims, np.asarray(ll))}, coords=coords),
+        })
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ps = float(azs.psense(sub, var_names=[name], group="prior")[name])
+                ls = float(azs.psense(sub, var_names=[name], group="likelihood")[name])
+        except Exception:  # noqa: BLE001 - a diagnostic must not break the fit
+            continue
+        out[name] = (ps, ls)
+    return out
+
+
+def _sensitivity_findings(sens: dict[str, tuple[float, float]], spec: ModelSpec) -> list[Finding]:
+    out: list[Finding] = []
+    prior_of = {
+        name: prior
+        for t in spec.terms if t.estimated
+        for name, prior in zip(
+            [_sd_name(t, c) for c in t.group.coef_names], t.sd_priors, strict=True
+        )
+    }
+    for name, (ps, ls) in sens.items():
+        if not (np.isfinite(ps) and ps >= PSENSE_THRESHOLD):
+            continue
+        prior = prior_of.get(name)
+        if np.isfinite(ls) and ls < PSENSE_THRESHOLD:
+            out.append(Finding(
+                "prior_dominated", "warning",
+                f"The posterior of {name} is dominated by its prior {prior}: power-scaling "
+                f"prior sensitivity {ps:.3f} >= {PSENSE_THRESHOLD} with likelihood sensitivity "
+                f"{ls:.3f} < {PSENSE_THRESHOLD} (strong prior / weak likelihood). Its estimate "
+                "says more about the prior than about the data; report it as such, and a "
+                "different prior would give a different answer.",
+                (name,),
+            ))
+        else:
+            out.append(Finding(
+                "prior_sensitive", "warning",
+                f"The posterior of {name} is sensitive to its prior {prior}: power-scaling "
+                f"prior sensitivity {ps:.3f} >= {PSENSE_THRESHOLD} (likelihood sensitivity "
+                f"{ls:.3f}). The prior is informative here or conflicts with the data; check "
+                "how the estimate changes under another reasonable prior.",
+                (name,),
+            ))
+    return out
+
+
+def _sd_name(term: Any, coef: str) -> str:
+    from poolwise.engine.layout import sd_name
+
+    return sd_name(term, coef)
