@@ -1,0 +1,118 @@
+"""The comparison figures: built without pyplot, labelled, reproducible byte for byte."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import poolwise
+from poolwise.plots.pooling import (
+    fit_figures,
+    plot_forest_comparison,
+    plot_ppc_groups,
+    plot_predicted_proportions,
+    plot_prior_predictive,
+    plot_sd_comparison,
+    plot_shrinkage,
+    pooling_figures,
+    prior_group_proportions,
+)
+from poolwise.pooling import compare_pooling
+from poolwise.report import figure_png
+
+FORMULA = "use.contraception ~ 1 + (1 | district)"
+
+
+@pytest.fixture(scope="module")
+def comp(bangladesh):
+    df = bangladesh[bangladesh["district"] <= 14].reset_index(drop=True)
+    return compare_pooling(FORMULA, df, tune=400, draws=400, seed=31)
+
+
+def _texts(fig):
+    ax = fig.axes[0]
+    return ax.get_title(), ax.get_xlabel(), ax.get_ylabel()
+
+
+def test_pooling_figures_are_labelled(comp):
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    figs = pooling_figures(comp)
+    assert list(figs) == ["forest", "sd", "proportions", "shrinkage", "ppc", "prior"]
+    for name, (caption, fig) in figs.items():
+        title, xlabel, ylabel = _texts(fig)
+        assert caption and xlabel and ylabel, name
+        assert title or fig.get_suptitle(), name
+        assert fig.get_figwidth() <= 12.0  # readable at report width (1200 px at 100 dpi)
+    assert plt.get_fignums() == before  # nothing registered with pyplot, nothing shown
+
+
+def test_forest_has_both_models_and_all_groups(comp):
+    fig = plot_forest_comparison(comp)
+    left, right = fig.axes[:2]
+    assert "no pooling" in left.get_title() and "partial pooling" in right.get_title()
+    labels = [t.get_text() for t in left.get_yticklabels()]
+    assert labels[0] == "1 (n=117)" and len(labels) == len(comp.groups)
+
+
+def test_sd_plot_has_identity_line_and_sizes(comp):
+    fig = plot_sd_comparison(comp)
+    ax = fig.axes[0]
+    line = ax.get_lines()[0]
+    np.testing.assert_allclose(line.get_xdata(), line.get_ydata())
+    sizes = ax.collections[0].get_sizes()
+    n = comp.groups["n"].to_numpy()
+    assert np.argmax(sizes) == np.argmax(n) and np.argmin(sizes) == np.argmin(n)
+
+
+def test_proportions_plot_lines(comp):
+    fig = plot_predicted_proportions(comp)
+    ax = fig.axes[0]
+    pop = comp.population
+    ys = sorted(round(float(line.get_ydata()[0]), 6) for line in ax.get_lines()
+                if len(set(line.get_ydata())) == 1 and len(line.get_ydata()) == 2)
+    want = sorted(round(float(pop.loc[k, "mean"]), 6)
+                  for k in ("p_typical_group", "raw_pooled_proportion"))
+    assert ys == want
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "population mean" in legend and "raw pooled proportion" in legend
+
+
+def test_shrinkage_and_ppc(comp):
+    fig = plot_shrinkage(comp)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert "Shrinkage" in ax.get_title()
+    fig = plot_ppc_groups(comp.main_fit)
+    assert "of 14 observed" in fig.axes[0].get_title()
+
+
+def test_prior_predictive(comp):
+    draws, how = prior_group_proportions(comp.fits["partial"].spec, seed=1)
+    assert draws is not None and ((draws >= 0) & (draws <= 1)).all()
+    assert "a_bar ~ normal(0, 1.5)" in how and "exponential(1)" in how
+    flat = dataclasses.replace(
+        comp.fits["complete"].spec,
+        fixed_priors=(poolwise.flat(),),
+    )
+    draws, why = prior_group_proportions(flat)
+    assert draws is None and "flat" in why
+    fig = plot_prior_predictive({"complete": flat, "partial": comp.fits["partial"].spec})
+    assert "flat" in fig.axes[0].get_title()
+
+
+def test_png_is_byte_identical(comp):
+    a = figure_png(plot_shrinkage(comp))
+    b = figure_png(plot_shrinkage(comp))
+    assert a == b and a.startswith(b"\x89PNG")
+    assert b"Software" not in a and b"matplotlib" not in a
+
+
+def test_single_fit_figures(comp):
+    figs = fit_figures(comp.fits["partial"])
+    assert list(figs) == ["ppc", "prior"]
+    figs = fit_figures(comp.fits["complete"])
+    assert list(figs) == ["prior"]

@@ -1,0 +1,401 @@
+"""The HTML report: `poolwise compare --example bangladesh --report` end to end, structure,
+escaping, reproducibility, the repair journal, `poolwise report DIR`, and a headless-Chromium
+check (no network request, no console error, every section and figure rendered)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from poolwise.cli import main
+from poolwise.errors import SpecError
+from poolwise.pooling import compare_pooling
+from poolwise.report import SECTIONS, render_report, write_report
+
+FIGURES = ("forest", "sd", "proportions", "shrinkage", "ppc", "prior")
+CLI_SETTINGS = ["--tune", "500", "--draws", "500", "--seed", "1301"]
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        rc = main(argv)
+    return rc, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bangladesh_run(tmp_path_factory):
+    """`poolwise compare --example bangladesh --out DIR --report`, once for the module."""
+    out = tmp_path_factory.mktemp("compare")
+    rc, stdout = _run(["compare", "--example", "bangladesh", *CLI_SETTINGS, "--out", str(out),
+                       "--report"])
+    return rc, stdout, out
+
+
+SMALL_FORMULA = "use.contraception ~ 1 + (1 | district)"
+
+
+@pytest.fixture(scope="module")
+def small_run(bangladesh, tmp_path_factory):
+    """`poolwise compare DATA --out DIR --report r.html` on eight districts, run from DIR."""
+    base = tmp_path_factory.mktemp("small")
+    data = base / "eight.csv"
+    bangladesh[bangladesh["district"] <= 8].to_csv(data, sep=";", index=False)
+    argv = ["compare", str(data), "--formula", SMALL_FORMULA, "--tune", "300", "--draws", "300",
+            "--seed", "5", "--out", ".", "--report", "r.html"]
+    run = base / "one"
+    run.mkdir()
+    cwd = os.getcwd()
+    try:
+        os.chdir(run)
+        rc, _ = _run(argv)
+    finally:
+        os.chdir(cwd)
+    assert rc == 0
+    return argv, run
+
+
+@pytest.fixture(scope="module")
+def evil_comp():
+    """Group labels that are HTML."""
+    labels = ["<b>bold</b>", "a&b", '"quoted"', "it's", "<script>alert(1)</script>", "plain"]
+    n = np.array([40, 35, 50, 30, 45, 38])
+    y = np.array([10, 14, 22, 9, 20, 15])
+    df = pd.DataFrame({"g": labels, "y": y, "n": n})
+    return compare_pooling("y | trials(n) ~ 1 + (1 | g)", df, tune=400, draws=400, seed=41)
+
+
+def _sections_in_order(text: str) -> list[str]:
+    return re.findall(r'<(?:section|footer) id="([a-z]+)"', text)
+
+
+# ---- the seed's exercise from the command line ------------------------------------------
+
+
+def test_compare_cli_reproduces_the_seed(bangladesh_run):
+    rc, stdout, out = bangladesh_run
+    assert rc == 0
+    assert "status: OK" in stdout
+    g = pd.read_csv(out / "pooling_groups.csv", index_col=0)
+    g.index = g.index.astype(str)
+    # the 2-woman district (both users) moves most on the outcome scale
+    assert g["shift_p"].abs().idxmax() == "3"
+    assert (g.loc["3", "n"], g.loc["3", "successes"]) == (2, 2)
+    # the all-zero district gets a finite partial-pooling estimate
+    r = g.loc["11"]
+    assert r["successes"] == 0 and 0 < r["partial_p_lower"] < r["partial_p_mean"] < 0.5
+    # mixed-effects SDs below fixed-effects SDs for small districts, close for large ones
+    by_n = g.sort_values("n")
+    assert (by_n.iloc[:15]["partial_sd"] < by_n.iloc[:15]["none_sd"]).all()
+    assert by_n.iloc[-15:]["sd_ratio"].median() > 0.85
+    narrative = (out / "narrative.txt").read_text()
+    assert f"district 3 (2 of 2: no pooling {g.loc['3', 'none_p_mean']:.3f}" in narrative
+    assert "district 3 (2 of 2" in stdout
+    for key in ("complete", "none", "partial"):
+        assert (out / key / "result.json").exists()
+    loo = pd.read_csv(out / "pooling_loo.csv", index_col=0)
+    assert set(loo.index) == {"partial pooling", "no pooling", "complete pooling"}
+
+
+def test_report_structure(bangladesh_run):
+    _, _, out = bangladesh_run
+    text = (out / "report.html").read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    assert _sections_in_order(text) == [sid for sid, _ in SECTIONS]
+    for name in FIGURES:
+        m = re.search(rf'<figure id="fig-{name}"[^>]*><img alt="[^"]+" '
+                      r'src="data:image/png;base64,([A-Za-z0-9+/=]+)">', text)
+        assert m, name
+        assert base64.b64decode(m.group(1)).startswith(b"\x89PNG")
+    # self-contained: nothing to fetch, nothing to run
+    assert not re.search(r"https?://|<script|<link|<iframe|url\(|@import|src=\"(?!data:)", text)
+    assert text.count('class="badge pass"') >= 18  # 6 checks x 3 models
+    assert "PSIS-LOO" in text and "existing group" in text
+    assert "district 3 (2 of 2" in text
+    assert "poolwise compare --example bangladesh --tune 500" in text  # the command line
+    assert "44153e2c9c2fa7281b2d0af80d162e7cc37fee3de4822" in text  # the data's SHA-256
+    assert "No repair journal" in text or "attempt 1" in text
+
+
+def test_report_dir_rebuilds_the_same_report(small_run, tmp_path):
+    import poolwise.io
+
+    if not hasattr(poolwise.io, "load_fit"):
+        pytest.skip("poolwise.io.load_fit is not available")
+    _, out = small_run
+    target = tmp_path / "again.html"
+    rc, _ = _run(["report", str(out), "-o", str(target)])
+    assert rc == 0
+
+    def strip_command(t: str) -> str:
+        return re.sub(r"<td>command</td><td class=\"text\">[^<]*</td>", "", t)
+
+    assert strip_command(target.read_text()) == strip_command((out / "r.html").read_text())
+    assert "poolwise report" in target.read_text()
+
+
+# ---- escaping, reproducibility, the repair journal ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def evil_html(evil_comp):
+    return {
+        "comparison": render_report(evil_comp, command="poolwise <compare> & 'x'"),
+        "fit": render_report(evil_comp.fits["partial"], command="poolwise <compare> & 'x'"),
+    }
+
+
+def test_user_strings_are_escaped(evil_html):
+    for text in evil_html.values():
+        assert "<b>bold</b>" not in text and "<script>" not in text
+        assert "&lt;b&gt;bold&lt;/b&gt;" in text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+        assert "a&amp;b" in text and "&quot;quoted&quot;" in text
+        assert "poolwise &lt;compare&gt; &amp; &#x27;x&#x27;" in text
+        assert _sections_in_order(text) == [sid for sid, _ in SECTIONS]
+
+
+def test_single_fit_report(evil_html):
+    text = evil_html["fit"]
+    assert "Not run for this report" in text  # no pooling comparison for one fit
+    assert 'id="fig-ppc"' in text and 'id="fig-prior"' in text
+    assert 'id="fig-forest"' not in text
+
+
+def test_same_command_gives_the_same_bytes(small_run, tmp_path, monkeypatch):
+    argv, first = small_run
+    monkeypatch.chdir(tmp_path)
+    rc, _ = _run(argv)
+    assert rc == 0
+    assert (tmp_path / "r.html").read_bytes() == (first / "r.html").read_bytes()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    number: int
+    action: str
+    seconds: float
+    settings: dict
+    problems: tuple[str, ...]
+
+
+def test_repair_journal_is_rendered_generically(evil_comp):
+    fit = dataclasses.replace(
+        evil_comp.fits["partial"],
+        repair_log=(
+            _Step(1, "initial fit <centered>", 1.234, {"target_accept": 0.8}, ("divergences",)),
+            _Step(2, "non-centered & target_accept 0.95", 9.876, {"target_accept": 0.95}, ()),
+        ),
+    )
+    text = render_report(fit, figures=False)
+    section = text[text.index('id="repair"'):text.index('id="summary"')]
+    assert "attempt 1" in section and "attempt 2" in section
+    assert "initial fit &lt;centered&gt;" in section
+    assert "non-centered &amp; target_accept 0.95" in section
+    assert "&quot;target_accept&quot;: 0.95" in section
+    assert "1.234" not in section and "seconds" not in section  # wall-clock times left out
+
+
+def test_fit_report_cli(bangladesh, tmp_path):
+    data = tmp_path / "six.csv"
+    bangladesh[bangladesh["district"] <= 6].to_csv(data, sep=";", index=False)
+    rc, stdout = _run(["fit", str(data), "--formula", "use.contraception ~ 1 + (1 | district)",
+                       "--tune", "300", "--draws", "300", "--seed", "3", "-q",
+                       "--out", str(tmp_path / "fit"), "--report"])
+    assert rc == 0
+    text = (tmp_path / "fit" / "report.html").read_text()
+    assert _sections_in_order(text) == [sid for sid, _ in SECTIONS]
+    assert "poolwise fit" in text
+
+
+def test_write_report_needs_a_fit_or_comparison(tmp_path):
+    with pytest.raises(SpecError, match="Fit or a PoolingComparison"):
+        write_report(tmp_path / "x.html", {"not": "a fit"})  # type: ignore[arg-type]
+
+
+# ---- headless Chromium ----------------------------------------------------------------------
+
+
+def _chromium() -> str | None:
+    for cand in (os.environ.get("POOLWISE_CHROMIUM"), shutil.which("chromium"),
+                 "/usr/bin/chromium"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+class _DevTools:
+    """A minimal Chrome DevTools Protocol client over --remote-debugging-pipe (fd 3 / 4)."""
+
+    def __init__(self, exe: str, profile: Path) -> None:
+        import fcntl
+
+        r_chrome, w_ours = os.pipe()
+        r_ours, w_chrome = os.pipe()
+        ends = []
+        for fd in (r_chrome, w_chrome):  # above 9, so 3<& / 4>& below cannot clash
+            ends.append(fcntl.fcntl(fd, fcntl.F_DUPFD, 10))
+            os.close(fd)
+        r_chrome, w_chrome = ends
+        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                f"--user-data-dir={profile}", "--remote-debugging-pipe", "--hide-scrollbars",
+                "about:blank"]
+        script = f'exec "$0" "$@" 3<&{r_chrome} 4>&{w_chrome} {r_chrome}<&- {w_chrome}>&-'
+        self.proc = subprocess.Popen(
+            ["bash", "-c", script, exe, *args], pass_fds=(r_chrome, w_chrome),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        os.close(r_chrome)
+        os.close(w_chrome)
+        self.w, self.r = w_ours, r_ours
+        self.buf = b""
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None,
+             timeout: float = 60) -> dict:
+        self.next_id += 1
+        msg: dict = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self.w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            for m in self._read(deadline):
+                if m.get("id") == msg["id"]:
+                    if "error" in m:
+                        raise RuntimeError(f"{method}: {m['error']}")
+                    return m.get("result", {})
+                self.events.append(m)
+
+    def wait_event(self, method: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            for m in self.events:
+                if m.get("method") == method:
+                    return m
+            self.events.extend(self._read(deadline))
+
+    def _read(self, deadline: float) -> list[dict]:
+        left = deadline - time.monotonic()
+        ready = select.select([self.r], [], [], max(left, 0))[0] if left > 0 else []
+        if not ready:
+            raise TimeoutError("chromium did not answer in time")
+        chunk = os.read(self.r, 1 << 20)
+        if not chunk:
+            raise RuntimeError("chromium closed the DevTools pipe")
+        self.buf += chunk
+        *msgs, self.buf = self.buf.split(b"\0")
+        return [json.loads(m) for m in msgs if m]
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.w, b'{"id": 999999, "method": "Browser.close"}\0')
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        os.close(self.w)
+        os.close(self.r)
+
+
+_PAGE_FACTS = """JSON.stringify({
+  sections: Array.from(document.querySelectorAll('main > section, main > footer')).map(s => s.id),
+  headings: Array.from(document.querySelectorAll('main > section > h2, main > footer > h2'))
+    .map(h => h.textContent),
+  figures: Array.from(document.querySelectorAll('figure')).map(f => ({
+    id: f.id, loaded: f.querySelector('img').complete,
+    width: f.querySelector('img').naturalWidth,
+    caption: f.querySelector('figcaption').textContent.length})),
+  height: document.documentElement.scrollHeight
+})"""
+
+
+def _open_in_chromium(html: Path, profile: Path, screenshot: Path | None) -> dict:
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("headless Chromium is not installed (/usr/bin/chromium); `make test` "
+                    "installs Debian's chromium package, or run `apt-get install chromium`")
+    chrome = _DevTools(exe, profile)
+    try:
+        tid = chrome.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        sid = chrome.send("Target.attachToTarget", {"targetId": tid, "flatten": True})["sessionId"]
+        for domain in ("Network.enable", "Runtime.enable", "Log.enable", "Page.enable"):
+            chrome.send(domain, session=sid)
+        chrome.send("Emulation.setDeviceMetricsOverride",
+                    {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+                    session=sid)
+        chrome.send("Page.navigate", {"url": html.resolve().as_uri()}, session=sid)
+        chrome.wait_event("Page.loadEventFired")
+        res = chrome.send("Runtime.evaluate", {"expression": _PAGE_FACTS, "returnByValue": True},
+                          session=sid)
+        facts = json.loads(res["result"]["value"])
+        if screenshot is not None:
+            shot = chrome.send("Page.captureScreenshot", {
+                "format": "png", "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": 1280, "height": facts["height"], "scale": 1},
+            }, session=sid)
+            screenshot.write_bytes(base64.b64decode(shot["data"]))
+        # let late events (console, requests) arrive before looking at them
+        with contextlib.suppress(TimeoutError):
+            chrome.send("Runtime.evaluate", {"expression": "1"}, session=sid, timeout=5)
+    finally:
+        chrome.close()
+    mine = [e for e in chrome.events if e.get("sessionId") == sid]
+    facts["requests"] = [e["params"]["request"]["url"] for e in mine
+                         if e.get("method") == "Network.requestWillBeSent"]
+    facts["console"] = [
+        e["params"] for e in mine
+        if e.get("method") in ("Runtime.exceptionThrown", "Runtime.consoleAPICalled")
+        or (e.get("method") == "Log.entryAdded"
+            and e["params"]["entry"]["level"] in ("error", "warning"))
+    ]
+    return facts
+
+
+@pytest.mark.browser
+def test_report_in_headless_chromium(bangladesh_run, tmp_path):
+    _, _, out = bangladesh_run
+    shot_dir = Path(os.environ.get("POOLWISE_SCREENSHOT_DIR", tmp_path))
+    shot_dir.mkdir(parents=True, exist_ok=True)
+    screenshot = shot_dir / "report.png"
+    facts = _open_in_chromium(out / "report.html", tmp_path / "profile", screenshot)
+    assert facts["sections"] == [sid for sid, _ in SECTIONS]
+    assert facts["headings"] == [h for _, h in SECTIONS]
+    assert [f["id"] for f in facts["figures"]] == [f"fig-{n}" for n in FIGURES]
+    for f in facts["figures"]:
+        assert f["loaded"] and f["width"] >= 700 and f["caption"] > 20, f
+    # the only things loaded are the file itself and its inline images
+    assert facts["requests"][0].startswith("file://")
+    assert all(u.startswith(("file://", "data:")) for u in facts["requests"]), facts["requests"]
+    assert facts["console"] == []
+    assert screenshot.read_bytes().startswith(b"\x89PNG")
+    assert facts["height"] > 5000
+
+
+@pytest.mark.browser
+def test_chromium_check_catches_requests_and_errors(tmp_path):
+    """The harness itself: a page that fetches and logs an error must fail the checks."""
+    bad = tmp_path / "bad.html"
+    bad.write_text('<!DOCTYPE html><html><body><main><section id="x"></section>'
+                   '<img src="http://127.0.0.1:9/x.png"><script>console.error("boom")</script>'
+                   "</main></body></html>")
+    facts = _open_in_chromium(bad, tmp_path / "profile", None)
+    assert any(u.startswith("http://127.0.0.1:9") for u in facts["requests"])
+    assert facts["console"], "console.error was not seen"
