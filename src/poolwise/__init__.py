@@ -21,7 +21,7 @@ from poolwise.errors import (
 )
 from poolwise.fit import Fit, fit
 from poolwise.formula import parse_formula
-from poolwise.io import save_fit
+from poolwise.io import load_fit, save_fit
 from poolwise.model import ModelSpec, build_model
 from poolwise.priors import (
     Prior,
@@ -40,7 +40,38 @@ from poolwise.summary import result_dict, summary
 
 __version__ = "0.1.0"
 
+# Heavier parts (LOO, plots, report) are imported on first use, keeping `import poolwise` and
+# the CLI start-up light.
+_LAZY = {
+    "compare_pooling": "poolwise.pooling",
+    "compare_fits": "poolwise.pooling",
+    "PoolingComparison": "poolwise.pooling",
+    "predict": "poolwise.predict",
+    "write_report": "poolwise.report",
+    "RepairPolicy": "poolwise.repair",
+    "RepairLog": "poolwise.repair",
+    "RepairAttempt": "poolwise.repair",
+    "prior_predictive": "poolwise.prior_predictive",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'poolwise' has no attribute {name!r}")
+
 __all__ = [
+    "PoolingComparison",
+    "RepairAttempt",
+    "RepairLog",
+    "RepairPolicy",
+    "compare_fits",
+    "compare_pooling",
+    "predict",
+    "prior_predictive",
+    "write_report",
     "ConvergenceWarning",
     "DataError",
     "DataWarning",
@@ -66,6 +97,7 @@ __all__ = [
     "half_student_t",
     "lkj",
     "load_example",
+    "load_fit",
     "normal",
     "parse_formula",
     "read_table",
