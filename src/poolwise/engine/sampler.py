@@ -94,7 +94,35 @@ def _initial_point(dim: int):
     return init
 
 
+def _import_nutpie() -> Any:
+    """Import nutpie without the plotting stack.
+
+    nutpie's ``sample`` module does ``import arviz`` but only calls ``arviz.from_dict`` and
+    ``arviz.dict_to_dataset``, which live in arviz-base; the ``arviz`` meta-package also
+    imports arviz-plots and matplotlib.pyplot (about 0.5 s of every CLI run). Unless the user
+    has imported arviz already, nutpie is handed arviz-base under that name while it is
+    imported, and ``sys.modules`` is restored right after, so a later ``import arviz`` anywhere
+    gets the real package.
+    """
+    import sys
+
+    if "nutpie.sample" in sys.modules or "arviz" in sys.modules:
+        import nutpie
+
+        return nutpie
+    import arviz_base
+
+    sys.modules["arviz"] = arviz_base
+    try:
+        import nutpie
+    finally:
+        if sys.modules.get("arviz") is arviz_base:
+            del sys.modules["arviz"]
+    return nutpie
+
+
 def _compiled_cfunc(packed: PackedModel):
+    _import_nutpie()
     from nutpie import _lib
     from nutpie.sample import CompiledModel
 
@@ -149,6 +177,7 @@ def _compiled_cfunc(packed: PackedModel):
 
 
 def _compiled_pyfunc(packed: PackedModel):
+    _import_nutpie()
     from nutpie.compiled_pyfunc import from_pyfunc
 
     ib, fb = packed.ib, packed.fb
@@ -188,8 +217,7 @@ def _compiled_pyfunc(packed: PackedModel):
 
 def run_nuts(packed: PackedModel, config: SamplerConfig) -> tuple[xr.DataTree, float]:
     """Sample with nutpie; returns the DataTree (posterior, sample_stats) and sampling seconds."""
-    import nutpie
-
+    nutpie = _import_nutpie()
     compiled = _compiled_cfunc(packed) if config.engine == "cfunc" else _compiled_pyfunc(packed)
     cores = config.cores or min(config.chains, _cpu_count())
     start = time.perf_counter()
