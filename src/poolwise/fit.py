@@ -7,7 +7,8 @@ import json
 import platform
 import time
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from typing import Any, Literal
 
@@ -15,16 +16,18 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from poolwise.diagnostics import Diagnosis, diagnose
+from poolwise.diagnostics import Diagnosis, diagnose, with_sensitivity
 from poolwise.engine.layout import pack
 from poolwise.engine.sampler import EngineKind, SamplerConfig, run_nuts
 from poolwise.errors import ConvergenceWarning, SamplingError, SpecError
 from poolwise.formula import Formula
 from poolwise.model import Link, ModelSpec, Parameterization, Pooling, build_model
-from poolwise.posterior import row_log_likelihood
+from poolwise.posterior import row_log_likelihood, to_original_scale
 from poolwise.priors import Priors
+from poolwise.repair import DEFAULT_TARGET_ACCEPT, RepairPolicy, repair_fit
+from poolwise.validate import check_run
 
-__all__ = ["Fit", "fit", "sample_spec", "versions"]
+__all__ = ["Fit", "fit", "sample_spec", "versions", "with_log_likelihood"]
 
 IntervalKind = Literal["hdi", "eti"]
 
@@ -39,7 +42,9 @@ class Fit:
     diagnosis: Diagnosis
     timings: dict[str, float]
     warnings: tuple[str, ...] = ()
-    repair_log: tuple[Any, ...] = field(default_factory=tuple)
+    #: the repair journal, a :class:`poolwise.repair.RepairLog` (iterating it yields the
+    #: attempts), also for a fit loaded with :func:`poolwise.load_fit`; ``()`` without repair
+    repair_log: Any = field(default_factory=tuple)
 
     @property
     def ok(self) -> bool:
@@ -85,27 +90,60 @@ def sample_spec(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool 
     """Sample one ModelSpec once (no repair); build the DataTree with provenance."""
     t0 = time.perf_counter()
     packed = pack(spec)
+    # flat priors on separated data, memory for the draws (fit() has checked them already,
+    # with the settings warnings; this covers direct callers and repaired settings)
+    check_run(
+        spec, config, n_params=packed.n_expanded, log_likelihood=log_likelihood,
+        warn_settings=False,
+    )
     tree, sampling_s = run_nuts(packed, config)
     t1 = time.perf_counter()
     groups: dict[str, xr.Dataset] = {
-        "posterior": tree["posterior"].to_dataset(),
+        # the engine samples a centered / scaled design: back to the original scale (design.py)
+        "posterior": to_original_scale(spec, tree["posterior"].to_dataset()),
         "sample_stats": tree["sample_stats"].to_dataset(),
         "observed_data": _observed(spec),
     }
     if log_likelihood:
-        ll = row_log_likelihood(spec, groups["posterior"])
-        post = groups["posterior"]
-        groups["log_likelihood"] = xr.Dataset(
-            {"y": (("chain", "draw", "obs"), ll)},
-            coords={"chain": post["chain"].values, "draw": post["draw"].values,
-                    "obs": spec.design.row_number},
-        )
+        groups["log_likelihood"] = _log_likelihood_group(spec, groups["posterior"])
     idata = xr.DataTree.from_dict(groups)
-    diagnosis = diagnose(idata, target_accept=config.target_accept)
+    diagnosis = diagnose(
+        idata, target_accept=config.target_accept, spec=spec, sensitivity=log_likelihood
+    )
     t2 = time.perf_counter()
     timings = {"sampling_s": sampling_s, "total_s": t2 - t0, "postprocess_s": t2 - t1}
     idata.attrs.update(_provenance(spec, config))
-    return Fit(idata, spec, config, diagnosis, timings, warnings=spec.design.warnings)
+    return Fit(
+        idata, spec, config, diagnosis, timings, warnings=spec.design.warnings
+    )
+
+
+def _log_likelihood_group(spec: ModelSpec, post: xr.Dataset) -> xr.Dataset:
+    ll = row_log_likelihood(spec, post)
+    return xr.Dataset(
+        {"y": (("chain", "draw", "obs"), ll)},
+        coords={"chain": post["chain"].values, "draw": post["draw"].values,
+                "obs": spec.design.row_number},
+    )
+
+
+def with_log_likelihood(fit: Fit) -> Fit:
+    """The fit with its per-row ``log_likelihood`` group added (when missing) and its diagnosis
+    completed with the checks that need it (prior sensitivity of the group SDs)."""
+    t0 = time.perf_counter()
+    idata = fit.idata
+    if "log_likelihood" not in idata.children:
+        groups = {node.path: node.to_dataset() for node in idata.subtree if node is not idata}
+        groups["/log_likelihood"] = _log_likelihood_group(fit.spec, fit.posterior)
+        new = xr.DataTree.from_dict(groups)
+        new.attrs.update(idata.attrs)
+        idata = new
+    diagnosis = with_sensitivity(fit.diagnosis, idata, fit.spec)
+    timings = dict(fit.timings)
+    extra = time.perf_counter() - t0
+    timings["postprocess_s"] = timings.get("postprocess_s", 0.0) + extra
+    timings["total_s"] = timings.get("total_s", 0.0) + extra
+    return replace(fit, idata=idata, diagnosis=diagnosis, timings=timings)
 
 
 def _provenance(spec: ModelSpec, config: SamplerConfig) -> dict[str, str]:
@@ -140,13 +178,17 @@ def fit(
     tune: int = 1000,
     draws: int = 1000,
     seed: int | None = None,
-    target_accept: float = 0.8,
+    target_accept: float | None = None,
     max_treedepth: int = 10,
     cores: int | None = None,
     progress: bool = False,
     engine: EngineKind = "cfunc",
     log_likelihood: bool = True,
     strict: bool = False,
+    repair: bool | RepairPolicy = True,
+    standardize: bool = True,
+    reference: Mapping[str, Any] | None = None,
+    prior_check: bool = True,
 ) -> Fit:
     """Fit a multilevel binomial regression.
 
@@ -155,20 +197,57 @@ def fit(
     All input is validated before anything is sampled. The returned :class:`Fit` is ``ok``
     only if the diagnostics pass; otherwise a :class:`ConvergenceWarning` is emitted (or, with
     ``strict=True``, :class:`SamplingError` raised).
+
+    ``parameterization="auto"`` (default) picks centered or non-centered per group level from
+    a short pilot run (:func:`poolwise.repair.choose_parameterization`). ``target_accept``
+    defaults to 0.8, or 0.95 / 0.99 when the auto rule predicts a funnel that no
+    parameterization removes; a value you pass is used as given for the first attempt.
+    ``repair`` (default True; or a :class:`~poolwise.repair.RepairPolicy` with the budget)
+    re-fits a failing model with remedies in order: non-center the culprit term, raise
+    target_accept (0.9, 0.95, 0.99), tune longer. Priors are never changed. The journal is ``fit.repair_log``; a fit that
+    is still failing when the budget is spent is not ok.
+
+    ``standardize`` (default True) samples with numeric predictors scaled by their SD and the
+    fixed-effect columns centered, so the default priors fit any units; every result is
+    reported on the original scale (``Intercept``: log-odds at all predictors = 0; see
+    :mod:`poolwise.design`). ``reference={"col": level}`` sets a categorical predictor's
+    reference level. ``prior_check`` simulates group proportions from the priors and warns
+    (:class:`DataWarning`) when they pile up near 0 or 1 (:mod:`poolwise.prior_predictive`).
     """
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**32))
     config = SamplerConfig(
-        chains=chains, tune=tune, draws=draws, seed=seed, target_accept=target_accept,
+        chains=chains, tune=tune, draws=draws, seed=seed,
+        target_accept=DEFAULT_TARGET_ACCEPT if target_accept is None else target_accept,
         max_treedepth=max_treedepth, cores=cores, progress=progress, engine=engine,
     )
+    policy = repair if isinstance(repair, RepairPolicy) else RepairPolicy()
     t0 = time.perf_counter()
     spec = build_model(
         formula, data, pooling=pooling, link=link, priors=priors,
         parameterization=parameterization, success=success, drop_missing=drop_missing,
+        standardize=standardize, reference=reference,
     )
     build_s = time.perf_counter() - t0
-    result = sample_spec(spec, config, log_likelihood=log_likelihood)
+    # before anything samples (the pilot run included): flat priors on separated data,
+    # memory for the draws (errors), weak settings (warnings, kept in Fit.warnings)
+    run_warnings = check_run(spec, config, log_likelihood=log_likelihood)
+    prior_warnings: tuple[str, ...] = ()
+    if prior_check:
+        from poolwise.prior_predictive import check_prior_predictive
+
+        pp = check_prior_predictive(spec, seed=seed % (2**32), stacklevel=2)
+        prior_warnings = () if pp.ok else (pp.message,)
+    result = repair_fit(
+        spec, config, policy=policy, repair=bool(repair), log_likelihood=log_likelihood,
+        target_accept_given=target_accept is not None,
+    )
+    if prior_check:
+        result.idata.attrs["poolwise_prior_predictive"] = json.dumps(pp.to_dict())
+    if run_warnings or prior_warnings:
+        result = replace(
+            result, warnings=tuple(dict.fromkeys(result.warnings + run_warnings + prior_warnings))
+        )
     result.timings["build_s"] = build_s
     result.timings["total_s"] += build_s
     _report_status(result, strict)
@@ -179,10 +258,13 @@ def _report_status(result: Fit, strict: bool) -> None:
     if result.ok:
         return
     problems = "; ".join(f.message for f in result.diagnosis.findings if f.severity == "error")
+    log = result.repair_log
+    n = len(log) if hasattr(log, "__len__") else 0
+    tried = f" after {n} attempts ({getattr(log, 'stopped', '')})" if n > 1 else ""
     if strict:
-        raise SamplingError(f"the fit did not pass its diagnostics: {problems}")
+        raise SamplingError(f"the fit did not pass its diagnostics{tried}: {problems}")
     warnings.warn(
-        f"the fit did not pass its diagnostics, do not trust it: {problems}",
+        f"the fit did not pass its diagnostics{tried}, do not trust it: {problems}",
         ConvergenceWarning,
         stacklevel=3,
     )

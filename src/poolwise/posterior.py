@@ -114,12 +114,12 @@ def row_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
     return ll.reshape(post.sizes["chain"], post.sizes["draw"], -1)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _gather_rows(lp, lq, cell, y, n, const):  # pragma: no cover - compiled
     S = lp.shape[0]
     R = cell.shape[0]
     out = np.empty((S, R))
-    for s in range(S):
+    for s in numba.prange(S):  # memory-bound (first touch of a large array): use every core
         for r in range(R):
             c = cell[r]
             v = const[r]
