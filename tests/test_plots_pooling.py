@@ -116,3 +116,38 @@ def test_single_fit_figures(comp):
     assert list(figs) == ["ppc", "prior"]
     figs = fit_figures(comp.fits["complete"])
     assert list(figs) == ["prior"]
+
+
+def test_shrinkage_2d_for_varying_slopes():
+    """Varying intercepts and slopes get the 2-D shrinkage plot: one arrow per group from the
+    no-pooling to the partial-pooling (intercept, slope), plus the population ellipses."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    import poolwise
+    from poolwise.plots.pooling import plot_shrinkage_2d, pooling_figures
+
+    rng = np.random.default_rng(8)
+    J = 12
+    a = rng.normal(-0.3, 0.6, J)
+    b = 0.5 - 0.5 * (a + 0.3) + rng.normal(0, 0.2, J)
+    rows = []
+    for j in range(J):
+        for x in (0, 1):
+            n = int(rng.integers(5, 40))
+            p = 1 / (1 + np.exp(-(a[j] + b[j] * x)))
+            rows.append({"g": f"g{j}", "x": x, "n": n, "s": int(rng.binomial(n, p))})
+    data = pd.DataFrame(rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", poolwise.ConvergenceWarning)
+        comp = poolwise.compare_pooling("s | trials(n) ~ x + (1 + x | g)", data, seed=4,
+                                        draws=400, tune=400, loo=False)
+    figs = pooling_figures(comp)
+    assert "shrinkage_2d" in figs
+    fig = plot_shrinkage_2d(comp)
+    ax = fig.axes[0]
+    arrows = [c for c in ax.texts if getattr(c, "arrow_patch", None) is not None]
+    assert len(arrows) == J
+    assert "slope of x" in ax.get_ylabel()

@@ -262,6 +262,70 @@ def plot_shrinkage(comp: PoolingComparison, *, label_top: int = 4) -> Figure:
     return fig
 
 
+def slope_coef(comp: PoolingComparison) -> str | None:
+    """The first varying slope of the compared group term, or None for intercepts only."""
+    for term in comp.main_fit.spec.terms:
+        if term.name == comp.group:
+            slopes = [c for c in term.group.coef_names if c != "Intercept"]
+            if slopes and "Intercept" in term.group.coef_names:
+                return slopes[0]
+    return None
+
+
+def plot_shrinkage_2d(comp: PoolingComparison, *, coef: str | None = None) -> Figure:
+    """Varying intercepts and slopes: arrows from each group's no-pooling (intercept, slope)
+    to its partial-pooling estimate (posterior means, logit scale); point size is n; the
+    cross and the ellipses (50% and 89% of the population distribution, from the posterior
+    means of the SDs and the correlation) show where partial pooling pulls the groups."""
+    coef = coef or slope_coef(comp)
+    if coef is None:
+        raise ValueError(f"the term for {comp.group!r} has no varying slope to plot")
+    g = comp.group
+    none, partial = comp.fits["none"].posterior, comp.fits["partial"].posterior
+    slope_var = f"b_{g}__{coef}"
+    a0 = none[f"a_{g}"].mean(("chain", "draw")).values
+    b0 = none[slope_var].mean(("chain", "draw")).values
+    a1 = partial[f"a_{g}"].mean(("chain", "draw")).values
+    b1 = partial[slope_var].mean(("chain", "draw")).values
+    n = comp.groups["n"].to_numpy(dtype=float)
+    mu = np.array([float(partial["Intercept"].mean()), float(partial[f"b_{coef}"].mean())])
+    sd = np.array([float(partial[f"sd_{g}__Intercept"].mean()),
+                   float(partial[f"sd_{g}__{coef}"].mean())])
+    cor_name = f"cor_{g}__Intercept__{coef}"
+    rho = float(partial[cor_name].mean()) if cor_name in partial else 0.0
+    cov = np.array([[sd[0] ** 2, rho * sd[0] * sd[1]], [rho * sd[0] * sd[1], sd[1] ** 2]])
+    with _rc():
+        fig = _figure(8.5, 7.0)
+        ax = fig.subplots()
+        vals, vecs = np.linalg.eigh(cov)
+        t = np.linspace(0, 2 * np.pi, 200)
+        circle = np.stack([np.cos(t), np.sin(t)])
+        for level, style in ((0.5, "--"), (0.89, ":")):
+            r = np.sqrt(-2 * np.log(1 - level))  # radius of a 2-D normal's level region
+            pts = mu[:, None] + vecs @ (np.sqrt(vals)[:, None] * circle * r)
+            ax.plot(pts[0], pts[1], style, color="#444444", lw=1,
+                    label=f"{round(100 * level)}% of the population of {g}s")
+        for xa, ya, xb, yb in zip(a0, b0, a1, b1, strict=True):
+            ax.annotate("", xy=(xb, yb), xytext=(xa, ya), zorder=2,
+                        arrowprops={"arrowstyle": "-|>", "color": "#888888", "lw": 0.7,
+                                    "shrinkA": 2, "shrinkB": 2, "mutation_scale": 7})
+        sizes = _size(n, n.max())
+        ax.scatter(a0, b0, s=sizes, facecolor="white", edgecolor=COLORS["none"], lw=1.1,
+                   label=LABELS["none"], zorder=3)
+        ax.scatter(a1, b1, s=sizes, color=COLORS["partial"], alpha=0.75,
+                   label="partial pooling (varying intercepts and slopes)", zorder=4)
+        ax.plot(*mu, marker="+", color="black", ms=14, mew=2, ls="", zorder=5,
+                label="population mean")
+        ax.set_xlabel(f"{g} intercept (log-odds at {coef} = 0)")
+        ax.set_ylabel(f"{g} slope of {coef} (log-odds)")
+        ax.set_title(
+            f"Shrinkage of intercepts and slopes by {g} (correlation {rho:+.2f})\n"
+            "(arrow: no-pooling estimate to partial-pooling estimate; point size: n)"
+        )
+        fig.legend(loc="outside lower center", ncols=3, frameon=False, markerscale=0.6)
+    return fig
+
+
 # ---- 5. posterior predictive check per group ---------------------------------------------
 
 
@@ -439,6 +503,7 @@ def pooling_figures(comp: PoolingComparison) -> dict[str, tuple[str, Figure]]:
             f"estimate, against its size n; the most-moved {g}s are labelled.",
             plot_shrinkage(comp),
         ),
+        **_shrinkage_2d_entry(comp),
         "ppc": (
             f"Posterior predictive check of the partial-pooling model: observed proportion per "
             f"{g} against the proportions replicated data of the same size would show.",
@@ -453,6 +518,20 @@ def pooling_figures(comp: PoolingComparison) -> dict[str, tuple[str, Figure]]:
                 group=g,
             ),
         ),
+    }
+
+
+def _shrinkage_2d_entry(comp: PoolingComparison) -> dict[str, tuple[str, Figure]]:
+    coef = slope_coef(comp)
+    if coef is None:
+        return {}
+    return {
+        "shrinkage_2d": (
+            f"Intercepts and slopes of {coef} by {comp.group}: arrows from no-pooling to "
+            f"partial-pooling estimates; ellipses hold 50% and 89% of the estimated population "
+            f"of {comp.group}s.",
+            plot_shrinkage_2d(comp, coef=coef),
+        )
     }
 
 
