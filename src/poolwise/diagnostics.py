@@ -708,7 +708,8 @@ def _structure_findings(spec: ModelSpec) -> list[Finding]:
     return out
 
 
-def _log_prior(prior: Any, x: np.ndarray) -> np.ndarray:
+def sd_prior_logpdf(prior: Any, x: np.ndarray) -> np.ndarray:
+    """Log density of a group-SD prior (exponential, half-normal, half-Student-t) at x."""
     from scipy import stats
 
     fam, p = prior.family, prior.params
@@ -757,7 +758,7 @@ def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[flo
         x = post[name].transpose("chain", "draw").values
         sub = xr.DataTree.from_dict({
             "posterior": xr.Dataset({name: (dims, x)}, coords=coords),
-            "log_prior": xr.Dataset({name: (dims, _log_prior(prior, x))}, coords=coords),
+            "log_prior": xr.Dataset({name: (dims, sd_prior_logpdf(prior, x))}, coords=coords),
             "log_likelihood": xr.Dataset({"y": (dims, np.asarray(ll))}, coords=coords),
         })
         try:

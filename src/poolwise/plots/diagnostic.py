@@ -313,16 +313,9 @@ CANDIDATE_SD_PRIORS = ("exponential(1)", "half_normal(0.5)", "half_normal(0.25)"
 
 
 def _density(prior: Prior, x: np.ndarray) -> np.ndarray:
-    from scipy import stats
+    from poolwise.diagnostics import sd_prior_logpdf
 
-    fam, p = prior.family, prior.params
-    if fam == "exponential":
-        return stats.expon.pdf(x, scale=1.0 / p[0])
-    if fam == "half_normal":
-        return stats.halfnorm.pdf(x, scale=p[0])
-    if fam == "half_student_t":
-        return 2.0 * stats.t.pdf(x, p[0], scale=p[1])
-    raise ValueError(f"{prior} is not a prior for a standard deviation")
+    return np.exp(sd_prior_logpdf(prior, x))
 
 
 def _quantile(prior: Prior, q: float) -> float:
