@@ -345,8 +345,10 @@ def save_fit(fit: Fit, out_dir: str | Path, *, format: StoreFormat = "netcdf") -
     paths = {"fit": out / _FILES[format], "summary": out / "summary.csv",
              "result": out / "result.json"}
     write_tree(to_datatree(fit), paths["fit"])
-    fit.summary().to_csv(paths["summary"], index_label="parameter")
-    paths["result"].write_text(json.dumps(result_dict(fit), indent=2, default=_json_default) + "\n")
+    table = fit.summary()
+    table.to_csv(paths["summary"], index_label="parameter")
+    result = result_dict(fit, table=table)
+    paths["result"].write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
     return paths
 
 

@@ -158,9 +158,16 @@ def priors_by_parameter(spec: Any) -> dict[str, str]:
     return out
 
 
-def result_dict(fit: Fit, *, prob: float = 0.89, kind: Literal["hdi", "eti"] = "hdi") -> dict[str, Any]:
-    """The stable ``result.json`` contract that scripts rely on."""
-    df = summary(fit, prob=prob, kind=kind)
+def result_dict(
+    fit: Fit,
+    *,
+    prob: float = 0.89,
+    kind: Literal["hdi", "eti"] = "hdi",
+    table: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """The stable ``result.json`` contract that scripts rely on. ``table``: the
+    :func:`summary` of ``fit`` at ``prob`` / ``kind`` when the caller has computed it already."""
+    df = table if table is not None else summary(fit, prob=prob, kind=kind)
     d = fit.diagnosis
     params = {
         str(name): {
