@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -23,3 +24,23 @@ def bangladesh() -> pd.DataFrame:
 def bangladesh_first3(bangladesh: pd.DataFrame) -> pd.DataFrame:
     """The seed's failing case: the first three districts (117, 20 and 2 women)."""
     return bangladesh[bangladesh["district"].isin([1, 2, 3])].reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def fd_gradient():
+    """Central finite differences of the compiled log density: ``fd_gradient(packed, x, h)``."""
+    from poolwise.engine import density as D
+
+    def gradient(packed, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
+        fd = np.empty(packed.dim)
+        scratch = np.empty(packed.dim)
+        for i in range(packed.dim):
+            e = np.zeros(packed.dim)
+            e[i] = h
+            fd[i] = (
+                D.logp_grad(x + e, scratch, packed.ib, packed.fb)
+                - D.logp_grad(x - e, scratch, packed.ib, packed.fb)
+            ) / (2 * h)
+        return fd
+
+    return gradient

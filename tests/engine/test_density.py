@@ -102,24 +102,16 @@ def test_log_density_matches_scipy(datasets, data, formula, pooling, param):
 
 
 @pytest.mark.parametrize(("data", "formula", "pooling", "param"), CASES)
-def test_gradient_matches_finite_differences(datasets, data, formula, pooling, param):
+def test_gradient_matches_finite_differences(datasets, fd_gradient, data, formula, pooling,
+                                             param):
     spec = build_model(formula, datasets[data], pooling=pooling, parameterization=param)
     packed = pack(spec)
     rng = np.random.default_rng(7)
-    h = 1e-6
     for _ in range(20):
         x = rng.normal(size=packed.dim)
         grad = np.empty(packed.dim)
         D.logp_grad(x, grad, packed.ib, packed.fb)
-        fd = np.empty(packed.dim)
-        scratch = np.empty(packed.dim)
-        for i in range(packed.dim):
-            e = np.zeros(packed.dim)
-            e[i] = h
-            fd[i] = (
-                D.logp_grad(x + e, scratch, packed.ib, packed.fb)
-                - D.logp_grad(x - e, scratch, packed.ib, packed.fb)
-            ) / (2 * h)
+        fd = fd_gradient(packed, x, 1e-6)
         rel = np.abs(grad - fd) / np.maximum(1.0, np.abs(fd))
         assert rel.max() < 1e-5
 
