@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from poolwise.engine.layout import sd_name, total_name
+from poolwise import links
 from poolwise.errors import SpecError
+from poolwise.naming import sd_name, total_name
 from poolwise.posterior import _draws, cell_eta, inverse_link
 
 if TYPE_CHECKING:
@@ -338,10 +339,7 @@ def shrinkage_fraction(fit: Fit, term: TermSpec) -> np.ndarray:
     d = spec.design
     sigma = _draws(post, sd_name(term, "Intercept"))  # (S,)
     eta = cell_eta(spec, post)  # (S, n_cells)
-    p = inverse_link(spec.link, eta)
-    slope = _dp_deta(spec.link, eta, p)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        info_cell = d.n * slope**2 / np.clip(p * (1.0 - p), 1e-300, None)
+    info_cell = links.get(spec.link).fisher_weight(d.n, eta)
     z = term.group.Z[:, term.group.coef_names.index("Intercept")]
     info_cell = info_cell * z**2
     L = term.group.n_levels
@@ -350,14 +348,6 @@ def shrinkage_fraction(fit: Fit, term: TermSpec) -> np.ndarray:
         info[:, j] = info_cell[:, term.group.codes == j].sum(axis=1)
     b = 1.0 / (1.0 + sigma[:, None] ** 2 * info)
     return np.clip(b.mean(axis=0), 0.0, 1.0)
-
-
-def _dp_deta(link: str, eta: np.ndarray, p: np.ndarray) -> np.ndarray:
-    if link == "logit":
-        return p * (1.0 - p)
-    if link == "probit":
-        return np.exp(-0.5 * eta**2) / math.sqrt(2 * math.pi)
-    return np.exp(eta - np.exp(eta))  # cloglog: d/deta (1 - exp(-exp(eta)))
 
 
 # ---- population table -------------------------------------------------------------------
