@@ -106,6 +106,7 @@ def test_family_kernel_matches_scipy_and_finite_differences(name):
 
 def test_flat_is_improper_and_zero():
     fam = families.get("flat")
+    assert not fam.proper
     assert _kernel(fam, (), 3.7) == (0.0, 0.0)
     with pytest.raises(ValueError, match="improper"):
         fam.draw((), np.random.default_rng(0), 3)
@@ -118,7 +119,7 @@ def test_unknown_kernel_id_is_nan_not_flat():
     assert math.isnan(lp) and math.isnan(grad)
 
 
-PROPER = [f for f in SCALAR if f != "flat"]
+PROPER = [f for f in SCALAR if families.get(f).proper]
 
 
 @pytest.mark.parametrize("name", PROPER)
@@ -318,3 +319,8 @@ def test_level_information_uses_the_links_fisher_weight(frame, name):
     expected = np.bincount(term.group.codes, weights=w * term.group.Z_engine[:, 0] ** 2,
                            minlength=term.group.n_levels)
     np.testing.assert_allclose(info, expected, rtol=1e-9)
+
+
+def test_unknown_link_id_is_nan_not_cloglog():
+    ll, d = D.cell_loglik(97, 2.0, 5.0, 0.3)
+    assert math.isnan(ll) and math.isnan(d)

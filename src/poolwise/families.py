@@ -54,6 +54,7 @@ class FamilySpec:
     support: Support
     kernel_id: int | None  # branch of density._prior_logp_grad; None: not a scalar prior
     kernel_name: str | None  # numba kernel in poolwise.engine.density
+    proper: bool = True  # False: integrates to infinity (no draws, no quantiles)
     _logpdf: Callable[..., Any] | None = None  # (x, *params) -> log density
     _ppf: Callable[..., Any] | None = None  # (q, *params) -> quantile
     _draw: Callable[..., Any] | None = None  # (rng, size, *params) -> draws
@@ -133,7 +134,7 @@ def _half_t_logpdf(x, nu, sigma):
 
 _FAMILIES = (
     FamilySpec(
-        "flat", (), (), "real", 0, "_flat_logp_grad",
+        "flat", (), (), "real", 0, "_flat_logp_grad", proper=False,
         _logpdf=lambda x: np.zeros_like(x),
     ),
     FamilySpec(

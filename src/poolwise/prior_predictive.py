@@ -128,7 +128,7 @@ def sample_lkj_cholesky(eta: float, C: int, rng: np.random.Generator, size: int)
 
 def _flat_prior(spec: ModelSpec) -> str | None:
     for name, p in zip(spec.design.fixed_names, spec.fixed_priors, strict=True):
-        if p.family == "flat":
+        if not p.spec.proper:
             return f"the prior of {name} is flat (improper), it cannot be simulated"
     return None
 

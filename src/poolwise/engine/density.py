@@ -197,14 +197,15 @@ def cell_loglik(link: int, y: float, n: float, eta: float) -> tuple[float, float
             ll += (n - y) * lq
             d -= (n - y) * mq
         return ll, d
-    # complementary log-log
-    mu = math.exp(eta)
-    ll = -(n - y) * mu
-    d = -(n - y) * mu
-    if y > 0.0:
-        ll += y * math.log(-math.expm1(-mu))
-        d += y * mu / math.expm1(mu)
-    return ll, d
+    if link == CLOGLOG:
+        mu = math.exp(eta)
+        ll = -(n - y) * mu
+        d = -(n - y) * mu
+        if y > 0.0:
+            ll += y * math.log(-math.expm1(-mu))
+            d += y * mu / math.expm1(mu)
+        return ll, d
+    return math.nan, math.nan  # an unknown link id (poolwise.links refuses it before this)
 
 
 @numba.njit(cache=True, error_model="numpy")
