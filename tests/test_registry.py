@@ -42,7 +42,7 @@ SCALAR = [f for f in families.names() if families.get(f).kernel_id is not None]
 #: the SciPy distribution whose CDF is each link's inverse (its pdf is dp/deta)
 _SCIPY_CDF = {"logit": stats.logistic, "probit": stats.norm, "cloglog": stats.gumbel_l}
 
-_SETTINGS = settings(max_examples=150, deadline=None, derandomize=True)
+_SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None)
 
 
 def _params(fam: families.FamilySpec) -> st.SearchStrategy[tuple[float, ...]]:
