@@ -324,3 +324,13 @@ def test_level_information_uses_the_links_fisher_weight(frame, name):
 def test_unknown_link_id_is_nan_not_cloglog():
     ll, d = D.cell_loglik(97, 2.0, 5.0, 0.3)
     assert math.isnan(ll) and math.isnan(d)
+
+
+@pytest.mark.parametrize("name", families.names())
+def test_every_family_can_be_written_as_text(name):
+    from poolwise.priors import parse_prior
+
+    params = tuple(float(i + 2) for i in range(len(families.get(name).params)))
+    text = f"{name}({', '.join(f'{p:g}' for p in params)})"
+    assert parse_prior(text) == Prior(name, params)
+    assert str(parse_prior(text)) == text

@@ -108,20 +108,26 @@ _CONSTRUCTORS = {
 
 
 def parse_prior(text: str) -> Prior:
-    """``"half_normal(0.5)"`` -> :func:`half_normal` (0.5)."""
+    """``"half_normal(0.5)"`` -> :func:`half_normal` (0.5). Every family of
+    :mod:`poolwise.families` is known by its name (with its parameters in registry order);
+    the constructors above add defaults and aliases (``cauchy``, ``half_cauchy``)."""
+    known = sorted(set(_CONSTRUCTORS) | set(families.names()))
     m = re.fullmatch(r"\s*([A-Za-z_]+)\s*\(([^)]*)\)\s*", text)
-    if m is None or m.group(1).lower() not in _CONSTRUCTORS:
+    if m is None or m.group(1).lower() not in known:
         raise SpecError(
             f"cannot read prior {text!r}; write e.g. normal(0, 1.5), exponential(1), "
-            f"half_normal(0.5); known: {', '.join(sorted(_CONSTRUCTORS))}"
+            f"half_normal(0.5); known: {', '.join(known)}"
         )
     args = [a.strip() for a in m.group(2).split(",") if a.strip()]
     try:
         values = [float(a) for a in args]
     except ValueError as err:
         raise SpecError(f"prior {text!r} has a non-numeric parameter") from err
+    name = m.group(1).lower()
+    if name not in _CONSTRUCTORS:
+        return Prior(name, tuple(values))  # type: ignore[arg-type]
     try:
-        return _CONSTRUCTORS[m.group(1).lower()](*values)  # type: ignore[operator]
+        return _CONSTRUCTORS[name](*values)  # type: ignore[operator]
     except TypeError as err:
         raise SpecError(f"prior {text!r} has the wrong number of parameters") from err
 
