@@ -467,3 +467,30 @@ def test_chromium_check_catches_requests_and_errors(tmp_path):
     facts = _open_in_chromium(bad, tmp_path / "profile", None)
     assert any(u.startswith("http://127.0.0.1:9") for u in facts["requests"])
     assert facts["console"], "console.error was not seen"
+
+
+# ---- significant digits ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "digits", "text"), [
+    (0.392, 3, "0.392"), (-0.00512, 3, "-0.00512"), (1.2449, 3, "1.24"), (12.345, 3, "12.3"),
+    (1234.4, 3, "1234"), (0.9996, 3, "1.00"), (0.000493, 2, "0.00049"), (88.94, 3, "88.9"),
+    (3.14e-6, 3, "3.14e-6"), (0.0, 3, "0"), (float("nan"), 3, ""), (812.6, None, "813"),
+])
+def test_significant_digits(value, digits, text):
+    assert fmt_sig(value, digits) == text
+
+
+@pytest.mark.parametrize("value", [1e-9, -4.2e-5, 0.00049, 3e-4, 0.0051, -0.05])
+def test_a_nonzero_value_never_prints_as_zero(value):
+    for digits in (2, 3):
+        shown = float(fmt_sig(value, digits))
+        assert shown != 0 and abs(shown - value) <= 0.05 * abs(value)
+
+
+def test_rhat_never_hides_a_failure():
+    from poolwise.summary import fmt_rhat
+
+    assert fmt_rhat(1.0103) == "1.0103"  # 3 decimals would read "1.010", a pass
+    assert fmt_rhat(1.0098) == "1.010" and fmt_rhat(1.02) == "1.020"
+    assert fmt_rhat(float("nan")) == "" and fmt_rhat(float("inf")) == "inf"

@@ -198,7 +198,7 @@ class Diagnosis:
         "warn" or "fail") comes from this diagnosis' findings only (an error finding of the
         check fails it, a warning warns), so a table of badges never contradicts ``ok``:
         e.g. R-hat above 1.01 for under 1% of the group-level parameters is a warning."""
-        from poolwise.summary import fmt_sig
+        from poolwise.summary import fmt_rhat, fmt_sig
 
         def state(*codes: str) -> str:
             sev = {f.severity for f in self.findings if f.code in codes}
@@ -207,8 +207,7 @@ class Diagnosis:
         ess_min = ESS_PER_CHAIN * self.chains
         bfmi = min(self.bfmi) if self.bfmi else math.nan
         sat = max(self.treedepth_saturation) if self.treedepth_saturation else 0.0
-        rhat = "undefined" if not np.isfinite(self.max_rhat) and not np.isinf(self.max_rhat) \
-            else _fmt_rhat(self.max_rhat)
+        rhat = fmt_rhat(self.max_rhat, RHAT_MAX) or "undefined"
         rows = [
             ("divergent transitions", state("divergences"), str(self.divergences), "0"),
             ("largest R-hat", state("rhat", "rhat_undefined", "rhat_single_chain", "nonfinite"),

@@ -22,6 +22,7 @@ __all__ = [
     "scaling_dict",
     "priors_by_parameter",
     "fmt_sig",
+    "fmt_rhat",
     "format_summary",
     "summary_text",
 ]
@@ -142,17 +143,24 @@ def format_summary(df: pd.DataFrame, digits: dict[str, int | None] | None = None
     out = pd.DataFrame(index=df.index)
     for c in df.columns:
         if c == "r_hat":
-            out[c] = [_fmt_rhat(v) for v in df[c]]
+            out[c] = [fmt_rhat(v) for v in df[c]]
         else:
             out[c] = [fmt_sig(v, rules.get(c, 3)) for v in df[c]]
     return out
 
 
-def _fmt_rhat(v: Any) -> str:
+def fmt_rhat(v: Any, threshold: float = 1.01) -> str:
+    """R-hat with 3 decimals, or 4 where 3 would hide that it exceeds ``threshold``
+    (1.0103 prints as ``1.0103``, never as a passing-looking ``1.010``); '' for NaN."""
+    if v is None:
+        return ""
     x = float(v)
     if np.isnan(x):
         return ""
-    return "inf" if np.isinf(x) else f"{x:.3f}"
+    if np.isinf(x):
+        return "inf"
+    text = f"{x:.3f}"
+    return f"{x:.4f}" if x > threshold and float(text) <= threshold else text
 
 
 def summary_text(df: pd.DataFrame, prob: float, kind: str) -> str:

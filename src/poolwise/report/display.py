@@ -19,7 +19,7 @@ from poolwise.report.views import (
     repair_notes,
     repair_table,
 )
-from poolwise.summary import fmt_sig
+from poolwise.summary import fmt_rhat, fmt_sig
 
 if TYPE_CHECKING:
     from poolwise.diagnostics import Diagnosis
@@ -72,7 +72,7 @@ def _model_facts(fit: Fit) -> list[tuple[str, str]]:
 
 
 def _headline(d: Diagnosis) -> str:
-    rhat = "undefined" if d.max_rhat != d.max_rhat else f"{d.max_rhat:.3f}"
+    rhat = fmt_rhat(d.max_rhat) or "undefined"
     return (f"divergences {d.divergences}, max R-hat {rhat}, min ESS bulk "
             f"{fmt_sig(d.min_ess_bulk, None) or 'undefined'}")
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from poolwise.summary import fmt_sig
+from poolwise.summary import fmt_rhat, fmt_sig
 
 if TYPE_CHECKING:
     from poolwise.diagnostics import Diagnosis, Finding
@@ -124,9 +124,7 @@ def _result_text(a: Mapping[str, Any]) -> str:
         v = a.get(key)
         return fmt_sig(v, digits) or "undefined"
 
-    rhat = a.get("max_rhat")
-    rhat_text = "undefined" if rhat is None or not math.isfinite(float(rhat)) \
-        else f"{float(rhat):.3f}"
+    rhat_text = fmt_rhat(a.get("max_rhat")) or "undefined"
     numbers = (
         f"divergences {a.get('divergences')}, max R-hat {rhat_text}, "
         f"min ESS bulk {num('min_ess_bulk', None)} / tail {num('min_ess_tail', None)}"
@@ -211,7 +209,7 @@ def population_table(fit: Fit, *, prob: float = 0.89) -> Table:
         r = rhat.get(name, math.nan)
         rows.append((
             name, fmt_sig(x.mean()), fmt_sig(x.std(ddof=1) if len(x) > 1 else math.nan),
-            fmt_sig(lo), fmt_sig(hi), "" if not np.isfinite(r) else f"{r:.3f}",
+            fmt_sig(lo), fmt_sig(hi), fmt_rhat(r),
             fmt_sig(ess.get(name, math.nan), None),
         ))
     pct = f"{100 * prob:g}%"
