@@ -103,3 +103,18 @@ def test_diagnosis_badges_come_from_findings(comp):
     err = dataclasses.replace(warn, severity="error")
     d3 = dataclasses.replace(d, max_rhat=1.02, findings=(err,))
     assert not d3.ok and dict((n, s) for n, s, _, _ in d3.checks())["largest R-hat"] == "fail"
+
+
+def test_all_0_all_1_levels_are_said_once(comp):
+    from poolwise.report.views import finding_items, restates_a_note
+
+    fit = comp.main_fit
+    f = fit.diagnosis.finding("extreme_levels")
+    assert f is not None  # district 3: 2 of 2
+    notes = fit.spec.design.notes
+    assert restates_a_note(f, notes)
+    assert not restates_a_note(f, ("detected delimiter ';'",))  # nothing else says it: keep
+    codes = [x.code for _, x in finding_items(fit.diagnosis, notes=notes)]
+    assert "extreme_levels" not in codes
+    assert "extreme_levels" in [x.code for _, x in finding_items(fit.diagnosis)]
+    assert repr(fit).count("all 1") == 1  # the note, not the finding again

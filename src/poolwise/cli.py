@@ -236,10 +236,10 @@ def _cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
               f"({fit.config.tune} tune + {fit.config.draws} draws)\n")
         _print_summary(fit.summary(prob=args.prob, kind=args.interval), args.prob, args.interval)
         print()
-        from poolwise.report.views import DATA_NOTE_CODES
+        from poolwise.report.views import restates_a_note
 
         for f in fit.diagnosis.findings:
-            if f.code in DATA_NOTE_CODES and fit.spec.design.notes:
+            if restates_a_note(f, fit.spec.design.notes):
                 continue  # the all-0 / all-1 levels: printed once, as the data note above
             print(f"{f.severity}: {f.message}")
         _print_journal(fit.repair_log)

@@ -32,7 +32,6 @@ import numpy as np
 
 from poolwise.errors import SpecError
 from poolwise.report.views import (
-    DATA_NOTE_CODES,
     Badge,
     Table,
     diagnosis_table,
@@ -255,13 +254,13 @@ def _section_diagnostics(fits: Mapping[str, Fit], comp: PoolingComparison | None
     for key, f in fits.items():
         d = f.diagnosis
         # the all-0 / all-1 levels are a data note (Data section); their finding restates it
-        skip = DATA_NOTE_CODES if f.spec.design.notes else ()
+        notes = f.spec.design.notes
         models.append({
             "key": key,
             "title": _title(key),
             "verdict": Badge("pass" if d.ok else "fail"),
             "checks": diagnosis_table(d),
-            "findings": [(b, fi.message) for b, fi in finding_items(d, skip=skip)],
+            "findings": [(b, fi.message) for b, fi in finding_items(d, notes=notes)],
             "warnings": [(Badge("warn"), w) for w in f.warnings],
         })
     pareto = None

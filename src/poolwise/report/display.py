@@ -10,7 +10,6 @@ import html
 from typing import TYPE_CHECKING, Any
 
 from poolwise.report.views import (
-    DATA_NOTE_CODES,
     Badge,
     Table,
     diagnosis_table,
@@ -45,8 +44,8 @@ def _status(ok: bool) -> str:
     return "OK" if ok else "NOT OK - do not trust these estimates"
 
 
-def _finding_lines(d: Diagnosis, skip: tuple[str, ...] = ()) -> list[str]:
-    items = finding_items(d, skip=skip)
+def _finding_lines(d: Diagnosis, notes: tuple[str, ...] = ()) -> list[str]:
+    items = finding_items(d, notes=notes)
     lines = [f"  {f.severity}: {_cut(f.message)}" for _, f in items[:MAX_FINDINGS]]
     if len(items) > MAX_FINDINGS:
         lines.append(f"  ... and {len(items) - MAX_FINDINGS} more (.diagnosis.findings)")
@@ -88,9 +87,8 @@ def fit_text(fit: Fit) -> str:
     lines.append(population_table(fit).text())
     if fit.spec.terms:
         lines.append("Group-level parameters: one per level, in .summary() and .idata")
-    skip = DATA_NOTE_CODES if fit.spec.design.notes else ()
     notes = [f"  note: {_cut(n)}" for n in fit.spec.design.notes[:MAX_FINDINGS]]
-    findings = _finding_lines(fit.diagnosis, skip)
+    findings = _finding_lines(fit.diagnosis, fit.spec.design.notes[:MAX_FINDINGS])
     if notes or findings:
         lines.append("Findings:")
         lines += notes + findings
@@ -213,8 +211,8 @@ def _dl(pairs: list[tuple[str, str]]) -> str:
     return "<ul>" + "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in pairs) + "</ul>"
 
 
-def _findings_html(d: Diagnosis, skip: tuple[str, ...] = ()) -> str:
-    items = finding_items(d, skip=skip)[:MAX_FINDINGS]
+def _findings_html(d: Diagnosis, notes: tuple[str, ...] = ()) -> str:
+    items = finding_items(d, notes=notes)[:MAX_FINDINGS]
     if not items:
         return ""
     return "<ul>" + "".join(f"<li>{_cell(b)} {_e(_cut(f.message, 400))}</li>"
@@ -222,13 +220,13 @@ def _findings_html(d: Diagnosis, skip: tuple[str, ...] = ()) -> str:
 
 
 def fit_html(fit: Fit) -> str:
-    skip = DATA_NOTE_CODES if fit.spec.design.notes else ()
     parts = [_dl([("formula", fit.spec.formula.text), *_model_facts(fit),
                   ("status", f"{_status(fit.ok)} ({_headline(fit.diagnosis)})")]),
              "<div>Population-level parameters</div>", table_html(population_table(fit))]
     notes = "".join(f"<li>{_cell(Badge('info'))} {_e(_cut(n, 400))}</li>"
                     for n in fit.spec.design.notes)
-    parts.append((f"<ul>{notes}</ul>" if notes else "") + _findings_html(fit.diagnosis, skip))
+    parts.append((f"<ul>{notes}</ul>" if notes else "")
+                 + _findings_html(fit.diagnosis, fit.spec.design.notes))
     parts.append("<div>Full data: <code>.idata</code>, <code>.summary()</code>, "
                  "<code>.diagnosis</code>, <code>.repair_log</code></div>")
     return _wrap("poolwise.Fit", fit.ok, parts)

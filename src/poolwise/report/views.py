@@ -10,6 +10,7 @@ digits (:func:`poolwise.summary.fmt_sig`); escaping is left to whoever renders t
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,11 +31,21 @@ __all__ = [
     "repair_table",
     "repair_notes",
     "population_table",
-    "DATA_NOTE_CODES",
+    "restates_a_note",
 ]
 
-#: finding codes that restate a note of the data checks (printed once, as the data note)
-DATA_NOTE_CODES = ("extreme_levels",)
+def restates_a_note(f: Finding, notes: Sequence[str]) -> bool:
+    """True for a finding that says again what a note of the data checks says: the all-0 /
+    all-1 levels of a grouping factor (``extreme_levels``) when the data checks noted the same
+    factor. Such a finding is shown once, as the data note (which also gives the counts)."""
+    if f.code != "extreme_levels":
+        return False
+    m = re.match(r"Levels of '(.*?)':", f.message)
+    if m is None:
+        return False
+    head = f"'{m.group(1)}': "
+    return any(n.startswith(head) and "maximum-likelihood estimates are infinite" in n
+               for n in notes)
 
 
 @dataclass(frozen=True)
@@ -94,12 +105,12 @@ def diagnosis_table(d: Diagnosis) -> Table:
     return _table(["check", "result", "value", "needed"], rows, text_cols=(3,))
 
 
-def finding_items(d: Diagnosis, *, skip: Sequence[str] = ()) -> list[tuple[Badge, Finding]]:
+def finding_items(d: Diagnosis, *, notes: Sequence[str] = ()) -> list[tuple[Badge, Finding]]:
     """Findings with the badge of their severity (error: FAIL, warning: WARN, info: NOTE),
-    leaving out the codes in ``skip``."""
+    leaving out those that restate one of the data ``notes`` shown next to them."""
     out = []
     for f in d.findings:
-        if f.code in skip:
+        if restates_a_note(f, notes):
             continue
         state = {"error": "fail", "warning": "warn"}.get(f.severity, "info")
         out.append((Badge(state), f))
