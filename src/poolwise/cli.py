@@ -190,10 +190,13 @@ def _print_summary(df: Any, prob: float, kind: str) -> None:
 
 
 def _status_line(fit: Any) -> str:
+    from poolwise.summary import fmt_rhat
+
     d = fit.diagnosis
     verdict = "OK" if fit.ok else "NOT OK - do not trust these estimates"
+    rhat = fmt_rhat(d.max_rhat) or "nan"
     return (
-        f"status: {verdict} | divergences {d.divergences} | max R-hat {d.max_rhat:.3f} | "
+        f"status: {verdict} | divergences {d.divergences} | max R-hat {rhat} | "
         f"min ESS bulk {d.min_ess_bulk:.0f}, tail {d.min_ess_tail:.0f} | "
         f"sampling {fit.timings['sampling_s']:.2f} s, total {fit.timings['total_s']:.2f} s"
     )
@@ -419,10 +422,13 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         for name, fig in diagnostic_figures(fit).items():
             fig.savefig(out / f"{name}.png", dpi=100)
             print(f"wrote {out / f'{name}.png'}")
+    from poolwise.summary import fmt_rhat
+
     verdict = "OK" if d.ok else "NOT OK - do not trust these estimates"
     ess_b = "nan" if d.min_ess_bulk != d.min_ess_bulk else f"{d.min_ess_bulk:.0f}"
     ess_t = "nan" if d.min_ess_tail != d.min_ess_tail else f"{d.min_ess_tail:.0f}"
-    print(f"status: {verdict} | divergences {d.divergences} | max R-hat {d.max_rhat:.3f} | "
+    rhat = fmt_rhat(d.max_rhat) or "nan"
+    print(f"status: {verdict} | divergences {d.divergences} | max R-hat {rhat} | "
           f"min ESS bulk {ess_b}, tail {ess_t}")
     return EXIT_OK if d.ok else EXIT_NOT_OK
 
