@@ -125,19 +125,25 @@ def _decode(path: Path, raw: bytes, notes: list[str]) -> str:
             raise DataError(f"cannot read data file '{path}': it starts like UTF-16 text but is "
                             f"not valid UTF-16 ({err.reason} at byte {err.start})") from None
     sample = raw[:65536]
-    if sample:
-        binary = sum(sample.count(b) for b in _BINARY_BYTES)
-        if binary > _BINARY_SHARE * len(sample):
-            raise DataError(
-                f"cannot read data file '{path}': it is not a text table ({binary} of the first "
-                f"{len(sample)} bytes are binary control bytes); poolwise reads CSV / TSV, "
-                "plain or gzip / bz2 / xz compressed, and Parquet"
-            )
+    nul_share = sample.count(0) / max(1, len(sample))
     try:
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        notes.append(f"'{path.name}' is not UTF-8; read it as Latin-1")
-        return raw.decode("latin-1")
+        text = None
+    # control bytes alone do not make a file binary (labels may hold escape sequences); not
+    # being UTF-8 as well, or being mostly NUL bytes (UTF-16 without a byte-order mark), does
+    binary = sum(sample.count(b) for b in _BINARY_BYTES)
+    if (text is None and binary > _BINARY_SHARE * len(sample)) or nul_share > 0.1:
+        raise DataError(
+            f"cannot read data file '{path}': it is not a text table ({binary} of the first "
+            f"{len(sample)} bytes are binary control bytes); poolwise reads CSV / TSV (UTF-8, "
+            "Latin-1 or UTF-16 with a byte-order mark), plain or gzip / bz2 / xz compressed, "
+            "and Parquet"
+        )
+    if text is not None:
+        return text
+    notes.append(f"'{path.name}' is not UTF-8; read it as Latin-1")
+    return raw.decode("latin-1")
 
 
 def _columns_phrase(idx: list[int]) -> str:
