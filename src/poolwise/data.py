@@ -9,12 +9,13 @@ import bz2
 import csv
 import errno
 import gzip
-import lzma
 import hashlib
 import io
 import logging
+import lzma
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ def _decompress(path: Path, raw: bytes) -> bytes:
         if raw.startswith(magic):
             try:
                 return opener(raw)
-            except (OSError, EOFError, ValueError, lzma.LZMAError) as err:
+            except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as err:
                 raise DataError(
                     f"cannot read data file '{path}': it is {name}-compressed but could not be "
                     f"decompressed ({err or type(err).__name__}); the file is damaged or "
