@@ -52,7 +52,7 @@ def _sniff_delimiter(head: str) -> str:
         # csv.reader over the text (not over split lines): a quoted field may hold line breaks
         reader = csv.reader(io.StringIO(head, newline=""), delimiter=d)
         try:
-            counts = [len(r) for r, _ in zip((r for r in reader if r), range(20))]
+            counts = [len(r) for r, _ in zip((r for r in reader if r), range(20), strict=False)]
         except csv.Error:
             continue
         if not counts:

@@ -248,7 +248,9 @@ def run_nuts(packed: PackedModel, config: SamplerConfig) -> tuple[xr.DataTree, f
     # nutpie takes string coordinates; put the original labels back
     for group in ("posterior",):
         ds = tree[group].to_dataset()
-        ds = ds.assign_coords({k: _label_array(v) for k, v in packed.coords.items() if k in ds.dims})
+        ds = ds.assign_coords(
+            {k: _label_array(v) for k, v in packed.coords.items() if k in ds.dims}
+        )
         tree[group] = xr.DataTree(ds)
     stats = tree["sample_stats"].to_dataset()
     stats = stats.rename({k: v for k, v in STAT_NAMES.items() if k in stats})
