@@ -291,3 +291,19 @@ def test_a_real_factor_with_decimal_labels_and_few_levels_stays_a_factor(
     df = frame().assign(dose=np.array(["0.5", "1.5", "2.5"], dtype=object)[np.arange(60) % 3])
     spec = build_model("y ~ dose + (1 | g)", df)
     assert spec.design.fixed_names == ("Intercept", "dose1.5", "dose2.5")
+
+
+# -- found while fuzzing the settings -------------------------------------------------------
+
+
+def test_prior_for_an_unknown_grouping_factor_is_an_error(
+    good_csv: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """sd_<group> for a group the formula does not have was ignored silently (exit 0)."""
+    code, _, err = run_cli(
+        ["fit", str(good_csv), "-f", "y ~ x + (1 | g)", "--prior", "sd_gg=exponential(2)",
+         *FAST], capsys
+    )
+    assert code == EXIT_INPUT
+    (line,) = error_lines(err)
+    assert "prior sd_gg names no grouping factor" in line and "did you mean sd_g?" in line

@@ -1027,6 +1027,18 @@ def check_run(
         _check_estimable(d.formula, "complete")
         raise FormulaError("the model has no parameters to estimate; add an intercept or terms",
                            d.formula.text)
+    # [§7.33] a prior for the SD of a grouping factor the formula does not have would be
+    # ignored silently (a typo such as sd_distrcit)
+    groups = [g.group_name for g in d.formula.groups]
+    unknown = [k for k in spec.priors.sd_by_group if k not in groups]
+    if unknown:
+        close = _did_you_mean(unknown[0], groups) if groups else []
+        hint = f"did you mean sd_{close[0]}? " if close else ""
+        have = ", ".join(groups) if groups else "none (the formula has no group term)"
+        raise SpecError(
+            f"prior sd_{unknown[0]} names no grouping factor of the formula; {hint}its grouping "
+            f"factors are: {have}"
+        )
     # [§7.22] improper posteriors
     flat = [
         name
