@@ -16,6 +16,52 @@ from poolwise import links
 
 EXIT_OK, EXIT_NOT_OK, EXIT_USAGE, EXIT_INPUT = 0, 1, 2, 3
 
+#: what must never reach a terminal raw (labels come from data files): C0 controls, DEL and
+#: C1 controls (ANSI / OSC escape sequences start with ESC or CSI, NUL truncates or hides text,
+#: CR overwrites a line), and the invisible bidirectional overrides. Each is shown escaped,
+#: as Python's repr() would: \x1b, \x00, \r, \u202e.
+_ESCAPES = {
+    i: f"\\x{i:02x}" for i in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]
+}
+_ESCAPES.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
+_ESCAPES.update({c: f"\\u{c:04x}" for c in [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F),
+                                           *range(0x2066, 0x206A)]})
+_ESCAPES_KEEP_NEWLINE = {k: v for k, v in _ESCAPES.items() if k != 0x0A}
+
+
+def safe_text(text: object, *, newlines: bool = False) -> str:
+    """``text`` with every control character escaped (``\\x1b``, ``\\x00``, ``\\r``, ...);
+    ``newlines=True`` keeps line breaks (for whole messages), otherwise they are escaped too
+    (for labels in a table)."""
+    return str(text).translate(_ESCAPES_KEEP_NEWLINE if newlines else _ESCAPES)
+
+
+class _SafeStream:
+    """A text stream that escapes control characters on the way to the terminal: every print
+    path of the CLI (tables, findings, journal, notes, warnings, errors, argparse) goes
+    through it, so no label from a data file can send escape sequences or NUL bytes."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(safe_text(text, newlines=True))
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _safe_index(df: Any) -> Any:
+    """A table whose row labels (group labels from the data) are escaped, newlines included."""
+    out = df.copy()
+    out.index = [safe_text(i) for i in out.index]
+    return out
+
 PRIOR_CLASSES = ("intercept", "b", "sd", "cor", "unpooled")
 
 
@@ -188,7 +234,8 @@ def _data_and_formula(args: argparse.Namespace, parser: argparse.ArgumentParser)
 def _print_summary(df: Any, prob: float, kind: str) -> None:
     from poolwise.summary import summary_text
 
-    print(summary_text(df, prob, kind))  # significant digits; summary.csv keeps them all
+    # significant digits (summary.csv keeps them all); labels escaped for the terminal
+    print(summary_text(_safe_index(df), prob, kind))
 
 
 def _status_line(fit: Any) -> str:
@@ -302,7 +349,7 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                      "partial_p_mean": "p_partial",
                      "shift_p": "shift", "none_sd": "sd_none", "partial_sd": "sd_partial"})
         with pd.option_context("display.max_rows", 500, "display.width", 120):
-            print(show.to_string(float_format=fmt_sig))
+            print(_safe_index(show).to_string(float_format=fmt_sig))
             print(f"\n(p: predicted proportion; sd: posterior SD of the log-odds; intervals "
                   f"{pct} {comp.kind.upper()} are in the report and the CSV files)\n")
             pop = comp.population[["model", "scale", "mean", "lower", "upper"]]
@@ -367,6 +414,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_output_folder(path: Path, option: str) -> None:
+    """Before any work: ``path`` is a folder, or can be created as one."""
+    from poolwise.errors import SpecError
+
+    if path.exists() and not path.is_dir():
+        raise SpecError(f"{option} '{path}' is an existing file; give a folder for the PNG "
+                        "files (it is created when missing)")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise SpecError(f"{option} '{path}': '{parent}' is a file, so the folder cannot be "
+                        "created; give another folder")
+
+
 def _print_journal(log: Any) -> None:
     """The repair journal (a RepairLog, fresh or loaded); nothing for a fit without one."""
     from poolwise.repair import RepairLog
@@ -382,6 +444,8 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     from poolwise.diagnostics import diagnose
     from poolwise.io import load_fit
 
+    if args.plots:
+        _check_output_folder(Path(args.plots), "--plots")
     fit = load_fit(args.dir)
     d = diagnose(fit)
     print(f"model: {fit.spec.formula.text}   pooling: {fit.spec.pooling}")
@@ -406,10 +470,15 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         from poolwise.plots import diagnostic_figures
 
         out = Path(args.plots)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, fig in diagnostic_figures(fit).items():
-            fig.savefig(out / f"{name}.png", dpi=100)
-            print(f"wrote {out / f'{name}.png'}")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for name, fig in diagnostic_figures(fit).items():
+                fig.savefig(out / f"{name}.png", dpi=100)
+                print(f"wrote {out / f'{name}.png'}")
+        except OSError as err:
+            from poolwise.errors import SpecError
+
+            raise SpecError(f"cannot write the plots into '{out}': {err.strerror or err}") from None
     from poolwise.summary import fmt_rhat
 
     verdict = "OK" if d.ok else "NOT OK - do not trust these estimates"
@@ -422,6 +491,15 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _SafeStream(stdout), _SafeStream(stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = _command_line(argv)

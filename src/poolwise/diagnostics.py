@@ -407,10 +407,12 @@ def diagnose(
             tuple(const_names),
         ))
     if chains < 2 and names:
+        # a fit whose convergence cannot be checked is not a fit that passed: an error
         findings.append(Finding(
-            "rhat_single_chain", "warning",
-            "R-hat needs at least 2 chains; with 1 chain convergence cannot be checked. Run "
-            "4 chains.",
+            "rhat_single_chain", "error",
+            f"R-hat cannot be computed: it compares chains and needs at least 2, but this fit "
+            f"has {chains}. Convergence cannot be checked, so the fit is not OK whatever its "
+            "other numbers say. Run 4 chains (chains=4, --chains 4).",
         ))
 
     defined = np.isfinite(rhat) | np.isinf(rhat)

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from poolwise.diagnostics import Diagnosis, Funnel
+from poolwise.diagnostics import BFMI_MIN, RHAT_MAX, Diagnosis, Funnel
 from poolwise.engine.sampler import SamplerConfig
 from poolwise.model import (
     ModelSpec,
@@ -514,6 +514,8 @@ def _next_remedy(
 ) -> tuple[ModelSpec, SamplerConfig, str, str] | None:
     """(spec, config, action label, reason) for the next attempt, or None when nothing is left."""
     codes = {f.code for f in diag.errors}
+    if "rhat_single_chain" in codes:
+        return None  # no remedy makes R-hat computable with one chain
     geometry = bool(codes & {"divergences", "bfmi"})
     stuck = bool(codes & {"nonfinite", "rhat_undefined"})
     ladder = [t for t in policy.target_accepts if t > config.target_accept + 1e-12]
@@ -538,29 +540,45 @@ def _next_remedy(
     if geometry or stuck:
         if ladder:
             ta = ladder[0]
-            what = "divergent transitions remain" if geometry else "draws are stuck or non-finite"
             return (spec, replace(config, target_accept=ta), f"target_accept {ta:g}",
-                    f"{what}; a higher target_accept ({config.target_accept:g} -> {ta:g}) "
-                    "takes smaller steps")
+                    f"{_failing(diag)}; a higher target_accept ({config.target_accept:g} -> "
+                    f"{ta:g}) takes smaller steps")
     # more tuning (and draws, when the effective sample size is short)
     tune = min(config.tune * policy.tune_factor, policy.max_tune) if config.tune else 1000
     short = bool(codes & {"ess_bulk", "ess_tail", "rhat"})
     draws = min(config.draws * policy.tune_factor, policy.max_draws) if short else config.draws
     if tune == config.tune and draws == config.draws:
         return None
-    why = []
+    why = _failing(diag)
     if geometry:
-        why.append("divergences remain at the highest target_accept")
-    if codes & {"rhat"}:
-        why.append("R-hat is above 1.01")
-    if codes & {"ess_bulk", "ess_tail"}:
-        why.append("the effective sample size is short")
-    if stuck:
-        why.append("draws are stuck")
+        why += " at the highest target_accept"
     label = f"tune {tune}" + (f", draws {draws}" if draws != config.draws else "")
     return (spec, replace(config, tune=tune, draws=draws), f"more tuning ({label})",
-            f"{' and '.join(why) or 'diagnostics fail'}; more tuning"
+            f"{why}; more tuning"
             + (" and draws" if draws != config.draws else "") + " for adaptation and mixing")
+
+
+def _failing(diag: Diagnosis) -> str:
+    """The failing diagnostics in words, from the error findings only: never "divergent
+    transitions remain" for a fit without divergences."""
+    codes = {f.code for f in diag.errors}
+    parts = []
+    if "divergences" in codes:
+        parts.append(f"{diag.divergences} divergent transition(s) remain")
+    if "bfmi" in codes:
+        parts.append(f"E-BFMI is below {BFMI_MIN}")
+    if "rhat" in codes:
+        parts.append(f"R-hat is above {RHAT_MAX} (max {diag.max_rhat:.3f})")
+    if codes & {"ess_bulk", "ess_tail"}:
+        parts.append("the effective sample size is short")
+    if codes & {"nonfinite", "rhat_undefined"}:
+        parts.append("draws are stuck or non-finite")
+    known = {"divergences", "bfmi", "rhat", "ess_bulk", "ess_tail", "nonfinite",
+             "rhat_undefined"}
+    parts.extend(f"check '{c}' fails" for c in sorted(codes - known))
+    if not parts:
+        return "diagnostics fail"
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def _reparameterize(
@@ -592,8 +610,9 @@ def _reparameterize(
         why = f"{culprit.describe()} (the funnel of a centered term)"
     else:
         names = [t.name for t in spec.terms if t.centered.any()]
-        why = ("divergent transitions that could not be localised; centered levels are the "
-               "usual cause")
+        why = (("divergent transitions that could not be localised" if diag.divergences
+                else f"E-BFMI below {BFMI_MIN} without divergences")
+               + "; centered levels are the usual cause")
     names = [n for n in names if n not in state.noncentered]
     targets = [t for t in spec.terms if t.name in names and t.centered.any()]
     if not targets:
@@ -696,7 +715,10 @@ def repair_fit(
             stopped = (f"out of budget: {policy.max_seconds:g} s spent, diagnostics still fail")
         else:
             remedy = _next_remedy(diag, current, spec, config, policy, state)
-            if remedy is None:
+            if remedy is None and diag.has("rhat_single_chain"):
+                stopped = ("no remedy: R-hat needs at least 2 chains, so a 1-chain fit cannot "
+                           "be checked; run chains >= 2")
+            elif remedy is None:
                 stopped = "no remedy left (all were tried); diagnostics still fail"
             else:
                 next_step = remedy[3]

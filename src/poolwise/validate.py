@@ -2,8 +2,9 @@
 
 Every message names the column, up to five offending values and the first offending data
 rows (1-based, as a user sees them in the file) and says how to fix the problem. Nothing is
-silently dropped or remapped. See RELIABILITY.md section 7 for the full table of bad inputs;
-the row of that table each check implements is given as ``[§7.n]``.
+silently dropped or remapped. See docs/reliability.md for the full table of bad inputs (its
+section 7 follows the numbering of the shared reliability notes); the row of that table each
+check implements is given as ``[§7.n]``, and the later rows as ``[R.n]``.
 
 Three entry points, called in this order:
 
@@ -70,6 +71,9 @@ SCALE_MAX = 1e4
 SCALE_MIN = 1e-4
 #: grouping factors with fewer levels than this get a warning [§7.25]
 MIN_LEVELS = 5
+#: a text predictor with at least this many distinct values that are all numbers is a
+#: number-format mistake (decimal mark), not a factor [R.14]
+MANY_LEVELS = 10
 #: PyMC's thresholds for weak-but-valid sampler settings [§7.33]
 RECOMMENDED_CHAINS = 4
 MIN_DRAWS = 100
@@ -209,6 +213,73 @@ def _check_columns(f: Formula, table: Table) -> None:
     start = _find_name(f.text, col)
     span = (start, start + len(col)) if start >= 0 else None
     raise FormulaError(f"column '{col}' not found; {hint}available: {listed}", f.text, span)
+
+
+def _check_estimable(f: Formula, pooling: str) -> None:
+    """[R.8] a model with no parameter at all (``y ~ 0``, ``y ~ -1``, ``y ~ 1 - 1``)."""
+    groups = bool(f.groups) and pooling != "complete"
+    if f.intercept or f.terms or groups:
+        return
+    tilde = f.text.find("~")
+    rhs = f.text[tilde + 1:] if tilde >= 0 else ""
+    start = tilde + 1 + len(rhs) - len(rhs.lstrip())
+    span = (start, len(f.text.rstrip())) if rhs.strip() else None
+    why = (
+        "its group terms are dropped by pooling='complete', and it has no intercept and no "
+        "predictors"
+        if f.groups
+        else "it removes the intercept (0, -1 or 1 - 1) and has no predictors or group terms"
+    )
+    raise FormulaError(
+        f"the model has no parameters to estimate: {why}; write '{f.response} ~ 1' for an "
+        "intercept-only model, or add terms",
+        f.text,
+        span,
+    )
+
+
+def _check_names(f: Formula) -> None:
+    """[R.8] predictor and grouping columns name variables of the saved draws (``b_x``,
+    ``sd_g``, ``a_g``); an ArviZ DataTree refuses a variable name with '/'."""
+    for col in (*f.predictors, *f.grouping_columns):
+        if "/" in col:
+            raise DataError(
+                f"column '{col}' has a '/' in its name: poolwise names the parameters after "
+                "predictor and grouping columns, and the draws are stored in an ArviZ "
+                "DataTree, whose variable names cannot contain '/'; rename the column (e.g. "
+                f"'{col.replace('/', '_')}') before fitting"
+            )
+
+
+def _check_number_format(var: str, s: pd.Series, table: Table, rows: np.ndarray) -> None:
+    """[R.14] a text predictor whose values are all numbers with a decimal mark, and many of
+    them: read as a factor it would get one coefficient per value. The usual cause is the
+    number format (decimal=',' on a file written with '.'), so it is an error, not a factor."""
+    codes, uniq = pd.factorize(s.astype(object), use_na_sentinel=True)
+    if len(uniq) < MANY_LEVELS:
+        return
+    text = pd.Series(np.asarray(uniq, dtype=object)).astype(str).str.strip()
+    dot = pd.to_numeric(text, errors="coerce").notna()
+    comma = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce").notna()
+    if dot.all() and text.str.contains(".", regex=False).any():
+        mark = "."
+    elif comma.all() and text.str.contains(",", regex=False).any():
+        mark = ","
+    else:
+        return
+    shown = fmt_values(list(text[:5]))
+    first = f"predictor column '{var}' would become a categorical predictor with {len(uniq)} "
+    if table.decimal is not None and table.decimal != mark:
+        raise DataError(
+            f"{first}levels {shown}: its values are numbers written with a {mark!r} decimal "
+            f"mark, but '{table.source}' was read with decimal={table.decimal!r}; the number "
+            f"format setting is the likely cause - pass decimal={mark!r} (--decimal '{mark}')"
+        )
+    raise DataError(
+        f"{first}levels {shown}: its values are numbers stored as text; convert the column "
+        "to numbers (e.g. pd.to_numeric), or make it a pandas Categorical if it really is a "
+        f"factor with {len(uniq)} levels"
+    )
 
 
 def _did_you_mean(col: str, available: Sequence[str]) -> list[str]:
@@ -527,6 +598,8 @@ def check_model_data(
     """
     frame = table.frame
     _check_columns(f, table)
+    _check_estimable(f, pooling)
+    _check_names(f)
     n_all = len(frame)
     rows = np.arange(1, n_all + 1)
     warn: list[str] = []
@@ -626,6 +699,8 @@ def check_model_data(
         ) and not is_cat
         if not is_num and not is_cat and _numbers_with_text(s):
             is_num = True  # [§7.19] _numeric raises, naming the values that are not numbers
+        elif not is_num and not is_cat:
+            _check_number_format(var, s, table, rows)  # [R.14]
         if is_num:
             x = _numeric(frame, var, rows, "predictor")
             lo, hi = float(np.min(x)), float(np.max(x))
@@ -660,6 +735,14 @@ def check_model_data(
                     )
             else:
                 levels = sorted(present, key=str)
+            slashed = [lev for lev in levels if "/" in str(lev)]
+            if slashed:  # [R.8] the level becomes part of a variable name (b_<column><level>)
+                raise DataError(
+                    f"predictor '{var}' has level{'s' if len(slashed) > 1 else ''} "
+                    f"{fmt_values(slashed)} with a '/': a level names a coefficient, and the "
+                    "draws are stored in an ArviZ DataTree, whose variable names cannot contain "
+                    "'/'; recode the level(s), e.g. replace '/' by '-'"
+                )
             if len(levels) == 1:  # [§7.20] a one-level factor has no contrast at all
                 raise DataError(
                     f"predictor '{var}' is constant (value {_fmt_scalar(levels[0])} in all {n} "
@@ -939,6 +1022,23 @@ def check_run(
     settings [§7.33]; otherwise returns ``()``.
     """
     d = spec.design
+    # [R.8] nothing to estimate (also when complete pooling drops every group term)
+    if not d.fixed_names and not spec.terms:
+        _check_estimable(d.formula, "complete")
+        raise FormulaError("the model has no parameters to estimate; add an intercept or terms",
+                           d.formula.text)
+    # [§7.33] a prior for the SD of a grouping factor the formula does not have would be
+    # ignored silently (a typo such as sd_distrcit)
+    groups = [g.group_name for g in d.formula.groups]
+    unknown = [k for k in spec.priors.sd_by_group if k not in groups]
+    if unknown:
+        close = _did_you_mean(unknown[0], groups) if groups else []
+        hint = f"did you mean sd_{close[0]}? " if close else ""
+        have = ", ".join(groups) if groups else "none (the formula has no group term)"
+        raise SpecError(
+            f"prior sd_{unknown[0]} names no grouping factor of the formula; {hint}its grouping "
+            f"factors are: {have}"
+        )
     # [§7.22] improper posteriors
     flat = [
         name

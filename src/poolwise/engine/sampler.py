@@ -65,7 +65,14 @@ class SamplerConfig:
                 raise SpecError(f"{name} must be a whole number >= {lo}; got {v!r}")
 
         whole("chains", self.chains, 1)
-        whole("tune", self.tune, 0)
+        if isinstance(self.tune, int | np.integer) and not isinstance(self.tune, bool) \
+                and self.tune == 0:
+            # nutpie panics without a tuning step (its adaptation state is never set up)
+            raise SpecError(
+                "tune must be a whole number >= 1; got 0 (the sampler needs tuning steps to "
+                "adapt its step size; use tune >= 100 for a usable fit)"
+            )
+        whole("tune", self.tune, 1)
         whole("draws", self.draws, 1)
         whole("max_treedepth", self.max_treedepth, 1)
         if self.seed is not None:
@@ -301,12 +308,22 @@ def run_nuts(packed: PackedModel, config: SamplerConfig) -> tuple[xr.DataTree, f
     # nutpie takes string coordinates; put the original labels back
     for group in ("posterior",):
         ds = tree[group].to_dataset()
-        ds = ds.assign_coords({k: np.asarray(v) for k, v in packed.coords.items() if k in ds.dims})
+        ds = ds.assign_coords(
+            {k: _label_array(v) for k, v in packed.coords.items() if k in ds.dims}
+        )
         tree[group] = xr.DataTree(ds)
     stats = tree["sample_stats"].to_dataset()
     stats = stats.rename({k: v for k, v in STAT_NAMES.items() if k in stats})
     tree["sample_stats"] = xr.DataTree(stats)
     return tree, elapsed
+
+
+def _label_array(labels: list) -> np.ndarray:
+    """Labels as an array; text stays Python str (object dtype): numpy's fixed-width unicode
+    dtype drops trailing NUL characters, which turned label 'a\\x00' into 'a' and '\\x00' into ''
+    (a label that no longer matched its group, or two labels that collided)."""
+    arr = np.asarray(labels)
+    return np.asarray(labels, dtype=object) if arr.dtype.kind == "U" else arr
 
 
 def _cpu_count() -> int:

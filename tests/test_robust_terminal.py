@@ -1,0 +1,124 @@
+"""Issue 10, item 2: labels from a data file never reach the terminal raw. ANSI / OSC escape
+sequences, NUL bytes, carriage returns and bidirectional overrides are shown escaped (as
+``repr`` would: ``\\x1b``, ``\\x00``) in every print path of the CLI; and a label with a NUL
+byte keeps its group's n and raw proportion in the summary."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import poolwise
+import poolwise.cli as cli
+from poolwise.cli import EXIT_INPUT, main, safe_text
+
+ESC_RED = "c\x1b[31mRED"
+OSC_LINK = "e\x1b]8;;http://evil.example\x07link"
+NUL_END = "nul\x00"
+NUL_ONLY = "\x00"
+CR = "over\rwrite"
+BIDI = "abc\u202edcba"
+LABELS = ["a", ESC_RED, OSC_LINK, NUL_END, NUL_ONLY, CR, BIDI, "b"]
+
+#: what may appear raw on the terminal: printable text, newlines
+RAW_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def labelled(n: int = 160) -> pd.DataFrame:
+    i = np.arange(n)
+    return pd.DataFrame({
+        "y": ((i // len(LABELS)) % 2).astype(np.int64),
+        "x": np.round(np.sin(i), 3),
+        "g": np.array(LABELS, dtype=object)[i % len(LABELS)],
+    })
+
+
+def test_safe_text_escapes_like_repr() -> None:
+    assert safe_text("a\x1b[31mb") == "a\\x1b[31mb"
+    assert safe_text("a\x00") == "a\\x00"
+    assert safe_text("a\rb\tc") == "a\\rb\\tc"
+    assert safe_text("x\ny") == "x\\ny"
+    assert safe_text("x\ny", newlines=True) == "x\ny"
+    assert safe_text("\x9b2J\x7f") == "\\x9b2J\\x7f"
+    assert safe_text(BIDI) == "abc\\u202edcba"
+    assert safe_text("é ü 10 x y") == "é ü 10 x y"
+
+
+@pytest.mark.filterwarnings("ignore::poolwise.errors.ConvergenceWarning")
+def test_nul_labels_keep_their_counts() -> None:
+    """numpy's fixed-width strings dropped trailing NULs from the posterior coordinates, so
+    'nul\\x00' and '\\x00' no longer matched their groups: n and raw proportion were blank."""
+    df = labelled()
+    fit = poolwise.fit("y ~ x + (1 | g)", df, chains=4, draws=100, tune=100, seed=3,
+                       repair=False, parameterization="noncentered", log_likelihood=False,
+                       prior_check=False)
+    coords = list(fit.posterior["g"].values)
+    assert sorted(coords) == sorted(LABELS)
+    table = fit.summary()
+    for lab in LABELS:
+        row = table.loc[f"a_g[{lab}]"]
+        assert row["n"] == (df["g"] == lab).sum()
+        assert row["raw_proportion"] == pytest.approx(df.loc[df["g"] == lab, "y"].mean())
+
+
+def test_cli_output_has_no_raw_control_characters(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    p = tmp_path / "labels.csv"
+    labelled().to_csv(p, index=False, quoting=csv.QUOTE_NONNUMERIC)
+    code = main(["fit", str(p), "-f", "y ~ x + (1 | g)", "--chains", "2", "--draws", "40",
+                 "--tune", "40", "--seed", "3", "--no-repair", "--parameterization",
+                 "noncentered"])
+    out, err = capsys.readouterr()
+    assert code in (0, 1)
+    assert not RAW_CONTROL.search(out), repr(RAW_CONTROL.search(out))
+    assert not RAW_CONTROL.search(err)
+    assert "a_g[c\\x1b[31mRED]" in out
+    assert "a_g[e\\x1b]8;;http://evil.example\\x07link]" in out
+    assert "a_g[over\\rwrite]" in out and "a_g[abc\\u202edcba]" in out
+    # the NUL rows have their n and raw proportion (the last two columns)
+    for key in ("a_g[nul\\x00]", "a_g[\\x00]"):
+        (line,) = [ln for ln in out.splitlines() if ln.startswith(key + " ")]
+        n, raw = line.split()[-2:]
+        assert float(n) == 20.0 and 0.0 <= float(raw) <= 1.0
+
+
+def test_error_messages_are_escaped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An outcome with three levels, one of them an escape sequence that clears the screen."""
+    p = tmp_path / "bad.csv"
+    df = labelled().assign(y=np.array(["yes", "no", "\x1b[2J\x1b[Hpwned"], dtype=object)[
+        np.arange(160) % 3])
+    df.to_csv(p, index=False, quoting=csv.QUOTE_NONNUMERIC)
+    code = main(["fit", str(p), "-f", "y ~ x + (1 | g)"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_INPUT
+    assert "\x1b" not in err and "\\x1b[2J\\x1b[Hpwned" in err
+
+
+def test_every_print_path_goes_through_the_escaping_stream(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Whatever a command prints (journal, notes, narrative, warnings) is escaped on the way
+    out; the streams are restored afterwards."""
+    import sys
+
+    before = sys.stdout, sys.stderr
+
+    def fake_fit(args: object, parser: object) -> int:
+        print("note: label \x1b[31mred\x00 here")
+        print("warning: \x1b]0;title\x07", file=sys.stderr)
+        cli._print_journal([{"attempt": 1, "action": "fit \x1b[1m", "settings": {}, "ok": True}])
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_fit", fake_fit)
+    assert main(["fit", "--example", "bangladesh"]) == 0
+    out, err = capsys.readouterr()
+    assert "note: label \\x1b[31mred\\x00 here" in out
+    assert "fit \\x1b[1m" in out
+    assert err == "warning: \\x1b]0;title\\x07\n"
+    assert (sys.stdout, sys.stderr) == before
