@@ -268,7 +268,7 @@ def _lower(
         return table, states
     out = frame.copy()
     for label, v in derived.items():
-        out[label] = v.to_numpy() if isinstance(v, pd.Series) else v
+        out[label] = v.array if isinstance(v, pd.Series) else v
     return replace(table, frame=out), states
 
 

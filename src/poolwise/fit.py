@@ -189,6 +189,7 @@ def fit(
     standardize: bool = True,
     reference: Mapping[str, Any] | None = None,
     prior_check: bool = True,
+    offset: Any = None,
 ) -> Fit:
     """Fit a multilevel binomial regression.
 
@@ -211,7 +212,9 @@ def fit(
     fixed-effect columns centered, so the default priors fit any units; every result is
     reported on the original scale (``Intercept``: log-odds at all predictors = 0; see
     :mod:`poolwise.design`). ``reference={"col": level}`` sets a categorical predictor's
-    reference level. ``prior_check`` simulates group proportions from the priors and warns
+    reference level. ``offset`` is a known per-row addition to the linear predictor: an
+    expression of columns (``"log(exposure)"``, the same as ``+ offset(log(exposure))`` in the
+    formula) or one value per data row. ``prior_check`` simulates group proportions from the priors and warns
     (:class:`DataWarning`) when they pile up near 0 or 1 (:mod:`poolwise.prior_predictive`).
     """
     if seed is None:
@@ -226,7 +229,7 @@ def fit(
     spec = build_model(
         formula, data, pooling=pooling, link=link, priors=priors,
         parameterization=parameterization, success=success, drop_missing=drop_missing,
-        standardize=standardize, reference=reference,
+        standardize=standardize, reference=reference, offset=offset,
     )
     build_s = time.perf_counter() - t0
     # before anything samples (the pilot run included): flat priors on separated data,
