@@ -160,7 +160,7 @@ def _provenance(spec: ModelSpec, config: SamplerConfig) -> dict[str, str]:
         "poolwise_data_sha256": d.data_sha256,
         "poolwise_data_source": d.source,
         "poolwise_rows_used": str(d.n_rows),
-        "poolwise_columns_used": json.dumps(list(d.formula.columns)),
+        "poolwise_columns_used": json.dumps(list(d.formula.source_columns)),
     }
 
 
