@@ -70,6 +70,7 @@ from poolwise.formula.transforms import (
     categorical_values,
     contrast_reference,
     evaluate,
+    full_coding,
     level_codes,
     poly_columns,
     term_columns,
@@ -433,7 +434,9 @@ def build_design(
     for term in f.terms:
         if term.name in unpooled_coefs:
             continue
-        names, cols, parts = term_columns(term.variables, values, encoding, n_rows)
+        full = full_coding(term.variables, [t.variables for t in f.terms], f.intercept,
+                           encoding)
+        names, cols, parts = term_columns(term.variables, values, encoding, n_rows, full)
         fixed_names.extend(names)
         fixed_cols.append(cols)
         fixed_scale.extend(_column_scale(p, scales) for p in parts)
@@ -465,7 +468,9 @@ def build_design(
             zc.append(np.ones((n_rows, 1)))
             zs.append(1.0)
         for term in g.terms:
-            names, cols, parts = term_columns(term.variables, values, encoding, n_rows)
+            full = full_coding(term.variables, [t.variables for t in g.terms], g.intercept,
+                               encoding)
+            names, cols, parts = term_columns(term.variables, values, encoding, n_rows, full)
             coefs.extend(names)
             zc.append(cols)
             zs.extend(_column_scale(p, scales) for p in parts)

@@ -49,7 +49,13 @@ from poolwise.design import ARRAY_OFFSET
 from poolwise.engine.layout import fixed_name, sd_name, total_name
 from poolwise.errors import DataError, SpecError
 from poolwise.formula.terms import Call
-from poolwise.formula.transforms import categorical_values, evaluate, level_codes, term_columns
+from poolwise.formula.transforms import (
+    categorical_values,
+    evaluate,
+    full_coding,
+    level_codes,
+    term_columns,
+)
 from poolwise.posterior import _draws, inverse_link
 
 if TYPE_CHECKING:
@@ -143,15 +149,18 @@ def _variable_values(d: Any, frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def _design_rows(
     d: Any, values: dict[str, np.ndarray], n: int, wanted: tuple[str, ...], terms: list[Any],
-    intercept: bool,
+    intercept: bool, siblings: Any, formula_intercept: bool,
 ) -> np.ndarray:
-    """Matrix with one column per name in ``wanted`` (zeros where a term is absent)."""
+    """Matrix with one column per name in ``wanted`` (zeros where a term is absent); the
+    terms are coded as build_design coded them (``siblings``, ``formula_intercept``: the terms
+    and intercept of the same part of the formula, for R's coding rule)."""
     out = np.zeros((n, len(wanted)))
     index = {nm: i for i, nm in enumerate(wanted)}
     if intercept and "Intercept" in index:
         out[:, index["Intercept"]] = 1.0
     for term in terms:
-        names, cols, _ = term_columns(term.variables, values, d.encoding, n)
+        full = full_coding(term.variables, siblings, formula_intercept, d.encoding)
+        names, cols, _ = term_columns(term.variables, values, d.encoding, n, full)
         for nm, col in zip(names, cols.T, strict=True):
             if nm in index:
                 out[:, index[nm]] = col
@@ -270,7 +279,8 @@ def predict_draws(
     fixed_terms = [t for t in d.formula.terms if t.name not in unpooled]
     values = _variable_values(d, frame)
     n_new = len(frame)
-    X = _design_rows(d, values, n_new, d.fixed_names, fixed_terms, d.has_intercept)
+    X = _design_rows(d, values, n_new, d.fixed_names, fixed_terms, d.has_intercept,
+                     [t.variables for t in d.formula.terms], d.formula.intercept)
     new_offset = _new_offset(d, frame, offset)
     beta = (np.column_stack([_draws(post, fixed_name(c)) for c in d.fixed_names])
             if d.fixed_names else np.zeros((S, 0)))
@@ -281,7 +291,8 @@ def predict_draws(
     info = pd.DataFrame(index=frame.index)
     for term in spec.terms:
         g = term.group
-        Z = _design_rows(d, values, n_new, g.coef_names, list(g.term.terms), g.term.intercept)
+        Z = _design_rows(d, values, n_new, g.coef_names, list(g.term.terms), g.term.intercept,
+                         [t.variables for t in g.term.terms], g.term.intercept)
         keys = _group_key(frame, g.term.group)
         lookup = {
             (lab.item() if hasattr(lab, "item") else lab): j for j, lab in enumerate(g.labels)

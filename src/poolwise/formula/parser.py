@@ -367,7 +367,7 @@ class _Parser:
         raise self.error(f"expected a number, a column or '(' in the expression, found {found}",
                          tok)
 
-    def call(self) -> Call:
+    def call(self, check: bool = True) -> Call:
         """``fn(arg, ..., name = value)`` for a supported function, checked."""
         fn_tok = self.tok
         fn = fn_tok.text
@@ -403,10 +403,13 @@ class _Parser:
                 args.append(self.argument())
         close = self.expect(")", f"')' to close {fn}(")
         e = Call(fn, tuple(args), tuple(kwargs))
-        _check_call(e, self.text, (fn_tok.start, close.end))
+        if check:
+            _check_call(e, self.text, (fn_tok.start, close.end))
         return e
 
     def argument(self) -> Expr:
+        if self.tok.kind == "name" and self.tok.text == "Treatment" and self.peek().text == "(":
+            return self.call(check=False)  # a contrast: C() checks it
         if self.tok.kind == "string":
             tok = self.tok
             self.i += 1

@@ -145,6 +145,8 @@ class Call(Expr):
 
     @property
     def columns(self) -> tuple[str, ...]:
+        if self.fn == "C":  # the contrast argument names no column
+            return self.args[0].columns
         out: list[str] = []
         for a in list(self.args) + [v for _, v in self.kwargs]:
             out.extend(c for c in a.columns if c not in out)

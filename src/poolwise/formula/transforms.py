@@ -408,17 +408,39 @@ def level_codes(values: np.ndarray, levels: tuple[Any, ...] | list[Any]) -> np.n
 # -- the model matrix of a term ----------------------------------------------------------------
 
 
+def full_coding(
+    variables: tuple[str, ...], siblings: Any, intercept: bool, encoding: Encoding
+) -> frozenset[str]:
+    """The categorical variables of a term that get one column per level, by R's rule: a
+    factor is coded by contrasts when the term without it is in the model (the intercept
+    counting as the empty term), otherwise by an indicator for every level (``0 + f``, or
+    ``f:x`` without ``x``). ``siblings``: the variable tuples of the terms of the same part
+    (the fixed effects, or one group term)."""
+    present = {frozenset(t) for t in siblings}
+    if intercept:
+        present.add(frozenset())
+    out = set()
+    for v in variables:
+        if encoding.variable(v).kind != "categorical":
+            continue
+        if frozenset(w for w in variables if w != v) not in present:
+            out.add(v)
+    return frozenset(out)
+
+
 def term_columns(
     variables: tuple[str, ...],
     values: Mapping[str, np.ndarray],
     encoding: Encoding,
     n: int,
+    full: frozenset[str] = frozenset(),
 ) -> tuple[list[str], np.ndarray, list[tuple[str, ...]]]:
     """The columns of one (interaction) term: numeric variables as they are (a ``poly`` gives
     several), categorical ones treatment-coded against their reference level (the first of
-    ``levels``). ``values``: per numeric label an (n, k) matrix, per categorical label its
-    level codes (n,) into ``levels``. Returns the names, the matrix and, per column, the
-    numeric columns multiplied into it (for standardization)."""
+    ``levels``), or with an indicator for every level for those in ``full`` (see
+    :func:`full_coding`). ``values``: per numeric label an (n, k) matrix, per categorical
+    label its level codes (n,) into ``levels``. Returns the names, the matrix and, per
+    column, the numeric columns multiplied into it (for standardization)."""
     names: list[str] = [""]
     cols: list[np.ndarray] = [np.ones(n)]
     parts: list[tuple[str, ...]] = [()]
@@ -429,7 +451,11 @@ def term_columns(
         new_parts: list[tuple[str, ...]] = []
         if enc.kind == "categorical":
             codes = values[var]
-            for k, name in enumerate(enc.columns, start=1):
+            if var in full:
+                coded = list(enumerate(f"{var}{lv}" for lv in enc.levels))
+            else:
+                coded = list(enumerate(enc.columns, start=1))
+            for k, name in coded:
                 ind = (codes == k).astype(float)
                 for nm, c, p in zip(names, cols, parts, strict=True):
                     new_names.append(f"{nm}:{name}" if nm else name)
