@@ -104,7 +104,8 @@ INVALID = [
     ("y ~ foo(x)", "unknown function 'foo()'; supported functions: ", (4, 10)),
     ("y ~ z + bar(x, 2) + w", "unknown function 'bar()'", (8, 17)),
     ("y ~ x^2", "unexpected '^': a power of a predictor is written I(x^2)", (5, 6)),
-    ("y ~ I(factor(x)^2)", "factor() makes a categorical variable; it cannot be used inside", (6, 12)),
+    ("y ~ I(factor(x)^2)", "factor() makes a categorical variable; it cannot be used inside",
+     (6, 12)),
     ("y ~ log(poly(x, 2))", "poly() makes several columns; it cannot be used inside", (8, 12)),
     ("y ~ poly(x, 0)", "poly(): the degree must be a whole number >= 1; got 0", (4, 14)),
     ("y ~ poly(x, 1.5)", "poly(): the degree must be a whole number >= 1; got 1.5", (4, 16)),
@@ -330,7 +331,8 @@ def test_offset_argument_errors():
 @pytest.mark.parametrize(
     ("formula", "error", "message"),
     [
-        ("k | trials(size) ~ log(z)", DataError, "log(z): z has values outside the domain of log()"),
+        ("k | trials(size) ~ log(z)", DataError,
+         "log(z): z has values outside the domain of log()"),
         ("k | trials(size) ~ sqrt(z)", DataError, "sqrt(z): z has values outside the domain"),
         ("k | trials(size) ~ log(site)", DataError,
          "column 'site' is used in log(site), which needs numbers, but it holds"),
@@ -339,7 +341,8 @@ def test_offset_argument_errors():
         ("k | trials(size) ~ poly(period, 4)", DataError,
          "poly(period, 4): the degree must be less than the number of distinct values of "
          "period (4 in the rows used)"),
-        ("k | trials(size) ~ log(agee)", FormulaError, "column 'agee' not found; did you mean 'age'"),
+        ("k | trials(size) ~ log(agee)", FormulaError,
+         "column 'agee' not found; did you mean 'age'"),
         ("k | trials(size) ~ scale(one)", DataError, "scale(one): one is constant"),
     ],
 )

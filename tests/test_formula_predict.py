@@ -161,7 +161,8 @@ def _scipy_logp_offset(spec, x: np.ndarray) -> float:
     d = spec.design
     lp = stats.norm.logpdf(x[0], *spec.priors.intercept.params)
     lp += stats.norm.logpdf(x[1], *spec.priors.b.params)
-    eta = x[0] + x[1] * DATA["z"].to_numpy() + np.log(DATA["size"].to_numpy()) + DATA["w"].to_numpy()
+    eta = (x[0] + x[1] * DATA["z"].to_numpy() + np.log(DATA["size"].to_numpy())
+           + DATA["w"].to_numpy())
     y, n = d.row_y, d.row_n
     lp += np.sum(gammaln(n + 1) - gammaln(y + 1) - gammaln(n - y + 1)
                  + y * log_expit(eta) + (n - y) * log_expit(-eta))

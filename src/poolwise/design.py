@@ -300,7 +300,9 @@ ARRAY_OFFSET = "offset(<values>)"
 
 
 def _predictor_scales(
-    values: Mapping[str, np.ndarray], encoding: Encoding, extreme: Mapping[str, tuple[float, float]],
+    values: Mapping[str, np.ndarray],
+    encoding: Encoding,
+    extreme: Mapping[str, tuple[float, float]],
     standardize: bool,
 ) -> dict[str, tuple[float, float]]:
     """Numeric columns that are rescaled for sampling: column name -> (mean, scale)."""

@@ -178,7 +178,8 @@ def _new_offset(d: Any, frame: pd.DataFrame, offset: Any) -> np.ndarray | None:
                 f"offset has {values.shape[0]} values but new_data has {n} rows"
             )
         if not np.all(np.isfinite(values)):
-            raise DataError(f"offset is missing or not finite (rows {_bad_rows(~np.isfinite(values))})")
+            bad = ~np.isfinite(values)
+            raise DataError(f"offset is missing or not finite (rows {_bad_rows(bad)})")
         return values
     labels = d.formula.offsets
     if not labels:
