@@ -409,6 +409,7 @@ def build_design(
         if var in checked.categorical:
             levels = tuple(checked.categorical[var])
             variables.append(VariableEncoding(
+                # naming: a level's column is the variable's label followed by the level (R's)
                 var, "categorical", tuple(f"{var}{lv}" for lv in levels[1:]), levels))
             values[var] = level_codes(frame[var].astype(object).to_numpy(), levels)
         else:

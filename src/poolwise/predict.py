@@ -232,6 +232,7 @@ def _new_effects(
         R = np.broadcast_to(np.eye(C), (S, C, C)).copy()
         for i in range(1, C):
             for j in range(i):
+                # naming: the correlation's parameter name, as engine/layout.py makes it
                 r = _draws(post, f"cor_{term.name}__{coefs[j]}__{coefs[i]}")
                 R[:, i, j] = r
                 R[:, j, i] = r

@@ -169,7 +169,7 @@ def poly_raw(e: Call) -> bool:
 
 
 def poly_columns(e: Call) -> tuple[str, ...]:
-    return tuple(f"{e.label}{k}" for k in range(1, poly_degree(e) + 1))
+    return tuple(f"{e.label}{k}" for k in range(1, poly_degree(e) + 1))  # naming: as R
 
 
 # -- evaluation --------------------------------------------------------------------------
@@ -334,14 +334,15 @@ def categorical_values(e: Call, frame: pd.DataFrame, rows: np.ndarray,
             return pd.Series(pd.Categorical(obj, categories=sorted(present, key=str)))
     else:
         v = evaluate(inner, frame, rows, states, learn=learn)
-    whole = np.isfinite(v) & (v == np.round(v))
-    fin = np.isfinite(v)
-    if whole[fin].all():
-        vals = np.array([int(x) if np.isfinite(x) else None for x in v], dtype=object)
-    else:
-        vals = np.array([float(x) if np.isfinite(x) else None for x in v], dtype=object)
-    present = sorted({x for x in vals if x is not None})
-    return pd.Series(pd.Categorical(vals, categories=present))
+    codes, uniq = pd.factorize(v, use_na_sentinel=True)  # NaN: -1
+    u = np.asarray(uniq, dtype=float)
+    whole = bool(np.all(u == np.round(u)))
+    order = np.argsort(u, kind="stable")
+    rank = np.empty(len(u), dtype=np.int64)
+    rank[order] = np.arange(len(u))
+    cats = [int(u[i]) if whole else float(u[i]) for i in order]
+    new_codes = np.where(codes >= 0, rank[np.maximum(codes, 0)], -1)
+    return pd.Series(pd.Categorical.from_codes(new_codes, categories=cats))
 
 
 def contrast_reference(e: Call, levels: list[Any]) -> Any:
@@ -386,10 +387,9 @@ def level_codes(values: np.ndarray, levels: tuple[Any, ...] | list[Any]) -> np.n
         except TypeError:
             pass
         text.setdefault(str(lv), i)
-    out = np.full(len(values), -1, dtype=np.int64)
-    for r, v in enumerate(values):
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            continue
+    codes, uniq = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+    mapped = np.full(len(uniq) + 1, -1, dtype=np.int64)  # the last entry: missing values
+    for j, v in enumerate(uniq):
         if isinstance(v, np.generic):
             v = v.item()
         try:
@@ -401,8 +401,8 @@ def level_codes(values: np.ndarray, levels: tuple[Any, ...] | list[Any]) -> np.n
             if hit is None and isinstance(v, float) and v.is_integer():
                 hit = text.get(str(int(v)))
         if hit is not None:
-            out[r] = hit
-    return out
+            mapped[j] = hit
+    return mapped[np.where(codes >= 0, codes, len(uniq))]
 
 
 # -- the model matrix of a term ----------------------------------------------------------------
@@ -452,7 +452,7 @@ def term_columns(
         if enc.kind == "categorical":
             codes = values[var]
             if var in full:
-                coded = list(enumerate(f"{var}{lv}" for lv in enc.levels))
+                coded = list(enumerate(f"{var}{lv}" for lv in enc.levels))  # naming: as R
             else:
                 coded = list(enumerate(enc.columns, start=1))
             for k, name in coded:
