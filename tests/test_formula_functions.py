@@ -388,3 +388,21 @@ def test_numeric_coded_factor_gets_a_note():
         assert not [n for n in quiet_design(formula, data).notes if "whole-number" in n]
     assert [n for n in quiet_design("k | trials(size) ~ p", D.assign(p=D.index % 10)).notes
             if "whole-number" in n]
+
+
+def test_R_coding_rule_for_factors_without_their_margin():
+    """R codes a factor by contrasts only where the term without it is in the model: with no
+    intercept, or in f:x without x, every level gets its own column."""
+    d = quiet_design("k | trials(size) ~ 0 + factor(period) + (1 | herd)", D)
+    assert d.fixed_names == tuple(f"factor(period){v}" for v in (1, 2, 3, 4))
+    for v in (1, 2, 3, 4):
+        np.testing.assert_array_equal(fixed(d, f"factor(period){v}"), (D["period"] == v) * 1.0)
+    d2 = quiet_design("k | trials(size) ~ z + (0 + site | herd)", D)
+    g = d2.groups[0]
+    assert g.coef_names == ("siteeast", "sitenorth", "sitewest")
+    np.testing.assert_array_equal(g.Z[d2.row_cell], pd.get_dummies(D["site"]).to_numpy(float))
+    # with the margin present: contrasts
+    d3 = quiet_design("k | trials(size) ~ z + site + site:z + (1 + site | herd)", D)
+    assert d3.fixed_names == ("Intercept", "z", "sitenorth", "sitewest", "sitenorth:z",
+                              "sitewest:z")
+    assert d3.groups[0].coef_names == ("Intercept", "sitenorth", "sitewest")
