@@ -95,6 +95,24 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-missing", action="store_true", help="drop rows with missing model values")
     p.add_argument("--delimiter", help="CSV delimiter (default: detected)")
     p.add_argument("--decimal", default=".", help="decimal mark in CSV numbers")
+    p.add_argument(
+        "--categorical", action="append", default=[], metavar="COL",
+        help="treat column COL as categorical (like factor(COL) in the formula); repeatable",
+    )
+    p.add_argument(
+        "--reference", action="append", default=[], metavar="COL=LEVEL",
+        help="reference level of a categorical predictor, e.g. --reference urban=0; repeatable",
+    )
+    p.add_argument(
+        "--no-standardize", dest="standardize", action="store_false",
+        help="sample on the predictors' own scale: the coefficient priors apply per original "
+        "unit (default: numeric predictors scaled by their SD and centered for sampling)",
+    )
+    p.add_argument(
+        "--offset", metavar="EXPR",
+        help="a known per-row addition to the linear predictor: a column or an expression of "
+        "columns, e.g. --offset 'log(exposure)' (the same as + offset(log(exposure)))",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,10 +134,20 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a model and print its summary and diagnostics")
     _add_model_args(p)
     p.add_argument("--pooling", choices=["partial", "none", "complete"], default="partial")
-    p.add_argument(
-        "--parameterization", choices=["auto", "centered", "noncentered"], default="auto"
-    )
+    _add_parameterization_arg(p)
     _add_sampler_args(p)
+    p.add_argument(
+        "--engine", choices=["cfunc", "pyfunc"], default="cfunc",
+        help="how nutpie calls the density: compiled callbacks (default) or Python",
+    )
+    p.add_argument(
+        "--no-log-likelihood", dest="log_likelihood", action="store_false",
+        help="do not store the per-row log-likelihood (saves memory; no LOO)",
+    )
+    p.add_argument(
+        "--no-prior-check", dest="prior_check", action="store_false",
+        help="skip the prior predictive check of the group proportions",
+    )
     p.add_argument("--out", help="write fit.nc, summary.csv and result.json into this folder")
     p.add_argument("--prob", type=float, default=0.89, help="interval probability (default 0.89)")
     p.add_argument("--interval", choices=["hdi", "eti"], default="hdi")
@@ -138,10 +166,12 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
     )
     _add_model_args(c)
     c.add_argument("--group", help="grouping factor to compare (default: the only one)")
-    c.add_argument(
-        "--parameterization", choices=["auto", "centered", "noncentered"], default="auto"
-    )
+    _add_parameterization_arg(c)
     _add_sampler_args(c)
+    c.add_argument(
+        "--no-loo", dest="loo", action="store_false",
+        help="skip the PSIS-LOO comparison of the three models",
+    )
     c.add_argument("--out", help="write the three fits, the comparison tables and the narrative")
     c.add_argument("--prob", type=float, default=0.89, help="interval probability (default 0.89)")
     c.add_argument("--interval", choices=["hdi", "eti"], default="hdi")
@@ -166,6 +196,90 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("dir", help="folder written by `poolwise fit --out DIR` (or the fit.nc file)")
     d.add_argument("--plots", metavar="OUT", help="also write diagnostic PNGs into this folder")
+
+
+PARAMETERIZATIONS = ("auto", "centered", "noncentered")
+
+
+def _add_parameterization_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--parameterization", action="append", default=None, metavar="KIND|GROUP=KIND",
+        help="auto (default), centered or noncentered, for every group term or per group term "
+        "(repeatable, e.g. --parameterization district=noncentered)",
+    )
+
+
+def _parameterization(items: Sequence[str] | None) -> Any:
+    from poolwise.errors import SpecError
+
+    if not items:
+        return "auto"
+    plain = [it for it in items if "=" not in it]
+    per_term = dict(it.split("=", 1) for it in items if "=" in it)
+    for value in plain + list(per_term.values()):
+        if value.strip() not in PARAMETERIZATIONS:
+            raise SpecError(
+                f"--parameterization takes {', '.join(PARAMETERIZATIONS)} or GROUP=KIND; "
+                f"got {value!r}"
+            )
+    if plain and per_term or len(plain) > 1:
+        raise SpecError(
+            "give --parameterization once for every term (e.g. noncentered) or per term as "
+            "GROUP=KIND, not both"
+        )
+    return plain[0].strip() if plain else {k.strip(): v.strip() for k, v in per_term.items()}
+
+
+def _model_options(args: argparse.Namespace, table: Any) -> tuple[Any, dict[str, Any]]:
+    """The table with --categorical columns converted, and the model keyword arguments shared
+    by fit and compare (--reference, --no-standardize, --offset, --parameterization)."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from poolwise.errors import DataError, SpecError
+
+    frame = table.frame
+    for col in args.categorical:
+        if col not in frame.columns:
+            raise DataError(
+                f"--categorical names column '{col}', which is not in the data; columns: "
+                + ", ".join(map(str, frame.columns[:20]))
+            )
+        if not isinstance(frame[col].dtype, pd.CategoricalDtype):
+            frame = frame.assign(**{col: pd.Categorical(frame[col])})
+    if frame is not table.frame:
+        table = replace(table, frame=frame)
+    reference: dict[str, Any] = {}
+    for item in args.reference:
+        if "=" not in item:
+            raise SpecError(f"--reference takes COL=LEVEL, e.g. urban=0; got {item!r}")
+        col, level = item.split("=", 1)
+        reference[col.strip()] = level.strip()
+    return table, {
+        "reference": reference or None,
+        "standardize": args.standardize,
+        "offset": args.offset,
+        "parameterization": _parameterization(args.parameterization),
+    }
+
+
+def _check_group_flag(formula: str, group: str | None) -> None:
+    """compare needs one grouping factor: name the --group flag before anything is fitted."""
+    from poolwise.errors import SpecError
+    from poolwise.formula import parse_formula
+
+    names = [g.group_name for g in parse_formula(formula).groups if g.intercept]
+    if group is None and len(names) > 1:
+        raise SpecError(
+            f"the formula has several grouping factors ({', '.join(names)}); choose the one to "
+            f"compare with --group, e.g. --group {names[0]}"
+        )
+    if group is not None and names and group not in names:
+        raise SpecError(
+            f"--group {group}: no group term with a varying intercept for '{group}' in the "
+            f"formula; group terms: {', '.join(names)}"
+        )
 
 
 def _add_report_arg(p: argparse.ArgumentParser) -> None:
@@ -258,15 +372,17 @@ def _cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     table, formula = _data_and_formula(args, parser)
     priors = _priors(args.prior)
+    table, model = _model_options(args, table)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit = poolwise.fit(
-            formula, table, pooling=args.pooling, parameterization=args.parameterization,
+            formula, table, pooling=args.pooling, **model,
             priors=priors, link=args.link, success=args.success, drop_missing=args.drop_missing,
             chains=args.chains, tune=args.tune, draws=args.draws, seed=args.seed,
             target_accept=args.target_accept, max_treedepth=args.max_treedepth,
-            cores=args.cores, progress=progress,
+            cores=args.cores, progress=progress, engine=args.engine,
+            log_likelihood=args.log_likelihood, prior_check=args.prior_check,
             repair=RepairPolicy(max_attempts=args.max_attempts) if args.repair else False,
         )
     for w in caught:
@@ -319,16 +435,18 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
     table, formula = _data_and_formula(args, parser)
     priors = _priors(args.prior)
+    table, model = _model_options(args, table)
+    _check_group_flag(formula, args.group)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         comp = compare_pooling(
-            formula, table, group=args.group, priors=priors, link=args.link,
-            parameterization=args.parameterization, success=args.success,
+            formula, table, group=args.group, priors=priors, link=args.link, **model,
+            success=args.success,
             drop_missing=args.drop_missing, chains=args.chains, tune=args.tune,
             draws=args.draws, seed=args.seed, target_accept=args.target_accept,
             max_treedepth=args.max_treedepth, cores=args.cores,
             repair=RepairPolicy(max_attempts=args.max_attempts) if args.repair else False,
-            prob=args.prob, kind=args.interval,
+            prob=args.prob, kind=args.interval, loo=args.loo,
         )
     for w in caught:
         tag = "warning" if not issubclass(w.category, ConvergenceWarning) else "NOT OK"
@@ -340,6 +458,9 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if not args.quiet:
         print(f"model: {comp.formula}   compared: complete, no and partial pooling of "
               f"'{comp.group}'")
+        for note in comp.main_fit.spec.design.notes:  # formula advice (the rest: narrative)
+            if "write factor(" in note:
+                print(f"note: {note}")
         print(f"seed: {comp.main_fit.config.seed}   chains: {comp.main_fit.config.chains} x "
               f"({comp.main_fit.config.tune} tune + {comp.main_fit.config.draws} draws)\n")
         show = g[["n", "successes", "raw_proportion", "none_p_mean", "partial_p_mean",

@@ -33,7 +33,18 @@ predictors = 0 and ``b_<g>__<coef>[label]`` its slope per original unit. With
 
 Reference level of a categorical predictor: the first category of a pandas ``Categorical``
 (in category order), otherwise the first level in sorted order; ``reference={"col": level}``
-picks another one.
+(or ``C(col, ref = "level")`` in the formula) picks another one.
+
+Functions in the formula (``factor``, ``C``, ``poly``, ``scale``, ``log``, ``I``, ``offset``...)
+are evaluated by :mod:`poolwise.formula.transforms`: first on every row, so that
+:func:`poolwise.validate.check_model_data` validates the model frame (one column per
+variable label), then, for the stateful ones (``scale``, ``poly``), again on the rows that are
+modelled, as R does. What was learnt (levels, reference levels, ``scale``'s center and scale,
+``poly``'s ``alpha`` and ``norm2``, the columns of each variable) is kept in
+``Design.encoding``, and ``predict`` applies exactly that to new data.
+
+A numeric predictor with only 3 to 10 distinct whole-number values (``period`` coded 1-4)
+gets a note suggesting ``factor(period)``: it is fitted as one linear slope otherwise.
 """
 
 from __future__ import annotations
@@ -47,14 +58,30 @@ import pandas as pd
 from scipy.special import gammaln
 
 from poolwise.data import Table, read_table
-from poolwise.errors import SpecError
-from poolwise.formula import Formula, GroupTerm, Term, parse_formula
+from poolwise.errors import FormulaError, SpecError
+from poolwise.formula import Formula, GroupTerm, parse_formula
+from poolwise.formula.parser import parse_expression
+from poolwise.formula.terms import Call, Col
+from poolwise.formula.transforms import (
+    CATEGORICAL_FUNCTIONS,
+    Encoding,
+    TransformState,
+    VariableEncoding,
+    categorical_values,
+    contrast_reference,
+    evaluate,
+    full_coding,
+    level_codes,
+    poly_columns,
+    term_columns,
+)
 from poolwise.validate import (
     CheckedData,
     check_design,
     check_model_data,
     emit_warnings,
 )
+from poolwise.validate import _check_columns as check_columns
 
 __all__ = ["Design", "GroupDesign", "build_design"]
 
@@ -119,6 +146,10 @@ class Design:
     x_scale: np.ndarray | None = None  # (K,) then divided by this
     standardize: bool = False  # what was asked for; predictor_scaling says what was done
     reference: dict[str, Any] = field(default_factory=dict)  # each categorical -> its reference
+    #: how every predictor was encoded (kinds, levels, transform states, columns): what
+    #: :func:`poolwise.predict` applies to new data
+    encoding: Encoding | None = None
+    offset: np.ndarray | None = None  # (n_cells,) known addition to eta; None: no offset
 
     @property
     def X_engine(self) -> np.ndarray:
@@ -149,32 +180,20 @@ class Design:
         return bool(self.fixed_names) and self.fixed_names[0] == "Intercept"
 
 
-def _term_columns(term: Term, frame: pd.DataFrame, checked: CheckedData) -> tuple[list[str], np.ndarray]:
-    """Columns for one (possibly interaction) term: numeric as is, categorical treatment-coded."""
-    names: list[str] = [""]
-    cols: list[np.ndarray] = [np.ones(len(frame))]
-    for var in term.variables:
-        if var in checked.categorical:
-            levels = checked.categorical[var]
-            values = frame[var].astype(object).to_numpy()
-            new_names, new_cols = [], []
-            for lev in levels[1:]:  # treatment coding against the reference level
-                ind = (values == lev).astype(float)
-                for nm, c in zip(names, cols, strict=True):
-                    new_names.append(f"{nm}:{var}{lev}" if nm else f"{var}{lev}")
-                    new_cols.append(c * ind)
-            names, cols = new_names, new_cols
-        else:
-            x = checked.numeric[var]
-            names = [f"{nm}:{var}" if nm else var for nm in names]
-            cols = [c * x for c in cols]
-    return names, (np.column_stack(cols) if cols else np.empty((len(frame), 0)))
-
-
-def _with_reference(checked: CheckedData, f: Formula, reference: Mapping[str, Any]) -> CheckedData:
-    """Put the chosen reference level of each categorical predictor first."""
+def _with_reference(
+    checked: CheckedData, f: Formula, reference: Mapping[str, Any]
+) -> tuple[CheckedData, dict[str, Any]]:
+    """Put the chosen reference level of each categorical predictor first. A key may name the
+    variable (``factor(period)``) or the column inside a ``factor()`` / ``C()`` of it."""
     categorical = dict(checked.categorical)
-    for col, level in reference.items():
+    alias: dict[str, str] = {}
+    for lab in categorical:
+        e = f.expr(lab)
+        if isinstance(e, Call) and isinstance(e.args[0], Col):
+            alias.setdefault(e.args[0].name, lab)
+    chosen: dict[str, Any] = {}
+    for key, level in reference.items():
+        col = key if key in f.predictors or key not in alias else alias[key]
         if col not in f.predictors:
             raise SpecError(
                 f"reference names column '{col}', which is not a predictor of the model "
@@ -183,7 +202,8 @@ def _with_reference(checked: CheckedData, f: Formula, reference: Mapping[str, An
         if col not in categorical:
             raise SpecError(
                 f"reference applies to categorical predictors, but '{col}' is numeric; "
-                f"convert it first, e.g. data['{col}'] = data['{col}'].astype('category')"
+                f"write factor({col}) in the formula, or convert it first, e.g. "
+                f"data['{col}'] = data['{col}'].astype('category') (--categorical {col})"
             )
         levels = categorical[col]
         match = [lv for lv in levels if lv == level]
@@ -197,29 +217,116 @@ def _with_reference(checked: CheckedData, f: Formula, reference: Mapping[str, An
                 f"its levels are {shown}"
             )
         categorical[col] = [match[0]] + [lv for lv in levels if lv is not match[0]]
-    return replace(checked, categorical=categorical)
+        chosen[col] = match[0]
+    return replace(checked, categorical=categorical), chosen
 
 
-def _predictor_scales(checked: CheckedData, standardize: bool) -> dict[str, tuple[float, float]]:
-    """Numeric predictors that are rescaled for sampling: name -> (mean, scale)."""
+#: a numeric predictor with this many distinct whole-number values or fewer (and more than
+#: two) gets a note suggesting factor()
+FEW_INTEGER_VALUES = 10
+
+
+def _few_integers_note(var: str, x: np.ndarray) -> str | None:
+    u = np.unique(x)
+    if not (2 < u.size <= FEW_INTEGER_VALUES) or not np.all(u == np.round(u)):
+        return None
+    shown = ", ".join(f"{v:g}" for v in u)
+    return (
+        f"predictor '{var}' has only {u.size} distinct whole-number values ({shown}) and is "
+        f"fitted as one linear slope; if it codes categories (periods, classes), write "
+        f"factor({var}) in the formula (or --categorical {var})"
+    )
+
+
+def _lower(
+    f: Formula, table: Table, extra: Mapping[str, np.ndarray]
+) -> tuple[Table, dict[str, TransformState]]:
+    """The table with one column per expression label of ``f`` (the model frame), evaluated on
+    every row: what :func:`check_model_data` validates. ``poly()`` is passed through as its
+    argument (the basis is made from the rows that survive validation)."""
+    frame = table.frame
+    rows = np.arange(1, len(frame) + 1)
+    states: dict[str, TransformState] = {}
+    derived: dict[str, Any] = {}
+    for label in f.columns:
+        e = f.expr(label)
+        if isinstance(e, Col):
+            continue
+        if label in frame.columns:
+            raise FormulaError(
+                f"the data has a column named '{label}', the same as the expression "
+                f"{label}; rename that column",
+                f.text,
+            )
+        if isinstance(e, Call) and e.fn in CATEGORICAL_FUNCTIONS:
+            derived[label] = categorical_values(e, frame, rows, states, learn=True)
+        elif isinstance(e, Call) and e.fn == "poly":
+            derived[label] = evaluate(e.args[0], frame, rows, states, learn=True)
+        else:
+            derived[label] = evaluate(e, frame, rows, states, learn=True)
+    derived.update(extra)
+    if not derived:
+        return table, states
+    out = frame.copy()
+    for label, v in derived.items():
+        out[label] = v.array if isinstance(v, pd.Series) else v
+    return replace(table, frame=out), states
+
+
+def _offset_argument(f: Formula, offset: Any, n_rows: int) -> tuple[Formula, dict[str, Any]]:
+    """``offset=``: an expression of columns (``"log(n)"``) joins the formula's offsets; an
+    array of per-row values becomes the column ``offset(<values>)``."""
+    if offset is None:
+        return f, {}
+    if isinstance(offset, str):
+        e = parse_expression(offset)
+        label = f"offset({e.label})"
+        if label in f.offsets:
+            return f, {}
+        return replace(
+            f, exprs=f.exprs + ((label, Call("offset", (e,))),), offsets=f.offsets + (label,)
+        ), {}
+    values = np.asarray(offset, dtype=float).reshape(-1)
+    if values.shape[0] != n_rows:
+        raise SpecError(
+            f"offset has {values.shape[0]} values but the data has {n_rows} rows; give one value "
+            "per data row, or the name of a column (offset='exposure')"
+        )
+    return replace(f, offsets=f.offsets + (ARRAY_OFFSET,)), {ARRAY_OFFSET: values}
+
+
+#: the label of an offset given as an array of values
+ARRAY_OFFSET = "offset(<values>)"
+
+
+def _predictor_scales(
+    values: Mapping[str, np.ndarray],
+    encoding: Encoding,
+    extreme: Mapping[str, tuple[float, float]],
+    standardize: bool,
+) -> dict[str, tuple[float, float]]:
+    """Numeric columns that are rescaled for sampling: column name -> (mean, scale)."""
     out: dict[str, tuple[float, float]] = {}
-    for var, x in checked.numeric.items():
-        if var in checked.scaling:  # extreme scale: always (validate.py warns about it)
-            center, scale = checked.scaling[var]
-            out[var] = (float(center), float(scale))
-        elif standardize and np.unique(x).size > 2:
-            sd = float(np.std(x))
-            if sd > 0.0:
-                out[var] = (float(np.mean(x)), sd)
+    for var in encoding.numeric:
+        M = values[var]
+        for j, col in enumerate(encoding.variable(var).columns):
+            x = M[:, j]
+            if var in extreme and M.shape[1] == 1:  # extreme scale: always (validate.py warns)
+                center, scale = extreme[var]
+                out[col] = (float(center), float(scale))
+            elif standardize and np.unique(x).size > 2:
+                sd = float(np.std(x))
+                if sd > 0.0:
+                    out[col] = (float(np.mean(x)), sd)
     return out
 
 
-def _term_scale(term: Term, scales: Mapping[str, tuple[float, float]]) -> float:
-    """Divisor of every column of ``term``: the product of its numeric variables' scales."""
+def _column_scale(parts: tuple[str, ...], scales: Mapping[str, tuple[float, float]]) -> float:
+    """Divisor of a model-matrix column: the product of its numeric factors' scales."""
     s = 1.0
-    for var in term.variables:
-        if var in scales:
-            s *= scales[var][1]
+    for col in parts:
+        if col in scales:
+            s *= scales[col][1]
     return s
 
 
@@ -232,6 +339,7 @@ def build_design(
     drop_missing: bool = False,
     standardize: bool = True,
     reference: Mapping[str, Any] | None = None,
+    offset: Any = None,
 ) -> Design:
     """Validate ``data`` against ``formula`` and build the cell-level design.
 
@@ -239,18 +347,77 @@ def build_design(
     by their SD and the fixed-effect columns centered *for sampling*; results are reported on
     the original scale (see the module docstring). ``reference={"col": level}`` chooses the
     reference level of a categorical predictor (default: first category of a pandas
-    Categorical, else the first level in sorted order).
+    Categorical, else the first level in sorted order). ``offset``: a known per-row addition
+    to the linear predictor, as an expression of columns (``"log(exposure)"``, like
+    ``offset(log(exposure))`` in the formula) or an array with one value per data row.
     """
     f = formula if isinstance(formula, Formula) else parse_formula(formula)
     table = data if isinstance(data, Table) else read_table(data)
+    if offset is not None and not isinstance(offset, str):
+        check_columns(f, table)
+    f, extra = _offset_argument(f, offset, len(table.frame))
+    if not extra:
+        check_columns(f, table)  # every data column the formula reads, before evaluating
+    lowered, _ = _lower(f, table, extra)
     checked = check_model_data(
-        f, table, success=success, drop_missing=drop_missing, pooling=pooling
+        f, lowered, success=success, drop_missing=drop_missing, pooling=pooling
     )
-    if reference:
-        checked = _with_reference(checked, f, reference)
-    scales = _predictor_scales(checked, standardize)
     frame = checked.frame
     n_rows = len(frame)
+    rows = checked.row_number
+
+    # transforms on the rows that are modelled (R computes poly / scale on the model frame)
+    states: dict[str, TransformState] = {}
+    values: dict[str, np.ndarray] = {}
+    notes = list(table.notes + checked.notes)
+    poly_labels: list[str] = []
+    for var in f.predictors:
+        if var in checked.categorical:
+            continue
+        e = f.expr(var)
+        if isinstance(e, Col):
+            x = checked.numeric[var]
+            note = _few_integers_note(var, x)
+            if note:
+                notes.append(note)
+            values[var] = x[:, None]
+        else:
+            values[var] = evaluate(e, frame, rows, states, learn=True).reshape(n_rows, -1)
+            if isinstance(e, Call) and e.fn == "poly":
+                poly_labels.append(var)
+    row_offset = np.zeros(n_rows)
+    for lab in f.offsets:
+        row_offset += evaluate(f.expr(lab), frame, rows, states, learn=True)
+    # reference levels: C(x, ref = ...) first, then the reference= option
+    wanted: dict[str, Any] = {}
+    for var in checked.categorical:
+        e = f.expr(var)
+        if isinstance(e, Call):
+            ref = contrast_reference(e, list(checked.categorical[var]))
+            if ref is not None:
+                wanted[var] = ref
+    wanted.update(reference or {})
+    if wanted:
+        checked, _ = _with_reference(checked, f, wanted)
+    extreme = {k: v for k, v in checked.scaling.items() if k not in poly_labels}
+    data_warn = tuple(w for w in checked.warnings if not any(
+        w.startswith(f"predictor '{p}' has an extreme scale") for p in poly_labels))
+    checked = replace(checked, warnings=data_warn, scaling=extreme)
+
+    variables: list[VariableEncoding] = []
+    for var in f.predictors:
+        if var in checked.categorical:
+            levels = tuple(checked.categorical[var])
+            variables.append(VariableEncoding(
+                # naming: a level's column is the variable's label followed by the level (R's)
+                var, "categorical", tuple(f"{var}{lv}" for lv in levels[1:]), levels))
+            values[var] = level_codes(frame[var].astype(object).to_numpy(), levels)
+        else:
+            e = f.expr(var)
+            cols = (poly_columns(e) if isinstance(e, Call) and e.fn == "poly" else (var,))
+            variables.append(VariableEncoding(var, "numeric", cols))
+    encoding = Encoding(tuple(variables), tuple(states.values()), f.offsets)
+    scales = _predictor_scales(values, encoding, checked.scaling, standardize)
 
     # fixed effects
     fixed_names: list[str] = []
@@ -270,11 +437,13 @@ def build_design(
     for term in f.terms:
         if term.name in unpooled_coefs:
             continue
-        names, cols = _term_columns(term, frame, checked)
+        full = full_coding(term.variables, [t.variables for t in f.terms], f.intercept,
+                           encoding)
+        names, cols, parts = term_columns(term.variables, values, encoding, n_rows, full)
         fixed_names.extend(names)
         fixed_cols.append(cols)
-        fixed_scale.extend([_term_scale(term, scales)] * len(names))
-        fixed_rescaled.extend([any(v in scales for v in term.variables)] * len(names))
+        fixed_scale.extend(_column_scale(p, scales) for p in parts)
+        fixed_rescaled.extend(any(c in scales for c in p) for p in parts)
     X_rows = np.column_stack(fixed_cols) if fixed_cols else np.empty((n_rows, 0))
     # collinearity (error) and separation (warning), then emit every data warning
     data_warnings = check_design(
@@ -302,16 +471,20 @@ def build_design(
             zc.append(np.ones((n_rows, 1)))
             zs.append(1.0)
         for term in g.terms:
-            names, cols = _term_columns(term, frame, checked)
+            full = full_coding(term.variables, [t.variables for t in g.terms], g.intercept,
+                               encoding)
+            names, cols, parts = term_columns(term.variables, values, encoding, n_rows, full)
             coefs.extend(names)
             zc.append(cols)
-            zs.extend([_term_scale(term, scales)] * len(names))
+            zs.extend(_column_scale(p, scales) for p in parts)
         g_Z.append(np.column_stack(zc))
         g_coefs.append(tuple(coefs))
         g_zscale.append(np.array(zs))
 
-    # compression into cells
+    # compression into cells (rows with different offsets stay apart)
     key_parts = [X_rows] + [c[:, None].astype(float) for c in g_codes] + g_Z
+    if f.offsets:
+        key_parts.append(row_offset[:, None])
     key = np.column_stack(key_parts) if key_parts else np.zeros((n_rows, 1))
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -373,10 +546,12 @@ def build_design(
         data_sha256=table.sha256,
         source=table.source,
         warnings=data_warnings,
-        notes=table.notes + checked.notes,
+        notes=tuple(dict.fromkeys(notes)),
         predictor_scaling=scales,
         x_center=x_center,
         x_scale=np.array(fixed_scale, dtype=float),
         standardize=standardize,
         reference={col: levels[0] for col, levels in checked.categorical.items()},
+        encoding=encoding,
+        offset=np.ascontiguousarray(row_offset[first_rows]) if f.offsets else None,
     )

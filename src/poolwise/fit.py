@@ -172,7 +172,7 @@ def _provenance(spec: ModelSpec, config: SamplerConfig) -> dict[str, str]:
         "poolwise_data_sha256": d.data_sha256,
         "poolwise_data_source": d.source,
         "poolwise_rows_used": str(d.n_rows),
-        "poolwise_columns_used": json.dumps(list(d.formula.columns)),
+        "poolwise_columns_used": json.dumps(list(d.formula.source_columns)),
     }
 
 
@@ -201,6 +201,7 @@ def fit(
     standardize: bool = True,
     reference: Mapping[str, Any] | None = None,
     prior_check: bool = True,
+    offset: Any = None,
 ) -> Fit:
     """Fit a multilevel binomial regression.
 
@@ -223,7 +224,9 @@ def fit(
     fixed-effect columns centered, so the default priors fit any units; every result is
     reported on the original scale (``Intercept``: log-odds at all predictors = 0; see
     :mod:`poolwise.design`). ``reference={"col": level}`` sets a categorical predictor's
-    reference level. ``prior_check`` simulates group proportions from the priors and warns
+    reference level. ``offset`` is a known per-row addition to the linear predictor: an
+    expression of columns (``"log(exposure)"``, the same as ``+ offset(log(exposure))`` in the
+    formula) or one value per data row. ``prior_check`` simulates group proportions from the priors and warns
     (:class:`DataWarning`) when they pile up near 0 or 1 (:mod:`poolwise.prior_predictive`).
     """
     if seed is None:
@@ -238,7 +241,7 @@ def fit(
     spec = build_model(
         formula, data, pooling=pooling, link=link, priors=priors,
         parameterization=parameterization, success=success, drop_missing=drop_missing,
-        standardize=standardize, reference=reference,
+        standardize=standardize, reference=reference, offset=offset,
     )
     build_s = time.perf_counter() - t0
     # before anything samples (the pilot run included): flat priors on separated data,

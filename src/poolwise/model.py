@@ -213,6 +213,7 @@ def build_model(
     drop_missing: bool = False,
     standardize: bool = True,
     reference: Mapping[str, Any] | None = None,
+    offset: Any = None,
 ) -> ModelSpec:
     """Bind ``formula`` to ``data`` and fix family, link, priors and parameterization.
 
@@ -226,7 +227,7 @@ def build_model(
     priors = priors or Priors()
     design = build_design(
         formula, data, pooling=pooling, success=success, drop_missing=drop_missing,
-        standardize=standardize, reference=reference,
+        standardize=standardize, reference=reference, offset=offset,
     )
     fixed_priors = tuple(
         priors.intercept if name == "Intercept" else priors.b for name in design.fixed_names

@@ -162,6 +162,7 @@ def compare_pooling(
     prob: float = 0.89,
     kind: IntervalKind = "hdi",
     loo: bool = True,
+    offset: Any = None,
 ) -> PoolingComparison:
     """Fit complete, no and partial pooling with the same settings and compare them.
 
@@ -189,7 +190,7 @@ def compare_pooling(
                 success=success, drop_missing=drop_missing, chains=chains, tune=tune,
                 draws=draws, seed=seed, target_accept=target_accept,
                 max_treedepth=max_treedepth, cores=cores, repair=repair,
-                standardize=standardize, reference=reference,
+                standardize=standardize, reference=reference, offset=offset,
             )
         caught_all.extend((pooling, w) for w in caught)
     _reemit(caught_all)

@@ -29,9 +29,13 @@ Groups
   play no role.
 
 Predictors are used as given, on the original scale of the data the model was fitted to
-(poolwise reports every coefficient on that scale, whatever it standardized for sampling).
-Numeric predictors must be numeric; a categorical predictor's value must be its reference
-level or one of the levels the model has a coefficient for; any other value is an error.
+(poolwise reports every coefficient on that scale, whatever it standardized for sampling),
+and encoded exactly as the fitted data were (``Design.encoding``): ``log(x)``, ``I(x^2)`` are
+computed from the new values; ``scale(x)`` and ``poly(x, d)`` use the center, scale and
+polynomial coefficients learnt from the fitted rows (R's ``predict`` does the same), and
+``factor(x)`` / categorical columns map onto the fitted levels. Numeric predictors must be
+numeric; a categorical predictor's value must be one of the fitted levels; any other value is
+an error. An offset in the formula is evaluated on ``new_data`` (or given with ``offset=``).
 """
 
 from __future__ import annotations
@@ -41,8 +45,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from poolwise.design import ARRAY_OFFSET
 from poolwise.engine.layout import fixed_name, sd_name, total_name
 from poolwise.errors import DataError, SpecError
+from poolwise.formula.terms import Call
+from poolwise.formula.transforms import (
+    categorical_values,
+    evaluate,
+    full_coding,
+    level_codes,
+    term_columns,
+)
 from poolwise.posterior import _draws, inverse_link
 
 if TYPE_CHECKING:
@@ -67,84 +80,125 @@ def _frame(new_data: Any) -> pd.DataFrame:
     return table.frame.reset_index(drop=True)
 
 
-def _numeric_vars(fit: Fit) -> set[str]:
-    """Predictors the model treats as numeric: those whose bare name is part of a coefficient
-    name (categorical predictors appear as ``<var><level>``)."""
-    d = fit.spec.design
-    names = list(d.fixed_names) + [c for g in d.groups for c in g.coef_names]
-    parts = {p for nm in names for p in nm.split(":")}
-    return {v for v in d.formula.predictors if v in parts}
+def _source_columns(d: Any, labels: Any) -> list[str]:
+    out: list[str] = []
+    for lab in labels:
+        out.extend(c for c in d.formula.expr(lab).columns if c not in out)
+    return out
 
 
-def _columns(
-    variables: tuple[str, ...], frame: pd.DataFrame, numeric: set[str], known: set[str],
-    reference: dict[str, Any],
-) -> tuple[list[str], np.ndarray]:
-    """Columns of one (interaction) term for new rows, with poolwise's coefficient names."""
-    n = len(frame)
-    names: list[str] = [""]
-    cols: list[np.ndarray] = [np.ones(n)]
-    for var in variables:
-        if var in numeric:
-            x = pd.to_numeric(frame[var], errors="coerce").to_numpy(dtype=float)
-            bad = ~np.isfinite(x)
-            if bad.any():
-                rows = ", ".join(str(i + 1) for i in np.flatnonzero(bad)[:5])
+def _bad_rows(mask: np.ndarray) -> str:
+    idx = np.flatnonzero(mask)
+    more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
+    return ", ".join(str(i + 1) for i in idx[:5]) + more
+
+
+def _variable_values(d: Any, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Every predictor of the model for the rows of ``frame``, encoded exactly as the Design
+    encoded the data it was fitted to (``Design.encoding``): numeric variables through the
+    same functions and stored states (scale's center and scale, poly's coefficients),
+    categorical ones as codes into the stored levels."""
+    enc = d.encoding
+    if enc is None:
+        raise SpecError(
+            "this fit has no record of how its predictors were encoded (it was saved by an "
+            "older poolwise); fit the model again to predict from it"
+        )
+    f = d.formula
+    states = enc.state_map
+    rows = np.arange(1, len(frame) + 1)
+    out: dict[str, np.ndarray] = {}
+    for ve in enc.variables:
+        var = ve.label
+        e = f.expr(var)
+        if ve.kind == "categorical":
+            if isinstance(e, Call):
+                raw = categorical_values(e, frame, rows, states, learn=False)
+                values = np.array([None if pd.isna(v) else v for v in raw.astype(object)],
+                                  dtype=object)
+            else:
+                values = frame[var].astype(object).to_numpy()
+            codes = level_codes(values, ve.levels)
+            missing = np.array([v is None or (isinstance(v, float) and np.isnan(v))
+                                for v in values], dtype=bool)
+            if missing.any():
                 raise DataError(
-                    f"predictor '{var}' must be numeric and not missing in new_data (rows {rows})"
+                    f"predictor '{var}' is missing in new_data (rows {_bad_rows(missing)})"
                 )
-            names = [f"{nm}:{var}" if nm else var for nm in names]
-            cols = [c * x for c in cols]
+            unknown = codes < 0
+            if unknown.any():
+                vals = list(dict.fromkeys(values[unknown].tolist()))
+                raise DataError(
+                    f"predictor '{var}' has value(s) {', '.join(map(repr, vals[:5]))} in "
+                    f"new_data (rows {_bad_rows(unknown)}) that the model was not fitted with; "
+                    f"known levels: {ve.levels[0]!r} (reference), "
+                    + ", ".join(repr(lv) for lv in ve.levels[1:])
+                )
+            out[var] = codes
         else:
-            values = frame[var].astype(object).to_numpy()
-            levels = sorted({str(v) for v in values}, key=str)
-            coded = [lv for lv in levels if any(f"{var}{lv}" in k.split(":") for k in known)]
-            uncoded = [lv for lv in levels if lv not in coded]
-            if var in reference:
-                unknown = [lv for lv in uncoded if lv != str(reference[var])]
-                if unknown:
-                    raise DataError(
-                        f"predictor '{var}' has value(s) {', '.join(map(repr, unknown))} in "
-                        "new_data that the model was not fitted with; known levels: "
-                        f"{str(reference[var])!r} (reference) and "
-                        + ", ".join(repr(k[len(var):]) for k in sorted(known) if k.startswith(var))
-                    )
-            elif len(uncoded) > 1:
+            x = evaluate(e, frame, rows, states, learn=False).reshape(len(frame), -1)
+            bad = ~np.all(np.isfinite(x), axis=1)
+            if bad.any():
                 raise DataError(
-                    f"predictor '{var}' has values {', '.join(map(repr, uncoded))} in new_data "
-                    "that "
-                    "the model has no coefficient for; at most one of them can be the reference "
-                    "level (the others were not in the data the model was fitted to)"
+                    f"predictor '{var}' must be numeric and not missing in new_data "
+                    f"(rows {_bad_rows(bad)})"
                 )
-            # the reference level and levels absent from new_data stay 0 (see _design_rows)
-            new_names, new_cols = [], []
-            sv = np.array([str(v) for v in values], dtype=object)
-            for lev in coded:
-                ind = (sv == lev).astype(float)
-                for nm, c in zip(names, cols, strict=True):
-                    new_names.append(f"{nm}:{var}{lev}" if nm else f"{var}{lev}")
-                    new_cols.append(c * ind)
-            names, cols = new_names, new_cols
-    return names, np.column_stack(cols) if cols else np.empty((n, 0))
+            out[var] = x
+    return out
 
 
 def _design_rows(
-    fit: Fit, frame: pd.DataFrame, wanted: tuple[str, ...], terms: list[Any], intercept: bool
+    d: Any, values: dict[str, np.ndarray], n: int, wanted: tuple[str, ...], terms: list[Any],
+    intercept: bool, siblings: Any, formula_intercept: bool,
 ) -> np.ndarray:
-    """Matrix with one column per name in ``wanted`` (zeros where a term is absent)."""
-    numeric = _numeric_vars(fit)
-    known = set(wanted)
-    reference = dict(getattr(fit.spec.design, "reference", None) or {})
-    out = np.zeros((len(frame), len(wanted)))
+    """Matrix with one column per name in ``wanted`` (zeros where a term is absent); the
+    terms are coded as build_design coded them (``siblings``, ``formula_intercept``: the terms
+    and intercept of the same part of the formula, for R's coding rule)."""
+    out = np.zeros((n, len(wanted)))
     index = {nm: i for i, nm in enumerate(wanted)}
     if intercept and "Intercept" in index:
         out[:, index["Intercept"]] = 1.0
     for term in terms:
-        names, cols = _columns(term.variables, frame, numeric, known, reference)
+        full = full_coding(term.variables, siblings, formula_intercept, d.encoding)
+        names, cols, _ = term_columns(term.variables, values, d.encoding, n, full)
         for nm, col in zip(names, cols.T, strict=True):
             if nm in index:
                 out[:, index[nm]] = col
     return out
+
+
+def _new_offset(d: Any, frame: pd.DataFrame, offset: Any) -> np.ndarray | None:
+    """The offset of each new row: ``offset=`` as given, else the model's offset expressions
+    evaluated on ``new_data``."""
+    n = len(frame)
+    if offset is not None:
+        values = np.asarray(offset, dtype=float).reshape(-1)
+        if values.shape[0] != n:
+            raise SpecError(
+                f"offset has {values.shape[0]} values but new_data has {n} rows"
+            )
+        if not np.all(np.isfinite(values)):
+            bad = ~np.isfinite(values)
+            raise DataError(f"offset is missing or not finite (rows {_bad_rows(bad)})")
+        return values
+    labels = d.formula.offsets
+    if not labels:
+        return None
+    if ARRAY_OFFSET in labels:
+        raise SpecError(
+            "the model was fitted with offset= values (one per data row); pass offset= to "
+            "predict with one value per row of new_data"
+        )
+    states = d.encoding.state_map if d.encoding is not None else {}
+    rows = np.arange(1, n + 1)
+    total = np.zeros(n)
+    for lab in labels:
+        v = evaluate(d.formula.expr(lab), frame, rows, states, learn=False)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            raise DataError(f"{lab} is missing or not finite in new_data (rows {_bad_rows(bad)})")
+        total += v
+    return total
 
 
 def _group_key(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
@@ -178,6 +232,7 @@ def _new_effects(
         R = np.broadcast_to(np.eye(C), (S, C, C)).copy()
         for i in range(1, C):
             for j in range(i):
+                # naming: the correlation's parameter name, as engine/layout.py makes it
                 r = _draws(post, f"cor_{term.name}__{coefs[j]}__{coefs[i]}")
                 R[:, i, j] = r
                 R[:, j, i] = r
@@ -192,13 +247,16 @@ def predict_draws(
     *,
     new_groups: NewGroups = "population",
     seed: int | None = None,
+    offset: Any = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Posterior draws of the success probability for each row of ``new_data``.
 
     Returns ``(draws, info)``: draws of shape (chain * draw, rows) and a frame with one
     column ``<group>_status`` per group term ('existing' or 'new'). See the module docstring
     for the semantics; ``seed`` (default: the fit's seed) drives the draws of new groups
-    under ``new_groups="sample"``.
+    under ``new_groups="sample"``. ``offset``: the offset of each new row (default: the
+    model's offset expressions evaluated on ``new_data``; required when the model was fitted
+    with ``offset=`` values).
     """
     if new_groups not in ("population", "sample"):
         raise SpecError(f"new_groups must be 'population' or 'sample'; got {new_groups!r}")
@@ -207,7 +265,8 @@ def predict_draws(
     frame = _frame(new_data)
     if len(frame) == 0:
         raise DataError("new_data has no rows")
-    needed = [c for c in d.formula.predictors] + [
+    offsets = [lab for lab in d.formula.offsets if lab != ARRAY_OFFSET] if offset is None else []
+    needed = _source_columns(d, d.formula.predictors) + _source_columns(d, offsets) + [
         c for t in spec.terms for c in t.group.term.group
     ]
     missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
@@ -220,15 +279,22 @@ def predict_draws(
     S = post.sizes["chain"] * post.sizes["draw"]
     unpooled = {c for t in spec.terms if not t.estimated for c in t.group.coef_names}
     fixed_terms = [t for t in d.formula.terms if t.name not in unpooled]
-    X = _design_rows(fit, frame, d.fixed_names, fixed_terms, d.has_intercept)
+    values = _variable_values(d, frame)
+    n_new = len(frame)
+    X = _design_rows(d, values, n_new, d.fixed_names, fixed_terms, d.has_intercept,
+                     [t.variables for t in d.formula.terms], d.formula.intercept)
+    new_offset = _new_offset(d, frame, offset)
     beta = (np.column_stack([_draws(post, fixed_name(c)) for c in d.fixed_names])
             if d.fixed_names else np.zeros((S, 0)))
     eta = beta @ X.T  # (S, rows)
+    if new_offset is not None:
+        eta += new_offset
     rng = np.random.default_rng([int((fit.config.seed or 0) if seed is None else seed), 23])
     info = pd.DataFrame(index=frame.index)
     for term in spec.terms:
         g = term.group
-        Z = _design_rows(fit, frame, g.coef_names, list(g.term.terms), g.term.intercept)
+        Z = _design_rows(d, values, n_new, g.coef_names, list(g.term.terms), g.term.intercept,
+                         [t.variables for t in g.term.terms], g.term.intercept)
         keys = _group_key(frame, g.term.group)
         lookup = {
             (lab.item() if hasattr(lab, "item") else lab): j for j, lab in enumerate(g.labels)
@@ -270,6 +336,7 @@ def predict(
     prob: float = 0.89,
     kind: Literal["hdi", "eti"] = "hdi",
     seed: int | None = None,
+    offset: Any = None,
 ) -> pd.DataFrame:
     """Predicted success probability for each row of ``new_data``, with a ``prob`` interval.
 
@@ -283,11 +350,13 @@ def predict(
         raise SpecError(f"prob must lie strictly between 0 and 1; got {prob!r}")
     if kind not in ("hdi", "eti"):
         raise SpecError(f"kind must be 'hdi' or 'eti'; got {kind!r}")
-    draws, info = predict_draws(fit, new_data, new_groups=new_groups, seed=seed)
+    draws, info = predict_draws(fit, new_data, new_groups=new_groups, seed=seed, offset=offset)
     frame = _frame(new_data)
     d = fit.spec.design
+    offsets = [lab for lab in d.formula.offsets if lab != ARRAY_OFFSET] if offset is None else []
     cols = [c for c in dict.fromkeys(
-        list(d.formula.predictors) + [c for t in fit.spec.terms for c in t.group.term.group]
+        _source_columns(d, d.formula.predictors) + _source_columns(d, offsets)
+        + [c for t in fit.spec.terms for c in t.group.term.group]
     )]
     out = frame[cols].copy()
     fn = array_stats.hdi if kind == "hdi" else array_stats.eti

@@ -177,6 +177,8 @@ def prior_predictive(
             else np.zeros((S, 0))
         )
         eta = beta @ X.T
+        if getattr(d, "offset", None) is not None:  # a known per-cell addition (offset)
+            eta += d.offset
         for term in spec.terms:
             g = term.group
             C, L = g.n_coefs, g.n_levels

@@ -177,7 +177,7 @@ def _fmt_label(v: Any) -> str:
 def _check_columns(f: Formula, table: Table) -> None:
     frame = table.frame
     available = list(frame.columns)
-    absent = [c for c in f.columns if c not in frame.columns]
+    absent = [c for c in f.source_columns if c not in frame.columns]
     if not absent:
         return
     # [§7.3] a wrong delimiter reads the whole header as one (or a few) column(s)
@@ -312,6 +312,8 @@ def _role(f: Formula, col: str) -> str:
         return "trials"
     if col in f.predictors:
         return "predictor"
+    if col in f.offsets:
+        return "offset"
     return "grouping"
 
 
@@ -638,7 +640,7 @@ def check_model_data(
             raise DataError("data has no observations (0 rows) after dropping missing values")
     # [§7.6] missing values elsewhere change nothing
     for col in frame.columns:
-        if col not in used:
+        if col not in used and col not in f.source_columns:
             k = int(frame[col].isna().sum())
             if k:
                 notes.append(

@@ -45,7 +45,8 @@ H_X = 9
 H_BPRIOR = 10
 H_CONST = 11
 H_TERMS = 12
-HEADER = 13
+H_OFFSET = 13  # per-cell offset added to eta (zeros when the model has none)
+HEADER = 14
 
 # per-term record
 T_L = 0
@@ -266,6 +267,7 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
     off_n = ib[H_NTRIALS]
     off_x = ib[H_X]
     off_bp = ib[H_BPRIOR]
+    off_eta0 = ib[H_OFFSET]
     for d in range(grad.shape[0]):
         grad[d] = 0.0
     lp = fb[ib[H_CONST]]
@@ -282,7 +284,7 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
         row = off_x + i * K
         for k in range(K):
             s += fb[row + k] * x[k]
-        eta[i] = s
+        eta[i] = s + fb[off_eta0 + i]
 
     # group terms: forward pass (effects b and their prior)
     nb = 0

@@ -129,6 +129,9 @@ def pack(spec: ModelSpec) -> PackedModel:
         int_offsets.append(off)
         off += len(blob)
     float_offsets = []
+    # the per-cell offset goes last, so the term records' indices below are unchanged
+    eta_offset = np.zeros(N) if getattr(d, "offset", None) is None else np.asarray(d.offset, float)
+    float_blobs = float_blobs + [eta_offset]
     for blob in float_head + float_blobs:
         float_offsets.append(off)
         off += len(blob)
@@ -148,6 +151,7 @@ def pack(spec: ModelSpec) -> PackedModel:
         float_offsets[:5]
     )
     header[D.H_TERMS] = D.HEADER
+    header[D.H_OFFSET] = float_offsets[-1]
     for t in range(T):
         base = t * D.TERM_WORDS
         records[base + D.T_CODES] = int_offsets[3 * t]
