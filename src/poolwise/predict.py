@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from poolwise import naming
 from poolwise.design import ARRAY_OFFSET
-from poolwise.engine.layout import fixed_name, sd_name, total_name
 from poolwise.errors import DataError, SpecError
 from poolwise.formula.terms import Call
 from poolwise.formula.transforms import (
@@ -56,6 +56,7 @@ from poolwise.formula.transforms import (
     level_codes,
     term_columns,
 )
+from poolwise.naming import fixed_name, sd_name, total_name
 from poolwise.posterior import _draws, inverse_link
 
 if TYPE_CHECKING:
@@ -232,8 +233,7 @@ def _new_effects(
         R = np.broadcast_to(np.eye(C), (S, C, C)).copy()
         for i in range(1, C):
             for j in range(i):
-                # naming: the correlation's parameter name, as engine/layout.py makes it
-                r = _draws(post, f"cor_{term.name}__{coefs[j]}__{coefs[i]}")
+                r = _draws(post, naming.cor_name(term, coefs[j], coefs[i]))
                 R[:, i, j] = r
                 R[:, j, i] = r
         Lc = np.linalg.cholesky(R)  # (S, C, C)
