@@ -17,6 +17,11 @@ One element of a per-group variable is written ``a_<g>[label]``. The engine's
 unconstrained parameters are ``log_sd_...``, ``atanh_cpc_cor_...`` and, per level,
 ``u_<g>__<coef>[label]`` (centered) or ``z_<g>__<coef>[label]`` (non-centered).
 
+A coefficient written with a division inside a formula expression (``I((age - 30)/10)``)
+keeps its label on the Design, but its parameter name shows the division slash U+2215
+(``b_I((age - 30)∕10)``): an ArviZ DataTree refuses '/' in a variable name. Data columns whose
+own names contain '/' are refused before fitting (docs/reliability.md).
+
 ``__`` separates a group from a coefficient. Group names may contain ``:`` (``a:b``);
 :func:`parse` reads a name back and, for names whose column names themselves contain
 ``__``, takes the known group names to resolve the ambiguity.
@@ -56,27 +61,35 @@ Kind = Literal["fixed", "sd", "cor", "total", "log_sd", "cpc", "level"]
 
 # ---- building, from plain strings --------------------------------------------------------
 
+#: '/' (DataTree path separator) -> U+2215 DIVISION SLASH, which reads the same
+_SLASH = str.maketrans({"/": "\u2215"})
+
+
+def _p(part: str) -> str:
+    return part.translate(_SLASH)
+
+
 
 def fixed(coef: str) -> str:
     """``Intercept`` or ``b_<coef>``."""
-    return INTERCEPT if coef == INTERCEPT else f"b_{coef}"
+    return INTERCEPT if coef == INTERCEPT else f"b_{_p(coef)}"
 
 
 def sd(group: str, coef: str, n_coefs: int) -> str:
     """``sd_<g>`` (a term with only an intercept) or ``sd_<g>__<coef>``."""
     if n_coefs == 1 and coef == INTERCEPT:
-        return f"sd_{group}"
-    return f"sd_{group}{SEP}{coef}"
+        return f"sd_{_p(group)}"
+    return f"sd_{_p(group)}{SEP}{_p(coef)}"
 
 
 def cor(group: str, coef1: str, coef2: str) -> str:
     """``cor_<g>__<c1>__<c2>``."""
-    return f"cor_{group}{SEP}{coef1}{SEP}{coef2}"
+    return f"cor_{_p(group)}{SEP}{_p(coef1)}{SEP}{_p(coef2)}"
 
 
 def total(group: str, coef: str) -> str:
     """``a_<g>`` (per-group intercepts) or ``b_<g>__<coef>`` (per-group slopes)."""
-    return f"a_{group}" if coef == INTERCEPT else f"b_{group}{SEP}{coef}"
+    return f"a_{_p(group)}" if coef == INTERCEPT else f"b_{_p(group)}{SEP}{_p(coef)}"
 
 
 def element(name: str, label: Any) -> str:
@@ -116,7 +129,7 @@ def cpc_name(term: Any, coef1: str, coef2: str) -> str:
 def level_param_name(term: Any, coef: str, label: Any, centered: bool) -> str:
     """The engine's parameter of one level: ``u_<g>__<coef>[label]`` (centered) or
     ``z_<g>__<coef>[label]`` (non-centered)."""
-    return element(f"{'u' if centered else 'z'}_{term.name}{SEP}{coef}", label)
+    return element(f"{'u' if centered else 'z'}_{_p(term.name)}{SEP}{_p(coef)}", label)
 
 
 # ---- reading back ---------------------------------------------------------------------------

@@ -241,7 +241,7 @@ def _check_estimable(f: Formula, pooling: str) -> None:
 def _check_names(f: Formula) -> None:
     """[R.8] predictor and grouping columns name variables of the saved draws (``b_x``,
     ``sd_g``, ``a_g``); an ArviZ DataTree refuses a variable name with '/'."""
-    for col in (*f.predictors, *f.grouping_columns):
+    for col in f.source_columns:  # expressions such as I(x/10) are named by poolwise.naming
         if "/" in col:
             raise DataError(
                 f"column '{col}' has a '/' in its name: poolwise names the parameters after "
