@@ -363,6 +363,12 @@ def check_output_folder(out: str | Path, *, option: str = "--out") -> Path:
         )
     if target == Path(target.anchor):
         raise StoreError(f"{option} '{out}' is the file system root; choose a folder")
+    outer = result_root(target.parent)
+    if outer is not None:
+        raise StoreError(
+            f"{option} '{out}' is inside the saved result folder '{outer}'; poolwise does not "
+            "write into a saved result: choose a folder outside it"
+        )
     if target.is_dir():
         foreign = _foreign(target)
         if foreign:
@@ -448,6 +454,18 @@ def _exchange(a: Path, b: Path) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
         return False
     raise OSError(err, os.strerror(err), str(b))
+
+
+def _staging(target: Path) -> Path:
+    """A new empty folder beside ``target``, with the permissions a plain mkdir would give."""
+    try:
+        staged = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP_TAG}", dir=target.parent))
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(staged, 0o777 & ~mask)
+    except OSError as err:
+        raise StoreError(_os_message(err, target.parent, "write into")) from None
+    return staged
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -543,10 +561,7 @@ def write_folder(
     target = check_output_folder(out, option="output folder")
     with lock_folder(target):
         _recover(target)
-        try:
-            staged = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP_TAG}", dir=target.parent))
-        except OSError as err:
-            raise StoreError(_os_message(err, target.parent, "write into")) from None
+        staged = _staging(target)
         try:
             yield staged
             write_manifest(staged, kind, extra=manifest_extra)
@@ -558,28 +573,37 @@ def write_folder(
 
 
 @contextlib.contextmanager
-def update_folder(folder: str | Path) -> Iterator[Path]:
-    """Add files to a saved result folder the same way: a verified copy (hard links where
-    possible) is staged beside it, the block writes into it, and the new manifest and the
-    swap follow. Files the block writes must not replace the result's own files."""
+def update_folder(folder: str | Path, *, replace: tuple[str, ...] = ("report.html",)
+                  ) -> Iterator[Path]:
+    """Add or replace the files named in ``replace`` (e.g. the HTML report) of a saved
+    result folder the same way: a verified copy (hard links where possible) of everything
+    else is staged beside it, the block writes into it, and the new manifest and the swap
+    follow. The result's own files cannot be changed this way."""
     target = _absolute(folder)
+    outer = result_root(target.parent)
+    if outer is not None:
+        raise StoreError(
+            f"'{target}' is part of the saved result '{outer}'; poolwise does not change it "
+            f"alone (that would break the outer folder): give --output FILE outside '{outer}', "
+            f"or report the whole result with `poolwise report {outer}`"
+        )
+    if any(n in OWNED - {"report.html"} for n in replace):
+        raise StoreError(f"refusing to replace the result's own files ({', '.join(replace)})")
     with lock_folder(target):
         m = verify_folder(target)
-        staged = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP_TAG}", dir=target.parent))
+        staged = _staging(target)
         try:
-            for name in m["files"]:
+            keep = {n: v["sha256"] for n, v in m["files"].items() if n not in replace}
+            for name in keep:
                 dest = staged / name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     os.link(target / name, dest)
                 except OSError:
                     shutil.copy2(target / name, dest)
-            before = {n: v["sha256"] for n, v in m["files"].items()}
             yield staged
-            for name, sha in before.items():
-                if name.split("/")[0] not in ("report.html",) and (
-                    not (staged / name).is_file() or _sha256(staged / name) != sha
-                ):
+            for name, sha in keep.items():
+                if not (staged / name).is_file() or _sha256(staged / name) != sha:
                     raise StoreError(f"refusing to change '{name}' of the saved result '{target}'")
             extra = {k: v for k, v in m.items()
                      if k not in ("files", "kind", "poolwise_manifest", "format", "written")}
