@@ -23,12 +23,12 @@ writer fails at once with the other one's pid.
 from __future__ import annotations
 
 import contextlib
+import csv
 import ctypes
 import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -632,14 +632,14 @@ def fallback_folder(name: str = "poolwise-result") -> Path:
 # --------------------------------------------------------------------------------------------
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
 def neutralize(v: Any) -> Any:
     """A text cell that a spreadsheet would run as a formula (it starts with ``=``, ``+``,
-    ``-``, ``@``, a tab or a carriage return) gets a leading ``'`` (the OWASP rule). Plain
-    numbers written as text (``-1.5``) and non-text values are left as they are."""
-    if isinstance(v, str) and v.startswith(_FORMULA_START) and not _NUMBER.fullmatch(v):
+    ``-``, ``@``, a tab or a carriage return) gets a leading ``'`` (the OWASP rule), also a
+    label like ``+1`` or ``-1.5`` (a spreadsheet would turn that label into a number).
+    Numbers (in numeric columns) are never changed."""
+    if isinstance(v, str) and v.startswith(_FORMULA_START):
         return "'" + v
     return v
 
@@ -649,18 +649,25 @@ def safe_csv(df: Any, path: str | Path, **kwargs: Any) -> None:
     the text columns passed through :func:`neutralize`; numeric columns are untouched."""
     import pandas as pd
 
+    def text(dtype: Any) -> bool:
+        return (pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
+                or isinstance(dtype, pd.CategoricalDtype))
+
     out = df.copy()
     for col in out.columns:
-        dtype = out[col].dtype
-        if pd.api.types.is_object_dtype(dtype) or isinstance(
-            dtype, pd.StringDtype | pd.CategoricalDtype
-        ):
+        if text(out[col].dtype):
             out[col] = out[col].astype(object).map(neutralize)
     out.columns = [neutralize(c) for c in out.columns]
     if isinstance(out.index, pd.MultiIndex):
         out.index = out.index.map(lambda t: tuple(neutralize(x) for x in t))
-    elif out.index.dtype == object or isinstance(out.index.dtype, pd.CategoricalDtype):
+    elif text(out.index.dtype):
         out.index = pd.Index([neutralize(x) for x in out.index], name=out.index.name, dtype=object)
     if "index_label" in kwargs and isinstance(kwargs["index_label"], str):
         kwargs["index_label"] = neutralize(kwargs["index_label"])
+    cells = [*out.columns, *(out.index.to_flat_index() if out.index.dtype == object else []),
+             *(v for c in out.columns if out[c].dtype == object for v in out[c])]
+    if any(isinstance(v, str) and "\r" in v for v in cells):
+        # the csv module quotes a field with a line break only if it is in the line
+        # terminator ("\n"): quote all text so a carriage return stays inside its field
+        kwargs.setdefault("quoting", csv.QUOTE_NONNUMERIC)
     out.to_csv(path, **kwargs)
