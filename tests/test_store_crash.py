@@ -94,7 +94,8 @@ DRIVER = textwrap.dedent('''
                 save_fit(fit, target)
             finally:
                 os._exit(0)
-        delay = rng.uniform(0, 1.5 * seconds)
+        # stratified random moments from the start of the write to twice its length
+        delay = 2.0 * seconds * (i + rng.random()) / int(n)
         time.sleep(delay)
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
@@ -120,12 +121,12 @@ def two_results(tmp_path_factory) -> tuple[Path, Path]:
     return base / "old", base / "new"
 
 
-def test_sigkill_during_save_leaves_old_or_new(two_results, tmp_path):
-    """20 SIGKILLs at random moments of save_fit into a folder holding a good result."""
+def _kill_saves(two_results, tmp_path: Path, n: int) -> None:
+    """``n`` SIGKILLs at random moments of save_fit into a folder holding a good result."""
     old, new = two_results
     target = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(old), str(new), str(target), "20", "1234"],
+        [sys.executable, "-c", DRIVER, str(old), str(new), str(target), str(n), "1234"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=_env(),
     )
@@ -133,7 +134,7 @@ def test_sigkill_during_save_leaves_old_or_new(two_results, tmp_path):
     current = OLD
     outcomes = []
     with proc:
-        for _ in range(20):
+        for _ in range(n):
             line = proc.stdout.readline()
             assert line, proc.stderr.read() if proc.stderr else ""
             kill = json.loads(line)
@@ -145,12 +146,21 @@ def test_sigkill_during_save_leaves_old_or_new(two_results, tmp_path):
         proc.stdin.close()
         assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
     # the kills did land during writes, and both outcomes happened
-    assert sum(k["mid_write"] and k["killed"] for k, _ in outcomes) >= 3
+    assert sum(k["mid_write"] and k["killed"] for k, _ in outcomes) >= 1
     assert any(replaced for _, replaced in outcomes)
     assert any(not replaced for _, replaced in outcomes)
     # nothing left over beside the folder once the next write has run
     save_fit(load_fit(old), target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "timing"]
+
+
+def test_sigkill_during_save_leaves_old_or_new(two_results, tmp_path):
+    _kill_saves(two_results, tmp_path, 8)
+
+
+@pytest.mark.slow
+def test_sigkill_during_save_20_times(two_results, tmp_path):
+    _kill_saves(two_results, tmp_path, 20)
 
 
 # ---------------------------------------------------------------------------------------------

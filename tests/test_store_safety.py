@@ -582,3 +582,19 @@ def test_saved_comparison_csvs_are_neutralized(tmp_path):
                 float(cell)
             except ValueError:
                 assert not cell.startswith("-"), (name, cell)
+
+
+def test_out_can_be_the_current_folder(saved, tmp_path, monkeypatch):
+    """A folder holding the current directory cannot be renamed away: it is replaced entry
+    by entry (manifest first out, last in), and files of the previous result go."""
+    fit = load_fit(saved)
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.chdir(run)
+    save_fit(fit, ".", extra={"r.html": lambda p: p.write_text("old report")})
+    assert "r.html" in verify_folder(run)["files"]
+    save_fit(fit, ".")
+    assert not (run / "r.html").exists()
+    assert sorted(verify_folder(run)["files"]) == ["fit.nc", "result.json", "summary.csv"]
+    assert Path.cwd() == run.resolve() and load_fit(".").spec.formula.text == FORMULA
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -1,7 +1,9 @@
 """Saving and loading a fit.
 
 ``save_fit(fit, dir)`` writes ``fit.nc`` (netCDF via h5netcdf; or ``fit.zarr``, zarr 3, with
-``format="zarr"``), ``summary.csv`` and ``result.json``. ``load_fit(dir)`` rebuilds a usable
+``format="zarr"``), ``summary.csv``, ``result.json`` and the manifest ``poolwise.json``, and
+replaces the folder as a whole (:mod:`poolwise.store`: atomic, locked, verified on load).
+``load_fit(dir)`` rebuilds a usable
 :class:`~poolwise.fit.Fit` from that folder alone, without the original data file, so
 ``summary()``, ``diagnose()`` and reports work on a loaded fit.
 
@@ -13,9 +15,15 @@ What the tree holds besides the draws (``posterior``, ``sample_stats``, ``observ
   centering flags; scaling vectors) as variables named by their path (``spec.design.X``,
   ``spec.design.groups.0.labels``...), and in its attribute ``poolwise_fit`` the JSON of
   everything else in the Fit: the spec's formula, priors, link, pooling, per-term settings,
-  the SamplerConfig, the Diagnosis, timings, warnings and repair log. The encoding walks the
-  dataclass fields generically, so fields added to these classes are saved and restored
-  without changes here; the rebuilt objects are of the same classes, with equal values;
+  the SamplerConfig, the Diagnosis, timings, warnings and repair log. The schema (format
+  ``"2"``) is explicit: each object is ``{"__type__": NAME, "fields": {...}}`` where NAME is
+  one of the allowlist :func:`_types` (ModelSpec, Design, GroupDesign, TermSpec, Formula,
+  Response, Term, GroupTerm, Prior, Priors, SamplerConfig, Diagnosis, Finding, Funnel,
+  RepairLog, RepairAttempt, TermChoice, AutoChoice, RepairPolicy) and the fields are that
+  class's init fields (new fields of these classes are saved without changes here). The
+  decoder never imports or looks up a name from the file: an unknown type, field, tag or
+  format version raises :class:`~poolwise.errors.StoreError` (CLI exit 3). Format 1 files
+  (types named ``module:qualname``) are read through the same allowlist, matched exactly;
 * root attributes, all JSON strings (netCDF cannot store dict attributes and changes
   1-element and empty lists; RELIABILITY.md section 4): the provenance written by
   :func:`poolwise.fit.sample_spec` (formula, settings, seed, versions of poolwise, nutpie,

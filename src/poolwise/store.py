@@ -524,11 +524,15 @@ def _replace_entries(staged: Path, target: Path) -> None:
     """Replace a folder that cannot be renamed (the current directory is in it) entry by
     entry: the manifest goes first and comes back last, so an interrupted write leaves a
     folder that loading refuses, never one that loads mixed."""
+    old = None
+    with contextlib.suppress(StoreError):
+        old = read_manifest(target)
+    listed = {n.split("/")[0] for n in (old or {}).get("files", {})}
     with contextlib.suppress(FileNotFoundError):
         (target / MANIFEST).unlink()
     _fsync_dir(target)
     for p in target.iterdir():
-        if p.name in OWNED and not (staged / p.name).exists():
+        if (p.name in OWNED or p.name in listed) and not (staged / p.name).exists():
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     for p in sorted(staged.iterdir(), key=lambda q: q.name == MANIFEST):
         dest = target / p.name
