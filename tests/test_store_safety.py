@@ -351,6 +351,26 @@ def test_damaged_fit_files_give_one_error_line(saved, tmp_path):
         _one_error_line(proc.stderr)
 
 
+def test_a_bit_flip_in_a_bare_fit_file_is_caught(saved, tmp_path):
+    """Outside a folder there is no manifest; the arrays' Fletcher-32 checksums catch a
+    flipped bit in the draws."""
+    import h5py
+
+    with h5py.File(saved / "fit.nc", "r") as f:
+        chunk = f["posterior"]["a_g"].id.get_chunk_info(0)
+    data = bytearray((saved / "fit.nc").read_bytes())
+    for k, at in enumerate((chunk.byte_offset, chunk.byte_offset + chunk.size // 2)):
+        flipped = bytearray(data)
+        flipped[at] ^= 0x01
+        path = tmp_path / f"flipped{k}.nc"
+        path.write_bytes(flipped)
+        with pytest.raises(StoreError, match="cannot be read as a saved fit"):
+            load_fit(path)
+        rc, _, err = _cli(["diagnose", str(path)])
+        assert rc == 3
+        _one_error_line(err, "damaged")
+
+
 def test_mixed_and_incomplete_folders_are_refused(saved, tmp_path):
     # a result.json from another write
     folder = _copy(saved, tmp_path, "mixed")

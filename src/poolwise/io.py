@@ -493,7 +493,15 @@ def write_tree(tree: xr.DataTree, path: str | Path) -> Path:
         # consolidated metadata is not part of the zarr 3 spec (and warns)
         tree.to_zarr(path, mode="w", consolidated=False)
     else:
-        tree.to_netcdf(path, engine="h5netcdf")
+        # a Fletcher-32 checksum on every numeric array: a damaged (bit-flipped) file fails
+        # to read instead of loading changed draws (HDF5 filters cannot apply to strings)
+        encoding = {
+            node.path: {name: {"fletcher32": True}
+                        for name, var in node.to_dataset().variables.items()
+                        if var.ndim >= 1 and var.size > 0 and var.dtype.kind in "biufc"}
+            for node in tree.subtree
+        }
+        tree.to_netcdf(path, engine="h5netcdf", encoding=encoding)
     return path
 
 
