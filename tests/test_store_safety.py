@@ -431,6 +431,8 @@ def test_output_problems_are_found_before_sampling(saved, tmp_path):
         (["--report", str(saved / "fit.nc")], "inside the saved result folder"),
         (["--out", str(tmp_path / "o"), "--report", str(tmp_path / "o" / "fit.nc")],
          "would overwrite 'fit.nc'"),
+        (["--out", str(tmp_path / "o"), "--report", str(tmp_path / "o")],
+         "is the result folder itself"),
     ]
     before = (saved / "fit.nc").read_bytes()
     for extra, needle in cases:

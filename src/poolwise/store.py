@@ -398,6 +398,9 @@ def check_output_file(path: str | Path, *, option: str, allow_in: Path | None = 
             "write into a saved result (it would overwrite or mix its files): choose a file "
             "outside it"
         )
+    if allow_in is not None and target == allow_in:
+        raise StoreError(f"{option} '{path}' is the result folder itself; give a file name, "
+                         f"e.g. {Path(path) / 'report.html'}")
     if allow_in is not None and _inside(target, allow_in):
         rel = target.relative_to(allow_in)
         if rel.parts[0] in OWNED - {"report.html"} or rel.parts[0] == MANIFEST:
