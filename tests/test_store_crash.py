@@ -155,7 +155,7 @@ def _kill_saves(two_results, tmp_path: Path, n: int) -> None:
 
 
 def test_sigkill_during_save_leaves_old_or_new(two_results, tmp_path):
-    _kill_saves(two_results, tmp_path, 8)
+    _kill_saves(two_results, tmp_path, 6)
 
 
 @pytest.mark.slow

@@ -345,7 +345,7 @@ def _foreign(folder: Path) -> list[str]:
     out = []
     for p in folder.iterdir():
         n = p.name
-        if n in OWNED or n in listed or n == "plots":
+        if n in OWNED or n in listed:
             continue
         out.append(n)
     return sorted(out)
