@@ -59,7 +59,8 @@ def _check_consistent(folder: Path, allowed: set[str]) -> str:
         rc = main(["diagnose", str(folder)])
     lines = out.getvalue().strip().splitlines()
     assert rc == (0 if result["diagnostics"]["ok"] else 1), err.getvalue()
-    formula = lines[0].removeprefix("model: ").split("   pooling:")[0]
+    model = next(ln for ln in lines if ln.startswith("model: "))
+    formula = model.removeprefix("model: ").split("   ")[0]
     assert formula in allowed
     assert result["formula"] == formula
     status = lines[-1]

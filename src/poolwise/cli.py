@@ -450,7 +450,7 @@ def _write_report_file(path: Path, result: Any, **kw: Any) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.poolwise-tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.stem}.poolwise-tmp-{os.getpid()}{path.suffix}")
     try:
         write_report(tmp, result, **kw)
         os.replace(tmp, path)
