@@ -84,6 +84,7 @@ DRIVER = textwrap.dedent('''
     old_dir, new_dir, target, n, seed = sys.argv[1:6]
     fits = [load_fit(old_dir), load_fit(new_dir)]
     target = Path(target)
+    save_fit(fits[1], target.parent / "timing")  # the first save also imports; not timed
     t0 = time.perf_counter()
     save_fit(fits[1], target.parent / "timing")
     seconds = time.perf_counter() - t0
