@@ -18,6 +18,7 @@ from poolwise.errors import (
     PoolwiseError,
     SamplingError,
     SpecError,
+    StoreError,
 )
 from poolwise.fit import Fit, fit
 from poolwise.formula import parse_formula
@@ -85,6 +86,7 @@ __all__ = [
     "Priors",
     "SamplingError",
     "SpecError",
+    "StoreError",
     "Table",
     "build_model",
     "cauchy",

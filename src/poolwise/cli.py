@@ -5,6 +5,7 @@ exit codes. Exit codes: 0 fit ok, 1 fit not ok (diagnostics failed), 2 usage err
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import warnings
@@ -366,6 +367,12 @@ def _status_line(fit: Any) -> str:
 
 
 def _cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    with contextlib.ExitStack() as stack:
+        outputs = _prepare_outputs(args, stack)
+        return _run_fit(args, parser, outputs)
+
+
+def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs: Any) -> int:
     import poolwise
     from poolwise.errors import ConvergenceWarning
     from poolwise.repair import RepairPolicy
@@ -412,19 +419,25 @@ def _cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"{f.severity}: {f.message}")
         _print_journal(fit.repair_log)
     print(_status_line(fit))
-    if args.out:
-        paths = poolwise.save_fit(fit, args.out)
-        print(f"wrote {', '.join(str(p) for p in paths.values())}")
-    report = _report_path(args)
-    if report is not None:
-        from poolwise.report import write_report
 
-        write_report(report, fit, command=args.command_line, prob=args.prob, kind=args.interval)
-        print(f"wrote {report}")
-    return EXIT_OK if fit.ok else EXIT_NOT_OK
+    def save(where: Path, extra: Any) -> list[Path]:
+        return list(poolwise.save_fit(fit, where, extra=extra).values())
+
+    def report(path: Path) -> None:
+        _write_report_file(path, fit, command=args.command_line, prob=args.prob,
+                           kind=args.interval)
+
+    code = _save_outputs(outputs, save, report, what="fit")
+    return code if code is not None else (EXIT_OK if fit.ok else EXIT_NOT_OK)
 
 
 def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    with contextlib.ExitStack() as stack:
+        outputs = _prepare_outputs(args, stack)
+        return _run_compare(args, parser, outputs)
+
+
+def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs: Any) -> int:
     import textwrap
 
     import pandas as pd
@@ -483,26 +496,17 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         for para in comp.narrative:
             print(textwrap.fill(para, width=100))
             print()
-    if args.out:
-        from poolwise.io import save_fit
+    def save(where: Path, extra: Any) -> list[Path]:
+        from poolwise.io import save_comparison
 
-        out = Path(args.out)
-        for key, f in comp.fits.items():
-            save_fit(f, out / key)
-        g.to_csv(out / "pooling_groups.csv", index_label=comp.group)
-        comp.population.to_csv(out / "pooling_population.csv")
-        if comp.loo is not None:
-            comp.loo.to_csv(out / "pooling_loo.csv")
-        (out / "narrative.txt").write_text("\n\n".join(comp.narrative) + "\n", encoding="utf-8")
-        print(f"wrote {', '.join(str(out / k) for k in comp.fits)} (fits), "
-              f"{out / 'pooling_groups.csv'}, {out / 'pooling_population.csv'}, "
-              f"{out / 'narrative.txt'}")
-    report = _report_path(args)
-    if report is not None:
-        from poolwise.report import write_report
+        return list(save_comparison(comp, where, extra=extra).values())
 
-        write_report(report, comp, command=args.command_line)
-        print(f"wrote {report}")
+    def report(path: Path) -> None:
+        _write_report_file(path, comp, command=args.command_line)
+
+    code = _save_outputs(outputs, save, report, what="comparison")
+    if code is not None:
+        return code
     status = "OK" if comp.ok else "NOT OK - a fit did not pass its diagnostics"
     print(f"status: {status} | " + " | ".join(
         f"{k}: {'ok' if f.ok else 'NOT OK'}" for k, f in comp.fits.items()
@@ -511,43 +515,124 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from poolwise.errors import DataError
-    from poolwise.io import load_fit
-    from poolwise.pooling import POOLINGS, compare_fits
-    from poolwise.report import write_report
+    from poolwise.errors import StoreError
+    from poolwise.io import load_result
+    from poolwise.pooling import compare_fits
+    from poolwise.store import check_output_file, result_root, update_folder
 
-    folder = Path(args.dir)
-    if not folder.exists():
-        raise DataError(f"{folder} does not exist; give a folder written by `poolwise fit --out` "
-                        "or `poolwise compare --out`")
-    subs = [k for k in POOLINGS if (folder / k).is_dir()]
-    result: Any
-    if {"none", "partial"} <= set(subs):
-        fits = {k: load_fit(folder / k) for k in subs}
-        result = compare_fits(fits, prob=args.prob, kind=args.interval)
+    src = Path(args.dir)
+    if not src.exists():
+        raise StoreError(f"{src} does not exist; give a folder written by `poolwise fit --out` "
+                         "or `poolwise compare --out`")
+    src_abs = src.resolve()
+    # the result folder that holds src: src itself, or the folder of a fit.nc given directly
+    folder = None
+    if src.is_dir() and src.suffix != ".zarr":
+        folder = src_abs
+    elif result_root(src_abs.parent) == src_abs.parent:
+        folder = src_abs.parent
+    if args.output:
+        out = Path(args.output)
+    elif folder is not None:
+        out = folder / "report.html"
     else:
-        result = load_fit(folder)
-    out = Path(args.output) if args.output else (
-        folder / "report.html" if folder.is_dir() else folder.with_suffix(".html")
-    )
-    write_report(out, result, command=args.command_line, prob=args.prob, kind=args.interval)
+        out = src.with_suffix(".html")
+    in_place = folder is not None and out.resolve() == folder / "report.html"
+    if not in_place:
+        check_output_file(out, option="--output")
+    kind, loaded = load_result(folder if folder is not None else src)
+    result = loaded if kind == "fit" else compare_fits(loaded, prob=args.prob, kind=args.interval)
+    kw = {"command": args.command_line, "prob": args.prob, "kind": args.interval}
+    try:
+        if in_place:
+            assert folder is not None
+            with update_folder(folder) as staged:
+                _write_report_file(staged / "report.html", result, **kw)
+        else:
+            _write_report_file(out, result, **kw)
+    except OSError as err:
+        raise StoreError(f"cannot write the report '{out}': {err.strerror or err}") from None
     print(f"wrote {out}")
     return EXIT_OK
 
 
-def _check_output_folder(path: Path, option: str) -> None:
-    """Before any work: ``path`` is a folder, or can be created as one."""
-    from poolwise.errors import SpecError
+def _prepare_outputs(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
+    """Check --out and --report before any work (exit 3 on a problem), and hold the write
+    lock of --out until the command ends, so a second writer fails at once."""
+    from poolwise.store import check_output_file, check_output_folder, lock_folder
 
-    if path.exists() and not path.is_dir():
-        raise SpecError(f"{option} '{path}' is an existing file; give a folder for the PNG "
-                        "files (it is created when missing)")
-    parent = path
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if parent.exists() and not parent.is_dir():
-        raise SpecError(f"{option} '{path}': '{parent}' is a file, so the folder cannot be "
-                        "created; give another folder")
+    out = check_output_folder(args.out, option="--out") if args.out else None
+    report = _report_path(args)
+    rel = None
+    if report is not None:
+        report = check_output_file(report, option="--report", allow_in=out)
+        if out is not None and out in report.parents:
+            rel = report.relative_to(out).as_posix()
+    if out is not None:
+        stack.enter_context(lock_folder(out))
+    return out, report, rel
+
+
+def _save_outputs(outputs: Any, save: Any, report: Any, *, what: str) -> int | None:
+    """Write the result folder (with the report inside it when --report points there) and
+    the report. An output that fails now never loses the finished result: it is saved to a
+    new folder, which the error line names. Returns EXIT_INPUT then, else None."""
+    from poolwise.errors import PoolwiseError
+
+    out, report_path, rel = outputs
+    saved = False
+    if out is not None:
+        try:
+            paths = save(out, {rel: report} if rel else None)
+            print(f"wrote {', '.join(str(p) for p in paths)}"
+                  + (f", {out / rel}" if rel else ""))
+            saved = True
+        except (PoolwiseError, OSError) as err:
+            return _fallback(save, err, out, what)
+    if report_path is not None and rel is None:
+        try:
+            report(report_path)
+            print(f"wrote {report_path}")
+        except (PoolwiseError, OSError) as err:
+            if not saved:
+                return _fallback(save, err, report_path, what)
+            reason = getattr(err, "strerror", None) or err
+            print(f"error: cannot write the report '{report_path}': {reason}; the {what} "
+                  f"was saved to '{out}'", file=sys.stderr)
+            return EXIT_INPUT
+    return None
+
+
+def _fallback(save: Any, err: BaseException, failed: Path, what: str) -> int:
+    from poolwise.store import fallback_folder
+
+    reason = getattr(err, "strerror", None) or err
+    try:
+        where = fallback_folder(f"poolwise-{what}")
+        save(where, None)
+    except Exception as err2:  # noqa: BLE001 - last resort; say both reasons
+        print(f"error: cannot write '{failed}' ({reason}), and saving the finished {what} "
+              f"elsewhere failed too ({err2})", file=sys.stderr)
+        return EXIT_INPUT
+    print(f"error: cannot write '{failed}' ({reason}); the finished {what} was saved to "
+          f"'{where}' instead", file=sys.stderr)
+    return EXIT_INPUT
+
+
+def _write_report_file(path: Path, result: Any, **kw: Any) -> None:
+    """The HTML report, written beside its place and renamed in (never half-written)."""
+    import os
+
+    from poolwise.report import write_report
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.poolwise-tmp-{os.getpid()}{path.suffix}")
+    try:
+        write_report(tmp, result, **kw)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _print_journal(log: Any) -> None:
@@ -563,10 +648,11 @@ def _print_journal(log: Any) -> None:
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
     from poolwise.diagnostics import diagnose
+    from poolwise.errors import StoreError
     from poolwise.io import load_fit
+    from poolwise.store import check_output_dir
 
-    if args.plots:
-        _check_output_folder(Path(args.plots), "--plots")
+    plots = check_output_dir(args.plots, option="--plots") if args.plots else None
     fit = load_fit(args.dir)
     d = diagnose(fit)
     print(f"model: {fit.spec.formula.text}   pooling: {fit.spec.pooling}")
@@ -587,7 +673,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     if not d.findings:
         print("no problems found")
     _print_journal(fit.repair_log)
-    if args.plots:
+    if plots is not None:
         from poolwise.plots import diagnostic_figures
 
         out = Path(args.plots)
@@ -597,9 +683,8 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
                 fig.savefig(out / f"{name}.png", dpi=100)
                 print(f"wrote {out / f'{name}.png'}")
         except OSError as err:
-            from poolwise.errors import SpecError
-
-            raise SpecError(f"cannot write the plots into '{out}': {err.strerror or err}") from None
+            raise StoreError(f"cannot write the plots into '{out}': {err.strerror or err}; "
+                             "choose a folder you can write to") from None
     from poolwise.summary import fmt_rhat
 
     verdict = "OK" if d.ok else "NOT OK - do not trust these estimates"

@@ -10,6 +10,7 @@ __all__ = [
     "PoolwiseError",
     "FormulaError",
     "DataError",
+    "StoreError",
     "SpecError",
     "SamplingError",
     "PoolwiseWarning",
@@ -42,6 +43,12 @@ class FormulaError(PoolwiseError, ValueError):
 
 class DataError(PoolwiseError, ValueError):
     """The data cannot be used as given (read errors, bad values, bad columns)."""
+
+
+class StoreError(DataError):
+    """A saved result cannot be read or written: not a poolwise result, corrupt, incomplete
+    or mixed, an unknown schema version or type, locked by another writer, or an output path
+    that cannot be used."""
 
 
 class SpecError(PoolwiseError, ValueError):
