@@ -139,7 +139,10 @@ def _types() -> dict[str, type]:
     from poolwise.design import Design, GroupDesign
     from poolwise.diagnostics import Diagnosis, Finding, Funnel
     from poolwise.engine.sampler import SamplerConfig
-    from poolwise.formula.terms import Formula, GroupTerm, Response, Term
+    from poolwise.formula.terms import (
+        BinOp, Bool, Call, Col, Formula, GroupTerm, Neg, Num, Paren, Response, Str, Term,
+    )
+    from poolwise.formula.transforms import Encoding, TransformState, VariableEncoding
     from poolwise.model import ModelSpec, TermSpec
     from poolwise.priors import Prior, Priors
     from poolwise.repair import AutoChoice, RepairAttempt, RepairLog, RepairPolicy, TermChoice
@@ -147,7 +150,8 @@ def _types() -> dict[str, type]:
     classes = (
         ModelSpec, TermSpec, Design, GroupDesign, Formula, Response, Term, GroupTerm, Prior,
         Priors, SamplerConfig, Diagnosis, Finding, Funnel, RepairLog, RepairAttempt,
-        TermChoice, AutoChoice, RepairPolicy,
+        TermChoice, AutoChoice, RepairPolicy, Encoding, VariableEncoding, TransformState,
+        Col, Num, Str, Bool, Paren, Neg, BinOp, Call,
     )
     return {c.__name__: c for c in classes}
 
