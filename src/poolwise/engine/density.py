@@ -30,6 +30,8 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.extending import intrinsic
 
 # ---- integer header layout (word index) ------------------------------------------------
 H_WORDS = 0
@@ -45,7 +47,8 @@ H_X = 9
 H_BPRIOR = 10
 H_CONST = 11
 H_TERMS = 12
-HEADER = 13
+H_OFFSET = 13
+HEADER = 14
 
 # per-term record
 T_L = 0
@@ -79,6 +82,107 @@ CLOGLOG = 2
 _LOG_2PI = math.log(2.0 * math.pi)
 _LOG2 = math.log(2.0)
 _SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact (Cody-Waite)
+_LN2_LO = 1.90821492927058770002e-10
+_SQRT2_M1 = 0.41421356237309503  # sqrt(2) - 1
+
+
+# ---- vectorizable elementary functions for the logit likelihood ------------------------
+# libm's exp / log1p are opaque calls that stop LLVM from vectorizing a loop (numba has no
+# SVML here); these are straight-line arithmetic, so the cell loop runs in SIMD lanes. Both are
+# within about 1 ulp of libm on their domains (checked in tests/engine/test_density.py).
+
+
+@intrinsic
+def _bits_to_f64(typingctx, v):
+    """Reinterpret the bits of an int64 as a float64 (no conversion)."""
+    sig = numba.types.float64(numba.types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, error_model="numpy")
+def exp_nonpos(a: float) -> float:
+    """exp(a) for a <= 0 (a below -708 is taken as -708: exp(-708) is 3e-308)."""
+    a = a if a > -708.0 else -708.0
+    k = math.floor(a * _LOG2E + 0.5)
+    r = (a - k * _LN2_HI) - k * _LN2_LO  # |r| <= ln2 / 2
+    p = 1.0 / 6227020800.0  # Taylor to degree 13: truncation below 1e-17 relative
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    return p * _bits_to_f64((int(k) + 1023) << 52)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def log1p_unit(e: float) -> float:
+    """log(1 + e) for 0 <= e <= 1 (fdlibm's log1p polynomial, in s = f / (2 + f))."""
+    big = e > _SQRT2_M1
+    f = (e - 1.0) * 0.5 if big else e  # 1 + e = 2 (1 + f) with f in (-0.293, 0]
+    s = f / (2.0 + f)
+    z = s * s
+    R = z * (6.666666666666735130e-01 + z * (3.999999999940941908e-01 + z * (
+        2.857142874366239149e-01 + z * (2.222219843214978396e-01 + z * (
+            1.818357216161805012e-01 + z * (1.531383769920937332e-01
+                                            + z * 1.479819860511658591e-01))))))
+    hfsq = 0.5 * f * f
+    v = f - (hfsq - s * (hfsq + R))
+    return v + _LN2_HI + _LN2_LO if big else v
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sum(a: np.ndarray) -> float:
+    """Sum in 8 interleaved partial sums: a fixed order (reproducible), in SIMD lanes."""
+    n = a.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    m = n - n % 8
+    for i in range(0, m, 8):
+        s0 += a[i]
+        s1 += a[i + 1]
+        s2 += a[i + 2]
+        s3 += a[i + 3]
+        s4 += a[i + 4]
+        s5 += a[i + 5]
+        s6 += a[i + 6]
+        s7 += a[i + 7]
+    for i in range(m, n):
+        s0 += a[i]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """sum_i a_i b_i in 8 interleaved partial sums (fixed order)."""
+    n = a.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    m = n - n % 8
+    for i in range(0, m, 8):
+        s0 += a[i] * b[i]
+        s1 += a[i + 1] * b[i + 1]
+        s2 += a[i + 2] * b[i + 2]
+        s3 += a[i + 3] * b[i + 3]
+        s4 += a[i + 4] * b[i + 4]
+        s5 += a[i + 5] * b[i + 5]
+        s6 += a[i + 6] * b[i + 6]
+        s7 += a[i + 7] * b[i + 7]
+    for i in range(m, n):
+        s0 += a[i] * b[i]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
@@ -168,6 +272,110 @@ def cell_loglik(link: int, y: float, n: float, eta: float) -> tuple[float, float
     return ll, d
 
 
+# ---- the likelihood over all cells, one loop per link ---------------------------------
+# Each takes successes y, trials n and eta (all N contiguous), writes d loglik / d eta into r and
+# the per-cell log-likelihood over eta (eta is not needed afterwards), and returns the total.
+# They compute the same values as cell_loglik (the per-cell reference) up to rounding.
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _loglik_logit(y: np.ndarray, n: np.ndarray, eta: np.ndarray, r: np.ndarray) -> float:
+    """y eta - n log(1 + exp(eta)); derivative y - n expit(eta). One exp and one log1p of
+    exp(-|eta|) <= 1 per cell, branch-free, in SIMD lanes."""
+    for i in range(eta.shape[0]):
+        v = eta[i]
+        pos = v >= 0.0
+        a = -v if pos else v
+        e = exp_nonpos(a)  # exp(-|eta|)
+        inv = 1.0 / (1.0 + e)
+        p = inv if pos else e * inv  # expit(eta)
+        # log(1 + exp(eta)); below 1e-100, e only shifts it by less than 1e-100, and keeping
+        # the polynomial's e^2, e^3 terms off subnormals keeps the loop fast there
+        softplus = (v if pos else 0.0) + log1p_unit(e if e > 1e-100 else 1e-100)
+        r[i] = y[i] - n[i] * p
+        eta[i] = y[i] * v - n[i] * softplus
+    return _sum(eta)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _loglik_probit(y: np.ndarray, n: np.ndarray, eta: np.ndarray, r: np.ndarray) -> float:
+    """y log Phi(eta) + (n - y) log Phi(-eta), with one erfc per cell for both sides."""
+    for i in range(eta.shape[0]):
+        v = eta[i]
+        av = abs(v)
+        if av > 35.0:  # the small side by its asymptotic series, as _log_ndtr_and_mills
+            x2 = v * v
+            sr = 1.0 - 1.0 / x2 + 3.0 / (x2 * x2) - 15.0 / (x2 * x2 * x2)
+            logpdf = -0.5 * x2 - 0.5 * _LOG_2PI
+            l_small = logpdf - math.log(av) + math.log(sr)
+            m_small = av / sr
+            l_big = math.log1p(-math.exp(l_small))
+            m_big = math.exp(logpdf - l_big)
+        else:
+            t = 0.5 * math.erfc(av / _SQRT2)  # Phi(-|eta|)
+            pdf = math.exp(-0.5 * v * v) * _INV_SQRT_2PI
+            l_small = math.log(t)
+            l_big = math.log1p(-t)
+            m_small = pdf / t
+            m_big = pdf / (1.0 - t)
+        if v >= 0.0:
+            lp, mp, lq, mq = l_big, m_big, l_small, m_small
+        else:
+            lp, mp, lq, mq = l_small, m_small, l_big, m_big
+        yi = y[i]
+        fi = n[i] - yi
+        ll = 0.0
+        d = 0.0
+        if yi > 0.0:
+            ll += yi * lp
+            d += yi * mp
+        if fi > 0.0:
+            ll += fi * lq
+            d -= fi * mq
+        r[i] = d
+        eta[i] = ll
+    return _sum(eta)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _loglik_cloglog(y: np.ndarray, n: np.ndarray, eta: np.ndarray, r: np.ndarray) -> float:
+    """Complementary log-log: p = 1 - exp(-exp(eta))."""
+    for i in range(eta.shape[0]):
+        mu = math.exp(eta[i])
+        yi = y[i]
+        fi = n[i] - yi
+        ll = -fi * mu
+        d = -fi * mu
+        if yi > 0.0:
+            ll += yi * math.log(-math.expm1(-mu))
+            d += yi * mu / math.expm1(mu)
+        r[i] = d
+        eta[i] = ll
+    return _sum(eta)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _add_scaled(eta: np.ndarray, col: np.ndarray, w: float) -> None:
+    for i in range(eta.shape[0]):
+        eta[i] += col[i] * w
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _add_gathered(eta: np.ndarray, col: np.ndarray, codes: np.ndarray, b: np.ndarray, C: int,
+                  c: int) -> None:
+    """eta_i += Z_ic b[codes_i, c] (b level-major, C per level)."""
+    for i in range(eta.shape[0]):
+        eta[i] += col[i] * b[codes[i] * C + c]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _scatter_add(gb: np.ndarray, r: np.ndarray, col: np.ndarray, codes: np.ndarray, C: int,
+                 c: int) -> None:
+    """gb[codes_i, c] += r_i Z_ic, in cell order."""
+    for i in range(r.shape[0]):
+        gb[codes[i] * C + c] += r[i] * col[i]
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _chol_corr(y: np.ndarray, C: int, L: np.ndarray) -> float:
     """Cholesky factor of a correlation matrix from unconstrained y; returns log |Jacobian|."""
@@ -231,18 +439,15 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
     lp = fb[ib[H_CONST]]
 
     # fixed effects
-    eta = np.zeros(N)
     for k in range(K):
         pk = off_bp + 4 * k
         v, g = _prior_logp_grad(int(fb[pk]), fb[pk + 1], fb[pk + 2], fb[pk + 3], x[k])
         lp += v
         grad[k] += g
-    for i in range(N):
-        s = 0.0
-        row = off_x + i * K
-        for k in range(K):
-            s += fb[row + k] * x[k]
-        eta[i] = s
+    # eta = offset + X beta, column by column (X is stored column-major: struct of arrays)
+    eta = fb[ib[H_OFFSET] : ib[H_OFFSET] + N].copy()
+    for k in range(K):
+        _add_scaled(eta, fb[off_x + k * N : off_x + (k + 1) * N], x[k])
 
     # group terms: forward pass (effects b and their prior)
     nb = 0
@@ -302,26 +507,25 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
                         b_all[boff + j * C + c] = sd[c] * w
                     else:
                         b_all[boff + j * C + c] = sd[c] * zc
-        codes = ib[rec + T_CODES]
+        codes = ib[ib[rec + T_CODES] : ib[rec + T_CODES] + N]
         zoff = ib[rec + T_Z]
-        for i in range(N):
-            lev = ib[codes + i]
-            s = 0.0
-            for c in range(C):
-                s += fb[zoff + i * C + c] * b_all[boff + lev * C + c]
-            eta[i] += s
+        bt = b_all[boff : boff + nl * C]
+        for c in range(C):
+            _add_gathered(eta, fb[zoff + c * N : zoff + (c + 1) * N], codes, bt, C, c)
         boff += nl * C
 
-    # likelihood
+    # likelihood: one loop per link, no per-cell dispatch (eta is overwritten)
     r = np.empty(N)
-    for i in range(N):
-        ll, d = cell_loglik(link, fb[off_y + i], fb[off_n + i], eta[i])
-        lp += ll
-        r[i] = d
-    for i in range(N):
-        row = off_x + i * K
-        for k in range(K):
-            grad[k] += fb[row + k] * r[i]
+    y = fb[off_y : off_y + N]
+    n = fb[off_n : off_n + N]
+    if link == LOGIT:
+        lp += _loglik_logit(y, n, eta, r)
+    elif link == PROBIT:
+        lp += _loglik_probit(y, n, eta, r)
+    else:
+        lp += _loglik_cloglog(y, n, eta, r)
+    for k in range(K):
+        grad[k] += _dot(fb[off_x + k * N : off_x + (k + 1) * N], r)
 
     # group terms: backward pass
     boff = 0
@@ -336,12 +540,10 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
         for c in range(C):
             sd[c] = fb[ib[rec + T_SDPRIOR] + c] if fixed else math.exp(x[psd + c])
         gb = np.zeros(nl * C)
-        codes = ib[rec + T_CODES]
+        codes = ib[ib[rec + T_CODES] : ib[rec + T_CODES] + N]
         zoff = ib[rec + T_Z]
-        for i in range(N):
-            lev = ib[codes + i]
-            for c in range(C):
-                gb[lev * C + c] += r[i] * fb[zoff + i * C + c]
+        for c in range(C):
+            _scatter_add(gb, r, fb[zoff + c * N : zoff + (c + 1) * N], codes, C, c)
         gL = np.zeros((C, C))
         if corr == 1:
             pc = ib[rec + T_PCORR]
