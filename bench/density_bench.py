@@ -106,6 +106,59 @@ def time_kernel(packed, repeats: int, target_s: float = 0.15) -> float:
     return statistics.median(out) * 1e-9
 
 
+def adaptation_compare(groups: int, trials: int, param: str, seed: int, chains: int,
+                       draws: int, tune: int) -> list[dict]:
+    """nutpie's mass-matrix adaptations on a many-group intercepts model: gradients per draw,
+    sampling time, and the smallest bulk ESS (per second and per 1000 gradients)."""
+    import warnings
+
+    from arviz_stats.base import array_stats
+
+    from poolwise.engine import sampler as S
+    from poolwise.engine.layout import pack
+    from poolwise.model import build_model
+
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0.0, 0.5, size=groups)
+    df = pd.DataFrame({"g": np.arange(groups), "n": trials})
+    df["s"] = rng.binomial(trials, 1.0 / (1.0 + np.exp(-(-0.5 + a))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec = build_model("s | trials(n) ~ 1 + (1 | g)", df, parameterization=param)
+    packed = pack(spec)
+    nutpie = S._import_nutpie()
+    out = []
+    for adaptation in ("diag", "low_rank"):
+        compiled = S._compiled_cfunc(packed)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains,
+                                 cores=min(chains, 2), seed=seed, save_warmup=True,
+                                 progress_bar=False, adaptation=adaptation)
+        wall = time.perf_counter() - t0
+        post = tree["posterior"].to_dataset()
+        ess = []
+        for name in post.data_vars:
+            v = post[name].values.reshape(chains, draws, -1)
+            for j in range(v.shape[2]):
+                ess.append(float(array_stats.ess(v[:, :, j], method="bulk")))
+        steps_post = float(tree["sample_stats"]["n_steps"].values.sum())
+        steps_all = steps_post + float(tree["warmup_sample_stats"]["n_steps"].values.sum())
+        div = int(tree["sample_stats"]["diverging"].values.sum())
+        row = {"groups": groups, "trials": trials, "param": param, "adaptation": adaptation,
+               "wall_s": wall, "grad_per_draw": steps_post / (chains * draws),
+               "grad_total": steps_all, "min_ess_bulk": min(ess),
+               "min_ess_per_s": min(ess) / wall,
+               "min_ess_per_1k_grad": 1000.0 * min(ess) / steps_all, "divergences": div}
+        out.append(row)
+        print(f"{groups:>6} {trials:>6} {param:<11} {adaptation:<9} {wall:>7.1f} "
+              f"{row['grad_per_draw']:>8.1f} {steps_all:>10.0f} {min(ess):>8.0f} "
+              f"{row['min_ess_per_s']:>8.1f} {row['min_ess_per_1k_grad']:>8.2f} {div:>4}",
+              flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", default="2000,20000,100000")
@@ -113,7 +166,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--links", default="logit,probit,cloglog")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--adaptation", action="store_true",
+                    help="instead: compare nutpie's diag and low_rank mass-matrix adaptation on "
+                         "a many-group intercepts model (sampling, 4 chains on 2 cores)")
+    ap.add_argument("--groups", type=int, default=2000)
     a = ap.parse_args(argv)
+    if a.adaptation:
+        print(f"{'groups':>6} {'trials':>6} {'param':<11} {'adapt':<9} {'wall_s':>7} "
+              f"{'grad/dr':>8} {'grad_all':>10} {'minESS':>8} {'ESS/s':>8} {'ESS/kgr':>8} "
+              f"{'div':>4}")
+        rows = []
+        for trials, param in ((5, "noncentered"), (50, "centered")):
+            rows += adaptation_compare(a.groups, trials, param, seed=1, chains=4, draws=1000,
+                                       tune=1000)
+        if a.json:
+            with open(a.json, "w") as fh:
+                json.dump({"adaptation": rows}, fh, indent=1)
+        return 0
     cells_list = [int(c) for c in a.cells.split(",")]
     rows = []
     one = build("intercepts", 3, "logit")
