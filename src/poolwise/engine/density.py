@@ -376,6 +376,25 @@ def _add_gathered(eta: np.ndarray, col: np.ndarray, codes: np.ndarray, b: np.nda
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def _add_gathered2(eta: np.ndarray, z0: np.ndarray, z1: np.ndarray, codes: np.ndarray,
+                   b: np.ndarray) -> None:
+    """Two coefficients per level in one pass: eta_i += Z_i0 b[codes_i, 0] + Z_i1 b[codes_i, 1]."""
+    for i in range(eta.shape[0]):
+        j = 2 * codes[i]
+        eta[i] += z0[i] * b[j] + z1[i] * b[j + 1]
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def _scatter_add2(gb: np.ndarray, r: np.ndarray, z0: np.ndarray, z1: np.ndarray,
+                  codes: np.ndarray) -> None:
+    """Two coefficients per level in one pass, in cell order."""
+    for i in range(r.shape[0]):
+        j = 2 * codes[i]
+        gb[j] += r[i] * z0[i]
+        gb[j + 1] += r[i] * z1[i]
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
 def _scatter_add(gb: np.ndarray, r: np.ndarray, col: np.ndarray, codes: np.ndarray, C: int,
                  c: int) -> None:
     """gb[codes_i, c] += r_i Z_ic, in cell order."""
@@ -520,8 +539,11 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
         codes = ib[ib[rec + T_CODES] : ib[rec + T_CODES] + N]
         zoff = ib[rec + T_Z]
         bt = b_all[boff : boff + nl * C]
-        for c in range(C):
-            _add_gathered(eta, fb[zoff + c * N : zoff + (c + 1) * N], codes, bt, C, c)
+        if C == 2:
+            _add_gathered2(eta, fb[zoff : zoff + N], fb[zoff + N : zoff + 2 * N], codes, bt)
+        else:
+            for c in range(C):
+                _add_gathered(eta, fb[zoff + c * N : zoff + (c + 1) * N], codes, bt, C, c)
         boff += nl * C
 
     # likelihood: one loop per link, no per-cell dispatch (eta is overwritten)
@@ -552,8 +574,11 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
         gb = np.zeros(nl * C)
         codes = ib[ib[rec + T_CODES] : ib[rec + T_CODES] + N]
         zoff = ib[rec + T_Z]
-        for c in range(C):
-            _scatter_add(gb, r, fb[zoff + c * N : zoff + (c + 1) * N], codes, C, c)
+        if C == 2:
+            _scatter_add2(gb, r, fb[zoff : zoff + N], fb[zoff + N : zoff + 2 * N], codes)
+        else:
+            for c in range(C):
+                _scatter_add(gb, r, fb[zoff + c * N : zoff + (c + 1) * N], codes, C, c)
         gL = np.zeros((C, C))
         if corr == 1:
             pc = ib[rec + T_PCORR]
