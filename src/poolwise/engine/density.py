@@ -455,9 +455,20 @@ def _chol_corr_backward(y: np.ndarray, C: int, L: np.ndarray, gL: np.ndarray, gy
         k0 += i
 
 
+#: cells per block of the cell pass: its working set (eta, r, and one block of each column)
+#: stays in the core's L1/L2 cache whatever the number of cells. A constant, so the order of
+#: every floating-point sum is fixed (bitwise reproducible draws).
+CELL_BLOCK = 2048
+
+
 @numba.njit(cache=True, error_model="numpy")
-def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -> float:
-    """Log posterior density at x; writes its gradient into grad."""
+def _cell_pass(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray,
+               b_all: np.ndarray, gb_all: np.ndarray) -> float:
+    """Sum of the cells' log-likelihoods; adds d/d beta into grad and d/d b into gb_all.
+
+    Block by block of CELL_BLOCK cells: eta = offset + X beta + sum_t Z_t b_t[codes_t], one
+    term / column at a time (contiguous loops), then the link's likelihood loop, then the
+    gradient: dot products for beta, a scatter-add by level for the group effects."""
     N = ib[H_N]
     K = ib[H_K]
     T = ib[H_T]
@@ -465,6 +476,68 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
     off_y = ib[H_Y]
     off_n = ib[H_NTRIALS]
     off_x = ib[H_X]
+    off_o = ib[H_OFFSET]
+    size = min(N, CELL_BLOCK)
+    eta_buf = np.empty(size)
+    r_buf = np.empty(size)
+    lp = 0.0
+    for s0 in range(0, N, CELL_BLOCK):
+        s1 = min(N, s0 + CELL_BLOCK)
+        m = s1 - s0
+        eta = eta_buf[:m]
+        r = r_buf[:m]
+        off = fb[off_o + s0 : off_o + s1]
+        for i in range(m):
+            eta[i] = off[i]
+        for k in range(K):
+            _add_scaled(eta, fb[off_x + k * N + s0 : off_x + k * N + s1], x[k])
+        boff = 0
+        for t in range(T):
+            rec = ib[H_TERMS] + t * TERM_WORDS
+            nl = ib[rec + T_L]
+            C = ib[rec + T_C]
+            codes = ib[ib[rec + T_CODES] + s0 : ib[rec + T_CODES] + s1]
+            zoff = ib[rec + T_Z] + s0
+            bt = b_all[boff : boff + nl * C]
+            if C == 2:
+                _add_gathered2(eta, fb[zoff : zoff + m], fb[zoff + N : zoff + N + m], codes, bt)
+            else:
+                for c in range(C):
+                    _add_gathered(eta, fb[zoff + c * N : zoff + c * N + m], codes, bt, C, c)
+            boff += nl * C
+        # likelihood: one loop per link, no per-cell dispatch (eta is overwritten)
+        y = fb[off_y + s0 : off_y + s1]
+        n = fb[off_n + s0 : off_n + s1]
+        if link == LOGIT:
+            lp += _loglik_logit(y, n, eta, r)
+        elif link == PROBIT:
+            lp += _loglik_probit(y, n, eta, r)
+        else:
+            lp += _loglik_cloglog(y, n, eta, r)
+        for k in range(K):
+            grad[k] += _dot(fb[off_x + k * N + s0 : off_x + k * N + s1], r)
+        boff = 0
+        for t in range(T):
+            rec = ib[H_TERMS] + t * TERM_WORDS
+            nl = ib[rec + T_L]
+            C = ib[rec + T_C]
+            codes = ib[ib[rec + T_CODES] + s0 : ib[rec + T_CODES] + s1]
+            zoff = ib[rec + T_Z] + s0
+            gb = gb_all[boff : boff + nl * C]
+            if C == 2:
+                _scatter_add2(gb, r, fb[zoff : zoff + m], fb[zoff + N : zoff + N + m], codes)
+            else:
+                for c in range(C):
+                    _scatter_add(gb, r, fb[zoff + c * N : zoff + c * N + m], codes, C, c)
+            boff += nl * C
+    return lp
+
+
+@numba.njit(cache=True, error_model="numpy")
+def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -> float:
+    """Log posterior density at x; writes its gradient into grad."""
+    K = ib[H_K]
+    T = ib[H_T]
     off_bp = ib[H_BPRIOR]
     for d in range(grad.shape[0]):
         grad[d] = 0.0
@@ -476,10 +549,6 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
         v, g = _prior_logp_grad(int(fb[pk]), fb[pk + 1], fb[pk + 2], fb[pk + 3], x[k])
         lp += v
         grad[k] += g
-    # eta = offset + X beta, column by column (X is stored column-major: struct of arrays)
-    eta = fb[ib[H_OFFSET] : ib[H_OFFSET] + N].copy()
-    for k in range(K):
-        _add_scaled(eta, fb[off_x + k * N : off_x + (k + 1) * N], x[k])
 
     # group terms: forward pass (effects b and their prior)
     nb = 0
@@ -542,28 +611,11 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
                         b_all[boff + j * C + c] = sd[c] * w
                     else:
                         b_all[boff + j * C + c] = sd[c] * zc
-        codes = ib[ib[rec + T_CODES] : ib[rec + T_CODES] + N]
-        zoff = ib[rec + T_Z]
-        bt = b_all[boff : boff + nl * C]
-        if C == 2:
-            _add_gathered2(eta, fb[zoff : zoff + N], fb[zoff + N : zoff + 2 * N], codes, bt)
-        else:
-            for c in range(C):
-                _add_gathered(eta, fb[zoff + c * N : zoff + (c + 1) * N], codes, bt, C, c)
         boff += nl * C
 
-    # likelihood: one loop per link, no per-cell dispatch (eta is overwritten)
-    r = np.empty(N)
-    y = fb[off_y : off_y + N]
-    n = fb[off_n : off_n + N]
-    if link == LOGIT:
-        lp += _loglik_logit(y, n, eta, r)
-    elif link == PROBIT:
-        lp += _loglik_probit(y, n, eta, r)
-    else:
-        lp += _loglik_cloglog(y, n, eta, r)
-    for k in range(K):
-        grad[k] += _dot(fb[off_x + k * N : off_x + (k + 1) * N], r)
+    # the cells: eta, likelihood, and their gradient wrt beta and the effects (into gb_all)
+    gb_all = np.zeros(nb)
+    lp += _cell_pass(x, grad, ib, fb, b_all, gb_all)
 
     # group terms: backward pass
     boff = 0
@@ -577,14 +629,7 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
         fixed = ib[rec + T_SDFIXED] == 1
         for c in range(C):
             sd[c] = fb[ib[rec + T_SDPRIOR] + c] if fixed else math.exp(x[psd + c])
-        gb = np.zeros(nl * C)
-        codes = ib[ib[rec + T_CODES] : ib[rec + T_CODES] + N]
-        zoff = ib[rec + T_Z]
-        if C == 2:
-            _scatter_add2(gb, r, fb[zoff : zoff + N], fb[zoff + N : zoff + 2 * N], codes)
-        else:
-            for c in range(C):
-                _scatter_add(gb, r, fb[zoff + c * N : zoff + (c + 1) * N], codes, C, c)
+        gb = gb_all[boff : boff + nl * C]
         gL = np.zeros((C, C))
         if corr == 1:
             pc = ib[rec + T_PCORR]
