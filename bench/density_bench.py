@@ -170,15 +170,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead: compare nutpie's diag and low_rank mass-matrix adaptation on "
                          "a many-group intercepts model (sampling, 4 chains on 2 cores)")
     ap.add_argument("--groups", type=int, default=2000)
+    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--draws", type=int, default=1000)
+    ap.add_argument("--tune", type=int, default=1000)
+    ap.add_argument("--cases", default="5:noncentered,50:centered",
+                    help="trials per group : parameterization, comma separated")
     a = ap.parse_args(argv)
     if a.adaptation:
         print(f"{'groups':>6} {'trials':>6} {'param':<11} {'adapt':<9} {'wall_s':>7} "
               f"{'grad/dr':>8} {'grad_all':>10} {'minESS':>8} {'ESS/s':>8} {'ESS/kgr':>8} "
               f"{'div':>4}")
         rows = []
-        for trials, param in ((5, "noncentered"), (50, "centered")):
-            rows += adaptation_compare(a.groups, trials, param, seed=1, chains=4, draws=1000,
-                                       tune=1000)
+        for case in a.cases.split(","):
+            trials, param = case.split(":")
+            rows += adaptation_compare(a.groups, int(trials), param, seed=1, chains=a.chains,
+                                       draws=a.draws, tune=a.tune)
         if a.json:
             with open(a.json, "w") as fh:
                 json.dump({"adaptation": rows}, fh, indent=1)

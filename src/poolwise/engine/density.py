@@ -17,6 +17,16 @@ Parameter vector (unconstrained), in order:
 The log density includes every normalizing constant except the LKJ normalizer of correlated
 terms (constant in the parameters), so it equals the row-level log posterior density.
 
+The cells are stored as a struct of arrays: successes, trials, the per-cell offset, each
+column of X and of each term's Z as N contiguous float64 words, each term's level codes as N
+int64 words. Per gradient: the level effects b of every term (per level), then the cells in
+blocks of ``CELL_BLOCK`` (eta term by term; one likelihood loop per link, hoisted out of the
+cell loop; the cells' gradient by dot products and a scatter-add by level), then the gradient
+through each term's parameterization (per level). The logit loop uses branch-free polynomial
+exp / log1p (``exp_nonpos``, ``log1p_unit``) so that it runs in SIMD lanes; the cell loops use
+one fastmath flag, ``contract`` (fused multiply-add), and no reassociation: every sum has a
+fixed order, so draws are bitwise reproducible.
+
 Every kernel is compiled with ``error_model="numpy"``: a division by zero (a correlation that
 rounds to +-1 at |atanh| > 19) gives inf / nan, which the C callbacks report to nutpie as a
 non-finite density, instead of raising. Inside a C callback a raised exception is swallowed
