@@ -191,7 +191,9 @@ def test_links_end_to_end(bangladesh, link):
 
 def test_numeric_predictor_reported_per_original_unit(bangladesh):
     formula = "use.contraception ~ urban + age.centered + (1 | district)"
-    kw = dict(chains=4, tune=500, draws=500, seed=3, log_likelihood=False,
+    # 1000 draws: at 500, whether one of the 60 district R-hats crosses 1.01 (and the fit warns)
+    # is down to the seed (2 of seeds 3-5 did), and this test is about the scaling, not mixing
+    kw = dict(chains=4, tune=500, draws=1000, seed=3, log_likelihood=False,
               parameterization="noncentered", repair=False)
     std = poolwise.fit(formula, bangladesh, **kw)
     raw = poolwise.fit(formula, bangladesh, standardize=False, **kw)

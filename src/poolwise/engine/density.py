@@ -17,6 +17,16 @@ Parameter vector (unconstrained), in order:
 The log density includes every normalizing constant except the LKJ normalizer of correlated
 terms (constant in the parameters), so it equals the row-level log posterior density.
 
+The cells are stored as a struct of arrays: successes, trials, the per-cell offset, each
+column of X and of each term's Z as N contiguous float64 words, each term's level codes as N
+int64 words. Per gradient: the level effects b of every term (per level), then the cells in
+blocks of ``CELL_BLOCK`` (eta term by term; one likelihood loop per link, hoisted out of the
+cell loop; the cells' gradient by dot products and a scatter-add by level), then the gradient
+through each term's parameterization (per level). The logit loop uses branch-free polynomial
+exp / log1p (``exp_nonpos``, ``log1p_unit``) so that it runs in SIMD lanes; the cell loops use
+one fastmath flag, ``contract`` (fused multiply-add), and no reassociation: every sum has a
+fixed order, so draws are bitwise reproducible.
+
 Every kernel is compiled with ``error_model="numpy"``: a division by zero (a correlation that
 rounds to +-1 at |atanh| > 19) gives inf / nan, which the C callbacks report to nutpie as a
 non-finite density, instead of raising. Inside a C callback a raised exception is swallowed
@@ -30,6 +40,8 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.extending import intrinsic
 
 # ---- integer header layout (word index) ------------------------------------------------
 H_WORDS = 0
@@ -80,6 +92,114 @@ CLOGLOG = 2
 _LOG_2PI = math.log(2.0 * math.pi)
 _LOG2 = math.log(2.0)
 _SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact (Cody-Waite)
+_LN2_LO = 1.90821492927058770002e-10
+_SQRT2_M1 = 0.41421356237309503  # sqrt(2) - 1
+
+
+#: the one fastmath flag the cell loops use: a * b + c may become one fused multiply-add (one
+#: rounding instead of two: as accurate or more, and deterministic for a given machine). No
+#: reassociation ("reassoc"), no "nnan" / "ninf": sums keep their written order, and a
+#: non-finite density still reaches nutpie as such.
+_CONTRACT = {"contract"}
+
+
+# ---- vectorizable elementary functions for the logit likelihood ------------------------
+# libm's exp / log1p are opaque calls that stop LLVM from vectorizing a loop (numba has no
+# SVML here); these are straight-line arithmetic, so the cell loop runs in SIMD lanes. Both are
+# within about 1 ulp of libm on their domains (checked in tests/engine/test_density.py).
+
+
+@intrinsic
+def _bits_to_f64(typingctx, v):
+    """Reinterpret the bits of an int64 as a float64 (no conversion)."""
+    sig = numba.types.float64(numba.types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def exp_nonpos(a: float) -> float:
+    """exp(a) for a <= 0 (a below -708 is taken as -708: exp(-708) is 3e-308)."""
+    a = a if a > -708.0 else -708.0
+    k = math.floor(a * _LOG2E + 0.5)
+    r = (a - k * _LN2_HI) - k * _LN2_LO  # |r| <= ln2 / 2
+    p = 1.0 / 6227020800.0  # Taylor to degree 13: truncation below 1e-17 relative
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    return p * _bits_to_f64((int(k) + 1023) << 52)
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def log1p_unit(e: float) -> float:
+    """log(1 + e) for 0 <= e <= 1 (fdlibm's log1p polynomial, in s = f / (2 + f))."""
+    big = e > _SQRT2_M1
+    f = (e - 1.0) * 0.5 if big else e  # 1 + e = 2 (1 + f) with f in (-0.293, 0]
+    s = f / (2.0 + f)
+    z = s * s
+    R = z * (6.666666666666735130e-01 + z * (3.999999999940941908e-01 + z * (
+        2.857142874366239149e-01 + z * (2.222219843214978396e-01 + z * (
+            1.818357216161805012e-01 + z * (1.531383769920937332e-01
+                                            + z * 1.479819860511658591e-01))))))
+    hfsq = 0.5 * f * f
+    v = f - (hfsq - s * (hfsq + R))
+    return v + _LN2_HI + _LN2_LO if big else v
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def _sum(a: np.ndarray) -> float:
+    """Sum in 8 interleaved partial sums: a fixed order (reproducible), in SIMD lanes."""
+    n = a.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    m = n - n % 8
+    for i in range(0, m, 8):
+        s0 += a[i]
+        s1 += a[i + 1]
+        s2 += a[i + 2]
+        s3 += a[i + 3]
+        s4 += a[i + 4]
+        s5 += a[i + 5]
+        s6 += a[i + 6]
+        s7 += a[i + 7]
+    for i in range(m, n):
+        s0 += a[i]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """sum_i a_i b_i in 8 interleaved partial sums (fixed order)."""
+    n = a.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    m = n - n % 8
+    for i in range(0, m, 8):
+        s0 += a[i] * b[i]
+        s1 += a[i + 1] * b[i + 1]
+        s2 += a[i + 2] * b[i + 2]
+        s3 += a[i + 3] * b[i + 3]
+        s4 += a[i + 4] * b[i + 4]
+        s5 += a[i + 5] * b[i + 5]
+        s6 += a[i + 6] * b[i + 6]
+        s7 += a[i + 7] * b[i + 7]
+    for i in range(m, n):
+        s0 += a[i] * b[i]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 # One kernel per prior family: (p1, p2, p3, v) -> (log density at v, d/dv), every normalizing
@@ -209,6 +329,135 @@ def cell_loglik(link: int, y: float, n: float, eta: float) -> tuple[float, float
     return math.nan, math.nan  # an unknown link id (poolwise.links refuses it before this)
 
 
+# ---- the likelihood over all cells, one loop per link ---------------------------------
+# Each takes successes y, trials n and eta (all N contiguous), writes d loglik / d eta into r and
+# the per-cell log-likelihood over eta (eta is not needed afterwards), and returns the total.
+# They compute the same values as cell_loglik (the per-cell reference) up to rounding.
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def _loglik_logit(y: np.ndarray, n: np.ndarray, eta: np.ndarray, r: np.ndarray) -> float:
+    """y log p + (n - y) log(1 - p), p = expit(eta); derivative y - n p. One exp and one log1p
+    of exp(-|eta|) <= 1 per cell, branch-free, in SIMD lanes.
+
+    With e = exp(-|eta|), l = log(1 + e), q = e / (1 + e) (the smaller of p and 1 - p):
+    eta >= 0: ll = (y - n) eta - n l, d = (y - n) + n q;  eta < 0: ll = y eta - n l, d = y - n q.
+    Both terms of ll have the same sign, so no cancellation (y eta - n log(1 + exp(eta)) loses
+    every digit when y = n and eta is large)."""
+    for i in range(eta.shape[0]):
+        v = eta[i]
+        pos = v >= 0.0
+        e = exp_nonpos(-v if pos else v)
+        q = e / (1.0 + e)
+        # below 1e-100, e changes l by less than 1e-100; flooring it keeps the polynomial's
+        # e^2, e^3 terms off subnormal numbers, which are slow
+        lg = log1p_unit(e if e > 1e-100 else 1e-100)
+        ni = n[i]
+        t = y[i] - ni if pos else y[i]
+        nq = ni * q
+        r[i] = t + nq if pos else t - nq
+        eta[i] = t * v - ni * lg
+    return _sum(eta)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _loglik_probit(y: np.ndarray, n: np.ndarray, eta: np.ndarray, r: np.ndarray) -> float:
+    """y log Phi(eta) + (n - y) log Phi(-eta), with one erfc per cell for both sides."""
+    for i in range(eta.shape[0]):
+        v = eta[i]
+        av = abs(v)
+        if av > 35.0:  # the small side by its asymptotic series, as _log_ndtr_and_mills
+            x2 = v * v
+            sr = 1.0 - 1.0 / x2 + 3.0 / (x2 * x2) - 15.0 / (x2 * x2 * x2)
+            logpdf = -0.5 * x2 - 0.5 * _LOG_2PI
+            l_small = logpdf - math.log(av) + math.log(sr)
+            m_small = av / sr
+            l_big = math.log1p(-math.exp(l_small))
+            m_big = math.exp(logpdf - l_big)
+        else:
+            t = 0.5 * math.erfc(av / _SQRT2)  # Phi(-|eta|)
+            pdf = math.exp(-0.5 * v * v) * _INV_SQRT_2PI
+            l_small = math.log(t)
+            l_big = math.log1p(-t)
+            m_small = pdf / t
+            m_big = pdf / (1.0 - t)
+        if v >= 0.0:
+            lp, mp, lq, mq = l_big, m_big, l_small, m_small
+        else:
+            lp, mp, lq, mq = l_small, m_small, l_big, m_big
+        yi = y[i]
+        fi = n[i] - yi
+        ll = 0.0
+        d = 0.0
+        if yi > 0.0:
+            ll += yi * lp
+            d += yi * mp
+        if fi > 0.0:
+            ll += fi * lq
+            d -= fi * mq
+        r[i] = d
+        eta[i] = ll
+    return _sum(eta)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _loglik_cloglog(y: np.ndarray, n: np.ndarray, eta: np.ndarray, r: np.ndarray) -> float:
+    """Complementary log-log: p = 1 - exp(-exp(eta))."""
+    for i in range(eta.shape[0]):
+        mu = math.exp(eta[i])
+        yi = y[i]
+        fi = n[i] - yi
+        ll = -fi * mu
+        d = -fi * mu
+        if yi > 0.0:
+            ll += yi * math.log(-math.expm1(-mu))
+            d += yi * mu / math.expm1(mu)
+        r[i] = d
+        eta[i] = ll
+    return _sum(eta)
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def _add_scaled(eta: np.ndarray, col: np.ndarray, w: float) -> None:
+    for i in range(eta.shape[0]):
+        eta[i] += col[i] * w
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def _add_gathered(eta: np.ndarray, col: np.ndarray, codes: np.ndarray, b: np.ndarray, C: int,
+                  c: int) -> None:
+    """eta_i += Z_ic b[codes_i, c] (b level-major, C per level)."""
+    for i in range(eta.shape[0]):
+        eta[i] += col[i] * b[codes[i] * C + c]
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def _add_gathered2(eta: np.ndarray, z0: np.ndarray, z1: np.ndarray, codes: np.ndarray,
+                   b: np.ndarray) -> None:
+    """Two coefficients per level in one pass: eta_i += Z_i0 b[codes_i, 0] + Z_i1 b[codes_i, 1]."""
+    for i in range(eta.shape[0]):
+        j = 2 * codes[i]
+        eta[i] += z0[i] * b[j] + z1[i] * b[j + 1]
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def _scatter_add2(gb: np.ndarray, r: np.ndarray, z0: np.ndarray, z1: np.ndarray,
+                  codes: np.ndarray) -> None:
+    """Two coefficients per level in one pass, in cell order."""
+    for i in range(r.shape[0]):
+        j = 2 * codes[i]
+        gb[j] += r[i] * z0[i]
+        gb[j + 1] += r[i] * z1[i]
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def _scatter_add(gb: np.ndarray, r: np.ndarray, col: np.ndarray, codes: np.ndarray, C: int,
+                 c: int) -> None:
+    """gb[codes_i, c] += r_i Z_ic, in cell order."""
+    for i in range(r.shape[0]):
+        gb[codes[i] * C + c] += r[i] * col[i]
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _chol_corr(y: np.ndarray, C: int, L: np.ndarray) -> float:
     """Cholesky factor of a correlation matrix from unconstrained y; returns log |Jacobian|."""
@@ -256,9 +505,20 @@ def _chol_corr_backward(y: np.ndarray, C: int, L: np.ndarray, gL: np.ndarray, gy
         k0 += i
 
 
+#: cells per block of the cell pass: its working set (eta, r, and one block of each column)
+#: stays in the core's L1/L2 cache whatever the number of cells. A constant, so the order of
+#: every floating-point sum is fixed (bitwise reproducible draws).
+CELL_BLOCK = 2048
+
+
 @numba.njit(cache=True, error_model="numpy")
-def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -> float:
-    """Log posterior density at x; writes its gradient into grad."""
+def _cell_pass(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray,
+               b_all: np.ndarray, gb_all: np.ndarray) -> float:
+    """Sum of the cells' log-likelihoods; adds d/d beta into grad and d/d b into gb_all.
+
+    Block by block of CELL_BLOCK cells: eta = offset + X beta + sum_t Z_t b_t[codes_t], one
+    term / column at a time (contiguous loops), then the link's likelihood loop, then the
+    gradient: dot products for beta, a scatter-add by level for the group effects."""
     N = ib[H_N]
     K = ib[H_K]
     T = ib[H_T]
@@ -266,25 +526,79 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
     off_y = ib[H_Y]
     off_n = ib[H_NTRIALS]
     off_x = ib[H_X]
+    off_o = ib[H_OFFSET]
+    size = min(N, CELL_BLOCK)
+    eta_buf = np.empty(size)
+    r_buf = np.empty(size)
+    lp = 0.0
+    for s0 in range(0, N, CELL_BLOCK):
+        s1 = min(N, s0 + CELL_BLOCK)
+        m = s1 - s0
+        eta = eta_buf[:m]
+        r = r_buf[:m]
+        off = fb[off_o + s0 : off_o + s1]
+        for i in range(m):
+            eta[i] = off[i]
+        for k in range(K):
+            _add_scaled(eta, fb[off_x + k * N + s0 : off_x + k * N + s1], x[k])
+        boff = 0
+        for t in range(T):
+            rec = ib[H_TERMS] + t * TERM_WORDS
+            nl = ib[rec + T_L]
+            C = ib[rec + T_C]
+            codes = ib[ib[rec + T_CODES] + s0 : ib[rec + T_CODES] + s1]
+            zoff = ib[rec + T_Z] + s0
+            bt = b_all[boff : boff + nl * C]
+            if C == 2:
+                _add_gathered2(eta, fb[zoff : zoff + m], fb[zoff + N : zoff + N + m], codes, bt)
+            else:
+                for c in range(C):
+                    _add_gathered(eta, fb[zoff + c * N : zoff + c * N + m], codes, bt, C, c)
+            boff += nl * C
+        # likelihood: one loop per link, no per-cell dispatch (eta is overwritten)
+        y = fb[off_y + s0 : off_y + s1]
+        n = fb[off_n + s0 : off_n + s1]
+        if link == LOGIT:
+            lp += _loglik_logit(y, n, eta, r)
+        elif link == PROBIT:
+            lp += _loglik_probit(y, n, eta, r)
+        else:
+            lp += _loglik_cloglog(y, n, eta, r)
+        for k in range(K):
+            grad[k] += _dot(fb[off_x + k * N + s0 : off_x + k * N + s1], r)
+        boff = 0
+        for t in range(T):
+            rec = ib[H_TERMS] + t * TERM_WORDS
+            nl = ib[rec + T_L]
+            C = ib[rec + T_C]
+            codes = ib[ib[rec + T_CODES] + s0 : ib[rec + T_CODES] + s1]
+            zoff = ib[rec + T_Z] + s0
+            gb = gb_all[boff : boff + nl * C]
+            if C == 2:
+                _scatter_add2(gb, r, fb[zoff : zoff + m], fb[zoff + N : zoff + N + m], codes)
+            else:
+                for c in range(C):
+                    _scatter_add(gb, r, fb[zoff + c * N : zoff + c * N + m], codes, C, c)
+            boff += nl * C
+    return lp
+
+
+@numba.njit(cache=True, error_model="numpy")
+def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -> float:
+    """Log posterior density at x; writes its gradient into grad."""
+    K = ib[H_K]
+    T = ib[H_T]
     off_bp = ib[H_BPRIOR]
-    off_eta0 = ib[H_OFFSET]
     for d in range(grad.shape[0]):
         grad[d] = 0.0
     lp = fb[ib[H_CONST]]
 
     # fixed effects
-    eta = np.zeros(N)
     for k in range(K):
         pk = off_bp + 4 * k
         v, g = _prior_logp_grad(int(fb[pk]), fb[pk + 1], fb[pk + 2], fb[pk + 3], x[k])
         lp += v
         grad[k] += g
-    for i in range(N):
-        s = 0.0
-        row = off_x + i * K
-        for k in range(K):
-            s += fb[row + k] * x[k]
-        eta[i] = s + fb[off_eta0 + i]
 
     # group terms: forward pass (effects b and their prior)
     nb = 0
@@ -295,6 +609,7 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
         maxc = max(maxc, ib[rec + T_C])
     b_all = np.empty(nb)
     sd = np.empty(maxc)
+    log_sd = np.empty(maxc)
     Lc = np.empty((maxc, maxc))
     boff = 0
     for t in range(T):
@@ -324,6 +639,8 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
                 lp += (C - i - 1 + 2.0 * (eta_lkj - 1.0)) * math.log(Lc[i, i])
         cen = ib[rec + T_CENTERED]
         muidx = ib[rec + T_MUIDX]
+        for c in range(C):
+            log_sd[c] = math.log(sd[c])  # once per term, not once per centered level
         for j in range(nl):
             base = plev + j * C
             if ib[cen + j] == 1:
@@ -332,7 +649,7 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
                     mu = x[mi] if mi >= 0 else 0.0
                     bv = x[base + c] - mu
                     b_all[boff + j * C + c] = bv
-                    lp += -0.5 * (bv / sd[c]) ** 2 - math.log(sd[c]) - 0.5 * _LOG_2PI
+                    lp += -0.5 * (bv / sd[c]) ** 2 - log_sd[c] - 0.5 * _LOG_2PI
             else:
                 for c in range(C):
                     zc = x[base + c]
@@ -344,26 +661,11 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
                         b_all[boff + j * C + c] = sd[c] * w
                     else:
                         b_all[boff + j * C + c] = sd[c] * zc
-        codes = ib[rec + T_CODES]
-        zoff = ib[rec + T_Z]
-        for i in range(N):
-            lev = ib[codes + i]
-            s = 0.0
-            for c in range(C):
-                s += fb[zoff + i * C + c] * b_all[boff + lev * C + c]
-            eta[i] += s
         boff += nl * C
 
-    # likelihood
-    r = np.empty(N)
-    for i in range(N):
-        ll, d = cell_loglik(link, fb[off_y + i], fb[off_n + i], eta[i])
-        lp += ll
-        r[i] = d
-    for i in range(N):
-        row = off_x + i * K
-        for k in range(K):
-            grad[k] += fb[row + k] * r[i]
+    # the cells: eta, likelihood, and their gradient wrt beta and the effects (into gb_all)
+    gb_all = np.zeros(nb)
+    lp += _cell_pass(x, grad, ib, fb, b_all, gb_all)
 
     # group terms: backward pass
     boff = 0
@@ -377,13 +679,7 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
         fixed = ib[rec + T_SDFIXED] == 1
         for c in range(C):
             sd[c] = fb[ib[rec + T_SDPRIOR] + c] if fixed else math.exp(x[psd + c])
-        gb = np.zeros(nl * C)
-        codes = ib[rec + T_CODES]
-        zoff = ib[rec + T_Z]
-        for i in range(N):
-            lev = ib[codes + i]
-            for c in range(C):
-                gb[lev * C + c] += r[i] * fb[zoff + i * C + c]
+        gb = gb_all[boff : boff + nl * C]
         gL = np.zeros((C, C))
         if corr == 1:
             pc = ib[rec + T_PCORR]
@@ -393,7 +689,30 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
                 gL[i, i] += (C - i - 1 + 2.0 * (eta_lkj - 1.0)) / Lc[i, i]
         cen = ib[rec + T_CENTERED]
         muidx = ib[rec + T_MUIDX]
-        for j in range(nl):
+        if corr == 0:
+            # coefficient by coefficient, the SD's and mean's gradients summed in registers
+            for c in range(C):
+                inv = 1.0 / (sd[c] * sd[c])
+                sdc = sd[c]
+                g_mu = 0.0
+                g_sd = 0.0
+                for j in range(nl):
+                    k = j * C + c
+                    g_b = gb[k]
+                    bv = b_all[boff + k]
+                    if ib[cen + j] == 1:
+                        grad[plev + k] += g_b - bv * inv
+                        g_mu += -g_b + bv * inv
+                        g_sd += bv * bv * inv - 1.0
+                    else:
+                        g_sd += g_b * bv
+                        grad[plev + k] += g_b * sdc - x[plev + k]
+                mi = ib[muidx + c]
+                if mi >= 0:
+                    grad[mi] += g_mu
+                if not fixed:
+                    grad[psd + c] += g_sd
+        for j in range(nl if corr == 1 else 0):
             base = plev + j * C
             if ib[cen + j] == 1:
                 for c in range(C):

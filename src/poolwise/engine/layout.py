@@ -9,6 +9,7 @@ import numpy as np
 
 from poolwise import families, links
 from poolwise.engine import density as D
+from poolwise.errors import SpecError
 from poolwise.model import ModelSpec
 from poolwise.naming import (
     cor_name,
@@ -59,9 +60,24 @@ def _prior_words(p: Prior) -> list[float]:
     return families.get(p.family).kernel_words(p.params)
 
 
+def _cell_offset(d) -> np.ndarray:
+    """Per-cell additive term of eta: the design's ``offset`` when it has one, else zeros."""
+    off = getattr(d, "offset", None)
+    if off is None:
+        return np.zeros(d.n_cells)
+    off = np.asarray(off, dtype=float).ravel()
+    if off.shape != (d.n_cells,):
+        raise SpecError(f"the design's offset has {off.size} values for {d.n_cells} cells; "
+                        "it needs one per binomial cell")
+    if not np.all(np.isfinite(off)):
+        raise SpecError("the design's offset has non-finite values; an offset must be finite")
+    return off
+
+
 def pack(spec: ModelSpec) -> PackedModel:
     d = spec.design
     N, K, T = d.n_cells, len(d.fixed_names), len(spec.terms)
+
     # layout: header, term records, then int arrays, then float arrays
     header = [0] * D.HEADER
     records = [0] * (D.TERM_WORDS * T)
@@ -111,16 +127,18 @@ def pack(spec: ModelSpec) -> PackedModel:
             if term.estimated
             else np.array(term.sd_fixed, dtype=float)
         )
-        float_blobs += [g.Z_engine.astype(float).ravel(), sdp, np.array([term.lkj_eta])]
+        # struct of arrays: column c of Z is N contiguous words (cell i at zoff + c * N + i)
+        float_blobs += [g.Z_engine.astype(float).T.ravel(), sdp, np.array([term.lkj_eta])]
     dim = pos
     n_expanded = sum(v.size for v in variables)
 
     float_head = [
         d.y.astype(float),
         d.n.astype(float),
-        d.X_engine.astype(float).ravel(),  # centered / scaled: design.py
+        d.X_engine.astype(float).T.ravel(),  # centered / scaled: design.py; column-major
         np.array([w for p in spec.fixed_priors for w in _prior_words(p)], dtype=float),
         np.array([d.log_binom_const]),
+        _cell_offset(d),
     ]
     # assign offsets
     off = D.HEADER + len(records)
@@ -129,9 +147,6 @@ def pack(spec: ModelSpec) -> PackedModel:
         int_offsets.append(off)
         off += len(blob)
     float_offsets = []
-    # the per-cell offset goes last, so the term records' indices below are unchanged
-    eta_offset = np.zeros(N) if getattr(d, "offset", None) is None else np.asarray(d.offset, float)
-    float_blobs = float_blobs + [eta_offset]
     for blob in float_head + float_blobs:
         float_offsets.append(off)
         off += len(blob)
@@ -150,16 +165,16 @@ def pack(spec: ModelSpec) -> PackedModel:
     header[D.H_Y], header[D.H_NTRIALS], header[D.H_X], header[D.H_BPRIOR], header[D.H_CONST] = (
         float_offsets[:5]
     )
+    header[D.H_OFFSET] = float_offsets[5]
     header[D.H_TERMS] = D.HEADER
-    header[D.H_OFFSET] = float_offsets[-1]
     for t in range(T):
         base = t * D.TERM_WORDS
         records[base + D.T_CODES] = int_offsets[3 * t]
         records[base + D.T_MUIDX] = int_offsets[3 * t + 1]
         records[base + D.T_CENTERED] = int_offsets[3 * t + 2]
-        records[base + D.T_Z] = float_offsets[5 + 3 * t]
-        records[base + D.T_SDPRIOR] = float_offsets[5 + 3 * t + 1]
-        records[base + D.T_LKJ] = float_offsets[5 + 3 * t + 2]
+        records[base + D.T_Z] = float_offsets[6 + 3 * t]
+        records[base + D.T_SDPRIOR] = float_offsets[6 + 3 * t + 1]
+        records[base + D.T_LKJ] = float_offsets[6 + 3 * t + 2]
     buf[: D.HEADER] = header
     buf[D.HEADER : D.HEADER + len(records)] = records
     buf.flags.writeable = False
