@@ -725,8 +725,7 @@ def sd_prior_logpdf(prior: Any, x: np.ndarray) -> np.ndarray:
 def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[float, float]]:
     """Power-scaling sensitivity (Kallioinen et al. 2024, ``arviz_stats.psense``) of every
     estimated group SD: (prior, likelihood). The prior is the SD's own prior, evaluated at its
-    draws; the likelihood is the total log-likelihood of the data (from the ``log_likelihood``
-    group, or computed from the draws)."""
+    draws; the likelihood is the total log-likelihood of the data (computed from the cells)."""
     import arviz_stats as azs
 
     from poolwise.engine.layout import sd_name
@@ -740,17 +739,10 @@ def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[flo
     pairs = [(n, p) for n, p in pairs if n in post]
     if not pairs:
         return {}
-    if "log_likelihood" in tree.children:
-        ll_ds = tree["log_likelihood"].to_dataset()
-        ll = sum(
-            v.transpose("chain", "draw", ...).values.reshape(v.sizes["chain"], v.sizes["draw"], -1)
-            .sum(axis=-1)
-            for v in ll_ds.data_vars.values()
-        )
-    else:
-        from poolwise.posterior import row_log_likelihood
+    # the total over all rows, from the cells (the log_likelihood group is per row pattern)
+    from poolwise.cells import total_log_likelihood
 
-        ll = row_log_likelihood(spec, post).sum(axis=-1)
+    ll = total_log_likelihood(spec, post)
     coords = {"chain": post["chain"].values, "draw": post["draw"].values}
     dims = ("chain", "draw")
     out: dict[str, tuple[float, float]] = {}

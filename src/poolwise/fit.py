@@ -16,13 +16,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from poolwise.cells import expand_rows, log_likelihood_group, observed_group
 from poolwise.diagnostics import Diagnosis, diagnose, with_sensitivity
 from poolwise.engine.layout import pack
 from poolwise.engine.sampler import EngineKind, SamplerConfig, run_nuts
 from poolwise.errors import ConvergenceWarning, SamplingError, SpecError
 from poolwise.formula import Formula
 from poolwise.model import Link, ModelSpec, Parameterization, Pooling, build_model
-from poolwise.posterior import row_log_likelihood, to_original_scale
+from poolwise.posterior import to_original_scale
 from poolwise.priors import Priors
 from poolwise.repair import DEFAULT_TARGET_ACCEPT, RepairPolicy, repair_fit
 from poolwise.validate import check_run
@@ -60,6 +61,12 @@ class Fit:
 
         return summary(self, **kwargs)
 
+    def row_level(self) -> xr.DataTree:
+        """The DataTree with one entry per data row in ``observed_data`` and
+        ``log_likelihood`` (dimension ``obs``), as ArviZ expects; the fit stores them per row
+        pattern (:mod:`poolwise.cells`). For small data: it holds rows x draws values."""
+        return expand_rows(self)
+
 
 @functools.cache
 def _versions() -> tuple[tuple[str, str], ...]:
@@ -78,12 +85,9 @@ def versions() -> dict[str, str]:
 
 
 def _observed(spec: ModelSpec) -> xr.Dataset:
-    d = spec.design
-    coords = {"obs": d.row_number}
-    return xr.Dataset(
-        {"y": ("obs", d.row_y), "trials": ("obs", d.row_n)},
-        coords=coords,
-    )
+    """One entry per distinct row pattern (cell x outcome) with its row count
+    (:mod:`poolwise.cells`)."""
+    return observed_group(spec)
 
 
 def sample_spec(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool = True) -> Fit:
@@ -119,17 +123,14 @@ def sample_spec(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool 
 
 
 def _log_likelihood_group(spec: ModelSpec, post: xr.Dataset) -> xr.Dataset:
-    ll = row_log_likelihood(spec, post)
-    return xr.Dataset(
-        {"y": (("chain", "draw", "obs"), ll)},
-        coords={"chain": post["chain"].values, "draw": post["draw"].values,
-                "obs": spec.design.row_number},
-    )
+    """Per row pattern, not per row (:mod:`poolwise.cells`): rows x draws would not scale, and
+    rows of one pattern have identical values, so row-level LOO stays exact."""
+    return log_likelihood_group(spec, post)
 
 
 def with_log_likelihood(fit: Fit) -> Fit:
-    """The fit with its per-row ``log_likelihood`` group added (when missing) and its diagnosis
-    completed with the checks that need it (prior sensitivity of the group SDs)."""
+    """The fit with its ``log_likelihood`` group (per row pattern) added (when missing) and
+    its diagnosis completed with the checks that need it (prior sensitivity of the group SDs)."""
     t0 = time.perf_counter()
     idata = fit.idata
     if "log_likelihood" not in idata.children:

@@ -1,0 +1,295 @@
+"""Row patterns: per-row quantities stored once per distinct row, with a count.
+
+Rows that fall in the same binomial cell and have the same outcome (successes, trials) have
+identical pointwise values in every draw: log-likelihood, posterior predictive, LOO. So the
+fit stores them once per *pattern* (cell x outcome for Bernoulli rows; the cell itself for a
+binomial row that is alone in its cell) with the number of rows that share it, and memory and
+disk follow patterns x draws instead of rows x draws.
+
+Row-level PSIS-LOO stays exact: PSIS is deterministic in the log-likelihood draws, so each row
+gets its pattern's ``elpd_i``, ``p_loo_i`` and Pareto k, and
+
+* ``elpd_loo = sum_i count_i elpd_i``, ``p_loo = sum_i count_i p_i``;
+* ``se = sqrt(N var(elpd over rows))`` with ``var`` the count-weighted variance (``ddof=1``
+  over the ``N = sum count_i`` rows), exactly what ArviZ computes on the expanded rows.
+
+The groups of :attr:`poolwise.fit.Fit.idata`:
+
+* ``observed_data``: ``y``, ``trials``, ``count``, ``cell`` and ``first_row`` (1-based row
+  number of the pattern's first data row), dimension ``pattern``;
+* ``log_likelihood``: ``y`` with dimensions ``(chain, draw, pattern)``; its attribute
+  ``poolwise_unit`` is ``"pattern"``.
+
+ArviZ functions that take a DataTree (``arviz_stats.loo``) treat each pattern as one
+observation; for the row-level tree they expect, use :func:`expand_rows` (``fit.row_level()``),
+which repeats each pattern's values for its rows (for data small enough to hold rows x draws).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+from scipy.special import gammaln
+
+if TYPE_CHECKING:
+    from arviz_stats.utils import ELPDDataLOO
+
+    from poolwise.design import Design
+    from poolwise.fit import Fit
+    from poolwise.model import ModelSpec
+
+__all__ = [
+    "RowPatterns",
+    "expand_rows",
+    "pattern_log_likelihood",
+    "pattern_loo",
+    "row_loo",
+    "row_patterns",
+    "total_log_likelihood",
+    "PATTERN_DIM",
+]
+
+PATTERN_DIM = "pattern"
+
+
+@dataclass(frozen=True, eq=False)
+class RowPatterns:
+    """The distinct (cell, successes, trials) rows of a design, in a deterministic order (by
+    cell, then trials, then successes), with their counts and the row -> pattern map."""
+
+    cell: np.ndarray  # (P,) int64
+    y: np.ndarray  # (P,) float64
+    n: np.ndarray  # (P,) float64
+    count: np.ndarray  # (P,) int64 rows per pattern
+    first_row: np.ndarray  # (P,) 1-based data row number of the first row of each pattern
+    row_pattern: np.ndarray  # (n_rows,) int64
+
+    @property
+    def n_patterns(self) -> int:
+        return len(self.cell)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.row_pattern)
+
+    @property
+    def log_binom_const(self) -> np.ndarray:
+        """log C(n, y) per pattern (per row of the pattern)."""
+        return gammaln(self.n + 1) - gammaln(self.y + 1) - gammaln(self.n - self.y + 1)
+
+
+_CACHE: weakref.WeakKeyDictionary[Any, RowPatterns] = weakref.WeakKeyDictionary()
+
+
+def row_patterns(design: Design) -> RowPatterns:
+    """The row patterns of a design (computed once per Design object)."""
+    try:
+        return _CACHE[design]
+    except (KeyError, TypeError):
+        pass
+    cell = np.asarray(design.row_cell, dtype=np.int64)
+    y = np.asarray(design.row_y, dtype=np.float64)
+    n = np.asarray(design.row_n, dtype=np.float64)
+    if cell.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        out = RowPatterns(empty, y, n, empty, empty, empty)
+    else:
+        yi = y.astype(np.int64)
+        ni = n.astype(np.int64)
+        m = int(ni.max()) + 1
+        whole = np.array_equal(yi, y) and np.array_equal(ni, n)
+        if whole and (int(cell.max()) + 1) * m < 2**62 // max(m, 1):
+            key = (cell * m + ni) * m + yi
+            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        else:
+            keys = np.column_stack([cell.astype(np.float64), n, y])
+            _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        inverse = np.asarray(inverse, dtype=np.int64).reshape(-1)
+        count = np.bincount(inverse, minlength=len(first)).astype(np.int64)
+        rows = np.asarray(design.row_number)
+        out = RowPatterns(
+            cell=cell[first], y=y[first], n=n[first], count=count,
+            first_row=np.asarray(rows[first], dtype=np.int64), row_pattern=inverse,
+        )
+    try:
+        _CACHE[design] = out
+    except TypeError:  # pragma: no cover - not weak-referenceable
+        pass
+    return out
+
+
+# ---- pointwise quantities --------------------------------------------------------------------
+
+
+def pattern_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
+    """Log-likelihood of one row of each pattern, shape (chain, draw, n_patterns)."""
+    from poolwise.posterior import _gather_rows, cell_eta, log_p_q
+
+    pat = row_patterns(spec.design)
+    lp, lq = log_p_q(spec.link, cell_eta(spec, post))
+    ll = _gather_rows(lp, lq, pat.cell, pat.y, pat.n, pat.log_binom_const)
+    return ll.reshape(post.sizes["chain"], post.sizes["draw"], -1)
+
+
+def total_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
+    """The log-likelihood of all data rows, per draw, shape (chain, draw), from the cells
+    (equal to the sum of every row's log-likelihood)."""
+    from poolwise.posterior import cell_eta, log_p_q
+
+    d = spec.design
+    lp, lq = log_p_q(spec.link, cell_eta(spec, post))
+    y = np.asarray(d.y, dtype=float)
+    f = np.asarray(d.n, dtype=float) - y
+    # skip zero counts: 0 * -inf would be nan where p is exactly 0 or 1
+    tot = np.where(y > 0, lp * y, 0.0).sum(axis=1) + np.where(f > 0, lq * f, 0.0).sum(axis=1)
+    tot = tot + float(np.sum(row_patterns(d).log_binom_const * row_patterns(d).count))
+    return tot.reshape(post.sizes["chain"], post.sizes["draw"])
+
+
+def observed_group(spec: ModelSpec) -> xr.Dataset:
+    """The ``observed_data`` group: one entry per row pattern, with its count."""
+    pat = row_patterns(spec.design)
+    coords = {PATTERN_DIM: np.arange(pat.n_patterns)}
+    return xr.Dataset(
+        {
+            "y": (PATTERN_DIM, pat.y),
+            "trials": (PATTERN_DIM, pat.n),
+            "count": (PATTERN_DIM, pat.count),
+            "cell": (PATTERN_DIM, pat.cell),
+            "first_row": (PATTERN_DIM, pat.first_row),
+        },
+        coords=coords,
+        attrs={"poolwise_unit": PATTERN_DIM},
+    )
+
+
+def log_likelihood_group(spec: ModelSpec, post: xr.Dataset) -> xr.Dataset:
+    """The ``log_likelihood`` group: ``y`` per (chain, draw, pattern)."""
+    ll = pattern_log_likelihood(spec, post)
+    return xr.Dataset(
+        {"y": (("chain", "draw", PATTERN_DIM), ll)},
+        coords={"chain": post["chain"].values, "draw": post["draw"].values,
+                PATTERN_DIM: np.arange(ll.shape[-1])},
+        attrs={"poolwise_unit": PATTERN_DIM},
+    )
+
+
+def expand_rows(fit: Fit) -> xr.DataTree:
+    """The fit's DataTree with every per-pattern group repeated to one entry per data row
+    (dimension ``obs``, coordinate: the 1-based data row numbers), as ArviZ expects it. Memory:
+    rows x draws x 8 bytes for the log-likelihood; meant for small data."""
+    pat = row_patterns(fit.spec.design)
+    rows = np.asarray(fit.spec.design.row_number)
+    idx = pat.row_pattern
+    groups: dict[str, xr.Dataset] = {}
+    for node in fit.idata.subtree:
+        if node is fit.idata:
+            continue
+        ds = node.to_dataset()
+        if PATTERN_DIM not in ds.dims:
+            groups[node.path] = ds
+            continue
+        out = ds.isel({PATTERN_DIM: idx}).rename({PATTERN_DIM: "obs"})
+        out = out.drop_vars([v for v in ("count", "cell", "first_row") if v in out.data_vars])
+        out = out.drop_vars(PATTERN_DIM, errors="ignore").assign_coords(obs=rows)
+        out.attrs = {k: v for k, v in out.attrs.items() if k != "poolwise_unit"}
+        groups[node.path] = out
+    tree = xr.DataTree.from_dict(groups)
+    tree.attrs.update(fit.idata.attrs)
+    return tree
+
+
+# ---- LOO -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatternLOO:
+    """PSIS-LOO per row pattern (each row of a pattern has these values) with the counts."""
+
+    elpd_i: np.ndarray  # (P,)
+    p_i: np.ndarray  # (P,)
+    pareto_k: np.ndarray  # (P,)
+    count: np.ndarray  # (P,)
+    n_samples: int
+    good_k: float
+    warning: bool
+
+    def summary(self) -> tuple[float, float, float]:
+        """(elpd, se, p_loo) over the rows, exactly as ArviZ computes them on the rows."""
+        c = self.count.astype(float)
+        N = float(c.sum())
+        elpd = float(np.sum(c * self.elpd_i))
+        p = float(np.sum(c * self.p_i))
+        if N > 1:
+            mean = elpd / N
+            var = float(np.sum(c * (self.elpd_i - mean) ** 2)) / (N - 1.0)
+            se = math.sqrt(N * var)
+        else:
+            se = 0.0
+        return elpd, se, p
+
+
+def pattern_loo(fit: Fit) -> PatternLOO:
+    """PSIS-LOO (``arviz_stats.loo``) on the pattern-level log-likelihood."""
+    import arviz_stats as azs
+    from scipy.special import logsumexp
+
+    from poolwise.errors import SpecError
+
+    if "log_likelihood" not in fit.idata.children:
+        raise SpecError(
+            "the fit has no log_likelihood group; fit with log_likelihood=True (the CLI "
+            "computes it unless --no-log-likelihood is given)"
+        )
+    ll = fit.idata["log_likelihood"]["y"]
+    if PATTERN_DIM not in ll.dims:
+        raise SpecError(
+            "this fit stores a per-row log_likelihood (an older format); fit it again"
+        )
+    pat = row_patterns(fit.spec.design)
+    if ll.sizes[PATTERN_DIM] != pat.n_patterns:
+        raise SpecError(
+            f"the log_likelihood group has {ll.sizes[PATTERN_DIM]} patterns but the design "
+            f"has {pat.n_patterns}; the saved fit is inconsistent"
+        )
+    tree = xr.DataTree.from_dict({
+        "posterior": fit.idata["posterior"].to_dataset(),
+        "log_likelihood": xr.Dataset({"y": ll}),
+    })
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pareto k warnings: reported by the caller instead
+        res = azs.loo(tree, pointwise=True)
+    v = ll.transpose("chain", "draw", PATTERN_DIM).values.reshape(-1, ll.sizes[PATTERN_DIM])
+    lppd = logsumexp(v, axis=0) - math.log(v.shape[0])
+    elpd_i = np.asarray(res.elpd_i.values, dtype=float)
+    return PatternLOO(
+        elpd_i=elpd_i, p_i=lppd - elpd_i, pareto_k=np.asarray(res.pareto_k.values, dtype=float),
+        count=pat.count, n_samples=int(res.n_samples), good_k=float(res.good_k),
+        warning=bool(res.warning),
+    )
+
+
+def row_loo(fit: Fit) -> ELPDDataLOO:
+    """Row-level PSIS-LOO from the pattern-level values: an ``ELPDDataLOO`` whose pointwise
+    ``elpd_i`` and ``pareto_k`` have one entry per data row (coordinate ``obs``: the 1-based
+    row numbers), and whose elpd, se and p equal ``arviz_stats.loo(expand_rows(fit))``."""
+    from arviz_stats.utils import ELPDDataLOO
+
+    res = pattern_loo(fit)
+    pat = row_patterns(fit.spec.design)
+    obs = np.asarray(fit.spec.design.row_number)
+    idx = pat.row_pattern
+    elpd, se, p = res.summary()
+    elpd_i = xr.DataArray(res.elpd_i[idx], dims=["obs"], coords={"obs": obs})
+    k_i = xr.DataArray(res.pareto_k[idx], dims=["obs"], coords={"obs": obs})
+    return ELPDDataLOO(
+        elpd=elpd, se=se, p=p, n_samples=res.n_samples, n_data_points=len(obs), scale="log",
+        warning=res.warning, good_k=res.good_k, elpd_i=elpd_i, pareto_k=k_i,
+        approx_posterior=False,
+    )
