@@ -29,6 +29,11 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-treedepth", type=int, default=10)
     g.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and recorded)")
     g.add_argument("--cores", type=int, default=None)
+    g.add_argument(
+        "--no-log-likelihood", dest="log_likelihood", action="store_false",
+        help="do not compute or save the pointwise log-likelihood (saves memory and time; "
+        "fit.nc then cannot give LOO, and compare skips its LOO table)",
+    )
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -222,6 +227,8 @@ def _cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             target_accept=args.target_accept, max_treedepth=args.max_treedepth,
             cores=args.cores, progress=progress,
             repair=RepairPolicy(max_attempts=args.max_attempts) if args.repair else False,
+            # the log-likelihood group is only saved (LOO from fit.nc), never printed by `fit`
+            log_likelihood=args.log_likelihood and bool(args.out),
         )
     for w in caught:
         if not issubclass(w.category, ConvergenceWarning):
@@ -274,7 +281,7 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             draws=args.draws, seed=args.seed, target_accept=args.target_accept,
             max_treedepth=args.max_treedepth, cores=args.cores,
             repair=RepairPolicy(max_attempts=args.max_attempts) if args.repair else False,
-            prob=args.prob, kind=args.interval,
+            prob=args.prob, kind=args.interval, loo=args.log_likelihood,
         )
     for w in caught:
         tag = "warning" if not issubclass(w.category, ConvergenceWarning) else "NOT OK"
@@ -347,7 +354,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     result: Any
     if {"none", "partial"} <= set(subs):
         fits = {k: load_fit(folder / k) for k in subs}
-        result = compare_fits(fits, prob=args.prob, kind=args.interval)
+        loo = all("log_likelihood" in f.idata.children for f in fits.values())
+        result = compare_fits(fits, prob=args.prob, kind=args.interval, loo=loo)
     else:
         result = load_fit(folder)
     out = Path(args.output) if args.output else (
@@ -451,6 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return EXIT_NOT_OK
+    except MemoryError:
+        if args.debug:
+            raise
+        print("error: out of memory; reduce --draws or --chains, or add --no-log-likelihood",
+              file=sys.stderr)
+        return EXIT_INPUT
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 

@@ -178,7 +178,7 @@ def compare_pooling(
                 success=success, drop_missing=drop_missing, chains=chains, tune=tune,
                 draws=draws, seed=seed, target_accept=target_accept,
                 max_treedepth=max_treedepth, cores=cores, repair=repair,
-                standardize=standardize, reference=reference,
+                standardize=standardize, reference=reference, log_likelihood=loo,
             )
         caught_all.extend((pooling, w) for w in caught)
     _reemit(caught_all)

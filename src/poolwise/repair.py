@@ -639,7 +639,7 @@ def repair_fit(
 
     ``repair=False`` makes one attempt. ``target_accept_given=False`` lets the ``auto`` rule
     raise the first attempt's target_accept. The returned Fit carries the final attempt's draws,
-    its full diagnosis (with prior sensitivity when ``log_likelihood``) and the
+    its full diagnosis (with prior sensitivity; the ``log_likelihood`` group when asked) and the
     :class:`RepairLog` in ``repair_log``.
     """
     from poolwise.fit import sample_spec, with_log_likelihood
@@ -702,7 +702,8 @@ def repair_fit(
             break
         spec, config, action, _ = remedy
     assert current is not None
-    final = with_log_likelihood(current) if log_likelihood else current
+    # prior sensitivity always (from the cells); the log_likelihood group only when asked
+    final = with_log_likelihood(current, group=log_likelihood)
     advice = _advice(state, spec, final.diagnosis)
     log = RepairLog(tuple(attempts), ok=final.diagnosis.ok, stopped=stopped, advice=advice,
                     auto=auto_log)
