@@ -188,7 +188,19 @@ def _data_and_formula(args: argparse.Namespace, parser: argparse.ArgumentParser)
     return read_table(path, delimiter=args.delimiter, decimal=args.decimal), formula
 
 
-def _print_summary(df: Any, prob: float, kind: str) -> None:
+#: a group variable with more levels than 2 x this prints only its extremes (the full table
+#: is in the CSV)
+TOP_K = 10
+
+
+def _extremes(df: Any, by: str, k: int = TOP_K) -> Any:
+    """The ``k`` rows with the lowest and the ``k`` with the highest ``by``, in that order."""
+    order = df[by].to_numpy().argsort(kind="stable")
+    return df.iloc[list(order[:k]) + list(order[-k:])]
+
+
+def _print_summary(df: Any, prob: float, kind: str, spec: Any = None,
+                   full_table: str | None = None) -> None:
     import pandas as pd
 
     cols = ["mean", "sd", "lower", "upper", "ess_bulk", "ess_tail", "r_hat", "n", "raw_proportion"]
@@ -196,8 +208,29 @@ def _print_summary(df: Any, prob: float, kind: str) -> None:
     pct = f"{100 * prob:g}%"
     show = show.rename(columns={"lower": f"{kind}_{pct}_lo", "upper": f"{kind}_{pct}_hi",
                                 "raw_proportion": "raw_prop"})
+    # many groups: the population parameters, then per group variable its extremes only
+    big: list[tuple[str, int]] = []
+    if spec is not None:
+        from poolwise.engine.layout import total_name
+
+        prefix = pd.Index([str(i).partition("[")[0] for i in show.index])
+        parts = [show[~prefix.isin([total_name(t, c) for t in spec.terms
+                                    for c in t.group.coef_names])]]
+        for t in spec.terms:
+            for c in t.group.coef_names:
+                name = total_name(t, c)
+                rows = show[prefix == name]
+                if len(rows) > 2 * TOP_K:
+                    big.append((name, len(rows)))
+                    rows = _extremes(rows, "mean")
+                parts.append(rows)
+        show = pd.concat(parts)
     with pd.option_context("display.max_rows", 500, "display.width", 120):
         print(show.to_string(float_format=lambda v: f"{v:.3f}", na_rep=""))
+    where = full_table or "save it with --out DIR (summary.csv)"
+    for name, n in big:
+        print(f"({name}: {n:,} levels; shown are the {TOP_K} lowest and {TOP_K} highest means; "
+              f"full table: {where})")
 
 
 def _status_line(fit: Any) -> str:
@@ -243,7 +276,8 @@ def _cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"parameterization of ({term}): {par}")
         print(f"seed: {fit.config.seed}   chains: {fit.config.chains} x "
               f"({fit.config.tune} tune + {fit.config.draws} draws)\n")
-        _print_summary(fit.summary(prob=args.prob, kind=args.interval), args.prob, args.interval)
+        _print_summary(fit.summary(prob=args.prob, kind=args.interval), args.prob, args.interval,
+                       fit.spec, str(Path(args.out) / "summary.csv") if args.out else None)
         print()
         for f in fit.diagnosis.findings:
             print(f"{f.severity}: {f.message}")
@@ -299,8 +333,16 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             columns={"raw_proportion": "raw", "none_p_mean": "p_none",
                      "partial_p_mean": "p_partial",
                      "shift_p": "shift", "none_sd": "sd_none", "partial_sd": "sd_partial"})
+        many = len(show) > 2 * TOP_K
+        if many:  # the full table is pooling_groups.csv
+            show = _extremes(show, "p_partial")
         with pd.option_context("display.max_rows", 500, "display.width", 120):
             print(show.to_string(float_format=lambda v: f"{v:.3f}"))
+            if many:
+                where = (str(Path(args.out) / "pooling_groups.csv") if args.out
+                         else "save it with --out DIR (pooling_groups.csv)")
+                print(f"({len(g):,} groups; shown are the {TOP_K} lowest and {TOP_K} highest "
+                      f"p_partial; full table: {where})")
             print(f"\n(p: predicted proportion; sd: posterior SD of the log-odds; intervals "
                   f"{pct} {comp.kind.upper()} are in the report and the CSV files)\n")
             pop = comp.population[["model", "scale", "mean", "lower", "upper"]]
