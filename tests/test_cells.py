@@ -102,3 +102,17 @@ def test_bernoulli_patterns_are_cell_by_outcome(bern_fit):
     present = (d.y > 0).astype(int) + (d.y < d.n).astype(int)
     np.testing.assert_array_equal(per_cell, present)
     np.testing.assert_array_equal(np.bincount(pat.cell, weights=pat.count * pat.y), d.y)
+
+
+def test_chunked_pointwise_values_equal_one_pass(bern_fit, monkeypatch):
+    """Draws are processed in chunks on big data; the values do not depend on the chunking."""
+    import poolwise.cells as C
+
+    fit = bern_fit
+    whole = C.pattern_log_likelihood(fit.spec, fit.posterior)
+    tot = C.total_log_likelihood(fit.spec, fit.posterior)
+    monkeypatch.setattr(C, "CHUNK_VALUES", 7 * fit.spec.design.n_cells)  # 7 draws a chunk
+    assert C.draw_chunk(fit.spec.design.n_cells) == 7
+    np.testing.assert_array_equal(C.pattern_log_likelihood(fit.spec, fit.posterior), whole)
+    np.testing.assert_allclose(C.total_log_likelihood(fit.spec, fit.posterior), tot,
+                               rtol=1e-14, atol=0)

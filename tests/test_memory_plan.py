@@ -11,7 +11,7 @@ import pytest
 
 import poolwise
 from poolwise import validate
-from poolwise.cells import row_patterns
+from poolwise.cells import draw_chunk, row_patterns
 from poolwise.cli import main
 from poolwise.errors import SpecError
 from poolwise.engine.sampler import SamplerConfig
@@ -34,11 +34,14 @@ def test_plan_counts_patterns_not_rows(small):
     n_pat = row_patterns(spec.design).n_patterns
     assert plan.n_patterns == n_pat < spec.design.n_rows
     per_draw = 8 * (validate.POSTERIOR_COPIES * validate.stored_values_per_draw(spec)
-                    + validate.STATS_PER_DRAW + n_pat
-                    + validate.CELL_TEMPORARIES * spec.design.n_cells)
+                    + validate.STATS_PER_DRAW + n_pat)
+    cells = spec.design.n_cells
+    def temp(d):
+        return 8 * validate.CELL_TEMPORARIES * cells * 4 * min(d, draw_chunk(cells))
+
     assert plan.per_draw == per_draw
-    assert plan.first_attempt == 4 * 1000 * per_draw
-    assert plan.ladder == 4 * 8000 * per_draw
+    assert plan.first_attempt == 4 * 1000 * per_draw + temp(1000)
+    assert plan.ladder == 4 * 8000 * per_draw + temp(8000)
     off = validate.memory_plan(spec, cfg, log_likelihood=False)
     assert off.per_draw == per_draw - 8 * n_pat
 
@@ -58,7 +61,9 @@ def test_fit_caps_the_ladder_at_what_fits(small, monkeypatch):
     spec = poolwise.build_model(FORMULA, small)
     cfg = SamplerConfig(chains=4, tune=100, draws=200, seed=1)
     per_chain_draw = validate.memory_plan(spec, cfg).per_draw * 4
-    avail = per_chain_draw * 500  # 500 draws per chain fit; the ladder would reach 6400
+    cells = spec.design.n_cells
+    temp = 8 * validate.CELL_TEMPORARIES * cells * 4 * min(6400, draw_chunk(cells))
+    avail = per_chain_draw * 500 + temp  # 500 draws per chain fit; the ladder would reach 6400
     monkeypatch.setattr(validate, "available_memory_bytes", lambda: avail)
     seen = {}
 
@@ -71,7 +76,7 @@ def test_fit_caps_the_ladder_at_what_fits(small, monkeypatch):
         poolwise.fit(FORMULA, small, chains=4, tune=100, draws=200, seed=1, prior_check=False)
     policy = seen["policy"]
     assert policy.max_draws == 500
-    assert 4 * policy.max_draws * per_chain_draw // 4 <= avail
+    assert policy.max_draws * per_chain_draw + temp <= avail
     assert fit_module._ladder_draws(policy, 200, True) <= 500
 
 

@@ -127,14 +127,36 @@ def row_patterns(design: Design) -> RowPatterns:
 # ---- pointwise quantities --------------------------------------------------------------------
 
 
+#: cell values per chain held at once while pointwise quantities are computed (the draws are
+#: processed in chunks of ``draw_chunk(n_cells)``, so temporaries stay small on big data)
+CHUNK_VALUES = 1 << 21
+
+
+def draw_chunk(n_cells: int) -> int:
+    """Draws per chain processed at once (cell-sized temporaries: chains x this x cells)."""
+    return max(1, CHUNK_VALUES // max(int(n_cells), 1))
+
+
+def _chunks(post: xr.Dataset, n_cells: int) -> Any:
+    D = post.sizes["draw"]
+    step = draw_chunk(n_cells)
+    for a in range(0, D, step):
+        yield a, min(a + step, D), post.isel(draw=slice(a, min(a + step, D)))
+
+
 def pattern_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
     """Log-likelihood of one row of each pattern, shape (chain, draw, n_patterns)."""
     from poolwise.posterior import _gather_rows, cell_eta, log_p_q
 
     pat = row_patterns(spec.design)
-    lp, lq = log_p_q(spec.link, cell_eta(spec, post))
-    ll = _gather_rows(lp, lq, pat.cell, pat.y, pat.n, pat.log_binom_const)
-    return ll.reshape(post.sizes["chain"], post.sizes["draw"], -1)
+    C, D = post.sizes["chain"], post.sizes["draw"]
+    out = np.empty((C, D, pat.n_patterns))
+    const = pat.log_binom_const
+    for a, b, part in _chunks(post, spec.design.n_cells):
+        lp, lq = log_p_q(spec.link, cell_eta(spec, part))
+        ll = _gather_rows(lp, lq, pat.cell, pat.y, pat.n, const)
+        out[:, a:b, :] = ll.reshape(C, b - a, -1)
+    return out
 
 
 def total_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
@@ -143,13 +165,17 @@ def total_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
     from poolwise.posterior import cell_eta, log_p_q
 
     d = spec.design
-    lp, lq = log_p_q(spec.link, cell_eta(spec, post))
     y = np.asarray(d.y, dtype=float)
     f = np.asarray(d.n, dtype=float) - y
-    # skip zero counts: 0 * -inf would be nan where p is exactly 0 or 1
-    tot = np.where(y > 0, lp * y, 0.0).sum(axis=1) + np.where(f > 0, lq * f, 0.0).sum(axis=1)
-    tot = tot + float(np.sum(row_patterns(d).log_binom_const * row_patterns(d).count))
-    return tot.reshape(post.sizes["chain"], post.sizes["draw"])
+    C, D = post.sizes["chain"], post.sizes["draw"]
+    out = np.empty((C, D))
+    for a, b, part in _chunks(post, d.n_cells):
+        lp, lq = log_p_q(spec.link, cell_eta(spec, part))
+        # skip zero counts: 0 * -inf would be nan where p is exactly 0 or 1
+        tot = np.where(y > 0, lp * y, 0.0).sum(axis=1) + np.where(f > 0, lq * f, 0.0).sum(axis=1)
+        out[:, a:b] = tot.reshape(C, b - a)
+    pat = row_patterns(d)
+    return out + float(np.sum(pat.log_binom_const * pat.count))
 
 
 def observed_group(spec: ModelSpec) -> xr.Dataset:

@@ -293,7 +293,7 @@ def diagnose(
     and (optionally) ``sample_stats`` groups.
 
     ``spec`` (taken from a Fit) enables the model-aware checks: the few-levels and all-0/all-1
-    notes and, with ``sensitivity`` (default: when a ``log_likelihood`` group is present), the
+    notes and, with ``sensitivity`` (default: True; it is computed from the cells), the
     power-scaling prior sensitivity of every group SD.
     """
     tree, fit_spec, fit_ta = _as_tree(fit)
@@ -503,8 +503,8 @@ def diagnose(
     sens: dict[str, tuple[float, float]] = {}
     if spec is not None:
         findings.extend(_structure_findings(spec))
-        if sensitivity is None:
-            sensitivity = "log_likelihood" in tree.children
+        if sensitivity is None:  # it needs only the cells, not the log_likelihood group
+            sensitivity = True
         if sensitivity:
             sens = prior_sensitivity(tree, spec)
             findings.extend(_sensitivity_findings(sens, spec))

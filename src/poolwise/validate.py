@@ -925,9 +925,9 @@ class MemoryPlan:
     """Estimated peak bytes of a fit, before anything samples.
 
     Per draw (chains x draws of them): ``POSTERIOR_COPIES`` x the stored parameters, the
-    sampler statistics, ``CELL_TEMPORARIES`` cell-sized arrays (log-likelihood, prior
-    sensitivity) and with the log-likelihood group one value per row pattern (cell x outcome,
-    :mod:`poolwise.cells`).
+    sampler statistics and, with the log-likelihood group, one value per row pattern (cell x
+    outcome, :mod:`poolwise.cells`); plus ``CELL_TEMPORARIES`` cell-sized arrays for one chunk
+    of draws (:func:`poolwise.cells.draw_chunk`) while pointwise values are computed.
     ``first_attempt`` is the plan at the requested draws, ``ladder`` at ``max_draws`` (the
     largest attempt of the repair ladder); ``draws_that_fit`` is the most draws per chain that
     fit in ``available`` (None: unknown memory)."""
@@ -949,7 +949,6 @@ class MemoryPlan:
     def message(self) -> str:
         ll = (f" + {self.n_patterns:,} log-likelihood values (one per row pattern)"
               if self.log_likelihood else "")
-        ll += f" + {CELL_TEMPORARIES} x {self.n_cells:,} cell values"
         fit_draws = (f"; at most {self.draws_that_fit:,} draws per chain fit"
                      if self.draws_that_fit else "")
         fix = (", or skip the log-likelihood (--no-log-likelihood; log_likelihood=False), which "
@@ -959,7 +958,8 @@ class MemoryPlan:
             f"model has {self.n_group_params:,} group parameters ({self.n_params:,} parameters "
             f"in all); estimated memory {_fmt_bytes(self.first_attempt)} for {self.chains} "
             f"chains x {self.draws:,} draws x ({POSTERIOR_COPIES} x {self.n_params:,} parameters + "
-            f"{STATS_PER_DRAW} sampler statistics{ll}) x 8 bytes exceeds {avail} available"
+            f"{STATS_PER_DRAW} sampler statistics{ll}) x 8 bytes, plus cell-sized "
+            f"temporaries, exceeds {avail} available"
             f"{fit_draws} - reduce draws or chains (--draws, --chains; draws=, chains=){fix}"
         )
 
@@ -974,25 +974,30 @@ def memory_plan(
 ) -> MemoryPlan:
     """The memory a fit of ``spec`` with ``config`` needs at its peak, repair ladder included
     (:class:`MemoryPlan`)."""
-    from poolwise.cells import row_patterns
+    from poolwise.cells import draw_chunk, row_patterns
 
     d = spec.design
     if n_params is None:
         n_params = stored_values_per_draw(spec)
     n_pat = row_patterns(d).n_patterns if log_likelihood else 0
     n_cells = d.n_cells  # the prior-sensitivity check needs them too
-    per_draw = 8 * (POSTERIOR_COPIES * n_params + STATS_PER_DRAW + n_pat
-                    + CELL_TEMPORARIES * n_cells)
+    per_draw = 8 * (POSTERIOR_COPIES * n_params + STATS_PER_DRAW + n_pat)
     chains, draws = int(config.chains), int(config.draws)
     top = max(draws, int(max_draws) if max_draws is not None else draws)
+    # cell-sized temporaries: computed in chunks of draws (poolwise.cells.draw_chunk)
+    def temp(d: int) -> int:
+        return 8 * CELL_TEMPORARIES * n_cells * chains * min(d, draw_chunk(n_cells))
+
     avail = available_memory_bytes()
-    fit_draws = None if avail is None else int(avail // max(per_draw * chains, 1))
+    fit_draws = (None if avail is None
+                 else int(max(avail - temp(top), 0) // max(per_draw * chains, 1)))
     return MemoryPlan(
         chains=chains, draws=draws, max_draws=top, n_params=int(n_params),
         n_group_params=sum(t.group.n_levels * t.group.n_coefs for t in spec.terms),
         n_patterns=n_pat,
         n_cells=n_cells, log_likelihood=log_likelihood, per_draw=per_draw,
-        first_attempt=per_draw * chains * draws, ladder=per_draw * chains * top,
+        first_attempt=per_draw * chains * draws + temp(draws),
+        ladder=per_draw * chains * top + temp(top),
         available=avail, draws_that_fit=fit_draws,
     )
 
