@@ -116,3 +116,15 @@ def test_chunked_pointwise_values_equal_one_pass(bern_fit, monkeypatch):
     np.testing.assert_array_equal(C.pattern_log_likelihood(fit.spec, fit.posterior), whole)
     np.testing.assert_allclose(C.total_log_likelihood(fit.spec, fit.posterior), tot,
                                rtol=1e-14, atol=0)
+
+
+def test_fused_logit_kernel_equals_the_numpy_path(bern_fit, binom_fit):
+    import poolwise.cells as C
+
+    for fit in (bern_fit, binom_fit):
+        fused = C.pattern_log_likelihood(fit.spec, fit.posterior)
+        ref = C._pattern_ll_numpy(fit.spec, fit.posterior)
+        np.testing.assert_allclose(fused, ref, rtol=1e-12, atol=1e-12)
+        counts = row_patterns(fit.spec.design).count
+        np.testing.assert_allclose(total_log_likelihood(fit.spec, fit.posterior),
+                                   (ref * counts).sum(axis=-1), rtol=1e-12, atol=1e-9)

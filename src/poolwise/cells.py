@@ -33,6 +33,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numba
 import numpy as np
 import xarray as xr
 from scipy.special import gammaln
@@ -144,8 +145,98 @@ def _chunks(post: xr.Dataset, n_cells: int) -> Any:
         yield a, min(a + step, D), post.isel(draw=slice(a, min(a + step, D)))
 
 
+def _eta_parts(spec: ModelSpec, post: xr.Dataset) -> tuple[np.ndarray, ...]:
+    """The linear predictor as data for the fused kernel: ``beta`` (S, K) with ``X`` (cells, K),
+    and the group deviations ``dev`` (S, M) of every group term and coefficient side by side,
+    with ``idx`` (J, cells) each cell's column in ``dev`` and ``z`` (J, cells) its Z value
+    (the same algebra as :func:`poolwise.posterior.cell_eta`)."""
+    from poolwise.engine.layout import fixed_name, total_name
+    from poolwise.posterior import _draws
+
+    d = spec.design
+    S = post.sizes["chain"] * post.sizes["draw"]
+    beta = (np.column_stack([_draws(post, fixed_name(c)) for c in d.fixed_names])
+            if d.fixed_names else np.zeros((S, 0)))
+    devs, idx, zs = [], [], []
+    off = 0
+    for term in spec.terms:
+        g = term.group
+        for c, coef in enumerate(g.coef_names):
+            total = _draws(post, total_name(term, coef))
+            mi = term.mu_index[c]
+            devs.append(total - (beta[:, [mi]] if mi >= 0 else 0.0))
+            idx.append(np.asarray(g.codes, dtype=np.int64) + off)
+            zs.append(np.asarray(g.Z[:, c], dtype=np.float64))
+            off += total.shape[1]
+    n = d.n_cells
+    dev = np.ascontiguousarray(np.column_stack(devs) if devs else np.zeros((S, 0)))
+    idx_a = np.array(idx, dtype=np.int64).reshape(len(idx), n)
+    z_a = np.array(zs, dtype=np.float64).reshape(len(zs), n)
+    return (np.ascontiguousarray(beta, dtype=np.float64),
+            np.ascontiguousarray(d.X, dtype=np.float64), dev, idx_a, z_a)
+
+
+@numba.njit(cache=True, parallel=True)
+def _fused_logit(beta, X, dev, idx, z, cell, y, n, const, count, store):  # pragma: no cover
+    """Per draw: each pattern's log-likelihood (into ``out`` when ``store``) and the
+    count-weighted total, for the logit link, without cell-sized temporaries."""
+    S = beta.shape[0]
+    P = cell.shape[0]
+    K = X.shape[1]
+    J = idx.shape[0]
+    out = np.empty((S, P if store else 0))
+    total = np.zeros(S)
+    for s in numba.prange(S):
+        acc = 0.0
+        last = -1
+        lp = 0.0
+        lq = 0.0
+        for p in range(P):
+            c = cell[p]
+            if c != last:
+                eta = 0.0
+                for k in range(K):
+                    eta += X[c, k] * beta[s, k]
+                for j in range(J):
+                    eta += dev[s, idx[j, c]] * z[j, c]
+                # log expit(eta) and log expit(-eta), stable on both sides
+                if eta >= 0.0:
+                    lp = -np.log1p(np.exp(-eta))
+                    lq = lp - eta
+                else:
+                    lq = -np.log1p(np.exp(eta))
+                    lp = lq + eta
+                last = c
+            v = const[p]
+            # skip zero counts: 0 * -inf would be nan where p is exactly 0 or 1
+            if y[p] > 0:
+                v += y[p] * lp
+            if n[p] - y[p] > 0:
+                v += (n[p] - y[p]) * lq
+            if store:
+                out[s, p] = v
+            acc += count[p] * v
+        total[s] = acc
+    return out, total
+
+
+def _pointwise(spec: ModelSpec, post: xr.Dataset, store: bool) -> tuple[np.ndarray, np.ndarray]:
+    pat = row_patterns(spec.design)
+    beta, X, dev, idx, z = _eta_parts(spec, post)
+    return _fused_logit(beta, X, dev, idx, z, pat.cell, pat.y, pat.n, pat.log_binom_const,
+                        pat.count.astype(np.float64), store)
+
+
 def pattern_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
     """Log-likelihood of one row of each pattern, shape (chain, draw, n_patterns)."""
+    C, D = post.sizes["chain"], post.sizes["draw"]
+    if spec.link == "logit":
+        return _pointwise(spec, post, True)[0].reshape(C, D, -1)
+    return _pattern_ll_numpy(spec, post)
+
+
+def _pattern_ll_numpy(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
+    """Any link: cell by cell with numpy / scipy, in chunks of draws."""
     from poolwise.posterior import _gather_rows, cell_eta, log_p_q
 
     pat = row_patterns(spec.design)
@@ -165,9 +256,11 @@ def total_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
     from poolwise.posterior import cell_eta, log_p_q
 
     d = spec.design
+    C, D = post.sizes["chain"], post.sizes["draw"]
+    if spec.link == "logit":
+        return _pointwise(spec, post, False)[1].reshape(C, D)
     y = np.asarray(d.y, dtype=float)
     f = np.asarray(d.n, dtype=float) - y
-    C, D = post.sizes["chain"], post.sizes["draw"]
     out = np.empty((C, D))
     for a, b, part in _chunks(post, d.n_cells):
         lp, lq = log_p_q(spec.link, cell_eta(spec, part))
