@@ -128,3 +128,14 @@ def test_fused_logit_kernel_equals_the_numpy_path(bern_fit, binom_fit):
         counts = row_patterns(fit.spec.design).count
         np.testing.assert_allclose(total_log_likelihood(fit.spec, fit.posterior),
                                    (ref * counts).sum(axis=-1), rtol=1e-12, atol=1e-9)
+
+
+def test_row_level_view_refuses_what_does_not_fit(bern_fit, monkeypatch):
+    from poolwise import validate
+    from poolwise.errors import SpecError
+
+    monkeypatch.setattr(validate, "available_memory_bytes", lambda: 1000)
+    with pytest.raises(SpecError, match="row-level view needs .*row_loo"):
+        bern_fit.row_level()
+    # row-level LOO itself needs no row-level view
+    assert row_loo(bern_fit).n_data_points == bern_fit.spec.design.n_rows

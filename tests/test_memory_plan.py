@@ -13,8 +13,8 @@ import poolwise
 from poolwise import validate
 from poolwise.cells import draw_chunk, row_patterns
 from poolwise.cli import main
-from poolwise.errors import SpecError
 from poolwise.engine.sampler import SamplerConfig
+from poolwise.errors import SpecError
 from poolwise.repair import RepairPolicy
 
 fit_module = importlib.import_module("poolwise.fit")
@@ -96,7 +96,8 @@ def test_memory_error_after_sampling_is_a_clear_error(small, monkeypatch):
     monkeypatch.setattr(fit_module, "_log_likelihood_group", boom)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(SpecError, match="ran out of memory after sampling.*--no-log-likelihood"):
+        with pytest.raises(SpecError,
+                           match="ran out of memory after sampling.*--no-log-likelihood"):
             poolwise.fit(FORMULA, small, chains=4, tune=100, draws=100, seed=1, repair=False,
                          parameterization="noncentered", prior_check=False)
 

@@ -303,9 +303,23 @@ def expand_rows(fit: Fit) -> xr.DataTree:
     """The fit's DataTree with every per-pattern group repeated to one entry per data row
     (dimension ``obs``, coordinate: the 1-based data row numbers), as ArviZ expects it. Memory:
     rows x draws x 8 bytes for the log-likelihood; meant for small data."""
+    from poolwise.errors import SpecError
+    from poolwise.validate import _fmt_bytes, available_memory_bytes
+
     pat = row_patterns(fit.spec.design)
     rows = np.asarray(fit.spec.design.row_number)
     idx = pat.row_pattern
+    if "log_likelihood" in fit.idata.children:
+        ll = fit.idata["log_likelihood"]["y"]
+        need = 8 * len(rows) * ll.sizes["chain"] * ll.sizes["draw"]
+        avail = available_memory_bytes()
+        if avail is not None and need > avail:
+            raise SpecError(
+                f"the row-level view needs {_fmt_bytes(need)} ({len(rows):,} rows x "
+                f"{ll.sizes['chain'] * ll.sizes['draw']:,} draws x 8 bytes) but "
+                f"{_fmt_bytes(avail)} is available; use the per-pattern values with their "
+                "counts (poolwise.cells.row_loo gives row-level LOO from them)"
+            )
     groups: dict[str, xr.Dataset] = {}
     for node in fit.idata.subtree:
         if node is fit.idata:
