@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from scipy import stats
 
 import poolwise
@@ -139,3 +140,17 @@ def test_row_level_view_refuses_what_does_not_fit(bern_fit, monkeypatch):
         bern_fit.row_level()
     # row-level LOO itself needs no row-level view
     assert row_loo(bern_fit).n_data_points == bern_fit.spec.design.n_rows
+
+
+def test_loo_without_a_stored_log_likelihood_is_the_same(bern_fit):
+    """The log-likelihood is a function of the draws and the design: a fit saved without it
+    (--no-log-likelihood) still gets the same LOO."""
+    from dataclasses import replace
+
+    groups = {n.path: n.to_dataset() for n in bern_fit.idata.subtree
+              if n is not bern_fit.idata and n.name != "log_likelihood"}
+    bare = replace(bern_fit, idata=xr.DataTree.from_dict(groups))
+    assert "log_likelihood" not in bare.idata.children
+    a, b = row_loo(bare), row_loo(bern_fit)
+    assert (a.elpd, a.se, a.p) == (b.elpd, b.se, b.p)
+    np.testing.assert_array_equal(a.pareto_k.values, b.pareto_k.values)

@@ -369,18 +369,17 @@ class PatternLOO:
 
 
 def pattern_loo(fit: Fit) -> PatternLOO:
-    """PSIS-LOO (``arviz_stats.loo``) on the pattern-level log-likelihood."""
+    """PSIS-LOO (``arviz_stats.loo``) on the pattern-level log-likelihood (the fit's
+    ``log_likelihood`` group, or computed from its draws when it has none)."""
     import arviz_stats as azs
     from scipy.special import logsumexp
 
     from poolwise.errors import SpecError
 
-    if "log_likelihood" not in fit.idata.children:
-        raise SpecError(
-            "the fit has no log_likelihood group; fit with log_likelihood=True (the CLI "
-            "computes it unless --no-log-likelihood is given)"
-        )
-    ll = fit.idata["log_likelihood"]["y"]
+    if "log_likelihood" in fit.idata.children:
+        ll = fit.idata["log_likelihood"]["y"]
+    else:  # a deterministic function of the draws and the design: computed when needed
+        ll = log_likelihood_group(fit.spec, fit.posterior)["y"]
     if PATTERN_DIM not in ll.dims:
         raise SpecError(
             "this fit stores a per-row log_likelihood (an older format); fit it again"
