@@ -78,7 +78,10 @@ def test_same_seed_same_draws(bangladesh, seed_fit):
 def test_datatree_groups_and_provenance(seed_fit):
     tree = seed_fit.idata
     assert set(tree.children) >= {"posterior", "sample_stats", "observed_data", "log_likelihood"}
-    assert tree["log_likelihood"]["y"].shape == (4, 1000, 1934)
+    # per row pattern (district x outcome), with counts; fit.row_level() has one per row
+    n_pat = tree["observed_data"].sizes["pattern"]
+    assert tree["log_likelihood"]["y"].shape == (4, 1000, n_pat)
+    assert n_pat < 2 * 60 and int(tree["observed_data"]["count"].sum()) == 1934
     assert tree["sample_stats"]["diverging"].dtype == bool
     for key in ("poolwise_seed", "poolwise_versions", "poolwise_settings", "poolwise_data_sha256"):
         assert key in tree.attrs
@@ -91,7 +94,12 @@ def test_datatree_groups_and_provenance(seed_fit):
     eta = a[[labels.index(v) for v in d.groups[0].labels[d.groups[0].codes[d.row_cell]]]]
     p = 1 / (1 + np.exp(-eta))
     expected = np.sum(d.row_y * np.log(p) + (1 - d.row_y) * np.log1p(-p))
-    assert tree["log_likelihood"]["y"].values[0, 0].sum() == pytest.approx(expected, abs=1e-8)
+    ll = seed_fit.row_level()["log_likelihood"]["y"]
+    assert ll.shape == (4, 1000, 1934)
+    assert ll.values[0, 0].sum() == pytest.approx(expected, abs=1e-8)
+    counts = tree["observed_data"]["count"].values
+    assert (tree["log_likelihood"]["y"].values[0, 0] * counts).sum() == pytest.approx(
+        expected, abs=1e-8)
 
 
 def test_result_json_contract(seed_fit):

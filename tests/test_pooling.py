@@ -128,7 +128,7 @@ def test_row_loo_equals_arviz(bangladesh):
     ours = row_loo(fit)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = azs.loo(fit.idata, pointwise=True)
+        ref = azs.loo(fit.row_level(), pointwise=True)
     assert ours.n_data_points == len(df)
     assert ours.elpd == pytest.approx(ref.elpd, abs=1e-9)
     assert ours.se == pytest.approx(ref.se, abs=1e-9)

@@ -337,3 +337,42 @@ def test_half_normal_prior_hides_rather_than_fixes(bangladesh_first3):
     sd = float(fit.posterior["sd_district"].mean())
     assert sd < 0.12
     assert fit.diagnosis.has("prior_dominated") or fit.diagnosis.has("prior_sensitive")
+
+
+# ---- no pilot where the data decide ---------------------------------------------------------
+
+
+def _many_levels(seed: int, groups: int = 200, per: int = 100, sd: float = 0.5) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), per)
+    a = rng.normal(-0.3, sd, groups)
+    return pd.DataFrame({"y": rng.binomial(1, 1 / (1 + np.exp(-a[g]))), "g": g})
+
+
+def test_data_decide_the_sd_range_of_many_rich_levels(monkeypatch):
+    import poolwise.repair as R
+
+    def no_pilot(*a, **k):
+        raise AssertionError("the pilot ran although the data decide")
+
+    monkeypatch.setattr(R, "_pilot", no_pilot)
+    spec = build_model("y ~ 1 + (1 | g)", _many_levels(1))
+    new, auto = choose_parameterization(spec, SamplerConfig(seed=1))
+    (choice,) = auto.terms
+    lo, hi = choice.sd_range[0]
+    assert choice.source == "data" and lo < 0.5 < hi and hi / lo <= R.DATA_RANGE_MAX_RATIO
+    # 100 rows per level (information about 23): every level is centered, as the rule says
+    info = level_information(new.terms[0], new.design, None)[:, 0]
+    assert new.terms[0].centered.all() and (info * lo**2 > 1).all()
+
+
+def test_sparse_or_few_levels_still_need_the_pilot(bangladesh):
+    from poolwise.repair import data_sd_range
+
+    assert data_sd_range(build_model(FORMULA, bangladesh), 0) is None  # 2-118 women
+    few = _many_levels(2, groups=20)
+    assert data_sd_range(build_model("y ~ 1 + (1 | g)", few), 0) is None
+    sparse = _many_levels(3, groups=300, per=3)
+    assert data_sd_range(build_model("y ~ 1 + (1 | g)", sparse), 0) is None
+    tiny_sd = _many_levels(4, sd=0.02)  # the SD's range reaches 0: non-centering matters
+    assert data_sd_range(build_model("y ~ 1 + (1 | g)", tiny_sd), 0) is None

@@ -174,7 +174,7 @@ def test_links_end_to_end(bangladesh, link):
     rural = bangladesh.loc[bangladesh["urban"] == 0, "use.contraception"].mean()
     assert abs(sp.loc["Intercept", "mean"] - rural) < 0.06
     # the pointwise log-likelihood uses the link too
-    ll = fit.idata["log_likelihood"]["y"].values[0, 0]
+    ll = fit.row_level()["log_likelihood"]["y"].values[0, 0]
     eta = (post["Intercept"].values[0, 0] + post["b_urban"].values[0, 0] * bangladesh["urban"]
            + post["a_district"].sel(district=bangladesh["district"].values).values[0, 0]
            - post["Intercept"].values[0, 0])

@@ -78,6 +78,11 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-treedepth", type=int, default=10)
     g.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and recorded)")
     g.add_argument("--cores", type=int, default=None)
+    g.add_argument(
+        "--no-log-likelihood", dest="log_likelihood", action="store_false",
+        help="do not compute or save the pointwise log-likelihood (saves memory and time; "
+        "fit.nc then cannot give LOO, and compare skips its LOO table)",
+    )
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -140,10 +145,6 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--engine", choices=["cfunc", "pyfunc"], default="cfunc",
         help="how nutpie calls the density: compiled callbacks (default) or Python",
-    )
-    p.add_argument(
-        "--no-log-likelihood", dest="log_likelihood", action="store_false",
-        help="do not store the per-row log-likelihood (saves memory; no LOO)",
     )
     p.add_argument(
         "--no-prior-check", dest="prior_check", action="store_false",
@@ -346,11 +347,47 @@ def _data_and_formula(args: argparse.Namespace, parser: argparse.ArgumentParser)
     return read_table(path, delimiter=args.delimiter, decimal=args.decimal), formula
 
 
-def _print_summary(df: Any, prob: float, kind: str) -> None:
+#: a group variable with more levels than 2 x this prints only its extremes (the full table
+#: is in the CSV)
+TOP_K = 10
+
+
+def _extremes(df: Any, by: str, k: int = TOP_K) -> Any:
+    """The ``k`` rows with the lowest and the ``k`` with the highest ``by``, in that order."""
+    order = df[by].to_numpy().argsort(kind="stable")
+    return df.iloc[list(order[:k]) + list(order[-k:])]
+
+
+def _print_summary(df: Any, prob: float, kind: str, spec: Any = None,
+                   full_table: str | None = None) -> None:
+    """The summary with significant digits (summary.csv keeps them all) and labels escaped for
+    the terminal; with many groups, the population parameters and each group variable's
+    extremes only."""
+    import pandas as pd
+
+    from poolwise.naming import total_name
     from poolwise.summary import summary_text
 
-    # significant digits (summary.csv keeps them all); labels escaped for the terminal
-    print(summary_text(_safe_index(df), prob, kind))
+    big: list[tuple[str, int]] = []
+    show = df
+    if spec is not None:
+        prefix = pd.Index([str(i).partition("[")[0] for i in df.index])
+        parts = [df[~prefix.isin([total_name(t, c) for t in spec.terms
+                                  for c in t.group.coef_names])]]
+        for t in spec.terms:
+            for c in t.group.coef_names:
+                name = total_name(t, c)
+                rows = df[prefix == name]
+                if len(rows) > 2 * TOP_K:
+                    big.append((name, len(rows)))
+                    rows = _extremes(rows, "mean")
+                parts.append(rows)
+        show = pd.concat(parts)
+    print(summary_text(_safe_index(show), prob, kind))
+    where = full_table or "save it with --out DIR (summary.csv)"
+    for name, n in big:
+        print(f"({name}: {n:,} levels; shown are the {TOP_K} lowest and {TOP_K} highest means; "
+              f"full table: {where})")
 
 
 def _status_line(fit: Any) -> str:
@@ -391,6 +428,8 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
             cores=args.cores, progress=progress, engine=args.engine,
             log_likelihood=args.log_likelihood, prior_check=args.prior_check,
             repair=RepairPolicy(max_attempts=args.max_attempts) if args.repair else False,
+            # the log-likelihood group is only saved (LOO from fit.nc), never printed by `fit`
+            log_likelihood=args.log_likelihood and bool(args.out),
         )
     for w in caught:
         if not issubclass(w.category, ConvergenceWarning):
@@ -409,7 +448,8 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
             print(f"parameterization of ({term}): {par}")
         print(f"seed: {fit.config.seed}   chains: {fit.config.chains} x "
               f"({fit.config.tune} tune + {fit.config.draws} draws)\n")
-        _print_summary(fit.summary(prob=args.prob, kind=args.interval), args.prob, args.interval)
+        _print_summary(fit.summary(prob=args.prob, kind=args.interval), args.prob, args.interval,
+                       fit.spec, str(Path(args.out) / "summary.csv") if args.out else None)
         print()
         from poolwise.report.views import restates_a_note
 
@@ -459,7 +499,7 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
             draws=args.draws, seed=args.seed, target_accept=args.target_accept,
             max_treedepth=args.max_treedepth, cores=args.cores,
             repair=RepairPolicy(max_attempts=args.max_attempts) if args.repair else False,
-            prob=args.prob, kind=args.interval, loo=args.loo,
+            prob=args.prob, kind=args.interval, loo=args.loo and args.log_likelihood,
         )
     for w in caught:
         tag = "warning" if not issubclass(w.category, ConvergenceWarning) else "NOT OK"
@@ -482,8 +522,16 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
             columns={"raw_proportion": "raw", "none_p_mean": "p_none",
                      "partial_p_mean": "p_partial",
                      "shift_p": "shift", "none_sd": "sd_none", "partial_sd": "sd_partial"})
+        many = len(show) > 2 * TOP_K
+        if many:  # the full table is pooling_groups.csv
+            show = _extremes(show, "p_partial")
         with pd.option_context("display.max_rows", 500, "display.width", 120):
             print(_safe_index(show).to_string(float_format=fmt_sig))
+            if many:
+                where = (str(Path(args.out) / "pooling_groups.csv") if args.out
+                         else "save it with --out DIR (pooling_groups.csv)")
+                print(f"({len(g):,} groups; shown are the {TOP_K} lowest and {TOP_K} highest "
+                      f"p_partial; full table: {where})")
             print(f"\n(p: predicted proportion; sd: posterior SD of the log-odds; intervals "
                   f"{pct} {comp.kind.upper()} are in the report and the CSV files)\n")
             pop = comp.population[["model", "scale", "mean", "lower", "upper"]]
@@ -733,6 +781,12 @@ def _main(argv: Sequence[str] | None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return EXIT_NOT_OK
+    except MemoryError:
+        if args.debug:
+            raise
+        print("error: out of memory; reduce --draws or --chains, or add --no-log-likelihood",
+              file=sys.stderr)
+        return EXIT_INPUT
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 

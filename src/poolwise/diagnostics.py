@@ -336,7 +336,7 @@ def diagnose(
     and (optionally) ``sample_stats`` groups.
 
     ``spec`` (taken from a Fit) enables the model-aware checks: the few-levels and all-0/all-1
-    notes and, with ``sensitivity`` (default: when a ``log_likelihood`` group is present), the
+    notes and, with ``sensitivity`` (default: True; it is computed from the cells), the
     power-scaling prior sensitivity of every group SD.
     """
     tree, fit_spec, fit_ta = _as_tree(fit)
@@ -548,8 +548,8 @@ def diagnose(
     sens: dict[str, tuple[float, float]] = {}
     if spec is not None:
         findings.extend(_structure_findings(spec))
-        if sensitivity is None:
-            sensitivity = "log_likelihood" in tree.children
+        if sensitivity is None:  # it needs only the cells, not the log_likelihood group
+            sensitivity = True
         if sensitivity:
             sens = prior_sensitivity(tree, spec)
             findings.extend(_sensitivity_findings(sens, spec))
@@ -766,8 +766,7 @@ def sd_prior_logpdf(prior: Any, x: np.ndarray) -> np.ndarray:
 def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[float, float]]:
     """Power-scaling sensitivity (Kallioinen et al. 2024, ``arviz_stats.psense``) of every
     estimated group SD: (prior, likelihood). The prior is the SD's own prior, evaluated at its
-    draws; the likelihood is the total log-likelihood of the data (from the ``log_likelihood``
-    group, or computed from the draws)."""
+    draws; the likelihood is the total log-likelihood of the data (computed from the cells)."""
     import arviz_stats as azs
 
     from poolwise.naming import sd_name
@@ -781,17 +780,10 @@ def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[flo
     pairs = [(n, p) for n, p in pairs if n in post]
     if not pairs:
         return {}
-    if "log_likelihood" in tree.children:
-        ll_ds = tree["log_likelihood"].to_dataset()
-        ll = sum(
-            v.transpose("chain", "draw", ...).values.reshape(v.sizes["chain"], v.sizes["draw"], -1)
-            .sum(axis=-1)
-            for v in ll_ds.data_vars.values()
-        )
-    else:
-        from poolwise.posterior import row_log_likelihood
+    # the total over all rows, from the cells (the log_likelihood group is per row pattern)
+    from poolwise.cells import total_log_likelihood
 
-        ll = row_log_likelihood(spec, post).sum(axis=-1)
+    ll = total_log_likelihood(spec, post)
     coords = {"chain": post["chain"].values, "draw": post["draw"].values}
     dims = ("chain", "draw")
     out: dict[str, tuple[float, float]] = {}

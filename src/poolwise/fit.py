@@ -16,16 +16,17 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from poolwise.cells import expand_rows, log_likelihood_group, observed_group
 from poolwise.diagnostics import Diagnosis, diagnose, with_sensitivity
 from poolwise.engine.layout import pack
 from poolwise.engine.sampler import EngineKind, SamplerConfig, run_nuts
 from poolwise.errors import ConvergenceWarning, SamplingError, SpecError
 from poolwise.formula import Formula
 from poolwise.model import Link, ModelSpec, Parameterization, Pooling, build_model
-from poolwise.posterior import row_log_likelihood, to_original_scale
+from poolwise.posterior import to_original_scale
 from poolwise.priors import Priors
 from poolwise.repair import DEFAULT_TARGET_ACCEPT, RepairPolicy, repair_fit
-from poolwise.validate import check_run
+from poolwise.validate import check_run, memory_plan
 
 __all__ = ["Fit", "fit", "sample_spec", "versions", "with_log_likelihood"]
 
@@ -72,6 +73,12 @@ class Fit:
 
         return fit_html(self)
 
+    def row_level(self) -> xr.DataTree:
+        """The DataTree with one entry per data row in ``observed_data`` and
+        ``log_likelihood`` (dimension ``obs``), as ArviZ expects; the fit stores them per row
+        pattern (:mod:`poolwise.cells`). For small data: it holds rows x draws values."""
+        return expand_rows(self)
+
 
 @functools.cache
 def _versions() -> tuple[tuple[str, str], ...]:
@@ -90,12 +97,9 @@ def versions() -> dict[str, str]:
 
 
 def _observed(spec: ModelSpec) -> xr.Dataset:
-    d = spec.design
-    coords = {"obs": d.row_number}
-    return xr.Dataset(
-        {"y": ("obs", d.row_y), "trials": ("obs", d.row_n)},
-        coords=coords,
-    )
+    """One entry per distinct row pattern (cell x outcome) with its row count
+    (:mod:`poolwise.cells`)."""
+    return observed_group(spec)
 
 
 def sample_spec(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool = True) -> Fit:
@@ -108,20 +112,24 @@ def sample_spec(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool 
         spec, config, n_params=packed.n_expanded, log_likelihood=log_likelihood,
         warn_settings=False,
     )
-    tree, sampling_s = run_nuts(packed, config)
-    t1 = time.perf_counter()
-    groups: dict[str, xr.Dataset] = {
-        # the engine samples a centered / scaled design: back to the original scale (design.py)
-        "posterior": to_original_scale(spec, tree["posterior"].to_dataset()),
-        "sample_stats": tree["sample_stats"].to_dataset(),
-        "observed_data": _observed(spec),
-    }
-    if log_likelihood:
-        groups["log_likelihood"] = _log_likelihood_group(spec, groups["posterior"])
-    idata = xr.DataTree.from_dict(groups)
-    diagnosis = diagnose(
-        idata, target_accept=config.target_accept, spec=spec, sensitivity=log_likelihood
-    )
+    try:
+        tree, sampling_s = run_nuts(packed, config)
+        t1 = time.perf_counter()
+        groups: dict[str, xr.Dataset] = {
+            # the engine samples a centered / scaled design: back to the original scale
+            "posterior": to_original_scale(spec, tree["posterior"].to_dataset()),
+            "sample_stats": tree["sample_stats"].to_dataset(),
+            "observed_data": _observed(spec),
+        }
+        del tree
+        if log_likelihood:
+            groups["log_likelihood"] = _log_likelihood_group(spec, groups["posterior"])
+        idata = xr.DataTree.from_dict(groups)
+        diagnosis = diagnose(
+            idata, target_accept=config.target_accept, spec=spec, sensitivity=log_likelihood
+        )
+    except MemoryError:
+        raise SpecError(_out_of_memory(spec, config, log_likelihood)) from None
     t2 = time.perf_counter()
     timings = {"sampling_s": sampling_s, "total_s": t2 - t0, "postprocess_s": t2 - t1}
     idata.attrs.update(_provenance(spec, config))
@@ -131,31 +139,48 @@ def sample_spec(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool 
 
 
 def _log_likelihood_group(spec: ModelSpec, post: xr.Dataset) -> xr.Dataset:
-    ll = row_log_likelihood(spec, post)
-    return xr.Dataset(
-        {"y": (("chain", "draw", "obs"), ll)},
-        coords={"chain": post["chain"].values, "draw": post["draw"].values,
-                "obs": spec.design.row_number},
-    )
+    """Per row pattern, not per row (:mod:`poolwise.cells`): rows x draws would not scale, and
+    rows of one pattern have identical values, so row-level LOO stays exact."""
+    return log_likelihood_group(spec, post)
 
 
-def with_log_likelihood(fit: Fit) -> Fit:
-    """The fit with its per-row ``log_likelihood`` group added (when missing) and its diagnosis
-    completed with the checks that need it (prior sensitivity of the group SDs)."""
+def with_log_likelihood(fit: Fit, *, group: bool = True) -> Fit:
+    """The fit with its ``log_likelihood`` group (per row pattern) added (when missing; not
+    with ``group=False``) and its diagnosis completed with the checks that need the total
+    log-likelihood (prior sensitivity of the group SDs, computed from the cells)."""
     t0 = time.perf_counter()
     idata = fit.idata
-    if "log_likelihood" not in idata.children:
-        groups = {node.path: node.to_dataset() for node in idata.subtree if node is not idata}
-        groups["/log_likelihood"] = _log_likelihood_group(fit.spec, fit.posterior)
-        new = xr.DataTree.from_dict(groups)
-        new.attrs.update(idata.attrs)
-        idata = new
-    diagnosis = with_sensitivity(fit.diagnosis, idata, fit.spec)
+    try:
+        if group and "log_likelihood" not in idata.children:
+            groups = {node.path: node.to_dataset() for node in idata.subtree if node is not idata}
+            groups["/log_likelihood"] = _log_likelihood_group(fit.spec, fit.posterior)
+            new = xr.DataTree.from_dict(groups)
+            new.attrs.update(idata.attrs)
+            idata = new
+        diagnosis = with_sensitivity(fit.diagnosis, idata, fit.spec)
+    except MemoryError:
+        raise SpecError(_out_of_memory(fit.spec, fit.config, True)) from None
     timings = dict(fit.timings)
     extra = time.perf_counter() - t0
     timings["postprocess_s"] = timings.get("postprocess_s", 0.0) + extra
     timings["total_s"] = timings.get("total_s", 0.0) + extra
     return replace(fit, idata=idata, diagnosis=diagnosis, timings=timings)
+
+
+def _out_of_memory(spec: ModelSpec, config: SamplerConfig, log_likelihood: bool) -> str:
+    plan = memory_plan(spec, config, log_likelihood=log_likelihood)
+    return "ran out of memory after sampling; " + plan.message().replace(
+        " exceeds ", " against ", 1)
+
+
+def _ladder_draws(policy: RepairPolicy, draws: int, repair: bool) -> int:
+    """The most draws per chain that any attempt of the repair ladder can use
+    (:func:`poolwise.repair._next_remedy` multiplies them by ``tune_factor`` per attempt, up
+    to ``max_draws``)."""
+    if not repair or policy.max_attempts <= 1:
+        return draws
+    grown = draws * policy.tune_factor ** (policy.max_attempts - 1)
+    return max(draws, min(grown, policy.max_draws))
 
 
 def _provenance(spec: ModelSpec, config: SamplerConfig) -> dict[str, str]:
@@ -247,6 +272,12 @@ def fit(
     # before anything samples (the pilot run included): flat priors on separated data,
     # memory for the draws (errors), weak settings (warnings, kept in Fit.warnings)
     run_warnings = check_run(spec, config, log_likelihood=log_likelihood)
+    # the memory plan covers the repair ladder: cap its draws at what fits (the first attempt
+    # fits, check_run says so), so a repair attempt can never run out of memory
+    plan = memory_plan(spec, config, log_likelihood=log_likelihood,
+                       max_draws=_ladder_draws(policy, draws, bool(repair)))
+    if plan.available is not None and plan.ladder > plan.available and plan.draws_that_fit:
+        policy = replace(policy, max_draws=max(draws, min(policy.max_draws, plan.draws_that_fit)))
     prior_warnings: tuple[str, ...] = ()
     if prior_check:
         from poolwise.prior_predictive import check_prior_predictive

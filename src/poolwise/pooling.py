@@ -191,6 +191,7 @@ def compare_pooling(
                 draws=draws, seed=seed, target_accept=target_accept,
                 max_treedepth=max_treedepth, cores=cores, repair=repair,
                 standardize=standardize, reference=reference, offset=offset,
+                log_likelihood=loo,
             )
         caught_all.extend((pooling, w) for w in caught)
     _reemit(caught_all)
@@ -437,52 +438,15 @@ def _population_table(
 def row_loo(fit: Fit) -> ELPDDataLOO:
     """Row-level PSIS-LOO (``arviz_stats.loo``) with pointwise values for every data row.
 
-    Rows that fall in the same binomial cell with the same outcome have identical
-    log-likelihood draws, hence identical importance weights and LOO values: PSIS is run once
-    per distinct (cell, successes, trials) pattern and the results are expanded to rows.
-    The result equals ``arviz_stats.loo(fit.idata, pointwise=True)`` exactly, at a fraction
-    of the cost (arviz-stats smooths one observation at a time in Python).
+    The fit stores its log-likelihood per row pattern (cell x outcome) with counts
+    (:mod:`poolwise.cells`): rows of one pattern have identical log-likelihood draws, hence
+    identical importance weights and LOO values, so PSIS runs once per pattern and elpd, se
+    and p are count-weighted. The result equals ``arviz_stats.loo(fit.row_level(),
+    pointwise=True)`` exactly, at a fraction of the cost and memory.
     """
-    import arviz_stats as azs
-    import xarray as xr
-    from arviz_stats.utils import ELPDDataLOO
+    from poolwise.cells import row_loo as _row_loo
 
-    if "log_likelihood" not in fit.idata.children:
-        raise SpecError("the fit has no log_likelihood group; fit with log_likelihood=True")
-    d = fit.spec.design
-    keys = np.column_stack([d.row_cell, d.row_y, d.row_n])
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    ll = fit.idata["log_likelihood"]["y"]
-    small = ll.isel(obs=first).rename({"obs": "pattern"})
-    small = small.assign_coords(pattern=np.arange(len(first)))
-    tree = xr.DataTree.from_dict({
-        "posterior": fit.idata["posterior"].to_dataset(),
-        "log_likelihood": xr.Dataset({"y": small}),
-    })
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Pareto k warnings: reported as ParetoK instead
-        res = azs.loo(tree, pointwise=True)
-    obs = np.asarray(ll["obs"])
-    n_samples = int(res.n_samples)
-    llv = small.values.reshape(-1, small.shape[-1])
-    lppd = _logmeanexp(llv)
-    elpd_i = xr.DataArray(np.asarray(res.elpd_i.values)[inverse], dims=["obs"], coords={"obs": obs})
-    k_i = xr.DataArray(np.asarray(res.pareto_k.values)[inverse], dims=["obs"], coords={"obs": obs})
-    p_i = xr.DataArray((lppd - np.asarray(res.elpd_i.values))[inverse], dims=["obs"],
-                       coords={"obs": obs})
-    elpd, se, p, _ = elpd_i.azstats.loo_summary(p_i)
-    return ELPDDataLOO(
-        elpd=float(elpd), se=float(se), p=float(p), n_samples=n_samples,
-        n_data_points=len(obs), scale="log", warning=bool(res.warning), good_k=res.good_k,
-        elpd_i=elpd_i, pareto_k=k_i, approx_posterior=False,
-    )
-
-
-def _logmeanexp(x: np.ndarray) -> np.ndarray:
-    from scipy.special import logsumexp
-
-    return logsumexp(x, axis=0) - math.log(x.shape[0])
+    return _row_loo(fit)
 
 
 def _loo_compare(fits: Mapping[str, Fit]) -> tuple[pd.DataFrame, dict[str, ParetoK]]:

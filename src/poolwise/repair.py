@@ -1,6 +1,8 @@
 """Choosing the parameterization, and repairing a fit whose diagnostics fail.
 
-``parameterization="auto"`` (:func:`choose_parameterization`): a short pilot run (every level
+``parameterization="auto"`` (:func:`choose_parameterization`): where the data decide the SD's
+range (many levels, each with plenty of rows: :func:`data_sd_range`, a method-of-moments
+estimate) no pilot runs; otherwise a short pilot run (every level
 non-centered, 300 tuning + 300 draws per chain at target_accept 0.9, no log-likelihood, no
 diagnostics) estimates the 5%-95% range ``[s_lo, s_hi]`` of every group SD and each cell's
 success probability; :func:`poolwise.model.resolve_parameterization` then centers exactly the
@@ -73,6 +75,7 @@ __all__ = [
     "TermChoice",
     "AutoChoice",
     "choose_parameterization",
+    "data_sd_range",
     "funnel_severity",
     "recommend_target_accept",
     "repair_fit",
@@ -127,7 +130,7 @@ class TermChoice:
 
     term: str
     sd_range: tuple[tuple[float, float], ...]  # per coefficient: (s_lo, s_hi)
-    source: str  # "pilot", "prior", "fixed SD" or "attempt N"
+    source: str  # "pilot", "data", "prior", "fixed SD" or "attempt N"
     n_centered: int
     n_levels: int
     severity: float
@@ -364,8 +367,10 @@ def choose_parameterization(
 ) -> tuple[ModelSpec, AutoChoice]:
     """Resolve every term whose requested parameterization is ``"auto"``.
 
-    With ``pilot`` (and at least one estimated SD among them) a short pilot run estimates the
-    SD ranges and the cell probabilities; otherwise the SD priors' 5%-95% ranges are used.
+    A term whose SD range the data decide (:func:`data_sd_range`) needs no pilot. For the
+    others, with ``pilot`` (and at least one estimated SD among them) a short pilot run
+    estimates the SD ranges and the cell probabilities; otherwise the SD priors' 5%-95% ranges
+    are used.
     Returns the resolved spec and what was decided (with the recommended target_accept).
     """
     from poolwise.model import sd_prior_range
@@ -376,10 +381,19 @@ def choose_parameterization(
         return spec, AutoChoice((), None, 0.0)
     post = None
     cell_p = None
+    # where the data decide the SD's range (many levels, each well informed), no pilot
+    from_data = {i: data_sd_range(spec, i) for i in auto_idx}
+    from_data = {i: r for i, r in from_data.items() if r is not None}
     # correlated terms are always non-centered: a pilot only helps the others
-    if pilot and any(spec.terms[i].estimated and not spec.terms[i].correlated for i in auto_idx):
+    if pilot and any(spec.terms[i].estimated and not spec.terms[i].correlated
+                     and i not in from_data for i in auto_idx):
         post = _pilot(spec.with_parameterization("noncentered"), config)
         cell_p = _cell_p(spec, post)
+    elif from_data:
+        # each cell at its level's empirical proportion (the data-decided term is the only one)
+        g = spec.terms[next(iter(from_data))].group
+        s_, n_ = np.asarray(g.level_successes, float), np.asarray(g.level_trials, float)
+        cell_p = ((s_ + 0.5) / (n_ + 1.0))[g.codes]
     terms = list(spec.terms)
     choices = []
     for i in auto_idx:
@@ -388,6 +402,8 @@ def choose_parameterization(
             rng, source = sd_prior_range(t), "fixed SD"
         elif post is not None:
             rng, source = _sd_range_from(post, t), "pilot"
+        elif i in from_data:
+            rng, source = from_data[i], "data"
         else:
             rng, source = sd_prior_range(t, SD_QUANTILES), "prior"
         if not np.isfinite(rng).all():
@@ -401,6 +417,66 @@ def choose_parameterization(
     picked = tuple(_term_choice(new_spec, i, rng, src, cell_p, fl) for i, rng, src, fl in choices)
     sev = max((c.severity for c in picked), default=1.0)
     return new_spec, AutoChoice(picked, recommend_target_accept(sev), time.perf_counter() - t0)
+
+
+#: the SD range is taken from the data, without a pilot, only with at least this many levels
+DATA_RANGE_MIN_LEVELS = 30
+#: ... and when the data pin the SD down to within this factor (s_hi / s_lo)
+DATA_RANGE_MAX_RATIO = 2.0
+
+
+def data_sd_range(spec: ModelSpec, t_index: int) -> np.ndarray | None:
+    """The plausible range of a group SD read off the data, or None where the data do not
+    decide it (then the pilot does).
+
+    For the one intercept-only group term of a logit model with at least
+    :data:`DATA_RANGE_MIN_LEVELS` levels: each level's empirical log-odds
+    ``e_j = log((s_j + 1/2) / (f_j + 1/2))`` with sampling variance
+    ``v_j = 1/(s_j + 1/2) + 1/(f_j + 1/2)``; the between-level variance is the variance of the
+    residuals of ``e_j`` on the levels' mean fixed-effect columns (so group-level predictors do
+    not count as spread) minus the mean ``v_j`` (the method of moments, DerSimonian & Laird),
+    with standard error ``sqrt(2 / (L - 1)) (tau^2 + mean v)``. The range is ``tau^2 +- 2 SE``;
+    the data decide when its low end is above 0 and ``s_hi / s_lo <=``
+    :data:`DATA_RANGE_MAX_RATIO` (many levels, each with plenty of rows: say 200 groups of 100
+    rows). Sparse levels (the seed's districts with 2-10 women) make ``mean v`` large and
+    leave the decision to the pilot.
+    """
+    t = spec.terms[t_index]
+    g = t.group
+    if (len(spec.terms) != 1 or spec.link != "logit" or not t.estimated or t.correlated
+            or tuple(g.coef_names) != ("Intercept",) or g.n_levels < DATA_RANGE_MIN_LEVELS):
+        return None
+    d = spec.design
+    s = np.asarray(g.level_successes, dtype=float)
+    n = np.asarray(g.level_trials, dtype=float)
+    f = n - s
+    e = np.log((s + 0.5) / (f + 0.5))
+    v = 1.0 / (s + 0.5) + 1.0 / (f + 0.5)
+    L = g.n_levels
+    X = np.asarray(d.X, dtype=float)
+    if X.shape[1]:
+        # each level's mean of every fixed column (weighted by trials)
+        xbar = np.column_stack([
+            np.bincount(g.codes, weights=d.n * X[:, k], minlength=L) / np.maximum(n, 1e-300)
+            for k in range(X.shape[1])
+        ])
+        if "Intercept" not in d.fixed_names:
+            xbar = np.column_stack([np.ones(L), xbar])
+        coef, *_ = np.linalg.lstsq(xbar, e, rcond=None)
+        rank = int(np.linalg.matrix_rank(xbar))
+        resid = e - xbar @ coef
+    else:
+        rank, resid = 1, e - e.mean()
+    if L - rank < DATA_RANGE_MIN_LEVELS:
+        return None
+    total = float(resid @ resid) / (L - rank)
+    mv = float(v.mean())
+    tau2 = total - mv
+    se = math.sqrt(2.0 / (L - 1)) * (max(tau2, 0.0) + mv)
+    lo2, hi2 = tau2 - 2.0 * se, tau2 + 2.0 * se
+    if not (math.isfinite(lo2) and lo2 > 0.0) or math.sqrt(hi2 / lo2) > DATA_RANGE_MAX_RATIO:
+        return None
+    return np.array([[math.sqrt(lo2), math.sqrt(hi2)]])
 
 
 def _one_centered_term_per_mean(terms: list, choices: list) -> list:
@@ -669,7 +745,7 @@ def repair_fit(
 
     ``repair=False`` makes one attempt. ``target_accept_given=False`` lets the ``auto`` rule
     raise the first attempt's target_accept. The returned Fit carries the final attempt's draws,
-    its full diagnosis (with prior sensitivity when ``log_likelihood``) and the
+    its full diagnosis (with prior sensitivity; the ``log_likelihood`` group when asked) and the
     :class:`RepairLog` in ``repair_log``.
     """
     from poolwise.fit import sample_spec, with_log_likelihood
@@ -735,7 +811,8 @@ def repair_fit(
             break
         spec, config, action, _ = remedy
     assert current is not None
-    final = with_log_likelihood(current) if log_likelihood else current
+    # prior sensitivity always (from the cells); the log_likelihood group only when asked
+    final = with_log_likelihood(current, group=log_likelihood)
     advice = _advice(state, spec, final.diagnosis)
     log = RepairLog(tuple(attempts), ok=final.diagnosis.ok, stopped=stopped, advice=advice,
                     auto=auto_log)

@@ -76,16 +76,25 @@ def summary(
     df["n"] = np.nan
     df["successes"] = np.nan
     df["raw_proportion"] = np.nan
+    keys: list[str] = []
+    trials: list[np.ndarray] = []
+    succ: list[np.ndarray] = []
     for term in spec.terms:
         g = term.group
         for coef in g.coef_names:
             name = total_name(term, coef)
-            for j, lab in enumerate(g.labels):
-                key = f"{name}[{lab}]"
-                if key in df.index:
-                    df.loc[key, "n"] = g.level_trials[j]
-                    df.loc[key, "successes"] = g.level_successes[j]
-                    df.loc[key, "raw_proportion"] = g.level_successes[j] / g.level_trials[j]
+            keys.extend(f"{name}[{lab}]" for lab in g.labels)
+            trials.append(np.asarray(g.level_trials, dtype=float))
+            succ.append(np.asarray(g.level_successes, dtype=float))
+    if keys:  # one vectorized lookup, not one .loc per level (10^5 levels)
+        pos = df.index.get_indexer(pd.Index(keys))
+        hit = pos >= 0
+        n_all, s_all = np.concatenate(trials)[hit], np.concatenate(succ)[hit]
+        rows = pos[hit]
+        for col, vals in (("n", n_all), ("successes", s_all), ("raw_proportion", s_all / n_all)):
+            arr = df[col].to_numpy(dtype=float, copy=True)
+            arr[rows] = vals
+            df[col] = arr
     df.attrs.update({"prob": prob, "kind": kind, "scale": scale})
     df.attrs["priors"] = priors_by_parameter(spec)
     df.attrs["scaling"] = scaling_dict(spec)

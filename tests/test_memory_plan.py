@@ -1,0 +1,128 @@
+"""The memory plan covers the whole fit, repair ladder included; running out of memory is a
+clear error (exit 3) that names the flags that fix it, never a traceback."""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+import numpy as np
+import pytest
+
+import poolwise
+from poolwise import validate
+from poolwise.cells import draw_chunk, row_patterns
+from poolwise.cli import main
+from poolwise.engine.sampler import SamplerConfig
+from poolwise.errors import SpecError
+from poolwise.repair import RepairPolicy
+
+fit_module = importlib.import_module("poolwise.fit")
+
+FORMULA = "use.contraception ~ 1 + urban + (1 | district)"
+
+
+@pytest.fixture(scope="module")
+def small(bangladesh):
+    return bangladesh[bangladesh["district"].isin(range(4, 12))].reset_index(drop=True)
+
+
+def test_plan_counts_patterns_not_rows(small):
+    spec = poolwise.build_model(FORMULA, small)
+    cfg = SamplerConfig(chains=4, tune=1000, draws=1000, seed=1)
+    plan = validate.memory_plan(spec, cfg, log_likelihood=True, max_draws=8000)
+    n_pat = row_patterns(spec.design).n_patterns
+    assert plan.n_patterns == n_pat < spec.design.n_rows
+    per_draw = 8 * (validate.POSTERIOR_COPIES * validate.stored_values_per_draw(spec)
+                    + validate.STATS_PER_DRAW + n_pat)
+    cells = spec.design.n_cells
+    def temp(d):
+        return 8 * validate.CELL_TEMPORARIES * cells * 4 * min(d, draw_chunk(cells))
+
+    assert plan.per_draw == per_draw
+    assert plan.first_attempt == 4 * 1000 * per_draw + temp(1000)
+    assert plan.ladder == 4 * 8000 * per_draw + temp(8000)
+    off = validate.memory_plan(spec, cfg, log_likelihood=False)
+    assert off.per_draw == per_draw - 8 * n_pat
+
+
+def test_ladder_draws_follow_the_repair_policy():
+    p = RepairPolicy(max_attempts=6, tune_factor=2, max_draws=8000)
+    assert fit_module._ladder_draws(p, 1000, True) == 8000
+    assert fit_module._ladder_draws(p, 100, True) == 3200
+    assert fit_module._ladder_draws(p, 1000, False) == 1000
+    assert fit_module._ladder_draws(RepairPolicy(max_attempts=1), 1000, True) == 1000
+    assert fit_module._ladder_draws(p, 9000, True) == 9000
+
+
+def test_fit_caps_the_ladder_at_what_fits(small, monkeypatch):
+    """The first attempt fits, the ladder's largest would not: the policy handed to the repair
+    loop never lets an attempt's draws exceed available memory."""
+    spec = poolwise.build_model(FORMULA, small)
+    cfg = SamplerConfig(chains=4, tune=100, draws=200, seed=1)
+    per_chain_draw = validate.memory_plan(spec, cfg).per_draw * 4
+    cells = spec.design.n_cells
+    temp = 8 * validate.CELL_TEMPORARIES * cells * 4 * min(6400, draw_chunk(cells))
+    avail = per_chain_draw * 500 + temp  # 500 draws per chain fit; the ladder would reach 6400
+    monkeypatch.setattr(validate, "available_memory_bytes", lambda: avail)
+    seen = {}
+
+    def fake_repair_fit(spec, config, *, policy, **kw):
+        seen["policy"], seen["config"] = policy, config
+        raise SpecError("stop here")
+
+    monkeypatch.setattr(fit_module, "repair_fit", fake_repair_fit)
+    with pytest.raises(SpecError, match="stop here"):
+        poolwise.fit(FORMULA, small, chains=4, tune=100, draws=200, seed=1, prior_check=False)
+    policy = seen["policy"]
+    assert policy.max_draws == 500
+    assert policy.max_draws * per_chain_draw + temp <= avail
+    assert fit_module._ladder_draws(policy, 200, True) <= 500
+
+
+def test_first_attempt_too_large_names_the_flags(small, monkeypatch):
+    monkeypatch.setattr(validate, "available_memory_bytes", lambda: 100_000)
+    with pytest.raises(SpecError) as info:
+        poolwise.fit(FORMULA, small, seed=1, prior_check=False)
+    msg = str(info.value)
+    for flag in ("--draws", "--chains", "--no-log-likelihood", "exceeds 100.0 kB available"):
+        assert flag in msg
+
+
+def test_memory_error_after_sampling_is_a_clear_error(small, monkeypatch):
+    def boom(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(fit_module, "_log_likelihood_group", boom)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(SpecError,
+                           match="ran out of memory after sampling.*--no-log-likelihood"):
+            poolwise.fit(FORMULA, small, chains=4, tune=100, draws=100, seed=1, repair=False,
+                         parameterization="noncentered", prior_check=False)
+
+
+def test_cli_memory_error_exit_3(small, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "d.csv"
+    small.to_csv(path, index=False)
+    monkeypatch.setattr(validate, "available_memory_bytes", lambda: 100_000)
+    # with --out the log-likelihood is saved, so the plan includes it and names the flag
+    rc = main(["fit", str(path), "-f", FORMULA, "--seed", "1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 3
+    assert "error:" in err and "--no-log-likelihood" in err and "Traceback" not in err
+
+
+def test_cli_no_log_likelihood(small, tmp_path, capsys):
+    path = tmp_path / "d.csv"
+    small.to_csv(path, index=False)
+    out = tmp_path / "out"
+    rc = main(["fit", str(path), "-f", FORMULA, "--seed", "1", "--tune", "200", "--draws",
+               "200", "--no-log-likelihood", "--out", str(out), "-q"])
+    assert rc in (0, 1)
+    loaded = poolwise.load_fit(out)
+    assert "log_likelihood" not in loaded.idata.children
+    assert "posterior" in loaded.idata.children
+    # the prior-sensitivity check still ran (it needs only the cells)
+    assert loaded.diagnosis.sensitivity
+    assert np.isfinite(list(loaded.diagnosis.sensitivity.values())[0]).all()
