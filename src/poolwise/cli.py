@@ -426,7 +426,7 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
             chains=args.chains, tune=args.tune, draws=args.draws, seed=args.seed,
             target_accept=args.target_accept, max_treedepth=args.max_treedepth,
             cores=args.cores, progress=progress, engine=args.engine,
-            log_likelihood=args.log_likelihood, prior_check=args.prior_check,
+            prior_check=args.prior_check,
             repair=RepairPolicy(max_attempts=args.max_attempts) if args.repair else False,
             # the log-likelihood group is only saved (LOO from fit.nc), never printed by `fit`
             log_likelihood=args.log_likelihood and bool(args.out),

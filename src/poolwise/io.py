@@ -140,7 +140,18 @@ def _types() -> dict[str, type]:
     from poolwise.diagnostics import Diagnosis, Finding, Funnel
     from poolwise.engine.sampler import SamplerConfig
     from poolwise.formula.terms import (
-        BinOp, Bool, Call, Col, Formula, GroupTerm, Neg, Num, Paren, Response, Str, Term,
+        BinOp,
+        Bool,
+        Call,
+        Col,
+        Formula,
+        GroupTerm,
+        Neg,
+        Num,
+        Paren,
+        Response,
+        Str,
+        Term,
     )
     from poolwise.formula.transforms import Encoding, TransformState, VariableEncoding
     from poolwise.model import ModelSpec, TermSpec
