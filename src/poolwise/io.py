@@ -25,7 +25,7 @@ What the tree holds besides the draws (``posterior``, ``sample_stats``, ``observ
   format version raises :class:`~poolwise.errors.StoreError` (CLI exit 3). Format 1 files
   (types named ``module:qualname``) are read through the same allowlist, matched exactly;
 * root attributes, all JSON strings (netCDF cannot store dict attributes and changes
-  1-element and empty lists; RELIABILITY.md section 4): the provenance written by
+  1-element and empty lists; docs/reliability.md G4): the provenance written by
   :func:`poolwise.fit.sample_spec` (formula, settings, seed, versions of poolwise, nutpie,
   numba, numpy..., input SHA-256, rows and columns used), plus ``poolwise_timings``,
   ``poolwise_warnings``, ``poolwise_repair_log``, ``poolwise_diagnosis`` (readable copies for
