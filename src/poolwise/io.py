@@ -562,10 +562,10 @@ def write_tree(tree: xr.DataTree, path: str | Path) -> Path:
     else:
         # a Fletcher-32 checksum on every numeric array: a damaged (bit-flipped) file fails
         # to read instead of loading changed draws (HDF5 filters cannot apply to strings)
-        # Large arrays of the design group (the row maps: cell, successes, trials and row number
-        # of every data row) and large integer arrays are also deflated with byte shuffling: 1..n and cell codes shrink 10-100x,
-        # at a fraction of a second per million rows. Draws (floats) barely compress; they
-        # are left as they are.
+        # Large arrays of the design group (the row maps: cell, successes, trials and row
+        # number of every data row) and large integer arrays are also deflated with byte
+        # shuffling: 1..n and cell codes shrink 10-100x, at a fraction of a second per million
+        # rows. Draws (floats) barely compress; they are left as they are.
         def var_encoding(node: xr.DataTree, var: xr.Variable) -> dict[str, Any]:
             enc: dict[str, Any] = {"fletcher32": True}
             row_map = node.name == DESIGN_GROUP or var.dtype.kind in "biu"
