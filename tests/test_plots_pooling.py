@@ -151,3 +151,61 @@ def test_shrinkage_2d_for_varying_slopes():
     arrows = [c for c in ax.texts if getattr(c, "arrow_patch", None) is not None]
     assert len(arrows) == J
     assert "slope of x" in ax.get_ylabel()
+
+
+@pytest.fixture(scope="module")
+def comp_predictors(bangladesh):
+    import warnings
+
+    df = bangladesh[bangladesh["district"] <= 14].reset_index(drop=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", poolwise.ConvergenceWarning)
+        comp = compare_pooling("use.contraception ~ urban + age.centered + (1 | district)", df,
+                               tune=300, draws=300, seed=31, loo=False)
+    return comp, df
+
+
+def _points(ax):
+    """(label, y) of the plotted point series (markers without lines)."""
+    return {line.get_label(): np.asarray(line.get_ydata(), dtype=float)
+            for line in ax.get_lines() if line.get_marker() in ("o", "x")}
+
+
+def test_proportions_plot_with_predictors_compares_like_with_like(comp_predictors):
+    """Each district's posterior mean proportion over its own rows (recomputed here from the
+    draws and the data rows), not the proportion at urban = 0 and age = 0."""
+    from scipy.special import expit
+
+    comp, df = comp_predictors
+    fig = plot_predicted_proportions(comp)
+    ax = fig.axes[0]
+    pts = _points(ax)
+    partial = next(v for k, v in pts.items() if k.startswith("partial pooling"))
+    post = comp.main_fit.posterior
+    a = post["a_district"].values.reshape(-1, post.sizes["district"])
+    col = {int(v): j for j, v in enumerate(post["a_district"].coords["district"].values)}
+    b_u = post["b_urban"].values.reshape(-1, 1)
+    b_a = post["b_age.centered"].values.reshape(-1, 1)
+    want = []
+    for lab in comp.groups.index:
+        rows = df[df["district"] == int(lab)]
+        eta = (a[:, [col[int(lab)]] * len(rows)] + b_u * rows["urban"].to_numpy()
+               + b_a * rows["age.centered"].to_numpy())
+        want.append(expit(eta).mean(axis=1).mean())
+    np.testing.assert_allclose(partial, want, rtol=1e-10)
+    # at the reference values every district sat low; over its own rows it sits near its raw
+    raw = comp.groups["raw_proportion"].to_numpy()
+    big = comp.groups["n"].to_numpy() >= 30
+    assert np.abs(partial - raw)[big].max() < np.abs(comp.groups["partial_p_mean"] - raw)[big].max()
+    np.testing.assert_allclose(pts["raw proportion in the data"], raw)
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "raw pooled proportion" in legend and "inverse link of a_bar" not in legend
+    assert "own rows" in ax.get_title()
+    caption = pooling_figures(comp)["proportions"][0]
+    assert "averaged over its own rows" in caption
+
+
+def test_proportions_plot_without_predictors_is_unchanged(comp):
+    pts = _points(plot_predicted_proportions(comp).axes[0])
+    partial = next(v for k, v in pts.items() if k.startswith("partial pooling"))
+    np.testing.assert_allclose(partial, comp.groups["partial_p_mean"].to_numpy())

@@ -22,9 +22,12 @@ import pandas as pd
 import pytest
 
 from poolwise.cli import main
+from poolwise.diagnostics import Finding
 from poolwise.errors import SpecError
 from poolwise.pooling import compare_pooling
+from poolwise.repair import RepairAttempt, RepairLog
 from poolwise.report import SECTIONS, render_report, write_report
+from poolwise.summary import fmt_sig
 
 FIGURES = ("forest", "sd", "proportions", "shrinkage", "ppc", "prior")
 CLI_SETTINGS = ["--tune", "500", "--draws", "500", "--seed", "1301"]
@@ -103,7 +106,9 @@ def test_compare_cli_reproduces_the_seed(bangladesh_run):
     assert (by_n.iloc[:15]["partial_sd"] < by_n.iloc[:15]["none_sd"]).all()
     assert by_n.iloc[-15:]["sd_ratio"].median() > 0.85
     narrative = (out / "narrative.txt").read_text()
-    assert f"district 3 (2 of 2: no pooling {g.loc['3', 'none_p_mean']:.3f}" in narrative
+    assert f"district 3 (2 of 2: no pooling {fmt_sig(g.loc['3', 'none_p_mean'])}" in narrative
+    # printed with significant digits; the CSV keeps full precision
+    assert len(repr(float(g.loc["3", "none_p_mean"])).split(".")[1]) > 6
     assert "district 3 (2 of 2" in stdout
     for key in ("complete", "none", "partial"):
         assert (out / key / "result.json").exists()
@@ -128,14 +133,14 @@ def test_report_structure(bangladesh_run):
     assert "district 3 (2 of 2" in text
     assert "poolwise compare --example bangladesh --tune 500" in text  # the command line
     assert "44153e2c9c2fa7281b2d0af80d162e7cc37fee3de4822" in text  # the data's SHA-256
-    assert "No repair journal" in text or "attempt 1" in text
+    repair = text[text.index('<section id="repair"'):text.index('<section id="summary"')]
+    # every fit has a journal (attempt 1 at least), shown as a table, never as raw JSON
+    assert repair.count('<th class="text">why</th>') == 3
+    assert "initial fit" in repair and "No repair journal" not in repair
+    assert "{" not in repair and "&#34;" not in repair
 
 
 def test_report_dir_rebuilds_the_same_report(small_run, tmp_path):
-    import poolwise.io
-
-    if not hasattr(poolwise.io, "load_fit"):
-        pytest.skip("poolwise.io.load_fit is not available")
     _, out = small_run
     target = tmp_path / "again.html"
     rc, _ = _run(["report", str(out), "-o", str(target)])
@@ -164,8 +169,8 @@ def test_user_strings_are_escaped(evil_html):
         assert "<b>bold</b>" not in text and "<script>" not in text
         assert "&lt;b&gt;bold&lt;/b&gt;" in text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
-        assert "a&amp;b" in text and "&quot;quoted&quot;" in text
-        assert "poolwise &lt;compare&gt; &amp; &#x27;x&#x27;" in text
+        assert "a&amp;b" in text and "&#34;quoted&#34;" in text  # markupsafe's escapes
+        assert "poolwise &lt;compare&gt; &amp; &#39;x&#39;" in text
         assert _sections_in_order(text) == [sid for sid, _ in SECTIONS]
 
 
@@ -184,42 +189,105 @@ def test_same_command_gives_the_same_bytes(small_run, tmp_path, monkeypatch):
     assert (tmp_path / "r.html").read_bytes() == (first / "r.html").read_bytes()
 
 
-@dataclasses.dataclass(frozen=True)
-class _Step:
-    number: int
-    action: str
-    seconds: float
-    settings: dict
-    problems: tuple[str, ...]
+def _attempt(number, action, ok, next_step, **kw):
+    fields = dict(settings={"target_accept": 0.8 if number == 1 else 0.95, "tune": 300,
+                            "draws": 300},
+                  parameterization={"g": "centered" if number == 1 else "noncentered"},
+                  divergences=0 if ok else 12, min_ess_bulk=812.4, min_ess_tail=640.2,
+                  max_rhat=1.003 if ok else 1.04, min_bfmi=0.9, ok=ok, seconds=1.234,
+                  problems=() if ok else ("divergences", "rhat"), culprit=None,
+                  next_step=next_step)
+    fields.update(kw)
+    return RepairAttempt(number=number, action=action, **fields)
 
 
-def test_repair_journal_is_rendered_generically(evil_comp):
-    fit = dataclasses.replace(
-        evil_comp.fits["partial"],
-        repair_log=(
-            _Step(1, "initial fit <centered>", 1.234, {"target_accept": 0.8}, ("divergences",)),
-            _Step(2, "non-centered & target_accept 0.95", 9.876, {"target_accept": 0.95}, ()),
+def test_repair_journal_is_a_readable_table(evil_comp):
+    log = RepairLog(
+        attempts=(
+            _attempt(1, "initial fit <centered>", False,
+                     "divergences concentrate where sd_g < 0.12: non-center g",
+                     culprit="sd_g"),
+            _attempt(2, "non-center (g) & target_accept 0.95", True, ""),
         ),
+        ok=True, stopped="diagnostics passed after 2 attempts",
+        advice=("report sd_g with its prior",),
     )
+    fit = dataclasses.replace(evil_comp.fits["partial"], repair_log=log)
     text = render_report(fit, figures=False)
     section = text[text.index('id="repair"'):text.index('id="summary"')]
-    assert "attempt 1" in section and "attempt 2" in section
-    assert "initial fit &lt;centered&gt;" in section
-    assert "non-centered &amp; target_accept 0.95" in section
-    assert "&quot;target_accept&quot;: 0.95" in section
+    rows = re.findall(r"<tr>(.*?)</tr>", section, flags=re.S)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S) for r in rows]
+    attempts = [c for c in cells if len(c) == 5]
+    assert [c[0] for c in attempts] == ["1", "2"]
+    assert attempts[0][1] == "initial fit &lt;centered&gt;"
+    assert attempts[1][1] == "non-center (g) &amp; target_accept 0.95"
+    # why attempt 2 was made: the verdict of attempt 1
+    assert attempts[1][2] == ("divergences concentrate where sd_g &lt; 0.12: non-center g "
+                              "(culprit: sd_g)")
+    assert attempts[0][4].startswith("failed (divergences, rhat): divergences 12, max R-hat 1.040")
+    assert attempts[1][4].startswith("passed: divergences 0, max R-hat 1.003")
+    assert "g: noncentered; target_accept 0.95; tune 300; draws 300" in attempts[1][3]
+    assert "diagnostics passed after 2 attempts" in section
+    assert "report sd_g with its prior" in section
     assert "1.234" not in section and "seconds" not in section  # wall-clock times left out
+    assert "{" not in section  # no raw JSON
+
+
+def test_badges_come_from_the_diagnosis(evil_comp):
+    """R-hat 1.02 on one of many group-level parameters is a warning under the 1% rule: the
+    Diagnosis is ok, so the report must not show a FAIL badge for R-hat (it used to decide
+    'largest R-hat > 1.01: FAIL' by itself)."""
+    fit = evil_comp.fits["partial"]
+    d = fit.diagnosis
+    warn = Finding("rhat", "warning", "R-hat is above 1.01 for 0 population-level and 1 of "
+                   "600 group-level parameters (0.2%)", ("a_g[plain]",))
+    ok_fit = dataclasses.replace(fit, diagnosis=dataclasses.replace(
+        d, max_rhat=1.02, findings=(warn,)))
+    assert ok_fit.ok
+    text = render_report(ok_fit, figures=False)
+    section = text[text.index('id="diagnostics"'):text.index('id="repair"')]
+    rhat_row = next(r for r in re.findall(r"<tr>(.*?)</tr>", section, flags=re.S)
+                    if "largest R-hat" in r)
+    assert 'class="badge warn"' in rhat_row and "1.020" in rhat_row
+    assert 'class="badge fail"' not in section
+    assert "all fits passed their diagnostics" in text
+    # the same numbers with an error finding: FAIL, from the diagnosis again
+    bad = dataclasses.replace(fit, diagnosis=dataclasses.replace(
+        d, max_rhat=1.02, findings=(dataclasses.replace(warn, severity="error"),)))
+    text = render_report(bad, figures=False)
+    section = text[text.index('id="diagnostics"'):text.index('id="repair"')]
+    rhat_row = next(r for r in re.findall(r"<tr>(.*?)</tr>", section, flags=re.S)
+                    if "largest R-hat" in r)
+    assert 'class="badge fail"' in rhat_row
 
 
 def test_fit_report_cli(bangladesh, tmp_path):
-    data = tmp_path / "six.csv"
-    bangladesh[bangladesh["district"] <= 6].to_csv(data, sep=";", index=False)
-    rc, stdout = _run(["fit", str(data), "--formula", "use.contraception ~ 1 + (1 | district)",
-                       "--tune", "300", "--draws", "300", "--seed", "3", "-q",
+    data = tmp_path / "twelve.csv"
+    bangladesh[bangladesh["district"] <= 12].to_csv(data, sep=";", index=False)
+    rc, stdout = _run(["fit", str(data), "--formula",
+                       "use.contraception ~ urban + age.centered + (1 | district)",
+                       "--tune", "300", "--draws", "300", "--seed", "3",
                        "--out", str(tmp_path / "fit"), "--report"])
     assert rc == 0
     text = (tmp_path / "fit" / "report.html").read_text()
     assert _sections_in_order(text) == [sid for sid, _ in SECTIONS]
     assert "poolwise fit" in text
+    # districts 3 (2 of 2) and 11 (0 of 21): said once, as the data note (it used to be
+    # printed a second time as an 'info' finding)
+    assert stdout.count("maximum-likelihood estimates are infinite") == 1
+    assert "group 11 (21 obs) has all 0" in stdout
+    assert text.count("maximum-likelihood estimates are infinite") == 1
+    # the prior of a standardized predictor, with the scale it applies on
+    sd_age = float(np.std(bangladesh.loc[bangladesh["district"] <= 12, "age.centered"]))
+    prior = (f"b_age.centered ~ normal(0, 1) on the standardized scale (per {fmt_sig(sd_age)} "
+             "units of age.centered)")
+    assert prior in stdout and prior in text
+    # significant digits: the small age coefficient keeps 3 of them, MCSE 2
+    s = pd.read_csv(tmp_path / "fit" / "summary.csv", index_col=0)
+    row = next(x for x in stdout.splitlines() if x.startswith("b_age.centered "))
+    assert row.split()[1] == fmt_sig(s.loc["b_age.centered", "mean"])
+    assert row.split()[5] == fmt_sig(s.loc["b_age.centered", "mcse_mean"], 2)
+    assert not re.search(r"(?<![\d.])-?0\.0+(?![\d.e])", row)  # never 0.000 for a nonzero value
 
 
 def test_write_report_needs_a_fit_or_comparison(tmp_path):
@@ -399,3 +467,30 @@ def test_chromium_check_catches_requests_and_errors(tmp_path):
     facts = _open_in_chromium(bad, tmp_path / "profile", None)
     assert any(u.startswith("http://127.0.0.1:9") for u in facts["requests"])
     assert facts["console"], "console.error was not seen"
+
+
+# ---- significant digits ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "digits", "text"), [
+    (0.392, 3, "0.392"), (-0.00512, 3, "-0.00512"), (1.2449, 3, "1.24"), (12.345, 3, "12.3"),
+    (1234.4, 3, "1234"), (0.9996, 3, "1.00"), (0.000493, 2, "0.00049"), (88.94, 3, "88.9"),
+    (3.14e-6, 3, "3.14e-6"), (0.0, 3, "0"), (float("nan"), 3, ""), (812.6, None, "813"),
+])
+def test_significant_digits(value, digits, text):
+    assert fmt_sig(value, digits) == text
+
+
+@pytest.mark.parametrize("value", [1e-9, -4.2e-5, 0.00049, 3e-4, 0.0051, -0.05])
+def test_a_nonzero_value_never_prints_as_zero(value):
+    for digits in (2, 3):
+        shown = float(fmt_sig(value, digits))
+        assert shown != 0 and abs(shown - value) <= 0.05 * abs(value)
+
+
+def test_rhat_never_hides_a_failure():
+    from poolwise.summary import fmt_rhat
+
+    assert fmt_rhat(1.0103) == "1.0103"  # 3 decimals would read "1.010", a pass
+    assert fmt_rhat(1.0098) == "1.010" and fmt_rhat(1.02) == "1.020"
+    assert fmt_rhat(float("nan")) == "" and fmt_rhat(float("inf")) == "inf"

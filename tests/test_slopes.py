@@ -23,7 +23,7 @@ import poolwise
 from poolwise.errors import DataWarning
 from poolwise.posterior import inverse_link
 from poolwise.priors import Priors, exponential, normal
-from poolwise.summary import result_dict
+from poolwise.summary import fmt_sig, result_dict
 
 SLOPES = "use.contraception ~ urban + (1 + urban | district)"
 REFERENCE = json.loads(
@@ -202,7 +202,7 @@ def test_numeric_predictor_reported_per_original_unit(bangladesh):
     assert scaling["standardize"] is True and s_raw.attrs["scaling"]["standardize"] is False
     assert s_raw.attrs["scaling"]["columns"] == {}
     assert s_std.attrs["priors"]["b_age.centered"] == (
-        f"normal(0, 1) per {sd_age:.6g} units of age.centered (its scale)")
+        f"normal(0, 1) on the standardized scale (per {fmt_sig(sd_age)} units of age.centered)")
     col = result_dict(std)["scaling"]["columns"]["b_age.centered"]
     assert col["scale"] == pytest.approx(sd_age)
     assert col["center"] == pytest.approx(bangladesh["age.centered"].mean())

@@ -186,22 +186,19 @@ def _data_and_formula(args: argparse.Namespace, parser: argparse.ArgumentParser)
 
 
 def _print_summary(df: Any, prob: float, kind: str) -> None:
-    import pandas as pd
+    from poolwise.summary import summary_text
 
-    cols = ["mean", "sd", "lower", "upper", "ess_bulk", "ess_tail", "r_hat", "n", "raw_proportion"]
-    show = df[cols].copy()
-    pct = f"{100 * prob:g}%"
-    show = show.rename(columns={"lower": f"{kind}_{pct}_lo", "upper": f"{kind}_{pct}_hi",
-                                "raw_proportion": "raw_prop"})
-    with pd.option_context("display.max_rows", 500, "display.width", 120):
-        print(show.to_string(float_format=lambda v: f"{v:.3f}", na_rep=""))
+    print(summary_text(df, prob, kind))  # significant digits; summary.csv keeps them all
 
 
 def _status_line(fit: Any) -> str:
+    from poolwise.summary import fmt_rhat
+
     d = fit.diagnosis
     verdict = "OK" if fit.ok else "NOT OK - do not trust these estimates"
+    rhat = fmt_rhat(d.max_rhat) or "nan"
     return (
-        f"status: {verdict} | divergences {d.divergences} | max R-hat {d.max_rhat:.3f} | "
+        f"status: {verdict} | divergences {d.divergences} | max R-hat {rhat} | "
         f"min ESS bulk {d.min_ess_bulk:.0f}, tail {d.min_ess_tail:.0f} | "
         f"sampling {fit.timings['sampling_s']:.2f} s, total {fit.timings['total_s']:.2f} s"
     )
@@ -230,6 +227,10 @@ def _cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"warning: {w.message}", file=sys.stderr)
     if not args.quiet:
         print(f"model: {fit.spec.formula.text}   pooling: {fit.spec.pooling}   link: {fit.spec.link}")
+        from poolwise.report import model_lines
+
+        for line in model_lines(fit.spec):  # every prior with the scale it applies on
+            print(f"  {line}")
         print(f"data: {fit.spec.design.source} ({fit.spec.design.n_rows} rows -> "
               f"{fit.spec.design.n_cells} binomial cells)")
         for note in fit.spec.design.notes:
@@ -240,7 +241,11 @@ def _cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
               f"({fit.config.tune} tune + {fit.config.draws} draws)\n")
         _print_summary(fit.summary(prob=args.prob, kind=args.interval), args.prob, args.interval)
         print()
+        from poolwise.report.views import restates_a_note
+
         for f in fit.diagnosis.findings:
+            if restates_a_note(f, fit.spec.design.notes):
+                continue  # the all-0 / all-1 levels: printed once, as the data note above
             print(f"{f.severity}: {f.message}")
         _print_journal(fit.repair_log)
     print(_status_line(fit))
@@ -281,6 +286,8 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     for w in caught:
         tag = "warning" if not issubclass(w.category, ConvergenceWarning) else "NOT OK"
         print(f"{tag}: {w.message}", file=sys.stderr)
+    from poolwise.summary import fmt_sig
+
     g = comp.groups
     pct = f"{100 * comp.prob:g}%"
     if not args.quiet:
@@ -295,11 +302,11 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                      "partial_p_mean": "p_partial",
                      "shift_p": "shift", "none_sd": "sd_none", "partial_sd": "sd_partial"})
         with pd.option_context("display.max_rows", 500, "display.width", 120):
-            print(show.to_string(float_format=lambda v: f"{v:.3f}"))
+            print(show.to_string(float_format=fmt_sig))
             print(f"\n(p: predicted proportion; sd: posterior SD of the log-odds; intervals "
                   f"{pct} {comp.kind.upper()} are in the report and the CSV files)\n")
             pop = comp.population[["model", "scale", "mean", "lower", "upper"]]
-            print(pop.to_string(float_format=lambda v: f"{v:.3f}", na_rep=""))
+            print(pop.to_string(float_format=fmt_sig, na_rep=""))
             if comp.loo is not None:
                 print(f"\nPSIS-LOO, predictive unit: {comp.loo_unit}")
                 loo = comp.loo[["elpd", "se", "elpd_diff", "dse", "p", "pareto_k_bad"]]
@@ -403,10 +410,13 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         for name, fig in diagnostic_figures(fit).items():
             fig.savefig(out / f"{name}.png", dpi=100)
             print(f"wrote {out / f'{name}.png'}")
+    from poolwise.summary import fmt_rhat
+
     verdict = "OK" if d.ok else "NOT OK - do not trust these estimates"
     ess_b = "nan" if d.min_ess_bulk != d.min_ess_bulk else f"{d.min_ess_bulk:.0f}"
     ess_t = "nan" if d.min_ess_tail != d.min_ess_tail else f"{d.min_ess_tail:.0f}"
-    print(f"status: {verdict} | divergences {d.divergences} | max R-hat {d.max_rhat:.3f} | "
+    rhat = fmt_rhat(d.max_rhat) or "nan"
+    print(f"status: {verdict} | divergences {d.divergences} | max R-hat {rhat} | "
           f"min ESS bulk {ess_b}, tail {ess_t}")
     return EXIT_OK if d.ok else EXIT_NOT_OK
 

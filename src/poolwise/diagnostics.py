@@ -194,6 +194,49 @@ class Diagnosis:
         vals = self.ess_bulk if kind == "bulk" else self.ess_tail
         return {n: float(v) for n, v in zip(self.parameters, vals, strict=True)}
 
+    def checks(self) -> tuple[tuple[str, str, str, str], ...]:
+        """The headline checks as ``(check, state, value, needed)`` rows. ``state`` ("pass",
+        "warn" or "fail") comes from this diagnosis' findings only (an error finding of the
+        check fails it, a warning warns), so a table of badges never contradicts ``ok``:
+        e.g. R-hat above 1.01 for under 1% of the group-level parameters is a warning."""
+        from poolwise.summary import fmt_rhat, fmt_sig
+
+        def state(*codes: str) -> str:
+            sev = {f.severity for f in self.findings if f.code in codes}
+            return "fail" if "error" in sev else "warn" if "warning" in sev else "pass"
+
+        ess_min = ESS_PER_CHAIN * self.chains
+        bfmi = min(self.bfmi) if self.bfmi else math.nan
+        sat = max(self.treedepth_saturation) if self.treedepth_saturation else 0.0
+        rhat = fmt_rhat(self.max_rhat, RHAT_MAX) or "undefined"
+        rows = [
+            ("divergent transitions", state("divergences"), str(self.divergences), "0"),
+            ("largest R-hat", state("rhat", "rhat_undefined", "rhat_single_chain", "nonfinite"),
+             rhat, f"<= {RHAT_MAX} (all population-level, {100 - 100 * RHAT_GROUP_FRACTION:g}% "
+             "of group-level parameters)"),
+            ("smallest bulk ESS", state("ess_bulk", "nonfinite"),
+             fmt_sig(self.min_ess_bulk, None) or "undefined", f">= {ess_min}"),
+            ("smallest tail ESS", state("ess_tail", "nonfinite"),
+             fmt_sig(self.min_ess_tail, None) or "undefined", f">= {ess_min}"),
+            ("smallest E-BFMI", state("bfmi"), fmt_sig(bfmi, 2) or "not recorded",
+             f">= {BFMI_MIN}"),
+            ("draws at max tree depth", state("treedepth"), f"{100 * sat:.1f}%", "0%"),
+        ]
+        if self.target_accept is not None and self.accept_per_chain:
+            rows.append(("mean acceptance", state("acceptance"), fmt_sig(self.mean_accept, 2),
+                         f"target_accept {self.target_accept:g} +/- {ACCEPT_TOLERANCE:g}"))
+        return tuple(rows)
+
+    def __repr__(self) -> str:
+        from poolwise.report.display import diagnosis_text
+
+        return diagnosis_text(self)
+
+    def _repr_html_(self) -> str:
+        from poolwise.report.display import diagnosis_html
+
+        return diagnosis_html(self)
+
     def to_dict(self) -> dict:
         return {
             "divergences": self.divergences,

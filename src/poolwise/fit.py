@@ -60,6 +60,18 @@ class Fit:
 
         return summary(self, **kwargs)
 
+    def __repr__(self) -> str:
+        """Compact: model, data size, status, population parameters, findings (the draws are
+        ``.idata``, the full table ``.summary()``)."""
+        from poolwise.report.display import fit_text
+
+        return fit_text(self)
+
+    def _repr_html_(self) -> str:
+        from poolwise.report.display import fit_html
+
+        return fit_html(self)
+
 
 @functools.cache
 def _versions() -> tuple[tuple[str, str], ...]:

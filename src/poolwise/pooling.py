@@ -128,6 +128,16 @@ class PoolingComparison:
         """The partial-pooling fit."""
         return self.fits["partial"]
 
+    def __repr__(self) -> str:
+        from poolwise.report.display import comparison_text
+
+        return comparison_text(self)
+
+    def _repr_html_(self) -> str:
+        from poolwise.report.display import comparison_html
+
+        return comparison_html(self)
+
 
 def compare_pooling(
     formula: Any,

@@ -279,6 +279,16 @@ class RepairLog:
         out.extend(f"advice: {a}" for a in self.advice)
         return out
 
+    def __repr__(self) -> str:
+        from poolwise.report.display import repair_text
+
+        return repair_text(self)
+
+    def _repr_html_(self) -> str:
+        from poolwise.report.display import repair_html
+
+        return repair_html(self)
+
 
 def _r(v: float | None) -> float | None:
     if v is None:

@@ -15,7 +15,17 @@ from poolwise.posterior import inverse_link
 if TYPE_CHECKING:
     from poolwise.fit import Fit
 
-__all__ = ["summary", "result_dict", "COLUMNS", "scaling_dict", "priors_by_parameter"]
+__all__ = [
+    "summary",
+    "result_dict",
+    "COLUMNS",
+    "scaling_dict",
+    "priors_by_parameter",
+    "fmt_sig",
+    "fmt_rhat",
+    "format_summary",
+    "summary_text",
+]
 
 COLUMNS = ["mean", "sd", "lower", "upper", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]
 
@@ -86,6 +96,86 @@ def _g(v: float) -> str:
     return f"{float(v):.6g}"
 
 
+# ---- printed form: significant digits (CSV / JSON keep full precision) ----------------------
+
+#: significant digits per summary column in printed tables; ``None``: a whole number
+DIGITS: dict[str, int | None] = {
+    "mean": 3, "sd": 3, "lower": 3, "upper": 3, "mcse_mean": 2, "mcse_sd": 2,
+    "ess_bulk": None, "ess_tail": None, "n": None, "successes": None, "raw_proportion": 3,
+}
+
+
+def fmt_sig(v: Any, digits: int | None = 3) -> str:
+    """``v`` as text with ``digits`` significant digits, for people (tables, the CLI, the
+    report): ``-0.00512``, ``0.392``, ``1.24``, ``1235``; ``digits=None``: a whole number.
+    A nonzero value never prints as zero (tiny values use an exponent: ``3.1e-06``); NaN
+    and None give ``""``. Saved outputs (CSV, JSON) keep full precision instead."""
+    if v is None:
+        return ""
+    if isinstance(v, bool | np.bool_):
+        return "yes" if v else "no"
+    if isinstance(v, int | np.integer) and not isinstance(v, bool):
+        return str(int(v))
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if np.isnan(x):
+        return ""
+    if np.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if digits is None:
+        return f"{x:.0f}"
+    if x == 0.0:
+        return "0"
+    mantissa, exp = f"{x:.{digits - 1}e}".split("e")  # the exponent after rounding
+    e = int(exp)
+    if e < -4:
+        return f"{float(mantissa):.{digits - 1}f}e{e:03d}".replace("e-0", "e-")
+    return f"{x:.{max(0, digits - 1 - e)}f}"
+
+
+def format_summary(df: pd.DataFrame, digits: dict[str, int | None] | None = None) -> pd.DataFrame:
+    """The summary table as text for people: significant digits per column (``DIGITS``;
+    R-hat with 3 decimals), missing values blank."""
+    rules = dict(DIGITS)
+    rules.update(digits or {})
+    out = pd.DataFrame(index=df.index)
+    for c in df.columns:
+        if c == "r_hat":
+            out[c] = [fmt_rhat(v) for v in df[c]]
+        else:
+            out[c] = [fmt_sig(v, rules.get(c, 3)) for v in df[c]]
+    return out
+
+
+def fmt_rhat(v: Any, threshold: float = 1.01) -> str:
+    """R-hat with 3 decimals, or 4 where 3 would hide that it exceeds ``threshold``
+    (1.0103 prints as ``1.0103``, never as a passing-looking ``1.010``); '' for NaN."""
+    if v is None:
+        return ""
+    x = float(v)
+    if np.isnan(x):
+        return ""
+    if np.isinf(x):
+        return "inf"
+    text = f"{x:.3f}"
+    return f"{x:.4f}" if x > threshold and float(text) <= threshold else text
+
+
+def summary_text(df: pd.DataFrame, prob: float, kind: str) -> str:
+    """The summary as the CLI prints it: estimates to 3 significant digits, MCSE to 2, ESS
+    and counts as whole numbers, R-hat to 3 decimals."""
+    cols = ["mean", "sd", "lower", "upper", "mcse_mean", "ess_bulk", "ess_tail", "r_hat", "n",
+            "raw_proportion"]
+    pct = f"{100 * prob:g}%"
+    show = format_summary(df[[c for c in cols if c in df.columns]])
+    show = show.rename(columns={"lower": f"{kind}_{pct}_lo", "upper": f"{kind}_{pct}_hi",
+                                "mcse_mean": "mcse", "raw_proportion": "raw_prop"})
+    with pd.option_context("display.max_rows", 500, "display.width", 130):
+        return show.to_string()
+
+
 def scaling_dict(spec: Any) -> dict[str, Any]:
     """How the engine rescaled the design (see :mod:`poolwise.design`) and what the reported
     ``Intercept`` means. Every reported number is on the original scale."""
@@ -127,6 +217,12 @@ def _label(v: Any) -> Any:
     return v if isinstance(v, int | float | str) else str(v)
 
 
+def _per_units(scale: float, coef: str) -> str:
+    """Where a prior applies to a standardized column: one unit there is ``scale`` units of
+    the original ``coef``."""
+    return f" on the standardized scale (per {fmt_sig(scale)} units of {coef})"
+
+
 def priors_by_parameter(spec: Any) -> dict[str, str]:
     """The prior of every population-level parameter, with the scale it applies on."""
     d = spec.design
@@ -140,7 +236,7 @@ def priors_by_parameter(spec: Any) -> dict[str, str]:
             if np.any(center != 0.0):
                 text += " on the intercept at the predictors' means"
         elif scale[k] != 1.0:
-            text += f" per {_g(scale[k])} units of {coef} (its scale)"
+            text += _per_units(scale[k], coef)
         out[fixed_name(coef)] = text
     for term in spec.terms:
         g = term.group
@@ -149,7 +245,7 @@ def priors_by_parameter(spec: Any) -> dict[str, str]:
             if term.estimated:
                 text = str(term.sd_priors[c])
                 if zs[c] != 1.0:
-                    text += f" per {_g(zs[c])} units of {coef} (its scale)"
+                    text += _per_units(zs[c], coef)
                 out[sd_name(term, coef)] = text
             else:
                 out[total_name(term, coef)] = f"normal(0, {_g(term.sd_fixed[c])}) (no pooling)"

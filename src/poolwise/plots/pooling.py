@@ -16,6 +16,7 @@ import numpy as np
 from poolwise import naming
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -27,6 +28,7 @@ __all__ = [
     "plot_forest_comparison",
     "plot_sd_comparison",
     "plot_predicted_proportions",
+    "group_mean_proportions",
     "plot_shrinkage",
     "plot_ppc_groups",
     "plot_prior_predictive",
@@ -171,43 +173,114 @@ def _legend_sizes(n: np.ndarray) -> list[float]:
 # ---- 3. predicted proportions on the outcome scale -----------------------------------------
 
 
+def _with_predictors(comp: PoolingComparison) -> bool:
+    from poolwise.narrative import has_predictors
+
+    return has_predictors(comp.main_fit.spec)
+
+
 def _population_lines(ax: Axes, comp: PoolingComparison) -> None:
+    """The population mean (inverse link of a_bar) and, for a model without predictors, the
+    raw pooled proportion. With predictors a_bar is at the predictors' zero values, which the
+    label says, and the raw pooled proportion (an average over the data) is left out."""
+    from poolwise.narrative import reference_values
+
     pop = comp.population
     p = pop.loc["p_typical_group", "mean"]
+    if _with_predictors(comp):
+        ax.axhline(p, color=COLORS["partial"], ls="--", lw=1.2,
+                   label=f"population mean at {reference_values(comp.main_fit.spec)}, "
+                         f"inverse link of a_bar = {p:.3g}")
+        return
     raw = pop.loc["raw_pooled_proportion", "mean"]
     ax.axhline(p, color=COLORS["partial"], ls="--", lw=1.2,
-               label=f"population mean, inverse link of a_bar = {p:.3f}")
+               label=f"population mean, inverse link of a_bar = {p:.3g}")
     ax.axhline(raw, color=COLORS["complete"], ls=":", lw=1.5,
-               label=f"raw pooled proportion = {raw:.3f}")
+               label=f"raw pooled proportion = {raw:.3g}")
+
+
+def group_mean_proportions(
+    fit: Fit, group: str, *, prob: float = 0.89, kind: str = "hdi"
+) -> pd.DataFrame:
+    """Each group's posterior mean proportion over its own rows: per draw, the trials-weighted
+    average of the cells' predicted proportions (each cell at its own predictor values), then
+    mean and ``prob`` interval. The like-with-like counterpart of the group's raw proportion
+    when the model has predictors. Columns ``mean``, ``lower``, ``upper``, one row per level."""
+    import pandas as pd
+    from arviz_stats.base import array_stats
+
+    from poolwise.posterior import cell_eta, inverse_link
+
+    spec = fit.spec
+    terms = [t for t in spec.terms if t.name == group]
+    if not terms:
+        raise ValueError(f"the fit has no group term {group!r}")
+    gd = terms[0].group
+    n = spec.design.n
+    p = inverse_link(spec.link, cell_eta(spec, fit.posterior))  # (S, cells)
+    weights = np.zeros((len(n), gd.n_levels))
+    weights[np.arange(len(n)), gd.codes] = n
+    per_draw = (p @ weights) / weights.sum(axis=0)  # (S, L)
+    fn = array_stats.hdi if kind == "hdi" else array_stats.eti
+    lo, hi = np.moveaxis(fn(per_draw, prob, axis=0), -1, 0)
+    return pd.DataFrame(
+        {"mean": per_draw.mean(axis=0), "lower": lo, "upper": hi},
+        index=pd.Index([str(v) for v in gd.labels], name=group),
+    )
 
 
 def plot_predicted_proportions(comp: PoolingComparison) -> Figure:
-    """Each group's predicted proportion with its interval, both models, plus the population
-    mean (inverse link of a_bar) and the raw pooled proportion (the seed's outcome-scale plot)."""
+    """Each group's predicted proportion with its interval, both models, against its raw
+    proportion (the seed's outcome-scale plot).
+
+    Without predictors: the proportion of each group's intercept, the population mean
+    (inverse link of a_bar) and the raw pooled proportion. With predictors the intercepts are
+    at the predictors' zero values, so like is compared with like instead: each group's
+    posterior mean proportion over its own rows (:func:`group_mean_proportions`)."""
     g = comp.groups
     L = len(g)
     x = np.arange(L)
     ci = f"{_pct(comp.prob)} {comp.kind.upper()}"
+    predictors = _with_predictors(comp)
+    if predictors:
+        est = {m: group_mean_proportions(comp.fits[m], comp.group, prob=comp.prob,
+                                         kind=comp.kind).loc[list(g.index)]
+               for m in ("none", "partial")}
+        cols = {m: (est[m]["mean"], est[m]["lower"], est[m]["upper"]) for m in est}
+    else:
+        cols = {m: (g[f"{m}_p_mean"], g[f"{m}_p_lower"], g[f"{m}_p_upper"])
+                for m in ("none", "partial")}
     with _rc():
         fig = _figure(max(9.0, min(12.0, 0.2 * L + 3)), 5.8)
         ax = fig.subplots()
         for model, off in (("none", -0.17), ("partial", 0.17)):
             c = COLORS[model]
-            ax.vlines(x + off, g[f"{model}_p_lower"], g[f"{model}_p_upper"], color=c, lw=1.3,
-                      alpha=0.8)
-            ax.plot(x + off, g[f"{model}_p_mean"], "o", color=c, ms=4.5,
+            mean, lo, hi = cols[model]
+            ax.vlines(x + off, lo, hi, color=c, lw=1.3, alpha=0.8)
+            ax.plot(x + off, mean, "o", color=c, ms=4.5,
                     label=f"{LABELS[model]}: mean and {ci}")
         ax.plot(x, g["raw_proportion"], "x", color=COLORS["raw"], ms=4.5, mew=1.1,
                 label="raw proportion in the data")
-        _population_lines(ax, comp)
+        if predictors:
+            raw = comp.population.loc["raw_pooled_proportion", "mean"]
+            ax.axhline(raw, color=COLORS["complete"], ls=":", lw=1.5,
+                       label=f"raw pooled proportion = {raw:.3g}")
+        else:
+            _population_lines(ax, comp)
         ax.set_xticks(x, [str(v) for v in g.index], rotation=90, fontsize=_tick_fontsize(L))
         ax.set_xlim(-1, L)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(axis="x", visible=False)
         ax.set_xlabel(comp.group)
-        ax.set_ylabel("predicted proportion of successes")
-        ax.set_title(f"Predicted proportion per {comp.group}: no pooling vs partial pooling")
-        fig.legend(loc="outside lower center", ncols=3, frameon=False)
+        if predictors:
+            ax.set_ylabel("predicted proportion, averaged over the group's rows")
+            ax.set_title(f"Predicted proportion per {comp.group} over its own rows: "
+                         "no pooling vs partial pooling")
+        else:
+            ax.set_ylabel("predicted proportion of successes")
+            ax.set_title(
+                f"Predicted proportion per {comp.group}: no pooling vs partial pooling")
+        fig.legend(loc="outside lower center", ncols=2 if predictors else 3, frameon=False)
     return fig
 
 
@@ -255,7 +328,8 @@ def plot_shrinkage(comp: PoolingComparison, *, label_top: int = 4) -> Figure:
             )
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel(f"observations in the {comp.group} (n, log scale)")
-        ax.set_ylabel("estimated proportion of successes")
+        ax.set_ylabel("estimated proportion at the predictors' zero values"
+                      if _with_predictors(comp) else "estimated proportion of successes")
         ax.set_title(
             f"Shrinkage towards the population mean, by {comp.group} size\n"
             "(arrow: no-pooling estimate to partial-pooling estimate; point size: n)"
@@ -498,9 +572,13 @@ def pooling_figures(comp: PoolingComparison) -> dict[str, tuple[str, Figure]]:
             plot_sd_comparison(comp),
         ),
         "proportions": (
-            f"Predicted proportion per {g} on the outcome scale with {ci}, both models; dashed: "
-            f"population mean (inverse link of a_bar); dotted: raw pooled proportion; "
-            f"crosses: raw proportions.",
+            (f"Predicted proportion per {g} with {ci}, both models, each {g}'s posterior mean "
+             f"proportion averaged over its own rows (its own predictor values), against its "
+             f"raw proportion (crosses); dotted: raw pooled proportion.")
+            if _with_predictors(comp) else
+            (f"Predicted proportion per {g} on the outcome scale with {ci}, both models; "
+             f"dashed: population mean (inverse link of a_bar); dotted: raw pooled proportion; "
+             f"crosses: raw proportions."),
             plot_predicted_proportions(comp),
         ),
         "shrinkage": (
