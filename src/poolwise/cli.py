@@ -267,6 +267,7 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     import pandas as pd
 
     from poolwise.errors import ConvergenceWarning
+    from poolwise.logo import MODEL_NAMES
     from poolwise.pooling import compare_pooling
     from poolwise.repair import RepairPolicy
 
@@ -308,9 +309,18 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             pop = comp.population[["model", "scale", "mean", "lower", "upper"]]
             print(pop.to_string(float_format=fmt_sig, na_rep=""))
             if comp.loo is not None:
-                print(f"\nPSIS-LOO, predictive unit: {comp.loo_unit}")
+                print(f"\nPSIS-LOO, per row (a new observation in an existing "
+                      f"{comp.group})")
                 loo = comp.loo[["elpd", "se", "elpd_diff", "dse", "p", "pareto_k_bad"]]
                 print(loo.to_string(float_format=lambda v: f"{v:.1f}"))
+            if comp.logo is not None:
+                how = ("exact refits" if comp.logo.exact
+                       else "PSIS-LOGO, refits where Pareto k > 0.7")
+                print(f"\nleave-one-group-out, per new {comp.group} (group; {how}; the "
+                      f"{comp.group}'s own intercept integrated over its prior / population)")
+                lg = comp.logo.table[["elpd", "se", "elpd_diff", "dse", "n_refit",
+                                      "pareto_k_max", "n_bad_k"]].rename(index=MODEL_NAMES)
+                print(lg.to_string(float_format=lambda v: f"{v:.2f}"))
         print()
         for para in comp.narrative:
             print(textwrap.fill(para, width=100))
@@ -325,6 +335,9 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         comp.population.to_csv(out / "pooling_population.csv")
         if comp.loo is not None:
             comp.loo.to_csv(out / "pooling_loo.csv")
+        if comp.logo is not None:
+            comp.logo.table.to_csv(out / "pooling_logo.csv")
+            comp.logo.pointwise.to_csv(out / "pooling_logo_groups.csv")
         (out / "narrative.txt").write_text("\n\n".join(comp.narrative) + "\n", encoding="utf-8")
         print(f"wrote {', '.join(str(out / k) for k in comp.fits)} (fits), "
               f"{out / 'pooling_groups.csv'}, {out / 'pooling_population.csv'}, "

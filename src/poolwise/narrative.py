@@ -421,9 +421,38 @@ def predictive_paragraph(comp: PoolingComparison) -> str | None:
     return (
         f"For predicting a new observation in an existing {name} (row-level PSIS-LOO), "
         f"{'; '.join(parts)}. {ktxt} This compares predictions for the {name}s in the data; "
-        f"how well each model predicts a new {name} is a different question "
-        f"(leave-one-group-out)."
+        + _logo_sentence(comp, name)
     )
+
+
+def _logo_sentence(comp: PoolingComparison, name: str) -> str:
+    """How well each model predicts a new group (leave-one-group-out), from ``comp.logo``."""
+    from poolwise.logo import MODEL_NAMES
+
+    lg = getattr(comp, "logo", None)
+    if lg is None:
+        return (f"how well each model predicts a new {name} is a different question "
+                "(leave-one-group-out), not computed here.")
+    t = lg.table
+    best = t.index[0]
+    G = len(lg.pointwise)
+    parts = [f"{MODEL_NAMES[best]} predicts best (elpd {t.loc[best, 'elpd']:.1f}, "
+             f"SE {t.loc[best, 'se']:.1f}, over {G} {name}s)"]
+    for m in t.index[1:]:
+        diff, dse = -t.loc[m, "elpd_diff"], t.loc[m, "dse"]
+        verdict = "clear" if diff > 2 * dse else "not decisive"
+        parts.append(f"{MODEL_NAMES[m]} is {diff:.1f} lower (SE {dse:.1f}; {verdict})")
+    n_refit = int(t["n_refit"].sum())
+    if lg.exact:
+        how = f"each {name} was left out and the models refitted without it"
+    else:
+        how = (f"PSIS-LOGO over the {name}-level log-likelihood with the {name}'s own "
+               f"intercept integrated out; {n_refit} {name}(s) with Pareto k > 0.7 refitted "
+               "exactly")
+        if int(t["n_bad_k"].sum()):
+            how += f", {int(t['n_bad_k'].sum())} still with k > 0.7 (unreliable)"
+    return (f"for predicting a new {name} (leave-one-group-out, one {name} at a time: {how}), "
+            f"{'; '.join(parts)}.")
 
 
 def caution_paragraph(comp: PoolingComparison) -> str | None:
