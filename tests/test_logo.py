@@ -160,6 +160,10 @@ def test_bad_pareto_k_groups_are_refitted(eight, monkeypatch):
         assert set(k.nlargest(2).index) == set(lg.method.index[lg.method[m] == "refit"])
         assert lg.table.loc[m, "n_bad_k"] == 6 and lg.table.loc[m, "n_refit"] == 2
     assert any("Pareto k" in n for n in lg.notes)
+    # without refits (a report of saved fits does not sample): PSIS only, all still flagged
+    lg = logo_compare(eight, refit=False)
+    assert not lg.exact and (lg.method == "psis").all().all()
+    assert (lg.table["n_bad_k"] == 8).all() and (lg.table["n_refit"] == 0).all()
 
 
 def test_compare_pooling_reports_logo_with_its_unit(eight, capsys):

@@ -224,7 +224,7 @@ def compare_fits(
     prob: float = 0.89,
     kind: IntervalKind = "hdi",
     loo: bool = True,
-    logo: bool = True,
+    logo: bool | Literal["psis"] = True,
 ) -> PoolingComparison:
     """Compare fits of one formula and data set that differ only in pooling.
 
@@ -232,7 +232,8 @@ def compare_fits(
     fits made with that pooling. ``group`` picks the grouping factor when the formula has
     several group terms with an intercept. ``prob`` and ``kind`` set the intervals
     (default: 89% HDI, as in Statistical Rethinking). ``loo``: row-level PSIS-LOO (a new row
-    in an existing group); ``logo``: leave-one-group-out (a new group, :mod:`poolwise.logo`).
+    in an existing group); ``logo``: leave-one-group-out (a new group, :mod:`poolwise.logo`;
+    ``"psis"``: PSIS-LOGO only, without the exact refits).
     """
     from poolwise.summary import summary
 
@@ -295,7 +296,7 @@ def compare_fits(
         from poolwise.logo import logo_compare
 
         try:
-            logo_cmp = logo_compare(fits, group=term_p.name)
+            logo_cmp = logo_compare(fits, group=term_p.name, refit=logo != "psis")
         except SpecError as e:
             notes.append(f"Leave-one-group-out was not computed: {e}.")
     return PoolingComparison(
