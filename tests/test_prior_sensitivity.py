@@ -92,6 +92,7 @@ def test_priors_are_evaluated_on_the_standardized_scale():
     # the finding says on which scale the prior applies
     out = _sensitivity_findings({"b_age": (0.12, 0.2)}, spec)
     assert len(out) == 1 and out[0].code == "prior_sensitive"
-    assert "its prior normal(0, 1) per " in out[0].message and "units of age" in out[0].message
+    assert "its prior normal(0, 1) on the standardized scale" in out[0].message
+    assert f"per {np.std(df['age']):.3g} units of age" in out[0].message
     assert "normal(0, 10)" in out[0].message
     assert _sensitivity_findings({"b_age": (0.01, 0.2)}, spec) == []

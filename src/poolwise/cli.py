@@ -369,8 +369,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     result: Any
     if {"none", "partial"} <= set(subs):
         fits = {k: load_fit(folder / k) for k in subs}
-        # a report does not sample: leave-one-group-out by PSIS only, without refits
-        result = compare_fits(fits, prob=args.prob, kind=args.interval, logo="psis")
+        result = compare_fits(fits, prob=args.prob, kind=args.interval)
     else:
         result = load_fit(folder)
     out = Path(args.output) if args.output else (

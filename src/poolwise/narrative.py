@@ -443,14 +443,15 @@ def _logo_sentence(comp: PoolingComparison, name: str) -> str:
         verdict = "clear" if diff > 2 * dse else "not decisive"
         parts.append(f"{MODEL_NAMES[m]} is {diff:.1f} lower (SE {dse:.1f}; {verdict})")
     n_refit = int(t["n_refit"].sum())
+    n_bad = int(t["n_bad_k"].sum())
     if lg.exact:
-        how = f"each {name} was left out and the models refitted without it"
+        how = f"each {name} left out in turn and the models refitted without it"
     else:
-        how = (f"PSIS-LOGO over the {name}-level log-likelihood with the {name}'s own "
-               f"intercept integrated out; {n_refit} {name}(s) with Pareto k > 0.7 refitted "
-               "exactly")
-        if int(t["n_bad_k"].sum()):
-            how += f", {int(t['n_bad_k'].sum())} still with k > 0.7 (unreliable)"
+        how = (f"PSIS-LOGO over each {name}'s log-likelihood, its own intercept integrated "
+               "out; " + (f"{n_refit} {name}(s) with Pareto k > 0.7 refitted exactly"
+                          if n_refit else "no refits needed" if not n_bad else "no refits"))
+        if n_bad:
+            how += f", {n_bad} estimate(s) with Pareto k > 0.7 (unreliable)"
     return (f"for predicting a new {name} (leave-one-group-out, one {name} at a time: {how}), "
             f"{'; '.join(parts)}.")
 
