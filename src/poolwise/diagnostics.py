@@ -149,7 +149,7 @@ class Diagnosis:
     findings: tuple[Finding, ...] = field(default_factory=tuple)
     accept_per_chain: tuple[float, ...] = ()
     funnels: tuple[Funnel, ...] = ()
-    #: power-scaling sensitivity of each group SD: name -> (prior, likelihood)
+    #: power-scaling sensitivity of the intercept, coefficients and SDs: name -> (prior, lik.)
     sensitivity: dict[str, tuple[float, float]] = field(default_factory=dict, compare=False)
     #: per-parameter numbers, aligned with ``parameters`` (components like ``a_g[3]``)
     parameters: tuple[str, ...] = field(default=(), repr=False)
