@@ -194,10 +194,9 @@ def compare_pooling(
         lkj(2)). Priors are never changed by repair.
     link : {"logit", "probit", "cloglog"}, default "logit"
         Link function of the success probability.
-    parameterization : {"auto", "centered", "noncentered"} or dict[str, str], default "auto"
-        Centered or non-centered group effects, for every group term or per grouping factor
-        (``{"district": "noncentered"}``); ``"auto"`` picks per term from the data (for
-        :func:`fit`: from a short pilot run, :func:`poolwise.repair.choose_parameterization`).
+    parameterization : {"auto", "centered", "noncentered"}, default "auto"
+        Centered or non-centered group effects; ``"auto"`` picks per term from a short pilot
+        run of each fit (:func:`poolwise.repair.choose_parameterization`).
     success : Any, default None
         For a 0/1 outcome column with two other values (e.g. ``"yes"`` / ``"no"``): the value
         that counts as a success. Not needed for 0/1, True/False or count outcomes.
