@@ -118,8 +118,10 @@ def test_model_aware_findings(repaired):
 
 def test_repair_off_reports_failure(bangladesh_first3):
     with pytest.warns(ConvergenceWarning, match="did not pass its diagnostics"):
+        # the default 1000 + 1000: at 500 + 500 the 51 divergent draws of seed 1 are too few
+        # to localise (they fail the Mann-Whitney concentration test), although seeds 2 and 3 pass
         fit = quiet_fit(bangladesh_first3, parameterization="centered", target_accept=0.8,
-                        seed=1, tune=500, draws=500, repair=False)
+                        seed=1, repair=False)
     assert not fit.ok and len(fit.repair_log) == 1
     assert fit.repair_log.stopped.startswith("diagnostics failed; repair is off")
     assert fit.diagnosis.culprit is not None and fit.diagnosis.culprit.parameter == "sd_district"
