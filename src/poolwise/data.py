@@ -37,6 +37,11 @@ class Table:
     notes: tuple[str, ...] = ()
     #: the CSV delimiter used (given or detected); None for frames and Parquet
     delimiter: str | None = None
+    #: a table of distinct row patterns (from :mod:`poolwise.ingest`): the rows each entry of
+    #: ``frame`` stands for, and the 1-based source row number of its first row; None for a
+    #: table of rows
+    counts: Any = None
+    row_number: Any = None
 
 
 def _sniff_delimiter(head: str) -> str:

@@ -54,6 +54,7 @@ from poolwise.validate import (
     check_design,
     check_model_data,
     emit_warnings,
+    moments,
 )
 
 __all__ = ["Design", "GroupDesign", "build_design"]
@@ -119,6 +120,10 @@ class Design:
     x_scale: np.ndarray | None = None  # (K,) then divided by this
     standardize: bool = False  # what was asked for; predictor_scaling says what was done
     reference: dict[str, Any] = field(default_factory=dict)  # each categorical -> its reference
+    #: data aggregated by a data engine (poolwise.ingest): the ``row_*`` arrays then hold one
+    #: entry per distinct row pattern (cell x outcome), standing for ``row_count`` identical
+    #: rows, and ``row_number`` is the first row of each pattern; None: one entry per row
+    row_count: np.ndarray | None = None
 
     @property
     def X_engine(self) -> np.ndarray:
@@ -142,6 +147,9 @@ class Design:
 
     @property
     def n_rows(self) -> int:
+        """Data rows used (the sum of the pattern counts for aggregated data)."""
+        if self.row_count is not None:
+            return int(np.sum(self.row_count))
         return len(self.row_y)
 
     @property
@@ -208,9 +216,9 @@ def _predictor_scales(checked: CheckedData, standardize: bool) -> dict[str, tupl
             center, scale = checked.scaling[var]
             out[var] = (float(center), float(scale))
         elif standardize and np.unique(x).size > 2:
-            sd = float(np.std(x))
+            mean, sd = moments(x, checked.counts)  # rows or patterns: the same numbers
             if sd > 0.0:
-                out[var] = (float(np.mean(x)), sd)
+                out[var] = (mean, sd)
     return out
 
 
@@ -221,6 +229,39 @@ def _term_scale(term: Term, scales: Mapping[str, tuple[float, float]]) -> float:
         if var in scales:
             s *= scales[var][1]
     return s
+
+
+def _cell_order(
+    f: Formula,
+    group_terms: tuple[GroupTerm, ...],
+    pooling: str,
+    frame: pd.DataFrame,
+    checked: CheckedData,
+    g_codes: list[np.ndarray],
+    first: np.ndarray,
+) -> np.ndarray:
+    """Cells sorted by their group labels, then by the values of the predictors the cells are
+    made of (numbers by value, categories by label): a function of the data's content, not of
+    the row order, the encoding or the engine that counted the rows (poolwise.ingest)."""
+    used: set[str] = set()
+    for term in f.terms:
+        used.update(term.variables)
+    for g in group_terms:
+        for term in g.terms:
+            used.update(term.variables)
+    keys: list[np.ndarray] = [codes[first].astype(float) for codes in g_codes]
+    for var in f.predictors:
+        if var not in used:
+            continue
+        if var in checked.categorical:
+            rank = {lev: i for i, lev in enumerate(sorted(checked.categorical[var], key=str))}
+            values = frame[var].astype(object).to_numpy()[first]
+            keys.append(np.array([rank[v] for v in values], dtype=float))
+        else:
+            keys.append(checked.numeric[var][first])
+    if not keys:
+        return np.arange(len(first))
+    return np.lexsort(keys[::-1])
 
 
 def build_design(
@@ -313,18 +354,21 @@ def build_design(
     # compression into cells
     key_parts = [X_rows] + [c[:, None].astype(float) for c in g_codes] + g_Z
     key = np.column_stack(key_parts) if key_parts else np.zeros((n_rows, 1))
+    # cells in sorted order of their key (fixed columns, group codes, varying columns): the
+    # same cells in the same order whatever the order of the rows, and whether they come as
+    # rows or as patterns counted by a data engine (poolwise.ingest)
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    order = np.argsort(first, kind="stable")  # cells in order of first appearance
+    order = _cell_order(f, group_terms, pooling, frame, checked, g_codes, first)
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    row_cell = rank[inverse].astype(np.int64)
+    row_cell = rank[inverse.reshape(-1)].astype(np.int64)
     first_rows = first[order]
     n_cells = len(first_rows)
     row_y = checked.successes
     row_n = checked.trials
-    y = np.bincount(row_cell, weights=row_y, minlength=n_cells)
-    n = np.bincount(row_cell, weights=row_n, minlength=n_cells)
+    w = checked.counts  # rows per pattern; None: one row per entry
+    y = np.bincount(row_cell, weights=row_y if w is None else row_y * w, minlength=n_cells)
+    n = np.bincount(row_cell, weights=row_n if w is None else row_n * w, minlength=n_cells)
 
     groups: list[GroupDesign] = []
     for g, codes, labels, Z, coef_names, zscale in zip(
@@ -339,13 +383,23 @@ def build_design(
                 labels=labels,
                 codes=codes[first_rows],
                 Z=np.ascontiguousarray(Z[first_rows]),
-                level_rows=np.bincount(codes, minlength=L),
-                level_trials=np.bincount(codes, weights=row_n, minlength=L),
-                level_successes=np.bincount(codes, weights=row_y, minlength=L),
+                level_rows=(
+                    np.bincount(codes, minlength=L) if w is None
+                    else np.bincount(codes, weights=w, minlength=L).astype(np.int64)
+                ),
+                level_trials=np.bincount(codes, weights=row_n if w is None else row_n * w,
+                                         minlength=L),
+                level_successes=np.bincount(codes, weights=row_y if w is None else row_y * w,
+                                            minlength=L),
                 z_scale=zscale,
             )
         )
-    const = float(np.sum(gammaln(row_n + 1) - gammaln(row_y + 1) - gammaln(row_n - row_y + 1)))
+    # sum over the distinct (successes, trials) pairs with their row counts: rows and patterns
+    # give the same number
+    pairs, pair_of = np.unique(np.column_stack([row_y, row_n]), axis=0, return_inverse=True)
+    pair_rows = np.bincount(pair_of.reshape(-1), weights=w, minlength=len(pairs)).astype(float)
+    py, pn = pairs[:, 0], pairs[:, 1]
+    const = float(np.dot(pair_rows, gammaln(pn + 1) - gammaln(py + 1) - gammaln(pn - py + 1)))
     # center the fixed columns (brms style) only where an intercept absorbs the shift: the fixed
     # intercept, or the one unpooled per-group intercept of pooling="none"
     x_center = np.zeros(len(fixed_names))
@@ -357,7 +411,7 @@ def build_design(
             if name == "Intercept":
                 continue
             if standardize or fixed_rescaled[k]:
-                x_center[k] = float(np.mean(X_rows[:, k]))
+                x_center[k] = moments(X_rows[:, k], w)[0]
     return Design(
         formula=f,
         fixed_names=tuple(fixed_names),
@@ -379,4 +433,5 @@ def build_design(
         x_scale=np.array(fixed_scale, dtype=float),
         standardize=standardize,
         reference={col: levels[0] for col, levels in checked.categorical.items()},
+        row_count=None if w is None else np.asarray(w, dtype=np.int64),
     )
