@@ -42,6 +42,8 @@ class Table:
     #: table of rows
     counts: Any = None
     row_number: Any = None
+    #: warnings of rules already applied to the rows (rows dropped by the data engine)
+    warnings: tuple[str, ...] = ()
 
 
 def _sniff_delimiter(head: str) -> str:

@@ -283,7 +283,15 @@ def build_design(
     Categorical, else the first level in sorted order).
     """
     f = formula if isinstance(formula, Formula) else parse_formula(formula)
-    table = data if isinstance(data, Table) else read_table(data)
+    if isinstance(data, Table):
+        table = data
+    else:
+        from poolwise import ingest  # imports DuckDB / PySpark only when they are used
+
+        if ingest.wants_engine(data):  # files, globs, DuckDB relations, Spark DataFrames
+            table = ingest.read_patterns(f, data, success=success, drop_missing=drop_missing)
+        else:
+            table = read_table(data)
     checked = check_model_data(
         f, table, success=success, drop_missing=drop_missing, pooling=pooling
     )

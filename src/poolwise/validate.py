@@ -438,7 +438,7 @@ def _finite(x: np.ndarray, col: str, rows: np.ndarray, role: str) -> np.ndarray:
     return x
 
 
-def _numbers_with_text(s: pd.Series) -> bool:
+def _numbers_with_text(s: pd.Series, weights: np.ndarray | None = None) -> bool:
     """A text column meant to be numeric but with some values that are not numbers [§7.19]:
     a decimal comma anywhere, or >= 90% of the rows are numbers and the rest is not.
 
@@ -454,7 +454,8 @@ def _numbers_with_text(s: pd.Series) -> bool:
     ok = pd.to_numeric(text, errors="coerce").notna().to_numpy()
     if ok.all() or not ok.any():
         return False
-    counts = np.bincount(codes[codes >= 0], minlength=len(uniq))
+    w = None if weights is None else np.asarray(weights, dtype=float)[codes >= 0]
+    counts = np.bincount(codes[codes >= 0], weights=w, minlength=len(uniq))
     return bool(counts[ok].sum() >= 0.9 * counts.sum())
 
 
@@ -654,7 +655,7 @@ def check_model_data(
     weights = getattr(table, "counts", None)
     given_rows = getattr(table, "row_number", None)
     rows = np.arange(1, n_all + 1) if given_rows is None else np.asarray(given_rows)
-    warn: list[str] = []
+    warn: list[str] = list(getattr(table, "warnings", ()))
     notes: list[str] = []
 
     # [§7.5, §7.29] missing values in the model's columns
@@ -741,7 +742,7 @@ def check_model_data(
         is_num = (
             pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)
         ) and not is_cat
-        if not is_num and not is_cat and _numbers_with_text(s):
+        if not is_num and not is_cat and _numbers_with_text(s, weights):
             is_num = True  # [§7.19] _numeric raises, naming the values that are not numbers
         if is_num:
             x = _numeric(frame, var, rows, "predictor")
@@ -1083,6 +1084,14 @@ def check_run(
                 f"'{outcome}' is the same in all {d.n_rows} rows; give the intercept a proper "
                 "prior, e.g. intercept=normal(0, 1.5)"
             )
+    if log_likelihood and getattr(d, "row_count", None) is not None:
+        # patterns counted by a data engine (poolwise.ingest): the per-row log-likelihood
+        # needs the counts as weights in LOO, which the pointwise outputs do not carry yet
+        raise SpecError(
+            f"the data were aggregated by a data engine ({d.n_rows:,} rows in {len(d.row_y):,} "
+            "patterns); the per-row log-likelihood is not available for them yet - pass "
+            "log_likelihood=False"
+        )
     # [§7.31] memory for the draws
     if n_params is None:
         n_params = stored_values_per_draw(spec)
