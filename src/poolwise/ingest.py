@@ -233,8 +233,11 @@ class _Spark(_Engine):
         for p, c in counts:
             offs.append((p, total))
             total += c
-        self.spark.createDataFrame(offs or [(0, 0)], "_p INT, _off BIGINT").createOrReplaceTempView(
-            self.offsets
+        values = ", ".join(f"({p}, CAST({o} AS BIGINT))" for p, o in (offs or [(0, 0)]))
+        # SQL, not createDataFrame: no Python worker is needed anywhere
+        self.spark.sql(
+            f"CREATE OR REPLACE TEMPORARY VIEW {self.offsets} AS "
+            f"SELECT * FROM VALUES {values} AS t(_p, _off)"
         )
 
     def src(self, cols: Sequence[str]) -> str:
@@ -519,10 +522,15 @@ def _check_rows(chk: _Checker, f: Formula, success: Any, drop_missing: bool) -> 
         if e.columns[var] not in ("str", "other"):
             continue  # numbers; infinities were checked above
         qc = chk.q(var)
-        nonnull, ok, comma = chk.one(
-            f"count({qc}), count({chk.num(var)}), "
-            f"count_if({e.dialect.full_match(f'trim({qc})', V._DECIMAL_COMMA.pattern)})"
-        )
+        # on the distinct values with their row counts: text functions run once per value
+        comma_v = e.dialect.full_match("trim(v)", V._DECIMAL_COMMA.pattern)
+        nonnull, ok, comma = chk.e.fetch(
+            f"{chk.with_src}SELECT sum(c), sum(CASE WHEN TRY_CAST(v AS DOUBLE) IS NOT NULL "
+            f"THEN c ELSE 0 END), count_if({comma_v}) FROM (SELECT CAST({qc} AS "
+            f"{'STRING' if e.dialect.name == 'spark' else 'VARCHAR'}) AS v, count(*) AS c "
+            f"FROM src WHERE {chk.where} AND {qc} IS NOT NULL GROUP BY {qc}) t"
+        )[0]
+        nonnull, ok, comma = int(nonnull or 0), int(ok or 0), int(comma or 0)
         if comma or (0 < ok < nonnull and ok >= 0.9 * nonnull):
             chk.numeric(var, "predictor")
     return warn, notes, n_all
