@@ -152,17 +152,26 @@ def test_csv_glob_and_relation_give_the_same_cells(tmp_path):
         df.iloc[start:start + 1000].to_parquet(parts / f"part{i}.parquet")
     con = duckdb.connect()
     rel = con.read_parquet(str(parts / "*.parquet"))
-    for source in (FileSource(str(tmp_path / "all.csv")), str(parts / "*.parquet"), str(parts), rel):
+    csv = FileSource(str(tmp_path / "all.csv"))
+    for source in (csv, str(parts / "*.parquet"), str(parts), rel):
         assert wants_engine(source)
         _same_design(rows, _quiet_design(formula, source))
 
 
-def test_small_frames_and_files_keep_the_pandas_path(tmp_path):
+def test_small_frames_and_files_keep_the_pandas_path(tmp_path, monkeypatch):
+    import poolwise.ingest as ingest
+
     df = _bernoulli(50)
     df.to_csv(tmp_path / "small.csv", index=False)
+    df.to_parquet(tmp_path / "small.parquet")
     assert not wants_engine(df)
     assert not wants_engine(str(tmp_path / "small.csv"))
+    assert not wants_engine(str(tmp_path / "small.parquet"))
     assert wants_engine(str(tmp_path / "*.csv"))
+    monkeypatch.setattr(ingest, "ENGINE_MIN_ROWS", 50)  # a Parquet file's rows, from its footer
+    assert wants_engine(str(tmp_path / "small.parquet"))
+    monkeypatch.setattr(ingest, "ENGINE_MIN_BYTES", 100)
+    assert wants_engine(str(tmp_path / "small.csv"))
 
 
 def test_drop_missing_and_zero_trials_warn_as_pandas_does(tmp_path):

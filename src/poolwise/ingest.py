@@ -45,10 +45,12 @@ from poolwise.data import NA_TOKENS, Table
 from poolwise.errors import DataError
 from poolwise.formula import Formula
 
-__all__ = ["FileSource", "ENGINE_MIN_BYTES", "wants_engine", "read_patterns"]
+__all__ = ["FileSource", "ENGINE_MIN_BYTES", "ENGINE_MIN_ROWS", "wants_engine", "read_patterns"]
 
-#: a single CSV or Parquet file at least this large is read by DuckDB rather than pandas
-ENGINE_MIN_BYTES = 64 * 2**20
+#: a single CSV file at least this large is read by DuckDB rather than pandas
+ENGINE_MIN_BYTES = 32 * 2**20
+#: a single Parquet file with at least this many rows (from its footer) is read by DuckDB
+ENGINE_MIN_ROWS = 1_000_000
 _ENGINE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".txt")
 _PARQUET = (".parquet", ".pq")
 
@@ -68,8 +70,9 @@ def _module(data: Any) -> str:
 
 def wants_engine(data: Any) -> bool:
     """True for data that go through a data engine: a :class:`FileSource`, a DuckDB relation,
-    a Spark DataFrame, a glob or a folder of files, or a CSV/Parquet file of at least
-    :data:`ENGINE_MIN_BYTES`. Small files and in-memory frames keep the pandas path."""
+    a Spark DataFrame, a glob or a folder of files, a Parquet file of at least
+    :data:`ENGINE_MIN_ROWS` rows or a CSV file of at least :data:`ENGINE_MIN_BYTES`. Small
+    files and in-memory frames keep the pandas path."""
     if isinstance(data, FileSource):
         return True
     mod = _module(data)
@@ -81,8 +84,21 @@ def wants_engine(data: Any) -> bool:
             return True
         if not p.exists():
             return any(c in str(data) for c in "*?[")
-        return p.suffix.lower() in _ENGINE_SUFFIXES and p.stat().st_size >= ENGINE_MIN_BYTES
+        suffix = p.suffix.lower()
+        if suffix in _PARQUET:
+            return _parquet_rows(p) >= ENGINE_MIN_ROWS
+        return suffix in _ENGINE_SUFFIXES and p.stat().st_size >= ENGINE_MIN_BYTES
     return False
+
+
+def _parquet_rows(path: Path) -> int:
+    """Rows in a Parquet file's footer; 0 when it cannot be read (pandas then says why)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception:  # noqa: BLE001 - not Parquet after all: the pandas reader reports it
+        return 0
 
 
 # -- engines -----------------------------------------------------------------------------
@@ -249,7 +265,8 @@ class _Spark(_Engine):
         inner = ", ".join(f"r.{q(c)}" for c in cols)
         return (
             f"SELECT {inner}, o._off + (r._mid - shiftleft(CAST(r._p AS BIGINT), 33)) + 1 AS _rn "
-            f"FROM (SELECT {sel}, spark_partition_id() AS _p, monotonically_increasing_id() AS _mid "
+            f"FROM (SELECT {sel}, spark_partition_id() AS _p, "
+            "monotonically_increasing_id() AS _mid "
             f"FROM {self.raw}) r JOIN {self.offsets} o ON r._p = o._p"
         )
 
@@ -480,8 +497,8 @@ def _check_rows(chk: _Checker, f: Formula, success: Any, drop_missing: bool) -> 
             inf = chk.is_inf(chk.q(col))
             k = chk.count(inf)
             if k:
-                chk.raise_(V.infinite_message(V._role(f, col), col, chk.first_values(chk.q(col), inf),
-                                              chk.rows_text(inf, k)))
+                vals = chk.first_values(chk.q(col), inf)
+                chk.raise_(V.infinite_message(V._role(f, col), col, vals, chk.rows_text(inf, k)))
     # the response
     r = f.response
     zero: str | None = None

@@ -278,10 +278,15 @@ def levels_message(col: str, uniq: Sequence[Any], where: str, match: Any = None)
 
 
 def success_not_value_message(success: Any, col: str, uniq: Sequence[Any]) -> str:
-    return f"success={success!r} is not a value of outcome '{col}'; its values are {fmt_values(uniq)}"
+    return (
+        f"success={success!r} is not a value of outcome '{col}'; its values are "
+        f"{fmt_values(uniq)}"
+    )
 
 
-def exceed_message(count: int, rows: str, pairs: Sequence[tuple[Any, Any]], scol: str, tcol: str) -> str:
+def exceed_message(
+    count: int, rows: str, pairs: Sequence[tuple[Any, Any]], scol: str, tcol: str
+) -> str:
     """[§7.13]"""
     text = ", ".join(f"{int(a)} > {int(b)}" for a, b in pairs[:5])
     return (
