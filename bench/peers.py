@@ -50,7 +50,6 @@ REPO = Path(__file__).resolve().parent.parent
 DATA_CANDIDATES = [
     REPO / "src" / "poolwise" / "datasets" / "bangladesh.csv",
     REPO.parent / "shared" / "data" / "bangladesh.csv",
-    Path("/work/shared/data/bangladesh.csv"),
 ]
 TOOLS = ("pymc", "pymc-nutpie", "pymc-auto")
 MODELS = ("intercepts", "slopes")
@@ -134,7 +133,8 @@ def summarize(az, idata, model_name: str) -> dict:
         out["mean_n_steps"] = float(stats["n_steps"].mean())
         out["grad_evals_draws"] = int(stats["n_steps"].sum())
     if "tree_depth" in stats or "depth" in stats:
-        out["mean_tree_depth"] = float(stats["tree_depth" if "tree_depth" in stats else "depth"].mean())
+        depth = stats["tree_depth" if "tree_depth" in stats else "depth"]
+        out["mean_tree_depth"] = float(depth.mean())
     if "draw" in div.dims:
         out["draws_per_chain"] = int(div.sizes["draw"])
         out["chains"] = int(div.sizes["chain"])

@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     IDLE["threshold"], IDLE["max_wait"] = args.idle_threshold, args.wait_idle
     # SIGTERM -> KeyboardInterrupt, so subprocess.run kills the running child too
     signal.signal(signal.SIGTERM, _on_sigterm)
-    started = _dt.datetime.now(_dt.timezone.utc)
+    started = _dt.datetime.now(_dt.UTC)
     machine = machine_info()
     log(f"machine: {machine.get('cpu_model')} x{machine['cpu_count']}; model={args.model} "
         f"chains={CHAINS} tune={TUNE} draws={DRAWS} seed={args.seed} repeats={args.repeats}")
@@ -518,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         "chains": CHAINS, "tune": TUNE, "draws": DRAWS,
         "seed": args.seed, "repeats": args.repeats, "warmup": args.warmup,
         "started_utc": started.isoformat(),
-        "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "finished_utc": _dt.datetime.now(_dt.UTC).isoformat(),
         "machine": machine,
         "harness_python": sys.executable,
         "table": rows,

@@ -54,7 +54,17 @@ def test_trace_and_rank(fits, tmp_path):
     from poolwise.plots import plot_rank, plot_trace
 
     bad, _ = fits
-    _png(plot_trace(bad), tmp_path, "trace")
+    trace = plot_trace(bad)
+    chains = bad.idata.posterior.sizes["chain"]
+    # one (density, trace) pair of panels per variable: Intercept, sd_district, a_district[1..3]
+    density, draws = trace.axes[0::2], trace.axes[1::2]
+    assert [ax.get_xlabel() for ax in density] == ["Intercept", "sd_district", "a_district"]
+    assert [ax.get_xlabel() for ax in draws] == ["Draw"] * 3
+    # a line per chain (and per district for the three-level effect), in both panels
+    assert [len(ax.get_lines()) for ax in density] == [chains, chains, 3 * chains]
+    assert [len(ax.get_lines()) for ax in draws] == [chains, chains, 3 * chains]
+    assert trace._suptitle.get_text().startswith("trace and density per chain")
+    _png(trace, tmp_path, "trace")
     fig = plot_rank(bad)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["Intercept", "sd_district", "a_district[1]", "a_district[2]",

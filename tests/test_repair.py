@@ -301,8 +301,8 @@ def test_diagnose_command_on_saved_fits(repaired, unrepaired, tmp_path, capsys):
 
     poolwise.save_fit(repaired, tmp_path / "good")
     loaded = load_fit(tmp_path / "good")
-    nums = [a.number if hasattr(a, "number") else a["attempt"] for a in loaded.repair_log]
-    assert nums == [a.number for a in repaired.repair_log]
+    assert isinstance(loaded.repair_log, RepairLog)
+    assert [a.number for a in loaded.repair_log] == [a.number for a in repaired.repair_log]
     assert poolwise.diagnose(loaded).ok
     assert cli_main(["diagnose", str(tmp_path / "good")]) == 0
     out = capsys.readouterr().out

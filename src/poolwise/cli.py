@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from poolwise import links
+
 EXIT_OK, EXIT_NOT_OK, EXIT_USAGE, EXIT_INPUT = 0, 1, 2, 3
 
 PRIOR_CLASSES = ("intercept", "b", "sd", "cor", "unpooled")
@@ -35,7 +37,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="?", help="CSV / TSV / Parquet file")
     p.add_argument("--example", choices=["bangladesh"], help="use bundled example data")
     p.add_argument("--formula", "-f", help="lme4/brms formula, e.g. 'y ~ 1 + (1 | g)'")
-    p.add_argument("--link", choices=["logit", "probit", "cloglog"], default="logit")
+    p.add_argument("--link", choices=links.names(), default=links.names()[0])
     p.add_argument(
         "--prior",
         action="append",
@@ -363,24 +365,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _print_journal(log: Any) -> None:
-    """The repair journal: a RepairLog, or the attempt dicts of a loaded fit."""
-    if hasattr(log, "journal"):
-        lines = log.journal()
-    else:
-        lines = []
-        for a in log:
-            if not isinstance(a, dict):
-                continue
-            st = a.get("settings", {})
-            par = "; ".join(f"{k}: {v}" for k, v in a.get("parameterization", {}).items())
-            lines.append(
-                f"attempt {a.get('attempt')}: {a.get('action')} [{par}; target_accept "
-                f"{st.get('target_accept')}, tune {st.get('tune')}, draws {st.get('draws')}] -> "
-                f"{'ok' if a.get('ok') else 'NOT OK'}: divergences {a.get('divergences')}, "
-                f"max R-hat {a.get('max_rhat')}, min ESS bulk {a.get('min_ess_bulk')}"
-            )
-            if a.get("next_step"):
-                lines.append(f"    next: {a['next_step']}")
+    """The repair journal (a RepairLog, fresh or loaded); nothing for a fit without one."""
+    from poolwise.repair import RepairLog
+
+    lines = log.journal() if isinstance(log, RepairLog) else []
     if lines:
         print("\nrepair journal:")
         for line in lines:

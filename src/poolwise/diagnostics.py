@@ -570,18 +570,20 @@ def _bfmi(energy: np.ndarray) -> np.ndarray:
 def _sd_terms(post: xr.Dataset, spec: ModelSpec | None) -> list[tuple[str, str]]:
     """(sd variable, group term name) for every estimated group SD in the posterior."""
     if spec is not None:
-        from poolwise.engine.layout import sd_name
+        from poolwise.naming import sd_name
 
         out: list[tuple[str, str]] = []
         for t in spec.terms:
             if t.estimated:
                 out.extend((sd_name(t, c), t.name) for c in t.group.coef_names)
         return [(v, t) for v, t in out if v in post]
+    from poolwise import naming
+
     out = []  # no spec: read the names
     for name, v in post.data_vars.items():
         s = str(name)
-        if s.startswith("sd_") and set(v.dims) <= {"chain", "draw"}:
-            out.append((s, s[3:].split("__")[0]))
+        if naming.kind(s) == "sd" and set(v.dims) <= {"chain", "draw"}:
+            out.append((s, str(naming.parse(s).group)))
     return out
 
 
@@ -709,17 +711,11 @@ def _structure_findings(spec: ModelSpec) -> list[Finding]:
 
 
 def sd_prior_logpdf(prior: Any, x: np.ndarray) -> np.ndarray:
-    """Log density of a group-SD prior (exponential, half-normal, half-Student-t) at x."""
-    from scipy import stats
+    """Log density of a group-SD prior (exponential, half-normal, half-Student-t) at x
+    (:meth:`poolwise.families.FamilySpec.logpdf`)."""
+    from poolwise import families
 
-    fam, p = prior.family, prior.params
-    if fam == "exponential":
-        return stats.expon.logpdf(x, scale=1.0 / p[0])
-    if fam == "half_normal":
-        return stats.halfnorm.logpdf(x, scale=p[0])
-    if fam == "half_student_t":
-        return np.log(2.0) + stats.t.logpdf(x, p[0], scale=p[1])
-    raise ValueError(f"no log density for SD prior {prior}")  # pragma: no cover
+    return families.get(prior.family).logpdf(prior.params, x)
 
 
 def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[float, float]]:
@@ -729,7 +725,7 @@ def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[flo
     group, or computed from the draws)."""
     import arviz_stats as azs
 
-    from poolwise.engine.layout import sd_name
+    from poolwise.naming import sd_name
 
     post = tree["posterior"].to_dataset()
     pairs = [
@@ -808,6 +804,6 @@ def _sensitivity_findings(sens: dict[str, tuple[float, float]], spec: ModelSpec)
 
 
 def _sd_name(term: Any, coef: str) -> str:
-    from poolwise.engine.layout import sd_name
+    from poolwise.naming import sd_name
 
     return sd_name(term, coef)

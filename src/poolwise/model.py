@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from poolwise import families, links
 from poolwise.design import Design, GroupDesign, build_design
 from poolwise.errors import SpecError
 from poolwise.formula import Formula
@@ -26,11 +27,11 @@ __all__ = [
 ]
 
 Pooling = Literal["partial", "none", "complete"]
-Link = Literal["logit", "probit", "cloglog"]
+Link = Literal["logit", "probit", "cloglog"]  # for type checkers; the registry: poolwise.links
 Parameterization = Literal["centered", "noncentered", "auto"]
 
 POOLINGS: tuple[str, ...] = ("partial", "none", "complete")
-LINKS: tuple[str, ...] = ("logit", "probit", "cloglog")
+LINKS: tuple[str, ...] = links.names()
 PARAMETERIZATIONS: tuple[str, ...] = ("centered", "noncentered", "auto")
 
 
@@ -95,7 +96,8 @@ class ModelSpec:
         for t in self.terms:
             req = choice if isinstance(choice, str) else choice.get(t.name, t.requested)
             terms.append(
-                replace(t, requested=req, centered=resolve_parameterization(t, req, self.design))
+                replace(t, requested=req, centered=resolve_parameterization(
+                    t, req, self.design, link=self.link))
             )
         return replace(self, terms=tuple(terms))
 
@@ -105,22 +107,25 @@ AUTO_SD_QUANTILES = (0.05, 0.95)
 
 
 def level_information(
-    term: TermSpec, design: Design, cell_p: np.ndarray | None = None
+    term: TermSpec, design: Design, cell_p: np.ndarray | None = None, *, link: str = "logit"
 ) -> np.ndarray:
     """Fisher information that the data carry about each level's effects, shape (L, C):
-    ``I_jc = sum over the level's cells of n_i p_i (1 - p_i) Z_ic**2`` on the logit scale
+    ``I_jc = sum over the level's cells of w_i Z_ic**2`` with the binomial Fisher weight of
+    the link, ``w_i = n_i (dp/deta)^2 / (p_i (1 - p_i))`` (:meth:`poolwise.links.LinkSpec.
+    fisher_weight`; ``n_i p_i (1 - p_i)`` for the logit), on the scale of the linear predictor
     (with ``Z`` as the engine samples it, so SDs are on the engine's scale too).
 
     ``cell_p``: each cell's success probability (e.g. from a pilot run's posterior mean);
     default: the pooled proportion, clipped to [0.02, 0.98], for every cell.
     """
     g = term.group
+    lk = links.get(link)
     if cell_p is None:
         p = float(np.clip(design.y.sum() / max(design.n.sum(), 1.0), 0.02, 0.98))
-        w = design.n * p * (1.0 - p)
+        w = lk.fisher_weight(design.n, lk.link(np.full(len(design.n), p)))
     else:
         cp = np.clip(np.asarray(cell_p, dtype=float), 1e-6, 1.0 - 1e-6)
-        w = design.n * cp * (1.0 - cp)
+        w = lk.fisher_weight(design.n, lk.link(cp))
     # the engine's scale (predictors of varying slopes may be rescaled for sampling)
     Z = np.asarray(getattr(g, "Z_engine", g.Z), dtype=float).reshape(len(g.codes), g.n_coefs)
     info = np.zeros((g.n_levels, g.n_coefs))
@@ -132,23 +137,11 @@ def level_information(
 def sd_prior_range(term: TermSpec, q: tuple[float, float] = AUTO_SD_QUANTILES) -> np.ndarray:
     """The ``q`` quantiles of each group SD under its prior, shape (C, 2); a fixed SD (no
     pooling) gives its value twice."""
-    from scipy import stats
-
     if term.sd_fixed:
         return np.array([[s, s] for s in term.sd_fixed], dtype=float)
-    out = []
-    for p in term.sd_priors:
-        u = np.asarray(q, dtype=float)
-        if p.family == "exponential":
-            v = -np.log1p(-u) / p.params[0]
-        elif p.family == "half_normal":
-            v = p.params[0] * stats.norm.ppf(0.5 + 0.5 * u)
-        elif p.family == "half_student_t":
-            v = p.params[1] * stats.t.ppf(0.5 + 0.5 * u, p.params[0])
-        else:  # pragma: no cover - Priors only allows positive families for SDs
-            v = np.array([1.0, 1.0])
-        out.append(v)
-    return np.array(out, dtype=float)
+    u = np.asarray(q, dtype=float)
+    return np.array([families.get(p.family).ppf(p.params, u) for p in term.sd_priors],
+                    dtype=float)
 
 
 def resolve_parameterization(
@@ -158,6 +151,7 @@ def resolve_parameterization(
     *,
     sd_range: np.ndarray | None = None,
     cell_p: np.ndarray | None = None,
+    link: str = "logit",
 ) -> np.ndarray:
     """Per-level centering flags (True: centered, False: non-centered).
 
@@ -166,8 +160,8 @@ def resolve_parameterization(
 
     ``"auto"`` decides level by level from how strongly the data inform the level compared
     with the group SD. With ``I_jc`` the Fisher information of level j's coefficient c
-    (:func:`level_information`: ``n_j p (1 - p)`` for an intercept) and ``[s_lo, s_hi]`` the
-    plausible range of that coefficient's SD (``sd_range``, shape (C, 2): the 5% and 95%
+    (:func:`level_information`: ``n_j p (1 - p)`` for an intercept and the logit ``link``)
+    and ``[s_lo, s_hi]`` the plausible range of that coefficient's SD (``sd_range``, shape (C, 2): the 5% and 95%
     posterior quantiles from a pilot run; default: the same quantiles of the SD's *prior*),
     a level is **centered when** ``I_jc * s_lo**2 > 1`` **for every coefficient**, i.e. when
     the data outweigh the group prior even at the small end of the SD's range (the
@@ -201,7 +195,7 @@ def resolve_parameterization(
         return np.ones(L, dtype=bool)
     if requested == "noncentered":
         return np.zeros(L, dtype=bool)
-    info = level_information(term, design, cell_p)
+    info = level_information(term, design, cell_p, link=link)
     rng = sd_prior_range(term) if sd_range is None or term.sd_fixed else np.asarray(sd_range)
     s_lo = np.asarray(rng, dtype=float).reshape(term.group.n_coefs, 2)[:, 0]
     return np.all(info * s_lo[None, :] ** 2 > 1.0, axis=1)
@@ -228,8 +222,7 @@ def build_model(
     """
     if pooling not in POOLINGS:
         raise SpecError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
-    if link not in LINKS:
-        raise SpecError(f"link must be one of {', '.join(LINKS)}; got {link!r}")
+    links.get(link)  # SpecError for an unknown link
     priors = priors or Priors()
     design = build_design(
         formula, data, pooling=pooling, success=success, drop_missing=drop_missing,
@@ -265,6 +258,8 @@ def build_model(
             centered=np.zeros(g.n_levels, dtype=bool),
         )
         terms.append(spec)
+    for p in fixed_priors + tuple(q for t in terms for q in t.sd_priors):
+        families.get(p.family).kernel_words(p.params)  # SpecError: unknown family / parameters
     spec = ModelSpec(
         design=design,
         pooling=pooling,

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from poolwise import links
+
 if TYPE_CHECKING:
     from poolwise.pooling import PoolingComparison
 
@@ -52,7 +54,7 @@ def pooling_narrative(comp: PoolingComparison, *, top: int = 3) -> tuple[str, ..
     name = comp.group
     ci = f"{_pct(comp.prob)} {comp.kind.upper()}"
     link = comp.main_fit.spec.link
-    inv = "logistic" if link == "logit" else f"inverse {link}"
+    inv = links.get(link).inverse_name
     pop_p = pop.loc["p_typical_group"]
     a_bar = pop.loc["a_bar"]
     sigma = pop.loc["sigma"]

@@ -19,7 +19,7 @@ For group j the partial-pooling posterior of its intercept is, to a normal appro
 around the posterior, a precision-weighted average of what the group's own data say and the
 population mean ``a_bar``. With ``sigma`` the group SD and ``I_j`` the Fisher information of
 the group's data about its intercept (``sum_c n_c p_c (1 - p_c)`` over the group's cells for the
-logit link), the weight on the population mean is ``B_j = 1 / (1 + sigma^2 I_j)`` (the
+logit link; for any link the weights of :meth:`poolwise.links.LinkSpec.fisher_weight`), the weight on the population mean is ``B_j = 1 / (1 + sigma^2 I_j)`` (the
 Efron-Morris shrinkage factor, BDA3 section 5.5). ``shrinkage`` is its posterior mean, computed
 per draw from the partial-pooling fit: 0 means the estimate is the group's own, 1 means it is
 the population mean. It lies in [0, 1] by construction, falls as n grows and needs no
@@ -38,15 +38,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from poolwise.engine.layout import sd_name, total_name
+from poolwise import links
 from poolwise.errors import SpecError
+from poolwise.naming import sd_name, total_name
 from poolwise.posterior import _draws, cell_eta, inverse_link
 
 if TYPE_CHECKING:
     from arviz_stats.utils import ELPDDataLOO
 
     from poolwise.fit import Fit
-    from poolwise.model import ModelSpec, TermSpec
+    from poolwise.model import Link, ModelSpec, TermSpec
 
 __all__ = [
     "POOLINGS",
@@ -134,7 +135,7 @@ def compare_pooling(
     *,
     group: str | None = None,
     priors: Any = None,
-    link: Literal["logit", "probit", "cloglog"] = "logit",
+    link: Link = "logit",
     parameterization: Literal["centered", "noncentered", "auto"] = "auto",
     success: Any = None,
     drop_missing: bool = False,
@@ -338,10 +339,7 @@ def shrinkage_fraction(fit: Fit, term: TermSpec) -> np.ndarray:
     d = spec.design
     sigma = _draws(post, sd_name(term, "Intercept"))  # (S,)
     eta = cell_eta(spec, post)  # (S, n_cells)
-    p = inverse_link(spec.link, eta)
-    slope = _dp_deta(spec.link, eta, p)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        info_cell = d.n * slope**2 / np.clip(p * (1.0 - p), 1e-300, None)
+    info_cell = links.get(spec.link).fisher_weight(d.n, eta)
     z = term.group.Z[:, term.group.coef_names.index("Intercept")]
     info_cell = info_cell * z**2
     L = term.group.n_levels
@@ -350,14 +348,6 @@ def shrinkage_fraction(fit: Fit, term: TermSpec) -> np.ndarray:
         info[:, j] = info_cell[:, term.group.codes == j].sum(axis=1)
     b = 1.0 / (1.0 + sigma[:, None] ** 2 * info)
     return np.clip(b.mean(axis=0), 0.0, 1.0)
-
-
-def _dp_deta(link: str, eta: np.ndarray, p: np.ndarray) -> np.ndarray:
-    if link == "logit":
-        return p * (1.0 - p)
-    if link == "probit":
-        return np.exp(-0.5 * eta**2) / math.sqrt(2 * math.pi)
-    return np.exp(eta - np.exp(eta))  # cloglog: d/deta (1 - exp(-exp(eta)))
 
 
 # ---- population table -------------------------------------------------------------------

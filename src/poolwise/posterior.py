@@ -6,10 +6,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 import xarray as xr
-from scipy.special import expit, gammaln, log_expit, log_ndtr, ndtr
+from scipy.special import gammaln
 
-from poolwise.engine.layout import fixed_name, sd_name, total_name
+from poolwise import links
 from poolwise.model import ModelSpec
+from poolwise.naming import fixed_name, sd_name, total_name
 
 __all__ = ["cell_eta", "inverse_link", "log_p_q", "row_log_likelihood", "to_original_scale"]
 
@@ -87,22 +88,13 @@ def cell_eta(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
 
 
 def inverse_link(link: str, eta: np.ndarray) -> np.ndarray:
-    if link == "logit":
-        return expit(eta)
-    if link == "probit":
-        return ndtr(eta)
-    return -np.expm1(-np.exp(eta))
+    """p from the linear predictor (:mod:`poolwise.links`; SpecError for an unknown link)."""
+    return links.get(link).inverse(eta)
 
 
 def log_p_q(link: str, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """log p and log(1 - p)."""
-    if link == "logit":
-        return log_expit(eta), log_expit(-eta)
-    if link == "probit":
-        return log_ndtr(eta), log_ndtr(-eta)
-    mu = np.exp(eta)
-    with np.errstate(divide="ignore"):
-        return np.log(-np.expm1(-mu)), -mu
+    return links.get(link).log_p_q(eta)
 
 
 def row_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from poolwise import families
 from poolwise.errors import DataWarning
 from poolwise.model import ModelSpec
 from poolwise.posterior import inverse_link
@@ -104,18 +105,10 @@ class PriorPredictive:
 
 def sample_prior(prior: Prior, rng: np.random.Generator, size: int | tuple[int, ...]) -> np.ndarray:
     """Draws from one prior (a flat prior raises ValueError: it cannot be simulated)."""
-    fam, p = prior.family, prior.params
-    if fam == "normal":
-        return rng.normal(p[0], p[1], size=size)
-    if fam == "student_t":
-        return p[1] + p[2] * rng.standard_t(p[0], size=size)
-    if fam == "exponential":
-        return rng.exponential(1.0 / p[0], size=size)
-    if fam == "half_normal":
-        return np.abs(rng.normal(0.0, p[0], size=size))
-    if fam == "half_student_t":
-        return np.abs(p[1] * rng.standard_t(p[0], size=size))
-    raise ValueError(f"cannot simulate from the prior {prior}")
+    try:
+        return families.get(prior.family).draw(prior.params, rng, size)
+    except ValueError as err:
+        raise ValueError(f"cannot simulate from the prior {prior}: {err}") from err
 
 
 def sample_lkj_cholesky(eta: float, C: int, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -135,7 +128,7 @@ def sample_lkj_cholesky(eta: float, C: int, rng: np.random.Generator, size: int)
 
 def _flat_prior(spec: ModelSpec) -> str | None:
     for name, p in zip(spec.design.fixed_names, spec.fixed_priors, strict=True):
-        if p.family == "flat":
+        if not p.spec.proper:
             return f"the prior of {name} is flat (improper), it cannot be simulated"
     return None
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from poolwise import families
 from poolwise.errors import SpecError
 
 __all__ = [
@@ -32,34 +32,37 @@ PriorFamily = Literal[
 
 @dataclass(frozen=True)
 class Prior:
-    """A prior distribution: ``family`` and its parameters (in the order of the constructor)."""
+    """A prior distribution: ``family`` (a name in :mod:`poolwise.families`) and its parameters
+    (in the order of the constructor). An unknown family or invalid parameters raise
+    :class:`SpecError` here, when the prior is made."""
 
     family: PriorFamily
     params: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        checked = families.get(self.family).check_params(tuple(self.params))
+        object.__setattr__(self, "params", checked)
 
     def __str__(self) -> str:
         args = ", ".join(f"{p:g}" for p in self.params)
         return f"{self.family}({args})"
 
     @property
+    def spec(self) -> families.FamilySpec:
+        """The family's registry entry (log density, quantiles, draws, kernel)."""
+        return families.get(self.family)
+
+    @property
     def positive(self) -> bool:
-        return self.family in ("exponential", "half_normal", "half_student_t")
-
-
-def _check_positive(name: str, **values: float) -> None:
-    for key, v in values.items():
-        if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
-            raise SpecError(f"{name}() needs {key} > 0 (a finite positive number); got {v!r}")
+        return self.spec.support == "positive"
 
 
 def normal(mu: float = 0.0, sigma: float = 1.0) -> Prior:
-    _check_positive("normal", sigma=sigma)
-    return Prior("normal", (float(mu), float(sigma)))
+    return Prior("normal", (mu, sigma))
 
 
 def student_t(nu: float, mu: float = 0.0, sigma: float = 1.0) -> Prior:
-    _check_positive("student_t", nu=nu, sigma=sigma)
-    return Prior("student_t", (float(nu), float(mu), float(sigma)))
+    return Prior("student_t", (nu, mu, sigma))
 
 
 def cauchy(mu: float = 0.0, sigma: float = 1.0) -> Prior:
@@ -67,18 +70,15 @@ def cauchy(mu: float = 0.0, sigma: float = 1.0) -> Prior:
 
 
 def exponential(rate: float = 1.0) -> Prior:
-    _check_positive("exponential", rate=rate)
-    return Prior("exponential", (float(rate),))
+    return Prior("exponential", (rate,))
 
 
 def half_normal(sigma: float = 1.0) -> Prior:
-    _check_positive("half_normal", sigma=sigma)
-    return Prior("half_normal", (float(sigma),))
+    return Prior("half_normal", (sigma,))
 
 
 def half_student_t(nu: float, sigma: float = 1.0) -> Prior:
-    _check_positive("half_student_t", nu=nu, sigma=sigma)
-    return Prior("half_student_t", (float(nu), float(sigma)))
+    return Prior("half_student_t", (nu, sigma))
 
 
 def half_cauchy(sigma: float = 1.0) -> Prior:
@@ -90,8 +90,7 @@ def flat() -> Prior:
 
 
 def lkj(eta: float = 2.0) -> Prior:
-    _check_positive("lkj", eta=eta)
-    return Prior("lkj", (float(eta),))
+    return Prior("lkj", (eta,))
 
 
 _CONSTRUCTORS = {
@@ -109,20 +108,26 @@ _CONSTRUCTORS = {
 
 
 def parse_prior(text: str) -> Prior:
-    """``"half_normal(0.5)"`` -> :func:`half_normal` (0.5)."""
+    """``"half_normal(0.5)"`` -> :func:`half_normal` (0.5). Every family of
+    :mod:`poolwise.families` is known by its name (with its parameters in registry order);
+    the constructors above add defaults and aliases (``cauchy``, ``half_cauchy``)."""
+    known = sorted(set(_CONSTRUCTORS) | set(families.names()))
     m = re.fullmatch(r"\s*([A-Za-z_]+)\s*\(([^)]*)\)\s*", text)
-    if m is None or m.group(1).lower() not in _CONSTRUCTORS:
+    if m is None or m.group(1).lower() not in known:
         raise SpecError(
             f"cannot read prior {text!r}; write e.g. normal(0, 1.5), exponential(1), "
-            f"half_normal(0.5); known: {', '.join(sorted(_CONSTRUCTORS))}"
+            f"half_normal(0.5); known: {', '.join(known)}"
         )
     args = [a.strip() for a in m.group(2).split(",") if a.strip()]
     try:
         values = [float(a) for a in args]
     except ValueError as err:
         raise SpecError(f"prior {text!r} has a non-numeric parameter") from err
+    name = m.group(1).lower()
+    if name not in _CONSTRUCTORS:
+        return Prior(name, tuple(values))  # type: ignore[arg-type]
     try:
-        return _CONSTRUCTORS[m.group(1).lower()](*values)  # type: ignore[operator]
+        return _CONSTRUCTORS[name](*values)  # type: ignore[operator]
     except TypeError as err:
         raise SpecError(f"prior {text!r} has the wrong number of parameters") from err
 
@@ -158,7 +163,7 @@ class Priors:
     def __post_init__(self) -> None:
         for name in ("intercept", "b", "unpooled"):
             p = getattr(self, name)
-            if p.positive or p.family == "lkj":
+            if p.spec.support != "real":
                 raise SpecError(f"prior for {name} must be on the whole real line; got {p}")
         for key, p in [("sd", self.sd), *self.sd_by_group.items()]:
             if not p.positive:
@@ -166,7 +171,7 @@ class Priors:
                     f"prior for the group SD {key!r} must be positive-only "
                     f"(exponential, half_normal, half_student_t, half_cauchy); got {p}"
                 )
-        if self.cor.family != "lkj":
+        if self.cor.spec.support != "correlation":
             raise SpecError(f"prior for correlations must be lkj(eta); got {self.cor}")
         if self.unpooled.family not in ("normal",):
             raise SpecError(f"prior for unpooled group intercepts must be normal; got {self.unpooled}")

@@ -306,7 +306,7 @@ def funnel_severity(info: np.ndarray, centered: np.ndarray, sd_range: np.ndarray
 
 
 def _sd_draws(post: Any, term: Any) -> list[np.ndarray]:
-    from poolwise.engine.layout import sd_name
+    from poolwise.naming import sd_name
 
     return [np.asarray(post[sd_name(term, c)].values, dtype=float).ravel()
             for c in term.group.coef_names]
@@ -330,7 +330,7 @@ def _cell_p(spec: ModelSpec, post: Any) -> np.ndarray:
 def _term_choice(spec: ModelSpec, t_index: int, sd_range: np.ndarray, source: str,
                  cell_p: np.ndarray | None, flags: np.ndarray) -> TermChoice:
     t = spec.terms[t_index]
-    info = level_information(t, spec.design, cell_p)
+    info = level_information(t, spec.design, cell_p, link=spec.link)
     sev = funnel_severity(info, flags, sd_range)
     worst = int(np.argmax(sev)) if sev.size else 0
     rng = tuple((float(lo), float(hi)) for lo, hi in np.asarray(sd_range).reshape(-1, 2))
@@ -382,7 +382,8 @@ def choose_parameterization(
             rng, source = sd_prior_range(t, SD_QUANTILES), "prior"
         if not np.isfinite(rng).all():
             rng, source = sd_prior_range(t, SD_QUANTILES), "prior"
-        flags = resolve_parameterization(t, "auto", spec.design, sd_range=rng, cell_p=cell_p)
+        flags = resolve_parameterization(t, "auto", spec.design, sd_range=rng, cell_p=cell_p,
+                                         link=spec.link)
         terms[i] = replace(t, centered=flags)
         choices.append((i, rng, source, flags))
     choices = _one_centered_term_per_mean(terms, choices)
@@ -476,7 +477,7 @@ def _severity_after(spec: ModelSpec, fit: Fit) -> float:
             continue
         if cell_p is None:
             cell_p = np.asarray(inverse_p(spec, post), dtype=float)
-        info = level_information(t, spec.design, cell_p)
+        info = level_information(t, spec.design, cell_p, link=spec.link)
         sev = max(sev, float(funnel_severity(info, t.centered, rng).max()))
     return sev
 
@@ -562,7 +563,7 @@ def _reparameterize(
         post = fit.idata["posterior"].to_dataset()
         rng = _engine_scale_range(post, t)
         flags = resolve_parameterization(
-            t, "auto", spec.design, sd_range=rng, cell_p=inverse_p(spec, post)
+            t, "auto", spec.design, sd_range=rng, cell_p=inverse_p(spec, post), link=spec.link
         )
         flags = flags | t.centered
         if np.array_equal(flags, t.centered):

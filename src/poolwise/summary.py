@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from poolwise.engine.layout import fixed_name, sd_name, total_name
+from poolwise.naming import fixed_name, sd_name, total_name
 from poolwise.posterior import inverse_link
 
 if TYPE_CHECKING:
@@ -216,15 +216,17 @@ def result_dict(
 
 
 def _repair_attempts(fit: Fit) -> list[dict[str, Any]]:
+    from poolwise.repair import RepairLog
+
     log = fit.repair_log
-    if hasattr(log, "to_list"):
-        return log.to_list()
-    return [dict(a) for a in log if isinstance(a, dict)]  # a loaded fit: attempt dicts
+    return log.to_list() if isinstance(log, RepairLog) else []  # a fit without repair: ()
 
 
 def _repair_notes(fit: Fit) -> dict[str, Any] | None:
+    from poolwise.repair import RepairLog
+
     log = fit.repair_log
-    if not hasattr(log, "to_dict"):
+    if not isinstance(log, RepairLog):
         return None
     notes = log.to_dict()
     notes.pop("attempts", None)

@@ -1071,7 +1071,7 @@ def check_run(
     flat = [
         name
         for name, prior in zip(d.fixed_names, spec.fixed_priors, strict=True)
-        if prior.family == "flat"
+        if not prior.spec.proper
     ]
     if flat:
         outcome = d.formula.response.successes

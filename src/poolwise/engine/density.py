@@ -63,7 +63,7 @@ T_PCORR = 11
 T_PLEV = 12
 TERM_WORDS = 13
 
-# prior kinds
+# prior kinds (ids of the families in poolwise.families)
 FLAT = 0
 NORMAL = 1
 STUDENT_T = 2
@@ -71,7 +71,7 @@ EXPONENTIAL = 3
 HALF_NORMAL = 4
 HALF_STUDENT_T = 5
 
-# links
+# links (ids of the links in poolwise.links)
 LOGIT = 0
 PROBIT = 1
 CLOGLOG = 2
@@ -81,41 +81,80 @@ _LOG2 = math.log(2.0)
 _SQRT2 = math.sqrt(2.0)
 
 
+# One kernel per prior family: (p1, p2, p3, v) -> (log density at v, d/dv), every normalizing
+# constant included. poolwise.families names each kernel and its id; tests/test_registry.py
+# checks them against SciPy and finite differences.
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _flat_logp_grad(p1: float, p2: float, p3: float, v: float) -> tuple[float, float]:
+    return 0.0, 0.0
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _normal_logp_grad(p1: float, p2: float, p3: float, v: float) -> tuple[float, float]:
+    d = (v - p1) / p2
+    return -0.5 * d * d - math.log(p2) - 0.5 * _LOG_2PI, -d / p2
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _student_t_logp_grad(p1: float, p2: float, p3: float, v: float) -> tuple[float, float]:
+    nu = p1
+    d = (v - p2) / p3
+    c = (
+        math.lgamma(0.5 * (nu + 1.0))
+        - math.lgamma(0.5 * nu)
+        - 0.5 * math.log(nu * math.pi)
+        - math.log(p3)
+    )
+    q = 1.0 + d * d / nu
+    return c - 0.5 * (nu + 1.0) * math.log(q), -(nu + 1.0) * d / (nu * q * p3)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _exponential_logp_grad(p1: float, p2: float, p3: float, v: float) -> tuple[float, float]:
+    return math.log(p1) - p1 * v, -p1
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _half_normal_logp_grad(p1: float, p2: float, p3: float, v: float) -> tuple[float, float]:
+    d = v / p1
+    return _LOG2 - 0.5 * d * d - math.log(p1) - 0.5 * _LOG_2PI, -d / p1
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _half_student_t_logp_grad(p1: float, p2: float, p3: float, v: float) -> tuple[float, float]:
+    nu = p1
+    d = v / p2
+    c = (
+        _LOG2
+        + math.lgamma(0.5 * (nu + 1.0))
+        - math.lgamma(0.5 * nu)
+        - 0.5 * math.log(nu * math.pi)
+        - math.log(p2)
+    )
+    q = 1.0 + d * d / nu
+    return c - 0.5 * (nu + 1.0) * math.log(q), -(nu + 1.0) * d / (nu * q * p2)
+
+
 @numba.njit(cache=True, inline="always", error_model="numpy")
 def _prior_logp_grad(kind: int, p1: float, p2: float, p3: float, v: float) -> tuple[float, float]:
-    """log density and d/dv of a prior at v (on the natural scale)."""
+    """log density and d/dv of a prior at v (on the natural scale): the kernel of family
+    ``kind`` (ids: poolwise.families). An unknown id gives nan, never a silently flat prior
+    (poolwise.engine.layout refuses unknown families before this runs)."""
+    if kind == FLAT:
+        return _flat_logp_grad(p1, p2, p3, v)
     if kind == NORMAL:
-        d = (v - p1) / p2
-        return -0.5 * d * d - math.log(p2) - 0.5 * _LOG_2PI, -d / p2
+        return _normal_logp_grad(p1, p2, p3, v)
     if kind == STUDENT_T:
-        nu = p1
-        d = (v - p2) / p3
-        c = (
-            math.lgamma(0.5 * (nu + 1.0))
-            - math.lgamma(0.5 * nu)
-            - 0.5 * math.log(nu * math.pi)
-            - math.log(p3)
-        )
-        q = 1.0 + d * d / nu
-        return c - 0.5 * (nu + 1.0) * math.log(q), -(nu + 1.0) * d / (nu * q * p3)
+        return _student_t_logp_grad(p1, p2, p3, v)
     if kind == EXPONENTIAL:
-        return math.log(p1) - p1 * v, -p1
+        return _exponential_logp_grad(p1, p2, p3, v)
     if kind == HALF_NORMAL:
-        d = v / p1
-        return _LOG2 - 0.5 * d * d - math.log(p1) - 0.5 * _LOG_2PI, -d / p1
+        return _half_normal_logp_grad(p1, p2, p3, v)
     if kind == HALF_STUDENT_T:
-        nu = p1
-        d = v / p2
-        c = (
-            _LOG2
-            + math.lgamma(0.5 * (nu + 1.0))
-            - math.lgamma(0.5 * nu)
-            - 0.5 * math.log(nu * math.pi)
-            - math.log(p2)
-        )
-        q = 1.0 + d * d / nu
-        return c - 0.5 * (nu + 1.0) * math.log(q), -(nu + 1.0) * d / (nu * q * p2)
-    return 0.0, 0.0
+        return _half_student_t_logp_grad(p1, p2, p3, v)
+    return math.nan, math.nan
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
@@ -158,14 +197,15 @@ def cell_loglik(link: int, y: float, n: float, eta: float) -> tuple[float, float
             ll += (n - y) * lq
             d -= (n - y) * mq
         return ll, d
-    # complementary log-log
-    mu = math.exp(eta)
-    ll = -(n - y) * mu
-    d = -(n - y) * mu
-    if y > 0.0:
-        ll += y * math.log(-math.expm1(-mu))
-        d += y * mu / math.expm1(mu)
-    return ll, d
+    if link == CLOGLOG:
+        mu = math.exp(eta)
+        ll = -(n - y) * mu
+        d = -(n - y) * mu
+        if y > 0.0:
+            ll += y * math.log(-math.expm1(-mu))
+            d += y * mu / math.expm1(mu)
+        return ll, d
+    return math.nan, math.nan  # an unknown link id (poolwise.links refuses it before this)
 
 
 @numba.njit(cache=True, error_model="numpy")

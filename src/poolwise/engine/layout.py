@@ -7,13 +7,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from poolwise import families, links
 from poolwise.engine import density as D
-from poolwise.model import ModelSpec, TermSpec
+from poolwise.model import ModelSpec
+from poolwise.naming import (
+    cor_name,
+    cpc_name,
+    fixed_name,
+    level_param_name,
+    log_sd_name,
+    sd_name,
+    total_name,
+)
 from poolwise.priors import Prior
 
-__all__ = ["PackedModel", "pack", "Variable"]
-
-_LINK_CODE = {"logit": D.LOGIT, "probit": D.PROBIT, "cloglog": D.CLOGLOG}
+__all__ = ["PackedModel", "pack", "Variable", "fixed_name", "sd_name", "total_name"]
 
 
 @dataclass(frozen=True)
@@ -47,39 +55,13 @@ class PackedModel:
 
 
 def _prior_words(p: Prior) -> list[float]:
-    fam = p.family
-    params = list(p.params)
-    code = {
-        "flat": D.FLAT,
-        "normal": D.NORMAL,
-        "student_t": D.STUDENT_T,
-        "exponential": D.EXPONENTIAL,
-        "half_normal": D.HALF_NORMAL,
-        "half_student_t": D.HALF_STUDENT_T,
-    }[fam]
-    return [float(code)] + params + [0.0] * (3 - len(params))
-
-
-def sd_name(term: TermSpec, coef: str) -> str:
-    if term.group.n_coefs == 1 and coef == "Intercept":
-        return f"sd_{term.name}"
-    return f"sd_{term.name}__{coef}"
-
-
-def total_name(term: TermSpec, coef: str) -> str:
-    return f"a_{term.name}" if coef == "Intercept" else f"b_{term.name}__{coef}"
-
-
-def fixed_name(coef: str) -> str:
-    return "Intercept" if coef == "Intercept" else f"b_{coef}"
+    """A scalar prior as the density reads it: its kernel id, then three parameters."""
+    return families.get(p.family).kernel_words(p.params)
 
 
 def pack(spec: ModelSpec) -> PackedModel:
     d = spec.design
     N, K, T = d.n_cells, len(d.fixed_names), len(spec.terms)
-    ints: list[int] = []  # we assemble two lists and lay them out afterwards
-    floats: list[float] = []
-
     # layout: header, term records, then int arrays, then float arrays
     header = [0] * D.HEADER
     records = [0] * (D.TERM_WORDS * T)
@@ -102,22 +84,21 @@ def pack(spec: ModelSpec) -> PackedModel:
         if term.estimated:
             rec[D.T_PSD] = pos
             for c in g.coef_names:
-                param_names.append(f"log_{sd_name(term, c)}")
+                param_names.append(log_sd_name(term, c))
                 variables.append(Variable(sd_name(term, c), (), 1, "sd", term.name, c))
             pos += C
         if term.correlated:
             rec[D.T_PCORR] = pos
             for i in range(1, C):
                 for j in range(i):
-                    nm = f"cor_{term.name}__{g.coef_names[j]}__{g.coef_names[i]}"
-                    param_names.append(f"atanh_cpc_{nm}")
-                    variables.append(Variable(nm, (), 1, "cor", term.name))
+                    ci, cj = g.coef_names[i], g.coef_names[j]
+                    param_names.append(cpc_name(term, cj, ci))
+                    variables.append(Variable(cor_name(term, cj, ci), (), 1, "cor", term.name))
             pos += C * (C - 1) // 2
         rec[D.T_PLEV] = pos
         for j in range(L):
             for c in g.coef_names:
-                kind = "u" if term.centered[j] else "z"
-                param_names.append(f"{kind}_{term.name}__{c}[{g.labels[j]}]")
+                param_names.append(level_param_name(term, c, g.labels[j], bool(term.centered[j])))
         pos += L * C
         for c in g.coef_names:
             variables.append(Variable(total_name(term, c), (term.name,), L, "total", term.name, c))
@@ -160,7 +141,7 @@ def pack(spec: ModelSpec) -> PackedModel:
         fview[o : o + len(blob)] = blob
     header[D.H_WORDS] = words
     header[D.H_N], header[D.H_K], header[D.H_T] = N, K, T
-    header[D.H_LINK] = _LINK_CODE[spec.link]
+    header[D.H_LINK] = links.get(spec.link).kernel_id
     header[D.H_DIM] = dim
     header[D.H_NEXP] = n_expanded
     header[D.H_Y], header[D.H_NTRIALS], header[D.H_X], header[D.H_BPRIOR], header[D.H_CONST] = (
@@ -178,5 +159,4 @@ def pack(spec: ModelSpec) -> PackedModel:
     buf[: D.HEADER] = header
     buf[D.HEADER : D.HEADER + len(records)] = records
     buf.flags.writeable = False
-    del ints, floats
     return PackedModel(buf, dim, n_expanded, tuple(variables), coords, tuple(param_names))

@@ -8,11 +8,17 @@ Two ways to hand the compiled density to nutpie's Rust NUTS:
   version is pinned and ``tests/engine/test_sampler.py`` checks that it gives the same draws
   as the public path.
 * ``"pyfunc"``: nutpie's public ``from_pyfunc``; a Python call per gradient.
+
+Before the ``"cfunc"`` path is used, :func:`cfunc_interface` checks nutpie's version and that
+every piece of the compiled-model interface is there. When it is not (a nutpie release that
+changed it), poolwise warns once and samples through the public path instead: slower, never a
+crash.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,9 +27,12 @@ import xarray as xr
 
 from poolwise.engine import density as D
 from poolwise.engine.layout import PackedModel
-from poolwise.errors import SamplingError, SpecError
+from poolwise.errors import PoolwiseWarning, SamplingError, SpecError
 
-__all__ = ["SamplerConfig", "run_nuts", "EngineKind", "STAT_NAMES"]
+__all__ = ["SamplerConfig", "run_nuts", "EngineKind", "STAT_NAMES", "cfunc_interface"]
+
+#: nutpie releases whose compiled-model interface the "cfunc" path was written and tested against
+CFUNC_NUTPIE_VERSIONS = ("0.16.",)
 
 EngineKind = Literal["cfunc", "pyfunc"]
 
@@ -119,6 +128,46 @@ def _import_nutpie() -> Any:
         if sys.modules.get("arviz") is arviz_base:
             del sys.modules["arviz"]
     return nutpie
+
+
+_INTERFACE: tuple[bool, str] | None = None
+
+
+def cfunc_interface() -> tuple[bool, str]:
+    """Whether nutpie's compiled-model interface is usable here, and why not if it is not.
+
+    Checks the nutpie version against :data:`CFUNC_NUTPIE_VERSIONS` and that every name the
+    ``"cfunc"`` path calls exists. The answer is computed once per process.
+    """
+    global _INTERFACE
+    if _INTERFACE is None:
+        nutpie = _import_nutpie()
+        version = str(getattr(nutpie, "__version__", "unknown"))
+        missing = []
+        try:
+            import importlib
+
+            from nutpie import _lib
+
+            nutpie_sample = importlib.import_module("nutpie.sample")
+        except ImportError as err:  # pragma: no cover - depends on the installed nutpie
+            _INTERFACE = (False, f"nutpie {version} has no compiled-model interface ({err})")
+            return _INTERFACE
+        for owner, name in ((_lib, "PyMcModel"), (_lib, "LogpFunc"), (_lib, "ExpandFunc"),
+                            (_lib, "PyVariable"), (_lib, "PySampler"),
+                            (nutpie_sample, "CompiledModel")):
+            if not hasattr(owner, name):
+                missing.append(name)
+        if not missing and not hasattr(_lib.PySampler, "from_pymc"):
+            missing.append("PySampler.from_pymc")
+        if missing:
+            _INTERFACE = (False, f"nutpie {version} lacks {', '.join(missing)}")
+        elif not version.startswith(CFUNC_NUTPIE_VERSIONS):
+            _INTERFACE = (False, f"nutpie {version} is not a release the C-callback path was "
+                                 f"tested with ({', '.join(v + 'x' for v in CFUNC_NUTPIE_VERSIONS)})")
+        else:
+            _INTERFACE = (True, "")
+    return _INTERFACE
 
 
 def _compiled_cfunc(packed: PackedModel):
@@ -218,7 +267,18 @@ def _compiled_pyfunc(packed: PackedModel):
 def run_nuts(packed: PackedModel, config: SamplerConfig) -> tuple[xr.DataTree, float]:
     """Sample with nutpie; returns the DataTree (posterior, sample_stats) and sampling seconds."""
     nutpie = _import_nutpie()
-    compiled = _compiled_cfunc(packed) if config.engine == "cfunc" else _compiled_pyfunc(packed)
+    engine = config.engine
+    if engine == "cfunc":
+        usable, why = cfunc_interface()
+        if not usable:
+            warnings.warn(
+                f"{why}; sampling through nutpie's public from_pyfunc path instead (same draws, "
+                "slower). Install a supported nutpie (see pyproject.toml) for full speed.",
+                PoolwiseWarning,
+                stacklevel=2,
+            )
+            engine = "pyfunc"
+    compiled = _compiled_cfunc(packed) if engine == "cfunc" else _compiled_pyfunc(packed)
     cores = config.cores or min(config.chains, _cpu_count())
     start = time.perf_counter()
     try:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from poolwise import naming
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -52,6 +54,16 @@ def _tree(fit: Any) -> Any:
 
 def _posterior(fit: Any) -> Any:
     return _tree(fit)["posterior"].to_dataset()
+
+
+def _groups(fit: Any) -> set[str] | None:
+    """The fit's grouping factors (to read names back), or None for a bare DataTree."""
+    spec = getattr(fit, "spec", None)
+    return {t.name for t in spec.terms} if spec is not None else None
+
+
+def _is_sd(name: str) -> bool:
+    return naming.kind(name) == "sd"
 
 
 def _diverging(fit: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -182,7 +194,7 @@ def _culprit_sd(fit: Any, sd: str | None) -> str:
     diag = getattr(fit, "diagnosis", None)
     if diag is not None and diag.culprit is not None:
         return diag.culprit.parameter
-    sds = [str(n) for n in post.data_vars if str(n).startswith("sd_")]
+    sds = [str(n) for n in post.data_vars if _is_sd(str(n))]
     if not sds:
         raise ValueError("this fit has no group SD (sd_...) to plot")
     return sds[0]
@@ -196,9 +208,8 @@ def plot_pair_funnel(fit: Fit, *, sd: str | None = None, max_effects: int = 6) -
     sd = _culprit_sd(fit, sd)
     s = post[sd].transpose("chain", "draw").values
     div = _diverging(fit, s.shape)
-    group = sd[3:].split("__")[0]
-    coef = sd.split("__")[1] if "__" in sd else "Intercept"
-    effect = f"a_{group}" if coef == "Intercept" else f"b_{group}__{coef}"
+    parsed = naming.parse(sd, _groups(fit))
+    group, coef, effect = parsed.group, parsed.coef, str(parsed.effect)
     xs: list[tuple[str, np.ndarray]] = []
     if "Intercept" in post and coef == "Intercept":
         xs.append(("Intercept", post["Intercept"].transpose("chain", "draw").values))
@@ -319,14 +330,9 @@ def _density(prior: Prior, x: np.ndarray) -> np.ndarray:
 
 
 def _quantile(prior: Prior, q: float) -> float:
-    from scipy import stats
+    from poolwise import families
 
-    fam, p = prior.family, prior.params
-    if fam == "exponential":
-        return float(stats.expon.ppf(q, scale=1.0 / p[0]))
-    if fam == "half_normal":
-        return float(stats.halfnorm.ppf(q, scale=p[0]))
-    return float(p[1] * stats.t.ppf(0.5 + 0.5 * q, p[0]))
+    return float(families.get(prior.family).ppf(prior.params, q))
 
 
 def plot_sd_priors(
@@ -380,7 +386,7 @@ def diagnostic_figures(fit: Fit) -> dict[str, Figure]:
 
     out = {"trace": plot_trace(fit), "rank": plot_rank(fit)}
     post = _posterior(fit)
-    has_sd = any(str(n).startswith("sd_") for n in post.data_vars)
+    has_sd = any(_is_sd(str(n)) for n in post.data_vars)
     if has_sd:
         out["pair"] = plot_pair_funnel(fit)
     log = getattr(fit, "repair_log", None)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from poolwise import naming
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -282,16 +284,19 @@ def plot_shrinkage_2d(comp: PoolingComparison, *, coef: str | None = None) -> Fi
         raise ValueError(f"the term for {comp.group!r} has no varying slope to plot")
     g = comp.group
     none, partial = comp.fits["none"].posterior, comp.fits["partial"].posterior
-    slope_var = f"b_{g}__{coef}"
-    a0 = none[f"a_{g}"].mean(("chain", "draw")).values
+    term = next(t for t in comp.fits["partial"].spec.terms if t.name == g)
+    slope_var = naming.total_name(term, coef)
+    a_var = naming.total_name(term, naming.INTERCEPT)
+    a0 = none[a_var].mean(("chain", "draw")).values
     b0 = none[slope_var].mean(("chain", "draw")).values
-    a1 = partial[f"a_{g}"].mean(("chain", "draw")).values
+    a1 = partial[a_var].mean(("chain", "draw")).values
     b1 = partial[slope_var].mean(("chain", "draw")).values
     n = comp.groups["n"].to_numpy(dtype=float)
-    mu = np.array([float(partial["Intercept"].mean()), float(partial[f"b_{coef}"].mean())])
-    sd = np.array([float(partial[f"sd_{g}__Intercept"].mean()),
-                   float(partial[f"sd_{g}__{coef}"].mean())])
-    cor_name = f"cor_{g}__Intercept__{coef}"
+    mu = np.array([float(partial[naming.fixed_name(naming.INTERCEPT)].mean()),
+                   float(partial[naming.fixed_name(coef)].mean())])
+    sd = np.array([float(partial[naming.sd_name(term, naming.INTERCEPT)].mean()),
+                   float(partial[naming.sd_name(term, coef)].mean())])
+    cor_name = naming.cor_name(term, naming.INTERCEPT, coef)
     rho = float(partial[cor_name].mean()) if cor_name in partial else 0.0
     cov = np.array([[sd[0] ** 2, rho * sd[0] * sd[1]], [rho * sd[0] * sd[1], sd[1] ** 2]])
     with _rc():
@@ -400,7 +405,7 @@ def plot_ppc_groups(fit: Fit, *, prob: float = 0.89, group: str | None = None) -
 
 
 def _prior_description(spec: ModelSpec) -> str:
-    from poolwise.engine.layout import sd_name
+    from poolwise.naming import sd_name
 
     pr = spec.priors
     terms = [t for t in spec.terms if "Intercept" in t.group.coef_names]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from poolwise import naming
 from poolwise.errors import SpecError
 
 if TYPE_CHECKING:
@@ -169,17 +170,18 @@ def model_lines(spec: ModelSpec) -> list[str]:
                 rhs.append("Intercept")
         else:
             if not any(t.estimated and name in t.group.coef_names for t in spec.terms):
-                rhs.append(f"b_{name} * {name}_i")
+                rhs.append(f"{naming.fixed(name)} * {name}_i")
     for t in spec.terms:
         g = t.name
         for c in t.group.coef_names:
             idx = f"{g}[i]"
-            rhs.append(f"a_{g}[{idx}]" if c == "Intercept" else f"b_{g}__{c}[{idx}] * {c}_i")
+            eff = naming.element(naming.total(g, c), idx)
+            rhs.append(eff if c == naming.INTERCEPT else f"{eff} * {c}_i")
     lines.append(f"{spec.link}(p_i) = {' + '.join(rhs) if rhs else '0'}")
     for t in spec.terms:
         g = t.name
         coefs = t.group.coef_names
-        names = [f"a_{g}[j]" if c == "Intercept" else f"b_{g}__{c}[j]" for c in coefs]
+        names = [naming.element(naming.total(g, c), "j") for c in coefs]
         if not t.estimated:
             for nm, fixed in zip(names, t.sd_fixed, strict=True):
                 lines.append(
@@ -187,12 +189,10 @@ def model_lines(spec: ModelSpec) -> list[str]:
                 )
             continue
         means = [
-            ("Intercept" if c == "Intercept" else f"b_{c}") if mi >= 0 else "0"
+            naming.fixed(c) if mi >= 0 else "0"
             for c, mi in zip(coefs, t.mu_index, strict=True)
         ]
-        from poolwise.engine.layout import sd_name
-
-        sds = [sd_name(t, c) for c in coefs]
+        sds = [naming.sd_name(t, c) for c in coefs]
         if t.correlated and len(coefs) > 1:
             lines.append(
                 f"({', '.join(names)}) ~ MVNormal(({', '.join(means)}), S_{g}),  "
@@ -207,7 +207,7 @@ def model_lines(spec: ModelSpec) -> list[str]:
     for name, p in zip(d.fixed_names, spec.fixed_priors, strict=True):
         if name in unpooled:
             continue
-        lines.append(f"{'Intercept' if name == 'Intercept' else 'b_' + name} ~ {p}")
+        lines.append(f"{naming.fixed(name)} ~ {p}")
     return lines
 
 
