@@ -9,6 +9,10 @@ maximum resident set size.
     python bench/ingest_bench.py --rows 10000000
     python bench/ingest_bench.py --rows 100000000 --glob       # 10 files of 10M rows
     python bench/ingest_bench.py --rows 10000000 --pandas      # also the pandas path
+    python bench/ingest_bench.py --rows 10000000 --spark       # also local Spark
+
+"design s" is reading + validating + counting + build_design; "import s" is importing
+poolwise (which imports the sampler stack) and pandas.
 """
 
 from __future__ import annotations
@@ -75,7 +79,16 @@ from poolwise.ingest import FileSource
 import pandas as pd
 t1 = time.perf_counter()
 path, route = sys.argv[1], sys.argv[2]
-data = FileSource(path) if route == "duckdb" else pd.read_parquet(path)
+if route == "duckdb":
+    data = FileSource(path)
+elif route == "spark":
+    from pyspark.sql import SparkSession
+    spark = (SparkSession.builder.master("local[*]").config("spark.ui.enabled", "false")
+             .config("spark.driver.memory", "2g").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    data = spark.read.parquet(path)
+else:
+    data = pd.read_parquet(path)
 t2 = time.perf_counter()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -107,6 +120,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--glob", action="store_true", help="write files of 10M rows, read a glob")
     ap.add_argument("--pandas", action="store_true", help="also time the pandas path")
+    ap.add_argument("--spark", action="store_true",
+                    help="also time local Spark (RSS: the Python driver only; the JVM is apart)")
     ap.add_argument("--dir", default=None, help="folder for the data (default: a temp folder)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -116,7 +131,9 @@ def main() -> None:
         size = sum(p.stat().st_size for p in Path(tmp).iterdir()) / 1e6
         print(f"generated {args.rows:,} rows as {'a glob' if args.glob else 'one file'} "
               f"({size:.0f} MB) in {gen_s:.1f} s")
-        routes = ["duckdb"] + (["pandas"] if args.pandas else [])
+        routes = ["duckdb"] + (["spark"] if args.spark else []) + (
+            ["pandas"] if args.pandas else []
+        )
         print(f"{'route':8} {'rows':>12} {'patterns':>9} {'cells':>6} {'import s':>9} "
               f"{'design s':>9} {'process s':>10} {'peak RSS MB':>12}")
         for route in routes:
