@@ -80,8 +80,8 @@ def wants_engine(data: Any) -> bool:
         return True
     if isinstance(data, str | Path):
         p = Path(data)
-        if p.is_dir():
-            return True
+        if p.is_dir():  # a folder of data files; any other folder: the pandas reader says why
+            return any(f.suffix.lower() in _ENGINE_SUFFIXES for f in p.iterdir())
         if not p.exists():
             return any(c in str(data) for c in "*?[")
         suffix = p.suffix.lower()
