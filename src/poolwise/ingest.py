@@ -147,7 +147,7 @@ class _Engine:
     source: str
     delimiter: str | None = None
 
-    def src(self, cols: Sequence[str]) -> str:  # pragma: no cover - abstract
+    def src(self, cols: Sequence[str], rn: bool = True) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def fetch(self, sql: str) -> list[tuple[Any, ...]]:  # pragma: no cover - abstract
@@ -197,12 +197,14 @@ class _DuckDB(_Engine):
                 raise DataError(f"cannot read data file '{self.source}': {err}") from err
         self.columns = {name: _kind(t) for name, t in described}
 
-    def src(self, cols: Sequence[str]) -> str:
+    def src(self, cols: Sequence[str], rn: bool = True) -> str:
         q = self.dialect.q
         sel = ", ".join(
             q(c) if self.columns[c] != "other" else f"CAST({q(c)} AS VARCHAR) AS {q(c)}"
             for c in cols
         )
+        if not rn:
+            return f"SELECT {sel} FROM {self.scan}"
         # row_number() over () follows the scan order (insertion order is preserved), and
         # DuckDB computes it with a streaming operator
         return f"SELECT {sel}, row_number() OVER () AS _rn FROM {self.scan}"
@@ -256,12 +258,14 @@ class _Spark(_Engine):
             f"SELECT * FROM VALUES {values} AS t(_p, _off)"
         )
 
-    def src(self, cols: Sequence[str]) -> str:
+    def src(self, cols: Sequence[str], rn: bool = True) -> str:
         q = self.dialect.q
         sel = ", ".join(
             q(c) if self.columns[c] != "other" else f"CAST({q(c)} AS STRING) AS {q(c)}"
             for c in cols
         )
+        if not rn:
+            return f"SELECT {sel} FROM {self.raw}"
         inner = ", ".join(f"r.{q(c)}" for c in cols)
         return (
             f"SELECT {inner}, o._off + (r._mid - shiftleft(CAST(r._p AS BIGINT), 33)) + 1 AS _rn "
@@ -305,18 +309,20 @@ def _expand(path: str) -> list[str]:
 class _Checker:
     """The row-level rules as SQL; ``where`` grows as rows are dropped (as in the pandas path)."""
 
-    def __init__(self, engine: _Engine, f: Formula) -> None:
+    def __init__(self, engine: _Engine, f: Formula, cols: Sequence[str] | None = None) -> None:
         self.e = engine
         self.f = f
-        self.cols = list(f.columns)
+        self.cols = list(f.columns if cols is None else cols)
         self.with_src = f"WITH src AS ({engine.src(self.cols)}) "
+        # without row numbers, for counts: Spark then needs no join with partition offsets
+        self.with_plain = f"WITH src AS ({engine.src(self.cols, rn=False)}) "
         self.where = "TRUE"
 
     def q(self, col: str) -> str:
         return self.e.dialect.q(col)
 
     def one(self, select: str) -> tuple[Any, ...]:
-        return self.e.fetch(f"{self.with_src}SELECT {select} FROM src WHERE {self.where}")[0]
+        return self.e.fetch(f"{self.with_plain}SELECT {select} FROM src WHERE {self.where}")[0]
 
     def count(self, cond: str) -> int:
         return int(self.one(f"count_if({cond})")[0])
@@ -542,7 +548,7 @@ def _check_rows(chk: _Checker, f: Formula, success: Any, drop_missing: bool) -> 
         # on the distinct values with their row counts: text functions run once per value
         comma_v = e.dialect.full_match("trim(v)", V._DECIMAL_COMMA.pattern)
         nonnull, ok, comma = chk.e.fetch(
-            f"{chk.with_src}SELECT sum(c), sum(CASE WHEN TRY_CAST(v AS DOUBLE) IS NOT NULL "
+            f"{chk.with_plain}SELECT sum(c), sum(CASE WHEN TRY_CAST(v AS DOUBLE) IS NOT NULL "
             f"THEN c ELSE 0 END), count_if({comma_v}) FROM (SELECT CAST({qc} AS "
             f"{'STRING' if e.dialect.name == 'spark' else 'VARCHAR'}) AS v, count(*) AS c "
             f"FROM src WHERE {chk.where} AND {qc} IS NOT NULL GROUP BY {qc}) t"
@@ -558,9 +564,7 @@ def _unused_missing_notes(engine: _Engine, f: Formula, where: str) -> list[str]:
     others = [c for c in engine.columns if c not in f.columns]
     if not others:
         return []
-    chk = _Checker.__new__(_Checker)
-    chk.e, chk.f, chk.cols = engine, f, list(engine.columns)
-    chk.with_src = f"WITH src AS ({engine.src(chk.cols)}) "
+    chk = _Checker(engine, f, list(engine.columns))
     chk.where = where
     counts = chk.one(", ".join(f"count_if({chk.missing(c)})" for c in others))
     return [
