@@ -276,6 +276,11 @@ def build_design(
 ) -> Design:
     """Validate ``data`` against ``formula`` and build the cell-level design.
 
+    ``data``: a pandas/polars frame or a small file (read by pandas); a glob or a folder of
+    Parquet files, a large CSV/Parquet file, a :class:`poolwise.ingest.FileSource`, a DuckDB
+    relation or a Spark DataFrame are validated and counted into row patterns by DuckDB or
+    Spark (:mod:`poolwise.ingest`), giving the same cells, with ``row_count`` set.
+
     ``standardize`` (default True): numeric predictors with more than two values are scaled
     by their SD and the fixed-effect columns centered *for sampling*; results are reported on
     the original scale (see the module docstring). ``reference={"col": level}`` chooses the
