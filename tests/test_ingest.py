@@ -132,13 +132,6 @@ def test_duckdb_and_pandas_give_identical_cells(tmp_path, name, make, formula):
     np.testing.assert_array_equal(rows.row_cell[first], cells.row_cell)
 
 
-def test_cells_do_not_depend_on_the_row_order(tmp_path):
-    df = _bernoulli()
-    a = _quiet_design("y ~ x + f + z + (1 | g)", df)
-    b = _quiet_design("y ~ x + f + z + (1 | g)", df.sample(frac=1.0, random_state=5))
-    _same_design(a, b)
-
-
 def test_csv_glob_and_relation_give_the_same_cells(tmp_path):
     import duckdb
 

@@ -231,39 +231,6 @@ def _term_scale(term: Term, scales: Mapping[str, tuple[float, float]]) -> float:
     return s
 
 
-def _cell_order(
-    f: Formula,
-    group_terms: tuple[GroupTerm, ...],
-    pooling: str,
-    frame: pd.DataFrame,
-    checked: CheckedData,
-    g_codes: list[np.ndarray],
-    first: np.ndarray,
-) -> np.ndarray:
-    """Cells sorted by their group labels, then by the values of the predictors the cells are
-    made of (numbers by value, categories by label): a function of the data's content, not of
-    the row order, the encoding or the engine that counted the rows (poolwise.ingest)."""
-    used: set[str] = set()
-    for term in f.terms:
-        used.update(term.variables)
-    for g in group_terms:
-        for term in g.terms:
-            used.update(term.variables)
-    keys: list[np.ndarray] = [codes[first].astype(float) for codes in g_codes]
-    for var in f.predictors:
-        if var not in used:
-            continue
-        if var in checked.categorical:
-            rank = {lev: i for i, lev in enumerate(sorted(checked.categorical[var], key=str))}
-            values = frame[var].astype(object).to_numpy()[first]
-            keys.append(np.array([rank[v] for v in values], dtype=float))
-        else:
-            keys.append(checked.numeric[var][first])
-    if not keys:
-        return np.arange(len(first))
-    return np.lexsort(keys[::-1])
-
-
 def build_design(
     formula: str | Formula,
     data: Any,
@@ -367,11 +334,10 @@ def build_design(
     # compression into cells
     key_parts = [X_rows] + [c[:, None].astype(float) for c in g_codes] + g_Z
     key = np.column_stack(key_parts) if key_parts else np.zeros((n_rows, 1))
-    # cells in sorted order of their key (fixed columns, group codes, varying columns): the
-    # same cells in the same order whatever the order of the rows, and whether they come as
-    # rows or as patterns counted by a data engine (poolwise.ingest)
+    # cells in order of first appearance; patterns counted by a data engine (poolwise.ingest)
+    # come in order of their first row, so they give the same cells in the same order
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    order = _cell_order(f, group_terms, pooling, frame, checked, g_codes, first)
+    order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     row_cell = rank[inverse.reshape(-1)].astype(np.int64)
