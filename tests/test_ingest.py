@@ -367,3 +367,28 @@ def test_read_patterns_counts_every_row(tmp_path):
     assert list(t.frame.columns) == ["correct", "easy", "person", "item"]
     assert t.frame["easy"].dtype == bool
     assert np.all(np.diff(t.row_number) > 0)  # in order of first appearance
+
+
+@spark_only
+def test_spark_counts_rows_of_a_glob_in_file_name_order(spark, tmp_path):
+    """Files of different sizes (Spark orders its splits by size): rows are numbered across
+    the files in name order, as DuckDB and pandas number them."""
+    df = _bernoulli(3000)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i, (a, b) in enumerate([(0, 400), (400, 2200), (2200, 3000)]):
+        df.iloc[a:b].to_parquet(parts / f"part{i}.parquet")
+    formula = "y ~ x + f + z + (1 | g)"
+    rows = _quiet_design(formula, df)
+    duck = _quiet_design(formula, str(parts / "*.parquet"))
+    cells = _quiet_design(formula, spark.read.parquet(str(parts)))
+    _same_design(rows, cells)
+    np.testing.assert_array_equal(duck.row_number, cells.row_number)
+    bad = df.copy()
+    bad.loc[[2500, 2990], "y"] = 5  # data rows 2501 and 2991, in the third file
+    for i, (a, b) in enumerate([(0, 400), (400, 2200), (2200, 3000)]):
+        bad.iloc[a:b].to_parquet(parts / f"part{i}.parquet")
+    expected = _message(formula, bad)
+    assert "(rows 2501, 2991)" in expected[1]
+    assert _message(formula, spark.read.parquet(str(parts))) == expected
+    assert _message(formula, str(parts / "*.parquet")) == expected

@@ -240,18 +240,33 @@ class _Spark(_Engine):
         tag = f"{os.getpid()}_{id(df)}"
         self.raw = f"_poolwise_raw_{tag}"
         self.offsets = f"_poolwise_off_{tag}"
+        # row numbers. A DataFrame read from Parquet files: position in its file + the rows of
+        # the files before it in name order, as DuckDB counts a glob. Otherwise: the offset of
+        # each partition + position in it (monotonically_increasing_id puts the partition in
+        # the upper 31 bits), in the DataFrame's partition order.
+        try:
+            df = df.selectExpr(
+                "*", "_metadata.file_path AS _poolwise_file", "_metadata.row_index AS _poolwise_idx"
+            )
+            self.by_file = True
+        except Exception:  # noqa: BLE001 - not a file scan (AnalysisException)
+            self.by_file = False
         df.createOrReplaceTempView(self.raw)
-        # row numbers: offset of each partition + position in it (monotonically_increasing_id
-        # puts the partition in the upper 31 bits), in the DataFrame's partition order
+        key = "_poolwise_file" if self.by_file else "spark_partition_id()"
         counts = self.spark.sql(
-            f"SELECT spark_partition_id() AS _p, count(*) AS _c FROM {self.raw} GROUP BY 1"
+            f"SELECT {key} AS _p, count(*) AS _c FROM {self.raw} GROUP BY 1"
         ).collect()
-        counts = sorted((int(r[0]), int(r[1])) for r in counts)
+        pairs = sorted((r[0], int(r[1])) for r in counts)
         offs, total = [], 0
-        for p, c in counts:
+        for p, c in pairs:
             offs.append((p, total))
             total += c
-        values = ", ".join(f"({p}, CAST({o} AS BIGINT))" for p, o in (offs or [(0, 0)]))
+        if self.by_file:
+            values = ", ".join(f"({_str_lit(str(p))}, CAST({o} AS BIGINT))" for p, o in offs)
+        else:
+            values = ", ".join(f"({p}, CAST({o} AS BIGINT))" for p, o in (offs or [(0, 0)]))
+        if not values:
+            values = "('', CAST(0 AS BIGINT))"
         # SQL, not createDataFrame: no Python worker is needed anywhere
         self.spark.sql(
             f"CREATE OR REPLACE TEMPORARY VIEW {self.offsets} AS "
@@ -267,6 +282,12 @@ class _Spark(_Engine):
         if not rn:
             return f"SELECT {sel} FROM {self.raw}"
         inner = ", ".join(f"r.{q(c)}" for c in cols)
+        if self.by_file:
+            return (
+                f"SELECT {inner}, o._off + r._poolwise_idx + 1 AS _rn FROM (SELECT {sel}, "
+                f"_poolwise_file, _poolwise_idx FROM {self.raw}) r "
+                f"JOIN {self.offsets} o ON r._poolwise_file = o._p"
+            )
         return (
             f"SELECT {inner}, o._off + (r._mid - shiftleft(CAST(r._p AS BIGINT), 33)) + 1 AS _rn "
             f"FROM (SELECT {sel}, spark_partition_id() AS _p, "
