@@ -375,10 +375,14 @@ def build_design(
         )
     # sum over the distinct (successes, trials) pairs with their row counts: rows and patterns
     # give the same number
-    pairs, pair_of = np.unique(np.column_stack([row_y, row_n]), axis=0, return_inverse=True)
-    pair_rows = np.bincount(pair_of.reshape(-1), weights=w, minlength=len(pairs)).astype(float)
-    py, pn = pairs[:, 0], pairs[:, 1]
-    const = float(np.dot(pair_rows, gammaln(pn + 1) - gammaln(py + 1) - gammaln(pn - py + 1)))
+    if np.all(row_n == 1):  # Bernoulli rows: every term is exactly 0
+        const = 0.0
+    else:
+        pairs, pair_of = np.unique(np.column_stack([row_y, row_n]), axis=0, return_inverse=True)
+        pair_rows = np.bincount(pair_of.reshape(-1), weights=w, minlength=len(pairs))
+        py, pn = pairs[:, 0], pairs[:, 1]
+        const = float(np.dot(pair_rows.astype(float),
+                             gammaln(pn + 1) - gammaln(py + 1) - gammaln(pn - py + 1)))
     # center the fixed columns (brms style) only where an intercept absorbs the shift: the fixed
     # intercept, or the one unpooled per-group intercept of pooling="none"
     x_center = np.zeros(len(fixed_names))
