@@ -344,6 +344,10 @@ def _data_and_formula(args: argparse.Namespace, parser: argparse.ArgumentParser)
         formula = args.formula
     else:
         parser.error("give a DATA file or --example bangladesh")
+    from poolwise.ingest import FileSource, wants_engine
+
+    if wants_engine(path):  # a glob, a folder or a large file: validated and counted by DuckDB
+        return FileSource(str(path), delimiter=args.delimiter, decimal=args.decimal), formula
     return read_table(path, delimiter=args.delimiter, decimal=args.decimal), formula
 
 
