@@ -603,8 +603,7 @@ def _unused_missing_notes(engine: _Engine, f: Formula, where: str) -> list[str]:
     chk.where = where
     counts = chk.one(", ".join(f"count_if({chk.missing(c)})" for c in others))
     return [
-        f"ignored column '{c}' ({V._plural(int(k), 'missing value')}, not used by the model)"
-        for c, k in zip(others, counts, strict=True) if k
+        V.unused_missing_note(c, int(k)) for c, k in zip(others, counts, strict=True) if k
     ]
 
 

@@ -325,6 +325,11 @@ def zero_trials_message(count: int, rows: str) -> str:
     )
 
 
+def unused_missing_note(col: str, count: int) -> str:
+    """[§7.6] the note for missing values in a column the model does not use."""
+    return f"ignored column '{col}' ({_plural(count, 'missing value')}, not used by the model)"
+
+
 def all_zero_trials_message(n_rows: int, col: str | None) -> str:
     return f"data has no observations: trials are 0 in all {n_rows} rows of column '{col}'"
 
@@ -770,9 +775,7 @@ def check_model_data(
         if col not in used and col not in f.source_columns:
             k = int(frame[col].isna().sum())
             if k:
-                notes.append(
-                    f"ignored column '{col}' ({_plural(k, 'missing value')}, not used by the model)"
-                )
+                notes.append(unused_missing_note(col, k))
 
     # [§7.18] infinities in any numeric model column
     for col in used:
