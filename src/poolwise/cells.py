@@ -69,7 +69,7 @@ class RowPatterns:
     n: np.ndarray  # (P,) float64
     count: np.ndarray  # (P,) int64 rows per pattern
     first_row: np.ndarray  # (P,) 1-based data row number of the first row of each pattern
-    row_pattern: np.ndarray  # (n_rows,) int64
+    row_pattern: np.ndarray  # (entries,) int64: the pattern of each of the design's row entries
 
     @property
     def n_patterns(self) -> int:
@@ -77,7 +77,8 @@ class RowPatterns:
 
     @property
     def n_rows(self) -> int:
-        return len(self.row_pattern)
+        """Data rows (the sum of the counts; engine data hold fewer entries than rows)."""
+        return int(np.sum(self.count))
 
     @property
     def log_binom_const(self) -> np.ndarray:
@@ -112,7 +113,12 @@ def row_patterns(design: Design) -> RowPatterns:
             keys = np.column_stack([cell.astype(np.float64), n, y])
             _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
         inverse = np.asarray(inverse, dtype=np.int64).reshape(-1)
-        count = np.bincount(inverse, minlength=len(first)).astype(np.int64)
+        # patterns counted by a data engine (Design.row_count): each entry stands for that
+        # many identical rows, so the row-level quantities stay exact
+        weights = getattr(design, "row_count", None)
+        count = np.rint(np.bincount(inverse, weights=weights, minlength=len(first))).astype(
+            np.int64
+        )
         rows = np.asarray(design.row_number)
         out = RowPatterns(
             cell=cell[first], y=y[first], n=n[first], count=count,
@@ -123,6 +129,20 @@ def row_patterns(design: Design) -> RowPatterns:
     except TypeError:  # pragma: no cover - not weak-referenceable
         pass
     return out
+
+
+def _row_index(design: Design) -> tuple[np.ndarray, np.ndarray]:
+    """(pattern of every data row, its 1-based row number). For data counted by a data engine
+    (``design.row_count``) each entry is repeated for the rows it stands for, in order of the
+    entries' first rows, and those rows carry the first row number of their entry."""
+    pat = row_patterns(design)
+    rows = np.asarray(design.row_number)
+    idx = pat.row_pattern
+    w = getattr(design, "row_count", None)
+    if w is not None:
+        w = np.asarray(w, dtype=np.int64)
+        idx, rows = np.repeat(idx, w), np.repeat(rows, w)
+    return idx, rows
 
 
 # ---- pointwise quantities --------------------------------------------------------------------
@@ -306,9 +326,7 @@ def expand_rows(fit: Fit) -> xr.DataTree:
     from poolwise.errors import SpecError
     from poolwise.validate import _fmt_bytes, available_memory_bytes
 
-    pat = row_patterns(fit.spec.design)
-    rows = np.asarray(fit.spec.design.row_number)
-    idx = pat.row_pattern
+    idx, rows = _row_index(fit.spec.design)
     if "log_likelihood" in fit.idata.children:
         ll = fit.idata["log_likelihood"]["y"]
         need = 8 * len(rows) * ll.sizes["chain"] * ll.sizes["draw"]
@@ -410,13 +428,13 @@ def pattern_loo(fit: Fit) -> PatternLOO:
 def row_loo(fit: Fit) -> ELPDDataLOO:
     """Row-level PSIS-LOO from the pattern-level values: an ``ELPDDataLOO`` whose pointwise
     ``elpd_i`` and ``pareto_k`` have one entry per data row (coordinate ``obs``: the 1-based
-    row numbers), and whose elpd, se and p equal ``arviz_stats.loo(expand_rows(fit))``."""
+    row numbers), and whose elpd, se and p equal ``arviz_stats.loo(expand_rows(fit))``. For
+    data counted by a data engine the rows come grouped by entry, each with its entry's first
+    row number (the other row numbers are not kept)."""
     from arviz_stats.utils import ELPDDataLOO
 
     res = pattern_loo(fit)
-    pat = row_patterns(fit.spec.design)
-    obs = np.asarray(fit.spec.design.row_number)
-    idx = pat.row_pattern
+    idx, obs = _row_index(fit.spec.design)
     elpd, se, p = res.summary()
     elpd_i = xr.DataArray(res.elpd_i[idx], dims=["obs"], coords={"obs": obs})
     k_i = xr.DataArray(res.pareto_k[idx], dims=["obs"], coords={"obs": obs})

@@ -249,7 +249,16 @@ def _model_options(args: argparse.Namespace, table: Any) -> tuple[Any, dict[str,
 
     from poolwise.errors import DataError, SpecError
 
-    frame = table.frame
+    frame = getattr(table, "frame", None)
+    if frame is None:  # a file for DuckDB (poolwise.ingest.FileSource): no frame to convert
+        if args.categorical:
+            col = args.categorical[0]
+            raise SpecError(
+                f"--categorical {col}: {table.path} is read by DuckDB (a glob, a folder or a "
+                f"large file), where columns are not converted; write factor({col}) in the "
+                "formula instead"
+            )
+        frame = pd.DataFrame()
     for col in args.categorical:
         if col not in frame.columns:
             raise DataError(
@@ -258,7 +267,7 @@ def _model_options(args: argparse.Namespace, table: Any) -> tuple[Any, dict[str,
             )
         if not isinstance(frame[col].dtype, pd.CategoricalDtype):
             frame = frame.assign(**{col: pd.Categorical(frame[col])})
-    if frame is not table.frame:
+    if args.categorical and frame is not table.frame:
         table = replace(table, frame=frame)
     reference: dict[str, Any] = {}
     for item in args.reference:
@@ -352,6 +361,10 @@ def _data_and_formula(args: argparse.Namespace, parser: argparse.ArgumentParser)
         formula = args.formula
     else:
         parser.error("give a DATA file or --example bangladesh")
+    from poolwise.ingest import FileSource, wants_engine
+
+    if wants_engine(path):  # a glob, a folder or a large file: validated and counted by DuckDB
+        return FileSource(str(path), delimiter=args.delimiter, decimal=args.decimal), formula
     return read_table(path, delimiter=args.delimiter, decimal=args.decimal), formula
 
 

@@ -44,6 +44,13 @@ class Table:
     delimiter: str | None = None
     #: the decimal mark the CSV was read with; None for frames and Parquet
     decimal: str | None = None
+    #: a table of distinct row patterns (from :mod:`poolwise.ingest`): the rows each entry of
+    #: ``frame`` stands for, and the 1-based source row number of its first row; None for a
+    #: table of rows
+    counts: Any = None
+    row_number: Any = None
+    #: warnings of rules already applied to the rows (rows dropped by the data engine)
+    warnings: tuple[str, ...] = ()
 
 
 def _sniff_delimiter(head: str) -> str:

@@ -80,6 +80,7 @@ from poolwise.validate import (
     check_design,
     check_model_data,
     emit_warnings,
+    moments,
 )
 from poolwise.validate import _check_columns as check_columns
 
@@ -150,6 +151,10 @@ class Design:
     #: :func:`poolwise.predict` applies to new data
     encoding: Encoding | None = None
     offset: np.ndarray | None = None  # (n_cells,) known addition to eta; None: no offset
+    #: data aggregated by a data engine (poolwise.ingest): the ``row_*`` arrays then hold one
+    #: entry per distinct row pattern (cell x outcome), standing for ``row_count`` identical
+    #: rows, and ``row_number`` is the first row of each pattern; None: one entry per row
+    row_count: np.ndarray | None = None
 
     @property
     def X_engine(self) -> np.ndarray:
@@ -173,6 +178,9 @@ class Design:
 
     @property
     def n_rows(self) -> int:
+        """Data rows used (the sum of the pattern counts for aggregated data)."""
+        if self.row_count is not None:
+            return int(np.sum(self.row_count))
         return len(self.row_y)
 
     @property
@@ -304,8 +312,10 @@ def _predictor_scales(
     encoding: Encoding,
     extreme: Mapping[str, tuple[float, float]],
     standardize: bool,
+    counts: np.ndarray | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Numeric columns that are rescaled for sampling: column name -> (mean, scale)."""
+    """Numeric columns that are rescaled for sampling: column name -> (mean, scale);
+    ``counts``: the rows each entry stands for (patterns counted by a data engine)."""
     out: dict[str, tuple[float, float]] = {}
     for var in encoding.numeric:
         M = values[var]
@@ -315,9 +325,9 @@ def _predictor_scales(
                 center, scale = extreme[var]
                 out[col] = (float(center), float(scale))
             elif standardize and np.unique(x).size > 2:
-                sd = float(np.std(x))
+                mean, sd = moments(x, counts)  # rows or patterns: the same numbers
                 if sd > 0.0:
-                    out[col] = (float(np.mean(x)), sd)
+                    out[col] = (mean, sd)
     return out
 
 
@@ -343,6 +353,11 @@ def build_design(
 ) -> Design:
     """Validate ``data`` against ``formula`` and build the cell-level design.
 
+    ``data``: a pandas/polars frame or a small file (read by pandas); a glob or a folder of
+    Parquet files, a large CSV/Parquet file, a :class:`poolwise.ingest.FileSource`, a DuckDB
+    relation or a Spark DataFrame are validated and counted into row patterns by DuckDB or
+    Spark (:mod:`poolwise.ingest`), giving the same cells, with ``row_count`` set.
+
     ``standardize`` (default True): numeric predictors with more than two values are scaled
     by their SD and the fixed-effect columns centered *for sampling*; results are reported on
     the original scale (see the module docstring). ``reference={"col": level}`` chooses the
@@ -352,7 +367,22 @@ def build_design(
     ``offset(log(exposure))`` in the formula) or an array with one value per data row.
     """
     f = formula if isinstance(formula, Formula) else parse_formula(formula)
-    table = data if isinstance(data, Table) else read_table(data)
+    if isinstance(data, Table):
+        table = data
+    else:
+        from poolwise import ingest  # imports DuckDB / PySpark only when they are used
+
+        if ingest.wants_engine(data):  # files, globs, DuckDB relations, Spark DataFrames
+            if offset is not None and not isinstance(offset, str):
+                raise SpecError(
+                    "offset given as an array of per-row values, but the data are counted "
+                    "into row patterns by a data engine (no per-row order); give the offset "
+                    "as an expression of columns (offset='log(exposure)')"
+                )
+            f, _ = _offset_argument(f, offset, 0)  # an expression: its columns are read too
+            table = ingest.read_patterns(f, data, success=success, drop_missing=drop_missing)
+        else:
+            table = read_table(data)
     if offset is not None and not isinstance(offset, str):
         check_columns(f, table)
     f, extra = _offset_argument(f, offset, len(table.frame))
@@ -388,6 +418,15 @@ def build_design(
     row_offset = np.zeros(n_rows)
     for lab in f.offsets:
         row_offset += evaluate(f.expr(lab), frame, rows, states, learn=True)
+    if states and checked.counts is not None:
+        # scale() / poly() learn from the rows; on row patterns they would learn from the
+        # distinct values instead
+        shown = ", ".join(sorted(states))
+        raise SpecError(
+            f"{shown} learn from the data rows, but these data were counted into row patterns "
+            "by a data engine; drop them (standardize=True already scales numeric predictors "
+            "for sampling) or read the data with pandas"
+        )
     # reference levels: C(x, ref = ...) first, then the reference= option
     wanted: dict[str, Any] = {}
     for var in checked.categorical:
@@ -417,7 +456,7 @@ def build_design(
             cols = (poly_columns(e) if isinstance(e, Call) and e.fn == "poly" else (var,))
             variables.append(VariableEncoding(var, "numeric", cols))
     encoding = Encoding(tuple(variables), tuple(states.values()), f.offsets)
-    scales = _predictor_scales(values, encoding, checked.scaling, standardize)
+    scales = _predictor_scales(values, encoding, checked.scaling, standardize, checked.counts)
 
     # fixed effects
     fixed_names: list[str] = []
@@ -486,18 +525,20 @@ def build_design(
     if f.offsets:
         key_parts.append(row_offset[:, None])
     key = np.column_stack(key_parts) if key_parts else np.zeros((n_rows, 1))
+    # cells in order of first appearance; patterns counted by a data engine (poolwise.ingest)
+    # come in order of their first row, so they give the same cells in the same order
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    order = np.argsort(first, kind="stable")  # cells in order of first appearance
+    order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    row_cell = rank[inverse].astype(np.int64)
+    row_cell = rank[inverse.reshape(-1)].astype(np.int64)
     first_rows = first[order]
     n_cells = len(first_rows)
     row_y = checked.successes
     row_n = checked.trials
-    y = np.bincount(row_cell, weights=row_y, minlength=n_cells)
-    n = np.bincount(row_cell, weights=row_n, minlength=n_cells)
+    w = checked.counts  # rows per pattern; None: one row per entry
+    y = np.bincount(row_cell, weights=row_y if w is None else row_y * w, minlength=n_cells)
+    n = np.bincount(row_cell, weights=row_n if w is None else row_n * w, minlength=n_cells)
 
     groups: list[GroupDesign] = []
     for g, codes, labels, Z, coef_names, zscale in zip(
@@ -512,13 +553,27 @@ def build_design(
                 labels=labels,
                 codes=codes[first_rows],
                 Z=np.ascontiguousarray(Z[first_rows]),
-                level_rows=np.bincount(codes, minlength=L),
-                level_trials=np.bincount(codes, weights=row_n, minlength=L),
-                level_successes=np.bincount(codes, weights=row_y, minlength=L),
+                level_rows=(
+                    np.bincount(codes, minlength=L) if w is None
+                    else np.bincount(codes, weights=w, minlength=L).astype(np.int64)
+                ),
+                level_trials=np.bincount(codes, weights=row_n if w is None else row_n * w,
+                                         minlength=L),
+                level_successes=np.bincount(codes, weights=row_y if w is None else row_y * w,
+                                            minlength=L),
                 z_scale=zscale,
             )
         )
-    const = float(np.sum(gammaln(row_n + 1) - gammaln(row_y + 1) - gammaln(row_n - row_y + 1)))
+    # sum over the distinct (successes, trials) pairs with their row counts: rows and patterns
+    # give the same number
+    if np.all(row_n == 1):  # Bernoulli rows: every term is exactly 0
+        const = 0.0
+    else:
+        pairs, pair_of = np.unique(np.column_stack([row_y, row_n]), axis=0, return_inverse=True)
+        pair_rows = np.bincount(pair_of.reshape(-1), weights=w, minlength=len(pairs))
+        py, pn = pairs[:, 0], pairs[:, 1]
+        const = float(np.dot(pair_rows.astype(float),
+                             gammaln(pn + 1) - gammaln(py + 1) - gammaln(pn - py + 1)))
     # center the fixed columns (brms style) only where an intercept absorbs the shift: the fixed
     # intercept, or the one unpooled per-group intercept of pooling="none"
     x_center = np.zeros(len(fixed_names))
@@ -530,7 +585,7 @@ def build_design(
             if name == "Intercept":
                 continue
             if standardize or fixed_rescaled[k]:
-                x_center[k] = float(np.mean(X_rows[:, k]))
+                x_center[k] = moments(X_rows[:, k], w)[0]
     return Design(
         formula=f,
         fixed_names=tuple(fixed_names),
@@ -554,4 +609,5 @@ def build_design(
         reference={col: levels[0] for col, levels in checked.categorical.items()},
         encoding=encoding,
         offset=np.ascontiguousarray(row_offset[first_rows]) if f.offsets else None,
+        row_count=None if w is None else np.asarray(w, dtype=np.int64),
     )

@@ -231,7 +231,9 @@ def fit(
     """Fit a multilevel binomial regression.
 
     ``formula`` uses the lme4 / brms grammar (``y ~ 1 + (1 | g)``, ``cbind(s, f) ~ ...``,
-    ``s | trials(n) ~ ...``); ``data`` is a path (CSV/Parquet), a pandas or polars frame.
+    ``s | trials(n) ~ ...``); ``data`` is a path (CSV/Parquet), a pandas or polars frame, or,
+    for data too large for pandas, a glob of Parquet files, a DuckDB relation or a Spark
+    DataFrame (validated and aggregated in DuckDB / Spark: :mod:`poolwise.ingest`).
     All input is validated before anything is sampled. The returned :class:`Fit` is ``ok``
     only if the diagnostics pass; otherwise a :class:`ConvergenceWarning` is emitted (or, with
     ``strict=True``, :class:`SamplingError` raised).

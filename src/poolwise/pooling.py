@@ -588,7 +588,7 @@ def _loo_compare(fits: Mapping[str, Fit]) -> tuple[pd.DataFrame, dict[str, Paret
         rows = res.pareto_k["obs"].values[bad]
         pk[key] = ParetoK(
             model=key, threshold=float(res.good_k), n_bad=int(bad.sum()),
-            max_k=float(np.max(k)), bad_rows=tuple(int(r) for r in rows[:20]),
+            max_k=float(np.max(k)), bad_rows=tuple(dict.fromkeys(int(r) for r in rows))[:20],
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # diagnostics are carried in ParetoK and the table

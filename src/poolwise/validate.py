@@ -59,6 +59,7 @@ __all__ = [
     "available_memory_bytes",
     "fmt_rows",
     "fmt_values",
+    "moments",
     "SCALE_MAX",
     "SCALE_MIN",
     "MIN_LEVELS",
@@ -106,6 +107,9 @@ class CheckedData:
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     scaling: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: rows per entry when the frame holds distinct row patterns (:mod:`poolwise.ingest`);
+    #: None: one row per entry
+    counts: np.ndarray | None = None
 
 
 # -- formatting --------------------------------------------------------------------------
@@ -157,6 +161,11 @@ def _fmt_num(v: float) -> str:
     return f"{v:.4g}"
 
 
+def _total(weights: np.ndarray | None, n: int) -> int:
+    """Rows represented by ``n`` entries: ``n``, or the sum of the pattern counts."""
+    return n if weights is None else int(np.sum(weights))
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -169,6 +178,176 @@ def _labels(values: Sequence[Any], limit: int = 5) -> str:
 def _fmt_label(v: Any) -> str:
     """Group and level labels as a user writes them: ``3``, ``urban``; odd text quoted."""
     return v if isinstance(v, str) and v and v.strip() == v else _fmt_scalar(v)
+
+
+# -- message builders ------------------------------------------------------------------
+# One text per rule, shared by the pandas checks below and the SQL checks of
+# :mod:`poolwise.ingest` (which pass the first offending values and a ``rows`` text made by
+# :func:`fmt_rows` from the first offending row numbers and the count).
+
+
+def not_numeric_message(role: str, col: str, values: Sequence[str], rows: str) -> str:
+    """[§7.19] text that is not a number in a numeric column."""
+    comma = any(_DECIMAL_COMMA.fullmatch(str(v).strip()) for v in values)
+    hint = (
+        " - decimal comma? pass decimal=',' (--decimal ',')"
+        if comma
+        else "; fix or remove those values"
+    )
+    return (
+        f"{role} column '{col}' must be numeric; could not parse {fmt_values(values)} "
+        f"({rows}){hint}"
+    )
+
+
+def infinite_message(role: str, col: str, values: Sequence[Any], rows: str) -> str:
+    """[§7.18]"""
+    return (
+        f"{role} column '{col}' has infinite values {fmt_values(values)} "
+        f"({rows}); replace or remove them before fitting"
+    )
+
+
+def fraction_message(what: str, col: str, values: Sequence[Any], rows: str) -> str:
+    """[§7.15]"""
+    return (
+        f"{what} must be whole numbers; column '{col}' has {fmt_values(values)} "
+        f"({rows}); counts cannot be fractions"
+    )
+
+
+def negative_message(what: str, col: str, values: Sequence[Any], rows: str) -> str:
+    """[§7.14]"""
+    return f"{what} must be >= 0; column '{col}' has {fmt_values(values)} ({rows})"
+
+
+def not_binary_message(
+    col: str, values: Sequence[Any], rows: str, *, whole: bool, nonneg: bool
+) -> str:
+    """[§7.8] a Bernoulli outcome with values outside {0, 1}."""
+    if whole and nonneg:  # [§7.17] looks like counts: a binomial model needs trials
+        counts = (
+            ". These look like counts: a binomial model needs a trials column, e.g. "
+            f"'{col} | trials(n) ~ ...' or '{col}/n ~ ...' (n: the number of trials per row)"
+        )
+    else:
+        counts = (
+            ". For counts out of n use the binomial form 'successes | trials(n)' or "
+            "'successes/trials'"
+        )
+    return (
+        f"outcome '{col}' must be 0/1 for a Bernoulli model; found values "
+        f"{fmt_values(values)} ({rows}){counts}"
+    )
+
+
+def value_rows_text(parts: Sequence[tuple[Any, str]]) -> str:
+    """``0 in rows 1, 2; 1 in row 3``: each value with the text of its first rows."""
+    return "; ".join(f"{_fmt_scalar(u)} in {where}" for u, where in parts[:5])
+
+
+def two_values_message(col: str, uniq: Sequence[Any], where: str, *, numeric: bool) -> str:
+    """[§7.9] two outcome values and no success=: poolwise never guesses."""
+    if numeric:
+        hint = f"success={_fmt_scalar(uniq[1])}"
+        cli = f"--success {_fmt_scalar(uniq[1])}"
+    else:
+        hint = f"success={uniq[0]!r} (or success={uniq[1]!r})"
+        cli = f"--success {uniq[0]}"
+    return (
+        f"outcome '{col}' has two values {fmt_values(uniq)} ({where}); specify which is the "
+        f"success with {hint} ({cli} on the command line); poolwise never guesses"
+    )
+
+
+def single_value_message(col: str, uniq: Sequence[Any], n_rows: int) -> str:
+    return (
+        f"outcome '{col}' has a single value {fmt_values(uniq)} in all {n_rows} rows; "
+        f"say whether it is the success with success={uniq[0]!r}"
+    )
+
+
+def levels_message(col: str, uniq: Sequence[Any], where: str, match: Any = None) -> str:
+    """[§7.10] 3+ outcome levels (``match``: the success= value, when given)."""
+    text = (
+        f"outcome '{col}' has {len(uniq)} levels {fmt_values(uniq)} "
+        f"({where}); a Bernoulli model needs exactly 2"
+    )
+    if match is None:
+        return text
+    return (
+        text + f" - recode it to two values first (e.g. {match!r} vs the rest) if that is what "
+        "you mean"
+    )
+
+
+def success_not_value_message(success: Any, col: str, uniq: Sequence[Any]) -> str:
+    return (
+        f"success={success!r} is not a value of outcome '{col}'; its values are "
+        f"{fmt_values(uniq)}"
+    )
+
+
+def exceed_message(
+    count: int, rows: str, pairs: Sequence[tuple[Any, Any]], scol: str, tcol: str
+) -> str:
+    """[§7.13]"""
+    text = ", ".join(f"{int(a)} > {int(b)}" for a, b in pairs[:5])
+    return (
+        f"successes exceed trials in {_plural(count, 'row')} "
+        f"({rows}: {text}); check columns '{scol}' and '{tcol}'"
+    )
+
+
+def missing_message(role: str, col: str, count: int, rows: str, others: Sequence[str]) -> str:
+    """[§7.5, §7.29]"""
+    also = f" (also in {', '.join(repr(c) for c in others)})" if others else ""
+    return (
+        f"{role} column '{col}' has {_plural(count, 'missing value')} "
+        f"({rows}){also}; drop them with drop_missing=True "
+        "(--drop-missing) or impute before fitting"
+    )
+
+
+def dropped_missing_message(count: int, n_all: int, cols: Sequence[str], rows: str) -> str:
+    return (
+        f"dropped {count} of {n_all} rows with missing values in "
+        f"{', '.join(cols)} ({rows})"
+    )
+
+
+def zero_trials_message(count: int, rows: str) -> str:
+    """[§7.16] the warning for rows with trials = 0 (they are dropped)."""
+    return (
+        f"{_plural(count, 'row')} ha{'s' if count == 1 else 've'} trials = 0 "
+        f"({rows}) and contribute no information; "
+        f"{'it was' if count == 1 else 'they were'} dropped"
+    )
+
+
+def unused_missing_note(col: str, count: int) -> str:
+    """[§7.6] the note for missing values in a column the model does not use."""
+    return f"ignored column '{col}' ({_plural(count, 'missing value')}, not used by the model)"
+
+
+def all_zero_trials_message(n_rows: int, col: str | None) -> str:
+    return f"data has no observations: trials are 0 in all {n_rows} rows of column '{col}'"
+
+
+def moments(x: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
+    """Mean and standard deviation (``np.std``, ddof 0) of ``x`` repeated ``weights`` times.
+
+    Computed from the distinct values and their counts, so rows and the same rows collapsed
+    into weighted patterns (:mod:`poolwise.ingest`) give bitwise the same numbers.
+    """
+    v, inv = np.unique(np.asarray(x, dtype=float), return_inverse=True)
+    inv = inv.reshape(-1)
+    c = np.bincount(inv, weights=None if weights is None else np.asarray(weights, dtype=float),
+                    minlength=len(v)).astype(float)
+    total = float(c.sum())
+    mean = float(np.dot(c, v) / total)
+    sd = float(np.sqrt(np.dot(c, (v - mean) ** 2) / total))
+    return mean, sd
 
 
 # -- columns ---------------------------------------------------------------------------
@@ -330,16 +509,7 @@ def _numeric(frame: pd.DataFrame, col: str, rows: np.ndarray, role: str) -> np.n
             return _finite(conv.to_numpy(dtype=float)[codes], col, rows, role)
         bad = np.isin(codes, bad_u)
         vals = [str(v) for v in np.asarray(uniq, dtype=object)[bad_u]]
-        comma = any(_DECIMAL_COMMA.fullmatch(v.strip()) for v in vals)
-        hint = (
-            " - decimal comma? pass decimal=',' (--decimal ',')"
-            if comma
-            else "; fix or remove those values"
-        )
-        raise DataError(
-            f"{role} column '{col}' must be numeric; could not parse {fmt_values(vals)} "
-            f"({fmt_rows(bad, rows)}){hint}"
-        )
+        raise DataError(not_numeric_message(role, col, vals, fmt_rows(bad, rows)))
     x = s.to_numpy(dtype=float, na_value=np.nan)
     return _finite(x, col, rows, role)
 
@@ -347,14 +517,11 @@ def _numeric(frame: pd.DataFrame, col: str, rows: np.ndarray, role: str) -> np.n
 def _finite(x: np.ndarray, col: str, rows: np.ndarray, role: str) -> np.ndarray:
     inf = np.isinf(x)
     if inf.any():
-        raise DataError(
-            f"{role} column '{col}' has infinite values {fmt_values(x[inf])} "
-            f"({fmt_rows(inf, rows)}); replace or remove them before fitting"
-        )
+        raise DataError(infinite_message(role, col, x[inf], fmt_rows(inf, rows)))
     return x
 
 
-def _numbers_with_text(s: pd.Series) -> bool:
+def _numbers_with_text(s: pd.Series, weights: np.ndarray | None = None) -> bool:
     """A text column meant to be numeric but with some values that are not numbers [§7.19]:
     a decimal comma anywhere, or >= 90% of the rows are numbers and the rest is not.
 
@@ -370,7 +537,8 @@ def _numbers_with_text(s: pd.Series) -> bool:
     ok = pd.to_numeric(text, errors="coerce").notna().to_numpy()
     if ok.all() or not ok.any():
         return False
-    counts = np.bincount(codes[codes >= 0], minlength=len(uniq))
+    w = None if weights is None else np.asarray(weights, dtype=float)[codes >= 0]
+    counts = np.bincount(codes[codes >= 0], weights=w, minlength=len(uniq))
     return bool(counts[ok].sum() >= 0.9 * counts.sum())
 
 
@@ -378,15 +546,10 @@ def _whole(x: np.ndarray, col: str, rows: np.ndarray, what: str) -> None:
     """Counts must be whole numbers >= 0 [§7.14-15]; 3.0 is accepted as 3."""
     frac = np.abs(x - np.round(x)) > 0
     if frac.any():
-        raise DataError(
-            f"{what} must be whole numbers; column '{col}' has {fmt_values(x[frac])} "
-            f"({fmt_rows(frac, rows)}); counts cannot be fractions"
-        )
+        raise DataError(fraction_message(what, col, x[frac], fmt_rows(frac, rows)))
     neg = x < 0
     if neg.any():
-        raise DataError(
-            f"{what} must be >= 0; column '{col}' has {fmt_values(x[neg])} ({fmt_rows(neg, rows)})"
-        )
+        raise DataError(negative_message(what, col, x[neg], fmt_rows(neg, rows)))
 
 
 # -- the response ------------------------------------------------------------------------
@@ -396,8 +559,8 @@ def _first_rows_of(values: np.ndarray, uniq: Sequence[Any], rows: np.ndarray) ->
     parts = []
     for u in uniq[:5]:
         m = values == u
-        parts.append(f"{_fmt_scalar(u)} in {fmt_rows(np.asarray(m, dtype=bool), rows, limit=3)}")
-    return "; ".join(parts)
+        parts.append((u, fmt_rows(np.asarray(m, dtype=bool), rows, limit=3)))
+    return value_rows_text(parts)
 
 
 def _match_success(success: Any, uniq: list[Any]) -> Any:
@@ -418,7 +581,10 @@ def _num_equal(a: Any, b: Any) -> bool:
         return False
 
 
-def _bernoulli(frame: pd.DataFrame, col: str, rows: np.ndarray, success: Any) -> np.ndarray:
+def _bernoulli(
+    frame: pd.DataFrame, col: str, rows: np.ndarray, success: Any,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     s = frame[col]
     if pd.api.types.is_bool_dtype(s.dtype) and success is None:  # [§7.9] bool is accepted
         return s.to_numpy(dtype=float)
@@ -428,16 +594,10 @@ def _bernoulli(frame: pd.DataFrame, col: str, rows: np.ndarray, success: Any) ->
     if success is not None:
         match = _match_success(success, uniq)
         if match is None:
-            raise DataError(
-                f"success={success!r} is not a value of outcome '{col}'; its values are "
-                f"{fmt_values(uniq)}"
-            )
+            raise DataError(success_not_value_message(success, col, uniq))
         if len(uniq) > 2:
             raise DataError(
-                f"outcome '{col}' has {len(uniq)} levels {fmt_values(uniq)} "
-                f"({_first_rows_of(values, uniq, rows)}); a Bernoulli model needs exactly 2 - "
-                f"recode it to two values first (e.g. {match!r} vs the rest) if that is what "
-                "you mean"
+                levels_message(col, uniq, _first_rows_of(values, uniq, rows), match)
             )
         return (codes == uniq.index(match)).astype(float)
     numeric = pd.api.types.is_numeric_dtype(s.dtype) and not isinstance(
@@ -461,33 +621,15 @@ def _bernoulli(frame: pd.DataFrame, col: str, rows: np.ndarray, success: Any) ->
             # [§7.9] never remap 1/2 or 5/7 to 0/1 silently
             vals = sorted(float(u) for u in uniq)
             return _two_values(col, vals, values, rows, numeric=True)
-        counts = ""
-        if whole and nonneg:  # [§7.17] looks like counts: a binomial model needs trials
-            counts = (
-                ". These look like counts: a binomial model needs a trials column, e.g. "
-                f"'{col} | trials(n) ~ ...' or '{col}/n ~ ...' (n: the number of trials per row)"
-            )
-        else:
-            counts = (
-                ". For counts out of n use the binomial form 'successes | trials(n)' or "
-                "'successes/trials'"
-            )
         raise DataError(
-            f"outcome '{col}' must be 0/1 for a Bernoulli model; found values "
-            f"{fmt_values(x[bad])} ({fmt_rows(bad, rows)}){counts}"
+            not_binary_message(col, x[bad], fmt_rows(bad, rows), whole=whole, nonneg=nonneg)
         )
     if len(uniq) == 2:
         return _two_values(col, uniq, values, rows, numeric=False)
     if len(uniq) == 1:
-        raise DataError(
-            f"outcome '{col}' has a single value {fmt_values(uniq)} in all {len(values)} rows; "
-            f"say whether it is the success with success={uniq[0]!r}"
-        )
+        raise DataError(single_value_message(col, uniq, _total(weights, len(values))))
     # [§7.10] 3+ levels: never collapse to "first level vs rest"
-    raise DataError(
-        f"outcome '{col}' has {len(uniq)} levels {fmt_values(uniq)} "
-        f"({_first_rows_of(values, uniq, rows)}); a Bernoulli model needs exactly 2"
-    )
+    raise DataError(levels_message(col, uniq, _first_rows_of(values, uniq, rows)))
 
 
 def _two_values(
@@ -500,24 +642,16 @@ def _two_values(
             pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float), uniq, rows
         )
     )
-    if numeric:
-        hint = f"success={_fmt_scalar(uniq[1])}"
-        cli = f"--success {_fmt_scalar(uniq[1])}"
-    else:
-        hint = f"success={uniq[0]!r} (or success={uniq[1]!r})"
-        cli = f"--success {uniq[0]}"
-    raise DataError(
-        f"outcome '{col}' has two values {fmt_values(uniq)} ({where}); specify which is the "
-        f"success with {hint} ({cli} on the command line); poolwise never guesses"
-    )
+    raise DataError(two_values_message(col, uniq, where, numeric=numeric))
 
 
 def _response(
-    f: Formula, frame: pd.DataFrame, rows: np.ndarray, success: Any
+    f: Formula, frame: pd.DataFrame, rows: np.ndarray, success: Any,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     r = f.response
     if r.kind == "bernoulli":
-        y = _bernoulli(frame, r.successes, rows, success)
+        y = _bernoulli(frame, r.successes, rows, success, weights)
         return y, np.ones_like(y)
     if success is not None:
         raise SpecError(
@@ -536,10 +670,9 @@ def _response(
     _whole(trials, r.trials, rows, "trials")
     over = succ > trials  # [§7.13]
     if over.any():
-        pairs = ", ".join(f"{int(succ[i])} > {int(trials[i])}" for i in np.flatnonzero(over)[:5])
+        pairs = [(succ[i], trials[i]) for i in np.flatnonzero(over)[:5]]
         raise DataError(
-            f"successes exceed trials in {_plural(int(over.sum()), 'row')} "
-            f"({fmt_rows(over, rows)}: {pairs}); check columns '{r.successes}' and '{r.trials}'"
+            exceed_message(int(over.sum()), fmt_rows(over, rows), pairs, r.successes, r.trials)
         )
     return succ, trials
 
@@ -603,8 +736,11 @@ def check_model_data(
     _check_estimable(f, pooling)
     _check_names(f)
     n_all = len(frame)
-    rows = np.arange(1, n_all + 1)
-    warn: list[str] = []
+    # a table of distinct row patterns (poolwise.ingest) carries its counts and first rows
+    weights = getattr(table, "counts", None)
+    given_rows = getattr(table, "row_number", None)
+    rows = np.arange(1, n_all + 1) if given_rows is None else np.asarray(given_rows)
+    warn: list[str] = list(getattr(table, "warnings", ()))
     notes: list[str] = []
 
     # [§7.5, §7.29] missing values in the model's columns
@@ -619,23 +755,19 @@ def check_model_data(
     if per_col:
         if not drop_missing:
             col, m = per_col[0]
-            others = (
-                f" (also in {', '.join(repr(c) for c, _ in per_col[1:])})"
-                if len(per_col) > 1
-                else ""
-            )
             raise DataError(
-                f"{_role(f, col)} column '{col}' has {_plural(int(m.sum()), 'missing value')} "
-                f"({fmt_rows(m, rows)}){others}; drop them with drop_missing=True "
-                "(--drop-missing) or impute before fitting"
+                missing_message(
+                    _role(f, col), col, int(m.sum()), fmt_rows(m, rows),
+                    [c for c, _ in per_col[1:]],
+                )
             )
-        msg = (
-            f"dropped {int(missing.sum())} of {n_all} rows with missing values in "
-            f"{', '.join(c for c, _ in per_col)} ({fmt_rows(missing, rows)})"
+        msg = dropped_missing_message(
+            int(missing.sum()), n_all, [c for c, _ in per_col], fmt_rows(missing, rows)
         )
         warn.append(msg)
         frame = frame.loc[~missing].reset_index(drop=True)
         rows = rows[~missing]
+        weights = None if weights is None else weights[~missing]
         if len(frame) == 0:
             raise DataError("data has no observations (0 rows) after dropping missing values")
     # [§7.6] missing values elsewhere change nothing
@@ -643,9 +775,7 @@ def check_model_data(
         if col not in used and col not in f.source_columns:
             k = int(frame[col].isna().sum())
             if k:
-                notes.append(
-                    f"ignored column '{col}' ({_plural(k, 'missing value')}, not used by the model)"
-                )
+                notes.append(unused_missing_note(col, k))
 
     # [§7.18] infinities in any numeric model column
     for col in used:
@@ -653,28 +783,24 @@ def check_model_data(
         if pd.api.types.is_float_dtype(s.dtype):
             _finite(s.to_numpy(dtype=float), col, rows, _role(f, col))
 
-    successes, trials = _response(f, frame, rows, success)
+    successes, trials = _response(f, frame, rows, success, weights)
 
     # [§7.16] rows with trials = 0 carry no information: dropped, with a warning
     zero = trials == 0
     if zero.any():
         if zero.all():
             raise DataError(
-                f"data has no observations: trials are 0 in all {len(zero)} rows of column "
-                f"'{f.response.trials or f.response.failures}'"
+                all_zero_trials_message(len(zero), f.response.trials or f.response.failures)
             )
-        warn.append(
-            f"{_plural(int(zero.sum()), 'row')} ha{'s' if zero.sum() == 1 else 've'} trials = 0 "
-            f"({fmt_rows(zero, rows)}) and contribute no information; "
-            f"{'it was' if zero.sum() == 1 else 'they were'} dropped"
-        )
+        warn.append(zero_trials_message(int(zero.sum()), fmt_rows(zero, rows)))
         keep = ~zero
         frame = frame.loc[keep].reset_index(drop=True)
         rows, successes, trials = rows[keep], successes[keep], trials[keep]
+        weights = None if weights is None else weights[keep]
 
     # [§7.11] constant outcome overall: a warning, the priors decide
     ycol = f.response.successes
-    n = len(frame)
+    n = _total(weights, len(frame))
     constant_outcome = False
     if not successes.any():
         constant_outcome = True
@@ -699,7 +825,7 @@ def check_model_data(
         is_num = (
             pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)
         ) and not is_cat
-        if not is_num and not is_cat and _numbers_with_text(s):
+        if not is_num and not is_cat and _numbers_with_text(s, weights):
             is_num = True  # [§7.19] _numeric raises, naming the values that are not numbers
         elif not is_num and not is_cat:
             _check_number_format(var, s, table, rows)  # [R.14]
@@ -711,9 +837,8 @@ def check_model_data(
                     f"predictor '{var}' is constant (value {_fmt_scalar(lo)} in all {n} rows) "
                     "and is collinear with the intercept; remove it"
                 )
-            sd = float(np.std(x))
+            center, sd = moments(x, weights)
             if sd > SCALE_MAX or sd < SCALE_MIN:  # [§7.23]
-                center = float(np.mean(x))
                 scaling[var] = (center, sd)
                 warn.append(
                     f"predictor '{var}' has an extreme scale (sd {_fmt_num(sd)}, values "
@@ -776,7 +901,9 @@ def check_model_data(
             )
         group_keys[g.group_name] = key
         if pooling != "complete":
-            _check_group(g, key, successes, trials, pooling, constant_outcome, warn, notes)
+            _check_group(
+                g, key, successes, trials, pooling, constant_outcome, warn, notes, weights
+            )
 
     return CheckedData(
         frame=frame,
@@ -789,6 +916,7 @@ def check_model_data(
         warnings=tuple(warn),
         notes=tuple(notes),
         scaling=scaling,
+        counts=weights,
     )
 
 
@@ -801,10 +929,13 @@ def _check_group(
     constant_outcome: bool,
     warn: list[str],
     notes: list[str],
+    weights: np.ndarray | None = None,
 ) -> None:
     name = g.group_name
     codes, uniq = pd.factorize(key, sort=False)
     L = len(uniq)
+    n_rows = _total(weights, len(key))
+    w = np.ones(len(key)) if weights is None else np.asarray(weights, dtype=float)
     if key.dtype == object:  # [§7.28]
         dupes = _lookalike_labels(list(uniq))
         if dupes:
@@ -818,7 +949,7 @@ def _check_group(
         if L == 1:  # [§7.24]
             raise DataError(
                 f"grouping factor '{name}' has only 1 level ({_fmt_scalar(uniq[0])} in all "
-                f"{len(key)} rows); a group-level standard deviation cannot be estimated - drop "
+                f"{n_rows} rows); a group-level standard deviation cannot be estimated - drop "
                 f"'{g}'"
             )
         if L < MIN_LEVELS:  # [§7.25]
@@ -827,16 +958,16 @@ def _check_group(
                 "deviation will be strongly influenced by the prior "
                 "(see prior-vs-posterior overlap)"
             )
-    level_trials = np.bincount(codes, weights=trials, minlength=L)
-    level_rows = np.bincount(codes, minlength=L)
+    level_trials = np.bincount(codes, weights=trials * w, minlength=L)
+    level_rows = np.bincount(codes, weights=w, minlength=L)
     if pooling == "partial" and L > 1 and np.all(level_rows == 1) and np.all(level_trials <= 1):
         warn.append(  # [§7.30]
-            f"every group of '{name}' has exactly one observation ({L} groups, {len(key)} rows); "
+            f"every group of '{name}' has exactly one observation ({L} groups, {n_rows} rows); "
             "group effects are only weakly identified"
         )
     if constant_outcome or not g.intercept:
         return
-    level_succ = np.bincount(codes, weights=successes, minlength=L)
+    level_succ = np.bincount(codes, weights=successes * w, minlength=L)
     zeros = np.flatnonzero(level_succ == 0)
     ones = np.flatnonzero(level_succ == level_trials)
     if len(zeros) or len(ones):  # [§7.12] info for the shrinkage report

@@ -1,0 +1,507 @@
+"""Data engines: DuckDB (files, relations) and Spark (DataFrames) validate and count rows into
+patterns; the design built from them equals the one pandas builds from the rows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from poolwise.design import build_design
+from poolwise.errors import DataError, FormulaError
+from poolwise.ingest import FileSource, read_patterns, wants_engine
+
+JAVA = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
+spark_only = pytest.mark.skipif(
+    not JAVA and not os.environ.get("CI"),
+    reason="Spark needs Java (no java on PATH, JAVA_HOME unset); CI runs these tests",
+)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[1]")
+        .appName("poolwise-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.driver.memory", "1g")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def _bernoulli(n: int = 3000, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "y": rng.integers(0, 2, n),
+        "x": rng.integers(0, 2, n),
+        "f": rng.choice(["lo", "mid", "hi"], n),
+        "z": np.round(rng.normal(size=n), 1),
+        "g": rng.integers(1, 40, n),
+        "w": np.where(rng.random(n) < 0.1, np.nan, 1.0),  # unused: its NaNs drop nothing
+    })
+
+
+def _binomial(n: int = 800, seed: int = 2) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    trials = rng.integers(1, 12, n)
+    return pd.DataFrame({
+        "s": rng.binomial(trials, 0.3),
+        "n": trials,
+        "x": np.round(rng.uniform(0, 5, n), 0),
+        "g": rng.choice([f"site{i}" for i in range(25)], n),
+    })
+
+
+def _crossed(n: int = 2000, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "correct": rng.integers(0, 2, n),
+        "person": rng.integers(0, 60, n),
+        "item": rng.choice([f"q{i:02d}" for i in range(30)], n),
+        "easy": rng.integers(0, 2, n).astype(bool),
+    })
+
+
+CASES = [
+    ("bernoulli", _bernoulli, "y ~ x + f + z + (1 | g)"),
+    ("binomial", _binomial, "s | trials(n) ~ x + (1 + x | g)"),
+    ("crossed", _crossed, "correct ~ easy + (1 | person) + (1 | item)"),
+    # formula expressions are evaluated on the patterns: functions, factor(), an offset and
+    # an expression in the response
+    ("functions", _bernoulli, "y ~ log(z + 5) + factor(x) + I(z^2) + f + (1 | g)"),
+    ("offset", _binomial, "cbind(s, n - s) ~ factor(x) + offset(log(n)) + (1 | g)"),
+]
+
+
+def _same_design(a, b) -> None:
+    """Identical cells, in the same order, with the same labels and the same scaling."""
+    assert a.fixed_names == b.fixed_names
+    assert a.n_rows == b.n_rows
+    np.testing.assert_array_equal(a.X, b.X)
+    np.testing.assert_array_equal(a.y, b.y)
+    np.testing.assert_array_equal(a.n, b.n)
+    np.testing.assert_array_equal(a.x_center, b.x_center)
+    np.testing.assert_array_equal(a.x_scale, b.x_scale)
+    assert a.predictor_scaling == b.predictor_scaling
+    assert a.log_binom_const == b.log_binom_const
+    assert len(a.groups) == len(b.groups)
+    for ga, gb in zip(a.groups, b.groups, strict=True):
+        assert ga.coef_names == gb.coef_names
+        assert list(ga.labels) == list(gb.labels)
+        np.testing.assert_array_equal(ga.codes, gb.codes)
+        np.testing.assert_array_equal(ga.Z, gb.Z)
+        np.testing.assert_array_equal(ga.level_rows, gb.level_rows)
+        np.testing.assert_array_equal(ga.level_trials, gb.level_trials)
+        np.testing.assert_array_equal(ga.level_successes, gb.level_successes)
+    assert a.warnings == b.warnings
+    assert a.notes == b.notes
+
+
+def _row_patterns(d) -> pd.DataFrame:
+    """(cell, successes, trials) -> rows, from a design of rows or of counted patterns."""
+    counts = np.ones(len(d.row_y), dtype=np.int64) if d.row_count is None else d.row_count
+    df = pd.DataFrame({"cell": d.row_cell, "y": d.row_y, "n": d.row_n, "rows": counts})
+    return df.groupby(["cell", "y", "n"], as_index=False)["rows"].sum()
+
+
+def _quiet_design(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_design(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("name", "make", "formula"), CASES, ids=[c[0] for c in CASES])
+def test_duckdb_and_pandas_give_identical_cells(tmp_path, name, make, formula):
+    df = make()
+    path = tmp_path / f"{name}.parquet"
+    df.to_parquet(path)
+    rows = _quiet_design(formula, pd.read_parquet(path))
+    cells = _quiet_design(formula, FileSource(str(path)))
+    assert cells.row_count is not None and rows.row_count is None
+    assert len(cells.row_y) < rows.n_rows  # patterns, not rows, came back
+    _same_design(rows, cells)
+    pd.testing.assert_frame_equal(_row_patterns(rows), _row_patterns(cells))
+    # the first row of each pattern is a row of that pattern
+    first = cells.row_number - 1
+    np.testing.assert_array_equal(rows.row_cell[first], cells.row_cell)
+
+
+@pytest.mark.parametrize("term", ["scale(z)", "poly(z, 2)"])
+def test_learned_transforms_on_patterns_are_refused(tmp_path, term):
+    from poolwise.errors import SpecError
+
+    path = tmp_path / "d.parquet"
+    _bernoulli(300).to_parquet(path)
+    _quiet_design(f"y ~ x + {term} + (1 | g)", pd.read_parquet(path))  # rows: fine
+    with pytest.raises(SpecError, match="counted into row patterns by a data engine"):
+        _quiet_design(f"y ~ x + {term} + (1 | g)", FileSource(str(path)))
+
+
+def test_offset_expression_argument_reads_its_columns_in_the_engine(tmp_path):
+    from poolwise.errors import SpecError
+
+    df = _binomial()
+    path = tmp_path / "b.parquet"
+    df.to_parquet(path)
+    formula = "s | trials(n) ~ x + (1 | g)"
+    rows = _quiet_design(formula, df, offset="log(n)")
+    cells = _quiet_design(formula, FileSource(str(path)), offset="log(n)")
+    _same_design(rows, cells)
+    np.testing.assert_array_equal(rows.offset, cells.offset)
+    with pytest.raises(SpecError, match="offset given as an array"):
+        _quiet_design(formula, FileSource(str(path)), offset=np.zeros(len(df)))
+
+
+def test_csv_glob_and_relation_give_the_same_cells(tmp_path):
+    import duckdb
+
+    df = _bernoulli()
+    formula = "y ~ x + f + z + (1 | g)"
+    rows = _quiet_design(formula, df)
+    df.to_csv(tmp_path / "all.csv", index=False)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i, start in enumerate(range(0, len(df), 1000)):
+        df.iloc[start:start + 1000].to_parquet(parts / f"part{i}.parquet")
+    con = duckdb.connect()
+    rel = con.read_parquet(str(parts / "*.parquet"))
+    csv = FileSource(str(tmp_path / "all.csv"))
+    for source in (csv, str(parts / "*.parquet"), str(parts), rel):
+        assert wants_engine(source)
+        _same_design(rows, _quiet_design(formula, source))
+
+
+def test_small_frames_and_files_keep_the_pandas_path(tmp_path, monkeypatch):
+    import poolwise.ingest as ingest
+
+    df = _bernoulli(50)
+    df.to_csv(tmp_path / "small.csv", index=False)
+    df.to_parquet(tmp_path / "small.parquet")
+    assert not wants_engine(df)
+    assert not wants_engine(str(tmp_path / "small.csv"))
+    assert not wants_engine(str(tmp_path / "small.parquet"))
+    assert wants_engine(str(tmp_path / "*.csv"))
+    monkeypatch.setattr(ingest, "ENGINE_MIN_ROWS", 50)  # a Parquet file's rows, from its footer
+    assert wants_engine(str(tmp_path / "small.parquet"))
+    monkeypatch.setattr(ingest, "ENGINE_MIN_BYTES", 100)
+    assert wants_engine(str(tmp_path / "small.csv"))
+
+
+def test_drop_missing_and_zero_trials_warn_as_pandas_does(tmp_path):
+    df = _binomial()
+    df["x"] = df["x"].astype(float)
+    df.loc[[4, 77, 500], "x"] = np.nan
+    df.loc[[10, 11, 600], "n"] = 0
+    df.loc[[10, 11, 600], "s"] = 0
+    path = tmp_path / "b.parquet"
+    df.to_parquet(path)
+    formula = "s | trials(n) ~ x + (1 | g)"
+    rows = _quiet_design(formula, pd.read_parquet(path), drop_missing=True)
+    cells = _quiet_design(formula, FileSource(str(path)), drop_missing=True)
+    assert any("dropped 3 of 800 rows" in w for w in cells.warnings)
+    assert any("trials = 0 (rows 11, 12, 601)" in w for w in cells.warnings)
+    _same_design(rows, cells)
+
+
+# -- bad input: the same messages as the pandas path ---------------------------------------
+
+
+def _bad_cases() -> list[tuple[str, str, pd.DataFrame, dict]]:
+    base = _bernoulli(400)
+    bino = _binomial(300)
+    out: list[tuple[str, str, pd.DataFrame, dict]] = []
+    d = base.copy()
+    d["z"] = d["z"].astype(float)
+    d.loc[[6, 90, 91, 92, 93, 94, 300], "z"] = np.nan
+    d["g"] = d["g"].astype(object)
+    d.loc[[8], "g"] = None
+    out.append(("missing", "y ~ x + z + (1 | g)", d, {}))
+    d = base.assign(z=base["z"].astype(str))
+    d.loc[[3, 250], "z"] = ["abc", "1,5"]
+    out.append(("not numeric", "y ~ z + (1 | g)", d, {}))
+    d = base.assign(z=base["z"].astype(float))
+    d.loc[[17, 18], "z"] = [np.inf, -np.inf]
+    out.append(("infinite", "y ~ z + (1 | g)", d, {}))
+    d = base.copy()
+    d.loc[[0, 5, 399], "y"] = [2, 3, 2]
+    out.append(("not 0/1", "y ~ x + (1 | g)", d, {}))
+    out.append(("two numbers", "y ~ x + (1 | g)", base.assign(y=base["y"] + 1), {}))
+    yes = base.assign(y=np.where(base["y"] == 1, "yes", "no"))
+    out.append(("two labels", "y ~ x + (1 | g)", yes, {}))
+    three = base.assign(y=np.array(["a", "b", "c"])[np.arange(len(base)) % 3])
+    out.append(("three levels", "y ~ x + (1 | g)", three, {}))
+    out.append(("three levels with success", "y ~ x + (1 | g)", three, {"success": "a"}))
+    d = bino.copy()
+    d.loc[[7, 40], "s"] = d.loc[[7, 40], "n"] + 2
+    out.append(("successes > trials", "s | trials(n) ~ x + (1 | g)", d, {}))
+    d = bino.copy()
+    d.loc[[12], "s"] = -1
+    out.append(("negative", "s | trials(n) ~ x + (1 | g)", d, {}))
+    d = bino.assign(s=bino["s"].astype(float))
+    d.loc[[2, 3], "s"] = [0.5, 2.5]
+    out.append(("fraction", "s | trials(n) ~ x + (1 | g)", d, {}))
+    d = bino.copy()
+    d["f"] = d["n"] - d["s"]
+    d.loc[[1], "f"] = -3
+    out.append(("negative failures", "cbind(s, f) ~ x + (1 | g)", d, {}))
+    d = bino.assign(n=0, s=0)
+    out.append(("all trials zero", "s | trials(n) ~ x + (1 | g)", d, {}))
+    out.append(("unknown column", "y ~ x + (1 | grp)", base, {}))
+    out.append(("single value", "y ~ x + (1 | g)", base.assign(y="yes"), {}))
+    return out
+
+
+BAD = _bad_cases()
+
+
+def _message(formula, data, **kw) -> tuple[type, str]:
+    with pytest.raises((DataError, FormulaError)) as err:
+        _quiet_design(formula, data, **kw)
+    return type(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(("name", "formula", "df", "kw"), BAD, ids=[c[0] for c in BAD])
+def test_bad_input_gets_the_pandas_message_from_duckdb(tmp_path, name, formula, df, kw):
+    path = tmp_path / "bad.parquet"
+    df.to_parquet(path)
+    expected = _message(formula, pd.read_parquet(path), **kw)
+    assert _message(formula, FileSource(str(path)), **kw) == expected
+
+
+def test_a_bad_value_deep_in_a_large_file_is_found_with_its_row(tmp_path):
+    n = 2_000_000
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({
+        "y": rng.integers(0, 2, n, dtype=np.int8),
+        "x": rng.integers(0, 2, n, dtype=np.int8),
+        "g": rng.integers(0, 1000, n, dtype=np.int16),
+    })
+    df.loc[1_987_653, "y"] = 7  # data row 1,987,654
+    path = tmp_path / "big.parquet"
+    df.to_parquet(path, row_group_size=250_000)
+    del df
+    kind, msg = _message("y ~ x + (1 | g)", str(path))  # a plain path; a glob the same
+    assert kind is DataError
+    assert "outcome 'y' must be 0/1 for a Bernoulli model; found values {7} (row 1987654)" in msg
+    csv = tmp_path / "big.csv"
+    import duckdb
+
+    duckdb.sql(f"COPY (SELECT * FROM '{path}') TO '{csv}' (HEADER)")
+    assert _message("y ~ x + (1 | g)", FileSource(str(csv)))[1] == msg
+
+
+def test_same_seed_same_draws_through_duckdb_and_pandas(tmp_path):
+    import poolwise
+
+    df = _bernoulli(1500)
+    path = tmp_path / "d.parquet"
+    df.to_parquet(path)
+    kw = dict(chains=2, tune=100, draws=50, seed=11, repair=False, log_likelihood=False,
+              prior_check=False, parameterization="noncentered")
+    formula = "y ~ x + f + (1 | g)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = poolwise.fit(formula, pd.read_parquet(path), **kw)
+        b = poolwise.fit(formula, FileSource(str(path)), **kw)
+    assert b.spec.design.row_count is not None
+    for var in a.posterior.data_vars:
+        np.testing.assert_array_equal(a.posterior[var].values, b.posterior[var].values)
+
+
+def test_row_level_loo_of_engine_patterns_equals_pandas_rows(tmp_path):
+    """Default settings (log_likelihood=True): the DuckDB route stores the log-likelihood per
+    (cell, outcome) pattern with counts summed from the engine's row counts, and its row-level
+    LOO equals the one from the same rows read by pandas."""
+    import poolwise
+    from poolwise.cells import pattern_loo, row_patterns
+    from poolwise.pooling import row_loo
+
+    path = tmp_path / "d.parquet"
+    df = _bernoulli(1500)
+    df["z"] = np.round(df["z"], 0)  # a few values: engine patterns stand for several rows
+    df.to_parquet(path)
+    kw = dict(chains=2, tune=100, draws=100, seed=5, repair=False, prior_check=False,
+              parameterization="noncentered")
+    formula = "y ~ x + f + z + (1 | g)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = poolwise.fit(formula, pd.read_parquet(path), **kw)
+        b = poolwise.fit(formula, FileSource(str(path)), **kw)
+    da, db = a.spec.design, b.spec.design
+    assert da.row_count is None and db.row_count is not None
+    assert len(db.row_y) < len(df) and db.n_rows == len(df)
+    for var in a.posterior.data_vars:
+        np.testing.assert_array_equal(a.posterior[var].values, b.posterior[var].values)
+    # the same (cell, outcome) patterns with the same row counts, stored per pattern
+    pa, pb = row_patterns(da), row_patterns(db)
+    np.testing.assert_array_equal(pa.count, pb.count)
+    np.testing.assert_array_equal(pa.cell, pb.cell)
+    np.testing.assert_array_equal(pa.y, pb.y)
+    assert pb.n_rows == len(df)
+    assert b.idata["log_likelihood"]["y"].sizes["pattern"] == pb.n_patterns
+    la, lb = pattern_loo(a), pattern_loo(b)
+    for name in ("elpd_i", "p_i", "pareto_k", "count"):
+        np.testing.assert_allclose(getattr(lb, name), getattr(la, name), rtol=0, atol=1e-10)
+    ra, rb = row_loo(a), row_loo(b)
+    assert rb.n_data_points == ra.n_data_points == len(df)
+    for name in ("elpd", "se", "p"):
+        assert abs(getattr(rb, name) - getattr(ra, name)) <= 1e-10, name
+    # per row: the engine route has one value per data row; each row of an engine pattern has
+    # the value pandas gives that pattern's first row, and the multisets of row values agree
+    ka, kb = ra.pareto_k.values, rb.pareto_k.values
+    assert kb.shape == ka.shape == (len(df),)
+    np.testing.assert_allclose(np.sort(kb), np.sort(ka), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.sort(rb.elpd_i.values), np.sort(ra.elpd_i.values),
+                               rtol=0, atol=1e-10)
+    first = rb.pareto_k["obs"].values
+    np.testing.assert_allclose(kb, ka[first - 1], rtol=0, atol=1e-10)
+    # and the expanded row-level tree gives ArviZ's own numbers
+    import arviz_stats as azs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = azs.loo(b.row_level(), pointwise=True)
+    assert abs(ref.elpd - rb.elpd) <= 1e-8 and abs(ref.p - rb.p) <= 1e-8
+
+
+def test_importing_poolwise_imports_no_engine():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, poolwise, poolwise.design, poolwise.ingest; "
+        "print('duckdb' in sys.modules, 'pyspark' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+# -- Spark -----------------------------------------------------------------------------------
+
+
+@spark_only
+@pytest.mark.parametrize(("name", "make", "formula"), CASES, ids=[c[0] for c in CASES])
+def test_spark_duckdb_and_pandas_give_identical_cells(spark, tmp_path, name, make, formula):
+    df = make()
+    path = tmp_path / f"{name}.parquet"
+    df.to_parquet(path)
+    rows = _quiet_design(formula, pd.read_parquet(path))
+    duck = _quiet_design(formula, FileSource(str(path)))
+    sdf = spark.read.parquet(str(path))
+    cells = _quiet_design(formula, sdf)
+    _same_design(rows, cells)
+    _same_design(duck, cells)
+    np.testing.assert_array_equal(duck.row_count, cells.row_count)
+    np.testing.assert_array_equal(duck.row_number, cells.row_number)
+
+
+@spark_only
+@pytest.mark.parametrize(("name", "formula", "df", "kw"), BAD, ids=[c[0] for c in BAD])
+def test_bad_input_gets_the_pandas_message_from_spark(spark, tmp_path, name, formula, df, kw):
+    path = tmp_path / "bad.parquet"
+    df.to_parquet(path)
+    expected = _message(formula, pd.read_parquet(path), **kw)
+    assert _message(formula, spark.read.parquet(str(path)), **kw) == expected
+
+
+@spark_only
+def test_spark_draws_equal_duckdb_draws(spark, tmp_path):
+    import poolwise
+
+    path = tmp_path / "d.parquet"
+    _bernoulli(1500).to_parquet(path)
+    kw = dict(chains=2, tune=100, draws=50, seed=11, repair=False, log_likelihood=False,
+              prior_check=False, parameterization="noncentered")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = poolwise.fit("y ~ x + f + (1 | g)", FileSource(str(path)), **kw)
+        b = poolwise.fit("y ~ x + f + (1 | g)", spark.read.parquet(str(path)), **kw)
+    for var in a.posterior.data_vars:
+        np.testing.assert_array_equal(a.posterior[var].values, b.posterior[var].values)
+
+
+def test_read_patterns_counts_every_row(tmp_path):
+    df = _crossed()
+    path = tmp_path / "c.parquet"
+    df.to_parquet(path)
+    from poolwise.formula import parse_formula
+
+    t = read_patterns(parse_formula("correct ~ easy + (1 | person) + (1 | item)"), str(path))
+    assert int(t.counts.sum()) == len(df)
+    assert list(t.frame.columns) == ["correct", "easy", "person", "item"]
+    assert t.frame["easy"].dtype == bool
+    assert np.all(np.diff(t.row_number) > 0)  # in order of first appearance
+
+
+@spark_only
+def test_spark_counts_rows_of_a_glob_in_file_name_order(spark, tmp_path):
+    """Files of different sizes (Spark orders its splits by size): rows are numbered across
+    the files in name order, as DuckDB and pandas number them."""
+    df = _bernoulli(3000)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i, (a, b) in enumerate([(0, 400), (400, 2200), (2200, 3000)]):
+        df.iloc[a:b].to_parquet(parts / f"part{i}.parquet")
+    formula = "y ~ x + f + z + (1 | g)"
+    rows = _quiet_design(formula, df)
+    duck = _quiet_design(formula, str(parts / "*.parquet"))
+    cells = _quiet_design(formula, spark.read.parquet(str(parts)))
+    _same_design(rows, cells)
+    np.testing.assert_array_equal(duck.row_number, cells.row_number)
+    bad = df.copy()
+    bad.loc[[2500, 2990], "y"] = 5  # data rows 2501 and 2991, in the third file
+    for i, (a, b) in enumerate([(0, 400), (400, 2200), (2200, 3000)]):
+        bad.iloc[a:b].to_parquet(parts / f"part{i}.parquet")
+    expected = _message(formula, bad)
+    assert "(rows 2501, 2991)" in expected[1]
+    assert _message(formula, spark.read.parquet(str(parts))) == expected
+    assert _message(formula, str(parts / "*.parquet")) == expected
+
+
+def test_cli_fits_a_glob_with_default_settings(tmp_path, capsys):
+    """`poolwise fit 'data/*.parquet' -f ...` with the defaults: the saved fit keeps the
+    engine's row counts, its (cell, outcome) patterns cover every row, and LOO from the saved
+    fit (log-likelihood per pattern, recomputed from the draws) equals LOO of the same rows
+    read by pandas."""
+    import poolwise
+    from poolwise.cli import EXIT_INPUT, main
+    from poolwise.cells import row_patterns
+    from poolwise.io import load_fit
+    from poolwise.pooling import row_loo
+
+    df = _bernoulli(1200)
+    parts = tmp_path / "data"
+    parts.mkdir()
+    df.iloc[:500].to_parquet(parts / "a.parquet")
+    df.iloc[500:].to_parquet(parts / "b.parquet")
+    out = tmp_path / "out"
+    args = [str(parts / "*.parquet"), "-f", "y ~ x + f + (1 | g)", "--seed", "3",
+            "--chains", "2", "--tune", "150", "--draws", "100", "--no-prior-check"]
+    code = main(["fit", *args, "--out", str(out)])
+    assert code in (0, 1)  # 1: a short run may miss the ESS bar; the fit is saved either way
+    saved = load_fit(out / "fit.nc")
+    d = saved.spec.design
+    assert d.row_count is not None and d.n_rows == len(df)
+    counts = row_patterns(d).count
+    assert len(counts) < len(df) and counts.sum() == len(df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = poolwise.fit("y ~ x + f + (1 | g)", df, chains=2, tune=150, draws=100, seed=3,
+                           prior_check=False)
+        a, b = row_loo(ref), row_loo(saved)
+    for name in ("elpd", "se", "p"):
+        assert abs(getattr(a, name) - getattr(b, name)) <= 1e-10, name
+    capsys.readouterr()
+    code = main(["fit", *args, "--categorical", "x"])
+    assert code == EXIT_INPUT
+    assert "write factor(x) in the formula" in capsys.readouterr().err
