@@ -19,6 +19,10 @@ values (the inverted funnel of a non-centered, data-rich term)? With a ModelSpec
 also: SDs whose posterior is dominated by their prior (power-scaling sensitivity,
 ``arviz_stats.psense``), grouping factors with fewer than 5 levels, and levels whose
 outcomes are all 0 or all 1.
+
+Import cycle: poolwise.diagnostics -> poolwise.report.display, poolwise.summary:
+``Diagnosis``'s reprs and its table of checks hand over to the presentation modules (number
+formatting), imported lazily when called.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ released when its process dies) lets only one process write a folder at a time; 
 writer fails at once with the other one's pid.
 
 :func:`safe_csv` writes CSV files whose text cells cannot run as spreadsheet formulas.
+
+Import cycle: poolwise.store -> poolwise.io: the manifest records the schema version of the
+files it lists, which :mod:`poolwise.io` (the schema's owner) defines; imported lazily.
 """
 
 from __future__ import annotations
