@@ -34,6 +34,9 @@ What the tree holds besides the draws (``posterior``, ``sample_stats``, ``observ
 
 Both formats round-trip losslessly (``DataTree.identical``), including non-ASCII,
 space-containing and numeric-looking string labels and boolean ``diverging``.
+
+Why one module: the saved-fit schema (the allowlist of types, the encoder and the decoder) is
+one contract, kept in one place so that saving and loading cannot drift apart.
 """
 from __future__ import annotations
 

@@ -28,6 +28,10 @@ False, a :class:`~poolwise.errors.ConvergenceWarning` is emitted (``strict=True`
 
 Import cycle: poolwise.repair -> poolwise.report.display: ``RepairLog``'s reprs hand over to
 the presentation module, imported lazily when called.
+
+Why one module: the remedies, the loop that applies them and the journal it writes (RepairLog,
+whose fields are the saved-fit schema) change together; the deciding of the parameterization is
+in poolwise.parameterization.
 """
 
 from __future__ import annotations
