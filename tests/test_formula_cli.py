@@ -20,7 +20,7 @@ FIT_FLAGS = {
     "link": "--link", "success": "--success", "drop_missing": "--drop-missing",
     "chains": "--chains", "tune": "--tune", "draws": "--draws", "seed": "--seed",
     "target_accept": "--target-accept", "max_treedepth": "--max-treedepth", "cores": "--cores",
-    "progress": "--progress", "engine": "--engine", "log_likelihood": "--no-log-likelihood",
+    "progress": "--progress", "engine": "--engine", "log_likelihood": "--log-likelihood",
     "repair": "--repair", "standardize": "--no-standardize", "reference": "--reference",
     "prior_check": "--no-prior-check", "offset": "--offset",
 }

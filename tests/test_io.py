@@ -1,4 +1,4 @@
-"""Persistence (RELIABILITY.md G): netCDF and zarr round trips are lossless, and a saved folder
+"""Persistence (docs/reliability.md G4): netCDF and zarr round trips are lossless, and a saved folder
 alone (no data file) rebuilds a Fit whose summary, diagnosis and model are the original's."""
 
 from __future__ import annotations

@@ -106,19 +106,22 @@ def test_cli_memory_error_exit_3(small, tmp_path, monkeypatch, capsys):
     path = tmp_path / "d.csv"
     small.to_csv(path, index=False)
     monkeypatch.setattr(validate, "available_memory_bytes", lambda: 100_000)
-    # with --out the log-likelihood is saved, so the plan includes it and names the flag
-    rc = main(["fit", str(path), "-f", FORMULA, "--seed", "1", "--out", str(tmp_path / "o")])
+    # with --log-likelihood it is saved, so the plan includes it and names the flag
+    rc = main(["fit", str(path), "-f", FORMULA, "--seed", "1", "--log-likelihood",
+               "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 3
     assert "error:" in err and "--no-log-likelihood" in err and "Traceback" not in err
 
 
-def test_cli_no_log_likelihood(small, tmp_path, capsys):
+@pytest.mark.parametrize("flag", [None, "--no-log-likelihood"])
+def test_cli_no_log_likelihood(small, tmp_path, capsys, flag):
+    """fit.nc holds the draws and the design; the log-likelihood is stored only on request."""
     path = tmp_path / "d.csv"
     small.to_csv(path, index=False)
     out = tmp_path / "out"
     rc = main(["fit", str(path), "-f", FORMULA, "--seed", "1", "--tune", "200", "--draws",
-               "200", "--no-log-likelihood", "--out", str(out), "-q"])
+               "200", *([flag] if flag else []), "--out", str(out), "-q"])
     assert rc in (0, 1)
     loaded = poolwise.load_fit(out)
     assert "log_likelihood" not in loaded.idata.children
@@ -126,3 +129,23 @@ def test_cli_no_log_likelihood(small, tmp_path, capsys):
     # the prior-sensitivity check still ran (it needs only the cells)
     assert loaded.diagnosis.sensitivity
     assert np.isfinite(list(loaded.diagnosis.sensitivity.values())[0]).all()
+
+
+def test_cli_log_likelihood_on_request_equals_the_recomputed_one(small, tmp_path):
+    """--log-likelihood stores the per-pattern values; LOO of a fit saved without them
+    recomputes the same numbers from the draws."""
+    from poolwise.cells import log_likelihood_group
+
+    path = tmp_path / "d.csv"
+    small.to_csv(path, index=False)
+    args = ["fit", str(path), "-f", FORMULA, "--seed", "1", "--tune", "200", "--draws", "200",
+            "-q"]
+    assert main([*args, "--log-likelihood", "--out", str(tmp_path / "with")]) in (0, 1)
+    assert main([*args, "--out", str(tmp_path / "without")]) in (0, 1)
+    with_ll = poolwise.load_fit(tmp_path / "with")
+    without = poolwise.load_fit(tmp_path / "without")
+    stored = with_ll.idata["log_likelihood"].to_dataset()
+    assert "log_likelihood" not in without.idata.children
+    again = log_likelihood_group(without.spec, without.idata.posterior.to_dataset())
+    for name in stored.data_vars:
+        np.testing.assert_allclose(again[name].values, stored[name].values, rtol=1e-12, atol=0)

@@ -1,4 +1,4 @@
-"""poolwise against the exact quadrature reference posterior (RELIABILITY.md C2).
+"""poolwise against the exact quadrature reference posterior (docs/reliability.md C2).
 
 Model: y_j ~ Binomial(n_j, logit^-1(a_j)), a_j ~ Normal(mu, tau), mu ~ Normal(0, 1.5),
 tau ~ Exponential(1) or HalfNormal(1). In poolwise's names mu = ``Intercept``,

@@ -1,4 +1,4 @@
-"""Reproducibility (RELIABILITY.md G1, G2).
+"""Reproducibility (docs/reliability.md G1, G2).
 
 * The same seed gives bitwise-identical draws and sample stats in separate processes, with
   sequential (cores=1) and parallel (cores=2) chains, and with the two ways of handing the

@@ -1,4 +1,4 @@
-"""Simulation-based calibration of the whole pipeline (RELIABILITY.md B1, B3).
+"""Simulation-based calibration of the whole pipeline (docs/reliability.md B1, B3).
 
 B1: the 3-group varying-intercept Bernoulli model (20 rows per group, non-centered,
 Intercept ~ Normal(0, 1.5), sd ~ HalfNormal(1)), 200 replications, 4 chains x 500 draws,
@@ -15,7 +15,7 @@ model, 8 unbalanced groups, 1000 replications, 20 bins, plus the 99% simultaneou
 
 The unit tests at the end check the rank machinery itself on exact (iid) posterior draws of
 a conjugate normal model, where the answer is known, including why ranks must come from
-thinned draws (RELIABILITY.md B3 iv: unthinned, strongly autocorrelated draws fail).
+thinned draws (docs/reliability.md B3 (iv): unthinned, strongly autocorrelated draws fail).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def test_no_replication_is_dropped(sbc_results):
         # divergent replications stay in the rank set: every quantity has all 200 ranks
         assert (result.tests()["n"] == REPLICATIONS).all(), name
     calibrated = sbc_results["calibrated"]
-    # RELIABILITY.md B1: at most 2% of the replications may have any divergence
+    # docs/reliability.md B1: at most 2% of the replications may have any divergence
     assert calibrated.divergent_replications <= 0.02 * REPLICATIONS, _report(calibrated)
     # ranks come from roughly 100 draws (fewer only where the ESS is lower)
     n_ranked = np.array([r.n_ranked for r in calibrated.replications])
@@ -116,7 +116,7 @@ def test_results_do_not_depend_on_the_number_of_workers(sbc_results):
 
 @pytest.mark.slow
 def test_varying_slope_model_is_calibrated():
-    """RELIABILITY.md B2: 8 groups of 1-40 rows, 1-20 trials per row, LKJ(2) correlation;
+    """docs/reliability.md B2: 8 groups of 1-40 rows, 1-20 trials per row, LKJ(2) correlation;
     1000 replications (``POOLWISE_SBC_REPS`` to change), 20 bins, p > 0.001 for both tests
     for each of the 22 quantities, and every PIT ECDF inside the 99% band, simultaneous over
     the points and (Bonferroni) over the 22 quantities."""

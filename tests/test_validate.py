@@ -1,4 +1,4 @@
-"""RELIABILITY.md section 7: every bad input gets the specified error or warning, before any
+"""docs/reliability.md section 7: every bad input gets the specified error or warning, before any
 sampling. One parametrized case per row of the table (some rows have several cases).
 
 Nothing here samples: for error cases ``run_nuts`` is replaced by a spy that fails the test;

@@ -82,11 +82,6 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-treedepth", type=int, default=10)
     g.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and recorded)")
     g.add_argument("--cores", type=int, default=None)
-    g.add_argument(
-        "--no-log-likelihood", dest="log_likelihood", action="store_false",
-        help="do not compute or save the pointwise log-likelihood (saves memory and time; "
-        "fit.nc then cannot give LOO, and compare skips its LOO table)",
-    )
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -151,6 +146,12 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
         help="how nutpie calls the density: compiled callbacks (default) or Python",
     )
     p.add_argument(
+        "--log-likelihood", action=argparse.BooleanOptionalAction, default=False,
+        help="store the pointwise log-likelihood (one value per row pattern and draw) in fit.nc "
+        "for other ArviZ tools; without it fit.nc holds the draws and the design, and poolwise "
+        "recomputes the log-likelihood exactly from them when LOO needs it",
+    )
+    p.add_argument(
         "--no-prior-check", dest="prior_check", action="store_false",
         help="skip the prior predictive check of the group proportions",
     )
@@ -175,8 +176,9 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
     _add_parameterization_arg(c)
     _add_sampler_args(c)
     c.add_argument(
-        "--no-loo", dest="loo", action="store_false",
-        help="skip the PSIS-LOO comparison of the three models",
+        "--no-loo", "--no-log-likelihood", dest="loo", action="store_false",
+        help="skip the PSIS-LOO comparison of the three models (no pointwise log-likelihood "
+        "is computed: saves memory and time)",
     )
     c.add_argument("--out", help="write the three fits, the comparison tables and the narrative")
     c.add_argument("--prob", type=float, default=0.89, help="interval probability (default 0.89)")
@@ -433,7 +435,7 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
             prior_check=args.prior_check,
             repair=RepairPolicy(max_attempts=args.max_attempts) if args.repair else False,
             # the log-likelihood group is only saved (LOO from fit.nc), never printed by `fit`
-            log_likelihood=args.log_likelihood and bool(args.out),
+            log_likelihood=args.log_likelihood and bool(args.out),  # stored on request
         )
     for w in caught:
         if not issubclass(w.category, ConvergenceWarning):
@@ -503,7 +505,7 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
             draws=args.draws, seed=args.seed, target_accept=args.target_accept,
             max_treedepth=args.max_treedepth, cores=args.cores,
             repair=RepairPolicy(max_attempts=args.max_attempts) if args.repair else False,
-            prob=args.prob, kind=args.interval, loo=args.loo and args.log_likelihood,
+            prob=args.prob, kind=args.interval, loo=args.loo,
         )
     for w in caught:
         tag = "warning" if not issubclass(w.category, ConvergenceWarning) else "NOT OK"

@@ -25,7 +25,7 @@ What the tree holds besides the draws (``posterior``, ``sample_stats``, ``observ
   format version raises :class:`~poolwise.errors.StoreError` (CLI exit 3). Format 1 files
   (types named ``module:qualname``) are read through the same allowlist, matched exactly;
 * root attributes, all JSON strings (netCDF cannot store dict attributes and changes
-  1-element and empty lists; RELIABILITY.md section 4): the provenance written by
+  1-element and empty lists; docs/reliability.md G4): the provenance written by
   :func:`poolwise.fit.sample_spec` (formula, settings, seed, versions of poolwise, nutpie,
   numba, numpy..., input SHA-256, rows and columns used), plus ``poolwise_timings``,
   ``poolwise_warnings``, ``poolwise_repair_log``, ``poolwise_diagnosis`` (readable copies for
@@ -96,6 +96,46 @@ StoreFormat = Literal["netcdf", "zarr"]
 _FILES = {"netcdf": "fit.nc", "zarr": "fit.zarr"}
 
 
+#: a string variable whose values were escaped on the way out: HDF5 and numpy's fixed-width
+#: strings end a string at its first NUL, so labels such as 'nul\x00' are stored as 'nul\\0'
+#: (and a backslash as two) and restored on load
+NUL_ESCAPED = "poolwise_nul_escaped"
+
+
+def _escape_nul(items: list[str]) -> list[str]:
+    return [x.replace("\\", "\\\\").replace("\x00", "\\0") for x in items]
+
+
+def _unescape_nul(items: list[str]) -> list[str]:
+    import re
+
+    return [re.sub(r"\\(\\|0)", lambda m: "\\" if m.group(1) == "\\" else "\x00", x)
+            for x in items]
+
+
+def _has_nul(items: list[Any]) -> bool:
+    return any(isinstance(x, str) and "\x00" in x for x in items)
+
+
+def restore_nul_labels(tree: xr.DataTree) -> xr.DataTree:
+    """Undo :data:`NUL_ESCAPED` escaping on every variable of a tree read from a file."""
+    for node in tree.subtree:
+        ds = node.to_dataset()
+        changed = False
+        for name in list(ds.variables):
+            var = ds[name]
+            if var.attrs.get(NUL_ESCAPED):
+                vals = np.empty(var.shape, dtype=object)
+                vals.reshape(-1)[:] = _unescape_nul([str(x) for x in var.values.ravel().tolist()])
+                attrs = {k: v for k, v in var.attrs.items() if k != NUL_ESCAPED}
+                new = xr.Variable(var.dims, vals, attrs)
+                ds = ds.assign_coords({name: new}) if name in ds.coords else ds.assign({name: new})
+                changed = True
+        if changed:
+            node.dataset = ds
+    return tree
+
+
 def storable(tree: xr.DataTree) -> xr.DataTree:
     """A copy of the tree that netCDF and zarr can store losslessly: nutpie's per-divergence
     string records dropped, object-dtype string coordinates and variables as fixed strings,
@@ -116,8 +156,13 @@ def storable(tree: xr.DataTree) -> xr.DataTree:
                 raise TypeError(
                     f"cannot store {node.path}/{name}: object values that are not all strings"
                 )
-            ds = (ds.assign_coords({name: var.values.astype(str)}) if name in ds.coords
-                  else ds.assign({name: var.astype(str)}))
+            items = var.values.ravel().tolist()
+            attrs = dict(var.attrs)
+            if _has_nul(items):
+                items = _escape_nul(items)
+                attrs[NUL_ESCAPED] = 1
+            new = xr.Variable(var.dims, np.asarray(items, dtype=str).reshape(var.shape), attrs)
+            ds = ds.assign_coords({name: new}) if name in ds.coords else ds.assign({name: new})
         ds.attrs = _storable_attrs(ds.attrs)
         groups[node.path] = ds
     out = xr.DataTree.from_dict(groups)
@@ -191,7 +236,7 @@ def _init_fields(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(cls) if f.init)
 
 
-_ARRAY_KINDS = ("native", "object", "object-str")
+_ARRAY_KINDS = ("native", "object", "object-str", "object-str-nul")
 
 
 class _Encoder:
@@ -342,6 +387,9 @@ def _label_array(values: np.ndarray) -> tuple[np.ndarray, str]:
     if values.dtype != object:
         return values, "native"
     items = values.ravel().tolist()
+    if _has_nul(items):  # fixed-width strings would cut 'nul\x00' to 'nul'
+        esc = _escape_nul([str(x) for x in items])
+        return np.asarray(esc, dtype=str).reshape(values.shape), "object-str-nul"
     arr = np.asarray(items).reshape(values.shape) if items else np.array([], dtype=str)
     if arr.dtype.kind in "biufU" and len({type(x) for x in items}) <= 1:
         return arr, "object"
@@ -349,6 +397,10 @@ def _label_array(values: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 def _restore_labels(values: np.ndarray, how: str) -> np.ndarray:
+    if how == "object-str-nul":
+        out = np.empty(values.shape, dtype=object)
+        out.reshape(-1)[:] = _unescape_nul([str(x) for x in values.ravel().tolist()])
+        return out
     if how == "native":
         return values.astype(str) if values.dtype == object else values
     out = np.empty(values.shape, dtype=object)
@@ -522,8 +574,19 @@ def write_tree(tree: xr.DataTree, path: str | Path) -> Path:
     else:
         # a Fletcher-32 checksum on every numeric array: a damaged (bit-flipped) file fails
         # to read instead of loading changed draws (HDF5 filters cannot apply to strings)
+        # Large arrays of the design group (the row maps: cell, successes, trials and row
+        # number of every data row) and large integer arrays are also deflated with byte
+        # shuffling: 1..n and cell codes shrink 10-100x, at a fraction of a second per million
+        # rows. Draws (floats) barely compress; they are left as they are.
+        def var_encoding(node: xr.DataTree, var: xr.Variable) -> dict[str, Any]:
+            enc: dict[str, Any] = {"fletcher32": True}
+            row_map = node.name == DESIGN_GROUP or var.dtype.kind in "biu"
+            if row_map and var.size >= 100_000:
+                enc.update(compression="gzip", compression_opts=1, shuffle=True)
+            return enc
+
         encoding = {
-            node.path: {name: {"fletcher32": True}
+            node.path: {name: var_encoding(node, var)
                         for name, var in node.to_dataset().variables.items()
                         if var.ndim >= 1 and var.size > 0 and var.dtype.kind in "biufc"}
             for node in tree.subtree
@@ -593,7 +656,7 @@ def read_tree(path: str | Path) -> xr.DataTree:
         if path.suffix == ".zarr" or path.is_dir():
             _check_zarr(path)
             with xr.open_datatree(path, engine="zarr", consolidated=False) as tree:
-                return tree.load()
+                return restore_nul_labels(tree.load())
         if path.stat().st_size == 0:
             raise StoreError(f"'{path}' is empty: it is not a saved fit")
         with open(path, "rb") as f:
@@ -601,7 +664,7 @@ def read_tree(path: str | Path) -> xr.DataTree:
         if magic != b"\x89HDF\r\n\x1a\n":
             raise StoreError(f"'{path}' is not a netCDF-4 / HDF5 file, so not a saved fit")
         with xr.open_datatree(path, engine="h5netcdf") as tree:
-            return tree.load()
+            return restore_nul_labels(tree.load())
     except StoreError:
         raise
     except Exception as err:  # noqa: BLE001 - a damaged file fails in many ways

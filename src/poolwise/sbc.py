@@ -19,7 +19,7 @@ among roughly independent posterior draws. If everything is right the ranks are 
 
 The generator of this module (:class:`VaryingInterceptGenerator`) simulates the
 varying-intercept Bernoulli model; its ``sd_factor`` and ``index_shift`` inject the deliberate
-faults of the negative controls (RELIABILITY.md, B3).
+faults of the negative controls (docs/reliability.md B3).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class VaryingInterceptGenerator:
 
 @dataclass(frozen=True)
 class VaryingSlopeGenerator:
-    """The binomial varying intercept + varying slope model (RELIABILITY.md B2):
+    """The binomial varying intercept + varying slope model (docs/reliability.md B2):
     ``y_i ~ Binomial(n_i, logit^-1(a_g[i] + b_g[i] x_i))``, ``(a_j, b_j)`` bivariate normal
     around ``(Intercept, b_x)`` with SDs ``sd_g__Intercept``, ``sd_g__x`` ~ HalfNormal(sd_scale)
     and correlation ``cor_g__Intercept__x`` ~ LKJ(eta) (for 2 x 2: (r + 1) / 2 ~
@@ -113,7 +113,7 @@ class VaryingSlopeGenerator:
     row 1..20 trials. ``x`` is standardized exactly (mean 0, SD 1 over the rows) in the
     generator, so the model's standardization is the identity and the priors of the
     generator and the model refer to the same parameters (the brms centering trap of
-    RELIABILITY.md B3 iii cannot arise). Ancillary quantities (sizes, trials, x) are drawn
+    docs/reliability.md B3 (iii) cannot arise). Ancillary quantities (sizes, trials, x) are drawn
     afresh in every replication, independent of the parameters.
     """
 
@@ -164,8 +164,8 @@ class SBCSettings:
 
     chains: int = 4
     tune: int = 500
-    draws: int = 500  # RELIABILITY.md B1: 4 x 500 (with 4 x 250, most fits had R-hat > 1.01)
-    target_accept: float = 0.95  # few groups: the SD's posterior reaches 0 (DESIGN.md)
+    draws: int = 500  # docs/reliability.md B1: 4 x 500 (with 4 x 250, most fits had R-hat > 1.01)
+    target_accept: float = 0.95  # few groups: the SD's posterior reaches 0
     parameterization: str = "noncentered"
     target_draws: int = 100  # ranks come from about this many thinned draws
     cores: int = 1  # nutpie threads per fit (replications run in parallel instead)
