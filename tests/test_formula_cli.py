@@ -33,7 +33,7 @@ COMPARE_FLAGS = {
     "seed": "--seed", "target_accept": "--target-accept", "max_treedepth": "--max-treedepth",
     "cores": "--cores", "repair": "--repair", "standardize": "--no-standardize",
     "reference": "--reference", "prob": "--prob", "kind": "--interval", "loo": "--no-loo",
-    "offset": "--offset",
+    "offset": "--offset", "logo": "--logo",
 }
 
 

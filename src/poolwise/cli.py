@@ -176,6 +176,12 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
     _add_parameterization_arg(c)
     _add_sampler_args(c)
     c.add_argument(
+        "--logo", choices=["exact", "psis", "off"], default="exact",
+        help="leave-one-group-out comparison (a new group as the unit): 'exact' refits when "
+        "there are few groups and PSIS with refits of high-k groups otherwise (default), 'psis' "
+        "never refits more than those, 'off' skips it",
+    )
+    c.add_argument(
         "--no-loo", "--no-log-likelihood", dest="loo", action="store_false",
         help="skip the PSIS-LOO comparison of the three models (no pointwise log-likelihood "
         "is computed: saves memory and time)",
@@ -489,6 +495,7 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
     import pandas as pd
 
     from poolwise.errors import ConvergenceWarning
+    from poolwise.logo import MODEL_NAMES
     from poolwise.pooling import compare_pooling
     from poolwise.repair import RepairPolicy
 
@@ -506,6 +513,7 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
             max_treedepth=args.max_treedepth, cores=args.cores,
             repair=RepairPolicy(max_attempts=args.max_attempts) if args.repair else False,
             prob=args.prob, kind=args.interval, loo=args.loo,
+            logo={"exact": True, "psis": "psis", "off": False}[args.logo],
         )
     for w in caught:
         tag = "warning" if not issubclass(w.category, ConvergenceWarning) else "NOT OK"
@@ -543,9 +551,18 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
             pop = comp.population[["model", "scale", "mean", "lower", "upper"]]
             print(pop.to_string(float_format=fmt_sig, na_rep=""))
             if comp.loo is not None:
-                print(f"\nPSIS-LOO, predictive unit: {comp.loo_unit}")
+                print(f"\nPSIS-LOO, per row (a new observation in an existing "
+                      f"{comp.group})")
                 loo = comp.loo[["elpd", "se", "elpd_diff", "dse", "p", "pareto_k_bad"]]
                 print(loo.to_string(float_format=lambda v: f"{v:.1f}"))
+            if comp.logo is not None:
+                how = ("exact refits" if comp.logo.exact
+                       else "PSIS-LOGO, refits where Pareto k > 0.7")
+                print(f"\nleave-one-group-out, per new {comp.group} (group; {how}; the "
+                      f"{comp.group}'s own intercept integrated over its prior / population)")
+                lg = comp.logo.table[["elpd", "se", "elpd_diff", "dse", "n_refit",
+                                      "pareto_k_max", "n_bad_k"]].rename(index=MODEL_NAMES)
+                print(lg.to_string(float_format=lambda v: f"{v:.2f}"))
         print()
         for para in comp.narrative:
             print(textwrap.fill(para, width=100))

@@ -16,8 +16,9 @@ numbers from arviz-stats):
 Localisation (:func:`localise_funnels`): for every estimated group SD, are the divergent
 transitions concentrated at its small values (the funnel of a centered term) or at its large
 values (the inverted funnel of a non-centered, data-rich term)? With a ModelSpec (a Fit),
-also: SDs whose posterior is dominated by their prior (power-scaling sensitivity,
-``arviz_stats.psense``), grouping factors with fewer than 5 levels, and levels whose
+also: the intercept, coefficients and SDs whose posterior is dominated by their prior
+(power-scaling sensitivity, ``arviz_stats.psense``, each prior on the scale where it applies),
+grouping factors with fewer than 5 levels, and levels whose
 outcomes are all 0 or all 1.
 
 Import cycle: poolwise.diagnostics -> poolwise.report.display, poolwise.summary:
@@ -156,7 +157,7 @@ class Diagnosis:
     findings: tuple[Finding, ...] = field(default_factory=tuple)
     accept_per_chain: tuple[float, ...] = ()
     funnels: tuple[Funnel, ...] = ()
-    #: power-scaling sensitivity of each group SD: name -> (prior, likelihood)
+    #: power-scaling sensitivity of the intercept, coefficients and SDs: name -> (prior, lik.)
     sensitivity: dict[str, tuple[float, float]] = field(default_factory=dict, compare=False)
     #: per-parameter numbers, aligned with ``parameters`` (components like ``a_g[3]``)
     parameters: tuple[str, ...] = field(default=(), repr=False)
@@ -345,7 +346,7 @@ def diagnose(
 
     ``spec`` (taken from a Fit) enables the model-aware checks: the few-levels and all-0/all-1
     notes and, with ``sensitivity`` (default: True; it is computed from the cells), the
-    power-scaling prior sensitivity of every group SD.
+    power-scaling prior sensitivity of the intercept, every coefficient and every group SD.
 
     One function per check (``check_*`` below), each returning its findings; this composes
     them in the order the findings are reported. The numbers come from arviz-stats'
@@ -690,7 +691,8 @@ def check_structure(spec: ModelSpec) -> list[Finding]:
 
 
 def check_sensitivity(sens: dict[str, tuple[float, float]], spec: ModelSpec) -> list[Finding]:
-    """Group SDs shaped by their prior (power-scaling sensitivity, :func:`prior_sensitivity`)."""
+    """The intercept, coefficients and group SDs shaped by their prior (power-scaling
+    sensitivity, :func:`prior_sensitivity`)."""
     return _sensitivity_findings(sens, spec)
 
 
@@ -894,22 +896,65 @@ def sd_prior_logpdf(prior: Any, x: np.ndarray) -> np.ndarray:
     return families.get(prior.family).logpdf(prior.params, x)
 
 
+def _prior_scale_draws(
+    post: xr.Dataset, spec: ModelSpec
+) -> list[tuple[str, Any, np.ndarray]]:
+    """Every parameter that has its own proper prior, with its draws *on the scale where the
+    prior applies*: (reported name, prior, draws (chain, draw)).
+
+    The posterior holds original-scale draws (:func:`poolwise.posterior.to_original_scale`);
+    the priors of the fixed effects and of the slope SDs apply on the engine's standardized
+    scale (:mod:`poolwise.design`): ``b_std = b * x_scale``, the intercept at the predictors'
+    means ``Intercept_std = Intercept + sum_k b_k * x_center_k``, ``sd_std = sd * z_scale``.
+    """
+    from poolwise import families
+    from poolwise.naming import fixed_name, sd_name
+
+    def draws(name: str) -> np.ndarray:
+        return np.asarray(post[name].transpose("chain", "draw").values, dtype=float)
+
+    out: list[tuple[str, Any, np.ndarray]] = []
+    d = spec.design
+    K = len(d.fixed_names)
+    center = d.x_center if d.x_center is not None else np.zeros(K)
+    scale = d.x_scale if d.x_scale is not None else np.ones(K)
+    for k, (coef, prior) in enumerate(zip(d.fixed_names, spec.fixed_priors, strict=True)):
+        name = fixed_name(coef)
+        if name not in post or not families.get(prior.family).proper:
+            continue
+        if coef == "Intercept":
+            x = draws(name)
+            for j, other in enumerate(d.fixed_names):
+                if other != "Intercept" and center[j] != 0.0 and fixed_name(other) in post:
+                    x = x + draws(fixed_name(other)) * center[j]
+        else:
+            x = draws(name) * scale[k]
+        out.append((name, prior, x))
+    for t in spec.terms:
+        if not t.estimated:
+            continue
+        zs = t.group.z_scale if t.group.z_scale is not None else np.ones(t.group.n_coefs)
+        for c, (coef, prior) in enumerate(zip(t.group.coef_names, t.sd_priors, strict=True)):
+            name = sd_name(t, coef)
+            if name in post and families.get(prior.family).proper:
+                out.append((name, prior, draws(name) * zs[c]))
+    return out
+
+
 def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[float, float]]:
-    """Power-scaling sensitivity (Kallioinen et al. 2024, ``arviz_stats.psense``) of every
-    estimated group SD: (prior, likelihood). The prior is the SD's own prior, evaluated at its
-    draws; the likelihood is the total log-likelihood of the data (computed from the cells)."""
+    """Power-scaling sensitivity (Kallioinen et al. 2024, ``arviz_stats.psense``) of the fixed
+    intercept, every fixed coefficient and every estimated group SD: (prior, likelihood).
+
+    Each parameter's prior is power-scaled on its own: the ``log_prior`` group holds that prior's
+    log density (:meth:`poolwise.families.FamilySpec.logpdf`) evaluated at the draws on the
+    scale where the prior applies (standardized predictors: the standardized scale, see
+    :func:`_prior_scale_draws`); the sensitivity is measured on the reported (original-scale)
+    draws. The likelihood is the total log-likelihood of the data (computed from the cells). Flat (improper) priors are skipped."""
     import arviz_stats as azs
 
-    from poolwise.naming import sd_name
-
     post = tree["posterior"].to_dataset()
-    pairs = [
-        (sd_name(t, c), prior)
-        for t in spec.terms if t.estimated
-        for c, prior in zip(t.group.coef_names, t.sd_priors, strict=True)
-    ]
-    pairs = [(n, p) for n, p in pairs if n in post]
-    if not pairs:
+    items = _prior_scale_draws(post, spec)
+    if not items:
         return {}
     # the total over all rows, from the cells (the log_likelihood group is per row pattern)
     from poolwise.cells import total_log_likelihood
@@ -918,14 +963,15 @@ def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[flo
     coords = {"chain": post["chain"].values, "draw": post["draw"].values}
     dims = ("chain", "draw")
     out: dict[str, tuple[float, float]] = {}
-    for name, prior in pairs:
+    for name, prior, x_prior in items:
         x = post[name].transpose("chain", "draw").values
-        sub = xr.DataTree.from_dict({
-            "posterior": xr.Dataset({name: (dims, x)}, coords=coords),
-            "log_prior": xr.Dataset({name: (dims, sd_prior_logpdf(prior, x))}, coords=coords),
-            "log_likelihood": xr.Dataset({"y": (dims, np.asarray(ll))}, coords=coords),
-        })
         try:
+            lp = sd_prior_logpdf(prior, x_prior)
+            sub = xr.DataTree.from_dict({
+                "posterior": xr.Dataset({name: (dims, x)}, coords=coords),
+                "log_prior": xr.Dataset({name: (dims, lp)}, coords=coords),
+                "log_likelihood": xr.Dataset({"y": (dims, np.asarray(ll))}, coords=coords),
+            })
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ps = float(azs.psense(sub, var_names=[name], group="prior")[name])
@@ -936,39 +982,73 @@ def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[flo
     return out
 
 
+def _wider(prior: Any) -> Any:
+    """The same prior ten times wider (scale x 10, rate / 10); None when it has no scale."""
+    from dataclasses import replace
+
+    from poolwise import families
+
+    fam = families.get(prior.family)
+    params = list(prior.params)
+    if "sigma" in fam.params:
+        params[fam.params.index("sigma")] *= 10.0
+    elif "rate" in fam.params:
+        params[fam.params.index("rate")] /= 10.0
+    else:
+        return None
+    return replace(prior, params=tuple(params))
+
+
 def _sensitivity_findings(sens: dict[str, tuple[float, float]], spec: ModelSpec) -> list[Finding]:
+    from poolwise.summary import priors_by_parameter
+
     out: list[Finding] = []
-    prior_of = {
-        name: prior
-        for t in spec.terms if t.estimated
-        for name, prior in zip(
-            [_sd_name(t, c) for c in t.group.coef_names], t.sd_priors, strict=True
-        )
-    }
+    prior_of = {name: prior for name, prior, _ in _prior_items(spec)}
+    text_of = priors_by_parameter(spec)
     for name, (ps, ls) in sens.items():
         if not (np.isfinite(ps) and ps >= PSENSE_THRESHOLD):
             continue
         prior = prior_of.get(name)
+        text = text_of.get(name, str(prior))
+        wide = _wider(prior) if prior is not None else None
+        widen = (f" A wider prior such as {wide} would move it." if wide is not None else "")
+        what = "coefficient" if not name.startswith("sd_") else "group SD"
         if np.isfinite(ls) and ls < PSENSE_THRESHOLD:
             out.append(Finding(
                 "prior_dominated", "warning",
-                f"The posterior of {name} is dominated by its prior {prior}: power-scaling "
+                f"The posterior of {name} is dominated by its prior {text}: power-scaling "
                 f"prior sensitivity {ps:.3f} >= {PSENSE_THRESHOLD} with likelihood sensitivity "
-                f"{ls:.3f} < {PSENSE_THRESHOLD} (strong prior / weak likelihood). Its estimate "
-                "says more about the prior than about the data; report it as such, and a "
-                "different prior would give a different answer.",
+                f"{ls:.3f} < {PSENSE_THRESHOLD} (strong prior / weak likelihood).{widen} Its "
+                f"estimate says more about the prior than about the data; report this {what} "
+                "as such, and a different prior would give a different answer.",
                 (name,),
             ))
         else:
             out.append(Finding(
                 "prior_sensitive", "warning",
-                f"The posterior of {name} is sensitive to its prior {prior}: power-scaling "
+                f"The posterior of {name} is sensitive to its prior {text}: power-scaling "
                 f"prior sensitivity {ps:.3f} >= {PSENSE_THRESHOLD} (likelihood sensitivity "
-                f"{ls:.3f}). The prior is informative here or conflicts with the data; check "
-                "how the estimate changes under another reasonable prior.",
+                f"{ls:.3f}).{widen} The prior is informative here or conflicts with the data; "
+                "check how the estimate changes under another reasonable prior.",
                 (name,),
             ))
     return out
+
+
+def _prior_items(spec: ModelSpec) -> list[tuple[str, Any, None]]:
+    """(name, prior, None) for the fixed effects and estimated SDs (no draws needed)."""
+    from poolwise.naming import fixed_name
+
+    out: list[tuple[str, Any, None]] = [
+        (fixed_name(c), p)
+        for c, p in zip(spec.design.fixed_names, spec.fixed_priors, strict=True)
+    ]
+    out += [
+        (_sd_name(t, c), p)
+        for t in spec.terms if t.estimated
+        for c, p in zip(t.group.coef_names, t.sd_priors, strict=True)
+    ]
+    return [(n, p, None) for n, p in out]
 
 
 def _sd_name(term: Any, coef: str) -> str:

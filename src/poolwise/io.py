@@ -780,7 +780,8 @@ def save_comparison(
     """Write a pooling comparison into ``out_dir`` as a whole (atomically, like
     :func:`save_fit`): one fit folder per model (``complete/``, ``none/``, ``partial/``, each
     loadable alone), ``pooling_groups.csv``, ``pooling_population.csv``, ``pooling_loo.csv``
-    (with LOO) and ``narrative.txt``, and a manifest of kind ``"comparison"``."""
+    (with LOO), ``pooling_logo.csv`` and ``pooling_logo_groups.csv`` (with leave-one-group-out)
+    and ``narrative.txt``, and a manifest of kind ``"comparison"``."""
     out = Path(out_dir)
     names: dict[str, Path] = {}
     meta = {"fits": list(comp.fits), "group": str(comp.group)}
@@ -798,6 +799,12 @@ def save_comparison(
         if comp.loo is not None:
             safe_csv(comp.loo, staged / "pooling_loo.csv")
             names["loo"] = out / "pooling_loo.csv"
+        logo = getattr(comp, "logo", None)
+        if logo is not None:  # leave-one-group-out: per strategy, and per held-out group
+            safe_csv(logo.table, staged / "pooling_logo.csv")
+            safe_csv(logo.pointwise, staged / "pooling_logo_groups.csv")
+            names["logo"] = out / "pooling_logo.csv"
+            names["logo_groups"] = out / "pooling_logo_groups.csv"
         (staged / "narrative.txt").write_text("\n\n".join(comp.narrative) + "\n",
                                               encoding="utf-8")
         names["narrative"] = out / "narrative.txt"

@@ -421,9 +421,39 @@ def predictive_paragraph(comp: PoolingComparison) -> str | None:
     return (
         f"For predicting a new observation in an existing {name} (row-level PSIS-LOO), "
         f"{'; '.join(parts)}. {ktxt} This compares predictions for the {name}s in the data; "
-        f"how well each model predicts a new {name} is a different question "
-        f"(leave-one-group-out)."
+        + _logo_sentence(comp, name)
     )
+
+
+def _logo_sentence(comp: PoolingComparison, name: str) -> str:
+    """How well each model predicts a new group (leave-one-group-out), from ``comp.logo``."""
+    from poolwise.logo import MODEL_NAMES
+
+    lg = getattr(comp, "logo", None)
+    if lg is None:
+        return (f"how well each model predicts a new {name} is a different question "
+                "(leave-one-group-out), not computed here.")
+    t = lg.table
+    best = t.index[0]
+    G = len(lg.pointwise)
+    parts = [f"{MODEL_NAMES[best]} predicts best (elpd {t.loc[best, 'elpd']:.1f}, "
+             f"SE {t.loc[best, 'se']:.1f}, over {G} {name}s)"]
+    for m in t.index[1:]:
+        diff, dse = -t.loc[m, "elpd_diff"], t.loc[m, "dse"]
+        verdict = "clear" if diff > 2 * dse else "not decisive"
+        parts.append(f"{MODEL_NAMES[m]} is {diff:.1f} lower (SE {dse:.1f}; {verdict})")
+    n_refit = int(t["n_refit"].sum())
+    n_bad = int(t["n_bad_k"].sum())
+    if lg.exact:
+        how = f"each {name} left out in turn and the models refitted without it"
+    else:
+        how = (f"PSIS-LOGO over each {name}'s log-likelihood, its own intercept integrated "
+               "out; " + (f"{n_refit} {name}(s) with Pareto k > 0.7 refitted exactly"
+                          if n_refit else "no refits needed" if not n_bad else "no refits"))
+        if n_bad:
+            how += f", {n_bad} estimate(s) with Pareto k > 0.7 (unreliable)"
+    return (f"for predicting a new {name} (leave-one-group-out, one {name} at a time: {how}), "
+            f"{'; '.join(parts)}.")
 
 
 def caution_paragraph(comp: PoolingComparison) -> str | None:

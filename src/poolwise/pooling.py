@@ -11,7 +11,10 @@ The result, a frozen :class:`PoolingComparison`, holds
   proportion of a new group, the group SD, the complete-pooling estimate, the raw proportions);
 * ``loo``: a PSIS-LOO comparison (``arviz_stats.compare``) whose predictive unit is stated in
   ``loo_unit``: one data row (a new observation in an *existing* group), with the Pareto k
-  diagnostics per model in ``pareto_k``.
+  diagnostics per model in ``pareto_k``;
+* ``logo``: leave-one-group-out elpd (:mod:`poolwise.logo`), whose unit is one *new* group:
+  exact refits with at most 10 groups, PSIS-LOGO with refits of groups with Pareto k > 0.7
+  otherwise (``None`` with ``logo=False``, or with a note when the model is outside its scope).
 
 Shrinkage fraction
 ------------------
@@ -32,7 +35,6 @@ hand over to the presentation module, imported lazily when called.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -113,6 +115,8 @@ class PoolingComparison:
     kind: IntervalKind
     loo_unit: str = LOO_UNIT
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: leave-one-group-out comparison (:class:`poolwise.logo.LogoComparison`) or None
+    logo: Any = None
 
     @property
     def ok(self) -> bool:
@@ -166,6 +170,7 @@ def compare_pooling(
     kind: IntervalKind = "hdi",
     loo: bool = True,
     offset: Any = None,
+    logo: bool | Literal["psis"] = True,
 ) -> PoolingComparison:
     """Fit complete, no and partial pooling with the same settings and compare them.
 
@@ -198,7 +203,7 @@ def compare_pooling(
             )
         caught_all.extend((pooling, w) for w in caught)
     _reemit(caught_all)
-    return compare_fits(fits, group=group, prob=prob, kind=kind, loo=loo)
+    return compare_fits(fits, group=group, prob=prob, kind=kind, loo=loo, logo=logo)
 
 
 def _reemit(caught: list[tuple[str, warnings.WarningMessage]]) -> None:
@@ -223,13 +228,16 @@ def compare_fits(
     prob: float = 0.89,
     kind: IntervalKind = "hdi",
     loo: bool = True,
+    logo: bool | Literal["psis"] = True,
 ) -> PoolingComparison:
     """Compare fits of one formula and data set that differ only in pooling.
 
     ``fits`` maps ``"none"`` and ``"partial"`` (required) and ``"complete"`` (optional) to
     fits made with that pooling. ``group`` picks the grouping factor when the formula has
     several group terms with an intercept. ``prob`` and ``kind`` set the intervals
-    (default: 89% HDI, as in Statistical Rethinking).
+    (default: 89% HDI, as in Statistical Rethinking). ``loo``: row-level PSIS-LOO (a new row
+    in an existing group); ``logo``: leave-one-group-out (a new group, :mod:`poolwise.logo`;
+    ``"psis"``: PSIS-LOGO only, without the exact refits).
     """
     from poolwise.summary import summary
 
@@ -287,7 +295,16 @@ def compare_fits(
             "population mean are at predictor values of zero, so they are not directly "
             "comparable with raw proportions."
         )
+    logo_cmp = None
+    if logo:
+        from poolwise.logo import logo_compare
+
+        try:
+            logo_cmp = logo_compare(fits, group=term_p.name, refit=logo != "psis")
+        except SpecError as e:
+            notes.append(f"Leave-one-group-out was not computed: {e}.")
     return PoolingComparison(
+        logo=logo_cmp,
         formula=partial.spec.formula.text,
         group=term_p.name,
         fits=fits,

@@ -15,7 +15,7 @@ the remedies are applied in this order, one per attempt, until it passes or the 
    its centered levels become non-centered; when they concentrate at *large* values (the
    inverted funnel) its data-rich levels are centered by the ``auto`` rule with the SD range
    of the failed attempt. Each term is reparameterized at most once in each direction. If the
-   new parameterization still leaves a severity above 3 (6), target_accept is raised to 0.95
+   new parameterization still leaves a severity above 3.2 (7), target_accept is raised to 0.95
    (0.99) in the same step (said so in the log);
 2. **raise target_accept** along 0.9, 0.95, 0.99;
 3. **more tuning** (tuning and, when the effective sample size is short, draws doubled).

@@ -1,0 +1,98 @@
+"""Power-scaling prior sensitivity of the fixed effects (issue 13, item 11): the intercept
+and the coefficients are checked like the group SDs, each prior on the scale where it applies,
+and the finding names the prior."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import poolwise
+from poolwise.diagnostics import PSENSE_THRESHOLD, _prior_scale_draws, _sensitivity_findings
+from poolwise.model import build_model
+from poolwise.priors import Priors, normal
+
+
+def _fit(formula: str, data: pd.DataFrame, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return poolwise.fit(formula, data, seed=1, tune=500, draws=500, **kw)
+
+
+@pytest.fixture(scope="module")
+def coral_like() -> pd.DataFrame:
+    """Coral-predation-like: predation (y) by treatment (x, 0/1) in 6 blocks of 8; under
+    treatment 1 of 24 corals is eaten, so the treatment's log-odds ratio is weakly identified
+    (its maximum-likelihood estimate is about -3.6 with a huge standard error)."""
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(6), 8)
+    x = np.tile([0, 1], 24)
+    y = np.where(x == 1, 0, rng.binomial(1, 0.6, 48))
+    y[1] = 1
+    return pd.DataFrame({"y": y, "x": x, "g": g})
+
+
+def test_prior_dominated_coefficient_is_named_with_its_prior(coral_like):
+    fit = _fit("y ~ x + (1 | g)", coral_like)
+    ps, _ = fit.diagnosis.sensitivity["b_x"]
+    assert ps >= PSENSE_THRESHOLD
+    found = [f for f in fit.diagnosis.findings
+             if f.code in ("prior_sensitive", "prior_dominated") and f.parameters == ("b_x",)]
+    assert len(found) == 1
+    msg = found[0].message
+    assert "its prior normal(0, 1)" in msg and "normal(0, 10)" in msg
+    assert f"{ps:.3f}" in msg
+    # the finding is right: under the wider prior the estimate moves a long way
+    wide = _fit("y ~ x + (1 | g)", coral_like, priors=Priors(b=normal(0, 10)))
+    b1 = float(fit.posterior["b_x"].mean())
+    b10 = float(wide.posterior["b_x"].mean())
+    assert b10 < b1 - 1.0, (b1, b10)
+
+
+def test_well_identified_coefficient_is_not_flagged(bangladesh):
+    fit = _fit("use.contraception ~ urban + (1 | district)", bangladesh)
+    ps, _ = fit.diagnosis.sensitivity["b_urban"]
+    assert ps < PSENSE_THRESHOLD
+    assert "Intercept" in fit.diagnosis.sensitivity
+    flagged = {p for f in fit.diagnosis.findings
+               if f.code in ("prior_sensitive", "prior_dominated") for p in f.parameters}
+    assert "b_urban" not in flagged and "Intercept" not in flagged
+
+
+def test_priors_are_evaluated_on_the_standardized_scale():
+    rng = np.random.default_rng(3)
+    n = 200
+    df = pd.DataFrame({
+        "y": rng.binomial(1, 0.4, n),
+        "age": rng.normal(30.0, 9.0, n),
+        "urban": rng.binomial(1, 0.3, n),
+    })
+    spec = build_model("y ~ age + urban", df)
+    d = spec.design
+    k_age, k_urb = d.fixed_names.index("age"), d.fixed_names.index("urban")
+    s_age = float(np.std(df["age"]))
+    assert d.x_scale[k_age] == pytest.approx(s_age) and d.x_scale[k_urb] == 1.0
+    dims = ("chain", "draw")
+    b_age = rng.normal(-0.02, 0.01, (2, 50))
+    b_urb = rng.normal(0.5, 0.1, (2, 50))
+    icpt = rng.normal(-0.3, 0.2, (2, 50))
+    post = xr.Dataset({"Intercept": (dims, icpt), "b_age": (dims, b_age),
+                       "b_urban": (dims, b_urb)})
+    got = {name: (prior, x) for name, prior, x in _prior_scale_draws(post, spec)}
+    # coefficient per SD of age; 0/1 indicator unscaled; intercept at the predictors' means
+    np.testing.assert_allclose(got["b_age"][1], b_age * s_age)
+    np.testing.assert_allclose(got["b_urban"][1], b_urb)
+    want = icpt + b_age * df["age"].mean() + b_urb * df["urban"].mean()
+    np.testing.assert_allclose(got["Intercept"][1], want)
+    assert str(got["b_age"][0]) == "normal(0, 1)" and str(got["Intercept"][0]) == "normal(0, 1.5)"
+    # the finding says on which scale the prior applies
+    out = _sensitivity_findings({"b_age": (0.12, 0.2)}, spec)
+    assert len(out) == 1 and out[0].code == "prior_sensitive"
+    assert "its prior normal(0, 1) on the standardized scale" in out[0].message
+    assert f"per {np.std(df['age']):.3g} units of age" in out[0].message
+    assert "normal(0, 10)" in out[0].message
+    assert _sensitivity_findings({"b_age": (0.01, 0.2)}, spec) == []
