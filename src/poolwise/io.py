@@ -710,12 +710,35 @@ def save_fit(
 ) -> dict[str, Path]:
     """Write ``fit.nc`` (or ``fit.zarr``), ``summary.csv``, ``result.json`` and the manifest
     ``poolwise.json`` into ``out_dir``, replacing the folder as a whole (atomically: an
-    interrupted save leaves the previous result). ``extra`` maps further file names to
-    functions that write them (e.g. the HTML report) into the same folder, before the swap.
+    interrupted save leaves the previous result).
 
-    The folder alone is enough for :func:`load_fit`. Raises :class:`StoreError` when
-    ``out_dir`` is a file, holds files poolwise did not write, is not writable, or is being
-    written by another process.
+    The folder alone is enough for :func:`load_fit`.
+
+    Parameters
+    ----------
+    fit : Fit
+        The fit to save.
+    out_dir : str or pathlib.Path
+        The result folder; created when missing, replaced as a whole when it holds an earlier
+        result.
+    format : {"netcdf", "zarr"}, default "netcdf"
+        Storage of the draws: ``fit.nc`` (netCDF) or ``fit.zarr``.
+    extra : Mapping[str, Callable[[pathlib.Path], object]] or None, default None
+        Further file names (relative to the folder) mapped to functions that write them (e.g.
+        the HTML report) into the same folder, before the swap.
+
+    Returns
+    -------
+    dict[str, pathlib.Path]
+        The path of each written file, keyed by ``"fit"``, ``"summary"``, ``"result"`` and
+        ``"manifest"``.
+
+    Raises
+    ------
+    StoreError
+        When ``out_dir`` is a file, holds files poolwise did not write, is not writable, or is
+        being written by another process, or when an ``extra`` name would overwrite a file of
+        the result.
     """
     if format not in _FILES:
         raise ValueError(f"format must be 'netcdf' or 'zarr'; got {format!r}")
@@ -735,11 +758,26 @@ def _fit_file(folder: Path, manifest: Mapping[str, Any]) -> Path:
 
 
 def load_fit(path: str | Path) -> Fit:
-    """Load a fit saved by :func:`save_fit`: a folder (with ``fit.nc`` or ``fit.zarr``) or the
-    ``.nc`` / ``.zarr`` path itself. The original data file is not needed.
+    """Load a fit saved by :func:`save_fit`. The original data file is not needed.
 
-    A folder's manifest is verified first: a missing, truncated, changed or mixed file, a
-    comparison folder, or a file that is not a poolwise fit raises :class:`StoreError`."""
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A result folder (with ``fit.nc`` or ``fit.zarr``) or the ``.nc`` / ``.zarr`` path
+        itself. A folder's manifest is verified first.
+
+    Returns
+    -------
+    Fit
+        The fit as saved: draws, model specification, diagnostics and metadata.
+
+    Raises
+    ------
+    StoreError
+        When nothing is saved at ``path``, a file is missing, truncated, changed or mixed in
+        from another result, the folder holds a pooling comparison, or the file is not a
+        poolwise fit.
+    """
     path = Path(path)
     if not path.exists():
         raise StoreError(f"no saved fit at '{path}'")

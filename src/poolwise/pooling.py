@@ -176,10 +176,93 @@ def compare_pooling(
 
     All three models share ``data``, ``priors``, ``link`` and the sampler settings, including
     ``seed`` (drawn once and recorded when not given); the keyword arguments are those of
-    :func:`poolwise.fit` (``repair``: True, False or a :class:`~poolwise.repair.RepairPolicy`).
-    Warnings from the three fits (for example a :class:`~poolwise.ConvergenceWarning`) are
-    emitted once each, prefixed with the model's name. See :func:`compare_fits` for the
-    contents of the result.
+    :func:`poolwise.fit`. Warnings from the three fits (for example a
+    :class:`~poolwise.ConvergenceWarning`) are emitted once each, prefixed with the model's
+    name. See :func:`compare_fits` for the contents of the result.
+
+    Parameters
+    ----------
+    formula : str or Formula
+        lme4 / brms style formula (``y ~ 1 + x + (1 | g)``, ``cbind(s, f) ~ ...``,
+        ``s | trials(n) ~ ...``) or one parsed by :func:`parse_formula`.
+    data : str, pathlib.Path, Table, pandas.DataFrame or polars.DataFrame
+        The data: a CSV/TSV/Parquet path (read with :func:`read_table`), a :class:`Table` or a
+        data frame.
+    group : str or None, default None
+        The grouping factor to compare; needed only when the formula has several group terms
+        with an intercept.
+    priors : Priors or None, default None
+        Priors by class (:class:`Priors`); None means ``Priors()``, the defaults (intercept
+        normal(0, 1.5), coefficients normal(0, 1), group SDs exponential(1), correlations
+        lkj(2)). Priors are never changed by repair.
+    link : {"logit", "probit", "cloglog"}, default "logit"
+        Link function of the success probability.
+    parameterization : {"auto", "centered", "noncentered"}, default "auto"
+        Centered or non-centered group effects; ``"auto"`` picks per term from a short pilot
+        run of each fit (:func:`poolwise.repair.choose_parameterization`).
+    success : Any, default None
+        For a 0/1 outcome column with two other values (e.g. ``"yes"`` / ``"no"``): the value
+        that counts as a success. Not needed for 0/1, True/False or count outcomes.
+    drop_missing : bool, default False
+        Drop rows with a missing value in a model column (reported in the notes) instead of
+        raising :class:`DataError`.
+    chains : int, default 4
+        Number of NUTS chains.
+    tune : int, default 1000
+        Warm-up (adaptation) draws per chain, discarded.
+    draws : int, default 1000
+        Kept draws per chain.
+    seed : int or None, default None
+        Random seed; drawn once and recorded in the fit when None, so any run can be repeated.
+    target_accept : float or None, default None
+        NUTS target acceptance rate; None means 0.8, or 0.95 / 0.99 when the automatic rule
+        predicts a funnel that no parameterization removes. A given value is used as is for
+        the first attempt.
+    max_treedepth : int, default 10
+        Maximum NUTS tree depth (at most 2**max_treedepth leapfrog steps per draw).
+    cores : int or None, default None
+        Chains run in parallel on this many cores; None means ``min(chains, CPU count)``.
+    repair : bool or RepairPolicy, default True
+        Re-fit a failing model with remedies in order: non-center the culprit term, raise
+        target_accept (0.9, 0.95, 0.99), tune longer; a :class:`~poolwise.repair.RepairPolicy`
+        sets the budget, False fits once.
+    standardize : bool, default True
+        Sample with numeric predictors scaled by their SD and the fixed-effect columns centered,
+        so the default priors fit any units; every result is reported on the original scale
+        (see :mod:`poolwise.design`).
+    reference : Mapping[str, Any] or None, default None
+        Reference level per categorical predictor (``{"col": level}``); by default the first
+        level (in category order for a pandas categorical, otherwise sorted).
+    prob : float, default 0.89
+        Probability mass of the intervals, strictly between 0 and 1.
+    kind : {"hdi", "eti"}, default "hdi"
+        Highest-density (``"hdi"``) or equal-tailed (``"eti"``) intervals.
+    loo : bool, default True
+        Compute row-level PSIS-LOO (predicting a new row in an existing group).
+    offset : str, array-like or None, default None
+        Known per-row addition to the linear predictor: an expression of columns
+        (``"log(exposure)"``, the same as ``+ offset(log(exposure))`` in the formula) or one
+        value per data row.
+    logo : bool or "psis", default True
+        Leave-one-group-out comparison (predicting a new group, :mod:`poolwise.logo`):
+        True for exact refits where PSIS is unreliable, ``"psis"`` for PSIS-LOGO only, False
+        to skip.
+
+    Returns
+    -------
+    PoolingComparison
+        The three fits side by side (see :func:`compare_fits`).
+
+    Raises
+    ------
+    FormulaError
+        When the formula is invalid.
+    DataError
+        When the data are unusable (see :func:`poolwise.fit`).
+    SpecError
+        When a setting is invalid (``prob``, ``kind``, priors, sampler settings), the formula
+        has no group term with a varying intercept, or ``group`` names none of them (or is
+        missing while there are several).
     """
     from poolwise.data import Table, read_table
     from poolwise.fit import fit as fit_model
@@ -232,12 +315,38 @@ def compare_fits(
 ) -> PoolingComparison:
     """Compare fits of one formula and data set that differ only in pooling.
 
-    ``fits`` maps ``"none"`` and ``"partial"`` (required) and ``"complete"`` (optional) to
-    fits made with that pooling. ``group`` picks the grouping factor when the formula has
-    several group terms with an intercept. ``prob`` and ``kind`` set the intervals
-    (default: 89% HDI, as in Statistical Rethinking). ``loo``: row-level PSIS-LOO (a new row
-    in an existing group); ``logo``: leave-one-group-out (a new group, :mod:`poolwise.logo`;
-    ``"psis"``: PSIS-LOGO only, without the exact refits).
+    Parameters
+    ----------
+    fits : Mapping[str, Fit]
+        Maps ``"none"`` and ``"partial"`` (required) and ``"complete"`` (optional) to fits of
+        the same formula and data made with that pooling.
+    group : str or None, default None
+        The grouping factor to compare; needed only when the formula has several group terms
+        with an intercept.
+    prob : float, default 0.89
+        Probability mass of the intervals, strictly between 0 and 1 (89% as in Statistical
+        Rethinking).
+    kind : {"hdi", "eti"}, default "hdi"
+        Highest-density (``"hdi"``) or equal-tailed (``"eti"``) intervals.
+    loo : bool, default True
+        Compute row-level PSIS-LOO (predicting a new row in an existing group).
+    logo : bool or "psis", default True
+        Leave-one-group-out comparison (predicting a new group, :mod:`poolwise.logo`):
+        True for exact refits where PSIS is unreliable, ``"psis"`` for PSIS-LOGO only, False
+        to skip.
+
+    Returns
+    -------
+    PoolingComparison
+        Per-group estimates under each pooling (``groups``), the population parameters
+        (``population``), the LOO / LOGO tables and a data-driven ``narrative``.
+
+    Raises
+    ------
+    SpecError
+        When ``prob`` or ``kind`` is invalid, a key of ``fits`` is unknown or missing, a fit was
+        made with another pooling, the fits differ in formula, data or group labels, or
+        ``group`` does not pick one group term with a varying intercept.
     """
     from poolwise.summary import summary
 

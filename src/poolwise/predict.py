@@ -340,9 +340,42 @@ def predict(
 ) -> pd.DataFrame:
     """Predicted success probability for each row of ``new_data``, with a ``prob`` interval.
 
-    Returns ``new_data``'s model columns plus ``mean``, ``sd``, ``lower``, ``upper`` (on the
-    probability scale) and ``<group>_status`` ('existing' or 'new') per group term. See the
-    module docstring for what is predicted and how unseen groups are handled.
+    See the module docstring for what is predicted and how unseen groups are handled.
+
+    Parameters
+    ----------
+    fit : Fit
+        The fitted model.
+    new_data : pandas.DataFrame, polars.DataFrame, Table or str
+        Rows to predict, with the model's predictor and group columns (on the original scale of
+        the fitted data); a path is read with :func:`read_table`.
+    new_groups : {"population", "sample"}, default "population"
+        For a group label not seen in the fit: the population mean (a typical group) or a new
+        group effect drawn from the fitted population distribution (a new random group).
+    prob : float, default 0.89
+        Probability mass of the intervals, strictly between 0 and 1.
+    kind : {"hdi", "eti"}, default "hdi"
+        Highest-density (``"hdi"``) or equal-tailed (``"eti"``) intervals.
+    seed : int or None, default None
+        Random seed for ``new_groups="sample"``.
+    offset : str, array-like or None, default None
+        The offset for ``new_data``: an expression of its columns or one value per row; None
+        evaluates the formula's offset on ``new_data``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``new_data``'s model columns plus ``mean``, ``sd``, ``lower``, ``upper`` (on the
+        probability scale) and ``<group>_status`` (``"existing"`` or ``"new"``) per group term.
+
+    Raises
+    ------
+    SpecError
+        When ``prob``, ``kind`` or ``new_groups`` is invalid, or ``new_groups="population"`` is
+        asked of a no-pooling fit.
+    DataError
+        When ``new_data`` has no rows, lacks a model column, or holds a missing, non-numeric or
+        unknown categorical value in a model column or the offset.
     """
     from arviz_stats.base import array_stats
 

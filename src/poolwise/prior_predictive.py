@@ -148,7 +148,26 @@ def prior_predictive(
 ) -> PriorPredictive:
     """Simulate group proportions from the priors of ``spec`` (see the module docstring).
 
-    ``draws`` defaults to 1000 (fewer, down to 200, for designs with more than 50 000 cells).
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model (:func:`build_model`, or ``fit.spec``) whose priors and design are used.
+    draws : int or None, default None
+        Number of prior draws; None means 1000 (fewer, down to 200, for designs with more than
+        50 000 cells).
+    seed : int, default 0
+        Random seed.
+    low : float, default 0.01
+        A proportion outside ``[low, 1 - low]`` counts as extreme.
+    max_extreme : float, default 0.4
+        The check fails (``ok`` is False) when more than this fraction of the simulated
+        proportions is extreme.
+
+    Returns
+    -------
+    PriorPredictive
+        The simulated proportions (draws x units), the fractions near 0 and 1 and ``ok``;
+        ``skipped`` says why nothing was simulated (a flat prior).
     """
     d = spec.design
     draws = _default_draws(d.n_cells) if draws is None else int(draws)

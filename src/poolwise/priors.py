@@ -58,38 +58,195 @@ class Prior:
 
 
 def normal(mu: float = 0.0, sigma: float = 1.0) -> Prior:
+    """Normal prior (on the link scale for the intercept and coefficients).
+
+    Parameters
+    ----------
+    mu : float, default 0.0
+        Mean.
+    sigma : float, default 1.0
+        Standard deviation (> 0).
+
+    Returns
+    -------
+    Prior
+        The prior, to pass in :class:`Priors`.
+
+    Raises
+    ------
+    SpecError
+        When a parameter is out of range (not finite, or not positive where it must be).
+    """
     return Prior("normal", (mu, sigma))
 
 
 def student_t(nu: float, mu: float = 0.0, sigma: float = 1.0) -> Prior:
+    """Student-t prior.
+
+    Parameters
+    ----------
+    nu : float
+        Degrees of freedom (> 0).
+    mu : float, default 0.0
+        Location.
+    sigma : float, default 1.0
+        Scale (> 0).
+
+    Returns
+    -------
+    Prior
+        The prior, to pass in :class:`Priors`.
+
+    Raises
+    ------
+    SpecError
+        When a parameter is out of range (not finite, or not positive where it must be).
+    """
     return Prior("student_t", (nu, mu, sigma))
 
 
 def cauchy(mu: float = 0.0, sigma: float = 1.0) -> Prior:
+    """Cauchy prior: a Student-t with one degree of freedom.
+
+    Parameters
+    ----------
+    mu : float, default 0.0
+        Location.
+    sigma : float, default 1.0
+        Scale (> 0).
+
+    Returns
+    -------
+    Prior
+        The prior, to pass in :class:`Priors`.
+
+    Raises
+    ------
+    SpecError
+        When a parameter is out of range (not finite, or not positive where it must be).
+    """
     return student_t(1.0, mu, sigma)
 
 
 def exponential(rate: float = 1.0) -> Prior:
+    """Exponential prior for a group standard deviation (positive).
+
+    Parameters
+    ----------
+    rate : float, default 1.0
+        Rate (> 0); the mean is ``1 / rate``.
+
+    Returns
+    -------
+    Prior
+        The prior, to pass in :class:`Priors`.
+
+    Raises
+    ------
+    SpecError
+        When a parameter is out of range (not finite, or not positive where it must be).
+    """
     return Prior("exponential", (rate,))
 
 
 def half_normal(sigma: float = 1.0) -> Prior:
+    """Half-normal prior for a group standard deviation (positive).
+
+    Parameters
+    ----------
+    sigma : float, default 1.0
+        Scale (> 0) of the normal folded at 0.
+
+    Returns
+    -------
+    Prior
+        The prior, to pass in :class:`Priors`.
+
+    Raises
+    ------
+    SpecError
+        When a parameter is out of range (not finite, or not positive where it must be).
+    """
     return Prior("half_normal", (sigma,))
 
 
 def half_student_t(nu: float, sigma: float = 1.0) -> Prior:
+    """Half-Student-t prior for a group standard deviation (positive).
+
+    Parameters
+    ----------
+    nu : float
+        Degrees of freedom (> 0).
+    sigma : float, default 1.0
+        Scale (> 0).
+
+    Returns
+    -------
+    Prior
+        The prior, to pass in :class:`Priors`.
+
+    Raises
+    ------
+    SpecError
+        When a parameter is out of range (not finite, or not positive where it must be).
+    """
     return Prior("half_student_t", (nu, sigma))
 
 
 def half_cauchy(sigma: float = 1.0) -> Prior:
+    """Half-Cauchy prior: a half-Student-t with one degree of freedom.
+
+    Parameters
+    ----------
+    sigma : float, default 1.0
+        Scale (> 0).
+
+    Returns
+    -------
+    Prior
+        The prior, to pass in :class:`Priors`.
+
+    Raises
+    ------
+    SpecError
+        When a parameter is out of range (not finite, or not positive where it must be).
+    """
     return half_student_t(1.0, sigma)
 
 
 def flat() -> Prior:
+    """Improper flat prior (uniform on the whole real line).
+
+    It adds nothing to the density; on separated data (a predictor that splits successes from
+    failures) the posterior is improper, which poolwise refuses before sampling.
+
+    Returns
+    -------
+    Prior
+        The prior, to pass in :class:`Priors`.
+    """
     return Prior("flat", ())
 
 
 def lkj(eta: float = 2.0) -> Prior:
+    """LKJ prior on the correlation matrix of correlated group terms (``(1 + x | g)``).
+
+    Parameters
+    ----------
+    eta : float, default 2.0
+        Shape (> 0): 1 is uniform over correlations, larger values favour
+        weaker correlations.
+
+    Returns
+    -------
+    Prior
+        The prior, to pass in :class:`Priors`.
+
+    Raises
+    ------
+    SpecError
+        When a parameter is out of range (not finite, or not positive where it must be).
+    """
     return Prior("lkj", (eta,))
 
 

@@ -56,8 +56,29 @@ def summary(
     """One row per parameter: mean, sd, ``prob`` interval, MCSE, bulk/tail ESS, R-hat.
 
     Group rows (``a_<group>[<label>]``) also carry ``n`` (trials), ``successes`` and the raw
-    proportion. ``scale="probability"`` summarises the intercept and the per-group intercepts
-    after the inverse link (the predicted proportion of a group at zero predictors).
+    proportion.
+
+    Parameters
+    ----------
+    fit : Fit
+        The fit to summarise.
+    prob : float, default 0.89
+        Probability mass of the intervals, strictly between 0 and 1.
+    kind : {"hdi", "eti"}, default "hdi"
+        Highest-density (``"hdi"``) or equal-tailed (``"eti"``) intervals.
+    scale : {"logit", "probability"}, default "logit"
+        ``"probability"`` summarises the intercept and the per-group intercepts after the
+        inverse link (the predicted proportion of a group at zero predictors).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table, indexed by parameter name.
+
+    Raises
+    ------
+    SpecError
+        When ``prob`` is not strictly between 0 and 1.
     """
     if not 0.0 < prob < 1.0:
         from poolwise.errors import SpecError
@@ -274,8 +295,32 @@ def result_dict(
     kind: Literal["hdi", "eti"] = "hdi",
     table: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """The stable ``result.json`` contract that scripts rely on. ``table``: the
-    :func:`summary` of ``fit`` at ``prob`` / ``kind`` when the caller has computed it already."""
+    """The stable ``result.json`` contract that scripts rely on.
+
+    Parameters
+    ----------
+    fit : Fit
+        The fit to describe.
+    prob : float, default 0.89
+        Probability mass of the intervals, strictly between 0 and 1.
+    kind : {"hdi", "eti"}, default "hdi"
+        Highest-density (``"hdi"``) or equal-tailed (``"eti"``) intervals.
+    table : pandas.DataFrame or None, default None
+        The :func:`summary` of ``fit`` at ``prob`` / ``kind`` when the caller has computed it
+        already; computed here when None.
+
+    Returns
+    -------
+    dict[str, Any]
+        JSON-serialisable result: ``formula``, ``pooling``, ``link``, ``priors``,
+        ``settings``, ``interval``, ``data``, ``diagnostics``, ``repair``, ``warnings``,
+        ``parameters`` (one entry per summary row), ``timings`` and more.
+
+    Raises
+    ------
+    SpecError
+        When ``prob`` is not strictly between 0 and 1 (from :func:`summary`).
+    """
     df = table if table is not None else summary(fit, prob=prob, kind=kind)
     d = fit.diagnosis
     params = {

@@ -29,5 +29,22 @@ def example_path(name: str) -> Path:
 
 
 def load_example(name: str = "bangladesh") -> Table:
-    """The bundled example ``name`` as a :class:`~poolwise.data.Table`."""
+    """The bundled example ``name`` as a :class:`~poolwise.data.Table`.
+
+    Parameters
+    ----------
+    name : str, default "bangladesh"
+        Name of the example; ``poolwise.datasets.EXAMPLES`` lists them with their default
+        formula and a description.
+
+    Returns
+    -------
+    Table
+        The example data, read with :func:`read_table`.
+
+    Raises
+    ------
+    DataError
+        When ``name`` is not a bundled example.
+    """
     return read_table(example_path(name))

@@ -551,6 +551,22 @@ def parse_formula(text: str) -> Formula:
     >>> f = parse_formula("use.contraception ~ 1 + (1 | district)")
     >>> f.response.successes, [g.group_name for g in f.groups]
     ('use.contraception', ['district'])
+
+    Parameters
+    ----------
+    text : str
+        The formula: ``y ~ 1 + x + (1 | g)``, with the outcome as a 0/1 column, as
+        ``cbind(successes, failures)`` or as ``successes | trials(n)``.
+
+    Returns
+    -------
+    Formula
+        The parsed outcome, fixed terms, group terms and offsets.
+
+    Raises
+    ------
+    FormulaError
+        When ``text`` is not a valid formula; the message points at the offending token.
     """
     if not isinstance(text, str) or not text.strip():
         raise FormulaError("the formula is empty; write e.g. 'y ~ 1 + (1 | group)'")

@@ -528,9 +528,35 @@ def write_report(
 ) -> Path:
     """Write the self-contained HTML report of ``result`` (a Fit or a PoolingComparison).
 
-    ``command`` is recorded in the reproducibility footer (the CLI passes its own command
-    line). ``prob``/``kind`` set the intervals (default: the comparison's, else 89% HDI).
-    Returns the path written. The same inputs give a byte-identical file.
+    The same inputs give a byte-identical file.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The HTML file to write.
+    result : Fit or PoolingComparison
+        What to report.
+    command : str or None, default None
+        Recorded in the reproducibility footer (the CLI passes its own command line).
+    title : str or None, default None
+        Page title; None derives one from the formula.
+    prob : float or None, default None
+        Interval mass; None means the comparison's, else 0.89.
+    kind : {"hdi", "eti"} or None, default None
+        Interval kind; None means the comparison's, else ``"hdi"``.
+    figures : bool, default True
+        Include the figures (inline SVG).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    SpecError
+        When ``result`` is neither a Fit nor a PoolingComparison, or ``prob`` / ``kind`` is
+        invalid.
     """
     text = render_report(result, command=command, title=title, prob=prob, kind=kind,
                          figures=figures)
