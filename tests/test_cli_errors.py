@@ -16,7 +16,7 @@ import poolwise.engine.sampler as sampler_module
 from poolwise.cli import EXIT_INPUT, EXIT_USAGE, main
 from poolwise.errors import DataError, FormulaError, SpecError
 
-fit_module = importlib.import_module("poolwise.fit")
+sampling_module = importlib.import_module("poolwise.sampling")  # sample_spec calls run_nuts
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +25,7 @@ def no_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.fail("the sampler was called")
 
     monkeypatch.setattr(sampler_module, "run_nuts", spy)
-    monkeypatch.setattr(fit_module, "run_nuts", spy)
+    monkeypatch.setattr(sampling_module, "run_nuts", spy)
 
 
 def rows(n: int = 40) -> list[tuple[int, float, int]]:

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import poolwise.engine.sampler as sampler_module
 from poolwise.cli import main
 
-fit_module = importlib.import_module("poolwise.fit")
+sampling_module = importlib.import_module("poolwise.sampling")  # sample_spec calls run_nuts
 
 FUZZ = settings(
     max_examples=60, deadline=None, derandomize=True, database=None,
@@ -61,7 +61,7 @@ def fake_run_nuts(packed: Any, config: Any) -> tuple[xr.DataTree, float]:
 
 def run_cli(path: Path, extra: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
     monkeypatch.setattr(sampler_module, "run_nuts", fake_run_nuts)
-    monkeypatch.setattr(fit_module, "run_nuts", fake_run_nuts)
+    monkeypatch.setattr(sampling_module, "run_nuts", fake_run_nuts)
     out, err = io.StringIO(), io.StringIO()
     argv = ["fit", str(path), "--formula=y ~ x + (1 | g)", "--chains", "2", "--draws", "150",
             "--tune", "30", "--seed", "1", "--max-attempts", "1", *extra]

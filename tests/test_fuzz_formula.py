@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import poolwise.engine.sampler as sampler_module
 from poolwise.cli import main
 
-fit_module = importlib.import_module("poolwise.fit")
+sampling_module = importlib.import_module("poolwise.sampling")  # sample_spec calls run_nuts
 
 FUZZ = settings(
     max_examples=60, deadline=None, derandomize=True, database=None,
@@ -82,7 +82,7 @@ def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_fit(path: Path, formula: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
     monkeypatch.setattr(sampler_module, "run_nuts", fake_run_nuts)
-    monkeypatch.setattr(fit_module, "run_nuts", fake_run_nuts)
+    monkeypatch.setattr(sampling_module, "run_nuts", fake_run_nuts)
     out, err = io.StringIO(), io.StringIO()
     argv = ["fit", str(path), f"--formula={formula}", "--chains", "2", "--draws", "150",
             "--tune", "30", "--seed", "1", "--max-attempts", "2", "--prior",

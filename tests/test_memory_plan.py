@@ -18,6 +18,7 @@ from poolwise.errors import SpecError
 from poolwise.repair import RepairPolicy
 
 fit_module = importlib.import_module("poolwise.fit")
+sampling_module = importlib.import_module("poolwise.sampling")  # sample_spec's module
 
 FORMULA = "use.contraception ~ 1 + urban + (1 | district)"
 
@@ -93,7 +94,7 @@ def test_memory_error_after_sampling_is_a_clear_error(small, monkeypatch):
     def boom(*a, **k):
         raise MemoryError
 
-    monkeypatch.setattr(fit_module, "_log_likelihood_group", boom)
+    monkeypatch.setattr(sampling_module, "_log_likelihood_group", boom)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(SpecError,

@@ -352,7 +352,7 @@ def _many_levels(seed: int, groups: int = 200, per: int = 100, sd: float = 0.5) 
 
 
 def test_data_decide_the_sd_range_of_many_rich_levels(monkeypatch):
-    import poolwise.repair as R
+    import poolwise.parameterization as R
 
     def no_pilot(*a, **k):
         raise AssertionError("the pilot ran although the data decide")

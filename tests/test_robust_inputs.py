@@ -25,7 +25,7 @@ from poolwise.data import read_table
 from poolwise.engine.sampler import SamplerConfig
 from poolwise.errors import DataError, FormulaError, SpecError
 
-fit_module = importlib.import_module("poolwise.fit")
+sampling_module = importlib.import_module("poolwise.sampling")  # sample_spec calls run_nuts
 FAST = ["--draws", "20", "--tune", "20", "--chains", "2", "--seed", "1", "--no-repair"]
 
 
@@ -35,7 +35,7 @@ def no_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.fail("the sampler was called for input that should have been rejected")
 
     monkeypatch.setattr(sampler_module, "run_nuts", spy)
-    monkeypatch.setattr(fit_module, "run_nuts", spy)
+    monkeypatch.setattr(sampling_module, "run_nuts", spy)
 
 
 def frame(n: int = 60) -> pd.DataFrame:

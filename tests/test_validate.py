@@ -30,7 +30,7 @@ from poolwise.formula import parse_formula
 from poolwise.priors import Priors, flat, normal
 from poolwise.validate import check_design, check_model_data
 
-fit_module = importlib.import_module("poolwise.fit")  # poolwise.fit is the function
+sampling_module = importlib.import_module("poolwise.sampling")  # sample_spec calls run_nuts
 
 N = 120  # rows of the base data set (bad rows 4, 17, 90 exist)
 FIT_DEFAULTS: dict[str, Any] = {
@@ -51,7 +51,7 @@ def forbid_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.fail("the sampler was called for input that should have been rejected")
 
     monkeypatch.setattr(sampler_module, "run_nuts", spy)
-    monkeypatch.setattr(fit_module, "run_nuts", spy)
+    monkeypatch.setattr(sampling_module, "run_nuts", spy)
 
 
 def fake_sampler(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
@@ -99,8 +99,8 @@ def fake_sampler(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         )
 
     monkeypatch.setattr(sampler_module, "run_nuts", fake_run_nuts)
-    monkeypatch.setattr(fit_module, "run_nuts", fake_run_nuts)
-    monkeypatch.setattr(fit_module, "diagnose", fake_diagnose)
+    monkeypatch.setattr(sampling_module, "run_nuts", fake_run_nuts)
+    monkeypatch.setattr(sampling_module, "diagnose", fake_diagnose)
     return seen
 
 

@@ -23,6 +23,10 @@ The groups of :attr:`poolwise.fit.Fit.idata`:
 ArviZ functions that take a DataTree (``arviz_stats.loo``) treat each pattern as one
 observation; for the row-level tree they expect, use :func:`expand_rows` (``fit.row_level()``),
 which repeats each pattern's values for its rows (for data small enough to hold rows x draws).
+
+Import cycle: poolwise.validate -> poolwise.cells: ``validate.memory_plan`` sizes the draws by
+row pattern (imported lazily) while it still sits among the data checks; it belongs above the
+model, with sampling, and moves there later (issue 11).
 """
 
 from __future__ import annotations

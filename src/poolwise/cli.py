@@ -1,6 +1,10 @@
 """Command line: ``poolwise fit ...``. The only place that prints, configures logging or sets
 exit codes. Exit codes: 0 fit ok, 1 fit not ok (diagnostics failed), 2 usage error,
-3 data / formula / settings error."""
+3 data / formula / settings error.
+
+Why one module: the argument parser, its validation and the printing of each command are the
+one place that prints and sets exit codes, and the options are declared beside their checks.
+"""
 
 from __future__ import annotations
 

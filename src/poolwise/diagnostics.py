@@ -20,6 +20,14 @@ also: the intercept, coefficients and SDs whose posterior is dominated by their 
 (power-scaling sensitivity, ``arviz_stats.psense``, each prior on the scale where it applies),
 grouping factors with fewer than 5 levels, and levels whose
 outcomes are all 0 or all 1.
+
+Import cycle: poolwise.diagnostics -> poolwise.report.display, poolwise.summary:
+``Diagnosis``'s reprs and its table of checks hand over to the presentation modules (number
+formatting), imported lazily when called.
+
+Why one module: the checks share the per-parameter numbers (R-hat, ESS), the Finding and
+Diagnosis records and the thresholds; each check is its own function (check_*), composed by
+diagnose().
 """
 
 from __future__ import annotations
@@ -339,6 +347,11 @@ def diagnose(
     ``spec`` (taken from a Fit) enables the model-aware checks: the few-levels and all-0/all-1
     notes and, with ``sensitivity`` (default: True; it is computed from the cells), the
     power-scaling prior sensitivity of the intercept, every coefficient and every group SD.
+
+    One function per check (``check_*`` below), each returning its findings; this composes
+    them in the order the findings are reported. The numbers come from arviz-stats'
+    array functions (R-hat, bulk and tail ESS, E-BFMI: the ones ``arviz_stats.diagnose``
+    prints), computed once per parameter and shared by the checks.
     """
     tree, fit_spec, fit_ta = _as_tree(fit)
     spec = spec if spec is not None else fit_spec
@@ -346,30 +359,89 @@ def diagnose(
     post = tree["posterior"].to_dataset()
     stats = tree["sample_stats"].to_dataset() if "sample_stats" in tree.children else xr.Dataset()
     chains, draws = post.sizes.get("chain", 1), post.sizes.get("draw", 0)
-    findings: list[Finding] = []
 
-    # ---- divergences ----------------------------------------------------------------------
+    div = divergent_draws(stats, chains, draws)
+    conv = convergence_numbers(post)
+    bfmi = bfmi_per_chain(stats)
+    sat = treedepth_saturation(stats)
+    acc_chain, acc = acceptance_per_chain(stats)
+    funnels = localise_funnels(post, div, spec=spec)
+    findings = [
+        *check_divergences(div, chains, draws),
+        *check_nonfinite(conv),
+        *check_constant(conv),
+        *check_one_chain(conv, chains),
+        *check_rhat(conv),
+        *check_ess(conv, chains, "bulk"),
+        *check_ess(conv, chains, "tail"),
+        *check_bfmi(bfmi),
+        *check_treedepth(sat),
+        *check_acceptance(acc_chain, target_accept),
+        *check_funnels(funnels, int(div.sum()), spec),
+    ]
+    sens: dict[str, tuple[float, float]] = {}
+    if spec is not None:
+        findings.extend(check_structure(spec))
+        if sensitivity is None:  # it needs only the cells, not the log_likelihood group
+            sensitivity = True
+        if sensitivity:
+            sens = prior_sensitivity(tree, spec)
+            findings.extend(check_sensitivity(sens, spec))
+
+    return Diagnosis(
+        chains=chains, draws=draws, divergences=int(div.sum()),
+        divergences_per_chain=tuple(int(c) for c in div.sum(axis=1)),
+        max_rhat=conv.max_rhat, min_ess_bulk=conv.min_ess("bulk"),
+        min_ess_tail=conv.min_ess("tail"), bfmi=bfmi, treedepth_saturation=sat,
+        mean_accept=acc, target_accept=target_accept, findings=tuple(findings),
+        accept_per_chain=acc_chain, funnels=funnels, sensitivity=sens,
+        parameters=tuple(conv.names), rhat=conv.rhat, ess_bulk=conv.ess_bulk,
+        ess_tail=conv.ess_tail,
+    )
+
+
+# ---- the numbers the checks read ------------------------------------------------------------
+
+
+def divergent_draws(stats: xr.Dataset, chains: int, draws: int) -> np.ndarray:
+    """Which transitions after tuning diverged, shape (chain, draw)."""
     if "diverging" in stats:
-        div = stats["diverging"].transpose("chain", "draw").values.astype(bool)
-    else:
-        div = np.zeros((chains, draws), dtype=bool)
-    per_chain = tuple(int(c) for c in div.sum(axis=1))
-    n_div = int(div.sum())
-    if n_div:
-        pct = 100.0 * n_div / (chains * draws)
-        detail = ", ".join(
-            f"chain {i}: {c} ({100.0 * c / draws:.1f}%)" for i, c in enumerate(per_chain)
-        )
-        findings.append(Finding(
-            "divergences", "error",
-            f"{n_div} of {chains * draws} transitions after tuning ({pct:.1f}%) ended with a "
-            f"divergence ({detail}). These divergent transitions indicate that HMC is not "
-            "fully able to explore the posterior distribution, so the estimates may be "
-            "biased. Reparameterize the group term (non-centered), or increase target_accept "
-            "closer to 1; do not use these draws.",
-        ))
+        return stats["diverging"].transpose("chain", "draw").values.astype(bool)
+    return np.zeros((chains, draws), dtype=bool)
 
-    # ---- R-hat and ESS --------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Convergence:
+    """Per parameter (flattened, in :func:`stack_draws` order): R-hat, bulk and tail ESS
+    (NaN where undefined: constant or non-finite draws; R-hat inf for chains stuck each at
+    its own value), and which draws are finite, constant or stuck."""
+
+    names: list[str]
+    group_level: np.ndarray
+    finite: np.ndarray
+    constant: np.ndarray
+    stuck: np.ndarray
+    rhat: np.ndarray
+    ess_bulk: np.ndarray
+    ess_tail: np.ndarray
+
+    @property
+    def max_rhat(self) -> float:
+        defined = np.isfinite(self.rhat) | np.isinf(self.rhat)
+        return float(np.max(self.rhat[defined])) if defined.any() else math.nan
+
+    def min_ess(self, kind: Literal["bulk", "tail"]) -> float:
+        """The smallest ESS; NaN when any parameter has non-finite draws or none is defined."""
+        ess = self.ess_bulk if kind == "bulk" else self.ess_tail
+        defined = np.isfinite(ess)
+        if bool((~self.finite).any()) or not defined.any():
+            return math.nan
+        return float(np.min(ess[defined]))
+
+
+def convergence_numbers(post: xr.Dataset) -> Convergence:
+    """R-hat and ESS of every parameter of ``post`` (arviz-stats), with undefined numbers as
+    NaN, never "large": arviz gives ESS = N for constant draws."""
     names, stacked, group_level = stack_draws(post)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -382,186 +454,246 @@ def diagnose(
         stuck = finite & ~constant & (np.ptp(stacked, axis=2).max(axis=1) == 0.0)
     else:
         finite = constant = stuck = np.zeros(0, dtype=bool)
-    # undefined numbers are NaN, never "large": arviz gives ESS = N for constant draws
     ess_b = np.where(constant | ~finite, np.nan, ess_b)
     ess_t = np.where(constant | ~finite, np.nan, ess_t)
     rhat = np.where(constant | ~finite, np.nan, rhat)
     rhat = np.where(stuck, np.inf, rhat)
+    return Convergence(names, group_level, finite, constant, stuck, rhat, ess_b, ess_t)
 
-    nonfinite = [n for n, ok_ in zip(names, finite, strict=True) if not ok_]
-    if nonfinite:
-        findings.append(Finding(
-            "nonfinite", "error",
-            f"{len(nonfinite)} parameter(s) have NaN or infinite draws ({_names(nonfinite)}): "
-            "R-hat and ESS are undefined for them (reported as NaN) and the sampler or the "
-            "model evaluation failed. Do not use these draws; check the data and the priors.",
-            tuple(nonfinite),
-        ))
-    const_names = [n for n, c in zip(names, constant, strict=True) if c]
-    if const_names:
-        findings.append(Finding(
-            "rhat_undefined", "error",
-            f"R-hat undefined (constant draws) for {_names(const_names)}: every draw of every "
-            "chain has the same value, so mixing cannot be assessed at all (this is not a "
-            "verdict of 'not mixed'). A sampled parameter that never moves means the sampler "
-            "was stuck; check the model, the initial values and the step size.",
-            tuple(const_names),
-        ))
-    if chains < 2 and names:
-        # a fit whose convergence cannot be checked is not a fit that passed: an error
-        findings.append(Finding(
-            "rhat_single_chain", "error",
-            f"R-hat cannot be computed: it compares chains and needs at least 2, but this fit "
-            f"has {chains}. Convergence cannot be checked, so the fit is not OK whatever its "
-            "other numbers say. Run 4 chains (chains=4, --chains 4).",
-        ))
 
+def bfmi_per_chain(stats: xr.Dataset) -> tuple[float, ...]:
+    """E-BFMI of each chain (arviz-stats); empty without the energy."""
+    if "energy" not in stats:
+        return ()
+    return tuple(float(b) for b in _bfmi(stats["energy"].transpose("chain", "draw").values))
+
+
+def treedepth_saturation(stats: xr.Dataset) -> tuple[float, ...]:
+    """Share of each chain's transitions that hit the maximum tree depth."""
+    if "reached_max_treedepth" not in stats:
+        return ()
+    return tuple(float(s) for s in stats["reached_max_treedepth"].transpose("chain", "draw")
+                 .values.astype(float).mean(axis=1))
+
+
+def acceptance_per_chain(stats: xr.Dataset) -> tuple[tuple[float, ...], float]:
+    """Mean acceptance probability of each chain, and over all chains (NaN without it)."""
+    if "acceptance_rate" not in stats:
+        return (), math.nan
+    a = stats["acceptance_rate"].transpose("chain", "draw").values.astype(float)
+    return tuple(float(x) for x in np.nanmean(a, axis=1)), float(np.nanmean(a))
+
+
+# ---- the checks: each returns its findings --------------------------------------------------
+
+
+def check_divergences(div: np.ndarray, chains: int, draws: int) -> list[Finding]:
+    """Divergent transitions after tuning (must be 0), per chain with their percentage of the
+    posterior's ``chains`` x ``draws``."""
+    per_chain = tuple(int(c) for c in div.sum(axis=1))
+    n_div = int(div.sum())
+    if not n_div:
+        return []
+    pct = 100.0 * n_div / (chains * draws)
+    detail = ", ".join(
+        f"chain {i}: {c} ({100.0 * c / draws:.1f}%)" for i, c in enumerate(per_chain)
+    )
+    return [Finding(
+        "divergences", "error",
+        f"{n_div} of {chains * draws} transitions after tuning ({pct:.1f}%) ended with a "
+        f"divergence ({detail}). These divergent transitions indicate that HMC is not "
+        "fully able to explore the posterior distribution, so the estimates may be "
+        "biased. Reparameterize the group term (non-centered), or increase target_accept "
+        "closer to 1; do not use these draws.",
+    )]
+
+
+def check_nonfinite(conv: Convergence) -> list[Finding]:
+    """Parameters with NaN or infinite draws."""
+    nonfinite = [n for n, ok_ in zip(conv.names, conv.finite, strict=True) if not ok_]
+    if not nonfinite:
+        return []
+    return [Finding(
+        "nonfinite", "error",
+        f"{len(nonfinite)} parameter(s) have NaN or infinite draws ({_names(nonfinite)}): "
+        "R-hat and ESS are undefined for them (reported as NaN) and the sampler or the "
+        "model evaluation failed. Do not use these draws; check the data and the priors.",
+        tuple(nonfinite),
+    )]
+
+
+def check_constant(conv: Convergence) -> list[Finding]:
+    """Parameters whose every draw is the same: R-hat undefined (not "not mixed")."""
+    const_names = [n for n, c in zip(conv.names, conv.constant, strict=True) if c]
+    if not const_names:
+        return []
+    return [Finding(
+        "rhat_undefined", "error",
+        f"R-hat undefined (constant draws) for {_names(const_names)}: every draw of every "
+        "chain has the same value, so mixing cannot be assessed at all (this is not a "
+        "verdict of 'not mixed'). A sampled parameter that never moves means the sampler "
+        "was stuck; check the model, the initial values and the step size.",
+        tuple(const_names),
+    )]
+
+
+def check_one_chain(conv: Convergence, chains: int) -> list[Finding]:
+    """One chain: R-hat cannot be computed, so the fit cannot pass."""
+    if chains >= 2 or not conv.names:
+        return []
+    # a fit whose convergence cannot be checked is not a fit that passed: an error
+    return [Finding(
+        "rhat_single_chain", "error",
+        f"R-hat cannot be computed: it compares chains and needs at least 2, but this fit "
+        f"has {chains}. Convergence cannot be checked, so the fit is not OK whatever its "
+        "other numbers say. Run 4 chains (chains=4, --chains 4).",
+    )]
+
+
+def check_rhat(conv: Convergence) -> list[Finding]:
+    """R-hat above :data:`RHAT_MAX`: an error for any population-level parameter or more than
+    :data:`RHAT_GROUP_FRACTION` of the group-level ones, a warning otherwise."""
+    names, rhat, group_level = conv.names, conv.rhat, conv.group_level
     defined = np.isfinite(rhat) | np.isinf(rhat)
-    max_rhat = float(np.max(rhat[defined])) if defined.any() else math.nan
+    max_rhat = conv.max_rhat
     high = defined & (rhat > RHAT_MAX)
     bad_rhat = _ordered(names, rhat, high, descending=True)
-    if bad_rhat:
-        n_group = int(group_level.sum())
-        n_high_group = int((high & group_level).sum())
-        n_high_pop = int((high & ~group_level).sum())
-        frac = n_high_group / n_group if n_group else 0.0
-        fails = n_high_pop > 0 or frac > RHAT_GROUP_FRACTION
-        stuck_names = [n for n, s in zip(names, stuck, strict=True) if s]
-        stuck_note = (
-            f" Chains are stuck, each at its own constant value, for {_names(stuck_names)}."
-            if stuck_names else ""
-        )
-        counts = (
-            f"{n_high_pop} population-level and {n_high_group} of {n_group} group-level "
-            f"parameters ({100 * frac:.1f}%)" if n_group else f"{n_high_pop} parameter(s)"
-        )
-        if fails:
-            findings.append(Finding(
-                "rhat", "error",
-                f"R-hat is above {RHAT_MAX} for {counts}; the largest is {_fmt_rhat(max_rhat)} "
-                f"({_names(bad_rhat)}). The chains have not mixed: they disagree about the "
-                f"posterior, so the estimates are not reliable.{stuck_note} Run longer chains "
-                "(more tuning and draws) or reparameterize.",
-                tuple(bad_rhat),
-            ))
-        else:
-            findings.append(Finding(
-                "rhat", "warning",
-                f"R-hat is above {RHAT_MAX} for {counts} (max {_fmt_rhat(max_rhat)}: "
-                f"{_names(bad_rhat)}); with this many group-level parameters a few exceed "
-                f"{RHAT_MAX} by chance, and all population-level parameters are below it. Check "
-                "these groups; more draws will settle them.",
-                tuple(bad_rhat),
-            ))
+    if not bad_rhat:
+        return []
+    n_group = int(group_level.sum())
+    n_high_group = int((high & group_level).sum())
+    n_high_pop = int((high & ~group_level).sum())
+    frac = n_high_group / n_group if n_group else 0.0
+    fails = n_high_pop > 0 or frac > RHAT_GROUP_FRACTION
+    stuck_names = [n for n, s in zip(names, conv.stuck, strict=True) if s]
+    stuck_note = (
+        f" Chains are stuck, each at its own constant value, for {_names(stuck_names)}."
+        if stuck_names else ""
+    )
+    counts = (
+        f"{n_high_pop} population-level and {n_high_group} of {n_group} group-level "
+        f"parameters ({100 * frac:.1f}%)" if n_group else f"{n_high_pop} parameter(s)"
+    )
+    if fails:
+        return [Finding(
+            "rhat", "error",
+            f"R-hat is above {RHAT_MAX} for {counts}; the largest is {_fmt_rhat(max_rhat)} "
+            f"({_names(bad_rhat)}). The chains have not mixed: they disagree about the "
+            f"posterior, so the estimates are not reliable.{stuck_note} Run longer chains "
+            "(more tuning and draws) or reparameterize.",
+            tuple(bad_rhat),
+        )]
+    return [Finding(
+        "rhat", "warning",
+        f"R-hat is above {RHAT_MAX} for {counts} (max {_fmt_rhat(max_rhat)}: "
+        f"{_names(bad_rhat)}); with this many group-level parameters a few exceed "
+        f"{RHAT_MAX} by chance, and all population-level parameters are below it. Check "
+        "these groups; more draws will settle them.",
+        tuple(bad_rhat),
+    )]
 
+
+def check_ess(conv: Convergence, chains: int, kind: Literal["bulk", "tail"]) -> list[Finding]:
+    """Bulk or tail effective sample size below :data:`ESS_PER_CHAIN` per chain."""
     threshold = ESS_PER_CHAIN * chains
-    has_nan_ess = bool((~finite).any())
-    defined_b = np.isfinite(ess_b)
-    defined_t = np.isfinite(ess_t)
-    min_eb = math.nan if has_nan_ess or not defined_b.any() else float(np.min(ess_b[defined_b]))
-    min_et = math.nan if has_nan_ess or not defined_t.any() else float(np.min(ess_t[defined_t]))
-    low_b = _ordered(names, ess_b, defined_b & (ess_b < threshold))
-    if low_b:
-        v = float(np.min(ess_b[defined_b]))
-        findings.append(Finding(
+    ess = conv.ess_bulk if kind == "bulk" else conv.ess_tail
+    defined = np.isfinite(ess)
+    low = _ordered(conv.names, ess, defined & (ess < threshold))
+    if not low:
+        return []
+    v = float(np.min(ess[defined]))
+    if kind == "bulk":
+        return [Finding(
             "ess_bulk", "error",
             f"Bulk effective sample size is below {ESS_PER_CHAIN} per chain (min {v:.0f} < "
-            f"{threshold}) for {_names(low_b)}: posterior means and medians are unreliable. "
+            f"{threshold}) for {_names(low)}: posterior means and medians are unreliable. "
             "Run more draws, or reparameterize if the chains mix this slowly.",
-            tuple(low_b),
-        ))
-    low_t = _ordered(names, ess_t, defined_t & (ess_t < threshold))
-    if low_t:
-        v = float(np.min(ess_t[defined_t]))
-        findings.append(Finding(
-            "ess_tail", "error",
-            f"Tail effective sample size is below {ESS_PER_CHAIN} per chain (min {v:.0f} < "
-            f"{threshold}) for {_names(low_t)}: posterior variances and tail quantiles (the "
-            "5% and 95% quantiles, and so the intervals) are unreliable. Run more draws, or "
-            "reparameterize.",
-            tuple(low_t),
-        ))
+            tuple(low),
+        )]
+    return [Finding(
+        "ess_tail", "error",
+        f"Tail effective sample size is below {ESS_PER_CHAIN} per chain (min {v:.0f} < "
+        f"{threshold}) for {_names(low)}: posterior variances and tail quantiles (the "
+        "5% and 95% quantiles, and so the intervals) are unreliable. Run more draws, or "
+        "reparameterize.",
+        tuple(low),
+    )]
 
-    # ---- E-BFMI -------------------------------------------------------------------------------
-    bfmi: tuple[float, ...] = ()
-    if "energy" in stats:
-        bfmi = tuple(float(b) for b in _bfmi(stats["energy"].transpose("chain", "draw").values))
+
+def check_bfmi(bfmi: tuple[float, ...]) -> list[Finding]:
+    """E-BFMI below :data:`BFMI_MIN` in any chain."""
     low_bfmi = [i for i, b in enumerate(bfmi) if b < BFMI_MIN]
-    if low_bfmi:
-        vals = ", ".join(f"chain {i}: {bfmi[i]:.2f}" for i in low_bfmi)
-        findings.append(Finding(
-            "bfmi", "error",
-            f"E-BFMI is below {BFMI_MIN} ({vals}), which suggests that HMC may have trouble "
-            "exploring the tails of the target distribution (often the neck of a funnel); "
-            "the draws may miss part of the posterior. Reparameterize the model.",
-        ))
+    if not low_bfmi:
+        return []
+    vals = ", ".join(f"chain {i}: {bfmi[i]:.2f}" for i in low_bfmi)
+    return [Finding(
+        "bfmi", "error",
+        f"E-BFMI is below {BFMI_MIN} ({vals}), which suggests that HMC may have trouble "
+        "exploring the tails of the target distribution (often the neck of a funnel); "
+        "the draws may miss part of the posterior. Reparameterize the model.",
+    )]
 
-    # ---- tree depth --------------------------------------------------------------------------
-    sat: tuple[float, ...] = ()
-    if "reached_max_treedepth" in stats:
-        sat = tuple(float(s) for s in stats["reached_max_treedepth"].transpose("chain", "draw")
-                    .values.astype(float).mean(axis=1))
+
+def check_treedepth(sat: tuple[float, ...]) -> list[Finding]:
+    """Transitions at the maximum tree depth (an efficiency warning)."""
     sat_chains = [i for i, s in enumerate(sat) if s > 0]
-    if sat_chains:
-        detail = ", ".join(f"chain {i}: {100 * sat[i]:.1f}%" for i in sat_chains)
-        findings.append(Finding(
-            "treedepth", "warning",
-            f"Transitions hit the maximum tree depth ({detail}). Trajectories that are cut "
-            "short explore slowly: an efficiency problem, not a validity one. Standardize "
-            "predictors, or increase max_treedepth.",
-        ))
+    if not sat_chains:
+        return []
+    detail = ", ".join(f"chain {i}: {100 * sat[i]:.1f}%" for i in sat_chains)
+    return [Finding(
+        "treedepth", "warning",
+        f"Transitions hit the maximum tree depth ({detail}). Trajectories that are cut "
+        "short explore slowly: an efficiency problem, not a validity one. Standardize "
+        "predictors, or increase max_treedepth.",
+    )]
 
-    # ---- acceptance ---------------------------------------------------------------------------
-    acc_chain: tuple[float, ...] = ()
-    acc = math.nan
-    if "acceptance_rate" in stats:
-        a = stats["acceptance_rate"].transpose("chain", "draw").values.astype(float)
-        acc_chain = tuple(float(x) for x in np.nanmean(a, axis=1))
-        acc = float(np.nanmean(a))
-    if target_accept is not None and acc_chain:
-        off = [i for i, x in enumerate(acc_chain) if abs(x - target_accept) > ACCEPT_TOLERANCE]
-        if off:
-            detail = ", ".join(f"chain {i}: {acc_chain[i]:.2f}" for i in off)
-            findings.append(Finding(
-                "acceptance", "warning",
-                f"The acceptance probability does not match the target: it is {detail}, but "
-                f"should be close to target_accept {target_accept:g}. The step size did not "
-                "adapt well; try to increase the number of tuning steps.",
-            ))
 
-    # ---- localisation ------------------------------------------------------------------------
-    funnels = localise_funnels(post, div, spec=spec)
+def check_acceptance(acc_chain: tuple[float, ...], target_accept: float | None) -> list[Finding]:
+    """Mean acceptance of a chain off ``target_accept`` by more than :data:`ACCEPT_TOLERANCE`."""
+    if target_accept is None or not acc_chain:
+        return []
+    off = [i for i, x in enumerate(acc_chain) if abs(x - target_accept) > ACCEPT_TOLERANCE]
+    if not off:
+        return []
+    detail = ", ".join(f"chain {i}: {acc_chain[i]:.2f}" for i in off)
+    return [Finding(
+        "acceptance", "warning",
+        f"The acceptance probability does not match the target: it is {detail}, but "
+        f"should be close to target_accept {target_accept:g}. The step size did not "
+        "adapt well; try to increase the number of tuning steps.",
+    )]
+
+
+def check_funnels(
+    funnels: tuple[Funnel, ...], n_div: int, spec: ModelSpec | None
+) -> list[Finding]:
+    """Where the divergences are (:func:`localise_funnels`), strongest first, or why they
+    could not be attributed to a group term."""
     if n_div and funnels:
-        for f in sorted(funnels, key=lambda f: -abs(f.auc - 0.5)):
-            findings.append(_funnel_finding(f, spec))
-    elif n_div >= 1:
-        why = (
-            f"only {n_div} divergent transition(s), too few to localise"
-            if n_div < FUNNEL_MIN_DIVERGENT
-            else "they are not concentrated at small or large values of any group SD"
-        )
-        findings.append(Finding(
-            "funnel_unlocalised", "info",
-            f"The divergences could not be attributed to a group term: {why}. Raise "
-            "target_accept; if they persist, look at the pair plot of the parameters.",
-        ))
-
-    sens: dict[str, tuple[float, float]] = {}
-    if spec is not None:
-        findings.extend(_structure_findings(spec))
-        if sensitivity is None:  # it needs only the cells, not the log_likelihood group
-            sensitivity = True
-        if sensitivity:
-            sens = prior_sensitivity(tree, spec)
-            findings.extend(_sensitivity_findings(sens, spec))
-
-    return Diagnosis(
-        chains=chains, draws=draws, divergences=n_div, divergences_per_chain=per_chain,
-        max_rhat=max_rhat, min_ess_bulk=min_eb, min_ess_tail=min_et, bfmi=bfmi,
-        treedepth_saturation=sat, mean_accept=acc, target_accept=target_accept,
-        findings=tuple(findings), accept_per_chain=acc_chain, funnels=funnels,
-        sensitivity=sens, parameters=tuple(names), rhat=rhat, ess_bulk=ess_b, ess_tail=ess_t,
+        return [_funnel_finding(f, spec) for f in sorted(funnels, key=lambda f: -abs(f.auc - 0.5))]
+    if n_div < 1:
+        return []
+    why = (
+        f"only {n_div} divergent transition(s), too few to localise"
+        if n_div < FUNNEL_MIN_DIVERGENT
+        else "they are not concentrated at small or large values of any group SD"
     )
+    return [Finding(
+        "funnel_unlocalised", "info",
+        f"The divergences could not be attributed to a group term: {why}. Raise "
+        "target_accept; if they persist, look at the pair plot of the parameters.",
+    )]
+
+
+def check_structure(spec: ModelSpec) -> list[Finding]:
+    """Grouping factors with few levels, levels whose outcomes are all 0 or all 1."""
+    return _structure_findings(spec)
+
+
+def check_sensitivity(sens: dict[str, tuple[float, float]], spec: ModelSpec) -> list[Finding]:
+    """The intercept, coefficients and group SDs shaped by their prior (power-scaling
+    sensitivity, :func:`prior_sensitivity`)."""
+    return _sensitivity_findings(sens, spec)
 
 
 def with_sensitivity(diagnosis: Diagnosis, tree: xr.DataTree, spec: ModelSpec) -> Diagnosis:

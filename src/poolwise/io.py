@@ -34,6 +34,9 @@ What the tree holds besides the draws (``posterior``, ``sample_stats``, ``observ
 
 Both formats round-trip losslessly (``DataTree.identical``), including non-ASCII,
 space-containing and numeric-looking string labels and boolean ``diverging``.
+
+Why one module: the saved-fit schema (the allowlist of types, the encoder and the decoder) is
+one contract, kept in one place so that saving and loading cannot drift apart.
 """
 from __future__ import annotations
 
@@ -215,8 +218,17 @@ def _types() -> dict[str, type]:
 @functools.cache
 def _legacy_types() -> dict[str, type]:
     """Format 1 named types by ``module:qualname``; the same allowlist, matched as exact
-    strings (nothing is imported)."""
-    return {f"{c.__module__}:{c.__qualname__}": c for c in _types().values()}
+    strings (nothing is imported). Classes that moved module since keep their old names
+    (:data:`_MOVED_MODULES`)."""
+    out = {f"{c.__module__}:{c.__qualname__}": c for c in _types().values()}
+    for c in _types().values():
+        if c.__module__ in _MOVED_MODULES:
+            out[f"{_MOVED_MODULES[c.__module__]}:{c.__qualname__}"] = c
+    return out
+
+
+#: module now -> module when format 1 was written (AutoChoice, TermChoice were in repair)
+_MOVED_MODULES = {"poolwise.parameterization": "poolwise.repair"}
 
 
 @functools.cache

@@ -28,6 +28,13 @@ per draw from the partial-pooling fit: 0 means the estimate is the group's own, 
 the population mean. It lies in [0, 1] by construction, falls as n grows and needs no
 division by the (possibly tiny) distance between the no-pooling estimate and the population
 mean, so it is defined for every group, including all-0 and all-1 groups.
+
+Import cycle: poolwise.pooling -> poolwise.report.display: ``PoolingComparison``'s reprs
+hand over to the presentation module, imported lazily when called.
+
+Why one module: the group table, the population table and the predictive comparison are
+built from the same three fits into one PoolingComparison; leave-one-group-out is in
+poolwise.logo.
 """
 
 from __future__ import annotations

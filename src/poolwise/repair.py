@@ -1,31 +1,10 @@
-"""Choosing the parameterization, and repairing a fit whose diagnostics fail.
+"""Repairing a fit whose diagnostics fail: the loop between sampling once
+(:mod:`poolwise.sampling`) and the public :func:`poolwise.fit`.
 
-``parameterization="auto"`` (:func:`choose_parameterization`): where the data decide the SD's
-range (many levels, each with plenty of rows: :func:`data_sd_range`, a method-of-moments
-estimate) no pilot runs; otherwise a short pilot run (every level
-non-centered, 300 tuning + 300 draws per chain at target_accept 0.9, no log-likelihood, no
-diagnostics) estimates the 5%-95% range ``[s_lo, s_hi]`` of every group SD and each cell's
-success probability; :func:`poolwise.model.resolve_parameterization` then centers exactly the
-levels whose data outweigh the group prior across that range (``I_j * s_lo**2 > 1``). What is
-left is measured by the *funnel severity* of each level: how much its conditional posterior
-scale changes as the SD moves across its range,
-
-* centered level: ``sqrt((I + 1/s_lo**2) / (I + 1/s_hi**2))`` (the funnel);
-* non-centered level: ``sqrt((1 + s_hi**2 I) / (1 + s_lo**2 I))`` (the inverted funnel).
-
-One step size cannot serve scales that differ by more than a few times; when the worst level's
-severity exceeds 3.2 and the user did not set ``target_accept``, the first attempt already uses
-0.95, and above 7 it uses 0.99 (:data:`SEVERITY_LADDER`, calibrated on the suite of
-``bench/target_accept_suite.py``). Correlated terms (always non-centered) get their SD range
-from the pilot too: with the prior's range the correlated-slopes model of the bangladesh data
-had a severity of 15 and got 0.99, while 0.8 gave 0 divergences in 10 of 10 seeds (pilot
-severity 2.2). On the seed's three districts the
-SD ranges over 0.05-2, so every district is non-centered and district 1 (117 women) keeps a
-severity of 9-10: non-centered, the three districts have no divergences at 0.95 and at 0.99,
-but at 0.95 half the seeds miss R-hat <= 1.01 or ESS >= 400 and need a second attempt, at 0.99
-one in eight (``bench/repair_bench.py --part ta``). On all 60 districts the range is
-0.38-0.68; the 26-28 districts with more than ~30 women are centered and the severity is
-below 1.5, so the default 0.8 stays.
+The first attempt's parameterization (``parameterization="auto"``) and the target_accept
+it calls for are decided in :mod:`poolwise.parameterization`; its names
+(``choose_parameterization``, ``AutoChoice``, ``TermChoice``, ``funnel_severity``,
+``recommend_target_accept``, ``data_sd_range``, ``SEVERITY_*``) are re-exported here.
 
 Repair (:func:`repair_fit`, the default of :func:`poolwise.fit`): when the diagnosis fails,
 the remedies are applied in this order, one per attempt, until it passes or the budget
@@ -46,6 +25,13 @@ A prior is never tightened: where a tighter SD prior would hide a funnel, the lo
 that as *advice*, with its consequence. Out of budget the fit stays not ok: ``fit.ok`` is
 False, a :class:`~poolwise.errors.ConvergenceWarning` is emitted (``strict=True``:
 :class:`~poolwise.errors.SamplingError`), the CLI exits with 1.
+
+Import cycle: poolwise.repair -> poolwise.report.display: ``RepairLog``'s reprs hand over to
+the presentation module, imported lazily when called.
+
+Why one module: the remedies, the loop that applies them and the journal it writes (RepairLog,
+whose fields are the saved-fit schema) change together; the deciding of the parameterization is
+in poolwise.parameterization.
 """
 
 from __future__ import annotations
@@ -56,21 +42,29 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from poolwise.diagnostics import BFMI_MIN, RHAT_MAX, Diagnosis, Funnel
 from poolwise.engine.sampler import SamplerConfig
-from poolwise.model import (
-    ModelSpec,
-    Parameterization,
+from poolwise.model import ModelSpec, Parameterization
+from poolwise.parameterization import (  # re-exported: decided there, used here
+    SEVERITY_LADDER,
+    SEVERITY_RAISE,
+    AutoChoice,
+    TermChoice,
+    _engine_scale_range,
+    _r,
+    choose_parameterization,
+    data_sd_range,
+    funnel_severity,
+    inverse_p,
     level_information,
+    recommend_target_accept,
     resolve_parameterization,
 )
-
-if TYPE_CHECKING:
-    from poolwise.fit import Fit
+from poolwise.sampling import Fit, sample_spec, with_log_likelihood
 
 __all__ = [
     "RepairPolicy",
@@ -89,22 +83,6 @@ __all__ = [
 ]
 
 DEFAULT_TARGET_ACCEPT = 0.8
-#: worst-level funnel severity above which one step size cannot serve the whole SD range
-SEVERITY_RAISE = 3.2
-#: (severity above which, target_accept to use), most severe first. Calibrated on the suite
-#: of ``bench/target_accept_suite.py`` (bench/README.md): the lowest target_accept with 0
-#: divergences in >= 95% of 10 seeds was 0.8 at pilot severities up to 2.34, 0.95 at
-#: 4.45-5.64 (six districts; twelve districts at the same severities needed only 0.9, so 0.9
-#: cannot be told apart by the severity and is not used) and 0.99 from 8.66 on (three
-#: districts). The thresholds are the geometric midpoints of the gaps: sqrt(2.34 * 4.45) = 3.2
-#: and sqrt(5.64 * 8.66) = 7.0.
-SEVERITY_LADDER = ((7.0, 0.99), (SEVERITY_RAISE, 0.95))
-#: the pilot of parameterization="auto"
-PILOT_TUNE = 300
-PILOT_DRAWS = 300
-PILOT_TARGET_ACCEPT = 0.9
-#: quantiles of a group SD that stand for its plausible range
-SD_QUANTILES = (0.05, 0.95)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,54 +109,6 @@ class RepairPolicy:
             raise SpecError(f"max_attempts must be a whole number >= 1; got {self.max_attempts!r}")
         if any(not 0.0 < t < 1.0 for t in self.target_accepts):
             raise SpecError(f"target_accepts must lie in (0, 1); got {self.target_accepts!r}")
-
-
-@dataclass(frozen=True)
-class TermChoice:
-    """What the ``auto`` rule decided for one group term, and why."""
-
-    term: str
-    sd_range: tuple[tuple[float, float], ...]  # per coefficient: (s_lo, s_hi)
-    source: str  # "pilot", "data", "prior", "fixed SD" or "attempt N"
-    n_centered: int
-    n_levels: int
-    severity: float
-    worst_level: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "term": self.term, "sd_range": [list(map(_r, r)) for r in self.sd_range],
-            "source": self.source, "n_centered": self.n_centered, "n_levels": self.n_levels,
-            "severity": _r(self.severity), "worst_level": self.worst_level,
-        }
-
-    def describe(self) -> str:
-        rng = ", ".join(f"{lo:.2g}-{hi:.2g}" for lo, hi in self.sd_range)
-        return (
-            f"({self.term}): {self.n_centered} of {self.n_levels} levels centered; SD range "
-            f"{rng} ({self.source}); funnel severity {self.severity:.1f} (level "
-            f"{self.worst_level})"
-        )
-
-
-@dataclass(frozen=True)
-class AutoChoice:
-    """The result of :func:`choose_parameterization`."""
-
-    terms: tuple[TermChoice, ...]
-    target_accept: float | None  # recommended; None: no reason to leave the default
-    pilot_seconds: float
-
-    @property
-    def severity(self) -> float:
-        return max((t.severity for t in self.terms), default=1.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "terms": [t.to_dict() for t in self.terms],
-            "recommended_target_accept": self.target_accept,
-            "pilot_seconds": _r(self.pilot_seconds),
-        }
 
 
 @dataclass(frozen=True)
@@ -302,231 +232,9 @@ class RepairLog:
         return repair_html(self)
 
 
-def _r(v: float | None) -> float | None:
-    if v is None:
-        return None
-    v = float(v)
-    return round(v, 6) if math.isfinite(v) else None
-
-
 # ---------------------------------------------------------------------------------------------
 # parameterization="auto"
 # ---------------------------------------------------------------------------------------------
-
-
-def funnel_severity(info: np.ndarray, centered: np.ndarray, sd_range: np.ndarray) -> np.ndarray:
-    """Per level: the factor by which its conditional posterior scale changes as the group SD
-    moves across ``sd_range`` (shape (C, 2)), under the parameterization ``centered``; the
-    worst coefficient counts. 1 means no funnel at all."""
-    info = np.asarray(info, dtype=float)
-    rng = np.asarray(sd_range, dtype=float).reshape(info.shape[1], 2)
-    lo, hi = np.maximum(rng[:, 0], 1e-12), np.maximum(rng[:, 1], 1e-12)
-    cen = np.sqrt((info + 1.0 / lo**2) / (info + 1.0 / hi**2))
-    non = np.sqrt((1.0 + hi**2 * info) / (1.0 + lo**2 * info))
-    ratio = np.where(np.asarray(centered, dtype=bool)[:, None], cen, non)
-    return ratio.max(axis=1)
-
-
-def _sd_draws(post: Any, term: Any) -> list[np.ndarray]:
-    from poolwise.naming import sd_name
-
-    return [np.asarray(post[sd_name(term, c)].values, dtype=float).ravel()
-            for c in term.group.coef_names]
-
-
-def _sd_range_from(post: Any, term: Any) -> np.ndarray:
-    rows = []
-    for x in _sd_draws(post, term):
-        x = x[np.isfinite(x)]
-        rows.append(np.quantile(x, SD_QUANTILES) if x.size else [np.nan, np.nan])
-    return np.array(rows, dtype=float)
-
-
-def _cell_p(spec: ModelSpec, post: Any) -> np.ndarray:
-    from poolwise.posterior import cell_eta, inverse_link, to_original_scale
-
-    eta = cell_eta(spec, to_original_scale(spec, post))
-    return np.asarray(inverse_link(spec.link, eta), dtype=float).mean(axis=0)
-
-
-def _term_choice(spec: ModelSpec, t_index: int, sd_range: np.ndarray, source: str,
-                 cell_p: np.ndarray | None, flags: np.ndarray) -> TermChoice:
-    t = spec.terms[t_index]
-    info = level_information(t, spec.design, cell_p, link=spec.link)
-    sev = funnel_severity(info, flags, sd_range)
-    worst = int(np.argmax(sev)) if sev.size else 0
-    rng = tuple((float(lo), float(hi)) for lo, hi in np.asarray(sd_range).reshape(-1, 2))
-    return TermChoice(
-        term=t.name, sd_range=rng, source=source, n_centered=int(np.sum(flags)),
-        n_levels=t.group.n_levels, severity=float(sev.max()) if sev.size else 1.0,
-        worst_level=str(t.group.labels[worst]) if t.group.n_levels else "",
-    )
-
-
-def recommend_target_accept(severity: float) -> float | None:
-    """The target_accept for a remaining funnel of this severity (None: keep the default)."""
-    for above, ta in SEVERITY_LADDER:
-        if severity > above:
-            return ta
-    return None
-
-
-def choose_parameterization(
-    spec: ModelSpec, config: SamplerConfig, *, pilot: bool = True
-) -> tuple[ModelSpec, AutoChoice]:
-    """Resolve every term whose requested parameterization is ``"auto"``.
-
-    A term whose SD range the data decide (:func:`data_sd_range`) needs no pilot. For the
-    others, with ``pilot`` (and at least one estimated SD among them) a short pilot run
-    estimates the SD ranges and the cell probabilities; otherwise the SD priors' 5%-95% ranges
-    are used.
-    Returns the resolved spec and what was decided (with the recommended target_accept).
-    """
-    from poolwise.model import sd_prior_range
-
-    t0 = time.perf_counter()
-    auto_idx = [i for i, t in enumerate(spec.terms) if t.requested == "auto"]
-    if not auto_idx:
-        return spec, AutoChoice((), None, 0.0)
-    post = None
-    cell_p = None
-    # where the data decide the SD's range (many levels, each well informed), no pilot;
-    # correlated terms are always non-centered, but their funnel severity (and so the
-    # recommended target_accept) needs the SD range of a pilot too: the prior's range (0.05-3
-    # for exponential(1)) overstates it several times (bench/README.md, target_accept suite)
-    from_data = {i: data_sd_range(spec, i) for i in auto_idx}
-    from_data = {i: r for i, r in from_data.items() if r is not None}
-    if pilot and any(spec.terms[i].estimated and i not in from_data for i in auto_idx):
-        post = _pilot(spec.with_parameterization("noncentered"), config)
-        cell_p = _cell_p(spec, post)
-    elif from_data:
-        # each cell at its level's empirical proportion (the data-decided term is the only one)
-        g = spec.terms[next(iter(from_data))].group
-        s_, n_ = np.asarray(g.level_successes, float), np.asarray(g.level_trials, float)
-        cell_p = ((s_ + 0.5) / (n_ + 1.0))[g.codes]
-    terms = list(spec.terms)
-    choices = []
-    for i in auto_idx:
-        t = terms[i]
-        if not t.estimated:
-            rng, source = sd_prior_range(t), "fixed SD"
-        elif post is not None:
-            rng, source = _sd_range_from(post, t), "pilot"
-        elif i in from_data:
-            rng, source = from_data[i], "data"
-        else:
-            rng, source = sd_prior_range(t, SD_QUANTILES), "prior"
-        if not np.isfinite(rng).all():
-            rng, source = sd_prior_range(t, SD_QUANTILES), "prior"
-        flags = resolve_parameterization(t, "auto", spec.design, sd_range=rng, cell_p=cell_p,
-                                         link=spec.link)
-        terms[i] = replace(t, centered=flags)
-        choices.append((i, rng, source, flags))
-    choices = _one_centered_term_per_mean(terms, choices)
-    new_spec = replace(spec, terms=tuple(terms))
-    picked = tuple(_term_choice(new_spec, i, rng, src, cell_p, fl) for i, rng, src, fl in choices)
-    sev = max((c.severity for c in picked), default=1.0)
-    return new_spec, AutoChoice(picked, recommend_target_accept(sev), time.perf_counter() - t0)
-
-
-#: the SD range is taken from the data, without a pilot, only with at least this many levels
-DATA_RANGE_MIN_LEVELS = 30
-#: ... and when the data pin the SD down to within this factor (s_hi / s_lo)
-DATA_RANGE_MAX_RATIO = 2.0
-
-
-def data_sd_range(spec: ModelSpec, t_index: int) -> np.ndarray | None:
-    """The plausible range of a group SD read off the data, or None where the data do not
-    decide it (then the pilot does).
-
-    For the one intercept-only group term of a logit model with at least
-    :data:`DATA_RANGE_MIN_LEVELS` levels: each level's empirical log-odds
-    ``e_j = log((s_j + 1/2) / (f_j + 1/2))`` with sampling variance
-    ``v_j = 1/(s_j + 1/2) + 1/(f_j + 1/2)``; the between-level variance is the variance of the
-    residuals of ``e_j`` on the levels' mean fixed-effect columns (so group-level predictors do
-    not count as spread) minus the mean ``v_j`` (the method of moments, DerSimonian & Laird),
-    with standard error ``sqrt(2 / (L - 1)) (tau^2 + mean v)``. The range is ``tau^2 +- 2 SE``;
-    the data decide when its low end is above 0 and ``s_hi / s_lo <=``
-    :data:`DATA_RANGE_MAX_RATIO` (many levels, each with plenty of rows: say 200 groups of 100
-    rows). Sparse levels (the seed's districts with 2-10 women) make ``mean v`` large and
-    leave the decision to the pilot.
-    """
-    t = spec.terms[t_index]
-    g = t.group
-    if (len(spec.terms) != 1 or spec.link != "logit" or not t.estimated or t.correlated
-            or tuple(g.coef_names) != ("Intercept",) or g.n_levels < DATA_RANGE_MIN_LEVELS):
-        return None
-    d = spec.design
-    s = np.asarray(g.level_successes, dtype=float)
-    n = np.asarray(g.level_trials, dtype=float)
-    f = n - s
-    e = np.log((s + 0.5) / (f + 0.5))
-    v = 1.0 / (s + 0.5) + 1.0 / (f + 0.5)
-    L = g.n_levels
-    X = np.asarray(d.X, dtype=float)
-    if X.shape[1]:
-        # each level's mean of every fixed column (weighted by trials)
-        xbar = np.column_stack([
-            np.bincount(g.codes, weights=d.n * X[:, k], minlength=L) / np.maximum(n, 1e-300)
-            for k in range(X.shape[1])
-        ])
-        if "Intercept" not in d.fixed_names:
-            xbar = np.column_stack([np.ones(L), xbar])
-        coef, *_ = np.linalg.lstsq(xbar, e, rcond=None)
-        rank = int(np.linalg.matrix_rank(xbar))
-        resid = e - xbar @ coef
-    else:
-        rank, resid = 1, e - e.mean()
-    if L - rank < DATA_RANGE_MIN_LEVELS:
-        return None
-    total = float(resid @ resid) / (L - rank)
-    mv = float(v.mean())
-    tau2 = total - mv
-    se = math.sqrt(2.0 / (L - 1)) * (max(tau2, 0.0) + mv)
-    lo2, hi2 = tau2 - 2.0 * se, tau2 + 2.0 * se
-    if not (math.isfinite(lo2) and lo2 > 0.0) or math.sqrt(hi2 / lo2) > DATA_RANGE_MAX_RATIO:
-        return None
-    return np.array([[math.sqrt(lo2), math.sqrt(hi2)]])
-
-
-def _one_centered_term_per_mean(terms: list, choices: list) -> list:
-    """Crossed terms that are centered on the same fixed coefficient (say two intercept terms
-    ``(1 | a) + (1 | b)``) put that coefficient on a ridge: their centered effects all move
-    with it. Keep centered levels in only one of them, the one with the most data per level,
-    and make the others non-centered."""
-    by_mean: dict[int, list[int]] = {}
-    for pos, (i, _rng, _src, flags) in enumerate(choices):
-        if flags.any():
-            for mi in set(terms[i].mu_index) - {-1}:
-                by_mean.setdefault(mi, []).append(pos)
-    demote: set[int] = set()
-    for positions in by_mean.values():
-        if len(positions) > 1:
-            def richness(pos: int) -> float:
-                g = terms[choices[pos][0]].group
-                return float(np.sum(g.level_trials) / max(g.n_levels, 1))
-
-            keep = max(positions, key=richness)
-            demote.update(p for p in positions if p != keep)
-    out = []
-    for pos, (i, rng, src, flags) in enumerate(choices):
-        if pos in demote:
-            flags = np.zeros_like(flags)
-            terms[i] = replace(terms[i], centered=flags)
-        out.append((i, rng, src, flags))
-    return out
-
-
-def _pilot(spec: ModelSpec, config: SamplerConfig) -> Any:
-    from poolwise.engine.layout import pack
-    from poolwise.engine.sampler import run_nuts
-
-    cfg = replace(
-        config, tune=min(PILOT_TUNE, config.tune) or PILOT_TUNE, draws=PILOT_DRAWS,
-        target_accept=max(PILOT_TARGET_ACCEPT, config.target_accept), progress=False,
-    )
-    tree, _ = run_nuts(pack(spec), cfg)
-    return tree["posterior"].to_dataset()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -576,22 +284,6 @@ def _severity_after(spec: ModelSpec, fit: Fit) -> float:
         info = level_information(t, spec.design, cell_p, link=spec.link)
         sev = max(sev, float(funnel_severity(info, t.centered, rng).max()))
     return sev
-
-
-def inverse_p(spec: ModelSpec, post: Any) -> np.ndarray:
-    """Posterior mean success probability of each cell (natural-scale draws)."""
-    from poolwise.posterior import cell_eta, inverse_link
-
-    return np.asarray(inverse_link(spec.link, cell_eta(spec, post)), dtype=float).mean(axis=0)
-
-
-def _engine_scale_range(post: Any, term: Any) -> np.ndarray:
-    """SD range on the engine's scale (slopes' SDs are reported divided by the column scale)."""
-    rng = _sd_range_from(post, term)
-    zs = getattr(term.group, "z_scale", None)
-    if zs is not None:
-        rng = rng * np.asarray(zs, dtype=float)[:, None]
-    return rng
 
 
 def _next_remedy(
@@ -758,8 +450,6 @@ def repair_fit(
     its full diagnosis (with prior sensitivity; the ``log_likelihood`` group when asked) and the
     :class:`RepairLog` in ``repair_log``.
     """
-    from poolwise.fit import sample_spec, with_log_likelihood
-
     policy = policy or RepairPolicy()
     t_start = time.perf_counter()
     spec, auto = choose_parameterization(spec, config, pilot=pilot)

@@ -392,8 +392,8 @@ def _data_log_lik(spec: Any, post: xr.Dataset) -> np.ndarray:
 def _replicate(generator: Generator, formula: str, priors: Priors, settings: SBCSettings,
                seed: int, rep: int) -> Replication:
     from poolwise.engine.sampler import SamplerConfig
-    from poolwise.fit import sample_spec
     from poolwise.model import build_model
+    from poolwise.sampling import sample_spec
 
     ss = np.random.SeedSequence([seed, rep])
     data_ss, sampler_ss, pit_ss = ss.spawn(3)

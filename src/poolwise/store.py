@@ -18,6 +18,13 @@ released when its process dies) lets only one process write a folder at a time; 
 writer fails at once with the other one's pid.
 
 :func:`safe_csv` writes CSV files whose text cells cannot run as spreadsheet formulas.
+
+Import cycle: poolwise.store -> poolwise.io: the manifest records the schema version of the
+files it lists, which :mod:`poolwise.io` (the schema's owner) defines; imported lazily.
+
+Why one module: the atomic swap, the lock and the manifest are one protocol (write whole, one
+writer, verify on read); split, the guarantees would be spread over files that must change
+together.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Posterior summary tables (like the seeds' ``az.summary``) and the ``result.json`` contract."""
+"""Posterior summary tables (like the seeds' ``az.summary``) and the ``result.json`` contract.
+
+Import cycle: poolwise.summary -> poolwise.repair: ``result.json`` carries the repair journal
+when the fit has one (``isinstance`` of ``RepairLog``), imported lazily when called.
+"""
 
 from __future__ import annotations
 

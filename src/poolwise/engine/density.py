@@ -32,6 +32,9 @@ rounds to +-1 at |atanh| > 19) gives inf / nan, which the C callbacks report to 
 non-finite density, instead of raising. Inside a C callback a raised exception is swallowed
 and the output left unset; that once made whole chains of the varying-slopes model wander
 (87 divergences, R-hat 1.59).
+
+Why one module: the numba kernels call each other inside one compiled function and read one
+buffer layout; numba's cache and inlining work per module, so they stay together.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ two-way interactions, and so on (``y ~ x*z + w`` gives ``x, z, w, x:z``). Inside
 ``cbind()`` / ``trials()``, ``+ - * / ^`` are arithmetic; outside they are formula operators,
 so a power is written ``I(x^2)`` as in R. What each function computes is in
 :mod:`poolwise.formula.transforms`.
+
+Why one module: a recursive-descent parser is one grammar; its functions call each other in the
+grammar's order and share the token stream and its error positions.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ distribution of a group's proportion.
 Every function builds a :class:`matplotlib.figure.Figure` directly (no pyplot, so no global
 state and nothing is shown) and returns it. Random draws (predictive simulations) use a
 generator seeded from the fit's seed, so the same fit gives the same figure.
+
+Why one module: every figure of a pooling comparison reads the same PoolingComparison tables
+and shares the axis, colour and label helpers at the top.
 """
 
 from __future__ import annotations

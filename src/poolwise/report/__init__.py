@@ -15,6 +15,10 @@ data hash). Numbers are printed with significant digits (:func:`poolwise.summary
 The same inputs give a byte-identical file: no timestamps or timings are written, the PNGs
 are saved without the software tag (``metadata={"Software": None}``) and with a fixed
 ``svg.hashsalt``, and every simulation in the figures is seeded from the fit's seed.
+
+Why one module: the assembly of one page (sections in order, figures, the comparison or the
+single fit) is one sequence read top to bottom; the HTML is in the templates, the tables in
+report.views.
 """
 
 from __future__ import annotations
