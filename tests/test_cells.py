@@ -11,6 +11,7 @@ import xarray as xr
 from scipy import stats
 
 import poolwise
+import poolwise.plan as planning
 from poolwise.cells import row_loo, row_patterns, total_log_likelihood
 from poolwise.posterior import cell_eta, inverse_link
 
@@ -132,10 +133,9 @@ def test_fused_logit_kernel_equals_the_numpy_path(bern_fit, binom_fit):
 
 
 def test_row_level_view_refuses_what_does_not_fit(bern_fit, monkeypatch):
-    from poolwise import validate
     from poolwise.errors import SpecError
 
-    monkeypatch.setattr(validate, "available_memory_bytes", lambda: 1000)
+    monkeypatch.setattr(planning, "available_memory_bytes", lambda: 1000)
     with pytest.raises(SpecError, match="row-level view needs .*row_loo"):
         bern_fit.row_level()
     # row-level LOO itself needs no row-level view

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import poolwise
-from poolwise import validate
+import poolwise.plan as planning
 from poolwise.cells import draw_chunk, row_patterns
 from poolwise.cli import main
 from poolwise.engine.sampler import SamplerConfig
@@ -31,19 +31,19 @@ def small(bangladesh):
 def test_plan_counts_patterns_not_rows(small):
     spec = poolwise.build_model(FORMULA, small)
     cfg = SamplerConfig(chains=4, tune=1000, draws=1000, seed=1)
-    plan = validate.memory_plan(spec, cfg, log_likelihood=True, max_draws=8000)
+    plan = planning.memory_plan(spec, cfg, log_likelihood=True, max_draws=8000)
     n_pat = row_patterns(spec.design).n_patterns
     assert plan.n_patterns == n_pat < spec.design.n_rows
-    per_draw = 8 * (validate.POSTERIOR_COPIES * validate.stored_values_per_draw(spec)
-                    + validate.STATS_PER_DRAW + n_pat)
+    per_draw = 8 * (planning.POSTERIOR_COPIES * planning.stored_values_per_draw(spec)
+                    + planning.STATS_PER_DRAW + n_pat)
     cells = spec.design.n_cells
     def temp(d):
-        return 8 * validate.CELL_TEMPORARIES * cells * 4 * min(d, draw_chunk(cells))
+        return 8 * planning.CELL_TEMPORARIES * cells * 4 * min(d, draw_chunk(cells))
 
     assert plan.per_draw == per_draw
     assert plan.first_attempt == 4 * 1000 * per_draw + temp(1000)
     assert plan.ladder == 4 * 8000 * per_draw + temp(8000)
-    off = validate.memory_plan(spec, cfg, log_likelihood=False)
+    off = planning.memory_plan(spec, cfg, log_likelihood=False)
     assert off.per_draw == per_draw - 8 * n_pat
 
 
@@ -61,11 +61,11 @@ def test_fit_caps_the_ladder_at_what_fits(small, monkeypatch):
     loop never lets an attempt's draws exceed available memory."""
     spec = poolwise.build_model(FORMULA, small)
     cfg = SamplerConfig(chains=4, tune=100, draws=200, seed=1)
-    per_chain_draw = validate.memory_plan(spec, cfg).per_draw * 4
+    per_chain_draw = planning.memory_plan(spec, cfg).per_draw * 4
     cells = spec.design.n_cells
-    temp = 8 * validate.CELL_TEMPORARIES * cells * 4 * min(6400, draw_chunk(cells))
+    temp = 8 * planning.CELL_TEMPORARIES * cells * 4 * min(6400, draw_chunk(cells))
     avail = per_chain_draw * 500 + temp  # 500 draws per chain fit; the ladder would reach 6400
-    monkeypatch.setattr(validate, "available_memory_bytes", lambda: avail)
+    monkeypatch.setattr(planning, "available_memory_bytes", lambda: avail)
     seen = {}
 
     def fake_repair_fit(spec, config, *, policy, **kw):
@@ -82,7 +82,7 @@ def test_fit_caps_the_ladder_at_what_fits(small, monkeypatch):
 
 
 def test_first_attempt_too_large_names_the_flags(small, monkeypatch):
-    monkeypatch.setattr(validate, "available_memory_bytes", lambda: 100_000)
+    monkeypatch.setattr(planning, "available_memory_bytes", lambda: 100_000)
     with pytest.raises(SpecError) as info:
         poolwise.fit(FORMULA, small, seed=1, prior_check=False)
     msg = str(info.value)
@@ -106,7 +106,7 @@ def test_memory_error_after_sampling_is_a_clear_error(small, monkeypatch):
 def test_cli_memory_error_exit_3(small, tmp_path, monkeypatch, capsys):
     path = tmp_path / "d.csv"
     small.to_csv(path, index=False)
-    monkeypatch.setattr(validate, "available_memory_bytes", lambda: 100_000)
+    monkeypatch.setattr(planning, "available_memory_bytes", lambda: 100_000)
     # with --log-likelihood it is saved, so the plan includes it and names the flag
     rc = main(["fit", str(path), "-f", FORMULA, "--seed", "1", "--log-likelihood",
                "--out", str(tmp_path / "o")])

@@ -22,6 +22,7 @@ import xarray as xr
 
 import poolwise
 import poolwise.engine.sampler as sampler_module
+import poolwise.plan as planning
 from poolwise import validate
 from poolwise.data import read_table
 from poolwise.diagnostics import Diagnosis
@@ -235,7 +236,7 @@ def _r_write_table(c: Ctx) -> Path:
 
 
 def _too_small_memory(c: Ctx) -> tuple[str, Any, dict[str, Any]]:
-    c.monkeypatch.setattr(validate, "available_memory_bytes", lambda: 100_000)
+    c.monkeypatch.setattr(planning, "available_memory_bytes", lambda: 100_000)
     return _(FORM, base(c.n), log_likelihood=True)
 
 
@@ -1142,8 +1143,8 @@ def test_missing_values_listed_for_every_column() -> None:
 
 
 def test_memory_estimate() -> None:
-    assert validate.estimate_draws_bytes(4, 1000, 61, 1934) == 4 * 1000 * (61 + 1934) * 8
-    avail = validate.available_memory_bytes()
+    assert planning.estimate_draws_bytes(4, 1000, 61, 1934) == 4 * 1000 * (61 + 1934) * 8
+    avail = planning.available_memory_bytes()
     assert avail is None or avail > 0
 
 
@@ -1210,7 +1211,7 @@ def test_stored_values_match_the_layout(formula: str, pooling: str) -> None:
     from poolwise.engine.layout import pack
 
     spec = poolwise.build_model(formula, base(), pooling=pooling, parameterization="noncentered")
-    assert validate.stored_values_per_draw(spec) == pack(spec).n_expanded
+    assert planning.stored_values_per_draw(spec) == pack(spec).n_expanded
 
 
 @pytest.mark.parametrize(

@@ -24,9 +24,9 @@ ArviZ functions that take a DataTree (``arviz_stats.loo``) treat each pattern as
 observation; for the row-level tree they expect, use :func:`expand_rows` (``fit.row_level()``),
 which repeats each pattern's values for its rows (for data small enough to hold rows x draws).
 
-Import cycle: poolwise.validate -> poolwise.cells: ``validate.memory_plan`` sizes the draws by
-row pattern (imported lazily) while it still sits among the data checks; it belongs above the
-model, with sampling, and moves there later (issue 11).
+Import cycle: poolwise.cells -> poolwise.plan: before :func:`expand_rows` builds rows x draws
+values it asks the run plan's reading of the available memory (imported lazily), the one
+place that reads it; the plan in turn sizes the draws by row pattern.
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ def expand_rows(fit: Fit) -> xr.DataTree:
     (dimension ``obs``, coordinate: the 1-based data row numbers), as ArviZ expects it. Memory:
     rows x draws x 8 bytes for the log-likelihood; meant for small data."""
     from poolwise.errors import SpecError
-    from poolwise.validate import _fmt_bytes, available_memory_bytes
+    from poolwise.plan import _fmt_bytes, available_memory_bytes
 
     idx, rows = _row_index(fit.spec.design)
     if "log_likelihood" in fit.idata.children:

@@ -45,6 +45,9 @@ modelled, as R does. What was learnt (levels, reference levels, ``scale``'s cent
 
 A numeric predictor with only 3 to 10 distinct whole-number values (``period`` coded 1-4)
 gets a note suggesting ``factor(period)``: it is fitted as one linear slope otherwise.
+
+Why one module: lowering a formula onto data is one pass over the rows: the cells, the
+predictors' encoding and the group designs are built together and must agree row for row.
 """
 
 from __future__ import annotations

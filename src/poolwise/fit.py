@@ -24,7 +24,7 @@ from poolwise.model import Link, Parameterization, Pooling, build_model
 from poolwise.priors import Priors
 from poolwise.repair import DEFAULT_TARGET_ACCEPT, RepairPolicy, repair_fit
 from poolwise.sampling import Fit, sample_spec, versions, with_log_likelihood
-from poolwise.validate import check_run, memory_plan
+from poolwise.plan import check_run, memory_plan
 
 __all__ = ["Fit", "fit", "sample_spec", "versions", "with_log_likelihood"]
 

@@ -25,6 +25,9 @@ has exactly the cells, in the same order, that the same rows give through pandas
 follows the patterns, not the rows.
 
 Importing this module imports neither DuckDB nor PySpark; they are imported when used.
+
+Why one module: the one SQL text that DuckDB and Spark both run, its small dialect class
+and the adapters for files, relations and Spark DataFrames change together.
 """
 
 from __future__ import annotations

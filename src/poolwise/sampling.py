@@ -29,7 +29,7 @@ from poolwise.engine.sampler import SamplerConfig, run_nuts
 from poolwise.errors import SpecError
 from poolwise.model import ModelSpec
 from poolwise.posterior import to_original_scale
-from poolwise.validate import check_run, memory_plan
+from poolwise.plan import check_run, memory_plan
 
 __all__ = ["Fit", "sample_spec", "versions", "with_log_likelihood"]
 

@@ -1,0 +1,239 @@
+"""The run plan, checked right before sampling: settings that need the model, and memory.
+
+:func:`check_run` is called by :func:`poolwise.sampling.sample_spec` (and :func:`poolwise.fit`
+for the whole plan): flat priors on separated or constant data give an improper posterior
+[§7.22 of docs/reliability.md], the memory of the whole plan - every attempt of the repair
+ladder, the per-pattern log-likelihood and post-processing - must fit [§7.31, R.10], and
+weak but valid settings warn in PyMC's words [§7.33]. The data checks that come before it
+are in :mod:`poolwise.validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from poolwise.errors import FormulaError, SpecError
+from poolwise.validate import (
+    CHAINS_WARNING,
+    DRAWS_WARNING,
+    MIN_DRAWS,
+    RECOMMENDED_CHAINS,
+    _check_estimable,
+    _did_you_mean,
+    emit_warnings,
+    separated_coefficients,
+)
+
+__all__ = [
+    "MemoryPlan",
+    "available_memory_bytes",
+    "check_run",
+    "estimate_draws_bytes",
+    "memory_plan",
+    "stored_values_per_draw",
+]
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo, or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def estimate_draws_bytes(chains: int, draws: int, n_params: int, n_rows: int) -> int:
+    """Bytes of the stored draws: chains x draws x (parameters + log-likelihood values) x 8."""
+    return int(chains) * int(draws) * (int(n_params) + int(n_rows)) * 8
+
+
+def _fmt_bytes(b: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= size:
+            return f"{b / size:.1f} {unit}"
+    return f"{int(b)} bytes"
+
+
+#: bytes per stored value of the posterior at its peak: nutpie's trace, its DataTree, and the
+#: original-scale copy (:func:`poolwise.posterior.to_original_scale`) live at the same time
+POSTERIOR_COPIES = 3
+#: sampler statistics stored per draw (diverging, energy, step size, depth, ...)
+STATS_PER_DRAW = 12
+#: cell-sized arrays per draw while the log-likelihood is computed (eta, log p, log q)
+CELL_TEMPORARIES = 3
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Estimated peak bytes of a fit, before anything samples.
+
+    Per draw (chains x draws of them): ``POSTERIOR_COPIES`` x the stored parameters, the
+    sampler statistics and, with the log-likelihood group, one value per row pattern (cell x
+    outcome, :mod:`poolwise.cells`); plus ``CELL_TEMPORARIES`` cell-sized arrays for one chunk
+    of draws (:func:`poolwise.cells.draw_chunk`) while pointwise values are computed.
+    ``first_attempt`` is the plan at the requested draws, ``ladder`` at ``max_draws`` (the
+    largest attempt of the repair ladder); ``draws_that_fit`` is the most draws per chain that
+    fit in ``available`` (None: unknown memory)."""
+
+    chains: int
+    draws: int
+    max_draws: int
+    n_params: int
+    n_group_params: int
+    n_patterns: int
+    n_cells: int
+    log_likelihood: bool
+    per_draw: int
+    first_attempt: int
+    ladder: int
+    available: int | None
+    draws_that_fit: int | None
+
+    def message(self) -> str:
+        ll = (f" + {self.n_patterns:,} log-likelihood values (one per row pattern)"
+              if self.log_likelihood else "")
+        fit_draws = (f"; at most {self.draws_that_fit:,} draws per chain fit"
+                     if self.draws_that_fit else "")
+        fix = (", or skip the log-likelihood (--no-log-likelihood; log_likelihood=False), which "
+               "only LOO needs" if self.log_likelihood else "")
+        avail = _fmt_bytes(self.available) if self.available is not None else "?"
+        return (
+            f"model has {self.n_group_params:,} group parameters ({self.n_params:,} parameters "
+            f"in all); estimated memory {_fmt_bytes(self.first_attempt)} for {self.chains} "
+            f"chains x {self.draws:,} draws x ({POSTERIOR_COPIES} x {self.n_params:,} parameters + "
+            f"{STATS_PER_DRAW} sampler statistics{ll}) x 8 bytes, plus cell-sized "
+            f"temporaries, exceeds {avail} available"
+            f"{fit_draws} - reduce draws or chains (--draws, --chains; draws=, chains=){fix}"
+        )
+
+
+def memory_plan(
+    spec: Any,
+    config: Any,
+    *,
+    n_params: int | None = None,
+    log_likelihood: bool = True,
+    max_draws: int | None = None,
+) -> MemoryPlan:
+    """The memory a fit of ``spec`` with ``config`` needs at its peak, repair ladder included
+    (:class:`MemoryPlan`)."""
+    from poolwise.cells import draw_chunk, row_patterns
+
+    d = spec.design
+    if n_params is None:
+        n_params = stored_values_per_draw(spec)
+    n_pat = row_patterns(d).n_patterns if log_likelihood else 0
+    n_cells = d.n_cells  # the prior-sensitivity check needs them too
+    per_draw = 8 * (POSTERIOR_COPIES * n_params + STATS_PER_DRAW + n_pat)
+    chains, draws = int(config.chains), int(config.draws)
+    top = max(draws, int(max_draws) if max_draws is not None else draws)
+    # cell-sized temporaries: computed in chunks of draws (poolwise.cells.draw_chunk)
+    def temp(d: int) -> int:
+        return 8 * CELL_TEMPORARIES * n_cells * chains * min(d, draw_chunk(n_cells))
+
+    avail = available_memory_bytes()
+    fit_draws = (None if avail is None
+                 else int(max(avail - temp(top), 0) // max(per_draw * chains, 1)))
+    return MemoryPlan(
+        chains=chains, draws=draws, max_draws=top, n_params=int(n_params),
+        n_group_params=sum(t.group.n_levels * t.group.n_coefs for t in spec.terms),
+        n_patterns=n_pat,
+        n_cells=n_cells, log_likelihood=log_likelihood, per_draw=per_draw,
+        first_attempt=per_draw * chains * draws + temp(draws),
+        ladder=per_draw * chains * top + temp(top),
+        available=avail, draws_that_fit=fit_draws,
+    )
+
+
+def stored_values_per_draw(spec: Any) -> int:
+    """Natural-scale values stored per draw: fixed coefficients, group SDs, correlations and
+    every group-level effect (as :func:`poolwise.engine.layout.pack` lays them out)."""
+    n = len(spec.design.fixed_names)
+    for t in spec.terms:
+        L, C = t.group.n_levels, t.group.n_coefs
+        n += (C if t.estimated else 0) + (C * (C - 1) // 2 if t.correlated else 0) + L * C
+    return n
+
+
+def check_run(
+    spec: Any,
+    config: Any,
+    *,
+    n_params: int | None = None,
+    log_likelihood: bool = True,
+    warn_settings: bool = True,
+    max_draws: int | None = None,
+) -> tuple[str, ...]:
+    """Checks that need the priors and the sampler settings; run before anything samples
+    (:func:`poolwise.fit.fit` calls it before the pilot run; :func:`poolwise.fit.sample_spec`
+    repeats the error checks with ``warn_settings=False``).
+
+    Raises :class:`SpecError` for a flat prior on a separated coefficient or on the intercept
+    of a constant outcome [§7.22, §7.11], and when the first attempt would not fit in the
+    available memory [§7.31] (:func:`memory_plan`; ``max_draws``: the most draws a repair
+    attempt may use; :func:`poolwise.fit.fit` caps the ladder at what fits).
+    With ``warn_settings``, emits and returns the warnings for weak but valid
+    settings [§7.33]; otherwise returns ``()``.
+    """
+    d = spec.design
+    # [R.8] nothing to estimate (also when complete pooling drops every group term)
+    if not d.fixed_names and not spec.terms:
+        _check_estimable(d.formula, "complete")
+        raise FormulaError("the model has no parameters to estimate; add an intercept or terms",
+                           d.formula.text)
+    # [§7.33] a prior for the SD of a grouping factor the formula does not have would be
+    # ignored silently (a typo such as sd_distrcit)
+    groups = [g.group_name for g in d.formula.groups]
+    unknown = [k for k in spec.priors.sd_by_group if k not in groups]
+    if unknown:
+        close = _did_you_mean(unknown[0], groups) if groups else []
+        hint = f"did you mean sd_{close[0]}? " if close else ""
+        have = ", ".join(groups) if groups else "none (the formula has no group term)"
+        raise SpecError(
+            f"prior sd_{unknown[0]} names no grouping factor of the formula; {hint}its grouping "
+            f"factors are: {have}"
+        )
+    # [§7.22] improper posteriors
+    flat = [
+        name
+        for name, prior in zip(d.fixed_names, spec.fixed_priors, strict=True)
+        if not prior.spec.proper
+    ]
+    if flat:
+        outcome = d.formula.response.successes
+        sep = separated_coefficients(d.fixed_names, d.X, d.y, d.n, outcome)
+        for name in flat:
+            if name in sep:
+                raise SpecError(
+                    f"flat prior with separated data gives an improper posterior: predictor "
+                    f"'{name}' perfectly separates the outcome ({sep[name]}); give its "
+                    "coefficient a proper prior, e.g. b=normal(0, 2.5)"
+                )
+        if "Intercept" in flat and (not d.y.any() or np.array_equal(d.y, d.n)):
+            raise SpecError(
+                f"flat prior with a constant outcome gives an improper posterior: outcome "
+                f"'{outcome}' is the same in all {d.n_rows} rows; give the intercept a proper "
+                "prior, e.g. intercept=normal(0, 1.5)"
+            )
+    # [§7.31] memory for the whole plan: every attempt of the repair ladder, post-processing
+    plan = memory_plan(spec, config, n_params=n_params, log_likelihood=log_likelihood,
+                       max_draws=max_draws)
+    if plan.available is not None and plan.first_attempt > plan.available:
+        raise SpecError(plan.message())
+    # [§7.33] weak but valid settings, in PyMC's words
+    if not warn_settings:
+        return ()
+    warn: list[str] = []
+    if config.chains < RECOMMENDED_CHAINS:
+        warn.append(f"{CHAINS_WARNING} (chains={config.chains})")
+    if config.draws < MIN_DRAWS:
+        warn.append(f"{DRAWS_WARNING} (draws={config.draws} per chain; use at least {MIN_DRAWS})")
+    emit_warnings(warn, stacklevel=4)
+    return tuple(warn)
