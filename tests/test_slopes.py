@@ -135,7 +135,9 @@ def _synthetic_slopes(seed=5, J=20, n=30):
 
 def test_three_coefficients_posterior_correlations_form_valid_matrices():
     data = _synthetic_slopes()
-    fit = poolwise.fit("y ~ x + w + (1 + x + w | g)", data, chains=4, tune=600, draws=400,
+    # 1000 draws: at 400 the tail ESS of sd_g__x (272 < 400) depended on the seed and on the
+    # last bits of the predictor scaling; this test is about the correlation matrices
+    fit = poolwise.fit("y ~ x + w + (1 + x + w | g)", data, chains=4, tune=600, draws=1000,
                        seed=7, log_likelihood=False, parameterization="noncentered", repair=False)
     post = fit.posterior
     names = ["cor_g__Intercept__x", "cor_g__Intercept__w", "cor_g__x__w"]
