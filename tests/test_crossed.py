@@ -121,8 +121,8 @@ def test_nested_terms_fit_and_are_named():
 def test_auto_centers_only_one_of_two_crossed_intercept_terms():
     """Both factors are data-rich (300 trials per level), but centering both on the shared
     intercept puts it on a ridge: auto keeps centered levels in one term only."""
-    from poolwise.repair import choose_parameterization
     from poolwise.engine.sampler import SamplerConfig
+    from poolwise.repair import choose_parameterization
 
     spec = build_model(CROSSED, simulate_crossed())
     resolved, _ = choose_parameterization(spec, SamplerConfig(seed=3))

@@ -474,8 +474,8 @@ def test_cli_fits_a_glob_with_default_settings(tmp_path, capsys):
     fit (log-likelihood per pattern, recomputed from the draws) equals LOO of the same rows
     read by pandas."""
     import poolwise
-    from poolwise.cli import EXIT_INPUT, main
     from poolwise.cells import row_patterns
+    from poolwise.cli import EXIT_INPUT, main
     from poolwise.io import load_fit
     from poolwise.pooling import row_loo
 

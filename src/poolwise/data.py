@@ -255,16 +255,35 @@ def read_table(
 ) -> Table:
     """Read data from a CSV/TSV/Parquet path, a pandas DataFrame or a polars DataFrame.
 
-    CSV: the delimiter (``,`` ``;`` tab) is detected unless given (``Table.delimiter`` says
-    which was used); ``NA``, ``NaN``, empty and ``.`` are missing values; a leading R row-name
-    column (header one field short) is dropped, with a note in ``Table.notes``. Labels are
-    kept as read (integers stay integers, strings stay strings). gzip, bz2 and xz files are
-    decompressed and Parquet is recognised by their first bytes, whatever the file name;
-    UTF-8 (with or without BOM), UTF-16 with a BOM and Latin-1 text are read; quoted fields
-    may hold line breaks (LF, CRLF or CR). Raises :class:`DataError` for a missing or
-    unreadable file, binary content, an empty table (0 rows), duplicate column names and rows
-    with more fields than the header; :class:`SpecError` for a ``delimiter`` that is not one
-    character (``"\\t"`` and ``"tab"`` mean a tab) or a ``decimal`` other than ``.`` / ``,``.
+    CSV: ``NA``, ``NaN``, empty and ``.`` are missing values; a leading R row-name column
+    (header one field short) is dropped, with a note in ``Table.notes``. Labels are kept as read
+    (integers stay integers, strings stay strings). gzip, bz2 and xz files are decompressed and
+    Parquet is recognised by their first bytes, whatever the file name; UTF-8 (with or without
+    BOM), UTF-16 with a BOM and Latin-1 text are read; quoted fields may hold line breaks (LF,
+    CRLF or CR).
+
+    Parameters
+    ----------
+    source : str, pathlib.Path, pandas.DataFrame or polars.DataFrame
+        A file path or a data frame.
+    delimiter : str or None, default None
+        The CSV field delimiter, one character (``"\\t"`` and ``"tab"`` mean a tab); None detects
+        it among ``,`` ``;`` and tab (``Table.delimiter`` says which was used).
+    decimal : {".", ","}, default "."
+        The decimal mark of numbers in a CSV file.
+
+    Returns
+    -------
+    Table
+        The data frame with its source, SHA-256, notes and the delimiter / decimal mark used.
+
+    Raises
+    ------
+    DataError
+        For a missing or unreadable file, binary content, an empty table (0 rows), duplicate
+        column names and rows with more fields than the header.
+    SpecError
+        For a ``delimiter`` that is not one character or a ``decimal`` other than ``.`` / ``,``.
     """
     notes: list[str] = []
     sep: str | None = None

@@ -341,17 +341,30 @@ def diagnose(
     spec: ModelSpec | None = None,
     sensitivity: bool | None = None,
 ) -> Diagnosis:
-    """Run every check on a :class:`~poolwise.fit.Fit` or on a DataTree with ``posterior``
-    and (optionally) ``sample_stats`` groups.
+    """Run every check on a :class:`~poolwise.fit.Fit` or on a DataTree.
 
-    ``spec`` (taken from a Fit) enables the model-aware checks: the few-levels and all-0/all-1
-    notes and, with ``sensitivity`` (default: True; it is computed from the cells), the
-    power-scaling prior sensitivity of the intercept, every coefficient and every group SD.
+    Divergences, R-hat, bulk / tail ESS, E-BFMI, tree-depth saturation and acceptance rate;
+    with a model, also the model-aware checks.
 
-    One function per check (``check_*`` below), each returning its findings; this composes
-    them in the order the findings are reported. The numbers come from arviz-stats'
-    array functions (R-hat, bulk and tail ESS, E-BFMI: the ones ``arviz_stats.diagnose``
-    prints), computed once per parameter and shared by the checks.
+    Parameters
+    ----------
+    fit : Fit or xarray.DataTree
+        A fit, or a DataTree with a ``posterior`` and (optionally) a ``sample_stats`` group.
+    target_accept : float or None, default None
+        The target acceptance rate the draws were made with (judges the acceptance check);
+        None takes it from the Fit.
+    spec : ModelSpec or None, default None
+        The model (taken from a Fit when None); enables the model-aware checks: the few-levels
+        and all-0/all-1 notes and the prior sensitivity.
+    sensitivity : bool or None, default None
+        Compute the power-scaling prior sensitivity of the intercept, every coefficient and
+        every group SD (from the cells); None means True when a model is known.
+
+    Returns
+    -------
+    Diagnosis
+        The numbers of every check and the findings (errors, warnings, notes); ``ok`` is False
+        whenever a finding is an error.
     """
     tree, fit_spec, fit_ta = _as_tree(fit)
     spec = spec if spec is not None else fit_spec

@@ -21,10 +21,10 @@ from poolwise.engine.sampler import EngineKind, SamplerConfig
 from poolwise.errors import ConvergenceWarning, SamplingError
 from poolwise.formula import Formula
 from poolwise.model import Link, Parameterization, Pooling, build_model
+from poolwise.plan import check_run, memory_plan
 from poolwise.priors import Priors
 from poolwise.repair import DEFAULT_TARGET_ACCEPT, RepairPolicy, repair_fit
 from poolwise.sampling import Fit, sample_spec, versions, with_log_likelihood
-from poolwise.plan import check_run, memory_plan
 
 __all__ = ["Fit", "fit", "sample_spec", "versions", "with_log_likelihood"]
 
@@ -70,31 +70,104 @@ def fit(
 ) -> Fit:
     """Fit a multilevel binomial regression.
 
-    ``formula`` uses the lme4 / brms grammar (``y ~ 1 + (1 | g)``, ``cbind(s, f) ~ ...``,
-    ``s | trials(n) ~ ...``); ``data`` is a path (CSV/Parquet), a pandas or polars frame, or,
-    for data too large for pandas, a glob of Parquet files, a DuckDB relation or a Spark
-    DataFrame (validated and aggregated in DuckDB / Spark: :mod:`poolwise.ingest`).
-    All input is validated before anything is sampled. The returned :class:`Fit` is ``ok``
-    only if the diagnostics pass; otherwise a :class:`ConvergenceWarning` is emitted (or, with
-    ``strict=True``, :class:`SamplingError` raised).
+    All input is validated before anything is sampled. The returned :class:`Fit` is ``ok`` only
+    if the diagnostics pass; otherwise a :class:`ConvergenceWarning` is emitted (or, with
+    ``strict=True``, :class:`SamplingError` raised). ``repair`` re-fits a failing model; the
+    journal is ``fit.repair_log``, and a fit that is still failing when the budget is spent is
+    not ok. Every result is reported on the original scale (``Intercept``: log-odds at all
+    predictors = 0; see :mod:`poolwise.design`).
 
-    ``parameterization="auto"`` (default) picks centered or non-centered per group level from
-    a short pilot run (:func:`poolwise.parameterization.choose_parameterization`). ``target_accept``
-    defaults to 0.8, or 0.95 / 0.99 when the auto rule predicts a funnel that no
-    parameterization removes; a value you pass is used as given for the first attempt.
-    ``repair`` (default True; or a :class:`~poolwise.repair.RepairPolicy` with the budget)
-    re-fits a failing model with remedies in order: non-center the culprit term, raise
-    target_accept (0.9, 0.95, 0.99), tune longer. Priors are never changed. The journal is ``fit.repair_log``; a fit that
-    is still failing when the budget is spent is not ok.
+    Parameters
+    ----------
+    formula : str or Formula
+        lme4 / brms style formula (``y ~ 1 + x + (1 | g)``, ``cbind(s, f) ~ ...``,
+        ``s | trials(n) ~ ...``) or one parsed by :func:`parse_formula`.
+    data : str, pathlib.Path, Table, pandas.DataFrame or polars.DataFrame
+        The data: a CSV/TSV/Parquet path (read with :func:`read_table`), a :class:`Table` or a
+        data frame.
+    pooling : {"partial", "none", "complete"}, default "partial"
+        Partial pooling (multilevel: group effects drawn from a fitted population), no pooling
+        (independent per-group intercepts) or complete pooling (groups ignored).
+    parameterization : {"auto", "centered", "noncentered"} or dict[str, str], default "auto"
+        Centered or non-centered group effects, for every group term or per grouping factor
+        (``{"district": "noncentered"}``); ``"auto"`` picks per term from the data (for
+        :func:`fit`: from a short pilot run, :func:`poolwise.repair.choose_parameterization`).
+    priors : Priors or None, default None
+        Priors by class (:class:`Priors`); None means ``Priors()``, the defaults (intercept
+        normal(0, 1.5), coefficients normal(0, 1), group SDs exponential(1), correlations
+        lkj(2)). Priors are never changed by repair.
+    link : {"logit", "probit", "cloglog"}, default "logit"
+        Link function of the success probability.
+    success : Any, default None
+        For a 0/1 outcome column with two other values (e.g. ``"yes"`` / ``"no"``): the value
+        that counts as a success. Not needed for 0/1, True/False or count outcomes.
+    drop_missing : bool, default False
+        Drop rows with a missing value in a model column (reported in the notes) instead of
+        raising :class:`DataError`.
+    chains : int, default 4
+        Number of NUTS chains.
+    tune : int, default 1000
+        Warm-up (adaptation) draws per chain, discarded.
+    draws : int, default 1000
+        Kept draws per chain.
+    seed : int or None, default None
+        Random seed; drawn once and recorded in the fit when None, so any run can be repeated.
+    target_accept : float or None, default None
+        NUTS target acceptance rate; None means 0.8, or 0.95 / 0.99 when the automatic rule
+        predicts a funnel that no parameterization removes. A given value is used as is for
+        the first attempt.
+    max_treedepth : int, default 10
+        Maximum NUTS tree depth (at most 2**max_treedepth leapfrog steps per draw).
+    cores : int or None, default None
+        Chains run in parallel on this many cores; None means ``min(chains, CPU count)``.
+    progress : bool, default False
+        Show nutpie's progress bar.
+    engine : {"cfunc", "pyfunc"}, default "cfunc"
+        How nutpie calls the numba density: a compiled C function (fast) or a Python
+        function (for debugging).
+    log_likelihood : bool, default True
+        Store the pointwise log-likelihood (per cell) for LOO / model comparison.
+    strict : bool, default False
+        Raise :class:`SamplingError` when the fit fails its diagnostics instead of emitting a
+        :class:`ConvergenceWarning`.
+    repair : bool or RepairPolicy, default True
+        Re-fit a failing model with remedies in order: non-center the culprit term, raise
+        target_accept (0.9, 0.95, 0.99), tune longer; a :class:`~poolwise.repair.RepairPolicy`
+        sets the budget, False fits once.
+    standardize : bool, default True
+        Sample with numeric predictors scaled by their SD and the fixed-effect columns centered,
+        so the default priors fit any units; every result is reported on the original scale
+        (see :mod:`poolwise.design`).
+    reference : Mapping[str, Any] or None, default None
+        Reference level per categorical predictor (``{"col": level}``); by default the first
+        level (in category order for a pandas categorical, otherwise sorted).
+    prior_check : bool, default True
+        Simulate group proportions from the priors and warn (:class:`DataWarning`) when they
+        pile up near 0 or 1 (:mod:`poolwise.prior_predictive`).
+    offset : str, array-like or None, default None
+        Known per-row addition to the linear predictor: an expression of columns
+        (``"log(exposure)"``, the same as ``+ offset(log(exposure))`` in the formula) or one
+        value per data row.
 
-    ``standardize`` (default True) samples with numeric predictors scaled by their SD and the
-    fixed-effect columns centered, so the default priors fit any units; every result is
-    reported on the original scale (``Intercept``: log-odds at all predictors = 0; see
-    :mod:`poolwise.design`). ``reference={"col": level}`` sets a categorical predictor's
-    reference level. ``offset`` is a known per-row addition to the linear predictor: an
-    expression of columns (``"log(exposure)"``, the same as ``+ offset(log(exposure))`` in the
-    formula) or one value per data row. ``prior_check`` simulates group proportions from the priors and warns
-    (:class:`DataWarning`) when they pile up near 0 or 1 (:mod:`poolwise.prior_predictive`).
+    Returns
+    -------
+    Fit
+        The draws (``fit.idata``, an ArviZ DataTree), the model (``fit.spec``), the diagnosis
+        (``fit.diagnosis``, ``fit.ok``), the repair journal and the warnings.
+
+    Raises
+    ------
+    FormulaError
+        When the formula cannot be parsed or names a column the data lack.
+    DataError
+        When the data cannot be read or are unusable (missing values without
+        ``drop_missing=True``, an outcome that is not 0/1 or a count within its trials, ...),
+        naming the column and rows.
+    SpecError
+        When a setting is invalid (pooling, link, priors, parameterization, sampler settings,
+        memory for the draws, flat priors on separated data).
+    SamplingError
+        With ``strict=True``, when the fit fails its diagnostics after repair.
     """
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**32))

@@ -137,9 +137,62 @@ def build_model(
 ) -> ModelSpec:
     """Bind ``formula`` to ``data`` and fix family, link, priors and parameterization.
 
-    ``standardize`` and ``reference``: see :func:`poolwise.design.build_design` (numeric
-    predictors are scaled and the fixed columns centered for sampling, results reported on the
-    original scale; ``reference={"col": level}`` picks a categorical's reference level).
+    Nothing is sampled; :func:`fit` calls this first. ``standardize`` and ``reference``: see
+    :func:`poolwise.design.build_design`.
+
+    Parameters
+    ----------
+    formula : str or Formula
+        lme4 / brms style formula (``y ~ 1 + x + (1 | g)``, ``cbind(s, f) ~ ...``,
+        ``s | trials(n) ~ ...``) or one parsed by :func:`parse_formula`.
+    data : str, pathlib.Path, Table, pandas.DataFrame or polars.DataFrame
+        The data: a CSV/TSV/Parquet path (read with :func:`read_table`), a :class:`Table` or a
+        data frame.
+    pooling : {"partial", "none", "complete"}, default "partial"
+        Partial pooling (multilevel: group effects drawn from a fitted population), no pooling
+        (independent per-group intercepts) or complete pooling (groups ignored).
+    link : {"logit", "probit", "cloglog"}, default "logit"
+        Link function of the success probability.
+    priors : Priors or None, default None
+        Priors by class (:class:`Priors`); None means ``Priors()``, the defaults (intercept
+        normal(0, 1.5), coefficients normal(0, 1), group SDs exponential(1), correlations
+        lkj(2)). Priors are never changed by repair.
+    parameterization : {"auto", "centered", "noncentered"} or dict[str, str], default "auto"
+        Centered or non-centered group effects, for every group term or per grouping factor
+        (``{"district": "noncentered"}``); ``"auto"`` is resolved by :func:`fit` from a pilot
+        run.
+    success : Any, default None
+        For a 0/1 outcome column with two other values (e.g. ``"yes"`` / ``"no"``): the value
+        that counts as a success. Not needed for 0/1, True/False or count outcomes.
+    drop_missing : bool, default False
+        Drop rows with a missing value in a model column (reported in the notes) instead of
+        raising :class:`DataError`.
+    standardize : bool, default True
+        Sample with numeric predictors scaled by their SD and the fixed-effect columns centered,
+        so the default priors fit any units; every result is reported on the original scale
+        (see :mod:`poolwise.design`).
+    reference : Mapping[str, Any] or None, default None
+        Reference level per categorical predictor (``{"col": level}``); by default the first
+        level (in category order for a pandas categorical, otherwise sorted).
+    offset : str, array-like or None, default None
+        Known per-row addition to the linear predictor: an expression of columns
+        (``"log(exposure)"``, the same as ``+ offset(log(exposure))`` in the formula) or one
+        value per data row.
+
+    Returns
+    -------
+    ModelSpec
+        The design (binomial cells, fixed-effect columns, group terms), priors, link and
+        parameterization per term, ready for the engine.
+
+    Raises
+    ------
+    FormulaError
+        When the formula cannot be parsed or names a column the data lack.
+    DataError
+        When the data cannot be read or are unusable, naming the column and rows.
+    SpecError
+        When ``pooling``, ``link``, ``priors`` or ``parameterization`` is invalid.
     """
     if pooling not in POOLINGS:
         raise SpecError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")

@@ -28,8 +28,8 @@ from poolwise.engine.layout import pack
 from poolwise.engine.sampler import SamplerConfig, run_nuts
 from poolwise.errors import SpecError
 from poolwise.model import ModelSpec
-from poolwise.posterior import to_original_scale
 from poolwise.plan import check_run, memory_plan
+from poolwise.posterior import to_original_scale
 
 __all__ = ["Fit", "sample_spec", "versions", "with_log_likelihood"]
 
@@ -58,6 +58,27 @@ class Fit:
         return self.idata["posterior"].to_dataset()
 
     def summary(self, **kwargs: Any) -> pd.DataFrame:
+        """One row per parameter: mean, sd, interval, MCSE, bulk/tail ESS, R-hat.
+
+        The same as :func:`poolwise.summary` applied to this fit.
+
+        Parameters
+        ----------
+        **kwargs : Any
+            Keyword arguments of :func:`poolwise.summary`: ``prob`` (default 0.89), ``kind``
+            (``"hdi"`` or ``"eti"``, default ``"hdi"``) and ``scale`` (``"logit"`` or
+            ``"probability"``, default ``"logit"``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            The table, indexed by parameter name.
+
+        Raises
+        ------
+        SpecError
+            When ``prob`` is not strictly between 0 and 1.
+        """
         from poolwise.summary import summary
 
         return summary(self, **kwargs)
@@ -75,9 +96,23 @@ class Fit:
         return fit_html(self)
 
     def row_level(self) -> xr.DataTree:
-        """The DataTree with one entry per data row in ``observed_data`` and
-        ``log_likelihood`` (dimension ``obs``), as ArviZ expects; the fit stores them per row
-        pattern (:mod:`poolwise.cells`). For small data: it holds rows x draws values."""
+        """The DataTree with one entry per data row in ``observed_data`` and ``log_likelihood``.
+
+        The fit stores them per row pattern (:mod:`poolwise.cells`); ArviZ expects them per row
+        (dimension ``obs``). For small data: it holds rows x draws values.
+
+        Returns
+        -------
+        xarray.DataTree
+            The fit's DataTree with every per-pattern group repeated to one entry per data row
+            (coordinate ``obs``: the 1-based data row numbers).
+
+        Raises
+        ------
+        SpecError
+            When the row-level log-likelihood (rows x draws x 8 bytes) would not fit in the
+            available memory.
+        """
         return expand_rows(self)
 
 
