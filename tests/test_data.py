@@ -1,4 +1,5 @@
-"""Reading tables (docs/reliability.md F2): R-export CSV dialects parse correctly or fail clearly."""
+"""Reading tables (docs/reliability.md F2): R-export CSV dialects parse correctly or fail
+clearly."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Persistence (docs/reliability.md G4): netCDF and zarr round trips are lossless, and a saved folder
-alone (no data file) rebuilds a Fit whose summary, diagnosis and model are the original's."""
+"""Persistence (docs/reliability.md G4): netCDF and zarr round trips are lossless, and a saved
+folder alone (no data file) rebuilds a Fit whose summary, diagnosis and model are the
+original's."""
 
 from __future__ import annotations
 

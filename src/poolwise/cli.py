@@ -80,7 +80,8 @@ def _add_sampler_args(p: argparse.ArgumentParser) -> None:
         help="default 0.8, or 0.95 / 0.99 when the auto parameterization predicts a funnel",
     )
     g.add_argument("--max-treedepth", type=int, default=10)
-    g.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and recorded)")
+    g.add_argument("--seed", type=int, default=None,
+                   help="random seed (default: drawn and recorded)")
     g.add_argument("--cores", type=int, default=None)
 
 
@@ -97,7 +98,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="e.g. sd=half_normal(0.5), intercept='normal(0, 1.5)', sd_district=exponential(2)",
     )
     p.add_argument("--success", help="the outcome value that counts as a success (e.g. yes)")
-    p.add_argument("--drop-missing", action="store_true", help="drop rows with missing model values")
+    p.add_argument("--drop-missing", action="store_true",
+                   help="drop rows with missing model values")
     p.add_argument("--delimiter", help="CSV delimiter (default: detected)")
     p.add_argument("--decimal", default=".", help="decimal mark in CSV numbers")
     p.add_argument(
@@ -460,7 +462,8 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
         if not issubclass(w.category, ConvergenceWarning):
             print(f"warning: {w.message}", file=sys.stderr)
     if not args.quiet:
-        print(f"model: {fit.spec.formula.text}   pooling: {fit.spec.pooling}   link: {fit.spec.link}")
+        print(f"model: {fit.spec.formula.text}   pooling: {fit.spec.pooling}   "
+              f"link: {fit.spec.link}")
         from poolwise.report import model_lines
 
         for line in model_lines(fit.spec):  # every prior with the scale it applies on

@@ -962,7 +962,8 @@ def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[flo
     log density (:meth:`poolwise.families.FamilySpec.logpdf`) evaluated at the draws on the
     scale where the prior applies (standardized predictors: the standardized scale, see
     :func:`_prior_scale_draws`); the sensitivity is measured on the reported (original-scale)
-    draws. The likelihood is the total log-likelihood of the data (computed from the cells). Flat (improper) priors are skipped."""
+    draws. The likelihood is the total log-likelihood of the data (computed from the cells).
+    Flat (improper) priors are skipped."""
     import arviz_stats as azs
 
     post = tree["posterior"].to_dataset()

@@ -97,7 +97,9 @@ class ModelSpec:
     def parameterization_by_term(self) -> dict[str, str]:
         return {t.name: t.parameterization for t in self.terms}
 
-    def with_parameterization(self, choice: dict[str, Parameterization] | Parameterization) -> ModelSpec:
+    def with_parameterization(
+        self, choice: dict[str, Parameterization] | Parameterization
+    ) -> ModelSpec:
         """The spec with each term's parameterization resolved by
         :func:`poolwise.parameterization.resolve_parameterization` (``choice``: one for all
         terms, or per term name)."""

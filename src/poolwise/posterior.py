@@ -75,7 +75,8 @@ def cell_eta(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
     d = spec.design
     S = post.sizes["chain"] * post.sizes["draw"]
     eta = np.zeros((S, d.n_cells))
-    beta = np.column_stack([_draws(post, fixed_name(c)) for c in d.fixed_names]) if d.fixed_names else np.zeros((S, 0))
+    beta = (np.column_stack([_draws(post, fixed_name(c)) for c in d.fixed_names])
+            if d.fixed_names else np.zeros((S, 0)))
     eta += beta @ d.X.T
     if getattr(d, "offset", None) is not None:  # a known per-cell addition (offset)
         eta += d.offset

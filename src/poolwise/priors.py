@@ -331,7 +331,9 @@ class Priors:
         if self.cor.spec.support != "correlation":
             raise SpecError(f"prior for correlations must be lkj(eta); got {self.cor}")
         if self.unpooled.family not in ("normal",):
-            raise SpecError(f"prior for unpooled group intercepts must be normal; got {self.unpooled}")
+            raise SpecError(
+                f"prior for unpooled group intercepts must be normal; got {self.unpooled}"
+            )
 
     def sd_for(self, group: str) -> Prior:
         return self.sd_by_group.get(group, self.sd)

@@ -119,7 +119,8 @@ class Fit:
 @functools.cache
 def _versions() -> tuple[tuple[str, str], ...]:
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("poolwise", "nutpie", "numba", "numpy", "arviz-base", "arviz-stats", "xarray", "pandas"):
+    for pkg in ("poolwise", "nutpie", "numba", "numpy", "arviz-base", "arviz-stats", "xarray",
+                "pandas"):
         try:
             out[pkg] = version(pkg)
         except Exception:  # noqa: BLE001 - not installed as a distribution

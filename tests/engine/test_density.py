@@ -53,7 +53,8 @@ def _scipy_logp(spec, x: np.ndarray, *, pmf: bool = False) -> float:
         lev = x[pos : pos + L]
         pos += L
         a = np.where(term.centered, lev, mu + sd * lev)
-        lp += np.sum(np.where(term.centered, stats.norm.logpdf(lev, mu, sd), stats.norm.logpdf(lev)))
+        lp += np.sum(np.where(term.centered, stats.norm.logpdf(lev, mu, sd),
+                              stats.norm.logpdf(lev)))
         level_of_row = g.codes[d.row_cell]
         eta_rows = eta_rows + (a - (mu if term.estimated else 0.0))[level_of_row]
     if pmf:  # scipy's binomial pmf; loses precision once expit(eta) rounds to 0 or 1

@@ -170,8 +170,9 @@ def cfunc_interface() -> tuple[bool, str]:
         if missing:
             _INTERFACE = (False, f"nutpie {version} lacks {', '.join(missing)}")
         elif not version.startswith(CFUNC_NUTPIE_VERSIONS):
+            tested = ", ".join(v + "x" for v in CFUNC_NUTPIE_VERSIONS)
             _INTERFACE = (False, f"nutpie {version} is not a release the C-callback path was "
-                                 f"tested with ({', '.join(v + 'x' for v in CFUNC_NUTPIE_VERSIONS)})")
+                                 f"tested with ({tested})")
         else:
             _INTERFACE = (True, "")
     return _INTERFACE
