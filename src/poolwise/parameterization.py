@@ -137,7 +137,8 @@ def resolve_parameterization(
     with the group SD. With ``I_jc`` the Fisher information of level j's coefficient c
     (:func:`level_information`: ``n_j p (1 - p)`` for an intercept and the logit ``link``)
     and ``[s_lo, s_hi]`` the plausible range of that coefficient's SD (``sd_range``, shape
-    (C, 2): the 5% and 95% posterior quantiles from a pilot run; default: the same quantiles of the SD's *prior*),
+    (C, 2): the 5% and 95% posterior quantiles from a pilot run; default: the same quantiles
+    of the SD's *prior*),
     a level is **centered when** ``I_jc * s_lo**2 > 1`` **for every coefficient**, i.e. when
     the data outweigh the group prior even at the small end of the SD's range (the
     likelihood's variance ``1 / I`` is below ``s_lo**2``); otherwise it is non-centered.

@@ -23,7 +23,8 @@ around the posterior, a precision-weighted average of what the group's own data 
 population mean ``a_bar``. With ``sigma`` the group SD and ``I_j`` the Fisher information of
 the group's data about its intercept (``sum_c n_c p_c (1 - p_c)`` over the group's cells for the
 logit link; for any link the weights of :meth:`poolwise.links.LinkSpec.fisher_weight`), the
-weight on the population mean is ``B_j = 1 / (1 + sigma^2 I_j)`` (the Efron-Morris shrinkage factor, BDA3 section 5.5). ``shrinkage`` is its posterior mean, computed
+weight on the population mean is ``B_j = 1 / (1 + sigma^2 I_j)`` (the Efron-Morris shrinkage
+factor, BDA3 section 5.5). ``shrinkage`` is its posterior mean, computed
 per draw from the partial-pooling fit: 0 means the estimate is the group's own, 1 means it is
 the population mean. It lies in [0, 1] by construction, falls as n grows and needs no
 division by the (possibly tiny) distance between the no-pooling estimate and the population
