@@ -729,20 +729,53 @@ def check_model_data(
 
     Raises :class:`DataError` / :class:`FormulaError` for input that cannot be fitted as
     given; returns the warnings and notes in the result (not yet emitted: see
-    :func:`emit_warnings`).
+    :func:`emit_warnings`). One step per group of rules, in this order: columns and names,
+    missing values, infinities, the response, rows with no trials, a constant outcome, the
+    predictors, the grouping factors.
     """
     frame = table.frame
     _check_columns(f, table)
     _check_estimable(f, pooling)
     _check_names(f)
-    n_all = len(frame)
     # a table of distinct row patterns (poolwise.ingest) carries its counts and first rows
     weights = getattr(table, "counts", None)
     given_rows = getattr(table, "row_number", None)
-    rows = np.arange(1, n_all + 1) if given_rows is None else np.asarray(given_rows)
+    rows = np.arange(1, len(frame) + 1) if given_rows is None else np.asarray(given_rows)
     warn: list[str] = list(getattr(table, "warnings", ()))
     notes: list[str] = []
+    frame, rows, weights = _missing_values(f, frame, rows, weights, drop_missing, warn, notes)
+    _infinities(f, frame, rows)
+    successes, trials = _response(f, frame, rows, success, weights)
+    frame, rows, successes, trials, weights = _zero_trials(
+        f, frame, rows, successes, trials, weights, warn
+    )
+    n = _total(weights, len(frame))
+    constant_outcome = _constant_outcome(f, successes, trials, n, warn)
+    numeric, categorical, scaling = _predictors(f, frame, table, rows, weights, n, warn, notes)
+    group_keys = _grouping(f, frame, successes, trials, pooling, constant_outcome, weights,
+                           warn, notes)
+    return CheckedData(
+        frame=frame,
+        successes=np.asarray(successes, dtype=float),
+        trials=np.asarray(trials, dtype=float),
+        numeric=numeric,
+        categorical=categorical,
+        group_keys=group_keys,
+        row_number=rows,
+        warnings=tuple(warn),
+        notes=tuple(notes),
+        scaling=scaling,
+        counts=weights,
+    )
 
+
+def _missing_values(
+    f: Formula, frame: pd.DataFrame, rows: np.ndarray, weights: np.ndarray | None,
+    drop_missing: bool, warn: list[str], notes: list[str],
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
+    """Missing values in the model's columns: an error, or (``drop_missing``) the rows dropped
+    with a warning; missing values elsewhere only get a note."""
+    n_all = len(frame)
     # [§7.5, §7.29] missing values in the model's columns
     used = list(f.columns)
     missing = np.zeros(n_all, dtype=bool)
@@ -777,14 +810,23 @@ def check_model_data(
             if k:
                 notes.append(unused_missing_note(col, k))
 
+    return frame, rows, weights
+
+
+def _infinities(f: Formula, frame: pd.DataFrame, rows: np.ndarray) -> None:
+    used = list(f.columns)
     # [§7.18] infinities in any numeric model column
     for col in used:
         s = frame[col]
         if pd.api.types.is_float_dtype(s.dtype):
             _finite(s.to_numpy(dtype=float), col, rows, _role(f, col))
 
-    successes, trials = _response(f, frame, rows, success, weights)
 
+
+def _zero_trials(
+    f: Formula, frame: pd.DataFrame, rows: np.ndarray, successes: np.ndarray,
+    trials: np.ndarray, weights: np.ndarray | None, warn: list[str],
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     # [§7.16] rows with trials = 0 carry no information: dropped, with a warning
     zero = trials == 0
     if zero.any():
@@ -798,9 +840,14 @@ def check_model_data(
         rows, successes, trials = rows[keep], successes[keep], trials[keep]
         weights = None if weights is None else weights[keep]
 
+    return frame, rows, successes, trials, weights
+
+
+def _constant_outcome(
+    f: Formula, successes: np.ndarray, trials: np.ndarray, n: int, warn: list[str]
+) -> bool:
     # [§7.11] constant outcome overall: a warning, the priors decide
     ycol = f.response.successes
-    n = _total(weights, len(frame))
     constant_outcome = False
     if not successes.any():
         constant_outcome = True
@@ -816,6 +863,15 @@ def check_model_data(
             "be determined by the priors"
         )
 
+    return constant_outcome
+
+
+def _predictors(
+    f: Formula, frame: pd.DataFrame, table: Table, rows: np.ndarray,
+    weights: np.ndarray | None, n: int, warn: list[str], notes: list[str],
+) -> tuple[dict[str, np.ndarray], dict[str, list[Any]], dict[str, tuple[float, float]]]:
+    """Each predictor: numeric (constant, extreme scale) or categorical (levels, unused
+    levels, one level, '/' in a level)."""
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, list[Any]] = {}
     scaling: dict[str, tuple[float, float]] = {}
@@ -877,6 +933,15 @@ def check_model_data(
                 )
             categorical[var] = list(levels)
 
+    return numeric, categorical, scaling
+
+
+def _grouping(
+    f: Formula, frame: pd.DataFrame, successes: np.ndarray, trials: np.ndarray, pooling: str,
+    constant_outcome: bool, weights: np.ndarray | None, warn: list[str], notes: list[str],
+) -> dict[str, np.ndarray]:
+    """Each grouping factor's labels per row (a key joined from several columns for a:b), and
+    its checks (:func:`_check_group`)."""
     group_keys: dict[str, np.ndarray] = {}
     for g in f.groups:
         if len(g.group) == 1:
@@ -905,19 +970,7 @@ def check_model_data(
                 g, key, successes, trials, pooling, constant_outcome, warn, notes, weights
             )
 
-    return CheckedData(
-        frame=frame,
-        successes=np.asarray(successes, dtype=float),
-        trials=np.asarray(trials, dtype=float),
-        numeric=numeric,
-        categorical=categorical,
-        group_keys=group_keys,
-        row_number=rows,
-        warnings=tuple(warn),
-        notes=tuple(notes),
-        scaling=scaling,
-        counts=weights,
-    )
+    return group_keys
 
 
 def _check_group(
