@@ -148,3 +148,23 @@ def test_every_print_path_goes_through_the_escaping_stream(
     assert "fit \\x1b[1m" in out
     assert err == "warning: \\x1b]0;title\\x07\n"
     assert (sys.stdout, sys.stderr) == before
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    """`poolwise ... | head -1`: the reader goes away; no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    r, w = os.pipe()
+    os.close(r)  # every write to stdout now fails with EPIPE
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "poolwise.cli", "fit", "--example", "bangladesh",
+             "--chains", "2", "--tune", "100", "--draws", "100", "--seed", "1", "--no-repair"],
+            stdout=w, stderr=subprocess.PIPE, text=True, timeout=300,
+        )
+    finally:
+        os.close(w)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1

@@ -787,7 +787,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _SafeStream(stdout), _SafeStream(stderr)
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # the reader went away (`poolwise diagnose D | head -1`): stop quietly, as Unix tools
+        # do, and keep Python from complaining again when it flushes stdout at exit
+        import os
+
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stdout.fileno())
+        return EXIT_NOT_OK
     finally:
         sys.stdout, sys.stderr = stdout, stderr
 
