@@ -16,10 +16,16 @@ from poolwise.errors import DataError, FormulaError
 from poolwise.ingest import FileSource, read_patterns, wants_engine
 
 JAVA = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
-spark_only = pytest.mark.skipif(
+_needs_java = pytest.mark.skipif(
     not JAVA and not os.environ.get("CI"),
     reason="Spark needs Java (no java on PATH, JAVA_HOME unset); CI runs these tests",
 )
+
+
+def spark_only(test):
+    """Spark tests start a JVM (10-20 s): they run in the slow tier, which CI runs, and skip
+    only where Java is missing and CI is not set."""
+    return pytest.mark.slow(_needs_java(test))
 
 
 @pytest.fixture(scope="session")

@@ -95,6 +95,7 @@ def test_no_pooling_new_group_is_its_prior_predictive(tiny):
             np.log(integrate.trapezoid(f, u)), abs=1e-6)
 
 
+@pytest.mark.slow  # exact refits: about 15-20 s each on 2 cores
 def test_exact_logo_partial_pooling_by_hand(tiny):
     """Partial pooling: p(y_j | y_-j) = int int p(y_j | a_bar, sigma) p(a_bar, sigma | y_-j),
     each group's intercept integrated over N(a_bar, sigma); a grid over (a_bar, sigma) with
@@ -133,6 +134,7 @@ def eight():
     return _fits("y ~ x + (1 | g)", pd.DataFrame({"y": y, "g": g, "x": x}))
 
 
+@pytest.mark.slow  # exact refits: about 15-20 s each on 2 cores
 def test_psis_logo_agrees_with_exact_refits(eight):
     """Every model here has shared parameters (the coefficient of x), so every group goes
     through PSIS and through a refit; they agree within 4 combined Monte Carlo SEs."""
@@ -166,6 +168,7 @@ def test_bad_pareto_k_groups_are_refitted(eight, monkeypatch):
     assert (lg.table["n_bad_k"] == 8).all() and (lg.table["n_refit"] == 0).all()
 
 
+@pytest.mark.slow  # exact refits: about 15-20 s each on 2 cores
 def test_compare_pooling_reports_logo_with_its_unit(eight, capsys):
     comp = poolwise.compare_fits(eight)
     assert comp.logo is not None and comp.logo.exact
