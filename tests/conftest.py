@@ -8,6 +8,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -44,3 +45,25 @@ def fd_gradient():
         return fd
 
     return gradient
+
+
+def stand_in_run_nuts(packed, config):
+    """Random draws of the right shape and sign instead of NUTS."""
+    rng = np.random.default_rng(0)
+    C, D = config.chains, config.draws
+    data = {}
+    for v in packed.variables:
+        draws = rng.normal(size=(C, D, v.size) if v.dims else (C, D))
+        if v.kind == "sd":
+            draws = np.abs(draws) + 0.1
+        elif v.kind == "cor":
+            draws = np.tanh(draws)
+        data[v.name] = (("chain", "draw", *v.dims), draws)
+    coords: dict = {"chain": np.arange(C), "draw": np.arange(D)}
+    coords.update({k: np.asarray(vals, dtype=object) for k, vals in packed.coords.items()})
+    post = xr.Dataset(data, coords=coords)
+    stats = xr.Dataset(
+        {"diverging": (("chain", "draw"), np.zeros((C, D), dtype=bool))},
+        coords={"chain": np.arange(C), "draw": np.arange(D)},
+    )
+    return xr.DataTree.from_dict({"posterior": post, "sample_stats": stats}), 0.0

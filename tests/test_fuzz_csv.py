@@ -18,11 +18,9 @@ import io
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
-import xarray as xr
+from conftest import stand_in_run_nuts  # random draws of the right shape instead of NUTS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,31 +35,9 @@ FUZZ = settings(
 )
 
 
-def fake_run_nuts(packed: Any, config: Any) -> tuple[xr.DataTree, float]:
-    rng = np.random.default_rng(0)
-    C, D = config.chains, config.draws
-    data = {}
-    for v in packed.variables:
-        draws = rng.normal(size=(C, D, v.size) if v.dims else (C, D))
-        if v.kind == "sd":
-            draws = np.abs(draws) + 0.1
-        elif v.kind == "cor":
-            draws = np.tanh(draws)
-        data[v.name] = (("chain", "draw", *v.dims), draws)
-    coords: dict[str, Any] = {"chain": np.arange(C), "draw": np.arange(D)}
-    coords.update({k: np.asarray(vals, dtype=object) for k, vals in packed.coords.items()})
-    stats = xr.Dataset(
-        {"diverging": (("chain", "draw"), np.zeros((C, D), dtype=bool))},
-        coords={"chain": np.arange(C), "draw": np.arange(D)},
-    )
-    return xr.DataTree.from_dict(
-        {"posterior": xr.Dataset(data, coords=coords), "sample_stats": stats}
-    ), 0.0
-
-
 def run_cli(path: Path, extra: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
-    monkeypatch.setattr(sampler_module, "run_nuts", fake_run_nuts)
-    monkeypatch.setattr(sampling_module, "run_nuts", fake_run_nuts)
+    monkeypatch.setattr(sampler_module, "run_nuts", stand_in_run_nuts)
+    monkeypatch.setattr(sampling_module, "run_nuts", stand_in_run_nuts)
     out, err = io.StringIO(), io.StringIO()
     argv = ["fit", str(path), "--formula=y ~ x + (1 | g)", "--chains", "2", "--draws", "150",
             "--tune", "30", "--seed", "1", "--max-attempts", "1", *extra]
