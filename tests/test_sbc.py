@@ -65,6 +65,7 @@ def _report(result: SBCResult) -> str:
     return f"{result.describe()}\n{result.tests().to_string(float_format=lambda v: f'{v:.3g}')}"
 
 
+@pytest.mark.slow  # the 200 + 2 x 200 replications take about a minute
 def test_calibrated_pipeline_passes(sbc_results):
     result = sbc_results["calibrated"]
     table = result.tests()
@@ -73,6 +74,7 @@ def test_calibrated_pipeline_passes(sbc_results):
     assert (table["uniformity_p"] > ALPHA).all(), _report(result)
 
 
+@pytest.mark.slow  # the 200 + 2 x 200 replications take about a minute
 def test_no_replication_is_dropped(sbc_results):
     for name, result in sbc_results.items():
         assert len(result.replications) == REPLICATIONS, name
@@ -88,6 +90,7 @@ def test_no_replication_is_dropped(sbc_results):
     assert n_ranked.max() == 100 and np.median(n_ranked) == 100
 
 
+@pytest.mark.slow  # the 200 + 2 x 200 replications take about a minute
 @pytest.mark.parametrize(("scenario", "culprits"), [
     ("sd_twice", {"sd_g"}),
     ("off_by_one", {"a_g[1]", "a_g[2]", "a_g[3]", "log_lik"}),
@@ -101,6 +104,7 @@ def test_negative_controls_fail(sbc_results, scenario, culprits):
     assert flagged & culprits, _report(result)
 
 
+@pytest.mark.slow  # the 200 + 2 x 200 replications take about a minute
 def test_results_do_not_depend_on_the_number_of_workers(sbc_results):
     """Each replication has its own seed sequence: in-process == pooled, replication by
     replication (here the first 3)."""
