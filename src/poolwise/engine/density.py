@@ -242,23 +242,16 @@ def _exponential_logp_grad(p1: float, p2: float, p3: float, v: float) -> tuple[f
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
 def _half_normal_logp_grad(p1: float, p2: float, p3: float, v: float) -> tuple[float, float]:
-    d = v / p1
-    return _LOG2 - 0.5 * d * d - math.log(p1) - 0.5 * _LOG_2PI, -d / p1
+    # normal(0, sigma) folded at 0: twice the density on v >= 0
+    lp, g = _normal_logp_grad(0.0, p1, 0.0, v)
+    return _LOG2 + lp, g
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
 def _half_student_t_logp_grad(p1: float, p2: float, p3: float, v: float) -> tuple[float, float]:
-    nu = p1
-    d = v / p2
-    c = (
-        _LOG2
-        + math.lgamma(0.5 * (nu + 1.0))
-        - math.lgamma(0.5 * nu)
-        - 0.5 * math.log(nu * math.pi)
-        - math.log(p2)
-    )
-    q = 1.0 + d * d / nu
-    return c - 0.5 * (nu + 1.0) * math.log(q), -(nu + 1.0) * d / (nu * q * p2)
+    # student_t(nu, 0, sigma) folded at 0: twice the density on v >= 0
+    lp, g = _student_t_logp_grad(p1, 0.0, p2, v)
+    return _LOG2 + lp, g
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
