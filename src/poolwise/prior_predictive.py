@@ -135,7 +135,7 @@ def _flat_prior(spec: ModelSpec) -> str | None:
 
 def _default_draws(n_cells: int) -> int:
     """1000 draws, fewer (not below 200) for very large designs: the cost is draws x cells."""
-    return int(min(1000, max(200, 50_000_000 // max(1, n_cells))))
+    return int(min(1000, max(200, 5_000_000 // max(1, n_cells))))
 
 
 def prior_predictive(
@@ -154,7 +154,7 @@ def prior_predictive(
         The model (:func:`build_model`, or ``fit.spec``) whose priors and design are used.
     draws : int or None, default None
         Number of prior draws; None means 1000 (fewer, down to 200, for designs with more than
-        50 000 cells).
+        5 000 cells).
     seed : int, default 0
         Random seed.
     low : float, default 0.01

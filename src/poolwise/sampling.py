@@ -47,6 +47,9 @@ class Fit:
     #: the repair journal, a :class:`poolwise.repair.RepairLog` (iterating it yields the
     #: attempts), also for a fit loaded with :func:`poolwise.load_fit`; ``()`` without repair
     repair_log: Any = field(default_factory=tuple)
+    #: summary tables already computed, by (prob, kind, scale): the CLI prints the table and
+    #: saves it, and with 10^4-10^5 group levels each table costs seconds
+    _summaries: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -81,7 +84,15 @@ class Fit:
         """
         from poolwise.summary import summary
 
-        return summary(self, **kwargs)
+        prob, kind, scale = (kwargs.get("prob", 0.89), kwargs.get("kind", "hdi"),
+                             kwargs.get("scale", "logit"))
+        try:
+            key = (float(prob), str(kind), str(scale), frozenset(kwargs))
+        except (TypeError, ValueError):
+            return summary(self, **kwargs)  # summary() reports the bad argument
+        if key not in self._summaries:
+            self._summaries[key] = summary(self, **kwargs)
+        return self._summaries[key].copy(deep=True)
 
     def __repr__(self) -> str:
         """Compact: model, data size, status, population parameters, findings (the draws are

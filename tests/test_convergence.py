@@ -1,0 +1,159 @@
+"""poolwise.convergence computes ArviZ's R-hat, ESS, MCSE and intervals for all parameters at
+once; every number must equal arviz-stats' own, parameter by parameter."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from arviz_stats.base import array_stats
+
+from poolwise import convergence as cv
+
+SHAPES = [(4, 1000), (4, 101), (1, 7), (2, 4), (3, 5), (1, 1000), (2, 6), (8, 33), (2, 3)]
+
+
+def _ar1(rng: np.random.Generator, P: int, C: int, D: int) -> np.ndarray:
+    """AR(1) chains with coefficients from -0.9 to 0.99, plus the awkward cases ArviZ
+    special-cases: constant, tied, shifted chain, nearly constant, two values, one chain
+    stuck."""
+    phi = rng.uniform(-0.9, 0.99, P)
+    e = rng.normal(size=(P, C, D))
+    x = np.zeros((P, C, D))
+    for t in range(D):
+        x[:, :, t] = (phi[:, None] * x[:, :, t - 1] if t else 0.0) + e[:, :, t]
+    x[0] = 3.0
+    x[1] = np.round(x[1])
+    x[2, 0] += 5.0
+    x[3] = 1e-17 * x[3] + 1.0
+    x[4] = np.sign(x[4])
+    x[5, 0] = 0.25
+    return x
+
+
+def _same(ref, mine, tol=1e-10):
+    ref = np.asarray(ref, dtype=float)
+    assert np.array_equal(np.isnan(ref), np.isnan(mine))
+    assert np.array_equal(np.isinf(ref), np.isinf(mine))
+    fin = np.isfinite(ref)
+    np.testing.assert_allclose(mine[fin], ref[fin], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(("C", "D"), SHAPES)
+def test_every_number_equals_arviz(C, D):
+    rng = np.random.default_rng(C * 1000 + D)
+    x = _ar1(rng, 40, C, D)
+    kw = {"chain_axis": -2, "draw_axis": -1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = {
+            "rhat": array_stats.rhat(x, **kw),
+            "bulk": array_stats.ess(x, method="bulk", **kw),
+            "tail": array_stats.ess(x, method="tail", prob=(0.05, 0.95), **kw),
+            "mean": array_stats.ess(x, method="mean", **kw),
+            "mcse": array_stats.mcse(x, method="mean", **kw),
+            "mcse_sd": array_stats.mcse(x, method="sd", **kw),
+        }
+        mine = {
+            "rhat": cv.rhat(x), "bulk": cv.ess_bulk(x), "tail": cv.ess_tail(x),
+            "mean": cv.ess_mean(x), "mcse": cv.mcse_mean(x), "mcse_sd": cv.mcse_sd(x),
+        }
+        together = cv.diagnostics(x)
+    for k in ref:
+        _same(ref[k], mine[k])
+    for a, b in zip(together, (mine["rhat"], mine["bulk"], mine["tail"]), strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_blocks_and_threads_do_not_change_numbers(monkeypatch):
+    rng = np.random.default_rng(3)
+    x = _ar1(rng, 150, 4, 200)
+    one = cv.diagnostics(x)
+    monkeypatch.setattr(cv, "_BLOCK", 7)
+    for a, b in zip(one, cv.diagnostics(x), strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_nonfinite_draws_give_nan():
+    x = np.random.default_rng(1).normal(size=(3, 4, 50))
+    x[1, 2, 7] = np.nan
+    x[2, 0, 0] = np.inf
+    for v in cv.diagnostics(x):
+        assert np.isfinite(v[0]) and np.isnan(v[1:]).all()
+
+
+@pytest.mark.parametrize("prob", [0.5, 0.89, 0.95])
+def test_hdi_equals_arviz(prob):
+    x = _ar1(np.random.default_rng(7), 30, 4, 250)
+    ref = np.stack([array_stats.hdi(x[i].ravel(), prob) for i in range(30)])
+    np.testing.assert_array_equal(cv.hdi(x, prob), ref)
+
+
+@pytest.mark.parametrize("kind", ["hdi", "eti"])
+def test_summary_table_equals_arviz_summary(kind):
+    """The table of poolwise.summary equals arviz_stats.summary, labels included; the tail
+    ESS is ArviZ's at the 5%/95% quantiles, as the diagnostics use (ArviZ's table takes its
+    interval probability, 11%/89%)."""
+    import arviz_stats as azs
+
+    from poolwise.summary import _numbers_table
+
+    rng = np.random.default_rng(11)
+    ds = xr.Dataset(
+        {
+            "Intercept": (("chain", "draw"), rng.normal(size=(4, 300))),
+            "a_g": (("chain", "draw", "g"), rng.normal(size=(4, 300, 3))),
+            "cor": (("chain", "draw", "i", "j"), rng.normal(size=(4, 300, 2, 2))),
+        },
+        coords={"g": ["x", "y z", "1"], "i": ["p", "q"], "j": [0, 1]},
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = azs.summary(xr.DataTree.from_dict({"posterior": ds}), ci_prob=0.89,
+                          ci_kind=kind, round_to="none")
+    lb = next(c for c in ref.columns if c.endswith("_lb"))
+    ub = next(c for c in ref.columns if c.endswith("_ub"))
+    ref = ref.rename(columns={lb: "lower", ub: "upper"})
+    mine = _numbers_table(ds, 0.89, kind)
+    assert list(mine.index) == list(ref.index)
+    cols = [c for c in mine.columns if c != "ess_tail"]
+    pd.testing.assert_frame_equal(mine[cols], ref[cols].astype(float), rtol=1e-10,
+                                  atol=1e-12, check_index_type=False)
+    tail = [array_stats.ess(ds[v].values.reshape(4, 300, -1)[..., i], chain_axis=-2,
+                            draw_axis=-1, method="tail", prob=(0.05, 0.95))
+            for v in ds.data_vars for i in range(int(np.prod(ds[v].shape[2:])))]
+    _same(tail, mine["ess_tail"].to_numpy())
+
+
+def test_ranks_equal_scipy_with_ties():
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    flat = np.round(rng.normal(size=(50, 301)), 1)
+    flat[0] = 1.0
+    flat[1] = rng.normal(size=301)
+    np.testing.assert_array_equal(cv._ranks(flat), stats.rankdata(flat, axis=1))
+
+
+def test_summary_reuses_the_diagnosis_numbers_exactly():
+    """The summary takes R-hat and ESS from the fit's diagnosis (same draws, same
+    algorithm) instead of computing them twice: the table is the same either way."""
+    from dataclasses import replace
+
+    import poolwise
+    from poolwise.summary import _numbers_table
+
+    with warnings.catch_warnings():  # short chains: the verdict does not matter here
+        warnings.simplefilter("ignore")
+        fit = poolwise.fit("use.contraception ~ 1 + (1 | district)",
+                           poolwise.load_example("bangladesh"), chains=4, tune=150,
+                           draws=150, seed=3, repair=False)
+    assert len(fit.diagnosis.parameters) == 62
+    reused = _numbers_table(fit.posterior, 0.89, "hdi", known=fit.diagnosis)
+    fresh = _numbers_table(fit.posterior, 0.89, "hdi")
+    pd.testing.assert_frame_equal(reused, fresh)
+    bad = replace(fit.diagnosis, rhat=np.full(62, 7.0))
+    assert (_numbers_table(fit.posterior, 0.89, "hdi", known=bad)["r_hat"] == 7.0).all()
