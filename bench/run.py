@@ -1,8 +1,8 @@
-"""poolwise benchmark harness: poolwise vs PyMC (own NUTS) vs PyMC + nutpie.
+"""poolwise benchmark harness: poolwise vs PyMC (own NUTS), PyMC + nutpie and NumPyro.
 
 Run with the project's interpreter (``make bench`` does this):
 
-    python bench/run.py [--model intercepts|slopes] [--repeats 3] [--skip-peers]
+    python bench/run.py [--model intercepts|slopes|cont20k] [--repeats 3] [--skip-peers]
 
 Everything is measured in this one run, on this machine:
 
@@ -11,7 +11,9 @@ Everything is measured in this one run, on this machine:
   the harness records the outside wall time and reads the inside timings from F;
 * poolwise, whole process: ``poolwise fit --example bangladesh --chains 4
   --tune 1000 --draws 1000 --seed N --quiet`` (the console script next to
-  ``sys.executable``), outside wall time;
+  ``sys.executable``), outside wall time; for ``cont20k``
+  ``poolwise fit bench/.data/cont20k.csv -f "y ~ 1 + x + (1 | g)" ...`` on the CSV
+  of bench/scale.py's ``cont20k`` case (written once, shared with the peers);
 * poolwise, live in-process: ``poolwise.fit(formula, data, ...)`` in this
   process, after one untimed warm-up call, timed with ``time.perf_counter``
   (the fit's own ``.timings["sampling_s"]`` / ``["total_s"]`` are recorded too).
@@ -52,14 +54,37 @@ CHAINS, TUNE, DRAWS = 4, 1000, 1000
 FORMULAS = {
     "intercepts": "use.contraception ~ 1 + (1 | district)",
     "slopes": "use.contraception ~ urban + (1 + urban | district)",
+    "cont20k": "y ~ 1 + x + (1 | g)",
 }
+# bench/scale.py's cont20k case (20,000 rows, 200 groups, continuous x), one shared CSV
+CONT20K_CSV = BENCH / ".data" / "cont20k.csv"
 # Whole-process poolwise command per model (after the console script); a model
 # without an entry is skipped for the whole-process measurement.
 POOLWISE_CLI = {
     "intercepts": ["fit", "--example", "bangladesh"],
     "slopes": ["fit", "--example", "bangladesh", "--formula", FORMULAS["slopes"]],
+    "cont20k": ["fit", str(CONT20K_CSV.relative_to(REPO)), "-f", FORMULAS["cont20k"]],
 }
-PEER_TOOLS = ("pymc", "pymc-nutpie")
+PEER_TOOLS = ("pymc", "pymc-nutpie", "numpyro")
+# per model where it differs: PyMC's own NUTS takes minutes on 20k Bernoulli rows
+# (add it with --tools pymc,pymc-nutpie,numpyro)
+DEFAULT_TOOLS = {"cont20k": ("pymc-nutpie", "numpyro")}
+# peers.py has no binomial-cell form of these models (every row is its own cell)
+NO_AGGREGATE = {"cont20k"}
+
+
+def ensure_data(model: str) -> Path | None:
+    """The data file the peers (and poolwise's CLI) read for `model`; None: the bundled
+    bangladesh data. cont20k: written once with bench/scale.py's generator."""
+    if model != "cont20k":
+        return None
+    if not CONT20K_CSV.is_file():
+        sys.path.insert(0, str(BENCH))
+        from scale import write_case  # noqa: PLC0415
+
+        write_case("cont20k", CONT20K_CSV)
+        log(f"wrote {CONT20K_CSV.relative_to(REPO)} (bench/scale.py's cont20k case)")
+    return CONT20K_CSV
 
 
 def log(msg: str) -> None:
@@ -290,8 +315,10 @@ def summarize_peer(job: Job) -> dict:
 
 
 # ---------------------------------------------------------------- poolwise in-process
-def poolwise_in_process(model: str, seed: int, repeats: int) -> dict:
-    """Import poolwise here and time poolwise.fit after one warm-up call."""
+def poolwise_in_process(model: str, seed: int, repeats: int, tune: int = TUNE,
+                        draws: int = DRAWS) -> dict:
+    """Import poolwise here and time poolwise.fit after one warm-up call (the data are
+    read before the clock starts: the bundled example, or the cont20k CSV with pandas)."""
     res: dict = {"tool": "poolwise (in-process)"}
     t = time.perf_counter()
     try:
@@ -302,9 +329,14 @@ def poolwise_in_process(model: str, seed: int, repeats: int) -> dict:
     res["import_s"] = time.perf_counter() - t
     res["version"] = getattr(poolwise, "__version__", None)
     formula = FORMULAS[model]
-    kw = dict(chains=CHAINS, tune=TUNE, draws=DRAWS)
+    kw = dict(chains=CHAINS, tune=tune, draws=draws)
     try:
-        data = poolwise.load_example("bangladesh")
+        if model == "cont20k":
+            import pandas as pd  # noqa: PLC0415
+
+            data = pd.read_csv(ensure_data(model))
+        else:
+            data = poolwise.load_example("bangladesh")
         log("poolwise in-process: warm-up fit")
         t = time.perf_counter()
         poolwise.fit(formula, data, seed=seed, **kw)
@@ -341,6 +373,12 @@ def poolwise_in_process(model: str, seed: int, repeats: int) -> dict:
         res["traceback"] = traceback.format_exc()[-3000:]
         return res
     res["runs"] = runs
+    try:  # the last fit's scalar posterior means (original scale), to compare with the peers
+        post = fit.posterior
+        res["posterior_mean"] = {str(k): float(v.mean()) for k, v in post.data_vars.items()
+                                 if set(v.dims) <= {"chain", "draw"}}
+    except Exception as exc:  # noqa: BLE001  (a sanity column only)
+        res["posterior_mean_error"] = f"{type(exc).__name__}: {exc}"
     res["in_process_s"] = median([r["wall_s"] for r in runs])
     res["sampling_s"] = median([r["sampling_s"] for r in runs])
     res["reported_total_s"] = median([r["total_s"] for r in runs])
@@ -360,7 +398,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--skip-peers", action="store_true")
     ap.add_argument("--skip-poolwise", action="store_true")
-    ap.add_argument("--tools", default=",".join(PEER_TOOLS), help="comma-separated peer tools")
+    ap.add_argument("--tools", default=None,
+                    help="comma-separated peer tools (default: pymc,pymc-nutpie,numpyro; "
+                         "for cont20k pymc-nutpie,numpyro)")
+    ap.add_argument("--tune", type=int, default=TUNE,
+                    help="tuning draws per chain, every tool (smoke tests only: default 1000)")
+    ap.add_argument("--draws", type=int, default=DRAWS,
+                    help="draws per chain, every tool (smoke tests only: default 1000)")
     ap.add_argument(
         "--aggregate", action="store_true", help="also time the peers on binomial cells"
     )
@@ -379,15 +423,22 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     IDLE["threshold"], IDLE["max_wait"] = args.idle_threshold, args.wait_idle
+    tune, draws = args.tune, args.draws
+    tools = args.tools if args.tools is not None else ",".join(
+        DEFAULT_TOOLS.get(args.model, PEER_TOOLS))
     # SIGTERM -> KeyboardInterrupt, so subprocess.run kills the running child too
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = _dt.datetime.now(_dt.UTC)
     machine = machine_info()
     log(f"machine: {machine.get('cpu_model')} x{machine['cpu_count']}; model={args.model} "
-        f"chains={CHAINS} tune={TUNE} draws={DRAWS} seed={args.seed} repeats={args.repeats}")
+        f"chains={CHAINS} tune={tune} draws={draws} seed={args.seed} repeats={args.repeats}")
 
     jobs: list[Job] = []
     notes: list[str] = []
+    if (tune, draws) != (TUNE, DRAWS):
+        notes.append(f"NOT the benchmark: tune={tune} draws={draws} (a smoke test); "
+                     f"the benchmark is {TUNE} + {DRAWS}")
+    data_file = ensure_data(args.model)
     # ---- peers
     if not args.skip_peers:
         peer_py = Path(args.peer_python)
@@ -399,11 +450,18 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(msg)
         else:
             variants = [False, True] if args.aggregate else [False]
-            for tool in [t.strip() for t in args.tools.split(",") if t.strip()]:
+            if args.aggregate and args.model in NO_AGGREGATE:
+                variants = [False]
+                msg = f"--aggregate: {args.model} has no binomial-cell form; rows only"
+                log(msg)
+                notes.append(msg)
+            for tool in [t.strip() for t in tools.split(",") if t.strip()]:
                 for agg in variants:
                     cmd = [str(peer_py), str(BENCH / "peers.py"), "--tool", tool,
                            "--model", args.model, "--seed", str(args.seed),
-                           "--chains", str(CHAINS), "--tune", str(TUNE), "--draws", str(DRAWS)]
+                           "--chains", str(CHAINS), "--tune", str(tune), "--draws", str(draws)]
+                    if data_file is not None:
+                        cmd += ["--data", str(data_file)]
                     if agg:
                         cmd.append("--aggregate")
                     jobs.append(Job(tool + (" (aggregated)" if agg else ""), cmd, peer_json=True))
@@ -421,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(msg)
         else:
             cmd = [str(script), *POOLWISE_CLI[args.model], "--chains", str(CHAINS),
-                   "--tune", str(TUNE), "--draws", str(DRAWS), "--seed", str(args.seed), "--quiet"]
+                   "--tune", str(tune), "--draws", str(draws), "--seed", str(args.seed), "--quiet"]
             pw_job = Job("poolwise", cmd, peer_json=False)
             jobs.insert(0, pw_job)
 
@@ -430,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     # ---- poolwise in process (after the whole-process runs: it loads this process)
     pw_inproc = None
     if not args.skip_poolwise:
-        pw_inproc = poolwise_in_process(args.model, args.seed, args.repeats)
+        pw_inproc = poolwise_in_process(args.model, args.seed, args.repeats, tune, draws)
         if "skipped" in pw_inproc:
             log(f"poolwise in-process SKIPPED: {pw_inproc['skipped']}")
             notes.append(f"poolwise in-process skipped: {pw_inproc['skipped']}")
@@ -474,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         })
 
     md = []
-    md.append(f"### {args.model}: {CHAINS} chains x ({TUNE} tune + {DRAWS} draws), seed {args.seed}, "
+    md.append(f"### {args.model}: {CHAINS} chains x ({tune} tune + {draws} draws), seed {args.seed}, "
               f"median of {args.repeats}, {machine['cpu_count']} cores ({machine.get('cpu_model', '?')})")
     md.append("")
     md.append("| tool | whole process (s) | in-process fit (s) | sampling only (s) | poolwise / peer, whole | poolwise / peer, in-process |")
@@ -501,6 +559,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {p['tool']} | {fmt(p['import_s'])} | {fmt(p['compile_s']) if p['compile_s'] is not None else 'in sampling'}"
                 f" | {fmt(p['first_run_whole_process_s'])} | {fmt(p['whole_process_cpu_s'])} | {p['foreign_cpu_s']} | {p['divergences']} | {p['min_ess_bulk']} | {p['max_rhat']} | {fmt(p['mean_n_steps'], 1)} | {pm_} |"
             )
+    if pw_inproc and pw_inproc.get("posterior_mean"):
+        md.append("")
+        md.append("poolwise posterior means (in-process fit, original scale): " + ", ".join(
+            f"{k}={v:.3f}" for k, v in pw_inproc["posterior_mean"].items()))
     md.append("")
     md.append("Foreign CPU = CPU seconds used on the machine by other processes while a run "
               "was going on (from /proc/stat); well above ~0.5 s means the timing is contaminated.")
@@ -515,7 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "model": args.model,
         "formula": FORMULAS[args.model],
-        "chains": CHAINS, "tune": TUNE, "draws": DRAWS,
+        "chains": CHAINS, "tune": tune, "draws": draws,
+        "data": str(data_file.relative_to(REPO)) if data_file else "bangladesh (bundled)",
         "seed": args.seed, "repeats": args.repeats, "warmup": args.warmup,
         "started_utc": started.isoformat(),
         "finished_utc": _dt.datetime.now(_dt.UTC).isoformat(),

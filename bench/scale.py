@@ -3,6 +3,7 @@
     PYTHONPATH=src .venv/bin/python bench/scale.py                      # every case
     PYTHONPATH=src .venv/bin/python bench/scale.py --case cont20k --case groups10k
     PYTHONPATH=src .venv/bin/python bench/scale.py --json bench/results/scale.json
+    .venv/bin/python bench/scale.py --case cont20k --write-data bench/.data   # CSV only, no fit
 
 Each case writes its data (fixed seed) to a CSV in a temporary folder, then runs
 ``python -m poolwise.cli fit DATA -f FORMULA --seed 1 --out DIR -q`` (defaults otherwise:
@@ -14,8 +15,9 @@ its parts (pilot, sampling, post-processing, from ``result.json``), peak RSS, ``
 and ns per cell per gradient (the compiled log density alone, timed in this process on the
 same design at a random point: one logp+gradient call / cells).
 
-The ratio against PyMC+nutpie and NumPyro is not printed: the peers (bench/.venv-peers,
-``bench/peers.py``) only fit the bundled seed models, not these generated cases.
+The ratio against the peers is not printed here: ``bench/run.py --model cont20k`` times the
+``cont20k`` case against PyMC+nutpie and NumPyro (``bench/peers.py``) on the CSV that
+``write_case`` writes (``--write-data DIR`` writes the chosen cases' CSVs and stops).
 
 Numbers depend on the machine: record its cores and load with the table.
 """
@@ -105,11 +107,25 @@ def density_ns_per_cell(data: Path, formula: str) -> tuple[int, int, int, float]
     return d.n_rows, d.n_cells, patterns, 1e9 * dt / max(d.n_cells, 1)
 
 
+#: seed of every case's generator
+DATA_SEED = 20261201
+
+
+def write_case(name: str, path: Path) -> tuple[pd.DataFrame, str]:
+    """Generate case ``name`` (fixed seed) and write it to the CSV ``path``; the data frame
+    and the formula poolwise fits. bench/run.py and bench/peers.py share data through this."""
+    df, formula = CASES[name][1](np.random.default_rng(DATA_SEED))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+    return df, formula
+
+
 def run_case(name: str, tmp: Path, extra: list[str], timeout: float, src: Path) -> dict:
-    label, make = CASES[name]
-    df, formula = make(np.random.default_rng(20261201))
+    label = CASES[name][0]
     data = tmp / f"{name}.csv"
-    df.to_csv(data, index=False)
+    df, formula = write_case(name, data)
     rows, cells, patterns, ns = density_ns_per_cell(data, formula)
     groups = int(sum(df[c].nunique() for c in df.columns if c in ("g", "person", "item")))
     out = tmp / f"{name}_out"
@@ -157,9 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--src", default=str(REPO / "src"),
                     help="the poolwise sources the CLI runs (default: this checkout's src)")
+    ap.add_argument("--write-data", metavar="DIR",
+                    help="only write the cases' CSVs (DIR/<case>.csv) and exit; no fit")
     ap.add_argument("extra", nargs="*", help="extra flags for `poolwise fit` (after --)")
     args = ap.parse_args(argv)
     names = args.case or list(CASES)
+    if args.write_data:
+        for name in names:
+            path = Path(args.write_data) / f"{name}.csv"
+            _, formula = write_case(name, path)
+            print(f"{path}  ({formula})")
+        return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="poolwise-scale-") as d:
         for name in names:
