@@ -157,3 +157,33 @@ def test_summary_reuses_the_diagnosis_numbers_exactly():
     pd.testing.assert_frame_equal(reused, fresh)
     bad = replace(fit.diagnosis, rhat=np.full(62, 7.0))
     assert (_numbers_table(fit.posterior, 0.89, "hdi", known=bad)["r_hat"] == 7.0).all()
+
+
+def test_blockwise_numbers_equal_the_stacked_ones():
+    """convergence_numbers and the summary read the posterior a block of components at a
+    time (no stacked copy of 10^5 levels); a variable with more components than a block
+    gives the same numbers, names and order as the stacked array."""
+    from poolwise.diagnostics import convergence_numbers, stack_draws
+    from poolwise.summary import _numbers_table
+
+    rng = np.random.default_rng(4)
+    ds = xr.Dataset(
+        {
+            "Intercept": (("chain", "draw"), rng.normal(size=(4, 40))),
+            "a_g": (("chain", "draw", "g"), rng.normal(size=(4, 40, 5000))),
+            "cor": (("chain", "draw", "i", "j"), rng.normal(size=(4, 40, 2, 2))),
+        },
+        coords={"g": np.arange(5000) * 3, "i": ["p", "q"], "j": [0, 1]},
+    )
+    ds["a_g"][:, :, 17] = 2.0  # constant
+    conv = convergence_numbers(ds)
+    names, stacked, group_level = stack_draws(ds)
+    assert conv.names == names
+    assert np.array_equal(conv.group_level, group_level)
+    r, b, t = cv.diagnostics(stacked)
+    assert np.array_equal(conv.rhat[~conv.constant], r[~conv.constant], equal_nan=True)
+    assert np.array_equal(conv.ess_bulk[~conv.constant], b[~conv.constant], equal_nan=True)
+    assert conv.constant.sum() == 1 and np.isnan(conv.ess_tail[18])
+    table = _numbers_table(ds, 0.89, "eti")
+    assert len(table) == 5005 and table.index[1] == "a_g[0]" and table.index[-1] == "cor[q, 1]"
+    np.testing.assert_array_equal(table["mean"].to_numpy(), stacked.mean(axis=(1, 2)))

@@ -459,28 +459,45 @@ class Convergence:
 
 
 def convergence_numbers(post: xr.Dataset) -> Convergence:
-    """R-hat and ESS of every parameter of ``post`` (arviz-stats), with undefined numbers as
-    NaN, never "large": arviz gives ESS = N for constant draws."""
-    names, stacked, group_level = stack_draws(post)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        rhat, ess_b, ess_t = _convergence_numbers(stacked)
-    if stacked.size:
-        # per chain extremes: NaN propagates (not finite), and from them whether a
-        # parameter is constant, or every chain constant at different values (stuck)
+    """R-hat and ESS of every parameter of ``post`` (arviz-stats' algorithms, batched:
+    :mod:`poolwise.convergence`), with undefined numbers as NaN, never "large": arviz gives
+    ESS = N for constant draws. Computed a block of components at a time (no stacked copy
+    of all draws)."""
+    from poolwise.convergence import component_blocks
+
+    names: list[str] = []
+    group_level: list[bool] = []
+    cols: list[list[np.ndarray]] = [[] for _ in range(6)]
+    for name, v, extra, start, blk in component_blocks(post):
+        k = blk.shape[0]
+        if extra:
+            labels = v[extra[0]].values if len(extra) == 1 else range(v.size // (
+                v.sizes["chain"] * v.sizes["draw"]))
+            names.extend(f"{name}[{lab}]" for lab in labels[start:start + k])
+        else:
+            names.append(name)
+        group_level.extend([bool(extra)] * k)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            hi, lo = stacked.max(axis=2), stacked.min(axis=2)
+            numbers = _convergence_numbers(blk)
+            # per chain extremes: NaN propagates (not finite), and from them whether a
+            # parameter is constant, or every chain constant at different values (stuck)
+            hi, lo = blk.max(axis=2), blk.min(axis=2)
         finite = np.isfinite(hi).all(axis=1) & np.isfinite(lo).all(axis=1)
         constant = finite & (hi.max(axis=1) == lo.min(axis=1))
         stuck = finite & ~constant & ((hi - lo).max(axis=1) == 0.0)
-    else:
-        finite = constant = stuck = np.zeros(0, dtype=bool)
+        for col, val in zip(cols, (*numbers, finite, constant, stuck), strict=True):
+            col.append(val)
+    if not names:
+        z, f = np.zeros(0), np.zeros(0, dtype=bool)
+        return Convergence([], np.zeros(0, dtype=bool), f, f, f, z, z, z)
+    rhat, ess_b, ess_t, finite, constant, stuck = (np.concatenate(c) for c in cols)
     ess_b = np.where(constant | ~finite, np.nan, ess_b)
     ess_t = np.where(constant | ~finite, np.nan, ess_t)
     rhat = np.where(constant | ~finite, np.nan, rhat)
     rhat = np.where(stuck, np.inf, rhat)
-    return Convergence(names, group_level, finite, constant, stuck, rhat, ess_b, ess_t)
+    return Convergence(names, np.array(group_level, dtype=bool), finite, constant, stuck, rhat,
+                       ess_b, ess_t)
 
 
 def bfmi_per_chain(stats: xr.Dataset) -> tuple[float, ...]:

@@ -413,7 +413,8 @@ def _restore_labels(values: np.ndarray, how: str) -> np.ndarray:
 
 
 def _fit_fields(fit: Fit) -> dict[str, Any]:
-    return {f.name: getattr(fit, f.name) for f in dataclasses.fields(fit) if f.name != "idata"}
+    return {f.name: getattr(fit, f.name) for f in dataclasses.fields(fit)
+            if f.name != "idata" and f.init}
 
 
 def _design_group(fit: Fit) -> xr.Dataset:
@@ -439,7 +440,7 @@ def _fit_from(ds: xr.Dataset, fmt: str) -> dict[str, Any]:
         raise StoreError(f"the saved fit's metadata is not valid JSON ({err})") from None
     if not isinstance(meta, dict):
         raise StoreError("the saved fit's metadata is not a JSON object")
-    allowed = {f.name for f in dataclasses.fields(Fit) if f.name != "idata"}
+    allowed = {f.name for f in dataclasses.fields(Fit) if f.name != "idata" and f.init}
     unknown = sorted(set(meta) - allowed)
     if unknown:
         raise StoreError(f"the saved fit has unknown entries {', '.join(unknown[:5])}")

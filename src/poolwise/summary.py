@@ -72,30 +72,37 @@ def _numbers_table(
     from poolwise.diagnostics import TAIL_PROB
 
     names: list[str] = []
-    blocks: list[np.ndarray] = []
-    for name, v in post.data_vars.items():
-        extra = [d for d in v.dims if d not in ("chain", "draw")]
-        arr = v.transpose("chain", "draw", *extra).values.astype(float)
-        arr = arr.reshape(arr.shape[0], arr.shape[1], -1)
-        blocks.append(np.moveaxis(arr, -1, 0))
-        names.extend(_labels(str(name), v, extra))
-    x = np.concatenate(blocks, axis=0) if blocks else np.zeros((0, 1, 1))
-    flat = x.reshape(x.shape[0], -1)
+    parts: list[dict[str, np.ndarray]] = []
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        if kind == "hdi":
-            lo_hi = cv.hdi(x, prob)
-        else:
-            lo_hi = np.quantile(flat, [(1 - prob) / 2, (1 + prob) / 2], axis=1).T
+        for name, v, extra, start, x in cv.component_blocks(post):
+            k = x.shape[0]
+            if start == 0:
+                labels = _labels(name, v, extra)
+            names.extend(labels[start:start + k])
+            flat = x.reshape(k, -1)
+            if kind == "hdi":
+                lo_hi = cv.hdi(x, prob)
+            else:
+                lo_hi = np.quantile(flat, [(1 - prob) / 2, (1 + prob) / 2], axis=1).T
+            parts.append({
+                "mean": flat.mean(axis=1), "sd": flat.std(axis=1, ddof=1),
+                "lower": lo_hi[:, 0], "upper": lo_hi[:, 1], "mcse_mean": cv.mcse_mean(x),
+            })
+        table = {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0)
+                 for c in ("mean", "sd", "lower", "upper", "mcse_mean")}
         rhat, ess_b, ess_t = _known_numbers(names, known)
-        todo = ~(np.isfinite(rhat) & np.isfinite(ess_b) & np.isfinite(ess_t))
-        if todo.any():
-            rhat[todo], ess_b[todo], ess_t[todo] = cv.diagnostics(x[todo], TAIL_PROB)
-        table = {
-            "mean": flat.mean(axis=1), "sd": flat.std(axis=1, ddof=1), "lower": lo_hi[:, 0],
-            "upper": lo_hi[:, 1], "mcse_mean": cv.mcse_mean(x), "ess_bulk": ess_b,
-            "ess_tail": ess_t, "r_hat": rhat,
-        }
+        todo = np.flatnonzero(~(np.isfinite(rhat) & np.isfinite(ess_b) & np.isfinite(ess_t)))
+        if len(todo):  # components the diagnosis does not cover: their draws, by block
+            done = 0
+            for _, _, _, _, x in cv.component_blocks(post):
+                k = x.shape[0]
+                mine = todo[(todo >= done) & (todo < done + k)]
+                if len(mine):
+                    r, b, t = cv.diagnostics(x[mine - done], TAIL_PROB)
+                    rhat[mine], ess_b[mine], ess_t[mine] = r, b, t
+                done += k
+        table.update({"ess_bulk": ess_b, "ess_tail": ess_t, "r_hat": rhat})
     return pd.DataFrame(table, index=pd.Index(names, dtype=object))[COLUMNS].astype(float)
 
 

@@ -1016,7 +1016,10 @@ def _check_group(
     if pooling == "partial" and L > 1 and np.all(level_rows == 1) and np.all(level_trials <= 1):
         warn.append(  # [§7.30]
             f"every group of '{name}' has exactly one observation ({L} groups, {n_rows} rows); "
-            "group effects are only weakly identified"
+            "group effects are only weakly identified: one 0/1 outcome per group says nothing "
+            "about how much the groups differ (only about the overall proportion), so the "
+            "group SD is set by its prior and the sampler may not converge (no repair can "
+            f"fix that) - drop '{g}', or group at a coarser level"
         )
     if constant_outcome or not g.intercept:
         return
