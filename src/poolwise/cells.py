@@ -171,9 +171,12 @@ def _chunks(post: xr.Dataset, n_cells: int) -> Any:
 
 def _eta_parts(spec: ModelSpec, post: xr.Dataset) -> tuple[np.ndarray, ...]:
     """The linear predictor as data for the fused kernel: ``beta`` (S, K) with ``X`` (cells, K),
-    and the group deviations ``dev`` (S, M) of every group term and coefficient side by side,
-    with ``idx`` (J, cells) each cell's column in ``dev`` and ``z`` (J, cells) its Z value
-    (the same algebra as :func:`poolwise.posterior.cell_eta`)."""
+    and the per-level totals ``tot`` (S, M) of every group term and coefficient side by side,
+    with ``idx`` (J, cells) each cell's column in ``tot``, ``z`` (J, cells) its Z value and
+    ``mu`` (J,) the column of ``beta`` that is the totals' mean (-1: none); the deviation is
+    ``tot - beta[mu]`` (the same algebra as :func:`poolwise.posterior.cell_eta`). The totals
+    are the posterior's own arrays where one term has one coefficient: no copy of draws x
+    levels values, which with 10^4-10^5 levels cost seconds."""
     from poolwise.engine.layout import fixed_name, total_name
     from poolwise.posterior import _draws
 
@@ -181,27 +184,32 @@ def _eta_parts(spec: ModelSpec, post: xr.Dataset) -> tuple[np.ndarray, ...]:
     S = post.sizes["chain"] * post.sizes["draw"]
     beta = (np.column_stack([_draws(post, fixed_name(c)) for c in d.fixed_names])
             if d.fixed_names else np.zeros((S, 0)))
-    devs, idx, zs = [], [], []
+    tots, idx, zs, mus = [], [], [], []
     off = 0
     for term in spec.terms:
         g = term.group
         for c, coef in enumerate(g.coef_names):
             total = _draws(post, total_name(term, coef))
-            mi = term.mu_index[c]
-            devs.append(total - (beta[:, [mi]] if mi >= 0 else 0.0))
+            tots.append(total)
+            mus.append(term.mu_index[c])
             idx.append(np.asarray(g.codes, dtype=np.int64) + off)
             zs.append(np.asarray(g.Z[:, c], dtype=np.float64))
             off += total.shape[1]
     n = d.n_cells
-    dev = np.ascontiguousarray(np.column_stack(devs) if devs else np.zeros((S, 0)))
+    if len(tots) == 1:
+        tot = np.ascontiguousarray(tots[0], dtype=np.float64)
+    else:
+        tot = np.ascontiguousarray(np.column_stack(tots) if tots else np.zeros((S, 0)),
+                                   dtype=np.float64)
     idx_a = np.array(idx, dtype=np.int64).reshape(len(idx), n)
     z_a = np.array(zs, dtype=np.float64).reshape(len(zs), n)
     return (np.ascontiguousarray(beta, dtype=np.float64),
-            np.ascontiguousarray(d.X, dtype=np.float64), dev, idx_a, z_a)
+            np.ascontiguousarray(d.X, dtype=np.float64), tot, idx_a, z_a,
+            np.array(mus, dtype=np.int64))
 
 
 @numba.njit(cache=True, parallel=True)
-def _fused_logit(beta, X, dev, idx, z, cell, y, n, const, count, store):  # pragma: no cover
+def _fused_logit(beta, X, tot, idx, z, mu, cell, y, n, const, count, store):  # pragma: no cover
     """Per draw: each pattern's log-likelihood (into ``out`` when ``store``) and the
     count-weighted total, for the logit link, without cell-sized temporaries."""
     S = beta.shape[0]
@@ -222,7 +230,10 @@ def _fused_logit(beta, X, dev, idx, z, cell, y, n, const, count, store):  # prag
                 for k in range(K):
                     eta += X[c, k] * beta[s, k]
                 for j in range(J):
-                    eta += dev[s, idx[j, c]] * z[j, c]
+                    dev = tot[s, idx[j, c]]
+                    if mu[j] >= 0:
+                        dev -= beta[s, mu[j]]
+                    eta += dev * z[j, c]
                 # log expit(eta) and log expit(-eta), stable on both sides
                 if eta >= 0.0:
                     lp = -np.log1p(np.exp(-eta))
@@ -246,8 +257,8 @@ def _fused_logit(beta, X, dev, idx, z, cell, y, n, const, count, store):  # prag
 
 def _pointwise(spec: ModelSpec, post: xr.Dataset, store: bool) -> tuple[np.ndarray, np.ndarray]:
     pat = row_patterns(spec.design)
-    beta, X, dev, idx, z = _eta_parts(spec, post)
-    return _fused_logit(beta, X, dev, idx, z, pat.cell, pat.y, pat.n, pat.log_binom_const,
+    beta, X, tot, idx, z, mu = _eta_parts(spec, post)
+    return _fused_logit(beta, X, tot, idx, z, mu, pat.cell, pat.y, pat.n, pat.log_binom_const,
                         pat.count.astype(np.float64), store)
 
 
