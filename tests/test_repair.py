@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 import pytest
 
 import poolwise
@@ -378,3 +379,44 @@ def test_sparse_or_few_levels_still_need_the_pilot(bangladesh):
     assert data_sd_range(build_model("y ~ 1 + (1 | g)", sparse), 0) is None
     tiny_sd = _many_levels(4, sd=0.02)  # the SD's range reaches 0: non-centering matters
     assert data_sd_range(build_model("y ~ 1 + (1 | g)", tiny_sd), 0) is None
+
+
+def _disagreeing_chains(packed, config):
+    """Stand-in sampler whose chains sit at different places: R-hat fails every attempt."""
+    from conftest import stand_in_run_nuts
+
+    tree, s = stand_in_run_nuts(packed, config)
+    post = tree["posterior"].to_dataset()
+    shift = xr.DataArray(np.arange(config.chains, dtype=float), dims="chain")
+    post = post.map(lambda v: v + shift if v.name.startswith(("a_", "Intercept")) else v)
+    return xr.DataTree.from_dict({"posterior": post,
+                                  "sample_stats": tree["sample_stats"].to_dataset()}), s
+
+
+@pytest.mark.parametrize("rows_per_group", [1, 2])
+def test_repair_stops_at_once_when_one_outcome_per_level_leaves_the_sd_unidentified(
+    monkeypatch, rows_per_group
+):
+    """Every level with a single 0/1 outcome: the data do not identify the SD, so no setting
+    helps and the loop stops after the first attempt, saying why; two outcomes per level
+    identify it, and the loop goes on trying remedies."""
+    from poolwise import sampling as sampling_module
+    from poolwise.repair import unidentified_sd_terms
+
+    monkeypatch.setattr(sampling_module, "run_nuts", _disagreeing_chains)
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(60), rows_per_group)
+    df = pd.DataFrame({"y": rng.integers(0, 2, len(groups)), "g": groups})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = poolwise.fit("y ~ 1 + (1 | g)", df, chains=4, tune=100, draws=100, seed=1,
+                         repair=RepairPolicy(max_attempts=4), parameterization="noncentered")
+    assert not f.ok
+    log = f.repair_log
+    if rows_per_group == 1:
+        assert unidentified_sd_terms(f.spec) == ["(1 | g)"]
+        assert len(log.attempts) == 1
+        assert log.stopped.startswith("no remedy: every level of (1 | g) has exactly one 0/1")
+    else:
+        assert unidentified_sd_terms(f.spec) == []
+        assert len(log.attempts) > 1

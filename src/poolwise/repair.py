@@ -433,6 +433,27 @@ def _advice(state: _State, spec: ModelSpec, final: Diagnosis) -> tuple[str, ...]
     return tuple(out)
 
 
+def unidentified_sd_terms(spec: ModelSpec) -> list[str]:
+    """Group terms with an estimated SD whose every level holds exactly one 0/1 outcome.
+
+    A single Bernoulli trial per level is, whatever the SD, a Bernoulli draw with the
+    population's mean probability: the data say nothing about how much the levels differ, the
+    SD's posterior is its prior bent along a ridge, and in thousands of dimensions NUTS
+    cannot make its chains agree (10,000 such levels: six attempts up to target_accept 0.99
+    and 4000 + 4000 iterations, R-hat still 1.11). No sampler setting fixes it, so the
+    repair loop stops there and says why (RELIABILITY.md section 7, row 30 warns before)."""
+    out = []
+    d = spec.design
+    for term in spec.terms:
+        if not term.estimated or term.group.n_levels < 2:
+            continue
+        trials = np.bincount(term.group.codes, weights=np.asarray(d.n, dtype=float),
+                             minlength=term.group.n_levels)
+        if np.all(trials == 1.0):
+            out.append(str(term.group.term))
+    return out
+
+
 def repair_fit(
     spec: ModelSpec,
     config: SamplerConfig,
@@ -489,6 +510,13 @@ def repair_fit(
             stopped = f"out of budget: {max_attempts} attempts, diagnostics still fail"
         elif policy.max_seconds is not None and time.perf_counter() - t_start > policy.max_seconds:
             stopped = (f"out of budget: {policy.max_seconds:g} s spent, diagnostics still fail")
+        elif unidentified := unidentified_sd_terms(spec):
+            names = ", ".join(unidentified)
+            stopped = (
+                f"no remedy: every level of {names} has exactly one 0/1 outcome, so the data "
+                "do not identify its SD and no sampler setting can make the chains agree; "
+                "drop the term or group at a coarser level"
+            )
         else:
             remedy = _next_remedy(diag, current, spec, config, policy, state)
             if remedy is None and diag.has("rhat_single_chain"):
