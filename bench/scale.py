@@ -61,13 +61,37 @@ def _crossed(rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
     return df, "y ~ 1 + (1 | person) + (1 | item)"
 
 
-def _cont20k(rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
-    n, g = 20_000, 200
+def _continuous(rng: np.random.Generator, n: int, g: int) -> tuple[pd.DataFrame, str]:
     grp = rng.integers(0, g, n)
     x = rng.normal(0, 1, n)
     a = rng.normal(-0.3, 0.5, g)
     p = 1 / (1 + np.exp(-(a[grp] + 0.7 * x)))
     return pd.DataFrame({"y": rng.binomial(1, p), "x": x, "g": grp}), "y ~ 1 + x + (1 | g)"
+
+
+def _cont20k(rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
+    return _continuous(rng, 20_000, 200)
+
+
+def _cont100k(rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
+    return _continuous(rng, 100_000, 1000)
+
+
+def _groups10k_binomial(rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
+    """10k groups, one row each, but a row is 10 trials: the group SD is identified."""
+    g = 10_000
+    a = rng.normal(-0.2, 0.7, g)
+    k = rng.binomial(10, 1 / (1 + np.exp(-a)))
+    return (pd.DataFrame({"k": k, "n": 10, "g": np.arange(g)}),
+            "k | trials(n) ~ 1 + (1 | g)")
+
+
+def _groups100k(rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
+    g = 100_000
+    a = rng.normal(-0.2, 0.7, g)
+    grp = np.repeat(np.arange(g), 10)
+    p = 1 / (1 + np.exp(-a[grp]))
+    return pd.DataFrame({"y": rng.binomial(1, p), "g": grp}), "y ~ 1 + (1 | g)"
 
 
 def _groups10k(rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
@@ -81,7 +105,10 @@ CASES: dict[str, tuple[str, Callable[[np.random.Generator], tuple[pd.DataFrame, 
     "bern1m": ("1M Bernoulli rows, 1000 groups, binary predictor", _bern1m),
     "crossed": ("7.6k binary rows, crossed person x item", _crossed),
     "cont20k": ("20k rows, continuous covariate, 200 groups", _cont20k),
-    "groups10k": ("10k groups x 1 row", _groups10k),
+    "groups10k": ("10k groups x 1 row (0/1: the group SD is not identified)", _groups10k),
+    "groups10k_binomial": ("10k groups x 1 row of 10 trials", _groups10k_binomial),
+    "cont100k": ("100k rows, continuous covariate, 1000 groups", _cont100k),
+    "groups100k": ("100k groups x 10 rows", _groups100k),
 }
 
 
