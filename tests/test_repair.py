@@ -8,8 +8,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 import pytest
+import xarray as xr
 
 import poolwise
 from poolwise.cli import main as cli_main
