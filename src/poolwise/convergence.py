@@ -110,9 +110,10 @@ def _rhat_raw(x: np.ndarray) -> np.ndarray:
         return np.sqrt((between / within + n - 1) / n)
 
 
-def _rhat_block(x: np.ndarray, z_bulk: np.ndarray | None = None) -> np.ndarray:
+def _rhat_block(x: np.ndarray, z_bulk: np.ndarray) -> np.ndarray:
+    """R-hat of ``x`` (P, C, D), given its rank-normalized split chains ``z_bulk``."""
     s = _split(x)
-    bulk = _rhat_raw(_z_scale(s) if z_bulk is None else z_bulk)
+    bulk = _rhat_raw(z_bulk)
     med = np.median(s.reshape(s.shape[0], -1), axis=1)
     tail = _rhat_raw(_z_scale(np.abs(s - med[:, None, None])))
     # Python's max(bulk, tail), as ArviZ: NaN bulk wins, NaN tail loses
@@ -142,13 +143,7 @@ def rhat(x: np.ndarray) -> np.ndarray:
         Shape (parameters,); NaN where ArviZ gives NaN (fewer than 2 chains or 4 draws) and
         for non-finite draws.
     """
-    x = np.asarray(x, dtype=float)
-    out = np.full(x.shape[0], np.nan)
-    ok = _valid(x, 2)
-    if ok.any():
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[ok] = _blocks(x[ok], _rhat_block)
-    return out
+    return diagnostics(x)[0]
 
 
 def _autocov(x: np.ndarray) -> np.ndarray:
@@ -217,38 +212,35 @@ def _ess_raw(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ess_generic(x: np.ndarray, prep) -> np.ndarray:
+def ess_bulk(x: np.ndarray) -> np.ndarray:
+    """Bulk ESS (rank-normalized split chains) of every parameter of ``x`` (P, C, D)."""
+    return diagnostics(x)[1]
+
+
+def ess_mean(x: np.ndarray) -> np.ndarray:
+    """ESS of the mean (split chains, no rank normalization) of every parameter."""
     x = np.asarray(x, dtype=float)
     out = np.full(x.shape[0], np.nan)
     ok = _valid(x, 1)
     if ok.any():
         with np.errstate(divide="ignore", invalid="ignore"):
-            out[ok] = _blocks(x[ok], lambda b: _ess_raw(prep(b)))
+            out[ok] = _blocks(x[ok], lambda b: _ess_raw(_split(b)))
     return out
 
 
-def ess_bulk(x: np.ndarray) -> np.ndarray:
-    """Bulk ESS (rank-normalized split chains) of every parameter of ``x`` (P, C, D)."""
-    return _ess_generic(x, lambda b: _z_scale(_split(b)))
-
-
-def ess_mean(x: np.ndarray) -> np.ndarray:
-    """ESS of the mean (split chains, no rank normalization) of every parameter."""
-    return _ess_generic(x, _split)
-
-
-def _quantile_indicator(b: np.ndarray, prob: float) -> np.ndarray:
-    q = np.quantile(b.reshape(b.shape[0], -1), prob, axis=1)
-    return _split((b <= q[:, None, None]).astype(float))
+def _tail_ess(b: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The smaller of the ESS of the indicators ``draw <= q`` at the quantiles ``lo`` and
+    ``hi`` of each parameter of ``b`` (P, C, D)."""
+    q = np.quantile(b.reshape(b.shape[0], -1), [lo, hi], axis=1)  # (2, P)
+    low = _ess_raw(_split((b <= q[0][:, None, None]).astype(float)))
+    high = _ess_raw(_split((b <= q[1][:, None, None]).astype(float)))
+    return np.minimum(low, high)
 
 
 def ess_tail(x: np.ndarray, prob: tuple[float, float] = (0.05, 0.95)) -> np.ndarray:
     """Tail ESS: the smaller of the ESS of the indicators ``draw <= q`` at the two quantiles
     ``prob`` (ArviZ's ``method="tail"``), for every parameter of ``x`` (P, C, D)."""
-    lo, hi = sorted(prob)
-    a = _ess_generic(x, lambda b: _quantile_indicator(b, lo))
-    c = _ess_generic(x, lambda b: _quantile_indicator(b, hi))
-    return np.minimum(a, c)
+    return diagnostics(x, prob)[2]
 
 
 def diagnostics(
@@ -267,8 +259,8 @@ def diagnostics(
     Returns
     -------
     tuple of numpy.ndarray
-        ``(rhat, ess_bulk, ess_tail)``, each of shape (parameters,), equal to
-        :func:`rhat`, :func:`ess_bulk` and :func:`ess_tail`.
+        ``(rhat, ess_bulk, ess_tail)``, each of shape (parameters,); NaN where ArviZ gives
+        NaN (R-hat: fewer than 2 chains; all: fewer than 4 draws) and for non-finite draws.
     """
     x = np.asarray(x, dtype=float)
     P = x.shape[0]
@@ -286,8 +278,7 @@ def diagnostics(
             b[blk][ee] = _ess_raw(z)
             if er.any():
                 r[blk][er] = _rhat_block(sub[er], z[er[ee]])
-            t[blk][ee] = np.minimum(_ess_raw(_quantile_indicator(sub[ee], lo)),
-                                    _ess_raw(_quantile_indicator(sub[ee], hi)))
+            t[blk][ee] = _tail_ess(sub[ee], lo, hi)
 
     starts = range(0, P, _BLOCK)
     workers = min(len(starts), os.cpu_count() or 1)

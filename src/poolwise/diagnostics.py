@@ -287,34 +287,38 @@ def _names(items: list[str], k: int = 5) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _named_blocks(post: xr.Dataset):
+    """:func:`poolwise.convergence.component_blocks` with the components' names (like
+    ``a_district[3]``) and whether they are group-level (a dimension besides chain and draw):
+    yields ``(names, group_level, block)``."""
+    from poolwise.convergence import component_blocks
+
+    for name, v, extra, start, blk in component_blocks(post):
+        if start == 0:
+            if not extra:
+                labels: Any = [name]
+            elif len(extra) == 1:
+                labels = [f"{name}[{lab}]" for lab in v[extra[0]].values]
+            else:
+                labels = [f"{name}[{i}]" for i in range(v.size // (v.sizes["chain"]
+                                                                  * v.sizes["draw"]))]
+        yield labels[start:start + blk.shape[0]], bool(extra), blk
+
+
 def stack_draws(post: xr.Dataset) -> tuple[list[str], np.ndarray, np.ndarray]:
     """All scalar components of all variables as one (n, chain, draw) array, with names like
     ``a_district[3]``, and a flag per component: True for group-level components (variables
     with a dimension besides chain and draw)."""
     names: list[str] = []
     group_level: list[bool] = []
-    parts: list[tuple[np.ndarray, int]] = []
-    for name, v in post.data_vars.items():
-        extra = [d for d in v.dims if d not in ("chain", "draw")]
-        arr = v.transpose("chain", "draw", *extra).values
-        arr = arr.reshape(arr.shape[0], arr.shape[1], -1)
-        parts.append((arr, arr.shape[-1]))
-        if extra:
-            labels = v[extra[0]].values if len(extra) == 1 else range(arr.shape[-1])
-            names.extend(f"{name}[{lab}]" for lab in labels)
-            group_level.extend([True] * arr.shape[-1])
-        else:
-            names.append(str(name))
-            group_level.append(False)
-    if not parts:
+    blocks: list[np.ndarray] = []
+    for labels, grp, blk in _named_blocks(post):
+        names.extend(labels)
+        group_level.extend([grp] * len(labels))
+        blocks.append(blk)
+    if not blocks:
         return [], np.zeros((0, 1, 1)), np.zeros(0, dtype=bool)
-    C, D = parts[0][0].shape[:2]
-    out = np.empty((len(names), C, D))  # filled in place: one copy of the draws, not three
-    i = 0
-    for arr, k in parts:
-        out[i:i + k] = np.moveaxis(arr, -1, 0)
-        i += k
-    return names, out, np.array(group_level, dtype=bool)
+    return names, np.concatenate(blocks, axis=0), np.array(group_level, dtype=bool)
 
 
 def _ordered(
@@ -463,20 +467,12 @@ def convergence_numbers(post: xr.Dataset) -> Convergence:
     :mod:`poolwise.convergence`), with undefined numbers as NaN, never "large": arviz gives
     ESS = N for constant draws. Computed a block of components at a time (no stacked copy
     of all draws)."""
-    from poolwise.convergence import component_blocks
-
     names: list[str] = []
     group_level: list[bool] = []
     cols: list[list[np.ndarray]] = [[] for _ in range(6)]
-    for name, v, extra, start, blk in component_blocks(post):
-        k = blk.shape[0]
-        if extra:
-            labels = v[extra[0]].values if len(extra) == 1 else range(v.size // (
-                v.sizes["chain"] * v.sizes["draw"]))
-            names.extend(f"{name}[{lab}]" for lab in labels[start:start + k])
-        else:
-            names.append(name)
-        group_level.extend([bool(extra)] * k)
+    for labels, grp, blk in _named_blocks(post):
+        names.extend(labels)
+        group_level.extend([grp] * len(labels))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             numbers = _convergence_numbers(blk)

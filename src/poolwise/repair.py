@@ -442,16 +442,8 @@ def unidentified_sd_terms(spec: ModelSpec) -> list[str]:
     cannot make its chains agree (10,000 such levels: six attempts up to target_accept 0.99
     and 4000 + 4000 iterations, R-hat still 1.11). No sampler setting fixes it, so the
     repair loop stops there and says why (RELIABILITY.md section 7, row 30 warns before)."""
-    out = []
-    d = spec.design
-    for term in spec.terms:
-        if not term.estimated or term.group.n_levels < 2:
-            continue
-        trials = np.bincount(term.group.codes, weights=np.asarray(d.n, dtype=float),
-                             minlength=term.group.n_levels)
-        if np.all(trials == 1.0):
-            out.append(str(term.group.term))
-    return out
+    return [str(t.group.term) for t in spec.terms
+            if t.estimated and t.group.n_levels > 1 and np.all(t.group.level_trials == 1.0)]
 
 
 def repair_fit(

@@ -87,7 +87,7 @@ class Fit:
         prob, kind, scale = (kwargs.get("prob", 0.89), kwargs.get("kind", "hdi"),
                              kwargs.get("scale", "logit"))
         try:
-            key = (float(prob), str(kind), str(scale), frozenset(kwargs))
+            key = (float(prob), str(kind), str(scale))
         except (TypeError, ValueError):
             return summary(self, **kwargs)  # summary() reports the bad argument
         if key not in self._summaries:

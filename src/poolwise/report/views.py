@@ -200,18 +200,18 @@ def repair_notes(log: Any) -> list[tuple[str, str]]:
 def population_table(fit: Fit, *, prob: float = 0.89) -> Table:
     """Population-level parameters only (no per-group rows): mean, sd, equal-tailed ``prob``
     interval, R-hat and bulk ESS (from the fit's diagnosis)."""
-    from poolwise.diagnostics import stack_draws
-
-    names, stacked, group_level = stack_draws(fit.posterior)
     d = fit.diagnosis
     rhat = dict(zip(d.parameters, np.asarray(d.rhat, dtype=float), strict=False))
     ess = dict(zip(d.parameters, np.asarray(d.ess_bulk, dtype=float), strict=False))
     lo_q, hi_q = (1 - prob) / 2, 1 - (1 - prob) / 2
     rows = []
-    for name, draws, grp in zip(names, stacked, group_level, strict=True):
-        if grp:
+    # the population variables only: with 10^5 group levels, stacking every component to
+    # skip the group-level ones would copy gigabytes
+    for name, v in fit.posterior.data_vars.items():
+        if set(v.dims) - {"chain", "draw"}:
             continue
-        x = draws.ravel()
+        name = str(name)
+        x = np.asarray(v.transpose("chain", "draw").values, dtype=float).ravel()
         x = x[np.isfinite(x)]
         if not len(x):
             rows.append((name, "", "", "", "", "", ""))
