@@ -78,3 +78,29 @@ def test_arviz_alias_does_not_leak() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_draws_after_tuning_equal_nutpies_own_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_nuts converts only the draws after tuning from nutpie's raw trace; the posterior and
+    the sample statistics equal those of nutpie's own conversion of the whole trace."""
+    import importlib
+    import types
+
+    import xarray as xr
+
+    import poolwise
+    from poolwise.engine.layout import pack
+
+    data = _tiny().assign(x=np.linspace(-1.0, 1.0, 90))
+    packed = pack(poolwise.build_model("y ~ x + (1 + x | g)", data))
+    config = S.SamplerConfig(chains=2, tune=150, draws=80, seed=9)
+    ours, _ = S.run_nuts(packed, config)
+    # without nutpie's converter at hand, run_nuts lets nutpie convert the whole trace
+    monkeypatch.setattr(S, "importlib", types.SimpleNamespace(import_module=lambda name: object()))
+    theirs, _ = S.run_nuts(packed, config)
+    monkeypatch.setattr(S, "importlib", importlib)
+    assert sorted(ours.children) == sorted(theirs.children) == ["posterior", "sample_stats"]
+    for group in ("posterior", "sample_stats"):
+        a, b = ours[group].to_dataset(), theirs[group].to_dataset()
+        assert a.sizes["draw"] == 80
+        xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
