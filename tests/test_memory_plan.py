@@ -40,9 +40,15 @@ def test_plan_counts_patterns_not_rows(small):
     def temp(d):
         return 8 * planning.CELL_TEMPORARIES * cells * 4 * min(d, draw_chunk(cells))
 
+    # nutpie's trace keeps every tuning draw's parameters until sampling ends
+    def tuning(t):
+        return 8 * planning.TUNING_COPIES * planning.stored_values_per_draw(spec) * 4 * t
+
     assert plan.per_draw == per_draw
-    assert plan.first_attempt == 4 * 1000 * per_draw + temp(1000)
-    assert plan.ladder == 4 * 8000 * per_draw + temp(8000)
+    assert plan.first_attempt == 4 * 1000 * per_draw + temp(1000) + tuning(1000)
+    assert plan.ladder == 4 * 8000 * per_draw + temp(8000) + tuning(1000)
+    longer = planning.memory_plan(spec, cfg, max_draws=8000, max_tune=8000)
+    assert longer.ladder == plan.ladder + tuning(7000)
     off = planning.memory_plan(spec, cfg, log_likelihood=False)
     assert off.per_draw == per_draw - 8 * n_pat
 
@@ -56,29 +62,39 @@ def test_ladder_draws_follow_the_repair_policy():
     assert fit_module._ladder_draws(p, 9000, True) == 9000
 
 
-def test_fit_caps_the_ladder_at_what_fits(small, monkeypatch):
-    """The first attempt fits, the ladder's largest would not: the policy handed to the repair
-    loop never lets an attempt's draws exceed available memory."""
-    spec = poolwise.build_model(FORMULA, small)
-    cfg = SamplerConfig(chains=4, tune=100, draws=200, seed=1)
-    per_chain_draw = planning.memory_plan(spec, cfg).per_draw * 4
-    cells = spec.design.n_cells
-    temp = 8 * planning.CELL_TEMPORARIES * cells * 4 * min(6400, draw_chunk(cells))
-    avail = per_chain_draw * 500 + temp  # 500 draws per chain fit; the ladder would reach 6400
+def _policy_handed_to_repair(small, monkeypatch, avail):
     monkeypatch.setattr(planning, "available_memory_bytes", lambda: avail)
     seen = {}
 
     def fake_repair_fit(spec, config, *, policy, **kw):
-        seen["policy"], seen["config"] = policy, config
+        seen["policy"] = policy
         raise SpecError("stop here")
 
     monkeypatch.setattr(fit_module, "repair_fit", fake_repair_fit)
     with pytest.raises(SpecError, match="stop here"):
         poolwise.fit(FORMULA, small, chains=4, tune=100, draws=200, seed=1, prior_check=False)
-    policy = seen["policy"]
-    assert policy.max_draws == 500
-    assert policy.max_draws * per_chain_draw + temp <= avail
-    assert fit_module._ladder_draws(policy, 200, True) <= 500
+    return seen["policy"]
+
+
+@pytest.mark.parametrize("extra_draws", [300, 3000])
+def test_fit_caps_the_ladder_at_what_fits(small, monkeypatch, extra_draws):
+    """The first attempt fits, the ladder's largest would not (its draws reach 6400 per chain,
+    its tuning 3200, and nutpie holds the tuning draws too): the policy handed to the repair
+    loop caps tuning and draws so that every attempt fits in the available memory."""
+    spec = poolwise.build_model(FORMULA, small)
+    cfg = SamplerConfig(chains=4, tune=100, draws=200, seed=1)
+    first = planning.memory_plan(spec, cfg)
+    avail = first.first_attempt + first.per_draw * 4 * extra_draws
+    policy = _policy_handed_to_repair(small, monkeypatch, avail)
+    top_draws = fit_module._ladder_draws(policy, 200, True)
+    top_tune = fit_module._ladder_tune(policy, 100, True)
+    assert 200 < top_draws < 6400 and 100 < top_tune < 3200
+    ladder = planning.memory_plan(spec, cfg, max_draws=top_draws, max_tune=top_tune)
+    assert ladder.ladder <= avail
+    # and not needlessly small: a few more draws and tuning draws per chain would not fit
+    bigger = planning.memory_plan(spec, cfg, max_draws=int(top_draws * 1.02) + 2,
+                                  max_tune=int(top_tune * 1.02) + 1)
+    assert bigger.ladder > avail
 
 
 def test_first_attempt_too_large_names_the_flags(small, monkeypatch):

@@ -41,6 +41,40 @@ def _ladder_draws(policy: RepairPolicy, draws: int, repair: bool) -> int:
     return max(draws, min(grown, policy.max_draws))
 
 
+def _ladder_tune(policy: RepairPolicy, tune: int, repair: bool) -> int:
+    """The most tuning draws per chain that any attempt of the repair ladder can use
+    (``tune_factor`` per attempt, up to ``max_tune``)."""
+    if not repair or policy.max_attempts <= 1:
+        return tune
+    grown = tune * policy.tune_factor ** (policy.max_attempts - 1)
+    return max(tune, min(grown, policy.max_tune))
+
+
+def _fit_ladder(spec: Any, config: SamplerConfig, policy: RepairPolicy, log_likelihood: bool,
+                available: int) -> RepairPolicy:
+    """``policy`` with its largest tuning and draws capped so that every attempt of the repair
+    ladder fits in ``available`` bytes (the first attempt fits: ``check_run`` says so). The
+    ladder grows tuning and draws by the same factor, and nutpie holds the tuning draws too,
+    so both are capped at the largest factor whose attempt fits."""
+    tune, draws = config.tune, config.draws
+
+    def capped(f: float) -> RepairPolicy:
+        return replace(policy, max_tune=max(tune, min(policy.max_tune, int(tune * f))),
+                       max_draws=max(draws, min(policy.max_draws, int(draws * f))))
+
+    def fits(p: RepairPolicy) -> bool:
+        plan = memory_plan(spec, config, log_likelihood=log_likelihood,
+                           max_draws=_ladder_draws(p, draws, True),
+                           max_tune=_ladder_tune(p, tune, True))
+        return plan.ladder <= available
+
+    lo, hi = 1.0, float(max(policy.max_tune / tune, policy.max_draws / draws, 1.0))
+    for _ in range(40):  # bisection on the factor
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if fits(capped(mid)) else (lo, mid)
+    return capped(lo)
+
+
 def fit(
     formula: str | Formula,
     data: Any,
@@ -187,12 +221,13 @@ def fit(
     # before anything samples (the pilot run included): flat priors on separated data,
     # memory for the draws (errors), weak settings (warnings, kept in Fit.warnings)
     run_warnings = check_run(spec, config, log_likelihood=log_likelihood)
-    # the memory plan covers the repair ladder: cap its draws at what fits (the first attempt
-    # fits, check_run says so), so a repair attempt can never run out of memory
+    # the memory plan covers the repair ladder: cap its tuning and draws at what fits (the
+    # first attempt fits, check_run says so), so a repair attempt can never run out of memory
     plan = memory_plan(spec, config, log_likelihood=log_likelihood,
-                       max_draws=_ladder_draws(policy, draws, bool(repair)))
-    if plan.available is not None and plan.ladder > plan.available and plan.draws_that_fit:
-        policy = replace(policy, max_draws=max(draws, min(policy.max_draws, plan.draws_that_fit)))
+                       max_draws=_ladder_draws(policy, draws, bool(repair)),
+                       max_tune=_ladder_tune(policy, tune, bool(repair)))
+    if plan.available is not None and plan.ladder > plan.available:
+        policy = _fit_ladder(spec, config, policy, log_likelihood, plan.available)
     prior_warnings: tuple[str, ...] = ()
     if prior_check:
         from poolwise.prior_predictive import check_prior_predictive

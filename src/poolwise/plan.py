@@ -68,6 +68,10 @@ POSTERIOR_COPIES = 3
 STATS_PER_DRAW = 12
 #: cell-sized arrays per draw while the log-likelihood is computed (eta, log p, log q)
 CELL_TEMPORARIES = 3
+#: nutpie's trace holds every tuning draw's stored values too until sampling ends (the draws
+#: after tuning are converted from it: poolwise.engine.sampler); bytes per tuning draw and
+#: stored value
+TUNING_COPIES = 1
 
 
 @dataclass(frozen=True)
@@ -78,13 +82,18 @@ class MemoryPlan:
     sampler statistics and, with the log-likelihood group, one value per row pattern (cell x
     outcome, :mod:`poolwise.cells`); plus ``CELL_TEMPORARIES`` cell-sized arrays for one chunk
     of draws (:func:`poolwise.cells.draw_chunk`) while pointwise values are computed.
-    ``first_attempt`` is the plan at the requested draws, ``ladder`` at ``max_draws`` (the
-    largest attempt of the repair ladder); ``draws_that_fit`` is the most draws per chain that
-    fit in ``available`` (None: unknown memory)."""
+    nutpie's trace also holds the tuning draws' stored values while it samples
+    (``TUNING_COPIES`` x parameters x 8 bytes per tuning draw).
+    ``first_attempt`` is the plan at the requested tune and draws, ``ladder`` at ``max_tune``
+    and ``max_draws`` (the largest attempt of the repair ladder); ``draws_that_fit`` is the
+    most draws per chain that fit in ``available`` next to ``max_tune`` tuning draws (None:
+    unknown memory)."""
 
     chains: int
     draws: int
     max_draws: int
+    tune: int
+    max_tune: int
     n_params: int
     n_group_params: int
     n_patterns: int
@@ -108,8 +117,9 @@ class MemoryPlan:
             f"model has {self.n_group_params:,} group parameters ({self.n_params:,} parameters "
             f"in all); estimated memory {_fmt_bytes(self.first_attempt)} for {self.chains} "
             f"chains x {self.draws:,} draws x ({POSTERIOR_COPIES} x {self.n_params:,} parameters + "
-            f"{STATS_PER_DRAW} sampler statistics{ll}) x 8 bytes, plus cell-sized "
-            f"temporaries, exceeds {avail} available"
+            f"{STATS_PER_DRAW} sampler statistics{ll}) x 8 bytes, plus {self.tune:,} tuning "
+            f"draws of the parameters per chain and cell-sized temporaries, exceeds {avail} "
+            "available"
             f"{fit_draws} - reduce draws or chains (--draws, --chains; draws=, chains=){fix}"
         )
 
@@ -121,6 +131,7 @@ def memory_plan(
     n_params: int | None = None,
     log_likelihood: bool = True,
     max_draws: int | None = None,
+    max_tune: int | None = None,
 ) -> MemoryPlan:
     """The memory a fit of ``spec`` with ``config`` needs at its peak, repair ladder included
     (:class:`MemoryPlan`)."""
@@ -132,22 +143,27 @@ def memory_plan(
     n_pat = row_patterns(d).n_patterns if log_likelihood else 0
     n_cells = d.n_cells  # the prior-sensitivity check needs them too
     per_draw = 8 * (POSTERIOR_COPIES * n_params + STATS_PER_DRAW + n_pat)
-    chains, draws = int(config.chains), int(config.draws)
+    chains, draws, tune = int(config.chains), int(config.draws), int(config.tune)
     top = max(draws, int(max_draws) if max_draws is not None else draws)
+    top_tune = max(tune, int(max_tune) if max_tune is not None else tune)
+    def tuning(t: int) -> int:  # nutpie's trace of the tuning draws
+        return 8 * TUNING_COPIES * int(n_params) * chains * t
     # cell-sized temporaries: computed in chunks of draws (poolwise.cells.draw_chunk)
     def temp(d: int) -> int:
         return 8 * CELL_TEMPORARIES * n_cells * chains * min(d, draw_chunk(n_cells))
 
     avail = available_memory_bytes()
     fit_draws = (None if avail is None
-                 else int(max(avail - temp(top), 0) // max(per_draw * chains, 1)))
+                 else int(max(avail - temp(top) - tuning(top_tune), 0)
+                          // max(per_draw * chains, 1)))
     return MemoryPlan(
-        chains=chains, draws=draws, max_draws=top, n_params=int(n_params),
+        chains=chains, draws=draws, max_draws=top, tune=tune, max_tune=top_tune,
+        n_params=int(n_params),
         n_group_params=sum(t.group.n_levels * t.group.n_coefs for t in spec.terms),
         n_patterns=n_pat,
         n_cells=n_cells, log_likelihood=log_likelihood, per_draw=per_draw,
-        first_attempt=per_draw * chains * draws + temp(draws),
-        ladder=per_draw * chains * top + temp(top),
+        first_attempt=per_draw * chains * draws + temp(draws) + tuning(tune),
+        ladder=per_draw * chains * top + temp(top) + tuning(top_tune),
         available=avail, draws_that_fit=fit_draws,
     )
 
