@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
 import poolwise
 from poolwise.cli import main
@@ -90,10 +92,17 @@ def _one_error_line(err: str, *needles: str) -> None:
         assert needle in errors[0], errors[0]
 
 
+_READ: dict[str, xr.DataTree] = {}
+
+
 def _rewrite_tree(folder: Path, edit) -> None:
     """Change the saved tree of ``folder`` with ``edit(tree)`` and rewrite its manifest, as
-    someone crafting a folder would (the manifest is a checksum, not a signature)."""
-    tree = read_tree(folder / "fit.nc")
+    someone crafting a folder would (the manifest is a checksum, not a signature). Folders
+    are copies of a few saved fits: each file is read once and copied for every edit."""
+    key = hashlib.sha256((folder / "fit.nc").read_bytes()).hexdigest()
+    if key not in _READ:
+        _READ[key] = read_tree(folder / "fit.nc")
+    tree = _READ[key].copy(deep=True)
     edit(tree)
     (folder / "fit.nc").unlink()
     write_tree(tree, folder / "fit.nc")
