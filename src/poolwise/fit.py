@@ -31,23 +31,24 @@ __all__ = ["Fit", "fit", "sample_spec", "versions", "with_log_likelihood"]
 IntervalKind = Literal["hdi", "eti"]
 
 
-def _ladder_draws(policy: RepairPolicy, draws: int, repair: bool) -> int:
-    """The most draws per chain that any attempt of the repair ladder can use
-    (:func:`poolwise.repair._next_remedy` multiplies them by ``tune_factor`` per attempt, up
-    to ``max_draws``)."""
+def _ladder_top(policy: RepairPolicy, start: int, cap: int, repair: bool) -> int:
+    """The largest value a setting that starts at ``start`` reaches on the repair ladder:
+    :func:`poolwise.repair._next_remedy` multiplies tuning and draws by ``tune_factor`` per
+    attempt, up to ``cap``."""
     if not repair or policy.max_attempts <= 1:
-        return draws
-    grown = draws * policy.tune_factor ** (policy.max_attempts - 1)
-    return max(draws, min(grown, policy.max_draws))
+        return start
+    grown = start * policy.tune_factor ** (policy.max_attempts - 1)
+    return max(start, min(grown, cap))
+
+
+def _ladder_draws(policy: RepairPolicy, draws: int, repair: bool) -> int:
+    """The most draws per chain that any attempt of the repair ladder can use."""
+    return _ladder_top(policy, draws, policy.max_draws, repair)
 
 
 def _ladder_tune(policy: RepairPolicy, tune: int, repair: bool) -> int:
-    """The most tuning draws per chain that any attempt of the repair ladder can use
-    (``tune_factor`` per attempt, up to ``max_tune``)."""
-    if not repair or policy.max_attempts <= 1:
-        return tune
-    grown = tune * policy.tune_factor ** (policy.max_attempts - 1)
-    return max(tune, min(grown, policy.max_tune))
+    """The most tuning draws per chain that any attempt of the repair ladder can use."""
+    return _ladder_top(policy, tune, policy.max_tune, repair)
 
 
 def _fit_ladder(spec: Any, config: SamplerConfig, policy: RepairPolicy, log_likelihood: bool,
