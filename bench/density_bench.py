@@ -129,7 +129,7 @@ def adaptation_compare(groups: int, trials: int, param: str, seed: int, chains: 
     nutpie = S._import_nutpie()
     out = []
     for adaptation in ("diag", "low_rank"):
-        compiled = S._compiled_cfunc(packed)
+        compiled = S._compiled_cfunc(packed, S.stored_dtypes(packed, False))
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -166,3 +166,73 @@ def test_cli_log_likelihood_on_request_equals_the_recomputed_one(small, tmp_path
     again = log_likelihood_group(without.spec, without.idata.posterior.to_dataset())
     for name in stored.data_vars:
         np.testing.assert_allclose(again[name].values, stored[name].values, rtol=1e-12, atol=0)
+
+
+def test_trace_on_disk_in_the_plan(small, monkeypatch):
+    """A large trace (LARGE_TRACE_BYTES or more) goes to disk with float32 group-level totals:
+    neither nutpie's trace copy of the draws nor its tuning draws count in memory then, and
+    the totals take 4 bytes; below it, 8 bytes and both copies count."""
+    from poolwise.engine import sampler as S
+
+    spec = poolwise.build_model(FORMULA, small)
+    cfg = SamplerConfig(chains=4, tune=1000, draws=1000, seed=1)
+    n = planning.stored_values_per_draw(spec)
+    n_tot = sum(t.group.n_levels * t.group.n_coefs for t in spec.terms)
+    n_pat = row_patterns(spec.design).n_patterns
+    mem = planning.memory_plan(spec, cfg, log_likelihood=True)
+    assert not mem.trace_on_disk and mem.trace_bytes == 0 and mem.disk_free is None
+    tuning = 8 * planning.TUNING_COPIES * n * 4 * 1000
+    temp = mem.first_attempt - 4 * 1000 * mem.per_draw - tuning
+    monkeypatch.setattr(S, "LARGE_TRACE_BYTES", S.trace_bytes(n, 4, 2000))  # exactly this fit
+    disk = planning.memory_plan(spec, cfg, log_likelihood=True)
+    stored = 4 * n_tot + 8 * (n - n_tot)
+    assert disk.trace_on_disk and disk.trace_bytes == stored * 4 * 2000
+    assert disk.per_draw == (planning.POSTERIOR_COPIES - 1) * stored + 8 * (
+        planning.STATS_PER_DRAW + n_pat)
+    assert disk.first_attempt == 4 * 1000 * disk.per_draw + temp
+    assert disk.disk_free is not None and disk.temp_dir
+    # fewer iterations than the threshold: in memory again
+    assert not planning.memory_plan(spec, SamplerConfig(chains=4, tune=999, draws=1000)) \
+        .trace_on_disk
+
+
+def test_no_room_for_the_trace_on_disk_names_tmpdir(small, monkeypatch, tmp_path):
+    import shutil
+    import tempfile
+    from collections import namedtuple
+
+    from poolwise.engine import sampler as S
+
+    monkeypatch.setattr(S, "LARGE_TRACE_BYTES", 1)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(SpecError) as info:
+        poolwise.fit(FORMULA, small, seed=1, prior_check=False)
+    msg = str(info.value)
+    for part in ("kept on disk", str(tmp_path), "1.0 kB free", "TMPDIR", "--draws",
+                 "--chains"):
+        assert part in msg
+
+
+def test_large_trace_fit_saves_and_loads(small, monkeypatch, tmp_path):
+    """The whole fit of a large trace (on disk while sampling, float32 group-level totals):
+    the diagnosis, the summary and the prior sensitivity are computed, and the saved fit
+    loads back identically (float32 stays float32)."""
+    from poolwise.engine import sampler as S
+    from poolwise.io import load_fit, save_fit
+
+    monkeypatch.setattr(S, "LARGE_TRACE_BYTES", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = poolwise.fit(FORMULA, small, chains=2, tune=300, draws=300, seed=3, repair=False,
+                         prior_check=False)
+    total = f.posterior["a_district"]
+    assert total.dtype == np.float32 and f.posterior["Intercept"].dtype == np.float64
+    assert np.isfinite(f.summary().loc[:, "mean"]).all()
+    assert f.diagnosis.max_rhat < 1.1
+    save_fit(f, tmp_path / "out")
+    back = load_fit(tmp_path / "out")
+    assert back.posterior["a_district"].dtype == np.float32
+    np.testing.assert_array_equal(back.posterior["a_district"].values, total.values)
+    assert back.summary().equals(f.summary())

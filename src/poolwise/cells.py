@@ -196,8 +196,10 @@ def _eta_parts(spec: ModelSpec, post: xr.Dataset) -> tuple[np.ndarray, ...]:
             zs.append(np.asarray(g.Z[:, c], dtype=np.float64))
             off += total.shape[1]
     n = d.n_cells
-    if len(tots) == 1:
-        tot = np.ascontiguousarray(tots[0], dtype=np.float64)
+    if len(tots) == 1:  # float32 totals (a large trace) stay float32: the kernel takes both
+        tot = np.ascontiguousarray(tots[0])
+        if tot.dtype not in (np.float32, np.float64):
+            tot = tot.astype(np.float64)
     else:
         tot = np.ascontiguousarray(np.column_stack(tots) if tots else np.zeros((S, 0)),
                                    dtype=np.float64)

@@ -62,7 +62,8 @@ def _fmt_bytes(b: float) -> str:
 
 
 #: bytes per stored value of the posterior at its peak: nutpie's trace, its DataTree, and the
-#: original-scale copy (:func:`poolwise.posterior.to_original_scale`) live at the same time
+#: original-scale copy (:func:`poolwise.posterior.to_original_scale`) live at the same time;
+#: one fewer when nutpie's trace is on disk (:func:`poolwise.engine.sampler.trace_on_disk`)
 POSTERIOR_COPIES = 3
 #: sampler statistics stored per draw (diverging, energy, step size, depth, ...)
 STATS_PER_DRAW = 12
@@ -70,7 +71,7 @@ STATS_PER_DRAW = 12
 CELL_TEMPORARIES = 3
 #: nutpie's trace holds every tuning draw's stored values too until sampling ends (the draws
 #: after tuning are converted from it: poolwise.engine.sampler); bytes per tuning draw and
-#: stored value
+#: stored value (none when the trace is on disk)
 TUNING_COPIES = 1
 
 
@@ -84,6 +85,11 @@ class MemoryPlan:
     of draws (:func:`poolwise.cells.draw_chunk`) while pointwise values are computed.
     nutpie's trace also holds the tuning draws' stored values while it samples
     (``TUNING_COPIES`` x parameters x 8 bytes per tuning draw).
+    A large trace (:data:`poolwise.engine.sampler.LARGE_TRACE_BYTES` or more) goes to a
+    temporary zarr store on disk while nutpie samples (``trace_on_disk``, of the first
+    attempt), and its group-level totals are stored as float32 (4 bytes a value, not 8): then
+    neither the trace nor its tuning draws count here, and ``trace_bytes`` (the largest
+    attempt's) is the disk it needs, checked against ``disk_free`` (the temporary folder's).
     ``first_attempt`` is the plan at the requested tune and draws, ``ladder`` at ``max_tune``
     and ``max_draws`` (the largest attempt of the repair ladder); ``draws_that_fit`` is the
     most draws per chain that fit in ``available`` next to ``max_tune`` tuning draws (None:
@@ -104,6 +110,20 @@ class MemoryPlan:
     ladder: int
     available: int | None
     draws_that_fit: int | None
+    trace_on_disk: bool = False
+    trace_bytes: int = 0
+    temp_dir: str = ""
+    disk_free: int | None = None
+
+    def disk_message(self) -> str:
+        iterations = self.max_tune + self.max_draws
+        return (
+            f"nutpie's trace of this fit ({self.chains} chains x {iterations:,} iterations x "
+            f"{self.n_params:,} values = {_fmt_bytes(self.trace_bytes)}) is "
+            f"kept on disk while it samples, in {self.temp_dir}, which has "
+            f"{_fmt_bytes(self.disk_free or 0)} free - point TMPDIR to a folder with room, or "
+            "reduce draws or chains (--draws, --chains; draws=, chains=)"
+        )
 
     def message(self) -> str:
         ll = (f" + {self.n_patterns:,} log-likelihood values (one per row pattern)"
@@ -113,12 +133,16 @@ class MemoryPlan:
         fix = (", or skip the log-likelihood (--no-log-likelihood; log_likelihood=False), which "
                "only LOO needs" if self.log_likelihood else "")
         avail = _fmt_bytes(self.available) if self.available is not None else "?"
+        copies = POSTERIOR_COPIES - (1 if self.trace_on_disk else 0)
+        f32 = " (4 for the group-level totals)" if self.trace_on_disk else ""
+        tuning = ("" if self.trace_on_disk
+                  else f"{self.tune:,} tuning draws of the parameters per chain and ")
         return (
             f"model has {self.n_group_params:,} group parameters ({self.n_params:,} parameters "
             f"in all); estimated memory {_fmt_bytes(self.first_attempt)} for {self.chains} "
-            f"chains x {self.draws:,} draws x ({POSTERIOR_COPIES} x {self.n_params:,} parameters + "
-            f"{STATS_PER_DRAW} sampler statistics{ll}) x 8 bytes, plus {self.tune:,} tuning "
-            f"draws of the parameters per chain and cell-sized temporaries, exceeds {avail} "
+            f"chains x {self.draws:,} draws x ({copies} x {self.n_params:,} parameters + "
+            f"{STATS_PER_DRAW} sampler statistics{ll}) x 8 bytes{f32}, plus {tuning}"
+            f"cell-sized temporaries, exceeds {avail} "
             "available"
             f"{fit_draws} - reduce draws or chains (--draws, --chains; draws=, chains=){fix}"
         )
@@ -135,36 +159,73 @@ def memory_plan(
 ) -> MemoryPlan:
     """The memory a fit of ``spec`` with ``config`` needs at its peak, repair ladder included
     (:class:`MemoryPlan`)."""
+    import shutil
+    import tempfile
+
     from poolwise.cells import draw_chunk, row_patterns
+    from poolwise.engine.sampler import large_trace, trace_on_disk
 
     d = spec.design
     if n_params is None:
         n_params = stored_values_per_draw(spec)
     n_pat = row_patterns(d).n_patterns if log_likelihood else 0
     n_cells = d.n_cells  # the prior-sensitivity check needs them too
-    per_draw = 8 * (POSTERIOR_COPIES * n_params + STATS_PER_DRAW + n_pat)
     chains, draws, tune = int(config.chains), int(config.draws), int(config.tune)
     top = max(draws, int(max_draws) if max_draws is not None else draws)
     top_tune = max(tune, int(max_tune) if max_tune is not None else tune)
-    def tuning(t: int) -> int:  # nutpie's trace of the tuning draws
-        return 8 * TUNING_COPIES * int(n_params) * chains * t
+
+    n_totals = sum(t.group.n_levels * t.group.n_coefs for t in spec.terms)
+
+    def on_disk(t: int, dr: int) -> bool:
+        return trace_on_disk(n_params, chains, t + dr)
+
+    def stored(t: int, dr: int) -> int:  # bytes of one draw's stored values
+        small = 4 if large_trace(n_params, chains, t + dr) else 8  # float32 totals
+        return small * n_totals + 8 * (int(n_params) - n_totals)
+
+    def per(t: int, dr: int) -> int:  # bytes per draw of every chain
+        copies = POSTERIOR_COPIES - (1 if on_disk(t, dr) else 0)
+        return copies * stored(t, dr) + 8 * (STATS_PER_DRAW + n_pat)
+
+    def tuning(t: int, dr: int) -> int:  # nutpie's trace of the tuning draws, in memory
+        return 0 if on_disk(t, dr) else TUNING_COPIES * stored(t, dr) * chains * t
+
     # cell-sized temporaries: computed in chunks of draws (poolwise.cells.draw_chunk)
-    def temp(d: int) -> int:
-        return 8 * CELL_TEMPORARIES * n_cells * chains * min(d, draw_chunk(n_cells))
+    def temp(dr: int) -> int:
+        return 8 * CELL_TEMPORARIES * n_cells * chains * min(dr, draw_chunk(n_cells))
+
+    def attempt(t: int, dr: int) -> int:
+        return per(t, dr) * chains * dr + temp(dr) + tuning(t, dr)
 
     avail = available_memory_bytes()
-    fit_draws = (None if avail is None
-                 else int(max(avail - temp(top) - tuning(top_tune), 0)
-                          // max(per_draw * chains, 1)))
+    fit_draws = None
+    if avail is not None:
+        room = max(avail - temp(top), 0)
+        in_memory = int(max(room - tuning(top_tune, 0), 0)
+                        // max(per(0, 0) * chains, 1)) if not on_disk(top_tune, 0) else 0
+        fit_draws = in_memory
+        big = 10**12  # per draw of a large trace (on disk, float32 totals)
+        on_disk_draws = int(room // max(per(0, big) * chains, 1))
+        if on_disk(top_tune, on_disk_draws):
+            fit_draws = max(in_memory, on_disk_draws)
+    disk = on_disk(top_tune, top)
+    temp_dir = tempfile.gettempdir()
+    try:
+        free = shutil.disk_usage(temp_dir).free if disk else None
+    except OSError:
+        free = None
     return MemoryPlan(
         chains=chains, draws=draws, max_draws=top, tune=tune, max_tune=top_tune,
         n_params=int(n_params),
-        n_group_params=sum(t.group.n_levels * t.group.n_coefs for t in spec.terms),
+        n_group_params=n_totals,
         n_patterns=n_pat,
-        n_cells=n_cells, log_likelihood=log_likelihood, per_draw=per_draw,
-        first_attempt=per_draw * chains * draws + temp(draws) + tuning(tune),
-        ladder=per_draw * chains * top + temp(top) + tuning(top_tune),
+        n_cells=n_cells, log_likelihood=log_likelihood, per_draw=per(tune, draws),
+        first_attempt=attempt(tune, draws),
+        ladder=attempt(top_tune, top),
         available=avail, draws_that_fit=fit_draws,
+        trace_on_disk=on_disk(tune, draws),
+        trace_bytes=stored(top_tune, top) * chains * (top_tune + top) if disk else 0,
+        temp_dir=temp_dir, disk_free=free,
     )
 
 
@@ -243,6 +304,8 @@ def check_run(
                        max_draws=max_draws)
     if plan.available is not None and plan.first_attempt > plan.available:
         raise SpecError(plan.message())
+    if plan.disk_free is not None and plan.trace_bytes > plan.disk_free:
+        raise SpecError(plan.disk_message())
     # [§7.33] weak but valid settings, in PyMC's words
     if not warn_settings:
         return ()

@@ -61,9 +61,10 @@ def to_original_scale(spec: ModelSpec, post: xr.Dataset) -> xr.Dataset:
                     mi < 0 and "Intercept" not in d.fixed_names
                 )
                 if shift is not None and carries:
-                    out[name] = post[name] + shift
+                    # in the totals' own dtype (float32 for a large trace: no float64 copy)
+                    out[name] = post[name] + shift.astype(post[name].dtype)
             elif zs[c] != 1.0:
-                out[name] = post[name] / zs[c]
+                out[name] = post[name] / post[name].dtype.type(zs[c])
                 sdn = sd_name(term, coef)
                 if sdn in post:
                     out[sdn] = post[sdn] / zs[c]

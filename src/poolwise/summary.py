@@ -381,16 +381,13 @@ def result_dict(
     """
     df = table if table is not None else summary(fit, prob=prob, kind=kind)
     d = fit.diagnosis
+    # column by column (a row at a time cost 17 s with 10^5 group levels: pandas copies the
+    # table's attributes into every row)
+    keys = ("mean", "sd", "lower", "upper", "ess_bulk", "r_hat")
+    cols = [_finite_list(df[k].to_numpy(dtype=float)) for k in keys]
     params = {
-        str(name): {
-            "mean": _f(row["mean"]),
-            "sd": _f(row["sd"]),
-            "lower": _f(row["lower"]),
-            "upper": _f(row["upper"]),
-            "ess_bulk": _f(row["ess_bulk"]),
-            "r_hat": _f(row["r_hat"]),
-        }
-        for name, row in df.iterrows()
+        str(name): dict(zip(keys, values, strict=True))
+        for name, *values in zip(df.index, *cols, strict=True)
     }
     return {
         "formula": fit.spec.formula.text,
@@ -462,6 +459,12 @@ def _prior_predictive(fit: Fit) -> dict[str, Any] | None:
 
     text = fit.idata.attrs.get("poolwise_prior_predictive")
     return json.loads(text) if text else None
+
+
+def _finite_list(a: np.ndarray) -> list[float | None]:
+    """The values as Python floats, None where not finite (as :func:`_f`, for a column)."""
+    ok = np.isfinite(a)
+    return [v if k else None for v, k in zip(a.tolist(), ok.tolist(), strict=True)]
 
 
 def _f(v: Any) -> float | None:

@@ -104,3 +104,104 @@ def test_draws_after_tuning_equal_nutpies_own_conversion(monkeypatch: pytest.Mon
         a, b = ours[group].to_dataset(), theirs[group].to_dataset()
         assert a.sizes["draw"] == 80
         xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+
+
+def _divergent_spec():
+    """Two districts of the bangladesh data, centered: divergences at target_accept 0.6."""
+    import poolwise
+    from poolwise.datasets import load_example
+
+    data = load_example("bangladesh").frame
+    data = data[data["district"].isin([1, 11])]
+    with pytest.warns(Warning):  # two levels: the SD is mostly the prior's
+        return poolwise.build_model("use.contraception ~ 1 + (1 | district)", data,
+                                    parameterization="centered")
+
+
+@pytest.mark.parametrize("case", ["divergent", "correlated"])
+def test_trace_on_disk_gives_the_same_draws_and_statistics(case, tmp_path, monkeypatch):
+    """With nutpie's trace in a temporary zarr store (large models), the posterior and every
+    sample statistic equal those of the Arrow trace in memory; the divergence details sit at
+    the same draws; the store is removed afterwards."""
+    import tempfile
+
+    import xarray as xr
+
+    import poolwise
+    from poolwise.engine.layout import pack
+
+    if case == "divergent":
+        packed = pack(_divergent_spec())
+        config = S.SamplerConfig(chains=3, tune=200, draws=200, seed=3, target_accept=0.6)
+    else:
+        data = _tiny().assign(x=np.linspace(-1.0, 1.0, 90))
+        packed = pack(poolwise.build_model("y ~ x + (1 + x | g)", data))
+        config = S.SamplerConfig(chains=2, tune=150, draws=80, seed=9)
+    memory, _ = S.run_nuts(packed, config, store="memory")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    disk, _ = S.run_nuts(packed, config, store="disk")
+    assert list(tmp_path.iterdir()) == []
+    assert sorted(disk.children) == ["posterior", "sample_stats"]
+    xr.testing.assert_identical(disk["posterior"].to_dataset().drop_attrs(),
+                                memory["posterior"].to_dataset().drop_attrs())
+    a, b = disk["sample_stats"].to_dataset(), memory["sample_stats"].to_dataset()
+    assert sorted(a.data_vars) == sorted(b.data_vars)
+    diverging = b["diverging"].values
+    if case == "divergent":
+        assert (diverging.sum(axis=1) > 0).all()
+    details = ["divergence_message", "divergence_draw", "divergence_energy_error"]
+    xr.testing.assert_identical(a.drop_vars(details).drop_attrs(),
+                                b.drop_vars(details).drop_attrs())
+    assert a.attrs["inference_library"] == "nutpie"
+    # the divergence details: the Arrow trace's at each divergent draw, or none where nutpie's
+    # store lost that chain's entries (S._per_draw); no entry at the other draws
+    msg_a, msg_b = a["divergence_message"].values, b["divergence_message"].values
+    kept = np.array([[m is not None and m == m for m in row] for row in msg_a])
+    assert not kept[~diverging].any()
+    assert (msg_a[kept] == msg_b[kept]).all()
+    for name in details[1:]:
+        np.testing.assert_array_equal(a[name].values[kept], b[name].values[kept])
+        np.testing.assert_array_equal(a[name].values[~kept], S._DIVERGENCE_STATS[name])
+
+
+def test_divergence_entries_go_to_their_draws():
+    diverging = np.array([[False, True, False, True], [False] * 4, [True, False, False, False]])
+    records = np.array([[7, 9], [0, 0], [3, 0]], dtype=np.uint64)
+    out = S._per_draw(records, diverging, np.uint64(0))
+    np.testing.assert_array_equal(out, [[0, 7, 0, 9], [0] * 4, [3, 0, 0, 0]])
+    # a store that lost entries (fewer columns than a chain's divergences): none for that chain
+    lost = S._per_draw(np.array([["a"], [""], ["b"]]), diverging, None)
+    assert lost[0].tolist() == [None] * 4 and lost[2].tolist() == ["b", None, None, None]
+
+
+def test_auto_trace_store_follows_the_trace_size():
+    per_value = 8 * 4 * 2000  # 4 chains x (1000 tuning + 1000) draws
+    assert not S.trace_on_disk(S.LARGE_TRACE_BYTES // per_value - 1, 4, 2000)
+    assert S.trace_on_disk(S.LARGE_TRACE_BYTES // per_value + 1, 4, 2000)
+    assert S.trace_on_disk(10, 4, 2000, "disk") and not S.trace_on_disk(10**9, 4, 2000, "memory")
+
+
+@pytest.mark.parametrize("store", ["memory", "disk"])
+def test_large_trace_stores_totals_as_float32(store, monkeypatch):
+    """A large trace stores the group-level totals as float32: the same draws (the sampler
+    works in float64 either way), each rounded to float32; everything else is float64."""
+    import poolwise
+    from poolwise.engine.layout import pack
+
+    data = _tiny().assign(x=np.linspace(-1.0, 1.0, 90))
+    packed = pack(poolwise.build_model("y ~ x + (1 + x | g)", data))
+    config = S.SamplerConfig(chains=2, tune=100, draws=60, seed=4)
+    ref, _ = S.run_nuts(packed, config, store=store)
+    monkeypatch.setattr(S, "LARGE_TRACE_BYTES", 1)
+    small, _ = S.run_nuts(packed, config, store=store)
+    kinds = {v.name: v.kind for v in packed.variables}
+    for name, kind in kinds.items():
+        a, b = small["posterior"][name].values, ref["posterior"][name].values
+        if kind == "total":
+            assert a.dtype == np.float32 and b.dtype == np.float64
+            np.testing.assert_array_equal(a, b.astype(np.float32))
+        else:
+            assert a.dtype == np.float64
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(small["sample_stats"]["lp"].values,
+                                  ref["sample_stats"]["lp"].values)

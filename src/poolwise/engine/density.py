@@ -509,8 +509,10 @@ CELL_BLOCK = 2048
 
 @numba.njit(cache=True, error_model="numpy")
 def _cell_pass(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray,
-               b_all: np.ndarray, gb_all: np.ndarray) -> float:
-    """Sum of the cells' log-likelihoods; adds d/d beta into grad and d/d b into gb_all.
+               b_all: np.ndarray) -> float:
+    """Sum of the cells' log-likelihoods; adds d/d beta into grad and d/d b into grad's slots
+    of each term's level parameters (zero on entry; :func:`logp_grad` turns them into the
+    levels' gradient in place, so no effect-sized array is allocated for them).
 
     Block by block of CELL_BLOCK cells: eta = offset + X beta + sum_t Z_t b_t[codes_t], one
     term / column at a time (contiguous loops), then the link's likelihood loop, then the
@@ -569,7 +571,8 @@ def _cell_pass(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray,
             C = ib[rec + T_C]
             codes = ib[ib[rec + T_CODES] + s0 : ib[rec + T_CODES] + s1]
             zoff = ib[rec + T_Z] + s0
-            gb = gb_all[boff : boff + nl * C]
+            plev = ib[rec + T_PLEV]
+            gb = grad[plev : plev + nl * C]
             if C == 2:
                 _scatter_add2(gb, r, fb[zoff : zoff + m], fb[zoff + N : zoff + N + m], codes)
             else:
@@ -577,6 +580,66 @@ def _cell_pass(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray,
                     _scatter_add(gb, r, fb[zoff + c * N : zoff + c * N + m], codes, C, c)
             boff += nl * C
     return lp
+
+
+# The levels of a term without correlations, coefficient by coefficient: one contiguous loop
+# over the levels, each level's parameterization a select between the two forms (both are
+# computed; a select, not a blend by 0/1 weights, so an overflow in the form not taken cannot
+# turn into 0 * inf = NaN), and no effect-sized temporary; the sums keep their written order
+# (no reassociation).
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def _levels_forward(x: np.ndarray, ib: np.ndarray, cen: int, muidx: int, plev: int, nl: int,
+                    C: int, sd: np.ndarray, log_sd: np.ndarray, b: np.ndarray) -> float:
+    """Effects b (level-major, C per level) of one term and their prior's log density."""
+    lp = 0.0
+    for c in range(C):
+        mi = ib[muidx + c]
+        mu = x[mi] if mi >= 0 else 0.0
+        sdc = sd[c]
+        s_cen = 0.0
+        s_non = 0.0
+        n_cen = 0.0
+        for j in range(nl):
+            k = j * C + c
+            centered = ib[cen + j] == 1
+            xv = x[plev + k]
+            dev = xv - mu
+            b[k] = dev if centered else sdc * xv
+            s_cen += dev * dev if centered else 0.0
+            s_non += 0.0 if centered else xv * xv
+            n_cen += 1.0 if centered else 0.0
+        inv = 1.0 / sdc
+        lp += -0.5 * s_cen * (inv * inv) - n_cen * log_sd[c] - 0.5 * s_non - nl * 0.5 * _LOG_2PI
+    return lp
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def _levels_backward(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, cen: int, muidx: int,
+                     plev: int, psd: int, nl: int, C: int, sd: np.ndarray, fixed: bool,
+                     b: np.ndarray) -> None:
+    """Gradient of one term's levels, SD and mean; on entry grad's level slots hold
+    d loglik / d b (from the cell pass), and are overwritten with the levels' gradient."""
+    for c in range(C):
+        sdc = sd[c]
+        inv = 1.0 / (sdc * sdc)
+        g_mu = 0.0
+        g_sd = 0.0
+        for j in range(nl):
+            k = j * C + c
+            centered = ib[cen + j] == 1
+            g_b = grad[plev + k]
+            bv = b[k]
+            g_cen = g_b - bv * inv
+            grad[plev + k] = g_cen if centered else g_b * sdc - x[plev + k]
+            g_mu -= g_cen if centered else 0.0
+            g_sd += bv * bv * inv - 1.0 if centered else g_b * bv
+        mi = ib[muidx + c]
+        if mi >= 0:
+            grad[mi] += g_mu
+        if not fixed:
+            grad[psd + c] += g_sd
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -637,6 +700,11 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
         muidx = ib[rec + T_MUIDX]
         for c in range(C):
             log_sd[c] = math.log(sd[c])  # once per term, not once per centered level
+        if corr == 0:
+            lp += _levels_forward(x, ib, cen, muidx, plev, nl, C, sd, log_sd,
+                                  b_all[boff : boff + nl * C])
+            boff += nl * C
+            continue
         for j in range(nl):
             base = plev + j * C
             if ib[cen + j] == 1:
@@ -659,9 +727,9 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
                         b_all[boff + j * C + c] = sd[c] * zc
         boff += nl * C
 
-    # the cells: eta, likelihood, and their gradient wrt beta and the effects (into gb_all)
-    gb_all = np.zeros(nb)
-    lp += _cell_pass(x, grad, ib, fb, b_all, gb_all)
+    # the cells: eta, likelihood, and their gradient wrt beta and the effects (d/d b into
+    # grad's level slots, still zero here: the forward pass wrote no level gradient)
+    lp += _cell_pass(x, grad, ib, fb, b_all)
 
     # group terms: backward pass
     boff = 0
@@ -675,8 +743,8 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
         fixed = ib[rec + T_SDFIXED] == 1
         for c in range(C):
             sd[c] = fb[ib[rec + T_SDPRIOR] + c] if fixed else math.exp(x[psd + c])
-        gb = gb_all[boff : boff + nl * C]
         gL = np.zeros((C, C))
+        gl = np.empty(C)
         if corr == 1:
             pc = ib[rec + T_PCORR]
             _chol_corr(x[pc : pc + C * (C - 1) // 2], C, Lc)
@@ -686,34 +754,17 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
         cen = ib[rec + T_CENTERED]
         muidx = ib[rec + T_MUIDX]
         if corr == 0:
-            # coefficient by coefficient, the SD's and mean's gradients summed in registers
-            for c in range(C):
-                inv = 1.0 / (sd[c] * sd[c])
-                sdc = sd[c]
-                g_mu = 0.0
-                g_sd = 0.0
-                for j in range(nl):
-                    k = j * C + c
-                    g_b = gb[k]
-                    bv = b_all[boff + k]
-                    if ib[cen + j] == 1:
-                        grad[plev + k] += g_b - bv * inv
-                        g_mu += -g_b + bv * inv
-                        g_sd += bv * bv * inv - 1.0
-                    else:
-                        g_sd += g_b * bv
-                        grad[plev + k] += g_b * sdc - x[plev + k]
-                mi = ib[muidx + c]
-                if mi >= 0:
-                    grad[mi] += g_mu
-                if not fixed:
-                    grad[psd + c] += g_sd
+            _levels_backward(x, grad, ib, cen, muidx, plev, psd, nl, C, sd, fixed,
+                             b_all[boff : boff + nl * C])
         for j in range(nl if corr == 1 else 0):
             base = plev + j * C
+            for c in range(C):  # d/d b of this level (from the cell pass), then its gradient
+                gl[c] = grad[base + c]
+                grad[base + c] = 0.0
             if ib[cen + j] == 1:
                 for c in range(C):
                     bv = b_all[boff + j * C + c]
-                    g_b = gb[j * C + c]
+                    g_b = gl[c]
                     inv = 1.0 / (sd[c] * sd[c])
                     grad[base + c] += g_b - bv * inv
                     mi = ib[muidx + c]
@@ -723,7 +774,7 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
                         grad[psd + c] += bv * bv * inv - 1.0
             else:
                 for c in range(C):
-                    g_b = gb[j * C + c]
+                    g_b = gl[c]
                     if not fixed:
                         grad[psd + c] += g_b * b_all[boff + j * C + c]
                     grad[base + c] -= x[base + c]
