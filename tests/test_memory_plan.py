@@ -236,3 +236,30 @@ def test_large_trace_fit_saves_and_loads(small, monkeypatch, tmp_path):
     assert back.posterior["a_district"].dtype == np.float32
     np.testing.assert_array_equal(back.posterior["a_district"].values, total.values)
     assert back.summary().equals(f.summary())
+
+
+def test_a_trace_in_a_tmpfs_folder_counts_in_memory(small, monkeypatch):
+    """Where the temporary folder is held in memory (tmpfs), the trace "on disk" counts in
+    the memory plan, tuning draws included, and the message says to point TMPDIR to disk."""
+    from poolwise.engine import sampler as S
+
+    spec = poolwise.build_model(FORMULA, small)
+    cfg = SamplerConfig(chains=4, tune=1000, draws=1000, seed=1)
+    monkeypatch.setattr(S, "LARGE_TRACE_BYTES", 1)
+    disk = planning.memory_plan(spec, cfg)
+    monkeypatch.setattr(planning, "memory_backed", lambda path: True)
+    ram = planning.memory_plan(spec, cfg)
+    assert ram.temp_in_memory and not disk.temp_in_memory
+    assert ram.first_attempt == disk.first_attempt + disk.trace_bytes
+    monkeypatch.setattr(planning, "available_memory_bytes", lambda: disk.first_attempt + 1)
+    with pytest.raises(SpecError, match="held in memory \\(tmpfs\\) - point TMPDIR"):
+        planning.check_run(spec, cfg, warn_settings=False)
+
+
+def test_memory_backed_reads_the_mount_table(tmp_path):
+    with open("/proc/mounts", encoding="utf-8") as fh:
+        mounts = [line.split() for line in fh]
+    shm = any(m[1] == "/dev/shm" and m[2] == "tmpfs" for m in mounts)
+    assert planning.memory_backed("/dev/shm") == shm
+    assert planning.memory_backed(str(tmp_path / "not-yet")) == planning.memory_backed(
+        str(tmp_path))

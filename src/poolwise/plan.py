@@ -114,6 +114,7 @@ class MemoryPlan:
     trace_bytes: int = 0
     temp_dir: str = ""
     disk_free: int | None = None
+    temp_in_memory: bool = False
 
     def disk_message(self) -> str:
         iterations = self.max_tune + self.max_draws
@@ -132,6 +133,9 @@ class MemoryPlan:
                      if self.draws_that_fit else "")
         fix = (", or skip the log-likelihood (--no-log-likelihood; log_likelihood=False), which "
                "only LOO needs" if self.log_likelihood else "")
+        if self.temp_in_memory:
+            fix += (f"; the sampler's trace counts too: it goes to {self.temp_dir}, which is held "
+                    "in memory (tmpfs) - point TMPDIR to a folder on disk")
         avail = _fmt_bytes(self.available) if self.available is not None else "?"
         copies = POSTERIOR_COPIES - (1 if self.trace_on_disk else 0)
         f32 = " (4 for the group-level totals)" if self.trace_on_disk else ""
@@ -194,8 +198,16 @@ def memory_plan(
     def temp(dr: int) -> int:
         return 8 * CELL_TEMPORARIES * n_cells * chains * min(dr, draw_chunk(n_cells))
 
+    # a temporary folder in memory (tmpfs, as /tmp is on many systems): the trace "on disk"
+    # takes memory after all, tuning draws included
+    temp_dir = tempfile.gettempdir()
+    in_ram = memory_backed(temp_dir)
+
+    def ram_trace(t: int, dr: int) -> int:
+        return stored(t, dr) * chains * (t + dr) if in_ram and on_disk(t, dr) else 0
+
     def attempt(t: int, dr: int) -> int:
-        return per(t, dr) * chains * dr + temp(dr) + tuning(t, dr)
+        return per(t, dr) * chains * dr + temp(dr) + tuning(t, dr) + ram_trace(t, dr)
 
     avail = available_memory_bytes()
     fit_draws = None
@@ -205,11 +217,12 @@ def memory_plan(
                         // max(per(0, 0) * chains, 1)) if not on_disk(top_tune, 0) else 0
         fit_draws = in_memory
         big = 10**12  # per draw of a large trace (on disk, float32 totals)
-        on_disk_draws = int(room // max(per(0, big) * chains, 1))
+        ram = stored(0, big) if in_ram else 0  # per draw of the trace in a tmpfs folder
+        on_disk_draws = int(max(room - ram * chains * top_tune, 0)
+                            // max((per(0, big) + ram) * chains, 1))
         if on_disk(top_tune, on_disk_draws):
             fit_draws = max(in_memory, on_disk_draws)
     disk = on_disk(top_tune, top)
-    temp_dir = tempfile.gettempdir()
     try:
         free = shutil.disk_usage(temp_dir).free if disk else None
     except OSError:
@@ -225,8 +238,30 @@ def memory_plan(
         available=avail, draws_that_fit=fit_draws,
         trace_on_disk=on_disk(tune, draws),
         trace_bytes=stored(top_tune, top) * chains * (top_tune + top) if disk else 0,
-        temp_dir=temp_dir, disk_free=free,
+        temp_dir=temp_dir, disk_free=free, temp_in_memory=in_ram and disk,
     )
+
+
+def memory_backed(path: str) -> bool:
+    """Whether ``path`` lies on a file system held in memory (tmpfs, ramfs), from the mount
+    table (/proc/mounts; False where it cannot be read)."""
+    import os
+
+    try:
+        real = os.path.realpath(path)
+        best, kind = "", ""
+        with open("/proc/mounts", encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                mnt = parts[1].replace("\\040", " ")
+                inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
+                if inside and len(mnt) >= len(best):
+                    best, kind = mnt, parts[2]
+    except OSError:
+        return False
+    return kind in ("tmpfs", "ramfs")
 
 
 def stored_values_per_draw(spec: Any) -> int:
