@@ -220,11 +220,14 @@ def prior_predictive(
             g = term.group
             L = g.n_levels
             tot = np.bincount(g.codes, weights=n, minlength=L)
-            for s in range(S):
-                num = np.bincount(g.codes, weights=n * prob[s], minlength=L)
-                out[done + s, col : col + L] = np.divide(
-                    num, tot, out=np.full(L, np.nan), where=tot > 0
-                )
+            # every draw's per-level sums in one bincount (bin s * L + level; each bin adds its
+            # cells in the same order as a bincount per draw did)
+            idx = (np.arange(S)[:, None] * L + g.codes[None, :]).ravel()
+            num = np.bincount(idx, weights=(n[None, :] * prob).ravel(),
+                              minlength=S * L).reshape(S, L)
+            out[done : done + S, col : col + L] = np.divide(
+                num, tot, out=np.full((S, L), np.nan), where=tot > 0
+            )
             col += L
         if not spec.terms:
             out[done : done + S] = prob
