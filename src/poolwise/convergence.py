@@ -57,18 +57,24 @@ def component_blocks(post, size: int = 4096):
             yield str(name), v, extra, i, blk
 
 
-def _blocks(x: np.ndarray, fn, *args) -> np.ndarray:
-    """``fn`` over blocks of parameters (axis 0), on every core (NumPy's sorts and FFTs
-    release the GIL; each block's numbers are the same whichever thread computes them);
-    keeps temporary arrays small."""
-    if x.shape[0] <= _BLOCK:
-        return fn(x, *args)
-    starts = range(0, x.shape[0], _BLOCK)
+def _on_cores(fn, n: int) -> list:
+    """``fn(start)`` for the start of every block of ``_BLOCK`` of ``n`` parameters, in order,
+    on every core (NumPy's sorts and FFTs release the GIL; each block's numbers are the same
+    whichever thread computes them)."""
+    starts = range(0, n, _BLOCK)
     workers = min(len(starts), os.cpu_count() or 1)
     if workers <= 1:
-        return np.concatenate([fn(x[i:i + _BLOCK], *args) for i in starts])
+        return [fn(i) for i in starts]
     with ThreadPoolExecutor(workers) as pool:
-        return np.concatenate(list(pool.map(lambda i: fn(x[i:i + _BLOCK], *args), starts)))
+        return list(pool.map(fn, starts))
+
+
+def _blocks(x: np.ndarray, fn, *args) -> np.ndarray:
+    """``fn`` over blocks of parameters (axis 0), on every core; keeps temporary arrays
+    small."""
+    if x.shape[0] <= _BLOCK:
+        return fn(x, *args)
+    return np.concatenate(_on_cores(lambda i: fn(x[i:i + _BLOCK], *args), x.shape[0]))
 
 
 def _split(x: np.ndarray) -> np.ndarray:
@@ -290,14 +296,7 @@ def diagnostics(
                 r[blk][er] = _rhat_block(sub[er], z[er[ee]])
             t[blk][ee] = _tail_ess(sub[ee], lo, hi)
 
-    starts = range(0, P, _BLOCK)
-    workers = min(len(starts), os.cpu_count() or 1)
-    if workers <= 1:
-        for i in starts:
-            block(i)
-    else:  # NumPy's sorts and FFTs release the GIL: blocks run on every core
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(block, starts))
+    _on_cores(block, P)
     return r, b, t
 
 

@@ -167,7 +167,7 @@ def memory_plan(
     import tempfile
 
     from poolwise.cells import draw_chunk, row_patterns
-    from poolwise.engine.sampler import large_trace, trace_on_disk
+    from poolwise.engine.sampler import large_trace
 
     d = spec.design
     if n_params is None:
@@ -179,50 +179,48 @@ def memory_plan(
     top_tune = max(tune, int(max_tune) if max_tune is not None else tune)
 
     n_totals = sum(t.group.n_levels * t.group.n_coefs for t in spec.terms)
-
-    def on_disk(t: int, dr: int) -> bool:
-        return trace_on_disk(n_params, chains, t + dr)
-
-    def stored(t: int, dr: int) -> int:  # bytes of one draw's stored values
-        small = 4 if large_trace(n_params, chains, t + dr) else 8  # float32 totals
-        return small * n_totals + 8 * (int(n_params) - n_totals)
-
-    def per(t: int, dr: int) -> int:  # bytes per draw of every chain
-        copies = POSTERIOR_COPIES - (1 if on_disk(t, dr) else 0)
-        return copies * stored(t, dr) + 8 * (STATS_PER_DRAW + n_pat)
-
-    def tuning(t: int, dr: int) -> int:  # nutpie's trace of the tuning draws, in memory
-        return 0 if on_disk(t, dr) else TUNING_COPIES * stored(t, dr) * chains * t
-
-    # cell-sized temporaries: computed in chunks of draws (poolwise.cells.draw_chunk)
-    def temp(dr: int) -> int:
-        return 8 * CELL_TEMPORARIES * n_cells * chains * min(dr, draw_chunk(n_cells))
-
     # a temporary folder in memory (tmpfs, as /tmp is on many systems): the trace "on disk"
     # takes memory after all, tuning draws included
     temp_dir = tempfile.gettempdir()
     in_ram = memory_backed(temp_dir)
 
-    def ram_trace(t: int, dr: int) -> int:
-        return stored(t, dr) * chains * (t + dr) if in_ram and on_disk(t, dr) else 0
+    def large(t: int, dr: int) -> bool:  # a large trace: on disk, float32 totals
+        return large_trace(n_params, chains, t + dr)
+
+    def stored(lg: bool) -> int:  # bytes of one draw's stored values
+        return (4 if lg else 8) * n_totals + 8 * (int(n_params) - n_totals)
+
+    def per(lg: bool) -> int:  # bytes per draw of every chain
+        return (POSTERIOR_COPIES - int(lg)) * stored(lg) + 8 * (STATS_PER_DRAW + n_pat)
+
+    def trace_in_memory(t: int, dr: int, lg: bool) -> int:
+        # nutpie's Arrow trace holds the tuning draws; a large trace in a tmpfs folder holds
+        # every iteration; one on disk holds nothing in memory
+        if not lg:
+            return TUNING_COPIES * stored(lg) * chains * t
+        return stored(lg) * chains * (t + dr) if in_ram else 0
+
+    # cell-sized temporaries: computed in chunks of draws (poolwise.cells.draw_chunk)
+    def temp(dr: int) -> int:
+        return 8 * CELL_TEMPORARIES * n_cells * chains * min(dr, draw_chunk(n_cells))
 
     def attempt(t: int, dr: int) -> int:
-        return per(t, dr) * chains * dr + temp(dr) + tuning(t, dr) + ram_trace(t, dr)
+        lg = large(t, dr)
+        return per(lg) * chains * dr + temp(dr) + trace_in_memory(t, dr, lg)
 
     avail = available_memory_bytes()
     fit_draws = None
     if avail is not None:
         room = max(avail - temp(top), 0)
-        in_memory = int(max(room - tuning(top_tune, 0), 0)
-                        // max(per(0, 0) * chains, 1)) if not on_disk(top_tune, 0) else 0
-        fit_draws = in_memory
-        big = 10**12  # per draw of a large trace (on disk, float32 totals)
-        ram = stored(0, big) if in_ram else 0  # per draw of the trace in a tmpfs folder
-        on_disk_draws = int(max(room - ram * chains * top_tune, 0)
-                            // max((per(0, big) + ram) * chains, 1))
-        if on_disk(top_tune, on_disk_draws):
-            fit_draws = max(in_memory, on_disk_draws)
-    disk = on_disk(top_tune, top)
+        # the most draws per chain next to top_tune tuning draws: with the trace in memory
+        # (unless even no draws make it large), and with a large trace
+        small_fit = 0 if large(top_tune, 0) else int(
+            max(room - trace_in_memory(top_tune, 0, False), 0) // max(per(False) * chains, 1))
+        ram = stored(True) if in_ram else 0  # per draw of a large trace in a tmpfs folder
+        large_fit = int(max(room - ram * chains * top_tune, 0)
+                        // max((per(True) + ram) * chains, 1))
+        fit_draws = max(small_fit, large_fit) if large(top_tune, large_fit) else small_fit
+    disk = large(top_tune, top)
     try:
         free = shutil.disk_usage(temp_dir).free if disk else None
     except OSError:
@@ -232,12 +230,12 @@ def memory_plan(
         n_params=int(n_params),
         n_group_params=n_totals,
         n_patterns=n_pat,
-        n_cells=n_cells, log_likelihood=log_likelihood, per_draw=per(tune, draws),
+        n_cells=n_cells, log_likelihood=log_likelihood, per_draw=per(large(tune, draws)),
         first_attempt=attempt(tune, draws),
         ladder=attempt(top_tune, top),
         available=avail, draws_that_fit=fit_draws,
-        trace_on_disk=on_disk(tune, draws),
-        trace_bytes=stored(top_tune, top) * chains * (top_tune + top) if disk else 0,
+        trace_on_disk=large(tune, draws),
+        trace_bytes=stored(True) * chains * (top_tune + top) if disk else 0,
         temp_dir=temp_dir, disk_free=free, temp_in_memory=in_ram and disk,
     )
 

@@ -398,7 +398,35 @@ def _from_zarr(path: str, packed: PackedModel) -> xr.DataTree:
     from nutpie import __version__
 
     with _blosc_single_threaded():
-        return _read_zarr(zarr.open_group(path, mode="r"), packed, arviz_base, __version__)
+        root = zarr.open_group(path, mode="r")
+        post_g, stats_g = root["posterior"], root["sample_stats"]
+        dims: dict[str, list[str]] = {}
+        posterior = {}
+        for v in packed.variables:
+            posterior[v.name] = post_g[v.name][...]
+            if v.dims:
+                dims[v.name] = list(v.dims)
+        diverging = np.asarray(stats_g["diverging"][...], dtype=bool)
+        chains, draws = diverging.shape
+        stats: dict[str, np.ndarray] = {}
+        for name in stats_g.array_keys():
+            if name in _UNSTORED_STATS:
+                continue
+            arr = stats_g[name]
+            if name in _DIVERGENCE_STATS:
+                stats[name] = _per_draw(arr[...], diverging, _DIVERGENCE_STATS[name])
+            elif name in _TUNING_EVENTS:  # after tuning: no events, the Arrow trace's fill value
+                if arr.shape[1] != 0:
+                    raise SamplingError(f"nutpie's store has {name} entries after tuning")
+                stats[name] = np.full((chains, draws), _TUNING_EVENTS[name])
+            elif tuple(arr.metadata.dimension_names or ()) == ("chain", "draw"):
+                stats[name] = arr[...]
+    return arviz_base.from_dict(
+        {"posterior": posterior, "sample_stats": stats}, dims=dims,
+        coords={k: pd.Index(v) for k, v in _str_coords(packed).items()},
+        attrs={"sample_stats": {"inference_library": "nutpie",
+                                "inference_library_version": __version__}},
+    )
 
 
 @contextlib.contextmanager
@@ -417,37 +445,6 @@ def _blosc_single_threaded():
         yield
     finally:
         blosc.use_threads = before
-
-
-def _read_zarr(root: Any, packed: PackedModel, arviz_base: Any, version: str) -> xr.DataTree:
-    post_g, stats_g = root["posterior"], root["sample_stats"]
-    dims: dict[str, list[str]] = {}
-    posterior = {}
-    for v in packed.variables:
-        posterior[v.name] = post_g[v.name][...]
-        if v.dims:
-            dims[v.name] = list(v.dims)
-    diverging = np.asarray(stats_g["diverging"][...], dtype=bool)
-    chains, draws = diverging.shape
-    stats: dict[str, np.ndarray] = {}
-    for name in stats_g.array_keys():
-        if name in _UNSTORED_STATS:
-            continue
-        arr = stats_g[name]
-        if name in _DIVERGENCE_STATS:
-            stats[name] = _per_draw(arr[...], diverging, _DIVERGENCE_STATS[name])
-        elif name in _TUNING_EVENTS:  # after tuning: no events, the Arrow trace's fill value
-            if arr.shape[1] != 0:
-                raise SamplingError(f"nutpie's store has {name} entries after tuning")
-            stats[name] = np.full((chains, draws), _TUNING_EVENTS[name])
-        elif tuple(arr.metadata.dimension_names or ()) == ("chain", "draw"):
-            stats[name] = arr[...]
-    return arviz_base.from_dict(
-        {"posterior": posterior, "sample_stats": stats}, dims=dims,
-        coords={k: pd.Index(v) for k, v in _str_coords(packed).items()},
-        attrs={"sample_stats": {"inference_library": "nutpie",
-                                "inference_library_version": version}},
-    )
 
 
 def run_nuts(packed: PackedModel, config: SamplerConfig, *,
