@@ -129,13 +129,34 @@ def test_summary_table_equals_arviz_summary(kind):
 
 
 def test_ranks_equal_scipy_with_ties():
+    """The ranks from one sort: of the draws, and of their distances to the median (merged
+    from the sorted draws), equal scipy's average ranks, ties included."""
     from scipy import stats
 
     rng = np.random.default_rng(5)
-    flat = np.round(rng.normal(size=(50, 301)), 1)
+    flat = np.round(rng.normal(size=(60, 301)), 1)
     flat[0] = 1.0
     flat[1] = rng.normal(size=301)
-    np.testing.assert_array_equal(cv._ranks(flat), stats.rankdata(flat, axis=1))
+    flat[2, :150] = -2.0  # the median among a run of ties
+    even = np.round(rng.normal(size=(40, 300)), 2)  # even counts: the two middle ones tie
+    for x in (flat, even, rng.normal(size=(5, 4)), np.ones((2, 1))):
+        order = np.argsort(x, axis=1)
+        srt = np.take_along_axis(x, order, axis=1)
+        ranks, table = np.empty_like(x), cv._rank_table(x.shape[1])
+        cv._tied_ranks(srt, order, table, ranks)
+        np.testing.assert_array_equal(ranks, stats.rankdata(x, axis=1))
+        med = np.median(x, axis=1)
+        cv._folded_ranks(srt, order, med, table, ranks)
+        np.testing.assert_array_equal(ranks, stats.rankdata(np.abs(x - med[:, None]), axis=1))
+
+
+@pytest.mark.parametrize("n", [4, 5, 21, 300, 1000, 4000])
+def test_quantiles_of_sorted_rows_are_numpys_bits(n):
+    rng = np.random.default_rng(n)
+    x = np.sort(np.concatenate([rng.normal(size=(200, n)), np.round(rng.normal(size=(50, n)))]),
+                axis=1)
+    for q in (0.0, 0.05, 0.11, 0.5, 0.89, 0.95, 1.0):
+        np.testing.assert_array_equal(cv._sorted_quantile(x, q), np.quantile(x, q, axis=1))
 
 
 def test_summary_reuses_the_diagnosis_numbers_exactly():

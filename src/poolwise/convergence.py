@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 from scipy import fft as _fft
 from scipy import special
@@ -29,6 +30,7 @@ from scipy import special
 __all__ = [
     "component_blocks",
     "diagnostics", "ess_bulk", "ess_mean", "ess_tail", "hdi", "mcse_mean", "mcse_sd", "rhat",
+    "table_numbers",
 ]
 
 #: parameters per batch: small temporaries are reused by the allocator; with 2,000 parameters
@@ -36,14 +38,16 @@ __all__ = [
 _BLOCK = 64
 
 
-def component_blocks(post, size: int = 4096):
+def component_blocks(post, size: int = 512):
     """The draws of every scalar component of the Dataset ``post``, a block of at most
     ``size`` components of one variable at a time, as float arrays (k, chains, draws).
 
     Yields ``(name, variable, extra_dims, start, block)``: ``start`` is the block's first
     component within the variable (components in C order over ``extra_dims``). With 10^5
     group levels the posterior is gigabytes; blocks keep one small copy at a time instead of
-    a stacked copy of everything.
+    a stacked copy of everything. A block of 512 components of 4 x 1000 draws (16 MB) is
+    reused by the allocator from block to block; blocks of 4096 (131 MB) were fresh pages
+    each time, and copying 10^5 components took 3-5x longer.
     """
     for name, v in post.data_vars.items():
         extra = [d for d in v.dims if d not in ("chain", "draw")]
@@ -84,35 +88,84 @@ def _split(x: np.ndarray) -> np.ndarray:
     return np.concatenate((x[:, :, :half], x[:, :, x.shape[2] - half:]), axis=1)
 
 
-def _ranks(flat: np.ndarray) -> np.ndarray:
-    """1-based ranks along axis 1, ties averaged (``scipy.stats.rankdata(method="average")``),
-    from one argsort. Ties are common: the folded draws ``|x - median|`` of an even number of
-    draws tie at the two middle ones."""
-    P, n = flat.shape
-    order = np.argsort(flat, axis=1)
-    srt = np.take_along_axis(flat, order, axis=1)
-    pos = np.broadcast_to(np.arange(n), (P, n))
-    change = srt[:, 1:] != srt[:, :-1]
-    if change.all():
-        avg = pos + 1.0
-    else:  # a tie group at sorted positions i..j (0-based) gets the rank (i + j) / 2 + 1
-        first = np.concatenate([np.ones((P, 1), bool), change], axis=1)
-        last = np.concatenate([change, np.ones((P, 1), bool)], axis=1)
-        start = np.maximum.accumulate(np.where(first, pos, 0), axis=1)
-        end = np.minimum.accumulate(np.where(last, pos, n - 1)[:, ::-1], axis=1)[:, ::-1]
-        avg = (start + end) / 2.0 + 1.0
-    rank = np.empty((P, n))
-    np.put_along_axis(rank, order, avg, axis=1)
-    return rank
+@numba.njit(cache=True)
+def _tied_ranks(srt: np.ndarray, order: np.ndarray, table: np.ndarray,
+                out: np.ndarray) -> None:
+    """``out[p, order[p, k]] = table[m]`` for the 1-based rank ``m / 2 + 1`` of ``srt[p, k]``
+    (each row of ``srt`` sorted), ties averaged: a run of equal values at positions i..j has
+    the rank (i + j) / 2 + 1, so ``m = i + j``. ``table``: the ranks themselves, or their
+    normal scores (:func:`_score_table`)."""
+    P, n = srt.shape
+    for p in range(P):
+        i = 0
+        while i < n:
+            j = i
+            while j + 1 < n and srt[p, j + 1] == srt[p, i]:
+                j += 1
+            r = table[i + j]
+            for k in range(i, j + 1):
+                out[p, order[p, k]] = r
+            i = j + 1
 
 
-def _z_scale(x: np.ndarray) -> np.ndarray:
-    """Rank-normalize each parameter over all its draws (average ranks for ties, Blom's
-    offset 3/8), as ArviZ's ``_z_scale``."""
-    P, C, D = x.shape
-    rank = _ranks(x.reshape(P, C * D))
-    n = C * D
-    return special.ndtri((rank - 0.375) / (n - 0.75 + 1.0)).reshape(P, C, D)
+@numba.njit(cache=True)
+def _folded_ranks(srt: np.ndarray, order: np.ndarray, med: np.ndarray, table: np.ndarray,
+                  out: np.ndarray) -> None:
+    """As :func:`_tied_ranks` for ``|x - med|``, from the sorted draws ``srt`` of ``x`` and
+    their ``order``, without another sort: below the median the distances fall as the draws
+    rise, above it they rise, so merging the two runs from the median outwards visits the
+    distances in order."""
+    P, n = srt.shape
+    dist = np.empty(n)
+    where = np.empty(n, np.int64)
+    for p in range(P):
+        m = med[p]
+        lo = np.searchsorted(srt[p], m) - 1  # the last draw below the median
+        hi = lo + 1
+        for k in range(n):
+            if hi < n and (lo < 0 or srt[p, hi] - m <= m - srt[p, lo]):
+                dist[k] = srt[p, hi] - m
+                where[k] = order[p, hi]
+                hi += 1
+            else:
+                dist[k] = m - srt[p, lo]
+                where[k] = order[p, lo]
+                lo -= 1
+        i = 0
+        while i < n:
+            j = i
+            while j + 1 < n and dist[j + 1] == dist[i]:
+                j += 1
+            r = table[i + j]
+            for k in range(i, j + 1):
+                out[p, where[k]] = r
+            i = j + 1
+
+
+def _rank_table(n: int) -> np.ndarray:
+    """Every rank a value among ``n`` can have, ties averaged: ``m / 2 + 1`` at ``m``."""
+    return np.arange(2 * n - 1) / 2.0 + 1.0
+
+
+def _score_table(n: int) -> np.ndarray:
+    """Blom's normal score of every rank among ``n`` values (ArviZ's ``_z_scale``; the same
+    arithmetic on the same ranks, so the same bits): looked up per draw instead of an
+    inverse normal CDF per draw."""
+    return special.ndtri((_rank_table(n) - 0.375) / (n - 0.75 + 1.0))
+
+
+def _sorted_quantile(srt: np.ndarray, q: float) -> np.ndarray:
+    """``np.quantile(x, q, axis=1)`` (linear method) of rows already sorted: the same
+    arithmetic as NumPy's (virtual index, its floor, and ``_lerp``), so the same bits."""
+    n = srt.shape[1]
+    v = (n - 1) * np.float64(q)
+    if v >= n - 1:
+        return srt[:, -1].copy()
+    i = int(np.floor(v))
+    gamma = v - i
+    a, b = srt[:, i], srt[:, i + 1]
+    diff = b - a
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
 def _rhat_raw(x: np.ndarray) -> np.ndarray:
@@ -126,13 +179,11 @@ def _rhat_raw(x: np.ndarray) -> np.ndarray:
         return np.sqrt((between / within + n - 1) / n)
 
 
-def _rhat_block(x: np.ndarray, z_bulk: np.ndarray) -> np.ndarray:
-    """R-hat of ``x`` (P, C, D), given its rank-normalized split chains ``z_bulk``."""
-    s = _split(x)
-    bulk = _rhat_raw(z_bulk)
-    med = np.median(s.reshape(s.shape[0], -1), axis=1)
-    tail = _rhat_raw(_z_scale(np.abs(s - med[:, None, None])))
-    # Python's max(bulk, tail), as ArviZ: NaN bulk wins, NaN tail loses
+def _rhat_bulk_tail(z_bulk: np.ndarray, z_folded: np.ndarray) -> np.ndarray:
+    """R-hat from the rank-normalized split chains and the rank-normalized folded ones
+    (``|draw - median|``): the larger of the two, as ArviZ takes Python's max(bulk, tail):
+    NaN bulk wins, NaN tail loses."""
+    bulk, tail = _rhat_raw(z_bulk), _rhat_raw(z_folded)
     return np.where(tail > bulk, tail, bulk)
 
 
@@ -174,41 +225,58 @@ def _autocov(x: np.ndarray) -> np.ndarray:
     return acov
 
 
-def _ess_raw(x: np.ndarray) -> np.ndarray:
-    """ArviZ's ``_ess`` of chains ``x`` (P, M, N): Geyer's initial positive sequence, then
-    the initial monotone sequence, over the pairs of lags (2k, 2k+1)."""
-    P, M, N = x.shape
+@numba.njit(cache=True, fastmath={"contract"})
+def _lag_autocov(x: np.ndarray, lags: int, out: np.ndarray) -> None:
+    """``out[r, k]``: the autocovariance at lag ``k < lags`` of each row of ``x`` (R, N),
+    summed directly (ArviZ's ``autocov`` takes every lag by FFT): one pass over the draws
+    updates all the lags at once."""
+    R, N = x.shape
+    c = np.zeros(N + lags)  # the centered row, then zeros: lags past the end add nothing
+    acc = np.empty(lags)
+    for r in range(R):
+        m = 0.0
+        for t in range(N):
+            m += x[r, t]
+        m /= N
+        for t in range(N):
+            c[t] = x[r, t] - m
+        acc[:] = 0.0
+        for t in range(N):
+            ct = c[t]
+            for k in range(lags):
+                acc[k] += ct * c[t + k]
+        for k in range(lags):
+            out[r, k] = acc[k] / N
+
+
+def _geyer(acov: np.ndarray, chain_means: np.ndarray, N: int) -> tuple[np.ndarray, np.ndarray]:
+    """ArviZ's ``_ess`` from the autocovariances ``acov`` (p, M, L) of chains of ``N`` draws
+    at lags 0..L-1 (L <= N). Returns the ESS and, per parameter, whether Geyer's sequence
+    needs lags past L (its ESS is then NaN here)."""
+    p, M, L = acov.shape
     size = M * N
-    out = np.empty(P)
-    flat = x.reshape(P, -1)
-    const = (flat.max(axis=1) - flat.min(axis=1)) < np.finfo(float).resolution
-    out[const] = size
-    todo = ~const
-    if not todo.any():
-        return out
-    x = x[todo]
-    acov = _autocov(x)  # (p, M, N)
-    mean_acov = acov.mean(axis=1)  # (p, N)
+    mean_acov = acov.mean(axis=1)  # (p, L)
     mean_var = mean_acov[:, 0] * N / (N - 1.0)
     var_plus = mean_var * (N - 1.0) / N
     if M > 1:
-        var_plus = var_plus + x.mean(axis=2).var(axis=1, ddof=1)
+        var_plus = var_plus + chain_means.var(axis=1, ddof=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rho = 1.0 - (mean_var[:, None] - mean_acov) / var_plus[:, None]  # (p, N)
-    p = rho.shape[0]
+        rho = 1.0 - (mean_var[:, None] - mean_acov) / var_plus[:, None]  # (p, L)
     # pair sums S_0 = 1 + rho_1 and S_k = rho_2k + rho_2k+1; ArviZ's loop computes pair k
     # while 2k - 1 < N - 3 and the pair before was positive
     kmax = 0  # the number of pairs the loop may compute (k = 1..kmax)
     while 2 * (kmax + 1) - 1 < N - 3:
         kmax += 1
-    pairs = np.empty((p, kmax + 1))
+    have = min(kmax, (L - 2) // 2)  # pairs 1..have lie within the L lags
+    pairs = np.empty((p, have + 1))
     pairs[:, 0] = 1.0 + rho[:, 1]
-    if kmax:
-        pairs[:, 1:] = rho[:, 2:2 * kmax + 2:2] + rho[:, 3:2 * kmax + 2:2]
+    if have:
+        pairs[:, 1:] = rho[:, 2:2 * have + 2:2] + rho[:, 3:2 * have + 2:2]
     nonpos = ~(pairs > 0.0)  # NaN counts as "not positive", as in the loop's test
-    first = np.where(nonpos.any(axis=1), nonpos.argmax(axis=1), kmax)
-    K = np.minimum(first, kmax)  # the last pair the loop computed
-    idx = np.arange(kmax + 1)
+    stops = nonpos.any(axis=1)
+    more = ~stops & (have < kmax)  # the loop would go on past the lags at hand
+    K = np.where(stops, nonpos.argmax(axis=1), have)  # the last pair the loop computed
+    idx = np.arange(have + 1)
     # pairs 0..K-1 were positive and kept; the monotone sequence is their running minimum
     kept = np.where(idx[None, :] < K[:, None], pairs, np.inf)
     mono = np.minimum.accumulate(kept, axis=1)
@@ -223,7 +291,37 @@ def _ess_raw(x: np.ndarray) -> np.ndarray:
         tau = np.maximum(tau, 1.0 / np.log10(size))
     ess = size / tau
     # ArviZ returns NaN when any stored autocorrelation is NaN
-    ess[np.isnan(rho[:, 1]) | np.isnan(var_plus)] = np.nan
+    ess[np.isnan(rho[:, 1]) | np.isnan(var_plus) | more] = np.nan
+    return ess, more
+
+
+#: lags summed directly before any FFT (:func:`_ess_raw`): Geyer's sequence of a chain that
+#: mixes stops within a few lags; the others (an ESS under about 1/16 of the draws) take
+#: every lag by FFT
+_LAGS = 32
+
+
+def _ess_raw(x: np.ndarray) -> np.ndarray:
+    """ArviZ's ``_ess`` of chains ``x`` (P, M, N): Geyer's initial positive sequence, then
+    the initial monotone sequence, over the pairs of lags (2k, 2k+1). The autocovariances
+    at the first ``_LAGS`` lags are summed directly; only parameters whose sequence goes on
+    past them take all lags by FFT (as ArviZ does for all), the same numbers to rounding."""
+    P, M, N = x.shape
+    out = np.empty(P)
+    flat = x.reshape(P, -1)
+    const = (flat.max(axis=1) - flat.min(axis=1)) < np.finfo(float).resolution
+    out[const] = M * N
+    todo = ~const
+    if not todo.any():
+        return out
+    x = x[todo]
+    lags = min(_LAGS, N)
+    acov = np.empty((x.shape[0] * M, lags))
+    _lag_autocov(np.ascontiguousarray(x).reshape(-1, N), lags, acov)
+    means = x.mean(axis=2)
+    ess, more = _geyer(acov.reshape(x.shape[0], M, lags), means, N)
+    if more.any():
+        ess[more] = _geyer(_autocov(x[more]), means[more], N)[0]
     out[todo] = ess
     return out
 
@@ -244,13 +342,12 @@ def ess_mean(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _tail_ess(b: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """The smaller of the ESS of the indicators ``draw <= q`` at the quantiles ``lo`` and
-    ``hi`` of each parameter of ``b`` (P, C, D)."""
-    q = np.quantile(b.reshape(b.shape[0], -1), [lo, hi], axis=1)  # (2, P)
-    low = _ess_raw(_split((b <= q[0][:, None, None]).astype(float)))
-    high = _ess_raw(_split((b <= q[1][:, None, None]).astype(float)))
-    return np.minimum(low, high)
+def _tail_indicator_ess(b: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """The smaller of the ESS of the indicators ``draw <= q[0]`` and ``draw <= q[1]`` of each
+    parameter of ``b`` (P, C, D); ``q`` (2, P) are its two tail quantiles."""
+    both = np.concatenate([b <= q[0][:, None, None], b <= q[1][:, None, None]])
+    ess = _ess_raw(_split(both.astype(float)))
+    return np.minimum(ess[:b.shape[0]], ess[b.shape[0]:])
 
 
 def ess_tail(x: np.ndarray, prob: tuple[float, float] = (0.05, 0.95)) -> np.ndarray:
@@ -290,11 +387,32 @@ def diagnostics(
         if not ee.any():
             return
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = _z_scale(_split(sub[ee]))
+            sub = sub[ee]
+            s = _split(sub)
+            # one sort of each parameter's draws serves the ranks, the folded ranks (by
+            # merging), the median and, for an even draw count (nothing left out by the
+            # split), the tail quantiles
+            flat = s.reshape(s.shape[0], -1)
+            order = np.argsort(flat, axis=1)
+            srt = np.take_along_axis(flat, order, axis=1)
+            n = srt.shape[1]
+            table = _score_table(n)
+            z = np.empty_like(flat)
+            _tied_ranks(srt, order, table, z)
+            z = z.reshape(s.shape)
             b[blk][ee] = _ess_raw(z)
             if er.any():
-                r[blk][er] = _rhat_block(sub[er], z[er[ee]])
-            t[blk][ee] = _tail_ess(sub[ee], lo, hi)
+                med = (srt[:, (n - 1) // 2] + srt[:, n // 2]) / 2 if n % 2 == 0 \
+                    else srt[:, n // 2].copy()
+                zf = np.empty_like(flat)
+                _folded_ranks(srt, order, med, table, zf)
+                zf = zf.reshape(s.shape)
+                r[blk][er] = _rhat_bulk_tail(z, zf)[er[ee]]
+            if x.shape[2] % 2 == 0:
+                q = np.stack([_sorted_quantile(srt, lo), _sorted_quantile(srt, hi)])
+            else:
+                q = np.quantile(sub.reshape(sub.shape[0], -1), [lo, hi], axis=1)
+            t[blk][ee] = _tail_indicator_ess(sub, q)
 
     _on_cores(block, P)
     return r, b, t
@@ -330,3 +448,23 @@ def hdi(x: np.ndarray, prob: float) -> np.ndarray:
     i = np.argmin(width, axis=1)
     rows = np.arange(flat.shape[0])
     return np.stack([flat[rows, i], flat[rows, i + inc]], axis=1)
+
+
+def table_numbers(x: np.ndarray, prob: float, kind: str) -> dict[str, np.ndarray]:
+    """The summary table's mean, sd, interval (``kind`` "hdi" or "eti", probability
+    ``prob``) and MCSE of the mean of every parameter of ``x`` (P, C, D), on every core a
+    block of parameters at a time."""
+    x = np.asarray(x, dtype=float)
+    tails = [(1 - prob) / 2, (1 + prob) / 2]
+
+    def block(i: int) -> tuple[np.ndarray, ...]:
+        b = x[i:i + _BLOCK]
+        flat = b.reshape(b.shape[0], -1)
+        lo_hi = hdi(b, prob) if kind == "hdi" else np.quantile(flat, tails, axis=1).T
+        return flat.mean(axis=1), flat.std(axis=1, ddof=1), lo_hi[:, 0], lo_hi[:, 1], \
+            mcse_mean(b)
+
+    parts = _on_cores(block, x.shape[0])
+    cols = ("mean", "sd", "lower", "upper", "mcse_mean")
+    return {c: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0)
+            for k, c in enumerate(cols)}

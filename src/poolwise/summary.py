@@ -80,15 +80,7 @@ def _numbers_table(
             if start == 0:
                 labels = _labels(name, v, extra)
             names.extend(labels[start:start + k])
-            flat = x.reshape(k, -1)
-            if kind == "hdi":
-                lo_hi = cv.hdi(x, prob)
-            else:
-                lo_hi = np.quantile(flat, [(1 - prob) / 2, (1 + prob) / 2], axis=1).T
-            parts.append({
-                "mean": flat.mean(axis=1), "sd": flat.std(axis=1, ddof=1),
-                "lower": lo_hi[:, 0], "upper": lo_hi[:, 1], "mcse_mean": cv.mcse_mean(x),
-            })
+            parts.append(cv.table_numbers(x, prob, kind))
         table = {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0)
                  for c in ("mean", "sd", "lower", "upper", "mcse_mean")}
         rhat, ess_b, ess_t = _known_numbers(names, known)
