@@ -63,8 +63,8 @@ def component_blocks(post, size: int = 512):
 
 def _on_cores(fn, n: int) -> list:
     """``fn(start)`` for the start of every block of ``_BLOCK`` of ``n`` parameters, in order,
-    on every core (NumPy's sorts and FFTs release the GIL; each block's numbers are the same
-    whichever thread computes them)."""
+    on every core (NumPy's sorts and FFTs and the numba kernels here release the GIL; each
+    block's numbers are the same whichever thread computes them)."""
     starts = range(0, n, _BLOCK)
     workers = min(len(starts), os.cpu_count() or 1)
     if workers <= 1:
@@ -88,7 +88,7 @@ def _split(x: np.ndarray) -> np.ndarray:
     return np.concatenate((x[:, :, :half], x[:, :, x.shape[2] - half:]), axis=1)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _tied_ranks(srt: np.ndarray, order: np.ndarray, table: np.ndarray,
                 out: np.ndarray) -> None:
     """``out[p, order[p, k]] = table[m]`` for the 1-based rank ``m / 2 + 1`` of ``srt[p, k]``
@@ -108,7 +108,7 @@ def _tied_ranks(srt: np.ndarray, order: np.ndarray, table: np.ndarray,
             i = j + 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _folded_ranks(srt: np.ndarray, order: np.ndarray, med: np.ndarray, table: np.ndarray,
                   out: np.ndarray) -> None:
     """As :func:`_tied_ranks` for ``|x - med|``, from the sorted draws ``srt`` of ``x`` and
@@ -225,7 +225,7 @@ def _autocov(x: np.ndarray) -> np.ndarray:
     return acov
 
 
-@numba.njit(cache=True, fastmath={"contract"})
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
 def _lag_autocov(x: np.ndarray, lags: int, out: np.ndarray) -> None:
     """``out[r, k]``: the autocovariance at lag ``k < lags`` of each row of ``x`` (R, N),
     summed directly (ArviZ's ``autocov`` takes every lag by FFT): one pass over the draws
