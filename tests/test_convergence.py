@@ -208,3 +208,11 @@ def test_blockwise_numbers_equal_the_stacked_ones():
     table = _numbers_table(ds, 0.89, "eti")
     assert len(table) == 5005 and table.index[1] == "a_g[0]" and table.index[-1] == "cor[q, 1]"
     np.testing.assert_array_equal(table["mean"].to_numpy(), stacked.mean(axis=(1, 2)))
+
+
+def test_bfmi_equals_arviz():
+    rng = np.random.default_rng(8)
+    energy = np.cumsum(rng.normal(size=(4, 500)), axis=1) * 0.1 + rng.normal(size=(4, 500))
+    for e in (energy, energy[:1], rng.normal(size=(3, 7))):
+        np.testing.assert_allclose(cv.bfmi(e), array_stats.bfmi(e, chain_axis=-2, draw_axis=-1),
+                                   rtol=1e-14, atol=0)

@@ -23,6 +23,7 @@ FIT_FLAGS = {
     "progress": "--progress", "engine": "--engine", "log_likelihood": "--log-likelihood",
     "repair": "--repair", "standardize": "--no-standardize", "reference": "--reference",
     "prior_check": "--no-prior-check", "offset": "--offset",
+    "prior_sensitivity": "--prior-sensitivity",
 }
 # strict=True raises instead of warning: the CLI's exit code 1 already says "not ok"
 NOT_ON_CLI = {"formula", "data", "strict"}

@@ -96,3 +96,49 @@ def test_priors_are_evaluated_on_the_standardized_scale():
     assert f"per {np.std(df['age']):.3g} units of age" in out[0].message
     assert "normal(0, 10)" in out[0].message
     assert _sensitivity_findings({"b_age": (0.01, 0.2)}, spec) == []
+
+
+def test_skipped_check_can_be_added_later_with_the_same_numbers(coral_like):
+    """``prior_sensitivity=False`` skips the check (no numbers, no findings);
+    ``with_log_likelihood`` adds it afterwards, equal to a fit that ran it."""
+    full = _fit("y ~ x + (1 | g)", coral_like, log_likelihood=False)
+    lean = _fit("y ~ x + (1 | g)", coral_like, log_likelihood=False, prior_sensitivity=False)
+    codes = ("prior_sensitive", "prior_dominated")
+    assert lean.diagnosis.sensitivity == {}
+    assert not [f for f in lean.diagnosis.findings if f.code in codes]
+    xr.testing.assert_identical(lean.posterior.drop_attrs(), full.posterior.drop_attrs())
+    from poolwise.sampling import with_log_likelihood
+
+    later = with_log_likelihood(lean, group=False)
+    assert later.diagnosis.sensitivity == full.diagnosis.sensitivity
+    assert [f.message for f in later.diagnosis.findings if f.code in codes] == \
+        [f.message for f in full.diagnosis.findings if f.code in codes]
+    assert "log_likelihood" not in later.idata.children
+
+
+def test_quiet_cli_without_outputs_imports_neither_arviz_stats_nor_scipy_stats(tmp_path):
+    """`poolwise fit --quiet` with nothing to save prints only the status line, which the
+    prior-sensitivity findings (warnings) never change: the check, and the 0.5 s of imports
+    behind it (arviz-stats, scipy.stats), are skipped. With --out the check runs and its numbers
+    are saved."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from poolwise.cli import main\n"
+        "rc = main(['fit', '--example', 'bangladesh', '--chains', '2', '--tune', '150',\n"
+        "           '--draws', '150', '--seed', '1', '--quiet'{out}])\n"
+        "print(rc, 'arviz_stats' in sys.modules, 'scipy.stats' in sys.modules)\n"
+    )
+    quiet = subprocess.run([sys.executable, "-c", code.format(out="")], capture_output=True,
+                           text=True, check=True)
+    assert quiet.stdout.splitlines()[-1].split()[1:] == ["False", "False"], quiet.stdout
+    forced = subprocess.run([sys.executable, "-c", code.format(out=", '--prior-sensitivity'")],
+                            capture_output=True, text=True, check=True)
+    assert forced.stdout.splitlines()[-1].split()[1] == "True", forced.stdout
+    out = tmp_path / "fit"
+    saved = subprocess.run([sys.executable, "-c", code.format(out=f", '--out', r'{out}'")],
+                           capture_output=True, text=True, check=True)
+    assert saved.stdout.splitlines()[-1].split()[1] == "True", saved.stdout
+    assert set(poolwise.load_fit(out).diagnosis.sensitivity) == {"Intercept", "sd_district"}

@@ -154,6 +154,12 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
         "recomputes the log-likelihood exactly from them when LOO needs it",
     )
     p.add_argument(
+        "--prior-sensitivity", action=argparse.BooleanOptionalAction, default=None,
+        help="run the power-scaling prior-sensitivity check of the intercept, coefficients and "
+        "group SDs (default: when its findings are printed or saved, i.e. unless --quiet "
+        "with neither --out nor --report)",
+    )
+    p.add_argument(
         "--no-prior-check", dest="prior_check", action="store_false",
         help="skip the prior predictive check of the group proportions",
     )
@@ -457,6 +463,10 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
             repair=RepairPolicy(max_attempts=args.max_attempts) if args.repair else False,
             # the log-likelihood group is only saved (LOO from fit.nc), never printed by `fit`
             log_likelihood=args.log_likelihood and bool(args.out),  # stored on request
+            # the prior-sensitivity findings are printed (not with --quiet) or saved; a quiet
+            # run that saves nothing prints only the status line, which they never change
+            prior_sensitivity=(not args.quiet or bool(args.out) or args.report is not None)
+            if args.prior_sensitivity is None else args.prior_sensitivity,
         )
     for w in caught:
         if not issubclass(w.category, ConvergenceWarning):

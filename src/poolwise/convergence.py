@@ -30,7 +30,7 @@ from scipy import special
 __all__ = [
     "component_blocks",
     "diagnostics", "ess_bulk", "ess_mean", "ess_tail", "hdi", "mcse_mean", "mcse_sd", "rhat",
-    "table_numbers",
+    "bfmi", "table_numbers",
 ]
 
 #: parameters per batch: small temporaries are reused by the allocator; with 2,000 parameters
@@ -416,6 +416,14 @@ def diagnostics(
 
     _on_cores(block, P)
     return r, b, t
+
+
+def bfmi(energy: np.ndarray) -> np.ndarray:
+    """E-BFMI of each chain of ``energy`` (chains, draws): the mean squared change of the
+    energy from draw to draw over its variance (arviz-stats' formula, the same NumPy calls;
+    here so that a fit that runs no other arviz-stats check does not import it, 0.2 s)."""
+    e = np.atleast_2d(np.asarray(energy, dtype=float))
+    return np.square(np.diff(e, axis=1)).mean(axis=1) / np.var(e, axis=1, ddof=1)
 
 
 def mcse_mean(x: np.ndarray) -> np.ndarray:

@@ -96,6 +96,7 @@ def fit(
     progress: bool = False,
     engine: EngineKind = "cfunc",
     log_likelihood: bool = True,
+    prior_sensitivity: bool = True,
     strict: bool = False,
     repair: bool | RepairPolicy = True,
     standardize: bool = True,
@@ -162,6 +163,11 @@ def fit(
         function (for debugging).
     log_likelihood : bool, default True
         Store the pointwise log-likelihood (per cell) for LOO / model comparison.
+    prior_sensitivity : bool, default True
+        Run the power-scaling prior-sensitivity check of the fixed intercept, the fixed
+        coefficients and the group SDs (arviz-stats' ``psense``; its findings are warnings,
+        never errors). False skips it, for a caller that shows neither the findings nor saves
+        the fit; :func:`poolwise.sampling.with_log_likelihood` adds it later.
     strict : bool, default False
         Raise :class:`SamplingError` when the fit fails its diagnostics instead of emitting a
         :class:`ConvergenceWarning`.
@@ -237,7 +243,7 @@ def fit(
         prior_warnings = () if pp.ok else (pp.message,)
     result = repair_fit(
         spec, config, policy=policy, repair=bool(repair), log_likelihood=log_likelihood,
-        target_accept_given=target_accept is not None,
+        sensitivity=prior_sensitivity, target_accept_given=target_accept is not None,
     )
     if prior_check:
         result.idata.attrs["poolwise_prior_predictive"] = json.dumps(pp.to_dict())

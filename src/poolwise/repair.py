@@ -453,6 +453,7 @@ def repair_fit(
     policy: RepairPolicy | None = None,
     repair: bool = True,
     log_likelihood: bool = True,
+    sensitivity: bool = True,
     target_accept_given: bool = True,
     pilot: bool = True,
 ) -> Fit:
@@ -531,8 +532,8 @@ def repair_fit(
             break
         spec, config, action, _ = remedy
     assert current is not None
-    # prior sensitivity always (from the cells); the log_likelihood group only when asked
-    final = with_log_likelihood(current, group=log_likelihood)
+    # prior sensitivity (from the cells) and the log_likelihood group, each when asked
+    final = with_log_likelihood(current, group=log_likelihood, sensitivity=sensitivity)
     advice = _advice(state, spec, final.diagnosis)
     log = RepairLog(tuple(attempts), ok=final.diagnosis.ok, stopped=stopped, advice=advice,
                     auto=auto_log)

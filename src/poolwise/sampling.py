@@ -192,10 +192,13 @@ def _log_likelihood_group(spec: ModelSpec, post: xr.Dataset) -> xr.Dataset:
     return log_likelihood_group(spec, post)
 
 
-def with_log_likelihood(fit: Fit, *, group: bool = True) -> Fit:
+def with_log_likelihood(fit: Fit, *, group: bool = True, sensitivity: bool = True) -> Fit:
     """The fit with its ``log_likelihood`` group (per row pattern) added (when missing; not
     with ``group=False``) and its diagnosis completed with the checks that need the total
-    log-likelihood (prior sensitivity of the group SDs, computed from the cells)."""
+    log-likelihood (prior sensitivity of the group SDs, computed from the cells; not with
+    ``sensitivity=False``)."""
+    if not group and not sensitivity:
+        return fit
     t0 = time.perf_counter()
     idata = fit.idata
     try:
@@ -205,7 +208,8 @@ def with_log_likelihood(fit: Fit, *, group: bool = True) -> Fit:
             new = xr.DataTree.from_dict(groups)
             new.attrs.update(idata.attrs)
             idata = new
-        diagnosis = with_sensitivity(fit.diagnosis, idata, fit.spec)
+        diagnosis = (with_sensitivity(fit.diagnosis, idata, fit.spec) if sensitivity
+                     else fit.diagnosis)
     except MemoryError:
         raise SpecError(_out_of_memory(fit.spec, fit.config, True)) from None
     timings = dict(fit.timings)
