@@ -89,23 +89,30 @@ def _split(x: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
+def _assign_runs(vals: np.ndarray, where: np.ndarray, table: np.ndarray,
+                 out: np.ndarray) -> None:
+    """``out[where[k]] = table[i + j]`` for every run of equal values ``vals[i..j]`` (``vals``
+    sorted): the 1-based rank of the run, ties averaged, is (i + j) / 2 + 1."""
+    n = vals.shape[0]
+    i = 0
+    while i < n:
+        j = i
+        while j + 1 < n and vals[j + 1] == vals[i]:
+            j += 1
+        r = table[i + j]
+        for k in range(i, j + 1):
+            out[where[k]] = r
+        i = j + 1
+
+
+@numba.njit(cache=True, nogil=True)
 def _tied_ranks(srt: np.ndarray, order: np.ndarray, table: np.ndarray,
                 out: np.ndarray) -> None:
     """``out[p, order[p, k]] = table[m]`` for the 1-based rank ``m / 2 + 1`` of ``srt[p, k]``
-    (each row of ``srt`` sorted), ties averaged: a run of equal values at positions i..j has
-    the rank (i + j) / 2 + 1, so ``m = i + j``. ``table``: the ranks themselves, or their
-    normal scores (:func:`_score_table`)."""
-    P, n = srt.shape
-    for p in range(P):
-        i = 0
-        while i < n:
-            j = i
-            while j + 1 < n and srt[p, j + 1] == srt[p, i]:
-                j += 1
-            r = table[i + j]
-            for k in range(i, j + 1):
-                out[p, order[p, k]] = r
-            i = j + 1
+    (each row of ``srt`` sorted), ties averaged. ``table``: the ranks themselves
+    (:func:`_rank_table`), or their normal scores (:func:`_score_table`)."""
+    for p in range(srt.shape[0]):
+        _assign_runs(srt[p], order[p], table, out[p])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -131,15 +138,7 @@ def _folded_ranks(srt: np.ndarray, order: np.ndarray, med: np.ndarray, table: np
                 dist[k] = m - srt[p, lo]
                 where[k] = order[p, lo]
                 lo -= 1
-        i = 0
-        while i < n:
-            j = i
-            while j + 1 < n and dist[j + 1] == dist[i]:
-                j += 1
-            r = table[i + j]
-            for k in range(i, j + 1):
-                out[p, where[k]] = r
-            i = j + 1
+        _assign_runs(dist, where, table, out[p])
 
 
 def _rank_table(n: int) -> np.ndarray:
