@@ -468,8 +468,9 @@ def table_numbers(x: np.ndarray, prob: float, kind: str) -> dict[str, np.ndarray
         b = x[i:i + _BLOCK]
         flat = b.reshape(b.shape[0], -1)
         lo_hi = hdi(b, prob) if kind == "hdi" else np.quantile(flat, tails, axis=1).T
-        return flat.mean(axis=1), flat.std(axis=1, ddof=1), lo_hi[:, 0], lo_hi[:, 1], \
-            mcse_mean(b)
+        sd = flat.std(axis=1, ddof=1)
+        # mcse_mean's arithmetic, with the sd computed once
+        return flat.mean(axis=1), sd, lo_hi[:, 0], lo_hi[:, 1], sd / np.sqrt(ess_mean(b))
 
     parts = _on_cores(block, x.shape[0])
     cols = ("mean", "sd", "lower", "upper", "mcse_mean")

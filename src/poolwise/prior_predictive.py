@@ -235,13 +235,14 @@ def prior_predictive(
     # proportions are in [0, 1] or NaN (a level without trials); the finite ones are counted
     # in place, and copied once, to be partitioned for the quantiles (no second copy: with
     # 10^5 levels each copy is 160 MB of fresh memory)
-    n_finite = int(np.count_nonzero(np.isfinite(out)))
+    finite = np.isfinite(out)
+    n_finite = int(np.count_nonzero(finite))
     frac_low = int(np.count_nonzero(out < low)) / n_finite if n_finite else 0.0
     frac_high = int(np.count_nonzero(out > 1.0 - low)) / n_finite if n_finite else 0.0
     qs = (0.05, 0.25, 0.5, 0.75, 0.95)
     quantiles: dict[str, float] = {}
     if n_finite:
-        vals = out.ravel().copy() if n_finite == out.size else out[np.isfinite(out)]
+        vals = out.ravel().copy() if n_finite == out.size else out[finite]
         # one call for the five quantiles: one partition of the values instead of five
         quantiles = {f"q{int(q * 100):02d}": float(v) for q, v in
                      zip(qs, np.quantile(vals, qs, overwrite_input=True), strict=True)}
