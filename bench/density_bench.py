@@ -58,7 +58,7 @@ def make_data(model: str, cells: int, seed: int = 1) -> tuple[str, pd.DataFrame]
 
 def build(model: str, cells: int, link: str):
     from poolwise.engine.layout import pack
-    from poolwise.model import build_model
+    from poolwise.model.spec import build_model
 
     formula, df = make_data(model, cells)
     with warnings.catch_warnings():
@@ -116,7 +116,7 @@ def adaptation_compare(groups: int, trials: int, param: str, seed: int, chains: 
 
     from poolwise.engine import sampler as S
     from poolwise.engine.layout import pack
-    from poolwise.model import build_model
+    from poolwise.model.spec import build_model
 
     rng = np.random.default_rng(seed)
     a = rng.normal(0.0, 0.5, size=groups)

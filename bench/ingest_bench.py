@@ -1,5 +1,5 @@
 """Out-of-core ingestion: time and peak memory of validating and counting N Bernoulli rows into
-cells with DuckDB (poolwise.ingest), up to the Design the sampler gets.
+cells with DuckDB (poolwise.data.ingest), up to the Design the sampler gets.
 
 Data: N rows, 1000 groups, a binary predictor ``x`` and a 3-level predictor ``f`` (so at most
 1000 x 2 x 3 = 6000 cells and 12000 patterns), written as Parquet (one file, or a glob of
@@ -74,8 +74,8 @@ def generate(folder: Path, rows: int, glob: bool, seed: int = 1) -> str:
 CHILD = r"""
 import json, sys, time, warnings, resource
 t0 = time.perf_counter()
-from poolwise.design import build_design
-from poolwise.ingest import FileSource
+from poolwise.data.design import build_design
+from poolwise.data.ingest import FileSource
 import pandas as pd
 t1 = time.perf_counter()
 path, route = sys.argv[1], sys.argv[2]

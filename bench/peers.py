@@ -366,7 +366,7 @@ def summarize(az, idata, model_name: str, data: dict) -> dict:
     means = {}
     sds = {}
     if model_name == "cont20k":
-        # poolwise's names and original scale (poolwise.posterior.to_original_scale)
+        # poolwise's names and original scale (poolwise.model.predictor.to_original_scale)
         b_x = post["beta_z"] / data["x_sd"]
         orig = {"Intercept": post["alpha_c"] - b_x * data["x_mean"], "b_x": b_x,
                 "sd_g": post["sd_g"]}

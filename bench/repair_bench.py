@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 import poolwise
-from poolwise.datasets import example_path
+from poolwise.data.datasets import example_path
 
 FORMULA = "use.contraception ~ 1 + (1 | district)"
 OUT = Path(__file__).parent / "results" / "repair_bench.json"

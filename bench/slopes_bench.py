@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     import poolwise
-    from poolwise.fit import versions
+    from poolwise.inference.fitted import versions
 
     import_s = time.perf_counter() - t
     data = poolwise.load_example("bangladesh")

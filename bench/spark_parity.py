@@ -4,7 +4,7 @@
 
 Writes the data of ``bench/ingest_bench.py`` (N Bernoulli rows, 1000 groups, a binary and a
 3-level predictor) to a temporary folder (or ``--dir``), builds the Design through DuckDB
-(``poolwise.ingest.FileSource``) and through ``spark.read.parquet`` (local mode, all cores),
+(``poolwise.data.ingest.FileSource``) and through ``spark.read.parquet`` (local mode, all cores),
 compares the cells, then fits ``y ~ x + f + (1 | g)`` both ways with the same seed and
 compares every draw. Prints the times of both routes; needs pyspark and Java 17.
 """
@@ -34,8 +34,8 @@ def main() -> int:
     from pyspark.sql import SparkSession
 
     import poolwise
-    from poolwise.design import build_design
-    from poolwise.ingest import FileSource
+    from poolwise.data.design import build_design
+    from poolwise.data.ingest import FileSource
 
     with tempfile.TemporaryDirectory() as tmp:
         path = generate(Path(args.dir or tmp), args.rows, False)

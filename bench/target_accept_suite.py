@@ -1,12 +1,13 @@
 """Calibration of the automatic target_accept (issue 13, item 12).
 
 For every model of the suite and every seed, the ``auto`` rule runs its pilot
-(:func:`poolwise.repair.choose_parameterization`: parameterization per level and the worst
+(:func:`poolwise.inference.repair.choose_parameterization`: parameterization per level and the worst
 remaining funnel severity); the resolved model is then sampled at each target_accept of
 ``TAS`` with the same seed (4 chains, reduced tuning/draws, no repair) and its divergent
 transitions are counted. For each model the *calibrated* target_accept is the lowest one with
 0 divergences in at least 95% of the seeds (with 10 seeds: all of them). The rule in
-:data:`poolwise.repair.SEVERITY_LADDER` is then fitted to those choices (see bench/README.md).
+:data:`poolwise.inference.repair.SEVERITY_LADDER` is then fitted to those choices (see
+bench/README.md).
 
     PYTHONPATH=src python bench/target_accept_suite.py [--seeds 10] [--tune 500] [--draws 500]
 
@@ -27,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from poolwise.datasets import example_path
+from poolwise.data.datasets import example_path
 from poolwise.engine.layout import pack
 from poolwise.engine.sampler import SamplerConfig, run_nuts
-from poolwise.model import build_model
-from poolwise.repair import choose_parameterization
+from poolwise.inference.repair import choose_parameterization
+from poolwise.model.spec import build_model
 
 OUT = Path(__file__).parent / "results" / "target_accept_suite.json"
 TAS = (0.8, 0.9, 0.95, 0.99)
@@ -71,7 +72,7 @@ def suite() -> list[tuple[str, str, pd.DataFrame]]:
 def _pilot_severity(spec0, spec, cfg) -> float:
     """Worst severity with *every* estimated term's SD range from a pilot (today the pilot is
     skipped when only correlated terms are auto, and their range comes from the prior)."""
-    from poolwise.repair import _cell_p, _pilot, _sd_range_from, _term_choice
+    from poolwise.inference.repair import _cell_p, _pilot, _sd_range_from, _term_choice
 
     post = _pilot(spec0.with_parameterization("noncentered"), cfg)
     cp = _cell_p(spec0, post)

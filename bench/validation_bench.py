@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from poolwise.design import build_design
+from poolwise.data.design import build_design
 from poolwise.errors import PoolwiseError
 
 N = 100_000

@@ -13,7 +13,7 @@ import xarray as xr
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from poolwise.datasets import example_path  # noqa: E402
+from poolwise.data.datasets import example_path  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import poolwise
-from poolwise.priors import exponential, normal
+from poolwise.model.priors import exponential, normal
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 

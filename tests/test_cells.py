@@ -11,9 +11,10 @@ import xarray as xr
 from scipy import stats
 
 import poolwise
-import poolwise.plan as planning
-from poolwise.cells import row_loo, row_patterns, total_log_likelihood
-from poolwise.posterior import cell_eta, inverse_link
+from poolwise.comparison.loo import row_loo
+from poolwise.data.patterns import row_patterns
+from poolwise.model.likelihood import total_log_likelihood
+from poolwise.model.predictor import cell_eta, inverse_link
 
 KW = dict(chains=4, tune=200, draws=200, repair=False, parameterization="noncentered",
           prior_check=False)
@@ -108,24 +109,25 @@ def test_bernoulli_patterns_are_cell_by_outcome(bern_fit):
 
 def test_chunked_pointwise_values_equal_one_pass(bern_fit, monkeypatch):
     """Draws are processed in chunks on big data; the values do not depend on the chunking."""
-    import poolwise.cells as C
+    import poolwise.data.patterns as C
+    import poolwise.model.likelihood as LL
 
     fit = bern_fit
-    whole = C.pattern_log_likelihood(fit.spec, fit.posterior)
-    tot = C.total_log_likelihood(fit.spec, fit.posterior)
+    whole = LL.pattern_log_likelihood(fit.spec, fit.posterior)
+    tot = LL.total_log_likelihood(fit.spec, fit.posterior)
     monkeypatch.setattr(C, "CHUNK_VALUES", 7 * fit.spec.design.n_cells)  # 7 draws a chunk
     assert C.draw_chunk(fit.spec.design.n_cells) == 7
-    np.testing.assert_array_equal(C.pattern_log_likelihood(fit.spec, fit.posterior), whole)
-    np.testing.assert_allclose(C.total_log_likelihood(fit.spec, fit.posterior), tot,
+    np.testing.assert_array_equal(LL.pattern_log_likelihood(fit.spec, fit.posterior), whole)
+    np.testing.assert_allclose(LL.total_log_likelihood(fit.spec, fit.posterior), tot,
                                rtol=1e-14, atol=0)
 
 
 def test_fused_logit_kernel_equals_the_numpy_path(bern_fit, binom_fit):
-    import poolwise.cells as C
+    import poolwise.model.likelihood as LL
 
     for fit in (bern_fit, binom_fit):
-        fused = C.pattern_log_likelihood(fit.spec, fit.posterior)
-        ref = C._pattern_ll_numpy(fit.spec, fit.posterior)
+        fused = LL.pattern_log_likelihood(fit.spec, fit.posterior)
+        ref = LL._pattern_ll_numpy(fit.spec, fit.posterior)
         np.testing.assert_allclose(fused, ref, rtol=1e-12, atol=1e-12)
         counts = row_patterns(fit.spec.design).count
         np.testing.assert_allclose(total_log_likelihood(fit.spec, fit.posterior),
@@ -133,9 +135,10 @@ def test_fused_logit_kernel_equals_the_numpy_path(bern_fit, binom_fit):
 
 
 def test_row_level_view_refuses_what_does_not_fit(bern_fit, monkeypatch):
+    import poolwise.inference.fitted as fitted
     from poolwise.errors import SpecError
 
-    monkeypatch.setattr(planning, "available_memory_bytes", lambda: 1000)
+    monkeypatch.setattr(fitted, "available_memory_bytes", lambda: 1000)
     with pytest.raises(SpecError, match="row-level view needs .*row_loo"):
         bern_fit.row_level()
     # row-level LOO itself needs no row-level view

@@ -16,7 +16,8 @@ import poolwise.engine.sampler as sampler_module
 from poolwise.cli import EXIT_INPUT, EXIT_USAGE, main
 from poolwise.errors import DataError, FormulaError, SpecError
 
-sampling_module = importlib.import_module("poolwise.sampling")  # sample_spec calls run_nuts
+# sample_spec calls run_nuts
+sampling_module = importlib.import_module("poolwise.inference.sampling")
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""poolwise.convergence computes ArviZ's R-hat, ESS, MCSE and intervals for all parameters at
+"""poolwise.inference.convergence computes ArviZ's R-hat, ESS, MCSE and intervals for all
+parameters at
 once; every number must equal arviz-stats' own, parameter by parameter."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 import xarray as xr
 from arviz_stats.base import array_stats
 
-from poolwise import convergence as cv
+from poolwise.inference import convergence as cv
 
 SHAPES = [(4, 1000), (4, 101), (1, 7), (2, 4), (3, 5), (1, 1000), (2, 6), (8, 33), (2, 3)]
 
@@ -99,7 +100,7 @@ def test_summary_table_equals_arviz_summary(kind):
     interval probability, 11%/89%)."""
     import arviz_stats as azs
 
-    from poolwise.summary import _numbers_table
+    from poolwise.inference.summary import _numbers_table
 
     rng = np.random.default_rng(11)
     ds = xr.Dataset(
@@ -165,7 +166,7 @@ def test_summary_reuses_the_diagnosis_numbers_exactly():
     from dataclasses import replace
 
     import poolwise
-    from poolwise.summary import _numbers_table
+    from poolwise.inference.summary import _numbers_table
 
     with warnings.catch_warnings():  # short chains: the verdict does not matter here
         warnings.simplefilter("ignore")
@@ -184,8 +185,8 @@ def test_blockwise_numbers_equal_the_stacked_ones():
     """convergence_numbers and the summary read the posterior a block of components at a
     time (no stacked copy of 10^5 levels); a variable with more components than a block
     gives the same numbers, names and order as the stacked array."""
-    from poolwise.diagnostics import convergence_numbers, stack_draws
-    from poolwise.summary import _numbers_table
+    from poolwise.inference.diagnostics import convergence_numbers, stack_draws
+    from poolwise.inference.summary import _numbers_table
 
     rng = np.random.default_rng(4)
     ds = xr.Dataset(

@@ -15,8 +15,9 @@ import pytest
 from scipy.special import expit
 
 import poolwise
-from poolwise.model import build_model
-from poolwise.summary import priors_by_parameter, result_dict
+from poolwise.model.describe import priors_by_parameter
+from poolwise.model.spec import build_model
+from poolwise.output.results import result_dict
 
 TRUE = {"Intercept": -0.4, "sd_a": 0.9, "sd_b": 0.4}
 
@@ -122,7 +123,7 @@ def test_auto_centers_only_one_of_two_crossed_intercept_terms():
     """Both factors are data-rich (300 trials per level), but centering both on the shared
     intercept puts it on a ridge: auto keeps centered levels in one term only."""
     from poolwise.engine.sampler import SamplerConfig
-    from poolwise.repair import choose_parameterization
+    from poolwise.inference.repair import choose_parameterization
 
     spec = build_model(CROSSED, simulate_crossed())
     resolved, _ = choose_parameterization(spec, SamplerConfig(seed=3))

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poolwise.data import Table, frame_sha256, read_table
-from poolwise.datasets import example_path
+from poolwise.data.datasets import example_path
+from poolwise.data.table import Table, frame_sha256, read_table
 from poolwise.errors import DataError
 
 

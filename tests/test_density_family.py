@@ -26,16 +26,10 @@ from scipy.special import expit, gammaln, log_expit, log_ndtr, ndtr
 
 from poolwise.engine import density as D
 from poolwise.engine.layout import pack
-from poolwise.model import build_model
-from poolwise.posterior import cell_eta, to_original_scale
-from poolwise.priors import (
-    Priors,
-    half_normal,
-    half_student_t,
-    lkj,
-    normal,
-    student_t,
-)
+from poolwise.model.predictor import cell_eta
+from poolwise.model.priors import Priors, half_normal, half_student_t, lkj, normal, student_t
+from poolwise.model.scale import to_original_scale
+from poolwise.model.spec import build_model
 
 # ---- the reference ------------------------------------------------------------------------
 

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poolwise.design import build_design
+from poolwise.data.design import build_design
 from poolwise.engine import density as D
 from poolwise.engine.layout import pack
-from poolwise.model import build_model
+from poolwise.model.spec import build_model
 
 FORMULA = "use.contraception ~ 1 + (1 | district)"
 

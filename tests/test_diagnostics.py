@@ -9,13 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from poolwise.diagnostics import (
-    BFMI_MIN,
-    RHAT_MAX,
-    Diagnosis,
-    diagnose,
-    localise_funnels,
-)
+from poolwise.inference.diagnostics import BFMI_MIN, RHAT_MAX, Diagnosis, diagnose, localise_funnels
 
 C, D = 4, 1000
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import poolwise
-from poolwise.summary import result_dict
+from poolwise.output.results import result_dict
 
 FORMULA = "use.contraception ~ 1 + (1 | district)"
 

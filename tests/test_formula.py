@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import poolwise
-from poolwise.design import build_design
+from poolwise.data.design import build_design
 from poolwise.errors import FormulaError, SpecError
 from poolwise.formula import Formula, GroupTerm, Term, parse_formula
 from poolwise.formula.terms import Response

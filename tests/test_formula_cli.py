@@ -12,7 +12,7 @@ import pytest
 
 import poolwise
 from poolwise.cli import build_parser, main
-from poolwise.pooling import compare_pooling
+from poolwise.comparison.pooling import compare_pooling
 
 # every keyword of fit() / compare_pooling() -> the CLI flag that sets it
 FIT_FLAGS = {

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poolwise.design import build_design
+from poolwise.data.design import build_design
 from poolwise.errors import DataError, FormulaError, SpecError
 from poolwise.formula import parse_formula
 from poolwise.formula.parser import SUPPORTED_FUNCTIONS, parse_expression

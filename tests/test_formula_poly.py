@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poolwise.design import build_design
+from poolwise.data.design import build_design
 from poolwise.formula.transforms import poly_fit, poly_predict
 
 # R 4.x:  x <- c(1, 2, 3, 4, 5); round(poly(x, 2), 7)

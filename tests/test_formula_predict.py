@@ -13,12 +13,12 @@ from scipy import stats
 from scipy.special import gammaln, log_expit
 
 import poolwise
+from poolwise.comparison.predict import predict, predict_draws
 from poolwise.engine import density as D
 from poolwise.engine.layout import pack
 from poolwise.errors import DataError, SpecError
-from poolwise.model import build_model
-from poolwise.posterior import cell_eta, inverse_link
-from poolwise.predict import predict, predict_draws
+from poolwise.model.predictor import cell_eta, inverse_link
+from poolwise.model.spec import build_model
 
 
 def _data(seed: int = 11, n: int = 160) -> pd.DataFrame:

@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 import poolwise.engine.sampler as sampler_module
 from poolwise.cli import main
 
-sampling_module = importlib.import_module("poolwise.sampling")  # sample_spec calls run_nuts
+# sample_spec calls run_nuts
+sampling_module = importlib.import_module("poolwise.inference.sampling")
 
 FUZZ = settings(
     max_examples=60, deadline=None, derandomize=True, database=None,

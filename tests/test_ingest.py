@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poolwise.design import build_design
+from poolwise.data.design import build_design
+from poolwise.data.ingest import FileSource, read_patterns, wants_engine
 from poolwise.errors import DataError, FormulaError
-from poolwise.ingest import FileSource, read_patterns, wants_engine
 
 JAVA = shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))
 _needs_java = pytest.mark.skipif(
@@ -188,7 +188,7 @@ def test_csv_glob_and_relation_give_the_same_cells(tmp_path):
 
 
 def test_small_frames_and_files_keep_the_pandas_path(tmp_path, monkeypatch):
-    import poolwise.ingest as ingest
+    import poolwise.data.ingest as ingest
 
     df = _bernoulli(50)
     df.to_csv(tmp_path / "small.csv", index=False)
@@ -329,8 +329,9 @@ def test_row_level_loo_of_engine_patterns_equals_pandas_rows(tmp_path):
     (cell, outcome) pattern with counts summed from the engine's row counts, and its row-level
     LOO equals the one from the same rows read by pandas."""
     import poolwise
-    from poolwise.cells import pattern_loo, row_patterns
-    from poolwise.pooling import row_loo
+    from poolwise.comparison.loo import pattern_loo
+    from poolwise.comparison.pooling import row_loo
+    from poolwise.data.patterns import row_patterns
 
     path = tmp_path / "d.parquet"
     df = _bernoulli(1500)
@@ -385,7 +386,7 @@ def test_importing_poolwise_imports_no_engine():
     import sys
 
     code = (
-        "import sys, poolwise, poolwise.design, poolwise.ingest; "
+        "import sys, poolwise, poolwise.data.design, poolwise.data.ingest; "
         "print('duckdb' in sys.modules, 'pyspark' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -480,10 +481,10 @@ def test_cli_fits_a_glob_with_default_settings(tmp_path, capsys):
     fit (log-likelihood per pattern, recomputed from the draws) equals LOO of the same rows
     read by pandas."""
     import poolwise
-    from poolwise.cells import row_patterns
     from poolwise.cli import EXIT_INPUT, main
-    from poolwise.io import load_fit
-    from poolwise.pooling import row_loo
+    from poolwise.comparison.pooling import row_loo
+    from poolwise.data.patterns import row_patterns
+    from poolwise.output.io import load_fit
 
     df = _bernoulli(1200)
     parts = tmp_path / "data"

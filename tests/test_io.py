@@ -14,13 +14,14 @@ import pytest
 import xarray as xr
 
 import poolwise
-from poolwise.data import read_table
-from poolwise.diagnostics import Finding, diagnose
+from poolwise.data.table import read_table
 from poolwise.engine.layout import pack
 from poolwise.engine.sampler import SamplerConfig
 from poolwise.errors import ConvergenceWarning, DataError, DataWarning
-from poolwise.fit import sample_spec
-from poolwise.io import (
+from poolwise.inference.diagnostics import Finding, diagnose
+from poolwise.inference.sampling import sample_spec
+from poolwise.model.spec import build_model
+from poolwise.output.io import (
     DESIGN_GROUP,
     _jsonable,
     load_fit,
@@ -30,8 +31,7 @@ from poolwise.io import (
     to_datatree,
     write_tree,
 )
-from poolwise.model import build_model
-from poolwise.summary import result_dict
+from poolwise.output.results import result_dict
 
 LABELS = ["x y", "é", "10", "b", "Zürich", "a"]  # spaces, accents, numeric-looking strings
 FORMATS = ["netcdf", "zarr"]
@@ -235,3 +235,22 @@ def test_storable_keeps_the_in_memory_tree(labelled_fit):
     to_datatree(labelled_fit)
     assert labelled_fit.idata.identical(before)
     assert isinstance(to_datatree(labelled_fit), xr.DataTree)
+
+
+def test_format_1_type_names_are_those_of_the_modules_then():
+    """Format 1 named each type by its module path when it was written; the modules moved
+    since (poolwise.model -> poolwise.model.spec, ...), and the old names still decode to the
+    same allowlisted classes."""
+    from poolwise.data.design import Design
+    from poolwise.inference.repair import AutoChoice
+    from poolwise.model.spec import ModelSpec
+    from poolwise.output.io import _legacy_types, _types
+
+    legacy = _legacy_types()
+    assert legacy["poolwise.model:ModelSpec"] is ModelSpec
+    assert legacy["poolwise.design:Design"] is Design
+    assert legacy["poolwise.repair:AutoChoice"] is AutoChoice
+    assert legacy["poolwise.parameterization:AutoChoice"] is AutoChoice
+    assert set(legacy.values()) == set(_types().values())
+    assert not any(name.startswith(("poolwise.model.spec:", "poolwise.inference."))
+                   for name in legacy)

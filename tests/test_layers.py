@@ -1,5 +1,6 @@
-"""One direction of flow in ``src/poolwise``: the import graph has no cycle, and the named
-layers only import downward.
+"""One direction of flow in ``src/poolwise``: every module belongs to a layer of the table in
+``docs/architecture.md``, imports only from its own layer or below, and the import graph has
+no cycle at all.
 
 The graph is read with :mod:`ast` from every module's source, so it holds every import that
 can run: module-level ones and lazy ones inside functions and methods. Imports under
@@ -7,14 +8,6 @@ can run: module-level ones and lazy ones inside functions and methods. Imports u
 package ``poolwise.a`` (its ``__init__``), so a module's import of ``poolwise.a.b`` is an edge
 to both; the root package ``poolwise`` (the public facade that imports the whole library) is
 left out of that rule.
-
-A module may state why one of its imports goes back up (a repr handing over to the
-presentation modules, say) with a line in its docstring::
-
-    Import cycle: poolwise.a -> poolwise.b, poolwise.c: why
-
-The statement excuses exactly those edges, may stand in the docstring of either end, and must
-name an edge that exists. Without the excused edges the graph must be acyclic.
 """
 
 from __future__ import annotations
@@ -26,31 +19,27 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "poolwise"
-
-#: bottom to top; a name stands for the module and, for a package, every module in it. The
-#: engine is two layers: its numba kernels sit below the model (the link and prior registries
-#: use them), its adapter (``layout`` packs a ModelSpec, ``sampler`` runs nutpie) above it;
-#: the package ``poolwise.engine`` itself imports nothing.
-LAYERS = (
-    "poolwise.engine.density",
-    "poolwise.parameterization",
-    "poolwise.model",
-    "poolwise.engine.layout",
-    "poolwise.engine.sampler",
-    "poolwise.plan",
-    "poolwise.sampling",
-    "poolwise.repair",
-    "poolwise.fit",
-    "poolwise.pooling",
-    "poolwise.report",
-    "poolwise.cli",
-)
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "poolwise"
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
 
-_EXCUSE = re.compile(
-    r"Import cycle: (poolwise[\w.]*) -> (poolwise[\w.]*(?:, poolwise[\w.]*)*):"
-)
+def _layer_table() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The rows of the layer table in docs/architecture.md, bottom up: (layer, module names).
+    A name stands for the module and, for a package, every module in it."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    section = text.split("<!-- layers -->")[1].split("<!-- /layers -->")[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or not cells[1].startswith("`"):
+            continue
+        rows.append((cells[0], tuple(re.findall(r"`(poolwise[\w.]*)`", cells[1]))))
+    return tuple(rows)
+
+
+LAYER_TABLE = _layer_table()
+LAYERS = tuple(LAYER_TABLE)
 
 
 def _modules() -> dict[str, Path]:
@@ -132,16 +121,6 @@ def import_graph() -> dict[str, frozenset[str]]:
     return graph
 
 
-@functools.cache
-def excused_edges() -> dict[tuple[str, str], str]:
-    """``(importer, imported) -> module whose docstring states why``."""
-    out = {}
-    for module, path in MODULES.items():
-        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
-        for m in _EXCUSE.finditer(" ".join(doc.split())):
-            for target in m.group(2).split(", "):
-                out[(m.group(1), target)] = module
-    return out
 
 
 def find_cycle(graph: dict[str, frozenset[str]] | dict[str, set[str]]) -> list[str] | None:
@@ -178,20 +157,16 @@ def reachable(graph: dict[str, frozenset[str]] | dict[str, set[str]], start: str
 
 
 def _layer(module: str) -> int | None:
-    """The layer of ``module``: the most specific name of :data:`LAYERS` that covers it."""
-    hits = [i for i, name in enumerate(LAYERS) if module == name or module.startswith(name + ".")]
-    return max(hits, key=lambda i: len(LAYERS[i])) if hits else None
+    """The layer of ``module``: the row of the table with the most specific name covering it."""
+    best: tuple[int, int] | None = None  # (length of the name, row)
+    for i, (_, names) in enumerate(LAYER_TABLE):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and (
+                    best is None or len(name) > best[0]):
+                best = (len(name), i)
+    return None if best is None else best[1]
 
 
-def _without_excused(graph: dict[str, frozenset[str]]) -> dict[str, set[str]]:
-    """The graph less the stated edges (an excused import of ``a.b.c`` also excuses the
-    edges to the packages ``a.b`` that it runs)."""
-    excused = excused_edges()
-
-    def ok(v: str, w: str) -> bool:
-        return not any(src == v and (dst == w or dst.startswith(w + ".")) for src, dst in excused)
-
-    return {v: {w for w in ws if ok(v, w)} for v, ws in graph.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,15 +175,15 @@ def _without_excused(graph: dict[str, frozenset[str]]) -> dict[str, set[str]]:
 def test_the_reader_sees_lazy_imports_and_skips_type_checking_ones():
     tree = ast.parse(
         "from typing import TYPE_CHECKING\n"
-        "from poolwise.model import ModelSpec\n"
-        "if TYPE_CHECKING:\n    from poolwise.fit import Fit\n"
-        "def f():\n    from poolwise.repair import repair_fit\n"
+        "from poolwise.model.spec import ModelSpec\n"
+        "if TYPE_CHECKING:\n    from poolwise.inference.fitted import Fit\n"
+        "def f():\n    from poolwise.inference.repair import repair_fit\n"
         "    import poolwise.engine.sampler\n"
     )
     found = imports_of(tree, "poolwise")
-    assert {"poolwise.model", "poolwise.repair", "poolwise.engine.sampler",
-            "poolwise.engine"} <= found
-    assert "poolwise.fit" not in found
+    assert {"poolwise.model.spec", "poolwise.model", "poolwise.inference.repair",
+            "poolwise.inference", "poolwise.engine.sampler", "poolwise.engine"} <= found
+    assert "poolwise.inference.fitted" not in found
 
 
 def test_the_cycle_finder_finds_a_cycle_and_only_one():
@@ -216,49 +191,51 @@ def test_the_cycle_finder_finds_a_cycle_and_only_one():
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
-def test_every_stated_cycle_names_an_edge_that_exists():
+def test_the_layer_table_is_read_and_covers_every_module():
+    assert [name for name, _ in LAYER_TABLE][:2] == ["foundations", "kernels"]
+    unlisted = sorted(m for m in MODULES if m != "poolwise" and _layer(m) is None)
+    assert not unlisted, (
+        "modules missing from the layer table of docs/architecture.md: " + ", ".join(unlisted))
+    for _, names in LAYER_TABLE:
+        for name in names:
+            assert name in MODULES, f"docs/architecture.md lists {name}, which does not exist"
+
+
+def test_no_import_cycle_at_all():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle " + " -> ".join(cycle) + " (break it)"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m != "poolwise"))
+def test_a_module_imports_nothing_above_its_layer(module):
     graph = import_graph()
-    excused = excused_edges()
-    assert excused, "the known back edges are stated in docstrings"
-    for (src, dst), where in excused.items():
-        assert src in MODULES, f"{where}: states an import cycle from unknown module {src}"
-        assert dst in graph[src], (
-            f"{where} states the import {src} -> {dst}, which no longer exists: drop the line"
-        )
-        assert where in (src, dst), f"{where} states an import cycle between other modules"
+    mine = _layer(module)
+    above = sorted(m for m in graph[module] if (layer := _layer(m)) is not None and layer > mine)
+    assert not above, (
+        f"{module} (layer {LAYER_TABLE[mine][0]}) imports {', '.join(above)} from above it")
 
 
-def test_no_import_cycle_except_where_a_docstring_states_why():
-    cycle = find_cycle(_without_excused(import_graph()))
-    assert cycle is None, (
-        "import cycle " + " -> ".join(cycle) + " (break it, or state why in a docstring: "
-        "'Import cycle: a -> b: why')"
-    )
-
-
-def test_the_fit_repair_cycle_is_gone_with_nothing_excused_for_it():
-    """sampling -> repair -> fit: neither imports the one above it, lazily or not, and no
-    stated cycle involves them except the reprs' hand-over to the presentation modules."""
+def test_the_fitting_steps_import_only_downwards():
+    """sampling -> repair -> fit: none imports the one above it, lazily or not."""
     graph = import_graph()
-    assert "poolwise.sampling" in graph["poolwise.repair"]
-    assert {"poolwise.sampling", "poolwise.repair"} <= graph["poolwise.fit"]
-    assert not graph["poolwise.sampling"] & {"poolwise.repair", "poolwise.fit"}
-    assert "poolwise.fit" not in graph["poolwise.repair"]
-    for src, dst in excused_edges():
-        assert "poolwise.fit" not in (src, dst)
-        if src in ("poolwise.sampling", "poolwise.repair"):
-            assert dst.startswith("poolwise.report.") or dst == "poolwise.summary"
+    assert "poolwise.inference.sampling" in graph["poolwise.inference.repair"]
+    assert {"poolwise.inference.sampling", "poolwise.inference.repair"} <= graph[
+        "poolwise.inference.fit"]
+    assert not graph["poolwise.inference.sampling"] & {
+        "poolwise.inference.repair", "poolwise.inference.fit"}
+    assert "poolwise.inference.fit" not in graph["poolwise.inference.repair"]
 
 
-@pytest.mark.parametrize("low", LAYERS[:-1])
-def test_a_layer_imports_nothing_above_it(low):
-    graph = _without_excused(import_graph())
-    members = [m for m in MODULES if _layer(m) == LAYERS.index(low)]
-    assert members, f"no module for layer {low}"
-    for module in members:
-        above = sorted(m for m in reachable(graph, module)
-                       if (layer := _layer(m)) is not None and layer > LAYERS.index(low))
-        assert not above, f"{module} imports (maybe through others) {', '.join(above)}"
+def test_result_types_hand_nothing_over_to_the_output_layer():
+    """A Fit, a Diagnosis, a RepairLog or a PoolingComparison displays itself with the views of
+    its own layer; nothing below the output layer reaches it."""
+    graph = import_graph()
+    output = next(i for i, (name, _) in enumerate(LAYER_TABLE) if name == "output")
+    for module in MODULES:
+        if module == "poolwise" or _layer(module) >= output:
+            continue
+        reached = {m for m in reachable(graph, module) if _layer(m) == output}
+        assert not reached, f"{module} reaches the output layer: {', '.join(sorted(reached))}"
 
 
 #: the size above which a module states why it is one module ("Why one module: ..." in its

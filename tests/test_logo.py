@@ -13,9 +13,10 @@ from scipy import integrate, stats
 from scipy.special import expit, logsumexp
 
 import poolwise
-from poolwise import links, logo
-from poolwise.logo import _integrated, logo_compare
-from poolwise.pooling import POOLINGS
+from poolwise.comparison import logo
+from poolwise.comparison.logo import _integrated, logo_compare
+from poolwise.comparison.pooling import POOLINGS
+from poolwise.model import links
 
 
 def _fits(formula: str, df: pd.DataFrame, **kw) -> dict:
@@ -180,7 +181,7 @@ def test_compare_pooling_reports_logo_with_its_unit(eight, capsys):
 
 def test_slopes_and_several_terms_are_out_of_scope(bangladesh):
     from poolwise.errors import SpecError
-    from poolwise.model import build_model
+    from poolwise.model.spec import build_model
 
     df = bangladesh
     with pytest.raises(SpecError, match="varying intercept only.*slopes"):

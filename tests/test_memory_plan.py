@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 
 import poolwise
-import poolwise.plan as planning
-from poolwise.cells import draw_chunk, row_patterns
+import poolwise.inference.plan as planning
+import poolwise.resources as resources
 from poolwise.cli import main
+from poolwise.data.patterns import draw_chunk, row_patterns
 from poolwise.engine.sampler import SamplerConfig
 from poolwise.errors import SpecError
-from poolwise.repair import RepairPolicy
+from poolwise.inference.repair import RepairPolicy
 
-fit_module = importlib.import_module("poolwise.fit")
-sampling_module = importlib.import_module("poolwise.sampling")  # sample_spec's module
+fit_module = importlib.import_module("poolwise.inference.fit")
+sampling_module = importlib.import_module("poolwise.inference.sampling")  # sample_spec's module
 
 FORMULA = "use.contraception ~ 1 + urban + (1 | district)"
 
@@ -151,7 +152,7 @@ def test_cli_no_log_likelihood(small, tmp_path, capsys, flag):
 def test_cli_log_likelihood_on_request_equals_the_recomputed_one(small, tmp_path):
     """--log-likelihood stores the per-pattern values; LOO of a fit saved without them
     recomputes the same numbers from the draws."""
-    from poolwise.cells import log_likelihood_group
+    from poolwise.model.likelihood import log_likelihood_group
 
     path = tmp_path / "d.csv"
     small.to_csv(path, index=False)
@@ -220,7 +221,7 @@ def test_large_trace_fit_saves_and_loads(small, monkeypatch, tmp_path):
     the diagnosis, the summary and the prior sensitivity are computed, and the saved fit
     loads back identically (float32 stays float32)."""
     from poolwise.engine import sampler as S
-    from poolwise.io import load_fit, save_fit
+    from poolwise.output.io import load_fit, save_fit
 
     monkeypatch.setattr(S, "LARGE_TRACE_BYTES", 1)
     with warnings.catch_warnings():
@@ -260,6 +261,6 @@ def test_memory_backed_reads_the_mount_table(tmp_path):
     with open("/proc/mounts", encoding="utf-8") as fh:
         mounts = [line.split() for line in fh]
     shm = any(m[1] == "/dev/shm" and m[2] == "tmpfs" for m in mounts)
-    assert planning.memory_backed("/dev/shm") == shm
-    assert planning.memory_backed(str(tmp_path / "not-yet")) == planning.memory_backed(
+    assert resources.memory_backed("/dev/shm") == shm
+    assert resources.memory_backed(str(tmp_path / "not-yet")) == resources.memory_backed(
         str(tmp_path))

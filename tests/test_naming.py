@@ -1,4 +1,4 @@
-"""poolwise.naming: the names the engine gives its variables and parameters, and reading them
+"""poolwise.model.naming: the names the engine gives its variables and parameters, and reading them
 back (the plots and the report rely on it)."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poolwise import naming
 from poolwise.engine.layout import pack
-from poolwise.model import build_model
+from poolwise.model import naming
+from poolwise.model.spec import build_model
 
 
 @pytest.mark.parametrize(

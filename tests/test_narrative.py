@@ -12,7 +12,7 @@ import pytest
 from scipy.special import expit
 
 import poolwise
-from poolwise.narrative import (
+from poolwise.comparison.narrative import (
     boundary_paragraph,
     caution_paragraph,
     has_predictors,
@@ -24,8 +24,8 @@ from poolwise.narrative import (
     reference_values,
     uncertainty_paragraph,
 )
-from poolwise.pooling import compare_pooling
-from poolwise.summary import fmt_sig
+from poolwise.comparison.pooling import compare_pooling
+from poolwise.textfmt import fmt_sig
 
 PLAIN = "use.contraception ~ 1 + (1 | district)"
 WITH_PREDICTORS = "use.contraception ~ urban + age.centered + (1 | district)"

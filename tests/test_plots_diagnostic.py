@@ -44,14 +44,14 @@ def _no_pyplot_figures() -> None:
 def test_plots_import_lazily():
     import importlib
 
-    mod = importlib.import_module("poolwise.plots")
+    mod = importlib.import_module("poolwise.output.plots")
     assert callable(mod.plot_pair_funnel)
     with pytest.raises(AttributeError):
         mod.no_such_plot  # noqa: B018
 
 
 def test_trace_and_rank(fits, tmp_path):
-    from poolwise.plots import plot_rank, plot_trace
+    from poolwise.output.plots import plot_rank, plot_trace
 
     bad, _ = fits
     trace = plot_trace(bad)
@@ -74,7 +74,7 @@ def test_trace_and_rank(fits, tmp_path):
 
 
 def test_pair_plot_marks_every_divergence(fits, tmp_path):
-    from poolwise.plots import plot_pair_funnel
+    from poolwise.output.plots import plot_pair_funnel
 
     bad, _ = fits
     fig = plot_pair_funnel(bad)
@@ -92,7 +92,7 @@ def test_pair_plot_marks_every_divergence(fits, tmp_path):
 
 
 def test_ess_across_repair_attempts(fits, tmp_path):
-    from poolwise.plots import plot_ess_attempts
+    from poolwise.output.plots import plot_ess_attempts
 
     bad, good = fits
     fig = plot_ess_attempts(good)
@@ -111,7 +111,7 @@ def test_ess_across_repair_attempts(fits, tmp_path):
 
 
 def test_candidate_sd_priors(fits, tmp_path):
-    from poolwise.plots import CANDIDATE_SD_PRIORS, plot_sd_priors
+    from poolwise.output.plots import CANDIDATE_SD_PRIORS, plot_sd_priors
 
     _, good = fits
     fig = plot_sd_priors(fit=good)
@@ -124,7 +124,7 @@ def test_candidate_sd_priors(fits, tmp_path):
 
 
 def test_all_diagnostic_figures(fits, tmp_path):
-    from poolwise.plots import diagnostic_figures
+    from poolwise.output.plots import diagnostic_figures
 
     _, good = fits
     figs = diagnostic_figures(good)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import poolwise
-from poolwise.plots.pooling import (
+from poolwise.comparison.pooling import compare_pooling
+from poolwise.output.plots.pooling import (
     fit_figures,
     plot_forest_comparison,
     plot_ppc_groups,
@@ -19,8 +20,7 @@ from poolwise.plots.pooling import (
     pooling_figures,
     prior_group_proportions,
 )
-from poolwise.pooling import compare_pooling
-from poolwise.report import figure_png
+from poolwise.output.report import figure_png
 
 FORMULA = "use.contraception ~ 1 + (1 | district)"
 
@@ -128,7 +128,7 @@ def test_shrinkage_2d_for_varying_slopes():
     import pandas as pd
 
     import poolwise
-    from poolwise.plots.pooling import plot_shrinkage_2d, pooling_figures
+    from poolwise.output.plots.pooling import plot_shrinkage_2d, pooling_figures
 
     rng = np.random.default_rng(8)
     J = 12

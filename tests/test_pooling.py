@@ -12,8 +12,8 @@ import pytest
 from scipy.stats import spearmanr
 
 import poolwise
+from poolwise.comparison.pooling import LOO_UNIT, compare_fits, compare_pooling, row_loo
 from poolwise.errors import ConvergenceWarning, DataWarning, SpecError
-from poolwise.pooling import LOO_UNIT, compare_fits, compare_pooling, row_loo
 
 FORMULA = "use.contraception ~ 1 + (1 | district)"
 SETTINGS = {"tune": 500, "draws": 500, "seed": 1301}
@@ -186,7 +186,7 @@ def test_compare_fits_checks_its_input(comp, bangladesh):
 
 
 def test_warnings_are_reemitted_once_with_the_model_name():
-    from poolwise.pooling import _reemit
+    from poolwise.comparison.pooling import _reemit
 
     def msg(cat, text):
         return warnings.WarningMessage(cat(text), cat, "x.py", 1)

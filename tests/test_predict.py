@@ -8,8 +8,8 @@ import pytest
 from scipy.special import expit
 
 import poolwise
+from poolwise.comparison.predict import predict, predict_draws
 from poolwise.errors import DataError, SpecError
-from poolwise.predict import predict, predict_draws
 
 FORMULA = "use.contraception ~ 1 + (1 | district)"
 

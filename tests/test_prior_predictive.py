@@ -9,13 +9,13 @@ from scipy import stats
 from scipy.special import logit
 
 from poolwise.errors import DataWarning
-from poolwise.model import build_model
-from poolwise.prior_predictive import (
+from poolwise.model.prior_predictive import (
     check_prior_predictive,
     prior_predictive,
     sample_lkj_cholesky,
 )
-from poolwise.priors import Priors, exponential, flat, normal
+from poolwise.model.priors import Priors, exponential, flat, normal
+from poolwise.model.spec import build_model
 
 SLOPES = "use.contraception ~ urban + (1 + urban | district)"
 

@@ -12,9 +12,13 @@ import pytest
 import xarray as xr
 
 import poolwise
-from poolwise.diagnostics import PSENSE_THRESHOLD, _prior_scale_draws, _sensitivity_findings
-from poolwise.model import build_model
-from poolwise.priors import Priors, normal
+from poolwise.inference.diagnostics import (
+    PSENSE_THRESHOLD,
+    _prior_scale_draws,
+    _sensitivity_findings,
+)
+from poolwise.model.priors import Priors, normal
+from poolwise.model.spec import build_model
 
 
 def _fit(formula: str, data: pd.DataFrame, **kw):
@@ -107,7 +111,7 @@ def test_skipped_check_can_be_added_later_with_the_same_numbers(coral_like):
     assert lean.diagnosis.sensitivity == {}
     assert not [f for f in lean.diagnosis.findings if f.code in codes]
     xr.testing.assert_identical(lean.posterior.drop_attrs(), full.posterior.drop_attrs())
-    from poolwise.sampling import with_log_likelihood
+    from poolwise.inference.sampling import with_log_likelihood
 
     later = with_log_likelihood(lean, group=False)
     assert later.diagnosis.sensitivity == full.diagnosis.sensitivity

@@ -1,4 +1,4 @@
-"""The link and prior-family registries (poolwise.links, poolwise.families).
+"""The link and prior-family registries (poolwise.model.links, poolwise.model.families).
 
 Every entry is checked by iterating over the registry, so a new link or family is covered
 here as soon as it is registered:
@@ -29,13 +29,13 @@ from hypothesis import strategies as st
 from scipy import integrate, stats
 from scipy.special import gammaln
 
-from poolwise import families, links
 from poolwise.engine import density as D
 from poolwise.engine.layout import pack
 from poolwise.errors import SpecError
-from poolwise.model import Link, build_model, level_information
-from poolwise.posterior import inverse_link, log_p_q
-from poolwise.priors import Prior, Priors, exponential, normal
+from poolwise.model import families, links
+from poolwise.model.predictor import inverse_link, log_p_q
+from poolwise.model.priors import Prior, Priors, exponential, normal
+from poolwise.model.spec import Link, build_model, level_information
 
 SCALAR = [f for f in families.names() if families.get(f).kernel_id is not None]
 
@@ -328,7 +328,7 @@ def test_unknown_link_id_is_nan_not_cloglog():
 
 @pytest.mark.parametrize("name", families.names())
 def test_every_family_can_be_written_as_text(name):
-    from poolwise.priors import parse_prior
+    from poolwise.model.priors import parse_prior
 
     params = tuple(float(i + 2) for i in range(len(families.get(name).params)))
     text = f"{name}({', '.join(f'{p:g}' for p in params)})"

@@ -15,16 +15,16 @@ import poolwise
 from poolwise.cli import main as cli_main
 from poolwise.engine.sampler import SamplerConfig
 from poolwise.errors import ConvergenceWarning, DataWarning, SamplingError
-from poolwise.model import build_model, level_information, resolve_parameterization
-from poolwise.priors import Priors, half_normal, normal
-from poolwise.repair import (
+from poolwise.inference.repair import (
     RepairLog,
     RepairPolicy,
     choose_parameterization,
     funnel_severity,
     recommend_target_accept,
 )
-from poolwise.summary import result_dict
+from poolwise.model.priors import Priors, half_normal, normal
+from poolwise.model.spec import build_model, level_information, resolve_parameterization
+from poolwise.output.results import result_dict
 
 FORMULA = "use.contraception ~ 1 + (1 | district)"
 
@@ -300,7 +300,7 @@ def test_d4_repair_of_the_d3_data(seed):
 
 
 def test_diagnose_command_on_saved_fits(repaired, unrepaired, tmp_path, capsys):
-    from poolwise.io import load_fit
+    from poolwise.output.io import load_fit
 
     poolwise.save_fit(repaired, tmp_path / "good")
     loaded = load_fit(tmp_path / "good")
@@ -353,12 +353,13 @@ def _many_levels(seed: int, groups: int = 200, per: int = 100, sd: float = 0.5) 
 
 
 def test_data_decide_the_sd_range_of_many_rich_levels(monkeypatch):
-    import poolwise.parameterization as R
+    import poolwise.inference.pilot as pilot_module
+    import poolwise.model.parameterization as R
 
     def no_pilot(*a, **k):
         raise AssertionError("the pilot ran although the data decide")
 
-    monkeypatch.setattr(R, "_pilot", no_pilot)
+    monkeypatch.setattr(pilot_module, "_pilot", no_pilot)
     spec = build_model("y ~ 1 + (1 | g)", _many_levels(1))
     new, auto = choose_parameterization(spec, SamplerConfig(seed=1))
     (choice,) = auto.terms
@@ -370,7 +371,7 @@ def test_data_decide_the_sd_range_of_many_rich_levels(monkeypatch):
 
 
 def test_sparse_or_few_levels_still_need_the_pilot(bangladesh):
-    from poolwise.repair import data_sd_range
+    from poolwise.inference.repair import data_sd_range
 
     assert data_sd_range(build_model(FORMULA, bangladesh), 0) is None  # 2-118 women
     few = _many_levels(2, groups=20)
@@ -400,8 +401,8 @@ def test_repair_stops_at_once_when_one_outcome_per_level_leaves_the_sd_unidentif
     """Every level with a single 0/1 outcome: the data do not identify the SD, so no setting
     helps and the loop stops after the first attempt, saying why; two outcomes per level
     identify it, and the loop goes on trying remedies."""
-    from poolwise import sampling as sampling_module
-    from poolwise.repair import unidentified_sd_terms
+    from poolwise.inference import sampling as sampling_module
+    from poolwise.inference.repair import unidentified_sd_terms
 
     monkeypatch.setattr(sampling_module, "run_nuts", _disagreeing_chains)
     rng = np.random.default_rng(0)

@@ -8,8 +8,12 @@ import warnings
 import pytest
 
 from poolwise.engine.sampler import SamplerConfig
-from poolwise.model import build_model
-from poolwise.repair import DEFAULT_TARGET_ACCEPT, choose_parameterization, recommend_target_accept
+from poolwise.inference.repair import (
+    DEFAULT_TARGET_ACCEPT,
+    choose_parameterization,
+    recommend_target_accept,
+)
+from poolwise.model.spec import build_model
 
 #: worst funnel severity of each seed's pilot (10 seeds) and the calibrated target_accept: the
 #: lowest of 0.8, 0.9, 0.95, 0.99 with 0 divergent transitions in >= 95% of the seeds

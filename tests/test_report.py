@@ -22,12 +22,12 @@ import pandas as pd
 import pytest
 
 from poolwise.cli import main
-from poolwise.diagnostics import Finding
+from poolwise.comparison.pooling import compare_pooling
 from poolwise.errors import SpecError
-from poolwise.pooling import compare_pooling
-from poolwise.repair import RepairAttempt, RepairLog
-from poolwise.report import SECTIONS, render_report, write_report
-from poolwise.summary import fmt_sig
+from poolwise.inference.diagnostics import Finding
+from poolwise.inference.repair import RepairAttempt, RepairLog
+from poolwise.output.report import SECTIONS, render_report, write_report
+from poolwise.textfmt import fmt_sig
 
 FIGURES = ("forest", "sd", "proportions", "shrinkage", "ppc", "prior")
 CLI_SETTINGS = ["--tune", "500", "--draws", "500", "--seed", "1301"]
@@ -499,7 +499,7 @@ def test_a_nonzero_value_never_prints_as_zero(value):
 
 
 def test_rhat_never_hides_a_failure():
-    from poolwise.summary import fmt_rhat
+    from poolwise.textfmt import fmt_rhat
 
     assert fmt_rhat(1.0103) == "1.0103"  # 3 decimals would read "1.010", a pass
     assert fmt_rhat(1.0098) == "1.010" and fmt_rhat(1.02) == "1.020"

@@ -10,9 +10,9 @@ import warnings
 import pytest
 
 import poolwise
-from poolwise.diagnostics import Finding
-from poolwise.pooling import compare_pooling
-from poolwise.summary import fmt_sig
+from poolwise.comparison.pooling import compare_pooling
+from poolwise.inference.diagnostics import Finding
+from poolwise.textfmt import fmt_sig
 
 FORMULA = "use.contraception ~ urban + age.centered + (1 | district)"
 
@@ -107,7 +107,7 @@ def test_diagnosis_badges_come_from_findings(comp):
 
 
 def test_all_0_all_1_levels_are_said_once(comp):
-    from poolwise.report.views import finding_items, restates_a_note
+    from poolwise.inference.display import finding_items, restates_a_note
 
     fit = comp.main_fit
     f = fit.diagnosis.finding("extreme_levels")

@@ -21,11 +21,12 @@ import pytest
 import poolwise
 import poolwise.engine.sampler as sampler_module
 from poolwise.cli import EXIT_INPUT, main
-from poolwise.data import read_table
+from poolwise.data.table import read_table
 from poolwise.engine.sampler import SamplerConfig
 from poolwise.errors import DataError, FormulaError, SpecError
 
-sampling_module = importlib.import_module("poolwise.sampling")  # sample_spec calls run_nuts
+# sample_spec calls run_nuts
+sampling_module = importlib.import_module("poolwise.inference.sampling")
 FAST = ["--draws", "20", "--tune", "20", "--chains", "2", "--seed", "1", "--no-repair"]
 
 
@@ -229,12 +230,12 @@ def test_utf16_with_bom_is_read(tmp_path: Path) -> None:
 def test_plots_at_an_existing_file_fails_before_loading(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import poolwise.io
+    import poolwise.output.io
 
     def no_load(*args: Any, **kwargs: Any) -> Any:
         pytest.fail("the fit was loaded although the --plots target is unusable")
 
-    monkeypatch.setattr(poolwise.io, "load_fit", no_load)
+    monkeypatch.setattr(poolwise.output.io, "load_fit", no_load)
     target = tmp_path / "plots.png"
     target.write_text("not a folder")
     code, _, err = run_cli(["diagnose", str(tmp_path / "fit"), "--plots", str(target)], capsys)
@@ -286,7 +287,7 @@ def test_a_real_factor_with_decimal_labels_and_few_levels_stays_a_factor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Three dose levels written as text are a factor: the check needs many levels."""
-    from poolwise.model import build_model
+    from poolwise.model.spec import build_model
 
     df = frame().assign(dose=np.array(["0.5", "1.5", "2.5"], dtype=object)[np.arange(60) % 3])
     spec = build_model("y ~ dose + (1 | g)", df)

@@ -16,10 +16,10 @@ import pytest
 
 import poolwise
 from poolwise.cli import EXIT_NOT_OK, main
-from poolwise.diagnostics import Diagnosis, Finding
 from poolwise.engine.sampler import SamplerConfig
-from poolwise.model import build_model
-from poolwise.repair import RepairPolicy, _next_remedy, _State
+from poolwise.inference.diagnostics import Diagnosis, Finding
+from poolwise.inference.repair import RepairPolicy, _next_remedy, _State
+from poolwise.model.spec import build_model
 
 
 def data(n: int = 120) -> pd.DataFrame:

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from poolwise.sbc import (
+from poolwise.inference.sbc import (
     SBCResult,
     VaryingInterceptGenerator,
     VaryingSlopeGenerator,

@@ -21,9 +21,10 @@ from scipy.special import expit, log_ndtr, ndtr
 
 import poolwise
 from poolwise.errors import DataWarning
-from poolwise.posterior import inverse_link
-from poolwise.priors import Priors, exponential, normal
-from poolwise.summary import fmt_sig, result_dict
+from poolwise.model.predictor import inverse_link
+from poolwise.model.priors import Priors, exponential, normal
+from poolwise.output.results import result_dict
+from poolwise.textfmt import fmt_sig
 
 SLOPES = "use.contraception ~ urban + (1 + urban | district)"
 REFERENCE = json.loads(

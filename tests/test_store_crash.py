@@ -28,8 +28,8 @@ import pytest
 import poolwise
 from poolwise.cli import main
 from poolwise.errors import ConvergenceWarning
-from poolwise.io import load_fit, save_fit
-from poolwise.store import verify_folder
+from poolwise.output.io import load_fit, save_fit
+from poolwise.output.store import verify_folder
 
 SRC = str(Path(poolwise.__file__).resolve().parents[1])
 OLD, NEW = "y ~ 1 + (1 | g)", "y ~ 1 + x + (1 | g)"
@@ -79,7 +79,7 @@ DRIVER = textwrap.dedent('''
     import json, os, random, signal, sys, time, warnings
     from pathlib import Path
     warnings.simplefilter("ignore")
-    from poolwise.io import load_fit, save_fit
+    from poolwise.output.io import load_fit, save_fit
 
     old_dir, new_dir, target, n, seed = sys.argv[1:6]
     fits = [load_fit(old_dir), load_fit(new_dir)]

@@ -25,8 +25,8 @@ import xarray as xr
 import poolwise
 from poolwise.cli import main
 from poolwise.errors import ConvergenceWarning, DataError, StoreError
-from poolwise.io import DESIGN_GROUP, load_fit, load_result, read_tree, save_fit, write_tree
-from poolwise.store import (
+from poolwise.output.io import DESIGN_GROUP, load_fit, load_result, read_tree, save_fit, write_tree
+from poolwise.output.store import (
     MANIFEST,
     check_output_folder,
     lock_folder,
@@ -123,7 +123,7 @@ class _Pickled:
 
 CLASS_PATHS = [
     "poolwise.data:os.system", "os:system", "builtins:eval", "subprocess:Popen",
-    "poolwise.io:importlib.import_module", "posix:system", "ModelSpec.__init__",
+    "poolwise.output.io:importlib.import_module", "posix:system", "ModelSpec.__init__",
 ]
 
 
@@ -490,7 +490,7 @@ def test_write_probe_is_a_real_write(tmp_path):
 
 
 def test_a_failed_final_write_keeps_the_fit(tmp_path, monkeypatch):
-    import poolwise.io as pio
+    import poolwise.output.io as pio
 
     real = pio.write_fit_files
     target = (tmp_path / "out").resolve()
@@ -530,8 +530,8 @@ def test_report_into_a_result_folder_replaces_it_as_a_whole(saved, tmp_path):
 def test_newest_write_decides_what_a_folder_holds(tmp_path):
     """compare --out D, then fit --out D: D holds the fit only, and report D reports it."""
     data = _frame()
-    from poolwise.io import save_comparison
-    from poolwise.pooling import compare_fits
+    from poolwise.comparison.pooling import compare_fits
+    from poolwise.output.io import save_comparison
 
     fits = {k: _quick_fit(data, pooling=k) for k in ("complete", "none", "partial")}
     with warnings.catch_warnings():
@@ -591,8 +591,8 @@ def test_csv_label_cells_cannot_run_as_formulas(tmp_path):
 def test_saved_comparison_csvs_are_neutralized(tmp_path):
     labels = ('=HYPERLINK("http://evil")', "+1", "@SUM(A1)", "-x", "ok")
     data = _frame(labels)
-    from poolwise.io import save_comparison
-    from poolwise.pooling import compare_fits
+    from poolwise.comparison.pooling import compare_fits
+    from poolwise.output.io import save_comparison
 
     fits = {k: _quick_fit(data, pooling=k) for k in ("complete", "none", "partial")}
     with warnings.catch_warnings():

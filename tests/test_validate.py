@@ -22,16 +22,18 @@ import xarray as xr
 
 import poolwise
 import poolwise.engine.sampler as sampler_module
-import poolwise.plan as planning
-from poolwise import validate
-from poolwise.data import read_table
-from poolwise.diagnostics import Diagnosis
+import poolwise.inference.plan as planning
+import poolwise.resources as resources
+from poolwise.data import validate
+from poolwise.data.table import read_table
+from poolwise.data.validate import check_design, check_model_data
 from poolwise.errors import DataError, DataWarning, FormulaError, SpecError
 from poolwise.formula import parse_formula
-from poolwise.priors import Priors, flat, normal
-from poolwise.validate import check_design, check_model_data
+from poolwise.inference.diagnostics import Diagnosis
+from poolwise.model.priors import Priors, flat, normal
 
-sampling_module = importlib.import_module("poolwise.sampling")  # sample_spec calls run_nuts
+# sample_spec calls run_nuts
+sampling_module = importlib.import_module("poolwise.inference.sampling")
 
 N = 120  # rows of the base data set (bad rows 4, 17, 90 exist)
 FIT_DEFAULTS: dict[str, Any] = {
@@ -1144,7 +1146,7 @@ def test_missing_values_listed_for_every_column() -> None:
 
 def test_memory_estimate() -> None:
     assert planning.estimate_draws_bytes(4, 1000, 61, 1934) == 4 * 1000 * (61 + 1934) * 8
-    avail = planning.available_memory_bytes()
+    avail = resources.available_memory_bytes()
     assert avail is None or avail > 0
 
 

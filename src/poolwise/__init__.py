@@ -13,9 +13,9 @@ Fit grouped yes/no or count-out-of-n data with no, partial or complete pooling, 
 # (about 0.25 s when nutpie's import reached it inside a fit, 0.02 s here)
 import arviz_base  # noqa: F401, I001 - see above
 
-from poolwise.data import Table, read_table
-from poolwise.datasets import load_example
-from poolwise.diagnostics import Diagnosis, Finding, diagnose
+from poolwise.data.table import Table, read_table
+from poolwise.data.datasets import load_example
+from poolwise.inference.diagnostics import Diagnosis, Finding, diagnose
 from poolwise.errors import (
     ConvergenceWarning,
     DataError,
@@ -26,11 +26,12 @@ from poolwise.errors import (
     SpecError,
     StoreError,
 )
-from poolwise.fit import Fit, fit
+from poolwise.inference.fitted import Fit
+from poolwise.inference.fit import fit
 from poolwise.formula import parse_formula
-from poolwise.io import load_fit, save_fit
-from poolwise.model import ModelSpec, build_model
-from poolwise.priors import (
+from poolwise.output.io import load_fit, save_fit
+from poolwise.model.spec import ModelSpec, build_model
+from poolwise.model.priors import (
     Prior,
     Priors,
     cauchy,
@@ -43,22 +44,23 @@ from poolwise.priors import (
     normal,
     student_t,
 )
-from poolwise.summary import result_dict, summary
+from poolwise.output.results import result_dict
+from poolwise.inference.summary import summary
 
 __version__ = "0.1.0"
 
 # Heavier parts (LOO, plots, report) are imported on first use, keeping `import poolwise` and
 # the CLI start-up light.
 _LAZY = {
-    "compare_pooling": "poolwise.pooling",
-    "compare_fits": "poolwise.pooling",
-    "PoolingComparison": "poolwise.pooling",
-    "predict": "poolwise.predict",
-    "write_report": "poolwise.report",
-    "RepairPolicy": "poolwise.repair",
-    "RepairLog": "poolwise.repair",
-    "RepairAttempt": "poolwise.repair",
-    "prior_predictive": "poolwise.prior_predictive",
+    "compare_pooling": "poolwise.comparison.pooling",
+    "compare_fits": "poolwise.comparison.pooling",
+    "PoolingComparison": "poolwise.comparison.pooling",
+    "predict": "poolwise.comparison.predict",
+    "write_report": "poolwise.output.report",
+    "RepairPolicy": "poolwise.inference.repair",
+    "RepairLog": "poolwise.inference.repair",
+    "RepairAttempt": "poolwise.inference.repair",
+    "prior_predictive": "poolwise.model.prior_predictive",
 }
 
 

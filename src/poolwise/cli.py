@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from poolwise import links
+from poolwise.model import links
 
 EXIT_OK, EXIT_NOT_OK, EXIT_USAGE, EXIT_INPUT = 0, 1, 2, 3
 
@@ -262,7 +262,7 @@ def _model_options(args: argparse.Namespace, table: Any) -> tuple[Any, dict[str,
     from poolwise.errors import DataError, SpecError
 
     frame = getattr(table, "frame", None)
-    if frame is None:  # a file for DuckDB (poolwise.ingest.FileSource): no frame to convert
+    if frame is None:  # a file for DuckDB (poolwise.data.ingest.FileSource): no frame to convert
         if args.categorical:
             col = args.categorical[0]
             raise SpecError(
@@ -337,7 +337,7 @@ def _command_line(argv: Sequence[str] | None) -> str:
 
 def _priors(items: Sequence[str]) -> Any:
     from poolwise.errors import SpecError
-    from poolwise.priors import Priors, parse_prior
+    from poolwise.model.priors import Priors, parse_prior
 
     kwargs: dict[str, Any] = {}
     by_group: dict[str, Any] = {}
@@ -358,8 +358,8 @@ def _priors(items: Sequence[str]) -> Any:
 
 
 def _data_and_formula(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Any, str]:
-    from poolwise.data import read_table
-    from poolwise.datasets import EXAMPLES, example_path
+    from poolwise.data.datasets import EXAMPLES, example_path
+    from poolwise.data.table import read_table
 
     if args.example and args.data:
         parser.error("give either a DATA file or --example, not both")
@@ -373,7 +373,7 @@ def _data_and_formula(args: argparse.Namespace, parser: argparse.ArgumentParser)
         formula = args.formula
     else:
         parser.error("give a DATA file or --example bangladesh")
-    from poolwise.ingest import FileSource, wants_engine
+    from poolwise.data.ingest import FileSource, wants_engine
 
     if wants_engine(path):  # a glob, a folder or a large file: validated and counted by DuckDB
         return FileSource(str(path), delimiter=args.delimiter, decimal=args.decimal), formula
@@ -398,8 +398,8 @@ def _print_summary(df: Any, prob: float, kind: str, spec: Any = None,
     extremes only."""
     import pandas as pd
 
-    from poolwise.naming import total_name
-    from poolwise.summary import summary_text
+    from poolwise.inference.summary import summary_text
+    from poolwise.model.naming import total_name
 
     big: list[tuple[str, int]] = []
     show = df
@@ -424,7 +424,7 @@ def _print_summary(df: Any, prob: float, kind: str, spec: Any = None,
 
 
 def _status_line(fit: Any) -> str:
-    from poolwise.summary import fmt_rhat
+    from poolwise.textfmt import fmt_rhat
 
     d = fit.diagnosis
     verdict = "OK" if fit.ok else "NOT OK - do not trust these estimates"
@@ -445,7 +445,7 @@ def _cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs: Any) -> int:
     import poolwise
     from poolwise.errors import ConvergenceWarning
-    from poolwise.repair import RepairPolicy
+    from poolwise.inference.repair import RepairPolicy
 
     table, formula = _data_and_formula(args, parser)
     priors = _priors(args.prior)
@@ -474,7 +474,7 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
     if not args.quiet:
         print(f"model: {fit.spec.formula.text}   pooling: {fit.spec.pooling}   "
               f"link: {fit.spec.link}")
-        from poolwise.report import model_lines
+        from poolwise.output.report import model_lines
 
         for line in model_lines(fit.spec):  # every prior with the scale it applies on
             print(f"  {line}")
@@ -489,7 +489,7 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
         _print_summary(fit.summary(prob=args.prob, kind=args.interval), args.prob, args.interval,
                        fit.spec, str(Path(args.out) / "summary.csv") if args.out else None)
         print()
-        from poolwise.report.views import restates_a_note
+        from poolwise.inference.display import restates_a_note
 
         for f in fit.diagnosis.findings:
             if restates_a_note(f, fit.spec.design.notes):
@@ -520,10 +520,10 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
 
     import pandas as pd
 
+    from poolwise.comparison.logo import MODEL_NAMES
+    from poolwise.comparison.pooling import compare_pooling
     from poolwise.errors import ConvergenceWarning
-    from poolwise.logo import MODEL_NAMES
-    from poolwise.pooling import compare_pooling
-    from poolwise.repair import RepairPolicy
+    from poolwise.inference.repair import RepairPolicy
 
     table, formula = _data_and_formula(args, parser)
     priors = _priors(args.prior)
@@ -544,7 +544,7 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
     for w in caught:
         tag = "warning" if not issubclass(w.category, ConvergenceWarning) else "NOT OK"
         print(f"{tag}: {w.message}", file=sys.stderr)
-    from poolwise.summary import fmt_sig
+    from poolwise.textfmt import fmt_sig
 
     g = comp.groups
     pct = f"{100 * comp.prob:g}%"
@@ -594,7 +594,7 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
             print(textwrap.fill(para, width=100))
             print()
     def save(where: Path, extra: Any) -> list[Path]:
-        from poolwise.io import save_comparison
+        from poolwise.output.io import save_comparison
 
         return list(save_comparison(comp, where, extra=extra).values())
 
@@ -612,10 +612,10 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from poolwise.comparison.pooling import compare_fits
     from poolwise.errors import StoreError
-    from poolwise.io import load_result
-    from poolwise.pooling import compare_fits
-    from poolwise.store import check_output_file, result_root, update_folder
+    from poolwise.output.io import load_result
+    from poolwise.output.store import check_output_file, result_root, update_folder
 
     src = Path(args.dir)
     if not src.exists():
@@ -656,7 +656,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _prepare_outputs(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
     """Check --out and --report before any work (exit 3 on a problem), and hold the write
     lock of --out until the command ends, so a second writer fails at once."""
-    from poolwise.store import check_output_file, check_output_folder, lock_folder
+    from poolwise.output.store import check_output_file, check_output_folder, lock_folder
 
     out = check_output_folder(args.out, option="--out") if args.out else None
     report = _report_path(args)
@@ -701,7 +701,7 @@ def _save_outputs(outputs: Any, save: Any, report: Any, *, what: str) -> int | N
 
 
 def _fallback(save: Any, err: BaseException, failed: Path, what: str) -> int:
-    from poolwise.store import fallback_folder
+    from poolwise.output.store import fallback_folder
 
     reason = getattr(err, "strerror", None) or err
     try:
@@ -720,7 +720,7 @@ def _write_report_file(path: Path, result: Any, **kw: Any) -> None:
     """The HTML report, written beside its place and renamed in (never half-written)."""
     import os
 
-    from poolwise.report import write_report
+    from poolwise.output.report import write_report
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -734,7 +734,7 @@ def _write_report_file(path: Path, result: Any, **kw: Any) -> None:
 
 def _print_journal(log: Any) -> None:
     """The repair journal (a RepairLog, fresh or loaded); nothing for a fit without one."""
-    from poolwise.repair import RepairLog
+    from poolwise.inference.repair import RepairLog
 
     lines = log.journal() if isinstance(log, RepairLog) else []
     if lines:
@@ -744,10 +744,10 @@ def _print_journal(log: Any) -> None:
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
-    from poolwise.diagnostics import diagnose
     from poolwise.errors import StoreError
-    from poolwise.io import load_fit
-    from poolwise.store import check_output_dir
+    from poolwise.inference.diagnostics import diagnose
+    from poolwise.output.io import load_fit
+    from poolwise.output.store import check_output_dir
 
     plots = check_output_dir(args.plots, option="--plots") if args.plots else None
     fit = load_fit(args.dir)
@@ -771,7 +771,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         print("no problems found")
     _print_journal(fit.repair_log)
     if plots is not None:
-        from poolwise.plots import diagnostic_figures
+        from poolwise.output.plots import diagnostic_figures
 
         out = Path(args.plots)
         try:
@@ -782,7 +782,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         except OSError as err:
             raise StoreError(f"cannot write the plots into '{out}': {err.strerror or err}; "
                              "choose a folder you can write to") from None
-    from poolwise.summary import fmt_rhat
+    from poolwise.textfmt import fmt_rhat
 
     verdict = "OK" if d.ok else "NOT OK - do not trust these estimates"
     ess_b = "nan" if d.min_ess_bulk != d.min_ess_bulk else f"{d.min_ess_bulk:.0f}"

@@ -11,7 +11,7 @@ from scipy.special import expit, gammaln, log_expit
 
 from poolwise.engine import density as D
 from poolwise.engine.layout import pack
-from poolwise.model import build_model
+from poolwise.model.spec import build_model
 
 
 def _synthetic_binomial(seed: int = 3) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from scipy.special import gammaln, log_expit
 from poolwise.engine import density as D
 from poolwise.engine.layout import pack
 from poolwise.errors import SpecError
-from poolwise.model import build_model
+from poolwise.model.spec import build_model
 
 _ULP1 = np.finfo(float).eps  # 2.2e-16
 

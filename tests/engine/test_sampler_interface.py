@@ -109,7 +109,7 @@ def test_draws_after_tuning_equal_nutpies_own_conversion(monkeypatch: pytest.Mon
 def _divergent_spec():
     """Two districts of the bangladesh data, centered: divergences at target_accept 0.6."""
     import poolwise
-    from poolwise.datasets import load_example
+    from poolwise.data.datasets import load_example
 
     data = load_example("bangladesh").frame
     data = data[data["district"].isin([1, 11])]

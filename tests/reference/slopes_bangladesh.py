@@ -42,7 +42,7 @@ CHAINS, TUNE, DRAWS, SEED = 8, 2000, 10_000, 20240605
 
 
 def load():
-    from poolwise.datasets import example_path
+    from poolwise.data.datasets import example_path
 
     df = pd.read_csv(example_path("bangladesh"), sep=";")
     y = df["use.contraception"].to_numpy(float)

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from poolwise import families, links
 from poolwise.engine import density as D
 from poolwise.errors import SpecError
-from poolwise.model import ModelSpec
-from poolwise.naming import (
+from poolwise.model import families, links
+from poolwise.model.naming import (
     cor_name,
     cpc_name,
     fixed_name,
@@ -20,7 +19,8 @@ from poolwise.naming import (
     sd_name,
     total_name,
 )
-from poolwise.priors import Prior
+from poolwise.model.priors import Prior
+from poolwise.model.spec import ModelSpec
 
 __all__ = ["PackedModel", "pack", "Variable", "fixed_name", "sd_name", "total_name"]
 

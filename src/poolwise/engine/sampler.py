@@ -372,7 +372,7 @@ def _per_draw(records: np.ndarray, diverging: np.ndarray, fill: Any) -> np.ndarr
     c's k-th entry at its k-th divergent draw. nutpie 0.16's zarr store can lose a chain's
     entries (its chains resize the shared array, and the last resize wins): a chain whose
     entries are not all there gets none (``fill`` at every draw). poolwise reads only
-    ``diverging``; saved fits never keep these details (:mod:`poolwise.io`)."""
+    ``diverging``; saved fits never keep these details (:mod:`poolwise.output.io`)."""
     chains, draws = diverging.shape
     out = np.full((chains, draws), fill, dtype=object if fill is None else np.asarray(fill).dtype)
     for c in range(chains):

@@ -15,7 +15,7 @@ to, and apply exactly that to new data, as R's ``makepredictcall`` does):
   ``C(x, ref = "b")``, ``C(x, Treatment("b"))`` pick the reference level, ``C(x, base = k)``
   the k-th level (R's ``contr.treatment(base = k)``).
 
-The :class:`Encoding` on :class:`poolwise.design.Design` is everything needed to rebuild the
+The :class:`Encoding` on :class:`poolwise.data.design.Design` is everything needed to rebuild the
 model matrix for new rows: each variable's kind, levels and columns, and these states.
 """
 

@@ -1,0 +1,404 @@
+"""Predictions on the probability scale for new rows, in existing and unseen groups.
+
+What is predicted
+-----------------
+For each row of ``new_data``, the posterior distribution of the success probability
+``p = inverse_link(eta)`` of that row: the expected proportion of successes for an observation
+with these predictor values in this group. It is not the predictive distribution of a 0/1
+outcome or of a count (add binomial noise with the trials you have in mind for that).
+``predict`` returns its mean, SD and a ``prob`` interval; ``predict_draws`` returns the draws.
+
+Groups
+------
+* A label seen in the data uses that group's posterior (its own intercept and slopes).
+* An unseen label (or a missing value) depends on ``new_groups``:
+
+  - ``"population"`` (default): the group effect is set to the population mean, i.e. the
+    deviation is zero. This is the prediction for a *typical* group (the median group on
+    the link scale); its interval reflects only the uncertainty about the population mean.
+    This is lme4's ``allow.new.levels`` behaviour.
+  - ``"sample"``: a new group effect is drawn, per posterior draw, from the fitted
+    population distribution ``Normal(0, Sigma)`` (with the correlations of a correlated
+    term). This is the prediction for a *new, randomly chosen* group; the interval adds the
+    spread between groups (brms ``sample_new_levels = "gaussian"``). All rows that share an
+    unseen label share its draw.
+
+  With ``pooling="none"`` there is no population distribution: ``"sample"`` draws a new
+  group's coefficients from their fixed prior (which is what that model says about a group
+  it has not seen), and ``"population"`` is an error. With ``pooling="complete"`` groups
+  play no role.
+
+Predictors are used as given, on the original scale of the data the model was fitted to
+(poolwise reports every coefficient on that scale, whatever it standardized for sampling),
+and encoded exactly as the fitted data were (``Design.encoding``): ``log(x)``, ``I(x^2)`` are
+computed from the new values; ``scale(x)`` and ``poly(x, d)`` use the center, scale and
+polynomial coefficients learnt from the fitted rows (R's ``predict`` does the same), and
+``factor(x)`` / categorical columns map onto the fitted levels. Numeric predictors must be
+numeric; a categorical predictor's value must be one of the fitted levels; any other value is
+an error. An offset in the formula is evaluated on ``new_data`` (or given with ``offset=``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from poolwise.data.design import ARRAY_OFFSET
+from poolwise.errors import DataError, SpecError
+from poolwise.formula.terms import Call
+from poolwise.formula.transforms import (
+    categorical_values,
+    evaluate,
+    full_coding,
+    level_codes,
+    term_columns,
+)
+from poolwise.model import naming
+from poolwise.model.naming import fixed_name, sd_name, total_name
+from poolwise.model.predictor import _draws, inverse_link
+
+if TYPE_CHECKING:
+    from poolwise.inference.fitted import Fit
+    from poolwise.model.spec import TermSpec
+
+__all__ = ["predict", "predict_draws", "NewGroups"]
+
+NewGroups = Literal["population", "sample"]
+
+
+def _frame(new_data: Any) -> pd.DataFrame:
+    if isinstance(new_data, pd.DataFrame):
+        return new_data.reset_index(drop=True)
+    if hasattr(new_data, "to_pandas"):  # polars
+        return new_data.to_pandas()
+    if isinstance(new_data, dict):
+        return pd.DataFrame(new_data)
+    from poolwise.data.table import Table, read_table
+
+    table = new_data if isinstance(new_data, Table) else read_table(new_data)
+    return table.frame.reset_index(drop=True)
+
+
+def _source_columns(d: Any, labels: Any) -> list[str]:
+    out: list[str] = []
+    for lab in labels:
+        out.extend(c for c in d.formula.expr(lab).columns if c not in out)
+    return out
+
+
+def _bad_rows(mask: np.ndarray) -> str:
+    idx = np.flatnonzero(mask)
+    more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
+    return ", ".join(str(i + 1) for i in idx[:5]) + more
+
+
+def _variable_values(d: Any, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Every predictor of the model for the rows of ``frame``, encoded exactly as the Design
+    encoded the data it was fitted to (``Design.encoding``): numeric variables through the
+    same functions and stored states (scale's center and scale, poly's coefficients),
+    categorical ones as codes into the stored levels."""
+    enc = d.encoding
+    if enc is None:
+        raise SpecError(
+            "this fit has no record of how its predictors were encoded (it was saved by an "
+            "older poolwise); fit the model again to predict from it"
+        )
+    f = d.formula
+    states = enc.state_map
+    rows = np.arange(1, len(frame) + 1)
+    out: dict[str, np.ndarray] = {}
+    for ve in enc.variables:
+        var = ve.label
+        e = f.expr(var)
+        if ve.kind == "categorical":
+            if isinstance(e, Call):
+                raw = categorical_values(e, frame, rows, states, learn=False)
+                values = np.array([None if pd.isna(v) else v for v in raw.astype(object)],
+                                  dtype=object)
+            else:
+                values = frame[var].astype(object).to_numpy()
+            codes = level_codes(values, ve.levels)
+            missing = np.array([v is None or (isinstance(v, float) and np.isnan(v))
+                                for v in values], dtype=bool)
+            if missing.any():
+                raise DataError(
+                    f"predictor '{var}' is missing in new_data (rows {_bad_rows(missing)})"
+                )
+            unknown = codes < 0
+            if unknown.any():
+                vals = list(dict.fromkeys(values[unknown].tolist()))
+                raise DataError(
+                    f"predictor '{var}' has value(s) {', '.join(map(repr, vals[:5]))} in "
+                    f"new_data (rows {_bad_rows(unknown)}) that the model was not fitted with; "
+                    f"known levels: {ve.levels[0]!r} (reference), "
+                    + ", ".join(repr(lv) for lv in ve.levels[1:])
+                )
+            out[var] = codes
+        else:
+            x = evaluate(e, frame, rows, states, learn=False).reshape(len(frame), -1)
+            bad = ~np.all(np.isfinite(x), axis=1)
+            if bad.any():
+                raise DataError(
+                    f"predictor '{var}' must be numeric and not missing in new_data "
+                    f"(rows {_bad_rows(bad)})"
+                )
+            out[var] = x
+    return out
+
+
+def _design_rows(
+    d: Any, values: dict[str, np.ndarray], n: int, wanted: tuple[str, ...], terms: list[Any],
+    intercept: bool, siblings: Any, formula_intercept: bool,
+) -> np.ndarray:
+    """Matrix with one column per name in ``wanted`` (zeros where a term is absent); the
+    terms are coded as build_design coded them (``siblings``, ``formula_intercept``: the terms
+    and intercept of the same part of the formula, for R's coding rule)."""
+    out = np.zeros((n, len(wanted)))
+    index = {nm: i for i, nm in enumerate(wanted)}
+    if intercept and "Intercept" in index:
+        out[:, index["Intercept"]] = 1.0
+    for term in terms:
+        full = full_coding(term.variables, siblings, formula_intercept, d.encoding)
+        names, cols, _ = term_columns(term.variables, values, d.encoding, n, full)
+        for nm, col in zip(names, cols.T, strict=True):
+            if nm in index:
+                out[:, index[nm]] = col
+    return out
+
+
+def _new_offset(d: Any, frame: pd.DataFrame, offset: Any) -> np.ndarray | None:
+    """The offset of each new row: ``offset=`` as given, else the model's offset expressions
+    evaluated on ``new_data``."""
+    n = len(frame)
+    if offset is not None:
+        values = np.asarray(offset, dtype=float).reshape(-1)
+        if values.shape[0] != n:
+            raise SpecError(
+                f"offset has {values.shape[0]} values but new_data has {n} rows"
+            )
+        if not np.all(np.isfinite(values)):
+            bad = ~np.isfinite(values)
+            raise DataError(f"offset is missing or not finite (rows {_bad_rows(bad)})")
+        return values
+    labels = d.formula.offsets
+    if not labels:
+        return None
+    if ARRAY_OFFSET in labels:
+        raise SpecError(
+            "the model was fitted with offset= values (one per data row); pass offset= to "
+            "predict with one value per row of new_data"
+        )
+    states = d.encoding.state_map if d.encoding is not None else {}
+    rows = np.arange(1, n + 1)
+    total = np.zeros(n)
+    for lab in labels:
+        v = evaluate(d.formula.expr(lab), frame, rows, states, learn=False)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            raise DataError(f"{lab} is missing or not finite in new_data (rows {_bad_rows(bad)})")
+        total += v
+    return total
+
+
+def _group_key(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    if len(columns) == 1:
+        s = frame[columns[0]]
+        if pd.api.types.is_float_dtype(s.dtype):
+            vals = s.to_numpy()
+            whole = np.isfinite(vals) & (vals == np.round(vals))
+            if whole[~s.isna().to_numpy()].all():
+                return np.array([None if pd.isna(v) else int(v) for v in vals], dtype=object)
+        return np.array([None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)
+                         for v in s.to_numpy(dtype=object)], dtype=object)
+    return np.array(
+        [":".join(str(v) for v in vals) for vals in zip(*(frame[c] for c in columns), strict=True)],
+        dtype=object,
+    )
+
+
+def _new_effects(
+    term: TermSpec, post: Any, n_new: int, S: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Draws (S, n_new, C) of new groups' deviations from the population distribution."""
+    C = term.group.n_coefs
+    coefs = term.group.coef_names
+    if not term.estimated:
+        sd = np.broadcast_to(np.asarray(term.sd_fixed, dtype=float), (S, C))
+        return rng.standard_normal((S, n_new, C)) * sd[:, None, :]
+    sds = np.column_stack([_draws(post, sd_name(term, c)) for c in coefs])  # (S, C)
+    z = rng.standard_normal((S, n_new, C))
+    if term.correlated and C > 1:
+        R = np.broadcast_to(np.eye(C), (S, C, C)).copy()
+        for i in range(1, C):
+            for j in range(i):
+                r = _draws(post, naming.cor_name(term, coefs[j], coefs[i]))
+                R[:, i, j] = r
+                R[:, j, i] = r
+        Lc = np.linalg.cholesky(R)  # (S, C, C)
+        z = np.einsum("sij,snj->sni", Lc, z)
+    return z * sds[:, None, :]
+
+
+def predict_draws(
+    fit: Fit,
+    new_data: Any,
+    *,
+    new_groups: NewGroups = "population",
+    seed: int | None = None,
+    offset: Any = None,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Posterior draws of the success probability for each row of ``new_data``.
+
+    Returns ``(draws, info)``: draws of shape (chain * draw, rows) and a frame with one
+    column ``<group>_status`` per group term ('existing' or 'new'). See the module docstring
+    for the semantics; ``seed`` (default: the fit's seed) drives the draws of new groups
+    under ``new_groups="sample"``. ``offset``: the offset of each new row (default: the
+    model's offset expressions evaluated on ``new_data``; required when the model was fitted
+    with ``offset=`` values).
+    """
+    if new_groups not in ("population", "sample"):
+        raise SpecError(f"new_groups must be 'population' or 'sample'; got {new_groups!r}")
+    spec = fit.spec
+    d = spec.design
+    frame = _frame(new_data)
+    if len(frame) == 0:
+        raise DataError("new_data has no rows")
+    offsets = [lab for lab in d.formula.offsets if lab != ARRAY_OFFSET] if offset is None else []
+    needed = _source_columns(d, d.formula.predictors) + _source_columns(d, offsets) + [
+        c for t in spec.terms for c in t.group.term.group
+    ]
+    missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"new_data lacks the column(s) {', '.join(missing)} that the model uses; "
+            f"it has {', '.join(map(str, frame.columns))}"
+        )
+    post = fit.posterior
+    S = post.sizes["chain"] * post.sizes["draw"]
+    unpooled = {c for t in spec.terms if not t.estimated for c in t.group.coef_names}
+    fixed_terms = [t for t in d.formula.terms if t.name not in unpooled]
+    values = _variable_values(d, frame)
+    n_new = len(frame)
+    X = _design_rows(d, values, n_new, d.fixed_names, fixed_terms, d.has_intercept,
+                     [t.variables for t in d.formula.terms], d.formula.intercept)
+    new_offset = _new_offset(d, frame, offset)
+    beta = (np.column_stack([_draws(post, fixed_name(c)) for c in d.fixed_names])
+            if d.fixed_names else np.zeros((S, 0)))
+    eta = beta @ X.T  # (S, rows)
+    if new_offset is not None:
+        eta += new_offset
+    rng = np.random.default_rng([int((fit.config.seed or 0) if seed is None else seed), 23])
+    info = pd.DataFrame(index=frame.index)
+    for term in spec.terms:
+        g = term.group
+        Z = _design_rows(d, values, n_new, g.coef_names, list(g.term.terms), g.term.intercept,
+                         [t.variables for t in g.term.terms], g.term.intercept)
+        keys = _group_key(frame, g.term.group)
+        lookup = {
+            (lab.item() if hasattr(lab, "item") else lab): j for j, lab in enumerate(g.labels)
+        }
+        idx = np.array([lookup.get(k, -1) if k is not None else -1 for k in keys])
+        info[f"{g.name}_status"] = np.where(idx >= 0, "existing", "new")
+        mu = np.column_stack([
+            beta[:, mi] if mi >= 0 else np.zeros(S) for mi in term.mu_index
+        ])  # (S, C)
+        totals = np.stack([_draws(post, total_name(term, c)) for c in g.coef_names], axis=-1)
+        dev_known = totals - mu[:, None, :]  # (S, L, C)
+        dev = np.zeros((S, len(frame), g.n_coefs))
+        known = idx >= 0
+        dev[:, known, :] = dev_known[:, idx[known], :]
+        if (~known).any():
+            new_keys = list(dict.fromkeys(str(k) for k in keys[~known]))
+            if new_groups == "sample":
+                draws_new = _new_effects(term, post, len(new_keys), S, rng)
+                pos = {k: i for i, k in enumerate(new_keys)}
+                cols = np.array([pos[str(k)] for k in keys[~known]])
+                dev[:, ~known, :] = draws_new[:, cols, :]
+            elif not term.estimated:
+                raise SpecError(
+                    f"the no-pooling model has no population of {g.name} groups, so it cannot "
+                    f"predict the unseen {g.name}(s) {', '.join(new_keys[:5])} with "
+                    "new_groups='population'; use new_groups='sample' (a draw from the fixed "
+                    "prior) or a partial-pooling fit"
+                )
+            # population: deviation 0, i.e. the population mean
+        eta += np.einsum("snc,nc->sn", dev, Z)
+    return inverse_link(spec.link, eta), info
+
+
+def predict(
+    fit: Fit,
+    new_data: Any,
+    *,
+    new_groups: NewGroups = "population",
+    prob: float = 0.89,
+    kind: Literal["hdi", "eti"] = "hdi",
+    seed: int | None = None,
+    offset: Any = None,
+) -> pd.DataFrame:
+    """Predicted success probability for each row of ``new_data``, with a ``prob`` interval.
+
+    See the module docstring for what is predicted and how unseen groups are handled.
+
+    Parameters
+    ----------
+    fit : Fit
+        The fitted model.
+    new_data : pandas.DataFrame, polars.DataFrame, Table or str
+        Rows to predict, with the model's predictor and group columns (on the original scale of
+        the fitted data); a path is read with :func:`read_table`.
+    new_groups : {"population", "sample"}, default "population"
+        For a group label not seen in the fit: the population mean (a typical group) or a new
+        group effect drawn from the fitted population distribution (a new random group).
+    prob : float, default 0.89
+        Probability mass of the intervals, strictly between 0 and 1.
+    kind : {"hdi", "eti"}, default "hdi"
+        Highest-density (``"hdi"``) or equal-tailed (``"eti"``) intervals.
+    seed : int or None, default None
+        Random seed for ``new_groups="sample"``.
+    offset : str, array-like or None, default None
+        The offset for ``new_data``: an expression of its columns or one value per row; None
+        evaluates the formula's offset on ``new_data``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``new_data``'s model columns plus ``mean``, ``sd``, ``lower``, ``upper`` (on the
+        probability scale) and ``<group>_status`` (``"existing"`` or ``"new"``) per group term.
+
+    Raises
+    ------
+    SpecError
+        When ``prob``, ``kind`` or ``new_groups`` is invalid, or ``new_groups="population"`` is
+        asked of a no-pooling fit.
+    DataError
+        When ``new_data`` has no rows, lacks a model column, or holds a missing, non-numeric or
+        unknown categorical value in a model column or the offset.
+    """
+    from arviz_stats.base import array_stats
+
+    if not 0.0 < prob < 1.0:
+        raise SpecError(f"prob must lie strictly between 0 and 1; got {prob!r}")
+    if kind not in ("hdi", "eti"):
+        raise SpecError(f"kind must be 'hdi' or 'eti'; got {kind!r}")
+    draws, info = predict_draws(fit, new_data, new_groups=new_groups, seed=seed, offset=offset)
+    frame = _frame(new_data)
+    d = fit.spec.design
+    offsets = [lab for lab in d.formula.offsets if lab != ARRAY_OFFSET] if offset is None else []
+    cols = [c for c in dict.fromkeys(
+        _source_columns(d, d.formula.predictors) + _source_columns(d, offsets)
+        + [c for t in fit.spec.terms for c in t.group.term.group]
+    )]
+    out = frame[cols].copy()
+    fn = array_stats.hdi if kind == "hdi" else array_stats.eti
+    iv = fn(draws, prob, axis=0)
+    out["mean"] = draws.mean(axis=0)
+    out["sd"] = draws.std(axis=0, ddof=1)
+    out["lower"] = iv[:, 0]
+    out["upper"] = iv[:, 1]
+    for c in info.columns:
+        out[c] = info[c].to_numpy()
+    out.attrs.update({"prob": prob, "kind": kind, "new_groups": new_groups, "scale": "probability"})
+    return out

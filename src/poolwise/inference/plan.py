@@ -1,0 +1,319 @@
+"""The run plan, checked right before sampling: settings that need the model, and memory.
+
+:func:`check_run` is called by :func:`poolwise.inference.sampling.sample_spec` (and
+:func:`poolwise.fit`
+for the whole plan): flat priors on separated or constant data give an improper posterior
+[§7.22 of docs/reliability.md], the memory of the whole plan - every attempt of the repair
+ladder, the per-pattern log-likelihood and post-processing - must fit [§7.31, R.10], and
+weak but valid settings warn in PyMC's words [§7.33]. The data checks that come before it
+are in :mod:`poolwise.data.validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from poolwise.data.validate import (
+    CHAINS_WARNING,
+    DRAWS_WARNING,
+    MIN_DRAWS,
+    RECOMMENDED_CHAINS,
+    _check_estimable,
+    _did_you_mean,
+    emit_warnings,
+    separated_coefficients,
+)
+from poolwise.errors import FormulaError, SpecError
+from poolwise.resources import available_memory_bytes, fmt_bytes, memory_backed
+
+__all__ = [
+    "MemoryPlan",
+    "available_memory_bytes",
+    "check_run",
+    "estimate_draws_bytes",
+    "memory_plan",
+    "stored_values_per_draw",
+]
+
+
+
+
+def estimate_draws_bytes(chains: int, draws: int, n_params: int, n_rows: int) -> int:
+    """Bytes of the stored draws: chains x draws x (parameters + log-likelihood values) x 8."""
+    return int(chains) * int(draws) * (int(n_params) + int(n_rows)) * 8
+
+
+
+
+#: bytes per stored value of the posterior at its peak: nutpie's trace, its DataTree, and the
+#: original-scale copy (:func:`poolwise.model.predictor.to_original_scale`) live at the same time;
+#: one fewer when nutpie's trace is on disk (:func:`poolwise.engine.sampler.trace_on_disk`)
+POSTERIOR_COPIES = 3
+#: sampler statistics stored per draw (diverging, energy, step size, depth, ...)
+STATS_PER_DRAW = 12
+#: cell-sized arrays per draw while the log-likelihood is computed (eta, log p, log q)
+CELL_TEMPORARIES = 3
+#: nutpie's trace holds every tuning draw's stored values too until sampling ends (the draws
+#: after tuning are converted from it: poolwise.engine.sampler); bytes per tuning draw and
+#: stored value (none when the trace is on disk)
+TUNING_COPIES = 1
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Estimated peak bytes of a fit, before anything samples.
+
+    Per draw (chains x draws of them): ``POSTERIOR_COPIES`` x the stored parameters, the
+    sampler statistics and, with the log-likelihood group, one value per row pattern (cell x
+    outcome, :mod:`poolwise.data.patterns`); plus ``CELL_TEMPORARIES`` cell-sized arrays for one
+    chunk
+    of draws (:func:`poolwise.data.patterns.draw_chunk`) while pointwise values are computed.
+    nutpie's trace also holds the tuning draws' stored values while it samples
+    (``TUNING_COPIES`` x parameters x 8 bytes per tuning draw).
+    A large trace (:data:`poolwise.engine.sampler.LARGE_TRACE_BYTES` or more) goes to a
+    temporary zarr store on disk while nutpie samples (``trace_on_disk``, of the first
+    attempt), and its group-level totals are stored as float32 (4 bytes a value, not 8): then
+    neither the trace nor its tuning draws count here, and ``trace_bytes`` (the largest
+    attempt's) is the disk it needs, checked against ``disk_free`` (the temporary folder's).
+    ``first_attempt`` is the plan at the requested tune and draws, ``ladder`` at ``max_tune``
+    and ``max_draws`` (the largest attempt of the repair ladder); ``draws_that_fit`` is the
+    most draws per chain that fit in ``available`` next to ``max_tune`` tuning draws (None:
+    unknown memory)."""
+
+    chains: int
+    draws: int
+    max_draws: int
+    tune: int
+    max_tune: int
+    n_params: int
+    n_group_params: int
+    n_patterns: int
+    n_cells: int
+    log_likelihood: bool
+    per_draw: int
+    first_attempt: int
+    ladder: int
+    available: int | None
+    draws_that_fit: int | None
+    trace_on_disk: bool = False
+    trace_bytes: int = 0
+    temp_dir: str = ""
+    disk_free: int | None = None
+    temp_in_memory: bool = False
+
+    def disk_message(self) -> str:
+        iterations = self.max_tune + self.max_draws
+        return (
+            f"nutpie's trace of this fit ({self.chains} chains x {iterations:,} iterations x "
+            f"{self.n_params:,} values = {fmt_bytes(self.trace_bytes)}) is "
+            f"kept on disk while it samples, in {self.temp_dir}, which has "
+            f"{fmt_bytes(self.disk_free or 0)} free - point TMPDIR to a folder with room, or "
+            "reduce draws or chains (--draws, --chains; draws=, chains=)"
+        )
+
+    def message(self) -> str:
+        ll = (f" + {self.n_patterns:,} log-likelihood values (one per row pattern)"
+              if self.log_likelihood else "")
+        fit_draws = (f"; at most {self.draws_that_fit:,} draws per chain fit"
+                     if self.draws_that_fit else "")
+        fix = (", or skip the log-likelihood (--no-log-likelihood; log_likelihood=False), which "
+               "only LOO needs" if self.log_likelihood else "")
+        if self.temp_in_memory:
+            fix += (f"; the sampler's trace counts too: it goes to {self.temp_dir}, which is held "
+                    "in memory (tmpfs) - point TMPDIR to a folder on disk")
+        avail = fmt_bytes(self.available) if self.available is not None else "?"
+        copies = POSTERIOR_COPIES - (1 if self.trace_on_disk else 0)
+        f32 = " (4 for the group-level totals)" if self.trace_on_disk else ""
+        tuning = ("" if self.trace_on_disk
+                  else f"{self.tune:,} tuning draws of the parameters per chain and ")
+        return (
+            f"model has {self.n_group_params:,} group parameters ({self.n_params:,} parameters "
+            f"in all); estimated memory {fmt_bytes(self.first_attempt)} for {self.chains} "
+            f"chains x {self.draws:,} draws x ({copies} x {self.n_params:,} parameters + "
+            f"{STATS_PER_DRAW} sampler statistics{ll}) x 8 bytes{f32}, plus {tuning}"
+            f"cell-sized temporaries, exceeds {avail} "
+            "available"
+            f"{fit_draws} - reduce draws or chains (--draws, --chains; draws=, chains=){fix}"
+        )
+
+
+def memory_plan(
+    spec: Any,
+    config: Any,
+    *,
+    n_params: int | None = None,
+    log_likelihood: bool = True,
+    max_draws: int | None = None,
+    max_tune: int | None = None,
+) -> MemoryPlan:
+    """The memory a fit of ``spec`` with ``config`` needs at its peak, repair ladder included
+    (:class:`MemoryPlan`)."""
+    import shutil
+    import tempfile
+
+    from poolwise.data.patterns import draw_chunk, row_patterns
+    from poolwise.engine.sampler import large_trace
+
+    d = spec.design
+    if n_params is None:
+        n_params = stored_values_per_draw(spec)
+    n_pat = row_patterns(d).n_patterns if log_likelihood else 0
+    n_cells = d.n_cells  # the prior-sensitivity check needs them too
+    chains, draws, tune = int(config.chains), int(config.draws), int(config.tune)
+    top = max(draws, int(max_draws) if max_draws is not None else draws)
+    top_tune = max(tune, int(max_tune) if max_tune is not None else tune)
+
+    n_totals = sum(t.group.n_levels * t.group.n_coefs for t in spec.terms)
+    # a temporary folder in memory (tmpfs, as /tmp is on many systems): the trace "on disk"
+    # takes memory after all, tuning draws included
+    temp_dir = tempfile.gettempdir()
+    in_ram = memory_backed(temp_dir)
+
+    def large(t: int, dr: int) -> bool:  # a large trace: on disk, float32 totals
+        return large_trace(n_params, chains, t + dr)
+
+    def stored(lg: bool) -> int:  # bytes of one draw's stored values
+        return (4 if lg else 8) * n_totals + 8 * (int(n_params) - n_totals)
+
+    def per(lg: bool) -> int:  # bytes per draw of every chain
+        return (POSTERIOR_COPIES - int(lg)) * stored(lg) + 8 * (STATS_PER_DRAW + n_pat)
+
+    def trace_in_memory(t: int, dr: int, lg: bool) -> int:
+        # nutpie's Arrow trace holds the tuning draws; a large trace in a tmpfs folder holds
+        # every iteration; one on disk holds nothing in memory
+        if not lg:
+            return TUNING_COPIES * stored(lg) * chains * t
+        return stored(lg) * chains * (t + dr) if in_ram else 0
+
+    # cell-sized temporaries: computed in chunks of draws (poolwise.data.patterns.draw_chunk)
+    def temp(dr: int) -> int:
+        return 8 * CELL_TEMPORARIES * n_cells * chains * min(dr, draw_chunk(n_cells))
+
+    def attempt(t: int, dr: int) -> int:
+        lg = large(t, dr)
+        return per(lg) * chains * dr + temp(dr) + trace_in_memory(t, dr, lg)
+
+    avail = available_memory_bytes()
+    fit_draws = None
+    if avail is not None:
+        room = max(avail - temp(top), 0)
+        # the most draws per chain next to top_tune tuning draws: with the trace in memory
+        # (unless even no draws make it large), and with a large trace
+        small_fit = 0 if large(top_tune, 0) else int(
+            max(room - trace_in_memory(top_tune, 0, False), 0) // max(per(False) * chains, 1))
+        ram = stored(True) if in_ram else 0  # per draw of a large trace in a tmpfs folder
+        large_fit = int(max(room - ram * chains * top_tune, 0)
+                        // max((per(True) + ram) * chains, 1))
+        fit_draws = max(small_fit, large_fit) if large(top_tune, large_fit) else small_fit
+    disk = large(top_tune, top)
+    try:
+        free = shutil.disk_usage(temp_dir).free if disk else None
+    except OSError:
+        free = None
+    return MemoryPlan(
+        chains=chains, draws=draws, max_draws=top, tune=tune, max_tune=top_tune,
+        n_params=int(n_params),
+        n_group_params=n_totals,
+        n_patterns=n_pat,
+        n_cells=n_cells, log_likelihood=log_likelihood, per_draw=per(large(tune, draws)),
+        first_attempt=attempt(tune, draws),
+        ladder=attempt(top_tune, top),
+        available=avail, draws_that_fit=fit_draws,
+        trace_on_disk=large(tune, draws),
+        trace_bytes=stored(True) * chains * (top_tune + top) if disk else 0,
+        temp_dir=temp_dir, disk_free=free, temp_in_memory=in_ram and disk,
+    )
+
+
+
+
+def stored_values_per_draw(spec: Any) -> int:
+    """Natural-scale values stored per draw: fixed coefficients, group SDs, correlations and
+    every group-level effect (as :func:`poolwise.engine.layout.pack` lays them out)."""
+    n = len(spec.design.fixed_names)
+    for t in spec.terms:
+        L, C = t.group.n_levels, t.group.n_coefs
+        n += (C if t.estimated else 0) + (C * (C - 1) // 2 if t.correlated else 0) + L * C
+    return n
+
+
+def check_run(
+    spec: Any,
+    config: Any,
+    *,
+    n_params: int | None = None,
+    log_likelihood: bool = True,
+    warn_settings: bool = True,
+    max_draws: int | None = None,
+) -> tuple[str, ...]:
+    """Checks that need the priors and the sampler settings; run before anything samples
+    (:func:`poolwise.fit.fit` calls it before the pilot run; :func:`poolwise.fit.sample_spec`
+    repeats the error checks with ``warn_settings=False``).
+
+    Raises :class:`SpecError` for a flat prior on a separated coefficient or on the intercept
+    of a constant outcome [§7.22, §7.11], and when the first attempt would not fit in the
+    available memory [§7.31] (:func:`memory_plan`; ``max_draws``: the most draws a repair
+    attempt may use; :func:`poolwise.fit.fit` caps the ladder at what fits).
+    With ``warn_settings``, emits and returns the warnings for weak but valid
+    settings [§7.33]; otherwise returns ``()``.
+    """
+    d = spec.design
+    # [R.8] nothing to estimate (also when complete pooling drops every group term)
+    if not d.fixed_names and not spec.terms:
+        _check_estimable(d.formula, "complete")
+        raise FormulaError("the model has no parameters to estimate; add an intercept or terms",
+                           d.formula.text)
+    # [§7.33] a prior for the SD of a grouping factor the formula does not have would be
+    # ignored silently (a typo such as sd_distrcit)
+    groups = [g.group_name for g in d.formula.groups]
+    unknown = [k for k in spec.priors.sd_by_group if k not in groups]
+    if unknown:
+        close = _did_you_mean(unknown[0], groups) if groups else []
+        hint = f"did you mean sd_{close[0]}? " if close else ""
+        have = ", ".join(groups) if groups else "none (the formula has no group term)"
+        raise SpecError(
+            f"prior sd_{unknown[0]} names no grouping factor of the formula; {hint}its grouping "
+            f"factors are: {have}"
+        )
+    # [§7.22] improper posteriors
+    flat = [
+        name
+        for name, prior in zip(d.fixed_names, spec.fixed_priors, strict=True)
+        if not prior.spec.proper
+    ]
+    if flat:
+        outcome = d.formula.response.successes
+        sep = separated_coefficients(d.fixed_names, d.X, d.y, d.n, outcome)
+        for name in flat:
+            if name in sep:
+                raise SpecError(
+                    f"flat prior with separated data gives an improper posterior: predictor "
+                    f"'{name}' perfectly separates the outcome ({sep[name]}); give its "
+                    "coefficient a proper prior, e.g. b=normal(0, 2.5)"
+                )
+        if "Intercept" in flat and (not d.y.any() or np.array_equal(d.y, d.n)):
+            raise SpecError(
+                f"flat prior with a constant outcome gives an improper posterior: outcome "
+                f"'{outcome}' is the same in all {d.n_rows} rows; give the intercept a proper "
+                "prior, e.g. intercept=normal(0, 1.5)"
+            )
+    # [§7.31] memory for the whole plan: every attempt of the repair ladder, post-processing
+    plan = memory_plan(spec, config, n_params=n_params, log_likelihood=log_likelihood,
+                       max_draws=max_draws)
+    if plan.available is not None and plan.first_attempt > plan.available:
+        raise SpecError(plan.message())
+    if plan.disk_free is not None and plan.trace_bytes > plan.disk_free:
+        raise SpecError(plan.disk_message())
+    # [§7.33] weak but valid settings, in PyMC's words
+    if not warn_settings:
+        return ()
+    warn: list[str] = []
+    if config.chains < RECOMMENDED_CHAINS:
+        warn.append(f"{CHAINS_WARNING} (chains={config.chains})")
+    if config.draws < MIN_DRAWS:
+        warn.append(f"{DRAWS_WARNING} (draws={config.draws} per chain; use at least {MIN_DRAWS})")
+    emit_warnings(warn, stacklevel=4)
+    return tuple(warn)
