@@ -14,7 +14,7 @@ import poolwise
 from poolwise.comparison.loo import row_loo
 from poolwise.data.patterns import row_patterns
 from poolwise.model.likelihood import total_log_likelihood
-from poolwise.model.predictor import cell_eta, inverse_link
+from poolwise.model.predictor import inverse_link, linear_predictor
 
 KW = dict(chains=4, tune=200, draws=200, repair=False, parameterization="noncentered",
           prior_check=False)
@@ -87,7 +87,7 @@ def test_patterns_reproduce_every_row(which, request):
     rows = fit.row_level()
     ll = rows["log_likelihood"]["y"].values
     assert ll.shape == (4, 200, d.n_rows)
-    p = inverse_link(fit.spec.link, cell_eta(fit.spec, fit.posterior)).reshape(4, 200, -1)
+    p = inverse_link(fit.spec.link, linear_predictor(fit.spec, fit.posterior)).reshape(4, 200, -1)
     expected = stats.binom.logpmf(d.row_y, d.row_n, p[:, :, d.row_cell])
     np.testing.assert_allclose(ll, expected, rtol=1e-10, atol=1e-10)
     np.testing.assert_array_equal(rows["observed_data"]["y"].values, d.row_y)
@@ -107,31 +107,25 @@ def test_bernoulli_patterns_are_cell_by_outcome(bern_fit):
     np.testing.assert_array_equal(np.bincount(pat.cell, weights=pat.count * pat.y), d.y)
 
 
-def test_chunked_pointwise_values_equal_one_pass(bern_fit, monkeypatch):
-    """Draws are processed in chunks on big data; the values do not depend on the chunking."""
-    import poolwise.data.patterns as C
-    import poolwise.model.likelihood as LL
+@pytest.mark.parametrize("link", ["logit", "probit", "cloglog"])
+def test_pattern_log_likelihood_is_the_binomial_log_pmf(bern_fit, binom_fit, link):
+    """The fused kernel (eta cell by cell, the link's log p / log q) against SciPy's binomial
+    log pmf at the linear predictor, for every link; the total is the count-weighted sum."""
+    from dataclasses import replace
 
-    fit = bern_fit
-    whole = LL.pattern_log_likelihood(fit.spec, fit.posterior)
-    tot = LL.total_log_likelihood(fit.spec, fit.posterior)
-    monkeypatch.setattr(C, "CHUNK_VALUES", 7 * fit.spec.design.n_cells)  # 7 draws a chunk
-    assert C.draw_chunk(fit.spec.design.n_cells) == 7
-    np.testing.assert_array_equal(LL.pattern_log_likelihood(fit.spec, fit.posterior), whole)
-    np.testing.assert_allclose(LL.total_log_likelihood(fit.spec, fit.posterior), tot,
-                               rtol=1e-14, atol=0)
-
-
-def test_fused_logit_kernel_equals_the_numpy_path(bern_fit, binom_fit):
     import poolwise.model.likelihood as LL
 
     for fit in (bern_fit, binom_fit):
-        fused = LL.pattern_log_likelihood(fit.spec, fit.posterior)
-        ref = LL._pattern_ll_numpy(fit.spec, fit.posterior)
-        np.testing.assert_allclose(fused, ref, rtol=1e-12, atol=1e-12)
-        counts = row_patterns(fit.spec.design).count
-        np.testing.assert_allclose(total_log_likelihood(fit.spec, fit.posterior),
-                                   (ref * counts).sum(axis=-1), rtol=1e-12, atol=1e-9)
+        spec = replace(fit.spec, link=link)
+        got = LL.pattern_log_likelihood(spec, fit.posterior)
+        pat = row_patterns(spec.design)
+        p = inverse_link(link, linear_predictor(spec, fit.posterior))
+        want = stats.binom.logpmf(pat.y, pat.n, p[:, pat.cell]).reshape(got.shape)
+        ok = (p[:, pat.cell] > 1e-9).reshape(got.shape) & (p[:, pat.cell] < 1 - 1e-9).reshape(
+            got.shape)  # where SciPy's pmf is itself exact
+        np.testing.assert_allclose(got[ok], want[ok], rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(LL.total_log_likelihood(spec, fit.posterior),
+                                   (got * pat.count).sum(axis=-1), rtol=1e-12, atol=1e-9)
 
 
 def test_row_level_view_refuses_what_does_not_fit(bern_fit, monkeypatch):

@@ -26,7 +26,7 @@ from scipy.special import expit, gammaln, log_expit, log_ndtr, ndtr
 
 from poolwise.engine import density as D
 from poolwise.engine.layout import pack
-from poolwise.model.predictor import cell_eta
+from poolwise.model.predictor import linear_predictor
 from poolwise.model.priors import Priors, half_normal, half_student_t, lkj, normal, student_t
 from poolwise.model.scale import to_original_scale
 from poolwise.model.spec import build_model
@@ -768,4 +768,4 @@ def test_original_scale_draws_reproduce_the_linear_predictor(formula, pooling):
             dev = tot - (xs[:, [mi]] if mi >= 0 else 0.0)
             eta_engine += dev[:, g.codes] * g.Z_engine[:, c]
     orig = to_original_scale(spec, post)
-    np.testing.assert_allclose(cell_eta(spec, orig), eta_engine, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(linear_predictor(spec, orig), eta_engine, rtol=1e-10, atol=1e-10)

@@ -17,7 +17,7 @@ from poolwise.comparison.predict import predict, predict_draws
 from poolwise.engine import density as D
 from poolwise.engine.layout import pack
 from poolwise.errors import DataError, SpecError
-from poolwise.model.predictor import cell_eta, inverse_link
+from poolwise.model.predictor import inverse_link, linear_predictor
 from poolwise.model.spec import build_model
 
 
@@ -54,7 +54,7 @@ def fit():
 
 def _fitted_p(f):
     """The fitted success probability of every data row, from the fit's own cells."""
-    eta = cell_eta(f.spec, f.posterior)
+    eta = linear_predictor(f.spec, f.posterior)
     return inverse_link(f.spec.link, eta)[:, f.spec.design.row_cell]
 
 

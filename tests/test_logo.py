@@ -14,8 +14,9 @@ from scipy.special import expit, logsumexp
 
 import poolwise
 from poolwise.comparison import logo
-from poolwise.comparison.logo import _integrated, logo_compare
+from poolwise.comparison.logo import logo_compare
 from poolwise.comparison.pooling import POOLINGS
+from poolwise.comparison.quadrature import NewLevelPrior, new_level_log_density
 from poolwise.model import links
 
 
@@ -37,7 +38,8 @@ def test_new_group_integral_matches_dense_quadrature(link):
     y = np.minimum(np.floor(rng.uniform(0, 1, C) * (n + 1)), n)
     bounds = [0, 3, 4, 7]
     tau = np.array([0.05, 0.8, 3.0])
-    got = _integrated(link, eta0, y, n, np.array(bounds[:-1]), tau)
+    prior = NewLevelPrior.of(np.zeros((S, 1)), tau[:, None, None])
+    got = new_level_log_density(link, eta0, y, n, np.ones((C, 1)), np.array(bounds[:-1]), prior)
     L = links.get(link)
     for s in range(S):
         grid = np.linspace(-12 * tau[s] - 10, 12 * tau[s] + 10, 400_001)
@@ -179,19 +181,89 @@ def test_compare_pooling_reports_logo_with_its_unit(eight, capsys):
     assert "for predicting a new g" in para and "different question" not in para
 
 
-def test_slopes_and_several_terms_are_out_of_scope(bangladesh):
-    from poolwise.errors import SpecError
-    from poolwise.model.spec import build_model
+@pytest.mark.parametrize("link", ["logit", "probit", "cloglog"])
+def test_a_new_level_with_a_correlated_slope_matches_a_dense_grid(link):
+    """Two varying coefficients: the adaptive 11 x 11 Gauss-Hermite grid against a dense 2-d
+    grid of the same integrand."""
+    from scipy.stats import multivariate_normal
 
-    df = bangladesh
-    with pytest.raises(SpecError, match="varying intercept only.*slopes"):
-        logo._only_term(build_model("use.contraception ~ urban + (urban | district)", df), None)
+    from poolwise.model.likelihood import binomial_log_lik
+
+    rng = np.random.default_rng(0)
+    S, N = 3, 9
+    eta0 = rng.normal(0, 1, (S, N))
+    n = rng.integers(1, 40, N).astype(float)
+    y = np.minimum(np.floor(rng.uniform(0, 1, N) * (n + 1)), n)
+    Z = np.column_stack([np.ones(N), rng.normal(0, 1, N)])
+    mean = rng.normal(0, 0.3, (S, 2))
+    sds, r = np.array([[0.5, 0.3], [1.5, 0.8], [0.1, 2.0]]), np.array([0.3, -0.6, 0.0])
+    cov = np.stack([[[a * a, c * a * b], [c * a * b, b * b]]
+                    for (a, b), c in zip(sds, r, strict=True)])
+    got = new_level_log_density(link, eta0, y, n, Z, np.array([0, 4]),
+                                NewLevelPrior.of(mean, np.linalg.cholesky(cov)))
+    for s in range(S):
+        g = [np.linspace(mean[s, c] - 9 * sds[s, c], mean[s, c] + 9 * sds[s, c], 801)
+             for c in range(2)]
+        V = np.stack([a.ravel() for a in np.meshgrid(*g, indexing="ij")], 1)
+        lp = multivariate_normal(mean[s], cov[s]).logpdf(V)
+        for j, sl in enumerate([slice(0, 4), slice(4, N)]):
+            ll = binomial_log_lik(link, y[sl], n[sl], eta0[s, sl][None, :] + V @ Z[sl].T)
+            ref = logsumexp(ll.sum(1) + lp) + np.log((g[0][1] - g[0][0]) * (g[1][1] - g[1][0]))
+            assert got[s, j] == pytest.approx(ref, abs=1e-6)
+
+
+@pytest.mark.parametrize("link", ["logit", "probit"])
+def test_nested_levels_are_integrated_inside_their_owner(link):
+    """A left-out level holding two nested levels (and two cells of its own): nested adaptive
+    quadrature against a dense grid over the outer and both nested effects."""
+    from scipy.stats import norm
+
+    from poolwise.model.likelihood import binomial_log_lik
+
+    rng = np.random.default_rng(3)
+    S, N = 2, 7
+    own = np.array([False, False, True, True, True, True, True])
+    eta0 = rng.normal(0, 0.5, (S, N))
+    n = rng.integers(2, 25, N).astype(float)
+    y = np.minimum(np.floor(rng.uniform(0, 1, N) * (n + 1)), n)
+    m, s, tau = np.array([[0.2], [-0.4]]), np.array([0.7, 1.3]), np.array([0.5, 1.1])
+    outer = NewLevelPrior.of(m, s[:, None, None] * np.ones((S, 1, 1)))
+    inner = NewLevelPrior.of(np.zeros((S, 1)), tau[:, None, None] * np.ones((S, 1, 1)))
+    got = new_level_log_density(link, eta0, y, n, np.ones((N, 1)), np.array([0]), outer,
+                                (np.ones((N, 1)), np.array([2, 5]), np.array([0, 0]), inner, own))
+    for k in range(S):
+        gv = np.linspace(m[k, 0] - 10 * s[k], m[k, 0] + 10 * s[k], 1001)
+        gw = np.linspace(-10 * tau[k], 10 * tau[k], 1001)
+        tot = binomial_log_lik(link, y[:2], n[:2], eta0[k, :2][None, :] + gv[:, None]).sum(1)
+        for sl in (slice(2, 5), slice(5, 7)):
+            e = eta0[k, sl][None, None, :] + gv[:, None, None] + gw[None, :, None]
+            ll = binomial_log_lik(link, y[sl], n[sl], e).sum(-1) + norm.logpdf(gw, 0, tau[k])
+            tot = tot + logsumexp(ll, axis=1) + np.log(gw[1] - gw[0])
+        ref = logsumexp(tot + norm.logpdf(gv, m[k, 0], s[k])) + np.log(gv[1] - gv[0])
+        assert got[k, 0] == pytest.approx(ref, abs=1e-7)
+
+
+def test_logo_covers_slopes_crossed_and_nested_terms(bangladesh):
+    """Real fits with varying slopes and with a crossed term: PSIS-LOGO runs for every pooling
+    and the chosen term, the other terms' levels stay as fitted (the values themselves are held
+    to a direct computation in tests/test_consistency.py)."""
+    from poolwise.errors import SpecError
+
+    df = bangladesh[bangladesh["district"] <= 8]
+    short = {"seed": 3, "tune": 150, "draws": 150, "chains": 2, "prior_sensitivity": False}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # few levels of living.children: a DataWarning
-        crossed = build_model(
-            "use.contraception ~ 1 + (1 | district) + (1 | living.children)", df)
-    with pytest.raises(SpecError, match="exactly one group term"):
-        logo._only_term(crossed, None)
+        warnings.simplefilter("ignore")
+        slopes = {p: poolwise.fit("use.contraception ~ urban + (urban | district)", df,
+                                  pooling=p, **short) for p in ("none", "partial")}
+        lg = logo_compare(slopes, refit=False)
+        assert lg.group == "district" and len(lg.pointwise) == 8
+        assert np.isfinite(lg.pointwise.to_numpy()).all()
+        crossed = {p: poolwise.fit("use.contraception ~ 1 + (1 | district) + (1 | urban)", df,
+                                   pooling=p, **short) for p in ("none", "partial")}
+        with pytest.raises(SpecError, match="choose one with group="):
+            logo_compare(crossed, refit=False)
+        by = logo_compare(crossed, group="district", refit=False)
+        assert np.isfinite(by.pointwise.to_numpy()).all()
 
 
 def test_cli_compare_states_the_unit_of_each_comparison(tmp_path, capsys):

@@ -13,7 +13,7 @@ import poolwise
 import poolwise.inference.plan as planning
 import poolwise.resources as resources
 from poolwise.cli import main
-from poolwise.data.patterns import draw_chunk, row_patterns
+from poolwise.data.patterns import row_patterns
 from poolwise.engine.sampler import SamplerConfig
 from poolwise.errors import SpecError
 from poolwise.inference.repair import RepairPolicy
@@ -39,7 +39,7 @@ def test_plan_counts_patterns_not_rows(small):
                     + planning.STATS_PER_DRAW + n_pat)
     cells = spec.design.n_cells
     def temp(d):
-        return 8 * planning.CELL_TEMPORARIES * cells * 4 * min(d, draw_chunk(cells))
+        return 8 * planning.CELL_TEMPORARIES * cells * 4 * min(d, planning.draw_chunk(cells))
 
     # nutpie's trace keeps every tuning draw's parameters until sampling ends
     def tuning(t):

@@ -33,7 +33,7 @@ from poolwise.engine import density as D
 from poolwise.engine.layout import pack
 from poolwise.errors import SpecError
 from poolwise.model import families, links
-from poolwise.model.predictor import inverse_link, log_p_q
+from poolwise.model.predictor import inverse_link
 from poolwise.model.priors import Prior, Priors, exponential, normal
 from poolwise.model.spec import Link, build_model, level_information
 
@@ -201,9 +201,13 @@ def test_link_matches_scipy(name):
         h = 1e-6
         fd = (lk.inverse(eta + h) - lk.inverse(eta - h)) / (2 * h)
         assert lk.dp_deta(eta) == pytest.approx(fd, rel=1e-5, abs=1e-9)
-        lp, lq = log_p_q(name, np.array([eta]))
+        lp, lq = lk.log_p_q(np.array([eta]))
         assert lp[0] == pytest.approx(ref.logcdf(eta), rel=1e-10, abs=1e-12)
         assert lq[0] == pytest.approx(ref.logsf(eta), rel=1e-10, abs=1e-12)
+        # the compiled kernel every log-likelihood from draws uses (poolwise.model.likelihood)
+        klp, klq = D.log_p_q(lk.kernel_id, eta)
+        assert klp == pytest.approx(ref.logcdf(eta), rel=1e-12, abs=1e-14)
+        assert klq == pytest.approx(ref.logsf(eta), rel=1e-12, abs=1e-14)
         fisher = n * math.exp(2 * ref.logpdf(eta) - ref.logcdf(eta) - ref.logsf(eta))
         assert float(lk.fisher_weight(n, eta)) == pytest.approx(fisher, rel=1e-9, abs=1e-300)
         if 1e-6 < p < 1 - 1e-6:

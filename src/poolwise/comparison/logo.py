@@ -1,45 +1,49 @@
 """Leave-one-group-out (LOGO) cross-validation: how well does each pooling strategy predict
 a *new* group?
 
-The unit is a group: for group j, ``elpd_j = log p(y_j | y_-j)``, the log predictive density
-of all of group j's rows by a model fitted without them, with group j treated as a group the
-model has never seen:
+The unit is one level ``j`` of a chosen group term ``t``: ``elpd_j = log p(y_j | y_-j)``, the
+log predictive density of all of level j's rows by a model fitted without them, with level j
+treated as a level the model has never seen:
 
-* **complete pooling**: the common intercept (and coefficients) predict every row;
-* **no pooling**: a new group has no estimate of its own, only its prior: its intercept is
-  drawn from the unpooled prior ``normal(0, s)`` (on the engine's scale: the intercept at the
-  predictors' means), the coefficients come from the other groups;
-* **partial pooling**: its intercept is drawn from the population, ``a_new ~ N(a_bar, sigma)``.
+* **complete pooling**: the common coefficients predict every row;
+* **no pooling**: a new level has no estimate of its own, only its prior (the fixed prior of a
+  level's coefficients, :func:`poolwise.model.predictor.new_level_draws`); the coefficients
+  shared with other levels come from them;
+* **partial pooling**: its effects are drawn from the population, ``N(0, Sigma_t)`` around the
+  population means (the group SDs and, for a correlated term, the correlations).
 
-For no and partial pooling the new group's intercept is integrated out: per posterior draw of
-the shared parameters, ``p(y_j | theta) = integral prod_rows Binom(y_r | n_r, p(eta_r + u))
-N(u | 0, tau) du`` (``tau = sigma``, or ``s`` for no pooling), computed by adaptive
-Gauss-Hermite quadrature (21 nodes around the mode of the integrand, found by Fisher scoring;
-within 1e-6 of a dense quadrature for these smooth one-dimensional integrands, see the tests).
-:func:`group_log_lik` returns these per-draw, per-group log densities.
+Everything else the rows depend on stays as fitted: fixed effects, the offset, and the levels
+of *other* group terms that have rows outside level j (crossed terms). A level of another term
+whose rows all lie inside level j (a nested term, ``(1 | a/b)`` left out by ``a``) has no data
+left either, so it is new too and integrated out with level j. The new effects are integrated
+out per posterior draw of the shared parameters::
+
+    p(y_j | theta) = int prod_rows Binom(y_r | n_r, p(eta_r + Z_r v)) N(v | m, Sigma) dv
+
+(times the same integral over each nested level's own effects, inside), computed by adaptive
+Gauss-Hermite quadrature around the mode of the integrand (:mod:`poolwise.comparison.quadrature`).
+eta comes from the one linear predictor (:mod:`poolwise.model.predictor`) and the
+log-likelihood from the one kernel (:mod:`poolwise.model.likelihood`), so every term, link and
+the offset count exactly as in the fit. :func:`group_log_lik` returns these per-draw, per-level
+log densities.
 
 Two ways to get ``elpd_j``:
 
-* **exact refits** (when there are at most :data:`EXACT_MAX_GROUPS` groups): the model is
-  fitted again without group j's rows (same priors, the same standardization of the
-  predictors as the full fit, the same sampler settings and repair policy), and
-  ``elpd_j = log mean_s p(y_j | theta_s)`` over the refit's draws;
-* **PSIS-LOGO** otherwise: the group-level log densities above, from the full fit, go through
-  Pareto-smoothed importance sampling (``arviz_stats.loo`` with one "observation" per group).
-  Because the group's own intercept is integrated out, the importance ratio
+* **exact refits** (when there are at most :data:`EXACT_MAX_GROUPS` levels): the model is
+  fitted again without level j's rows (every per-cell and per-row array subset, the offset
+  included; same priors, the same standardization of the predictors as the full fit, the same
+  sampler settings and repair policy), and ``elpd_j = log mean_s p(y_j | theta_s)`` over the
+  refit's draws;
+* **PSIS-LOGO** otherwise: the level-wise log densities above, from the full fit, go through
+  Pareto-smoothed importance sampling (``arviz_stats.loo`` with one "observation" per level).
+  Because level j's own effects are integrated out, the importance ratio
   ``1 / p(y_j | theta)`` is exactly the one that turns the posterior of the shared parameters
-  into their posterior without group j. Groups whose Pareto k exceeds
-  :data:`K_THRESHOLD` (0.7) are refitted exactly (at most ``max_refits``; any left are
-  counted in ``n_bad_k``).
+  into their posterior without level j. Levels whose Pareto k exceeds :data:`K_THRESHOLD`
+  (0.7) are refitted exactly (at most ``max_refits``; any left are counted in ``n_bad_k``).
 
-When group j's log density does not depend on any estimated parameter (no pooling with an
-intercept only: a new group's prediction is its prior predictive), it is computed exactly
-without a refit.
-
-Scope: the compared grouping factor must be the model's only group term, with a varying
-intercept only (no varying slopes); otherwise :func:`logo_compare` raises
-:class:`~poolwise.errors.SpecError` and :func:`poolwise.compare_pooling` leaves LOGO out with
-a note. Fixed predictors are supported.
+When level j's log density does not depend on any estimated parameter (no pooling with a
+varying intercept only: a new level's prediction is its prior predictive), it is computed
+exactly without a refit.
 """
 
 from __future__ import annotations
@@ -48,19 +52,24 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy.special import gammaln, logsumexp
+from scipy.special import logsumexp
 
+from poolwise.comparison.quadrature import NewLevelPrior, new_level_log_density, segment_sums
+from poolwise.data.patterns import row_patterns
 from poolwise.errors import SpecError
-from poolwise.model import links
-from poolwise.model.naming import fixed_name, sd_name
+from poolwise.inference.repair import repair_fit
+from poolwise.model.likelihood import binomial_log_lik
+from poolwise.model.predictor import Rows, linear_predictor, new_level_draws
+from poolwise.model.subset import without_levels
 
 if TYPE_CHECKING:
+    from poolwise.data.design import Design
     from poolwise.inference.fitted import Fit
-    from poolwise.model.spec import ModelSpec, TermSpec
+    from poolwise.model.spec import ModelSpec
 
 __all__ = [
     "LOGO_UNIT",
@@ -69,21 +78,19 @@ __all__ = [
     "LogoComparison",
     "group_log_lik",
     "logo_compare",
+    "logo_term",
 ]
 
-#: at most this many groups: every group is refitted exactly
+#: at most this many levels: every level is refitted exactly
 EXACT_MAX_GROUPS = 10
-#: Pareto k above which a group's PSIS estimate is replaced by an exact refit
+#: Pareto k above which a level's PSIS estimate is replaced by an exact refit
 K_THRESHOLD = 0.7
 
 LOGO_UNIT = (
     "one group: all rows of a new, unseen group (leave-one-group-out; the group's own "
-    "intercept is integrated over its prior or population distribution)"
+    "effects are integrated over their prior or population distribution)"
 )
 
-_AGH_X, _AGH_W = np.polynomial.hermite_e.hermegauss(21)  # weights sum to sqrt(2 pi)
-_LOG_AGH_W = np.log(_AGH_W)
-_LOG_2PI = math.log(2.0 * math.pi)
 
 MODEL_NAMES = {"complete": "complete pooling", "none": "no pooling", "partial": "partial pooling"}
 
@@ -119,186 +126,201 @@ class LogoComparison:
                 f"exact={self.exact}, best={self.best!r})")
 
 
-# ---- the new-group log density per draw ---------------------------------------------------
+# ---- which levels are left out together -----------------------------------------------------
 
 
-def _only_term(spec: ModelSpec, group: str | None) -> TermSpec:
-    terms = spec.terms
-    if len(terms) != 1:
+def logo_term(spec: ModelSpec, group: str | None) -> int:
+    """The index of the group term whose levels are left out: the one named ``group``, or the
+    model's only group term."""
+    names = [t.name for t in spec.terms]
+    if group is not None:
+        if group not in names:
+            raise SpecError(
+                f"no group term {group!r} in {spec.formula.text!r} (pooling={spec.pooling}); "
+                f"group terms: {', '.join(names) or 'none'}"
+            )
+        return names.index(group)
+    if len(names) != 1:
         raise SpecError(
-            "leave-one-group-out needs a model with exactly one group term; "
-            f"{spec.formula.text!r} has {len(terms)}"
+            f"leave-one-group-out leaves out the levels of one group term; "
+            f"{spec.formula.text!r} has {len(names)} ({', '.join(names)}): choose one with "
+            "group=..."
         )
-    t = terms[0]
-    if group is not None and t.name != group:
-        raise SpecError(f"the group term is {t.name!r}, not {group!r}")
-    if tuple(t.group.coef_names) != ("Intercept",):
-        raise SpecError(
-            f"leave-one-group-out is implemented for a varying intercept only; the term "
-            f"{t.group.term} also has varying slopes ({', '.join(t.group.coef_names[1:])})"
-        )
-    return t
+    return 0
 
 
-def _draws(post: Any, name: str) -> np.ndarray:
-    return np.asarray(post[name].values, dtype=float).reshape(-1)
+def _owned_levels(design: Design, t: int) -> dict[int, np.ndarray]:
+    """Per other group term u: for each of its levels, the level of term ``t`` that holds all
+    its cells (-1 where its cells lie in several). A level owned this way has no data left when
+    its owner is left out (a nested term)."""
+    gt = design.groups[t]
+    out: dict[int, np.ndarray] = {}
+    for u, gu in enumerate(design.groups):
+        if u == t:
+            continue
+        lo = np.full(gu.n_levels, np.iinfo(np.int64).max)
+        hi = np.full(gu.n_levels, -1)
+        np.minimum.at(lo, gu.codes, gt.codes)
+        np.maximum.at(hi, gu.codes, gt.codes)
+        owner = np.where(lo == hi, hi, -1)
+        if np.any(owner >= 0):
+            out[u] = owner
+    return out
 
 
-def _fixed_eta(fit: Fit, X: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
-    """``X beta`` (original scale) per draw, shape (S, cells), with ``X``'s columns named
-    ``names`` (those of the scoring design); for no pooling plus the shift that takes an
-    engine-scale group intercept to the original scale."""
-    spec = fit.spec
-    post = fit.posterior
-    S = post.sizes["chain"] * post.sizes["draw"]
+@dataclass(frozen=True, eq=False)
+class _Scoring:
+    """The cells of the scoring design in level order of the left-out term ``t``: ``order``
+    (the design's cell of each position), ``level`` of each position, ``starts`` of each
+    level's run, each level's sum of ``log C(n, y)`` over its rows, and the nested term (if
+    any) whose levels are left out with their owner: ``inner`` its index, ``inner_level`` per
+    position (-1: a cell whose level of that term is known)."""
+
+    design: Design
+    t: int
+    order: np.ndarray
+    level: np.ndarray
+    starts: np.ndarray
+    const: np.ndarray
+    inner: int | None
+    inner_level: np.ndarray
+
+
+def _scoring(spec: ModelSpec, t: int) -> _Scoring:
     d = spec.design
-    own = d.fixed_names
-    eta = np.zeros((S, X.shape[0]))
-    if own:
-        beta = np.column_stack([_draws(post, fixed_name(c)) for c in own])
-        eta = beta @ X[:, [names.index(c) for c in own]].T
-    if spec.pooling == "none" and "Intercept" not in own and d.x_center is not None and own:
-        shift = -(beta * np.asarray(d.x_center)[None, :]).sum(axis=1)
-        eta = eta + shift[:, None]
-    return eta
-
-
-def _integrated(link: str, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
-                starts: np.ndarray, tau: np.ndarray) -> np.ndarray:
-    """``log integral prod_c Binom(y_c | n_c, p(eta0_c + u)) N(u | 0, tau) du`` (without the
-    binomial coefficients) for each group (cells ``starts[j]:starts[j+1]``) and draw.
-    eta0: (S, C); tau: (S,). Returns (S, G)."""
-    L = links.get(link)
-    S = eta0.shape[0]
-    G = len(starts)
-    tau = np.broadcast_to(np.asarray(tau, dtype=float), (S,))[:, None]  # (S, 1)
-    tau = np.maximum(tau, 1e-300)
-    gidx = np.repeat(np.arange(G), np.diff(np.append(starts, eta0.shape[1])))
-
-    def gsum(a: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(a, starts, axis=-1)
-
-    u = np.zeros((S, G))
-    for _ in range(50):
-        eta = eta0 + u[:, gidx]
-        p = L.inverse(eta)
-        dp = L.dp_deta(eta)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            score = np.where(dp > 0, (y - n * p) * dp / np.maximum(p * (1.0 - p), 1e-300), 0.0)
-        info = gsum(L.fisher_weight(n, eta)) + 1.0 / tau**2
-        step = np.clip((gsum(score) - u / tau**2) / info, -2.0, 2.0)
-        u = u + step
-        if np.max(np.abs(step)) < 1e-10:
-            break
-    eta = eta0 + u[:, gidx]
-    s = 1.0 / np.sqrt(gsum(L.fisher_weight(n, eta)) + 1.0 / tau**2)  # (S, G)
-    terms = []
-    for x, lw in zip(_AGH_X, _LOG_AGH_W, strict=True):
-        uk = u + s * x
-        lp, lq = L.log_p_q(eta0 + uk[:, gidx])
-        ll = gsum(np.where(y > 0, y * lp, 0.0) + np.where(n - y > 0, (n - y) * lq, 0.0))
-        log_prior = -0.5 * (uk / tau) ** 2 - np.log(tau) - 0.5 * _LOG_2PI
-        terms.append(lw + ll + log_prior + 0.5 * x**2)
-    return np.log(s) + logsumexp(np.stack(terms), axis=0)
-
-
-def _cells_of(spec_full: ModelSpec, term_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cell order sorted by group, the start of each group's cells, and each group's sum of
-    row-level binomial coefficients (so that the result is the sum of row log-likelihoods)."""
-    d = spec_full.design
-    g = next(t.group for t in spec_full.terms if t.name == term_name)
-    order = np.argsort(g.codes, kind="stable")
-    counts = np.bincount(g.codes, minlength=g.n_levels)
-    if np.any(counts == 0):
-        raise SpecError(f"every level of {term_name!r} needs at least one row")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    row_g = g.codes[d.row_cell]
-    const = gammaln(d.row_n + 1) - gammaln(d.row_y + 1) - gammaln(d.row_n - d.row_y + 1)
-    const_g = np.bincount(row_g, weights=const, minlength=g.n_levels)
-    return order, starts, const_g
-
-
-def group_log_lik(fit: Fit, scoring: ModelSpec, *, levels: np.ndarray | None = None
-                  ) -> np.ndarray:
-    """Per draw of ``fit`` and per level of the group term of ``scoring`` (the partial- or
-    no-pooling model of the same data, which knows the groups): the log density of that
-    level's rows *as a new group* (its intercept integrated out; see the module docstring),
-    shape (S, G). ``levels``: only those level codes (ascending)."""
-    term = _only_term(scoring, None)
-    d = scoring.design
-    order, starts, const_g = _cells_of(scoring, term.name)
-    g = term.group
-    if levels is not None:
-        levels = np.asarray(levels, dtype=int)
-        keep = np.isin(g.codes[order], levels)
-        order = order[keep]
-        counts = np.bincount(g.codes[order], minlength=g.n_levels)[levels]
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        const_g = const_g[levels]
-    X = d.X[order]
-    y, n = d.y[order], d.n[order]
-    eta0 = _fixed_eta(fit, X, d.fixed_names)
-    pooling = fit.spec.pooling
-    if pooling == "complete":
-        lp, lq = links.get(fit.spec.link).log_p_q(eta0)
-        ll = np.add.reduceat(np.where(y > 0, y * lp, 0.0) + np.where(n - y > 0, (n - y) * lq, 0.0),
-                             starts, axis=-1)
+    gt = d.groups[t]
+    owned = _owned_levels(d, t)
+    if len(owned) > 1:
+        names = ", ".join(d.groups[u].name for u in owned)
+        raise SpecError(
+            f"leaving out a level of {gt.name!r} leaves levels of several other group terms "
+            f"({names}) without data; leave-one-group-out integrates one nested term; choose "
+            "group= one of those terms instead"
+        )
+    inner = next(iter(owned), None)
+    if inner is None:
+        inner_level = np.full(d.n_cells, -1, dtype=np.int64)
     else:
-        fterm = fit.spec.terms[0]
-        if pooling == "partial":
-            tau = _draws(fit.posterior, sd_name(fterm, "Intercept"))
+        codes = d.groups[inner].codes
+        inner_level = np.where(owned[inner][codes] >= 0, codes, -1)
+    order = np.lexsort((inner_level, gt.codes))  # by level of t, then nested level
+    counts = np.bincount(gt.codes, minlength=gt.n_levels)
+    if np.any(counts == 0):
+        raise SpecError(f"every level of {gt.name!r} needs at least one row")
+    # sum of the rows' log C(n, y), from the row patterns with their counts
+    pat = row_patterns(d)
+    const = np.bincount(gt.codes[pat.cell], weights=pat.log_binom_const * pat.count,
+                        minlength=gt.n_levels)
+    return _Scoring(
+        design=d, t=t, order=order, level=gt.codes[order],
+        starts=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64), const=const,
+        inner=inner, inner_level=inner_level[order],
+    )
+
+
+def _fit_rows(fit: Fit, sc: _Scoring, positions: np.ndarray) -> Rows:
+    """The scoring cells at ``positions`` as rows of ``fit``'s linear predictor: its fixed
+    columns by name, the offset, and each of its group terms' codes mapped by label (-1 for
+    the left-out level and the levels nested in it, and for any level the fit lacks)."""
+    spec = fit.spec
+    d = sc.design
+    cells = sc.order[positions]
+    names = list(d.fixed_names)
+    missing = [c for c in spec.design.fixed_names if c not in names]
+    if missing:
+        raise SpecError(f"the {spec.pooling} fit has fixed effects ({', '.join(missing)}) that "
+                        "the scoring model lacks")
+    X = d.X[np.ix_(cells, [names.index(c) for c in spec.design.fixed_names])]
+    offset = None if d.offset is None else d.offset[cells]
+    codes, Z = [], []
+    scoring_names = [g.name for g in d.groups]
+    for term in spec.terms:
+        if term.name not in scoring_names:
+            raise SpecError(f"the {spec.pooling} fit has a group term {term.name!r} that the "
+                            "scoring model lacks")
+        u = scoring_names.index(term.name)
+        gu = d.groups[u]
+        if tuple(gu.coef_names) != tuple(term.group.coef_names):
+            raise SpecError(f"the {spec.pooling} fit's term {term.name!r} has other varying "
+                            "coefficients than the scoring model's")
+        if u == sc.t:
+            c = np.full(len(cells), -1, dtype=np.int64)
         else:
-            tau = np.full(eta0.shape[0], float(fterm.sd_fixed[0]))
-        ll = _integrated(fit.spec.link, eta0, y, n, starts, tau)
-    return ll + const_g[None, :]
+            mapped = pd.Index(term.group.labels).get_indexer(gu.labels)
+            c = mapped[gu.codes[cells]].astype(np.int64)
+            if u == sc.inner:
+                c = np.where(sc.inner_level[positions] >= 0, -1, c)
+        codes.append(c)
+        Z.append(gu.Z[cells])
+    return Rows(X=X, offset=offset, codes=tuple(codes), Z=tuple(Z))
 
 
-# ---- refits without one group ---------------------------------------------------------------
+# ---- adaptive Gauss-Hermite quadrature over a new level's effects --------------------------
 
 
-def _without_level(spec: ModelSpec, j: int) -> ModelSpec:
-    """``spec`` with level ``j`` of its (only) group term and all its rows removed; priors and
-    the standardization (centers and scales) of the full model are kept."""
-    from poolwise.data.design import GroupDesign  # noqa: F401 - documents the replaced type
-
-    d = spec.design
-    t = spec.terms[0]
-    g = t.group
-    keep_cell = g.codes != j
-    new_cell = np.cumsum(keep_cell) - 1
-    keep_row = keep_cell[d.row_cell]
-    codes = g.codes[keep_cell]
-    codes = codes - (codes > j)
-    lv = np.arange(g.n_levels) != j
-    g2 = replace(
-        g, labels=g.labels[lv], codes=codes, Z=g.Z[keep_cell],
-        level_rows=g.level_rows[lv], level_trials=g.level_trials[lv],
-        level_successes=g.level_successes[lv],
-    )
-    ry, rn = d.row_y[keep_row], d.row_n[keep_row]
-    const = float(np.sum(gammaln(rn + 1) - gammaln(ry + 1) - gammaln(rn - ry + 1)))
-    d2 = replace(
-        d, X=d.X[keep_cell], y=d.y[keep_cell], n=d.n[keep_cell], groups=(g2,),
-        row_cell=new_cell[d.row_cell[keep_row]], row_y=ry, row_n=rn,
-        row_number=d.row_number[keep_row], log_binom_const=const,
-    )
-    t2 = replace(t, group=g2, centered=np.zeros(g2.n_levels, dtype=bool))
-    s2 = replace(spec, design=d2, terms=(t2,))
-    return s2.with_parameterization({t2.name: t.requested})
+# ---- per draw and level: the log density of a level's rows as a new level -----------------
 
 
-def _refit_without(fit: Fit, j: int, scoring: ModelSpec) -> Fit:
-    from poolwise.inference.repair import repair_fit
+def _term_prior(fit: Fit, name: str) -> NewLevelPrior:
+    term = next(t for t in fit.spec.terms if t.name == name)
+    return NewLevelPrior.of(*new_level_draws(fit.spec, fit.posterior, term))
 
+
+def group_log_lik(fit: Fit, scoring: ModelSpec, *, group: str | None = None,
+                  levels: np.ndarray | None = None) -> np.ndarray:
+    """Per draw of ``fit`` and per level of the group term ``group`` of ``scoring`` (the
+    partial- or no-pooling model of the same data, which knows the levels): the log density
+    of that level's rows *as a new level* (its effects, and those of levels nested in it,
+    integrated out; see the module docstring), shape (S, G). ``levels``: only those level
+    codes (ascending)."""
+    t = logo_term(scoring, group)
+    sc = _scoring(scoring, t)
+    G = scoring.design.groups[t].n_levels
+    levels = np.arange(G) if levels is None else np.asarray(levels, dtype=int)
+    positions = np.flatnonzero(np.isin(sc.level, levels))
+    lv = sc.level[positions]
+    starts = np.flatnonzero(np.r_[True, np.diff(lv) != 0])
+    d = sc.design
+    cells = sc.order[positions]
+    y, n = d.y[cells], d.n[cells]
+    eta0 = linear_predictor(fit.spec, fit.posterior, _fit_rows(fit, sc, positions))
+    name = d.groups[t].name
+    link = fit.spec.link
+    if fit.spec.pooling == "complete" or name not in {x.name for x in fit.spec.terms}:
+        ll = segment_sums(binomial_log_lik(link, y, n, eta0), starts)
+    else:
+        inner = None
+        if sc.inner is not None:
+            gi = d.groups[sc.inner]
+            inner_name = gi.name
+            if inner_name in {x.name for x in fit.spec.terms}:
+                il = sc.inner_level[positions]
+                own = il >= 0
+                # runs of nested levels (positions are sorted by level, then nested level)
+                in_starts = np.flatnonzero(own & np.r_[True, (np.diff(il) != 0)
+                                                       | (np.diff(lv) != 0)])
+                in_outer = np.searchsorted(starts, in_starts, side="right") - 1
+                inner = (gi.Z[cells], in_starts, in_outer, _term_prior(fit, inner_name), own)
+        ll = new_level_log_density(link, eta0, y, n, d.groups[t].Z[cells], starts,
+                                   _term_prior(fit, name), inner)
+    return ll + sc.const[levels][None, :]
+
+
+# ---- refits without one level ---------------------------------------------------------------
+
+
+def _refit_without(fit: Fit, j: int, scoring: ModelSpec, group: str) -> Fit:
+    sub = without_levels(scoring, group, [j])
     if fit.spec.pooling == "complete":
-        base = _without_level(scoring, j)
-        d = replace(base.design, groups=())
+        d = replace(sub.design, groups=())
         if tuple(d.fixed_names) != tuple(fit.spec.design.fixed_names):
             raise SpecError("the complete-pooling fit has other fixed effects than the "
                             "partial-pooling fit")
         spec = replace(fit.spec, design=d, terms=())
+    elif fit.spec is scoring:
+        spec = sub
     else:
-        spec = _without_level(fit.spec, j)
+        spec = without_levels(fit.spec, group, [j])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return repair_fit(spec, fit.config, log_likelihood=False)
@@ -360,12 +382,16 @@ def _psis(fit: Fit, ll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return elpd, np.asarray(res.pareto_k.values, dtype=float), mcse
 
 
-def logo_model(fit: Fit, scoring: ModelSpec, *, exact: bool, max_refits: int = EXACT_MAX_GROUPS
+def logo_model(fit: Fit, scoring: ModelSpec, *, group: str | None = None, exact: bool,
+               max_refits: int = EXACT_MAX_GROUPS
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """elpd_j, Pareto k (NaN where not PSIS), method and Monte Carlo SE per group for one fit;
-    ``scoring`` is the partial- or no-pooling model that defines the groups."""
-    G = _only_term(scoring, None).group.n_levels
-    ll = group_log_lik(fit, scoring)
+    """elpd_j, Pareto k (NaN where not PSIS), method and Monte Carlo SE per level of the group
+    term ``group`` for one fit; ``scoring`` is the partial- or no-pooling model that defines
+    the levels."""
+    t = logo_term(scoring, group)
+    name = scoring.terms[t].name
+    G = scoring.terms[t].group.n_levels
+    ll = group_log_lik(fit, scoring, group=name)
     constant = np.ptp(ll, axis=0) < 1e-9
     elpd = np.full(G, np.nan)
     k = np.full(G, np.nan)
@@ -383,8 +409,8 @@ def logo_model(fit: Fit, scoring: ModelSpec, *, exact: bool, max_refits: int = E
         bad = np.flatnonzero(todo & (k > K_THRESHOLD))
         refit = bad[np.argsort(-k[bad])][:max_refits]
     for j in refit:
-        sub = _refit_without(fit, int(j), scoring)
-        llj = group_log_lik(sub, scoring, levels=np.array([j]))
+        sub = _refit_without(fit, int(j), scoring, name)
+        llj = group_log_lik(sub, scoring, group=name, levels=np.array([j]))
         elpd[j] = float(_log_mean_exp(llj)[0])
         mcse[j] = float(_mcse_log_mean_exp(llj, sub.posterior.sizes["chain"])[0])
         method[j] = "refit"
@@ -395,13 +421,15 @@ def logo_compare(fits: Mapping[str, Fit], *, group: str | None = None,
                  exact: bool | None = None, max_refits: int = EXACT_MAX_GROUPS,
                  refit: bool = True) -> LogoComparison:
     """Leave-one-group-out elpd of each pooling fit (keys ``complete``, ``none``,
-    ``partial``). ``exact`` (default: at most :data:`EXACT_MAX_GROUPS` groups) refits every
-    group; otherwise PSIS with exact refits of up to ``max_refits`` groups whose Pareto k
-    exceeds :data:`K_THRESHOLD`. ``refit=False``: PSIS only, no sampling at all (groups with
+    ``partial``), leaving out the levels of the group term ``group`` (default: the model's
+    only group term). ``exact`` (default: at most :data:`EXACT_MAX_GROUPS` levels) refits every
+    level; otherwise PSIS with exact refits of up to ``max_refits`` levels whose Pareto k
+    exceeds :data:`K_THRESHOLD`. ``refit=False``: PSIS only, no sampling at all (levels with
     a bad k are counted in ``n_bad_k`` and named in the notes)."""
     ref = fits["partial"] if "partial" in fits else fits["none"]
     scoring = ref.spec
-    term = _only_term(scoring, group)
+    t = logo_term(scoring, group)
+    term = scoring.terms[t]
     labels = [str(v) for v in term.group.labels]
     G = len(labels)
     if not refit:
@@ -410,9 +438,8 @@ def logo_compare(fits: Mapping[str, Fit], *, group: str | None = None,
         exact = G <= EXACT_MAX_GROUPS
     pw, ks, meth, se = {}, {}, {}, {}
     for key, f in fits.items():
-        if f.spec.pooling != "complete":
-            _only_term(f.spec, term.name)
-        e, k, m, mc = logo_model(f, scoring, exact=exact, max_refits=max_refits)
+        e, k, m, mc = logo_model(f, scoring, group=term.name, exact=exact,
+                                 max_refits=max_refits)
         pw[key], ks[key], meth[key], se[key] = e, k, m, mc
     pointwise = pd.DataFrame(pw, index=pd.Index(labels, name=term.name))
     kdf = pd.DataFrame(ks, index=pointwise.index)

@@ -107,10 +107,10 @@ def fitted_pooled_proportion(fit: Fit) -> np.ndarray:
     """Per draw: the model's proportion averaged over the data's own rows (each cell at its own
     predictor values and groups, weighted by its trials), comparable with the raw pooled
     proportion (all successes / all trials)."""
-    from poolwise.model.predictor import cell_eta, inverse_link
+    from poolwise.model.predictor import inverse_link, linear_predictor
 
     d = fit.spec.design
-    p = inverse_link(fit.spec.link, cell_eta(fit.spec, fit.posterior))
+    p = inverse_link(fit.spec.link, linear_predictor(fit.spec, fit.posterior))
     return (p * d.n).sum(axis=1) / d.n.sum()
 
 

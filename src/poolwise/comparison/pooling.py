@@ -51,7 +51,8 @@ import pandas as pd
 from poolwise.errors import SpecError
 from poolwise.model import links
 from poolwise.model.naming import sd_name, total_name
-from poolwise.model.predictor import _draws, cell_eta, inverse_link
+from poolwise.model.predictor import draws as _draws
+from poolwise.model.predictor import inverse_link, linear_predictor
 
 if TYPE_CHECKING:
     from arviz_stats.utils import ELPDDataLOO
@@ -485,7 +486,7 @@ def shrinkage_fraction(fit: Fit, term: TermSpec) -> np.ndarray:
     post = fit.posterior
     d = spec.design
     sigma = _draws(post, sd_name(term, "Intercept"))  # (S,)
-    eta = cell_eta(spec, post)  # (S, n_cells)
+    eta = linear_predictor(spec, post)  # (S, n_cells)
     info_cell = links.get(spec.link).fisher_weight(d.n, eta)
     z = term.group.Z[:, term.group.coef_names.index("Intercept")]
     info_cell = info_cell * z**2

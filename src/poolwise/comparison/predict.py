@@ -55,13 +55,10 @@ from poolwise.formula.transforms import (
     level_codes,
     term_columns,
 )
-from poolwise.model import naming
-from poolwise.model.naming import fixed_name, sd_name, total_name
-from poolwise.model.predictor import _draws, inverse_link
+from poolwise.model.predictor import Rows, inverse_link, linear_predictor, new_level_draws
 
 if TYPE_CHECKING:
     from poolwise.inference.fitted import Fit
-    from poolwise.model.spec import TermSpec
 
 __all__ = ["predict", "predict_draws", "NewGroups"]
 
@@ -218,29 +215,6 @@ def _group_key(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     )
 
 
-def _new_effects(
-    term: TermSpec, post: Any, n_new: int, S: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Draws (S, n_new, C) of new groups' deviations from the population distribution."""
-    C = term.group.n_coefs
-    coefs = term.group.coef_names
-    if not term.estimated:
-        sd = np.broadcast_to(np.asarray(term.sd_fixed, dtype=float), (S, C))
-        return rng.standard_normal((S, n_new, C)) * sd[:, None, :]
-    sds = np.column_stack([_draws(post, sd_name(term, c)) for c in coefs])  # (S, C)
-    z = rng.standard_normal((S, n_new, C))
-    if term.correlated and C > 1:
-        R = np.broadcast_to(np.eye(C), (S, C, C)).copy()
-        for i in range(1, C):
-            for j in range(i):
-                r = _draws(post, naming.cor_name(term, coefs[j], coefs[i]))
-                R[:, i, j] = r
-                R[:, j, i] = r
-        Lc = np.linalg.cholesky(R)  # (S, C, C)
-        z = np.einsum("sij,snj->sni", Lc, z)
-    return z * sds[:, None, :]
-
-
 def predict_draws(
     fit: Fit,
     new_data: Any,
@@ -283,48 +257,45 @@ def predict_draws(
     n_new = len(frame)
     X = _design_rows(d, values, n_new, d.fixed_names, fixed_terms, d.has_intercept,
                      [t.variables for t in d.formula.terms], d.formula.intercept)
-    new_offset = _new_offset(d, frame, offset)
-    beta = (np.column_stack([_draws(post, fixed_name(c)) for c in d.fixed_names])
-            if d.fixed_names else np.zeros((S, 0)))
-    eta = beta @ X.T  # (S, rows)
-    if new_offset is not None:
-        eta += new_offset
-    rng = np.random.default_rng([int((fit.config.seed or 0) if seed is None else seed), 23])
+    codes, Zs, keys_of = [], [], []
     info = pd.DataFrame(index=frame.index)
     for term in spec.terms:
         g = term.group
-        Z = _design_rows(d, values, n_new, g.coef_names, list(g.term.terms), g.term.intercept,
-                         [t.variables for t in g.term.terms], g.term.intercept)
+        Zs.append(_design_rows(d, values, n_new, g.coef_names, list(g.term.terms),
+                               g.term.intercept, [t.variables for t in g.term.terms],
+                               g.term.intercept))
         keys = _group_key(frame, g.term.group)
         lookup = {
             (lab.item() if hasattr(lab, "item") else lab): j for j, lab in enumerate(g.labels)
         }
-        idx = np.array([lookup.get(k, -1) if k is not None else -1 for k in keys])
-        info[f"{g.name}_status"] = np.where(idx >= 0, "existing", "new")
-        mu = np.column_stack([
-            beta[:, mi] if mi >= 0 else np.zeros(S) for mi in term.mu_index
-        ])  # (S, C)
-        totals = np.stack([_draws(post, total_name(term, c)) for c in g.coef_names], axis=-1)
-        dev_known = totals - mu[:, None, :]  # (S, L, C)
-        dev = np.zeros((S, len(frame), g.n_coefs))
-        known = idx >= 0
-        dev[:, known, :] = dev_known[:, idx[known], :]
-        if (~known).any():
-            new_keys = list(dict.fromkeys(str(k) for k in keys[~known]))
-            if new_groups == "sample":
-                draws_new = _new_effects(term, post, len(new_keys), S, rng)
-                pos = {k: i for i, k in enumerate(new_keys)}
-                cols = np.array([pos[str(k)] for k in keys[~known]])
-                dev[:, ~known, :] = draws_new[:, cols, :]
-            elif not term.estimated:
-                raise SpecError(
-                    f"the no-pooling model has no population of {g.name} groups, so it cannot "
-                    f"predict the unseen {g.name}(s) {', '.join(new_keys[:5])} with "
-                    "new_groups='population'; use new_groups='sample' (a draw from the fixed "
-                    "prior) or a partial-pooling fit"
-                )
-            # population: deviation 0, i.e. the population mean
-        eta += np.einsum("snc,nc->sn", dev, Z)
+        codes.append(np.array([lookup.get(k, -1) if k is not None else -1 for k in keys],
+                              dtype=np.int64))
+        keys_of.append(keys)
+        info[f"{g.name}_status"] = np.where(codes[-1] >= 0, "existing", "new")
+    rows = Rows(X=X, offset=_new_offset(d, frame, offset), codes=tuple(codes), Z=tuple(Zs))
+    # an unseen level has deviation 0 here: the population mean
+    eta = linear_predictor(spec, post, rows)
+    rng = np.random.default_rng([int((fit.config.seed or 0) if seed is None else seed), 23])
+    for term, idx, keys, Z in zip(spec.terms, codes, keys_of, Zs, strict=True):
+        new = idx < 0
+        if not new.any():
+            continue
+        new_keys = list(dict.fromkeys(str(k) for k in keys[new]))
+        if new_groups == "population" and not term.estimated:
+            g = term.group
+            raise SpecError(
+                f"the no-pooling model has no population of {g.name} groups, so it cannot "
+                f"predict the unseen {g.name}(s) {', '.join(new_keys[:5])} with "
+                "new_groups='population'; use new_groups='sample' (a draw from the fixed "
+                "prior) or a partial-pooling fit"
+            )
+        if new_groups == "sample":  # one draw per unseen label, shared by its rows
+            mean, chol = new_level_draws(spec, post, term)
+            z = rng.standard_normal((S, len(new_keys), term.group.n_coefs))
+            v = mean[:, None, :] + np.einsum("sij,snj->sni", chol, z)
+            pos = {k: i for i, k in enumerate(new_keys)}
+            cols = np.array([pos[str(k)] for k in keys[new]])
+            eta[:, new] += np.einsum("snc,nc->sn", v[:, cols, :], Z[new])
     return inverse_link(spec.link, eta), info
 
 

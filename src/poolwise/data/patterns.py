@@ -33,7 +33,7 @@ from scipy.special import gammaln
 if TYPE_CHECKING:
     from poolwise.data.design import Design
 
-__all__ = ["PATTERN_DIM", "RowPatterns", "draw_chunk", "observed_group", "row_patterns"]
+__all__ = ["PATTERN_DIM", "RowPatterns", "observed_group", "row_patterns"]
 
 PATTERN_DIM = "pattern"
 
@@ -122,38 +122,6 @@ def _row_index(design: Design) -> tuple[np.ndarray, np.ndarray]:
         w = np.asarray(w, dtype=np.int64)
         idx, rows = np.repeat(idx, w), np.repeat(rows, w)
     return idx, rows
-
-
-# ---- pointwise quantities --------------------------------------------------------------------
-
-
-#: cell values per chain held at once while pointwise quantities are computed (the draws are
-#: processed in chunks of ``draw_chunk(n_cells)``, so temporaries stay small on big data)
-CHUNK_VALUES = 1 << 21
-
-
-def draw_chunk(n_cells: int) -> int:
-    """Draws per chain processed at once (cell-sized temporaries: chains x this x cells)."""
-    return max(1, CHUNK_VALUES // max(int(n_cells), 1))
-
-
-def _chunks(post: xr.Dataset, n_cells: int) -> Any:
-    D = post.sizes["draw"]
-    step = draw_chunk(n_cells)
-    for a in range(0, D, step):
-        yield a, min(a + step, D), post.isel(draw=slice(a, min(a + step, D)))
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def observed_group(design: Design) -> xr.Dataset:

@@ -79,7 +79,7 @@ T_PCORR = 11
 T_PLEV = 12
 TERM_WORDS = 13
 
-# prior kinds (ids of the families in poolwise.families)
+# prior kinds (ids of the families in poolwise.model.families)
 FLAT = 0
 NORMAL = 1
 STUDENT_T = 2
@@ -87,7 +87,7 @@ EXPONENTIAL = 3
 HALF_NORMAL = 4
 HALF_STUDENT_T = 5
 
-# links (ids of the links in poolwise.links)
+# links (ids of the links in poolwise.model.links)
 LOGIT = 0
 PROBIT = 1
 CLOGLOG = 2
@@ -206,7 +206,7 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # One kernel per prior family: (p1, p2, p3, v) -> (log density at v, d/dv), every normalizing
-# constant included. poolwise.families names each kernel and its id; tests/test_registry.py
+# constant included. poolwise.model.families names each kernel and its id; tests/test_registry.py
 # checks them against SciPy and finite differences.
 
 
@@ -257,7 +257,7 @@ def _half_student_t_logp_grad(p1: float, p2: float, p3: float, v: float) -> tupl
 @numba.njit(cache=True, inline="always", error_model="numpy")
 def _prior_logp_grad(kind: int, p1: float, p2: float, p3: float, v: float) -> tuple[float, float]:
     """log density and d/dv of a prior at v (on the natural scale): the kernel of family
-    ``kind`` (ids: poolwise.families). An unknown id gives nan, never a silently flat prior
+    ``kind`` (ids: poolwise.model.families). An unknown id gives nan, never a silently flat prior
     (poolwise.engine.layout refuses unknown families before this runs)."""
     if kind == FLAT:
         return _flat_logp_grad(p1, p2, p3, v)
@@ -291,6 +291,28 @@ def _log_ndtr_and_mills(x: float) -> tuple[float, float]:
     return lcdf, math.exp(logpdf - lcdf)
 
 
+@numba.njit(cache=True, inline="always", error_model="numpy", fastmath=_CONTRACT)
+def log_p_q(link: int, eta: float) -> tuple[float, float]:
+    """log p and log(1 - p) of the link's p = inverse_link(eta), stable in both tails: the
+    link's kernel for every log-likelihood computed from draws
+    (:mod:`poolwise.model.likelihood`). The logit uses the branch-free exp and log1p of the
+    sampler's loop (within about 1 ulp of libm's). A NaN eta gives NaN."""
+    if eta != eta:
+        return math.nan, math.nan
+    if link == LOGIT:
+        if eta >= 0.0:
+            lp = -log1p_unit(exp_nonpos(-eta))
+            return lp, lp - eta
+        lq = -log1p_unit(exp_nonpos(eta))
+        return lq + eta, lq
+    if link == PROBIT:
+        return _log_ndtr_and_mills(eta)[0], _log_ndtr_and_mills(-eta)[0]
+    if link == CLOGLOG:
+        mu = math.exp(eta)
+        return math.log(-math.expm1(-mu)), -mu
+    return math.nan, math.nan  # an unknown link id (poolwise.model.links refuses it before this)
+
+
 @numba.njit(cache=True, inline="always", error_model="numpy")
 def cell_loglik(link: int, y: float, n: float, eta: float) -> tuple[float, float]:
     """Binomial kernel y log p + (n - y) log(1 - p) and its derivative in eta."""
@@ -322,7 +344,7 @@ def cell_loglik(link: int, y: float, n: float, eta: float) -> tuple[float, float
             ll += y * math.log(-math.expm1(-mu))
             d += y * mu / math.expm1(mu)
         return ll, d
-    return math.nan, math.nan  # an unknown link id (poolwise.links refuses it before this)
+    return math.nan, math.nan  # an unknown link id (poolwise.model.links refuses it before this)
 
 
 # ---- the likelihood over all cells, one loop per link ---------------------------------

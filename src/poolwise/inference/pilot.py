@@ -25,7 +25,7 @@ from poolwise.model.parameterization import (
     resolve_parameterization,
     sd_prior_range,
 )
-from poolwise.model.predictor import cell_eta, inverse_link
+from poolwise.model.predictor import inverse_link, linear_predictor
 from poolwise.model.scale import to_original_scale
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def _sd_range_from(post: Any, term: Any) -> np.ndarray:
 
 
 def _cell_p(spec: ModelSpec, post: Any) -> np.ndarray:
-    eta = cell_eta(spec, to_original_scale(spec, post))
+    eta = linear_predictor(spec, to_original_scale(spec, post))
     return np.asarray(inverse_link(spec.link, eta), dtype=float).mean(axis=0)
 
 
@@ -157,7 +157,8 @@ def _pilot(spec: ModelSpec, config: SamplerConfig) -> Any:
 
 def inverse_p(spec: ModelSpec, post: Any) -> np.ndarray:
     """Posterior mean success probability of each cell (natural-scale draws)."""
-    return np.asarray(inverse_link(spec.link, cell_eta(spec, post)), dtype=float).mean(axis=0)
+    return np.asarray(inverse_link(spec.link, linear_predictor(spec, post)),
+                      dtype=float).mean(axis=0)
 
 
 def _engine_scale_range(post: Any, term: Any) -> np.ndarray:

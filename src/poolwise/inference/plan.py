@@ -54,8 +54,18 @@ def estimate_draws_bytes(chains: int, draws: int, n_params: int, n_rows: int) ->
 POSTERIOR_COPIES = 3
 #: sampler statistics stored per draw (diverging, energy, step size, depth, ...)
 STATS_PER_DRAW = 12
-#: cell-sized arrays per draw while the log-likelihood is computed (eta, log p, log q)
+#: cell-sized arrays per draw of the post-processing that holds draws x cells values for a
+#: block of draws (the prior predictive check: eta, p and the per-level sums; the
+#: log-likelihood itself holds none, :mod:`poolwise.model.likelihood`)
 CELL_TEMPORARIES = 3
+#: cell values per chain in such a block (the blocks of draws are ``draw_chunk(n_cells)`` long)
+CHUNK_VALUES = 1 << 21
+
+
+def draw_chunk(n_cells: int) -> int:
+    """Draws per chain in a block of post-processing (cell-sized temporaries: chains x this x
+    cells)."""
+    return max(1, CHUNK_VALUES // max(int(n_cells), 1))
 #: nutpie's trace holds every tuning draw's stored values too until sampling ends (the draws
 #: after tuning are converted from it: poolwise.engine.sampler); bytes per tuning draw and
 #: stored value (none when the trace is on disk)
@@ -69,8 +79,7 @@ class MemoryPlan:
     Per draw (chains x draws of them): ``POSTERIOR_COPIES`` x the stored parameters, the
     sampler statistics and, with the log-likelihood group, one value per row pattern (cell x
     outcome, :mod:`poolwise.data.patterns`); plus ``CELL_TEMPORARIES`` cell-sized arrays for one
-    chunk
-    of draws (:func:`poolwise.data.patterns.draw_chunk`) while pointwise values are computed.
+    block of draws (:func:`draw_chunk`) of post-processing.
     nutpie's trace also holds the tuning draws' stored values while it samples
     (``TUNING_COPIES`` x parameters x 8 bytes per tuning draw).
     A large trace (:data:`poolwise.engine.sampler.LARGE_TRACE_BYTES` or more) goes to a
@@ -154,7 +163,7 @@ def memory_plan(
     import shutil
     import tempfile
 
-    from poolwise.data.patterns import draw_chunk, row_patterns
+    from poolwise.data.patterns import row_patterns
     from poolwise.engine.sampler import large_trace
 
     d = spec.design
@@ -188,7 +197,7 @@ def memory_plan(
             return TUNING_COPIES * stored(lg) * chains * t
         return stored(lg) * chains * (t + dr) if in_ram else 0
 
-    # cell-sized temporaries: computed in chunks of draws (poolwise.data.patterns.draw_chunk)
+    # cell-sized temporaries: a block of draws at a time (draw_chunk)
     def temp(dr: int) -> int:
         return 8 * CELL_TEMPORARIES * n_cells * chains * min(dr, draw_chunk(n_cells))
 

@@ -378,15 +378,10 @@ def _truth_dataset(post: xr.Dataset, truth: Truth) -> xr.Dataset:
 
 
 def _data_log_lik(spec: Any, post: xr.Dataset) -> np.ndarray:
-    """Log-likelihood of the whole data set at each draw, shape (chain, draw) (up to the
-    binomial-coefficient constant, which does not change ranks)."""
-    from poolwise.model.predictor import cell_eta, log_p_q
+    """Log-likelihood of the whole data set at each draw, shape (chain, draw)."""
+    from poolwise.model.likelihood import total_log_likelihood
 
-    d = spec.design
-    lp, lq = log_p_q(spec.link, cell_eta(spec, post))
-    with np.errstate(invalid="ignore"):
-        ll = np.where(d.y > 0, d.y * lp, 0.0) + np.where(d.n - d.y > 0, (d.n - d.y) * lq, 0.0)
-    return ll.sum(axis=1).reshape(post.sizes["chain"], post.sizes["draw"])
+    return total_log_likelihood(spec, post)
 
 
 def _replicate(generator: Generator, formula: str, priors: Priors, settings: SBCSettings,

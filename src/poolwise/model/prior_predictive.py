@@ -28,7 +28,8 @@ import numpy as np
 
 from poolwise.errors import DataWarning
 from poolwise.model import families
-from poolwise.model.predictor import inverse_link
+from poolwise.model.predictive import level_sums
+from poolwise.model.predictor import Rows, engine_coefficients, inverse_link, linear_predictor
 from poolwise.model.priors import Prior
 from poolwise.model.spec import ModelSpec
 
@@ -36,7 +37,9 @@ __all__ = [
     "PriorPredictive",
     "prior_predictive",
     "check_prior_predictive",
+    "level_proportions",
     "sample_prior",
+    "sample_prior_parameters",
     "sample_lkj_cholesky",
     "LOW",
     "MAX_EXTREME",
@@ -126,6 +129,42 @@ def sample_lkj_cholesky(eta: float, C: int, rng: np.random.Generator, size: int)
     return L
 
 
+def sample_prior_parameters(spec: ModelSpec, rng: np.random.Generator, S: int
+                            ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``S`` draws of the fixed coefficients (S, K) and, per group term, of its levels'
+    deviations from their population mean (S, L, C), from the priors of ``spec`` on the
+    engine's standardized scale (where they apply)."""
+    beta = (
+        np.column_stack([sample_prior(p, rng, S) for p in spec.fixed_priors])
+        if spec.fixed_priors
+        else np.zeros((S, 0))
+    )
+    deviations = []
+    for term in spec.terms:
+        g = term.group
+        C, L = g.n_coefs, g.n_levels
+        if term.estimated:
+            sd = np.column_stack([sample_prior(p, rng, S) for p in term.sd_priors])
+        else:
+            sd = np.broadcast_to(np.asarray(term.sd_fixed, dtype=float), (S, C))
+        zstd = rng.standard_normal((S, L, C))
+        if term.correlated:
+            Lc = sample_lkj_cholesky(term.lkj_eta, C, rng, S)
+            dev = np.einsum("sck,slk->slc", Lc, zstd) * sd[:, None, :]
+        else:
+            dev = zstd * sd[:, None, :]
+        deviations.append(dev)
+    return beta, deviations
+
+
+def level_proportions(p: np.ndarray, n: np.ndarray, codes: np.ndarray, L: int) -> np.ndarray:
+    """Per draw, each level's expected proportion over its cells' trials: ``sum n p / sum n``
+    (S, L); NaN for a level without trials."""
+    tot = np.bincount(codes, weights=n, minlength=L)
+    num = level_sums(n[None, :] * p, codes, L)
+    return np.divide(num, tot, out=np.full((p.shape[0], L), np.nan), where=tot > 0)
+
+
 def _flat_prior(spec: ModelSpec) -> str | None:
     for name, p in zip(spec.design.fixed_names, spec.fixed_priors, strict=True):
         if not p.spec.proper:
@@ -183,51 +222,24 @@ def prior_predictive(
             np.empty((0, len(units))), tuple(units), low, max_extreme,
             float("nan"), float("nan"), float("nan"), skipped=skipped,
         )
-    X = d.X_engine
+    rows = Rows.of_design(d, engine_scale=True)
     n = d.n
     block = max(1, min(draws, _BLOCK // max(1, d.n_cells)))
     out = np.empty((draws, len(units)))
     done = 0
     while done < draws:
         S = min(block, draws - done)
-        beta = (
-            np.column_stack([sample_prior(p, rng, S) for p in spec.fixed_priors])
-            if spec.fixed_priors
-            else np.zeros((S, 0))
-        )
-        eta = beta @ X.T
-        if getattr(d, "offset", None) is not None:  # a known per-cell addition (offset)
-            eta += d.offset
-        for term in spec.terms:
-            g = term.group
-            C, L = g.n_coefs, g.n_levels
-            if term.estimated:
-                sd = np.column_stack([sample_prior(p, rng, S) for p in term.sd_priors])
-            else:
-                sd = np.broadcast_to(np.asarray(term.sd_fixed, dtype=float), (S, C))
-            zstd = rng.standard_normal((S, L, C))
-            if term.correlated:
-                Lc = sample_lkj_cholesky(term.lkj_eta, C, rng, S)
-                dev = np.einsum("sck,slk->slc", Lc, zstd) * sd[:, None, :]
-            else:
-                dev = zstd * sd[:, None, :]
-            # a level's mean is its fixed coefficient (already in eta) or 0
-            eta += np.einsum("nc,snc->sn", g.Z_engine, dev[:, g.codes, :])
+        beta, deviations = sample_prior_parameters(spec, rng, S)
+        # a level's total is its mean (its fixed coefficient, or 0) plus the deviation; eta on
+        # the engine's scale, where the priors apply
+        eta = linear_predictor(spec, engine_coefficients(spec, beta, deviations), rows)
         with np.errstate(over="ignore"):
             prob = inverse_link(spec.link, eta)
         col = 0
         for term in spec.terms:
             g = term.group
             L = g.n_levels
-            tot = np.bincount(g.codes, weights=n, minlength=L)
-            # every draw's per-level sums in one bincount (bin s * L + level; each bin adds its
-            # cells in the same order as a bincount per draw did)
-            idx = (np.arange(S)[:, None] * L + g.codes[None, :]).ravel()
-            num = np.bincount(idx, weights=(n[None, :] * prob).ravel(),
-                              minlength=S * L).reshape(S, L)
-            out[done : done + S, col : col + L] = np.divide(
-                num, tot, out=np.full((S, L), np.nan), where=tot > 0
-            )
+            out[done : done + S, col : col + L] = level_proportions(prob, n, g.codes, L)
             col += L
         if not spec.terms:
             out[done : done + S] = prob

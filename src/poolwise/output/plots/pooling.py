@@ -212,18 +212,16 @@ def group_mean_proportions(
     import pandas as pd
     from arviz_stats.base import array_stats
 
-    from poolwise.model.predictor import cell_eta, inverse_link
+    from poolwise.model.predictive import cell_probabilities
+    from poolwise.model.prior_predictive import level_proportions
 
     spec = fit.spec
     terms = [t for t in spec.terms if t.name == group]
     if not terms:
         raise ValueError(f"the fit has no group term {group!r}")
     gd = terms[0].group
-    n = spec.design.n
-    p = inverse_link(spec.link, cell_eta(spec, fit.posterior))  # (S, cells)
-    weights = np.zeros((len(n), gd.n_levels))
-    weights[np.arange(len(n)), gd.codes] = n
-    per_draw = (p @ weights) / weights.sum(axis=0)  # (S, L)
+    p = cell_probabilities(spec, fit.posterior)  # (S, cells)
+    per_draw = level_proportions(p, spec.design.n, gd.codes, gd.n_levels)  # (S, L)
     fn = array_stats.hdi if kind == "hdi" else array_stats.eti
     lo, hi = np.moveaxis(fn(per_draw, prob, axis=0), -1, 0)
     return pd.DataFrame(
@@ -420,24 +418,17 @@ def group_predictive(
     replicated proportions (draws, L). Draws are thinned evenly to at most ``max_draws``;
     the binomial noise uses a generator seeded from the fit's seed.
     """
-    from poolwise.model.predictor import cell_eta, inverse_link
+    from poolwise.model.predictive import level_sums, replicated_successes, thinned_draws
 
     spec = fit.spec
     terms = [t for t in spec.terms if group is None or t.name == group]
     if not terms:
         raise ValueError(f"the fit has no group term{' ' + group if group else ''}")
     gd = terms[0].group
-    post = fit.posterior
-    S = post.sizes["chain"] * post.sizes["draw"]
-    keep = np.unique(np.linspace(0, S - 1, min(S, max_draws)).astype(int))
-    p = inverse_link(spec.link, cell_eta(spec, post)[keep])
     rng = np.random.default_rng([int(fit.config.seed or 0), 7])
-    d = spec.design
-    y_rep_cells = rng.binomial(d.n.astype(np.int64), p)
-    L = gd.n_levels
-    y_rep = np.zeros((len(keep), L))
-    for j in range(L):
-        y_rep[:, j] = y_rep_cells[:, gd.codes == j].sum(axis=1)
+    keep = thinned_draws(fit.posterior, max_draws)
+    y_rep = level_sums(replicated_successes(spec, fit.posterior, rng, keep), gd.codes,
+                       gd.n_levels)
     trials = gd.level_trials
     return gd, gd.level_successes / trials, trials, y_rep / trials
 

@@ -1,0 +1,55 @@
+"""Posterior predictive quantities: each cell's success probability and replicated data, from
+the one linear predictor (:mod:`poolwise.model.predictor`).
+
+The posterior predictive check of the report (:mod:`poolwise.output.plots.pooling`) and the
+group summaries read them here; the prior predictive check
+(:mod:`poolwise.model.prior_predictive`) pushes prior draws through the same predictor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import xarray as xr
+
+from poolwise.model.predictor import coefficients, inverse_link, linear_predictor
+
+if TYPE_CHECKING:
+    from poolwise.model.spec import ModelSpec
+
+__all__ = ["cell_probabilities", "level_sums", "replicated_successes", "thinned_draws"]
+
+
+def level_sums(values: np.ndarray, codes: np.ndarray, L: int) -> np.ndarray:
+    """Per draw, the sum of ``values`` (S, cells) over each level's cells: (S, L). One
+    bincount for all draws (bin ``s * L + level``; each bin adds its cells in cell order)."""
+    S = values.shape[0]
+    idx = (np.arange(S)[:, None] * L + np.asarray(codes)[None, :]).ravel()
+    return np.bincount(idx, weights=np.asarray(values, dtype=float).ravel(),
+                       minlength=S * L).reshape(S, L)
+
+
+def thinned_draws(post: xr.Dataset, max_draws: int) -> np.ndarray:
+    """At most ``max_draws`` draws (indices into the draws flattened over chains), evenly
+    spaced."""
+    S = post.sizes["chain"] * post.sizes["draw"]
+    return np.unique(np.linspace(0, S - 1, min(S, max_draws)).astype(int))
+
+
+def cell_probabilities(spec: ModelSpec, post: xr.Dataset,
+                       draws: np.ndarray | None = None) -> np.ndarray:
+    """Each cell's success probability per draw (S, cells); ``draws``: only these (indices
+    into the draws flattened over chains)."""
+    coefs = coefficients(spec, post)
+    if draws is not None:
+        coefs = coefs.take(draws)
+    return inverse_link(spec.link, linear_predictor(spec, coefs))
+
+
+def replicated_successes(spec: ModelSpec, post: xr.Dataset, rng: np.random.Generator,
+                         draws: np.ndarray | None = None) -> np.ndarray:
+    """Replicated successes of every cell (S, cells): one binomial draw per posterior draw
+    with the cell's trials and probability (the posterior predictive distribution)."""
+    p = cell_probabilities(spec, post, draws)
+    return rng.binomial(spec.design.n.astype(np.int64), p)
