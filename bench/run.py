@@ -390,6 +390,12 @@ def _on_sigterm(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt
 
 
+def _repo_relative(text: str) -> str:
+    """``text`` with this checkout's absolute path taken out (results carry no machine paths:
+    commands read as run from the repository root)."""
+    return text.replace(str(REPO) + "/", "")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", choices=sorted(FORMULAS), default="intercepts")
@@ -583,19 +589,19 @@ def main(argv: list[str] | None = None) -> int:
         "started_utc": started.isoformat(),
         "finished_utc": _dt.datetime.now(_dt.UTC).isoformat(),
         "machine": machine,
-        "harness_python": sys.executable,
+        "harness_python": _repo_relative(sys.executable),
         "table": rows,
         "markdown": text,
         "peers": peers,
         "poolwise_whole_process": {
-            "command": shlex.join(pw_job.argv) if pw_job else None,
+            "command": _repo_relative(shlex.join(pw_job.argv)) if pw_job else None,
             "median_s": pw_whole,
             "runs": pw_job.runs if pw_job else [],
             "warmups": pw_job.warmups if pw_job else [],
             "discarded": pw_job.discarded if pw_job else [],
         },
         "poolwise_in_process": pw_inproc,
-        "raw": {j.name: {"command": shlex.join(j.argv), "warmups": j.warmups, "runs": j.runs, "discarded": j.discarded,
+        "raw": {j.name: {"command": _repo_relative(shlex.join(j.argv)), "warmups": j.warmups, "runs": j.runs, "discarded": j.discarded,
                          "failed": j.failed} for j in jobs if j.peer_json},
         "notes": notes,
     }

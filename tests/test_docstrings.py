@@ -14,7 +14,6 @@ import poolwise.errors
 
 # Public callables whose docstring is known to be incomplete (strict xfail: it fails once they
 # pass, so the name must then be removed here). Empty: every public callable is documented.
-PENDING: set[str] = set()
 
 
 def _public() -> dict[str, object]:
@@ -54,13 +53,7 @@ def _params(func: object) -> list[str]:
 
 def _cases() -> list[object]:
     return [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(strict=True, reason="docstring in PENDING_DOCSTRINGS.md")
-            if name in PENDING
-            else (),
-            id=name,
-        )
+        pytest.param(name, id=name)
         for name in PUBLIC
     ]
 
@@ -74,7 +67,6 @@ def test_public_list_covers_the_api() -> None:
         "prior_predictive", "Fit.summary", "Fit.row_level",
     }  # fmt: skip
     assert expected <= set(PUBLIC)
-    assert PENDING <= set(PUBLIC)
 
 
 @pytest.mark.parametrize("name", _cases())

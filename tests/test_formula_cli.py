@@ -1,56 +1,15 @@
-"""The command line reaches every model option of fit() and compare_pooling():
---categorical, --reference, --no-standardize, --offset, per-term --parameterization, and
-compare names its --group flag."""
+"""The command line's model options at work: --categorical, --reference, --no-standardize,
+--offset, per-term --parameterization, and compare names its --group flag (that every option
+of fit() and compare_pooling() has its flag: tests/test_options.py)."""
 
 from __future__ import annotations
-
-import inspect
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import poolwise
-from poolwise.cli import build_parser, main
-from poolwise.comparison.pooling import compare_pooling
-
-# every keyword of fit() / compare_pooling() -> the CLI flag that sets it
-FIT_FLAGS = {
-    "pooling": "--pooling", "parameterization": "--parameterization", "priors": "--prior",
-    "link": "--link", "success": "--success", "drop_missing": "--drop-missing",
-    "chains": "--chains", "tune": "--tune", "draws": "--draws", "seed": "--seed",
-    "target_accept": "--target-accept", "max_treedepth": "--max-treedepth", "cores": "--cores",
-    "progress": "--progress", "engine": "--engine", "log_likelihood": "--log-likelihood",
-    "repair": "--repair", "standardize": "--no-standardize", "reference": "--reference",
-    "prior_check": "--no-prior-check", "offset": "--offset",
-    "prior_sensitivity": "--prior-sensitivity",
-}
-# strict=True raises instead of warning: the CLI's exit code 1 already says "not ok"
-NOT_ON_CLI = {"formula", "data", "strict"}
-COMPARE_FLAGS = {
-    "group": "--group", "priors": "--prior", "link": "--link",
-    "parameterization": "--parameterization", "success": "--success",
-    "drop_missing": "--drop-missing", "chains": "--chains", "tune": "--tune", "draws": "--draws",
-    "seed": "--seed", "target_accept": "--target-accept", "max_treedepth": "--max-treedepth",
-    "cores": "--cores", "repair": "--repair", "standardize": "--no-standardize",
-    "reference": "--reference", "prob": "--prob", "kind": "--interval", "loo": "--no-loo",
-    "offset": "--offset", "logo": "--logo",
-}
-
-
-def _options(command: str) -> set[str]:
-    sub = build_parser()._subparsers._group_actions[0].choices[command]  # noqa: SLF001
-    return {s for a in sub._actions for s in a.option_strings}  # noqa: SLF001
-
-
-@pytest.mark.parametrize(("func", "command", "flags"),
-                         [(poolwise.fit, "fit", FIT_FLAGS),
-                          (compare_pooling, "compare", COMPARE_FLAGS)])
-def test_every_option_has_a_flag(func, command, flags):
-    params = set(inspect.signature(func).parameters) - NOT_ON_CLI
-    assert params == set(flags), "a new keyword needs its CLI flag (and an entry here)"
-    missing = {p: f for p, f in flags.items() if f not in _options(command)}
-    assert not missing
+from poolwise.cli import main
 
 
 def _herds(tmp_path) -> str:

@@ -119,6 +119,23 @@ def test_compare_cli_reproduces_the_seed(bangladesh_run):
     assert set(loo.index) == {"partial pooling", "no pooling", "complete pooling"}
 
 
+def test_the_comparison_saves_and_shows_leave_one_group_out(bangladesh_run):
+    """pooling_logo.csv (one row per model) and pooling_logo_groups.csv (one per district) are
+    saved, and the report shows the table with its predictive unit."""
+    _, _, out = bangladesh_run
+    logo = pd.read_csv(out / "pooling_logo.csv", index_col=0)
+    assert set(logo.index) == {"partial", "none", "complete"}
+    assert {"elpd", "se", "elpd_diff", "dse", "n_psis", "n_refit", "n_bad_k"} <= set(logo.columns)
+    per_group = pd.read_csv(out / "pooling_logo_groups.csv", index_col=0)
+    assert len(per_group) == 60 and np.isfinite(per_group.to_numpy()).all()
+    text = (out / "report.html").read_text(encoding="utf-8")
+    assert "Predicting a new group (leave-one-group-out)" in text
+    assert "all rows of a new, unseen group" in text
+    best = logo["elpd"].idxmax()
+    assert {"partial": "partial pooling", "none": "no pooling",
+            "complete": "complete pooling"}[best] in text
+
+
 def test_report_structure(bangladesh_run):
     _, _, out = bangladesh_run
     text = (out / "report.html").read_text(encoding="utf-8")

@@ -69,65 +69,159 @@ def _safe_index(df: Any) -> Any:
 
 PRIOR_CLASSES = ("intercept", "b", "sd", "cor", "unpooled")
 
+#: argparse's part of each option of poolwise.inference.options.OPTIONS (the table holds the
+#: meaning); the defaults are the API's, except where the table gives a command-line default
+FLAG_SPECS: dict[str, dict[str, Any]] = {
+    "success": {"metavar": "VALUE"},
+    "drop_missing": {"action": "store_true"},
+    "offset": {"metavar": "EXPR"},
+    "reference": {"action": "append", "default": [], "metavar": "COL=LEVEL"},
+    "pooling": {"choices": ["partial", "none", "complete"], "default": None},
+    "link": {"choices": list(links.names()), "default": links.names()[0]},
+    "parameterization": {"action": "append", "default": None, "metavar": "KIND|GROUP=KIND"},
+    "standardize": {"dest": "standardize", "action": "store_false"},
+    "priors": {"dest": "prior", "action": "append", "default": [], "metavar": "CLASS=PRIOR"},
+    "chains": {"type": int, "default": 4, "metavar": "N"},
+    "tune": {"type": int, "default": 1000, "metavar": "N"},
+    "draws": {"type": int, "default": 1000, "metavar": "N"},
+    "seed": {"type": int, "default": None, "metavar": "N"},
+    "target_accept": {"type": float, "default": None, "metavar": "P"},
+    "max_treedepth": {"type": int, "default": 10, "metavar": "N"},
+    "cores": {"type": int, "default": None, "metavar": "N"},
+    "progress": {"action": argparse.BooleanOptionalAction, "default": None},
+    "engine": {"choices": ["cfunc", "pyfunc"], "default": "cfunc"},
+    "repair": {"action": argparse.BooleanOptionalAction, "default": True},
+    "prior_check": {"dest": "prior_check", "action": "store_false"},
+    "prior_sensitivity": {"action": argparse.BooleanOptionalAction, "default": None},
+    "log_likelihood": {"action": argparse.BooleanOptionalAction, "default": False},
+    "group": {"default": None, "metavar": "NAME"},
+    "prob": {"type": float, "default": 0.89, "metavar": "P"},
+    "kind": {"dest": "interval", "choices": ["hdi", "eti"], "default": "hdi"},
+    "loo": {"dest": "loo", "action": "store_false"},
+    "logo": {"choices": ["exact", "psis", "off"], "default": "exact"},
+}
 
-def _add_sampler_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("sampler")
-    g.add_argument("--chains", type=int, default=4)
-    g.add_argument("--tune", type=int, default=1000)
-    g.add_argument("--draws", type=int, default=1000)
+_GROUP_TITLES = {
+    "data": "data", "model": "model", "priors": "priors", "sampler": "sampler",
+    "checks": "checks and repair", "comparison": "comparison", "output": "output",
+}
+
+FIT_EXAMPLES = """examples:
+  poolwise fit --example bangladesh --out results/
+  poolwise fit data.csv -f "y ~ 1 + x + (1 | g)" --seed 1 --out results/ --report
+  poolwise fit data.csv -f "cbind(s, f) ~ 1 + (1 | g)" --prior "sd=half_normal(0.5)"
+  poolwise fit data.csv -f "s | trials(n) ~ x + (1 + x | g)" --link probit
+  poolwise fit --example bangladesh --pooling none     # the no-pooling model
+"""
+
+COMPARE_EXAMPLES = """examples:
+  poolwise compare --example bangladesh --out compare/ --report
+  poolwise compare data.csv -f "y ~ x + (1 | g) + (1 | h)" --group g --logo psis
+"""
+
+
+def _help(name: str, spec: dict[str, Any]) -> str:
+    """An option's meaning (from the options table) and its default."""
+    from poolwise.inference.options import OPTIONS
+
+    opt = next(o for o in OPTIONS if o.name == name)
+    if opt.cli_default:
+        return f"{opt.help} (default: {opt.cli_default})"
+    action, default = spec.get("action"), spec.get("default")
+    if action == "store_false":
+        return f"turn off: {opt.help} (on by default)"
+    if action in ("store_true", "append") or default is None:
+        return opt.help
+    if isinstance(default, bool):
+        return f"{opt.help} (default: {'on' if default else 'off'})"
+    return f"{opt.help} (default: {default})"
+
+
+def _add_options(p: argparse.ArgumentParser, names: Sequence[str],
+                 groups: dict[str, Any]) -> None:
+    """The flags of ``names`` (options of poolwise.inference.options.OPTIONS), each in the
+    argument group of its kind."""
+    from poolwise.inference.options import OPTIONS
+
+    by_name = {o.name: o for o in OPTIONS}
+    for name in names:
+        opt = by_name[name]
+        spec = dict(FLAG_SPECS[name])
+        if opt.group not in groups:
+            groups[opt.group] = p.add_argument_group(_GROUP_TITLES[opt.group])
+        groups[opt.group].add_argument(opt.flag, help=_help(name, spec), **spec)
+
+
+def _add_data_args(p: argparse.ArgumentParser, groups: dict[str, Any]) -> None:
+    g = groups.setdefault("data", p.add_argument_group("data"))
+    g.add_argument("data", nargs="?", help="CSV / TSV / Parquet file, a glob or a folder of "
+                   "Parquet files")
+    g.add_argument("--example", choices=["bangladesh"], help="use the bundled example data")
+    g.add_argument("--formula", "-f", help="lme4/brms formula, e.g. 'y ~ 1 + x + (1 | g)'")
+    g.add_argument("--delimiter", help="CSV delimiter (default: detected)")
+    g.add_argument("--decimal", default=".", help="decimal mark in CSV numbers (default: .)")
     g.add_argument(
-        "--target-accept", type=float, default=None,
-        help="default 0.8, or 0.95 / 0.99 when the auto parameterization predicts a funnel",
-    )
-    g.add_argument("--max-treedepth", type=int, default=10)
-    g.add_argument("--seed", type=int, default=None,
-                   help="random seed (default: drawn and recorded)")
-    g.add_argument("--cores", type=int, default=None)
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", nargs="?", help="CSV / TSV / Parquet file")
-    p.add_argument("--example", choices=["bangladesh"], help="use bundled example data")
-    p.add_argument("--formula", "-f", help="lme4/brms formula, e.g. 'y ~ 1 + (1 | g)'")
-    p.add_argument("--link", choices=links.names(), default=links.names()[0])
-    p.add_argument(
-        "--prior",
-        action="append",
-        default=[],
-        metavar="CLASS=PRIOR",
-        help="e.g. sd=half_normal(0.5), intercept='normal(0, 1.5)', sd_district=exponential(2)",
-    )
-    p.add_argument("--success", help="the outcome value that counts as a success (e.g. yes)")
-    p.add_argument("--drop-missing", action="store_true",
-                   help="drop rows with missing model values")
-    p.add_argument("--delimiter", help="CSV delimiter (default: detected)")
-    p.add_argument("--decimal", default=".", help="decimal mark in CSV numbers")
-    p.add_argument(
         "--categorical", action="append", default=[], metavar="COL",
         help="treat column COL as categorical (like factor(COL) in the formula); repeatable",
     )
-    p.add_argument(
-        "--reference", action="append", default=[], metavar="COL=LEVEL",
-        help="reference level of a categorical predictor, e.g. --reference urban=0; repeatable",
-    )
-    p.add_argument(
-        "--no-standardize", dest="standardize", action="store_false",
-        help="sample on the predictors' own scale: the coefficient priors apply per original "
-        "unit (default: numeric predictors scaled by their SD and centered for sampling)",
-    )
-    p.add_argument(
-        "--offset", metavar="EXPR",
-        help="a known per-row addition to the linear predictor: a column or an expression of "
-        "columns, e.g. --offset 'log(exposure)' (the same as + offset(log(exposure)))",
-    )
+
+
+def _add_output_args(p: argparse.ArgumentParser, groups: dict[str, Any], what: str) -> None:
+    g = groups.setdefault("output", p.add_argument_group("output"))
+    g.add_argument("--out", metavar="DIR", help=what)
+    g.add_argument("--quiet", "-q", action="store_true", help="print only the status line")
+    _add_report_arg(g)
+
+
+#: the options of poolwise.fit / poolwise.compare_pooling on each subcommand, in help order
+FIT_OPTIONS = ("success", "drop_missing", "offset", "reference", "pooling", "link",
+               "parameterization", "standardize", "priors", "chains", "tune", "draws", "seed",
+               "target_accept", "max_treedepth", "cores", "progress", "engine", "repair",
+               "prior_check", "prior_sensitivity", "log_likelihood", "prob", "kind")
+COMPARE_OPTIONS = tuple(o for o in FIT_OPTIONS if o != "pooling") + ("group", "loo", "logo")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a did-you-mean for a misspelled flag or subcommand."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        import difflib
+        import re
+
+        known = sorted({s for a in self._all_actions() for s in a.option_strings}
+                       | set(self._commands()))
+        bad = re.findall(r"unrecognized arguments: (.*)", message)
+        words = bad[0].split() if bad else re.findall(r"invalid choice: '([^']*)'", message)
+        for word in words:
+            close = difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.6)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+                break
+        super().error(message)
+
+    def _all_actions(self) -> list[Any]:
+        out = list(self._actions)
+        for a in self._actions:
+            if isinstance(a, argparse._SubParsersAction):  # noqa: SLF001
+                for sub in a.choices.values():
+                    out += sub._actions  # noqa: SLF001
+        return out
+
+    def _commands(self) -> list[str]:
+        return [c for a in self._actions if isinstance(a, argparse._SubParsersAction)  # noqa: SLF001
+                for c in a.choices]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="poolwise", description="Bayesian multilevel binomial regression."
+    from poolwise import __version__
+
+    parser = _Parser(
+        prog="poolwise", description="Bayesian multilevel binomial regression: fit, check, "
+        "repair and compare pooling of grouped yes/no or count-out-of-n data.",
     )
+    parser.add_argument("--version", action="version", version=f"poolwise {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _build_subcommands(sub)
     for subparser in sub.choices.values():  # --debug works after the subcommand too
         subparser.add_argument(
@@ -137,73 +231,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _build_subcommands(sub: argparse._SubParsersAction) -> None:
-
-    p = sub.add_parser("fit", help="fit a model and print its summary and diagnostics")
-    _add_model_args(p)
-    p.add_argument("--pooling", choices=["partial", "none", "complete"], default="partial")
-    _add_parameterization_arg(p)
-    _add_sampler_args(p)
-    p.add_argument(
-        "--engine", choices=["cfunc", "pyfunc"], default="cfunc",
-        help="how nutpie calls the density: compiled callbacks (default) or Python",
-    )
-    p.add_argument(
-        "--log-likelihood", action=argparse.BooleanOptionalAction, default=False,
-        help="store the pointwise log-likelihood (one value per row pattern and draw) in fit.nc "
-        "for other ArviZ tools; without it fit.nc holds the draws and the design, and poolwise "
-        "recomputes the log-likelihood exactly from them when LOO needs it",
-    )
-    p.add_argument(
-        "--prior-sensitivity", action=argparse.BooleanOptionalAction, default=None,
-        help="run the power-scaling prior-sensitivity check of the intercept, coefficients and "
-        "group SDs (default: when its findings are printed or saved, i.e. unless --quiet "
-        "with neither --out nor --report)",
-    )
-    p.add_argument(
-        "--no-prior-check", dest="prior_check", action="store_false",
-        help="skip the prior predictive check of the group proportions",
-    )
-    p.add_argument("--out", help="write fit.nc, summary.csv and result.json into this folder")
-    p.add_argument("--prob", type=float, default=0.89, help="interval probability (default 0.89)")
-    p.add_argument("--interval", choices=["hdi", "eti"], default="hdi")
-    p.add_argument("--quiet", "-q", action="store_true", help="print only the status line")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument(
-        "--repair", action=argparse.BooleanOptionalAction, default=True,
-        help="re-fit a failing model with remedies (non-center, target_accept, tuning)",
-    )
-    p.add_argument("--max-attempts", type=int, default=6, help="repair budget (fits, default 6)")
-    _add_report_arg(p)
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("fit", help="fit a model and print its summary and diagnostics",
+                       epilog=FIT_EXAMPLES, formatter_class=fmt)
+    groups: dict[str, Any] = {}
+    _add_data_args(p, groups)
+    _add_options(p, FIT_OPTIONS, groups)
+    groups["checks"].add_argument("--max-attempts", type=int, default=6, metavar="N",
+                                  help="the repair budget: fits at most (default: 6)")
+    _add_output_args(p, groups, "write fit.nc, summary.csv and result.json into this folder")
 
     c = sub.add_parser(
-        "compare",
+        "compare", epilog=COMPARE_EXAMPLES, formatter_class=fmt,
         help="fit complete, no and partial pooling with the same settings and compare them",
     )
-    _add_model_args(c)
-    c.add_argument("--group", help="grouping factor to compare (default: the only one)")
-    _add_parameterization_arg(c)
-    _add_sampler_args(c)
-    c.add_argument(
-        "--logo", choices=["exact", "psis", "off"], default="exact",
-        help="leave-one-group-out comparison (a new group as the unit): 'exact' refits when "
-        "there are few groups and PSIS with refits of high-k groups otherwise (default), 'psis' "
-        "never refits more than those, 'off' skips it",
-    )
-    c.add_argument(
-        "--no-loo", "--no-log-likelihood", dest="loo", action="store_false",
-        help="skip the PSIS-LOO comparison of the three models (no pointwise log-likelihood "
-        "is computed: saves memory and time)",
-    )
-    c.add_argument("--out", help="write the three fits, the comparison tables and the narrative")
-    c.add_argument("--prob", type=float, default=0.89, help="interval probability (default 0.89)")
-    c.add_argument("--interval", choices=["hdi", "eti"], default="hdi")
-    c.add_argument("--quiet", "-q", action="store_true", help="print only the status line")
-    c.add_argument(
-        "--repair", action=argparse.BooleanOptionalAction, default=True,
-        help="re-fit a failing model with remedies (non-center, target_accept, tuning)",
-    )
-    c.add_argument("--max-attempts", type=int, default=6, help="repair budget (fits, default 6)")
-    _add_report_arg(c)
+    groups = {}
+    _add_data_args(c, groups)
+    _add_options(c, COMPARE_OPTIONS, groups)
+    groups["checks"].add_argument("--max-attempts", type=int, default=6, metavar="N",
+                                  help="the repair budget: fits at most, per model (default: 6)")
+    _add_output_args(c, groups, "write the three fits, the comparison tables and the narrative "
+                     "into this folder")
 
     r = sub.add_parser("report", help="write the HTML report of a saved fit or comparison")
     r.add_argument(
@@ -211,7 +259,8 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--output", "-o", help="the HTML file (default: DIR/report.html)")
     r.add_argument("--prob", type=float, default=0.89, help="interval probability (default 0.89)")
-    r.add_argument("--interval", choices=["hdi", "eti"], default="hdi")
+    r.add_argument("--interval", choices=["hdi", "eti"], default="hdi",
+                   help="highest-density (hdi) or equal-tailed (eti) intervals (default: hdi)")
 
     d = sub.add_parser(
         "diagnose", help="diagnose a saved fit: divergences, R-hat, ESS, E-BFMI, funnels"
@@ -221,14 +270,6 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
 
 
 PARAMETERIZATIONS = ("auto", "centered", "noncentered")
-
-
-def _add_parameterization_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--parameterization", action="append", default=None, metavar="KIND|GROUP=KIND",
-        help="auto (default), centered or noncentered, for every group term or per group term "
-        "(repeatable, e.g. --parameterization district=noncentered)",
-    )
 
 
 def _parameterization(items: Sequence[str] | None) -> Any:
@@ -252,9 +293,8 @@ def _parameterization(items: Sequence[str] | None) -> Any:
     return plain[0].strip() if plain else {k.strip(): v.strip() for k, v in per_term.items()}
 
 
-def _model_options(args: argparse.Namespace, table: Any) -> tuple[Any, dict[str, Any]]:
-    """The table with --categorical columns converted, and the model keyword arguments shared
-    by fit and compare (--reference, --no-standardize, --offset, --parameterization)."""
+def _categorical(args: argparse.Namespace, table: Any) -> Any:
+    """The table with the --categorical columns converted."""
     from dataclasses import replace
 
     import pandas as pd
@@ -270,7 +310,7 @@ def _model_options(args: argparse.Namespace, table: Any) -> tuple[Any, dict[str,
                 f"large file), where columns are not converted; write factor({col}) in the "
                 "formula instead"
             )
-        frame = pd.DataFrame()
+        return table
     for col in args.categorical:
         if col not in frame.columns:
             raise DataError(
@@ -279,20 +319,65 @@ def _model_options(args: argparse.Namespace, table: Any) -> tuple[Any, dict[str,
             )
         if not isinstance(frame[col].dtype, pd.CategoricalDtype):
             frame = frame.assign(**{col: pd.Categorical(frame[col])})
-    if args.categorical and frame is not table.frame:
-        table = replace(table, frame=frame)
+    return replace(table, frame=frame) if args.categorical else table
+
+
+def _reference(items: Sequence[str]) -> dict[str, Any] | None:
+    from poolwise.errors import SpecError
+
     reference: dict[str, Any] = {}
-    for item in args.reference:
+    for item in items:
         if "=" not in item:
             raise SpecError(f"--reference takes COL=LEVEL, e.g. urban=0; got {item!r}")
         col, level = item.split("=", 1)
         reference[col.strip()] = level.strip()
-    return table, {
-        "reference": reference or None,
-        "standardize": args.standardize,
-        "offset": args.offset,
-        "parameterization": _parameterization(args.parameterization),
+    return reference or None
+
+
+def _option_values(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The keyword arguments of poolwise.fit / compare_pooling that the flags of ``names``
+    set, with the command line's context-dependent defaults resolved (see OPTIONS)."""
+    from poolwise.inference.repair import RepairPolicy
+
+    convert = {
+        "reference": lambda: _reference(args.reference),
+        "parameterization": lambda: _parameterization(args.parameterization),
+        "priors": lambda: _priors(args.prior),
+        "progress": lambda: sys.stderr.isatty() if args.progress is None else args.progress,
+        "repair": lambda: RepairPolicy(max_attempts=args.max_attempts) if args.repair
+        else False,
+        # the findings are printed (not with --quiet) or saved; a quiet run that saves nothing
+        # prints only the status line, which they never change
+        "prior_sensitivity": lambda: (not args.quiet or bool(args.out)
+                                      or args.report is not None)
+        if args.prior_sensitivity is None else args.prior_sensitivity,
+        # stored in the saved fits on request; never printed
+        "log_likelihood": lambda: bool(args.log_likelihood and args.out),
+        "kind": lambda: args.interval,
+        "logo": lambda: {"exact": True, "psis": "psis", "off": False}[args.logo],
     }
+    return {name: convert[name]() if name in convert else getattr(args, name)
+            for name in names}
+
+
+def _checked_options(args: argparse.Namespace, formula: str, names: Sequence[str],
+                     compare: bool) -> dict[str, Any]:
+    """Every option checked (the options table's rules, and those that need the formula)
+    before any data are read: an error names the setting and the fix."""
+    from poolwise.inference.options import (
+        POOLINGS,
+        CompareOptions,
+        FitOptions,
+        check_against_formula,
+    )
+
+    values = _option_values(args, names)
+    fit_keys = {k: v for k, v in values.items() if k in FitOptions.__dataclass_fields__}
+    options = FitOptions(**fit_keys)
+    extra = {k: v for k, v in values.items() if k in CompareOptions.__dataclass_fields__}
+    CompareOptions(**extra, fit=options)
+    check_against_formula(options, formula, poolings=POOLINGS if compare else None)
+    return values
 
 
 def _check_group_flag(formula: str, group: str | None) -> None:
@@ -313,7 +398,7 @@ def _check_group_flag(formula: str, group: str | None) -> None:
         )
 
 
-def _add_report_arg(p: argparse.ArgumentParser) -> None:
+def _add_report_arg(p: Any) -> None:
     p.add_argument(
         "--report", nargs="?", const="", default=None, metavar="FILE",
         help="write a self-contained HTML report (default file: OUT/report.html with --out, "
@@ -357,27 +442,33 @@ def _priors(items: Sequence[str]) -> Any:
     return Priors(**kwargs, sd_by_group=by_group)
 
 
-def _data_and_formula(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Any, str]:
+def _source_and_formula(args: argparse.Namespace,
+                        parser: argparse.ArgumentParser) -> tuple[Any, str]:
+    """Where the data are and the formula, without reading anything yet."""
     from poolwise.data.datasets import EXAMPLES, example_path
-    from poolwise.data.table import read_table
 
     if args.example and args.data:
         parser.error("give either a DATA file or --example, not both")
     if args.example:
-        path = example_path(args.example)
-        formula = args.formula or EXAMPLES[args.example][1]
-    elif args.data:
-        path = args.data
+        return example_path(args.example), args.formula or EXAMPLES[args.example][1]
+    if args.data:
         if not args.formula:
             parser.error("--formula is required with a DATA file")
-        formula = args.formula
-    else:
-        parser.error("give a DATA file or --example bangladesh")
-    from poolwise.data.ingest import FileSource, wants_engine
+        return args.data, args.formula
+    parser.error("give a DATA file or --example bangladesh")
+    raise AssertionError  # parser.error exits
 
-    if wants_engine(path):  # a glob, a folder or a large file: validated and counted by DuckDB
-        return FileSource(str(path), delimiter=args.delimiter, decimal=args.decimal), formula
-    return read_table(path, delimiter=args.delimiter, decimal=args.decimal), formula
+
+def _read(args: argparse.Namespace, path: Any) -> Any:
+    """The data: read by pandas, or (a glob, a folder, a large file) a source that DuckDB
+    validates and counts; the --categorical columns converted."""
+    from poolwise.data.ingest import FileSource, wants_engine
+    from poolwise.data.table import read_table
+
+    if wants_engine(path):
+        return _categorical(args, FileSource(str(path), delimiter=args.delimiter,
+                                             decimal=args.decimal))
+    return _categorical(args, read_table(path, delimiter=args.delimiter, decimal=args.decimal))
 
 
 #: a group variable with more levels than 2 x this prints only its extremes (the full table
@@ -445,29 +536,14 @@ def _cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs: Any) -> int:
     import poolwise
     from poolwise.errors import ConvergenceWarning
-    from poolwise.inference.repair import RepairPolicy
 
-    table, formula = _data_and_formula(args, parser)
-    priors = _priors(args.prior)
-    table, model = _model_options(args, table)
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    path, formula = _source_and_formula(args, parser)
+    kw = _checked_options(args, formula, FIT_OPTIONS, compare=False)  # before reading data
+    table = _read(args, path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = poolwise.fit(
-            formula, table, pooling=args.pooling, **model,
-            priors=priors, link=args.link, success=args.success, drop_missing=args.drop_missing,
-            chains=args.chains, tune=args.tune, draws=args.draws, seed=args.seed,
-            target_accept=args.target_accept, max_treedepth=args.max_treedepth,
-            cores=args.cores, progress=progress, engine=args.engine,
-            prior_check=args.prior_check,
-            repair=RepairPolicy(max_attempts=args.max_attempts) if args.repair else False,
-            # the log-likelihood group is only saved (LOO from fit.nc), never printed by `fit`
-            log_likelihood=args.log_likelihood and bool(args.out),  # stored on request
-            # the prior-sensitivity findings are printed (not with --quiet) or saved; a quiet
-            # run that saves nothing prints only the status line, which they never change
-            prior_sensitivity=(not args.quiet or bool(args.out) or args.report is not None)
-            if args.prior_sensitivity is None else args.prior_sensitivity,
-        )
+        fit = poolwise.fit(formula, table, **{k: v for k, v in kw.items()
+                                              if k not in ("prob", "kind")})
     for w in caught:
         if not issubclass(w.category, ConvergenceWarning):
             print(f"warning: {w.message}", file=sys.stderr)
@@ -523,24 +599,14 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
     from poolwise.comparison.logo import MODEL_NAMES
     from poolwise.comparison.pooling import compare_pooling
     from poolwise.errors import ConvergenceWarning
-    from poolwise.inference.repair import RepairPolicy
 
-    table, formula = _data_and_formula(args, parser)
-    priors = _priors(args.prior)
-    table, model = _model_options(args, table)
+    path, formula = _source_and_formula(args, parser)
+    kw = _checked_options(args, formula, COMPARE_OPTIONS, compare=True)  # before reading data
     _check_group_flag(formula, args.group)
+    table = _read(args, path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        comp = compare_pooling(
-            formula, table, group=args.group, priors=priors, link=args.link, **model,
-            success=args.success,
-            drop_missing=args.drop_missing, chains=args.chains, tune=args.tune,
-            draws=args.draws, seed=args.seed, target_accept=args.target_accept,
-            max_treedepth=args.max_treedepth, cores=args.cores,
-            repair=RepairPolicy(max_attempts=args.max_attempts) if args.repair else False,
-            prob=args.prob, kind=args.interval, loo=args.loo,
-            logo={"exact": True, "psis": "psis", "off": False}[args.logo],
-        )
+        comp = compare_pooling(formula, table, **kw)
     for w in caught:
         tag = "warning" if not issubclass(w.category, ConvergenceWarning) else "NOT OK"
         print(f"{tag}: {w.message}", file=sys.stderr)

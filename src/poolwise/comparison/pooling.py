@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -157,9 +157,9 @@ def compare_pooling(
     data: Any,
     *,
     group: str | None = None,
+    parameterization: Any = "auto",
     priors: Any = None,
     link: Link = "logit",
-    parameterization: Literal["centered", "noncentered", "auto"] = "auto",
     success: Any = None,
     drop_missing: bool = False,
     chains: int = 4,
@@ -169,13 +169,19 @@ def compare_pooling(
     target_accept: float | None = None,
     max_treedepth: int = 10,
     cores: int | None = None,
+    progress: bool = False,
+    engine: Literal["cfunc", "pyfunc"] = "cfunc",
+    log_likelihood: bool = True,
+    prior_sensitivity: bool = True,
+    strict: bool = False,
     repair: Any = True,
     standardize: bool = True,
     reference: Mapping[str, Any] | None = None,
+    prior_check: bool = True,
+    offset: Any = None,
     prob: float = 0.89,
     kind: IntervalKind = "hdi",
     loo: bool = True,
-    offset: Any = None,
     logo: bool | Literal["psis"] = True,
 ) -> PoolingComparison:
     """Fit complete, no and partial pooling with the same settings and compare them.
@@ -197,15 +203,15 @@ def compare_pooling(
     group : str or None, default None
         The grouping factor to compare; needed only when the formula has several group terms
         with an intercept.
+    parameterization : {"auto", "centered", "noncentered"}, default "auto"
+        Centered or non-centered group effects; ``"auto"`` picks per term from a short pilot
+        run of each fit (:func:`poolwise.inference.repair.choose_parameterization`).
     priors : Priors or None, default None
         Priors by class (:class:`Priors`); None means ``Priors()``, the defaults (intercept
         normal(0, 1.5), coefficients normal(0, 1), group SDs exponential(1), correlations
         lkj(2)). Priors are never changed by repair.
     link : {"logit", "probit", "cloglog"}, default "logit"
         Link function of the success probability.
-    parameterization : {"auto", "centered", "noncentered"}, default "auto"
-        Centered or non-centered group effects; ``"auto"`` picks per term from a short pilot
-        run of each fit (:func:`poolwise.inference.repair.choose_parameterization`).
     success : Any, default None
         For a 0/1 outcome column with two other values (e.g. ``"yes"`` / ``"no"``): the value
         that counts as a success. Not needed for 0/1, True/False or count outcomes.
@@ -228,6 +234,21 @@ def compare_pooling(
         Maximum NUTS tree depth (at most 2**max_treedepth leapfrog steps per draw).
     cores : int or None, default None
         Chains run in parallel on this many cores; None means ``min(chains, CPU count)``.
+    progress : bool, default False
+        Show nutpie's progress bar.
+    engine : {"cfunc", "pyfunc"}, default "cfunc"
+        How nutpie calls the numba density: a compiled C function (fast) or a Python
+        function (for debugging).
+    log_likelihood : bool, default True
+        Store the pointwise log-likelihood (per cell) for LOO / model comparison.
+    prior_sensitivity : bool, default True
+        Run the power-scaling prior-sensitivity check of the fixed intercept, the fixed
+        coefficients and the group SDs (arviz-stats' ``psense``; its findings are warnings,
+        never errors). False skips it, for a caller that shows neither the findings nor saves
+        the fit; :func:`poolwise.inference.sampling.with_log_likelihood` adds it later.
+    strict : bool, default False
+        Raise :class:`SamplingError` when the fit fails its diagnostics instead of emitting a
+        :class:`ConvergenceWarning`.
     repair : bool or RepairPolicy, default True
         Re-fit a failing model with remedies in order: non-center the culprit term, raise
         target_accept (0.9, 0.95, 0.99), tune longer; a
@@ -240,16 +261,19 @@ def compare_pooling(
     reference : Mapping[str, Any] or None, default None
         Reference level per categorical predictor (``{"col": level}``); by default the first
         level (in category order for a pandas categorical, otherwise sorted).
+    prior_check : bool, default True
+        Simulate group proportions from the priors and warn (:class:`DataWarning`) when they
+        pile up near 0 or 1 (:mod:`poolwise.model.prior_predictive`).
+    offset : str, array-like or None, default None
+        Known per-row addition to the linear predictor: an expression of columns
+        (``"log(exposure)"``, the same as ``+ offset(log(exposure))`` in the formula) or one
+        value per data row.
     prob : float, default 0.89
         Probability mass of the intervals, strictly between 0 and 1.
     kind : {"hdi", "eti"}, default "hdi"
         Highest-density (``"hdi"``) or equal-tailed (``"eti"``) intervals.
     loo : bool, default True
         Compute row-level PSIS-LOO (predicting a new row in an existing group).
-    offset : str, array-like or None, default None
-        Known per-row addition to the linear predictor: an expression of columns
-        (``"log(exposure)"``, the same as ``+ offset(log(exposure))`` in the formula) or one
-        value per data row.
     logo : bool or "psis", default True
         Leave-one-group-out comparison (predicting a new group, :mod:`poolwise.comparison.logo`):
         True for exact refits where PSIS is unreliable, ``"psis"`` for PSIS-LOGO only, False
@@ -272,28 +296,33 @@ def compare_pooling(
         missing while there are several).
     """
     from poolwise.data.table import Table, read_table
-    from poolwise.inference.fit import fit as fit_model
+    from poolwise.inference.fit import fit_with_options
+    from poolwise.inference.options import CompareOptions, FitOptions, check_against_formula
 
+    # every setting is checked here, before the data are read; the seed is drawn once (the
+    # same way as fit's) and shared by the three fits
+    options = FitOptions(
+        parameterization=parameterization, priors=priors, link=link, success=success,
+        drop_missing=drop_missing, chains=chains, tune=tune, draws=draws, seed=seed,
+        target_accept=target_accept, max_treedepth=max_treedepth, cores=cores,
+        progress=progress, engine=engine, log_likelihood=log_likelihood,
+        prior_sensitivity=prior_sensitivity, strict=strict, repair=repair,
+        standardize=standardize, reference=reference, prior_check=prior_check, offset=offset,
+    ).with_seed()
+    compare = CompareOptions(group=group, prob=prob, kind=kind, loo=loo, logo=logo,
+                             fit=options)
+    check_against_formula(options, formula, poolings=POOLINGS)  # before any data
     table = data if isinstance(data, Table) else read_table(data)
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0])
     fits: dict[str, Fit] = {}
     caught_all: list[tuple[str, warnings.WarningMessage]] = []
     for pooling in POOLINGS:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fits[pooling] = fit_model(
-                formula, table, pooling=pooling,  # type: ignore[arg-type]
-                parameterization=parameterization, priors=priors, link=link,
-                success=success, drop_missing=drop_missing, chains=chains, tune=tune,
-                draws=draws, seed=seed, target_accept=target_accept,
-                max_treedepth=max_treedepth, cores=cores, repair=repair,
-                standardize=standardize, reference=reference, offset=offset,
-                log_likelihood=loo,
-            )
+            fits[pooling] = fit_with_options(formula, table, replace(options, pooling=pooling))
         caught_all.extend((pooling, w) for w in caught)
     _reemit(caught_all)
-    return compare_fits(fits, group=group, prob=prob, kind=kind, loo=loo, logo=logo)
+    return compare_fits(fits, group=compare.group, prob=compare.prob, kind=compare.kind,
+                        loo=compare.loo, logo=compare.logo)
 
 
 def _reemit(caught: list[tuple[str, warnings.WarningMessage]]) -> None:

@@ -15,14 +15,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
-import numpy as np
-
 from poolwise.engine.sampler import EngineKind, SamplerConfig
 from poolwise.errors import ConvergenceWarning, SamplingError
 from poolwise.formula import Formula
 from poolwise.inference.fitted import Fit, versions
+from poolwise.inference.options import FitOptions, check_against_formula, resolved_pooling
 from poolwise.inference.plan import check_run, memory_plan
-from poolwise.inference.repair import DEFAULT_TARGET_ACCEPT, RepairPolicy, repair_fit
+from poolwise.inference.repair import RepairPolicy, repair_fit
 from poolwise.inference.sampling import sample_spec, with_log_likelihood
 from poolwise.model.priors import Priors
 from poolwise.model.spec import Link, Parameterization, Pooling, build_model
@@ -82,7 +81,7 @@ def fit(
     formula: str | Formula,
     data: Any,
     *,
-    pooling: Pooling = "partial",
+    pooling: Pooling | None = None,
     parameterization: Parameterization | dict[str, Parameterization] = "auto",
     priors: Priors | None = None,
     link: Link = "logit",
@@ -123,9 +122,11 @@ def fit(
     data : str, pathlib.Path, Table, pandas.DataFrame or polars.DataFrame
         The data: a CSV/TSV/Parquet path (read with :func:`read_table`), a :class:`Table` or a
         data frame.
-    pooling : {"partial", "none", "complete"}, default "partial"
+    pooling : {"partial", "none", "complete"} or None, default None
         Partial pooling (multilevel: group effects drawn from a fitted population), no pooling
-        (independent per-group intercepts) or complete pooling (groups ignored).
+        (independent per-group intercepts) or complete pooling (groups ignored); None means
+        partial where the formula has a group term and complete where it has none. Partial or
+        no pooling without a group term is an error.
     parameterization : {"auto", "centered", "noncentered"} or dict[str, str], default "auto"
         Centered or non-centered group effects, for every group term or per grouping factor
         (``{"district": "noncentered"}``); ``"auto"`` picks per term from the data (for
@@ -214,42 +215,58 @@ def fit(
     SamplingError
         With ``strict=True``, when the fit fails its diagnostics after repair.
     """
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**32))
-    config = SamplerConfig(
-        chains=chains, tune=tune, draws=draws, seed=seed,
-        target_accept=DEFAULT_TARGET_ACCEPT if target_accept is None else target_accept,
-        max_treedepth=max_treedepth, cores=cores, progress=progress, engine=engine,
+    options = FitOptions(  # every setting is checked here, before the data are read
+        pooling=pooling, parameterization=parameterization, priors=priors, link=link,
+        success=success, drop_missing=drop_missing, chains=chains, tune=tune, draws=draws,
+        seed=seed, target_accept=target_accept, max_treedepth=max_treedepth, cores=cores,
+        progress=progress, engine=engine, log_likelihood=log_likelihood,
+        prior_sensitivity=prior_sensitivity, strict=strict, repair=repair,
+        standardize=standardize, reference=reference, prior_check=prior_check, offset=offset,
     )
-    policy = repair if isinstance(repair, RepairPolicy) else RepairPolicy()
+    return fit_with_options(formula, data, options)
+
+
+def fit_with_options(formula: str | Formula, data: Any, options: FitOptions) -> Fit:
+    """:func:`fit` with its keywords as :class:`~poolwise.inference.options.FitOptions` (what
+    :func:`poolwise.compare_pooling` calls for each pooling)."""
+    options = options.with_seed()  # drawn once and recorded, when not given
+    formula = check_against_formula(options, formula)  # before the data are read
+    options = replace(options, pooling=resolved_pooling(options, formula))
+    config = options.sampler_config()
+    policy = options.repair_policy
+    repair = bool(options.repair)
+    seed = int(config.seed)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     spec = build_model(
-        formula, data, pooling=pooling, link=link, priors=priors,
-        parameterization=parameterization, success=success, drop_missing=drop_missing,
-        standardize=standardize, reference=reference, offset=offset,
+        formula, data, pooling=options.pooling, link=options.link, priors=options.priors,
+        parameterization=options.parameterization, success=options.success,
+        drop_missing=options.drop_missing, standardize=options.standardize,
+        reference=options.reference, offset=options.offset,
     )
     build_s = time.perf_counter() - t0
+    log_likelihood = options.log_likelihood
     # before anything samples (the pilot run included): flat priors on separated data,
     # memory for the draws (errors), weak settings (warnings, kept in Fit.warnings)
     run_warnings = check_run(spec, config, log_likelihood=log_likelihood)
     # the memory plan covers the repair ladder: cap its tuning and draws at what fits (the
     # first attempt fits, check_run says so), so a repair attempt can never run out of memory
     plan = memory_plan(spec, config, log_likelihood=log_likelihood,
-                       max_draws=_ladder_draws(policy, draws, bool(repair)),
-                       max_tune=_ladder_tune(policy, tune, bool(repair)))
+                       max_draws=_ladder_draws(policy, config.draws, repair),
+                       max_tune=_ladder_tune(policy, config.tune, repair))
     if plan.available is not None and plan.ladder > plan.available:
         policy = _fit_ladder(spec, config, policy, log_likelihood, plan.available)
     prior_warnings: tuple[str, ...] = ()
-    if prior_check:
+    if options.prior_check:
         from poolwise.model.prior_predictive import check_prior_predictive
 
-        pp = check_prior_predictive(spec, seed=seed % (2**32), stacklevel=2)
+        pp = check_prior_predictive(spec, seed=seed % (2**32), stacklevel=3)
         prior_warnings = () if pp.ok else (pp.message,)
     result = repair_fit(
-        spec, config, policy=policy, repair=bool(repair), log_likelihood=log_likelihood,
-        sensitivity=prior_sensitivity, target_accept_given=target_accept is not None,
+        spec, config, policy=policy, repair=repair, log_likelihood=log_likelihood,
+        sensitivity=options.prior_sensitivity,
+        target_accept_given=options.target_accept is not None,
     )
-    if prior_check:
+    if options.prior_check:
         result.idata.attrs["poolwise_prior_predictive"] = json.dumps(pp.to_dict())
     if run_warnings or prior_warnings:
         result = replace(
@@ -257,7 +274,7 @@ def fit(
         )
     result.timings["build_s"] = build_s
     result.timings["total_s"] += build_s
-    _report_status(result, strict)
+    _report_status(result, options.strict)
     return result
 
 
@@ -273,5 +290,5 @@ def _report_status(result: Fit, strict: bool) -> None:
     warnings.warn(
         f"the fit did not pass its diagnostics{tried}, do not trust it: {problems}",
         ConvergenceWarning,
-        stacklevel=3,
+        stacklevel=4,  # fit -> fit_with_options -> here
     )

@@ -272,8 +272,13 @@ def parse_prior(text: str) -> Prior:
     known = sorted(set(_CONSTRUCTORS) | set(families.names()))
     m = re.fullmatch(r"\s*([A-Za-z_]+)\s*\(([^)]*)\)\s*", text)
     if m is None or m.group(1).lower() not in known:
+        import difflib
+
+        word = (m.group(1) if m is not None else text.partition("(")[0]).strip().lower()
+        close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
         raise SpecError(
-            f"cannot read prior {text!r}; write e.g. normal(0, 1.5), exponential(1), "
+            f"cannot read prior {text!r}; {hint}write e.g. normal(0, 1.5), exponential(1), "
             f"half_normal(0.5); known: {', '.join(known)}"
         )
     args = [a.strip() for a in m.group(2).split(",") if a.strip()]
@@ -319,6 +324,23 @@ class Priors:
     unpooled: Prior = field(default_factory=lambda: normal(0.0, 1.5))
 
     def __post_init__(self) -> None:
+        # prior text wherever a prior is taken: Priors(sd="exponential(2)")
+        for name in ("intercept", "b", "sd", "cor", "unpooled"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, parse_prior(value))
+            elif not isinstance(value, Prior):
+                raise SpecError(
+                    f"prior for {name} must be a prior such as normal(0, 1) or its text "
+                    f"'normal(0, 1)'; got {value!r}"
+                )
+        if not isinstance(self.sd_by_group, Mapping):
+            raise SpecError("sd_by_group maps a grouping factor to its SD prior, e.g. "
+                            f"{{'district': 'half_normal(0.5)'}}; got {self.sd_by_group!r}")
+        object.__setattr__(self, "sd_by_group", {
+            str(k): parse_prior(v) if isinstance(v, str) else v
+            for k, v in self.sd_by_group.items()
+        })
         for name in ("intercept", "b", "unpooled"):
             p = getattr(self, name)
             if p.spec.support != "real":
@@ -338,6 +360,14 @@ class Priors:
 
     def sd_for(self, group: str) -> Prior:
         return self.sd_by_group.get(group, self.sd)
+
+    def given(self) -> tuple[str, ...]:
+        """The prior classes set to something other than their default (``sd_<group>`` for
+        each entry of ``sd_by_group``): what a model must have a parameter for."""
+        default = Priors()
+        out = [name for name in ("intercept", "b", "sd", "cor", "unpooled")
+               if getattr(self, name) != getattr(default, name)]
+        return tuple(out + [f"sd_{g}" for g in self.sd_by_group])
 
     def to_dict(self) -> dict[str, str]:
         out = {

@@ -361,6 +361,25 @@ def _section_pooling(comp: PoolingComparison | None) -> dict[str, Any]:
               fmt_sig(r["weight"], 2), Badge("pass" if r["pareto_k_bad"] == 0 else "fail"))
              for m, r in comp.loo.iterrows()],
         )
+    logo = logo_unit = None
+    if comp.logo is not None:
+        lg = comp.logo
+        names = {"complete": "complete pooling", "none": "no pooling",
+                 "partial": "partial pooling"}
+        logo = _table(
+            ["model", "elpd", "SE", "elpd difference", "SE of difference", "PSIS", "refits",
+             "exact", "max Pareto k", "Pareto k"],
+            [(names.get(str(m), str(m)), f"{r['elpd']:.1f}", f"{r['se']:.1f}",
+              f"{r['elpd_diff']:.1f}", f"{r['dse']:.1f}", fmt_sig(r["n_psis"], None),
+              fmt_sig(r["n_refit"], None), fmt_sig(r["n_exact"], None),
+              fmt_sig(r["pareto_k_max"], 2), Badge("pass" if r["n_bad_k"] == 0 else "fail"))
+             for m, r in lg.table.iterrows()],
+        )
+        how = ("every group refitted exactly" if lg.exact else
+               "PSIS-LOGO, with exact refits of the groups whose Pareto k exceeds 0.7")
+        logo_unit = (f"Predictive unit: {lg.unit}. Per group of '{lg.group}': {how}; the "
+                     "per-group values are in pooling_logo_groups.csv. "
+                     + " ".join(lg.notes))
     header = [comp.group, "n", "successes", "raw prop.",
               "none mean", "none sd", "none lower", "none upper",
               "partial mean", "partial sd", "partial lower", "partial upper",
@@ -385,6 +404,7 @@ def _section_pooling(comp: PoolingComparison | None) -> dict[str, Any]:
     return {"comparison": {
         "narrative": list(comp.narrative), "population": population, "loo": loo,
         "loo_unit": f"Predictive unit: {comp.loo_unit}", "group": comp.group,
+        "logo": logo, "logo_unit": logo_unit,
         "groups": groups, "groups_note": groups_note,
     }}
 
