@@ -3,13 +3,23 @@ and funnel localisation (D3)."""
 
 from __future__ import annotations
 
+import ast
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 
-from poolwise.inference.diagnostics import BFMI_MIN, RHAT_MAX, Diagnosis, diagnose, localise_funnels
+from poolwise.inference.diagnostics import (
+    BFMI_MIN,
+    RHAT_MAX,
+    Diagnosis,
+    Finding,
+    FindingCode,
+    diagnose,
+    localise_funnels,
+)
 
 C, D = 4, 1000
 
@@ -257,3 +267,120 @@ def test_to_dict_is_json_ready():
 def test_diagnose_rejects_other_objects():
     with pytest.raises(TypeError, match="Fit or an xarray.DataTree"):
         diagnose({"posterior": 1})  # type: ignore[arg-type]
+
+
+# ---- finding codes: one enum, shared by the checks, the repair loop and the displays ---------
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "poolwise"
+
+#: the values are part of result.json and of saved fits: they never change
+SAVED_CODES = {
+    "divergences", "nonfinite", "rhat_undefined", "rhat_single_chain", "rhat", "ess_bulk",
+    "ess_tail", "bfmi", "treedepth", "acceptance", "funnel", "funnel_unlocalised", "few_levels",
+    "extreme_levels", "prior_dominated", "prior_sensitive",
+}
+
+
+def test_finding_code_values_are_the_saved_strings():
+    assert {c.value for c in FindingCode} == SAVED_CODES
+    assert all(c == c.value and f"{c}" == c.value for c in FindingCode)
+
+
+def test_every_finding_of_the_checks_carries_a_member():
+    """Synthetic draws that make most checks fire: every finding's code is a member."""
+    x = iid(30)
+    x[2] += 0.5
+    sd, div = _funnel_draws(24, "small")
+    nan = iid(31)
+    nan[0, 3] = np.nan
+    cases = [
+        tree({"x": x, "c": np.full((C, D), 1.0), "n": nan}, energy=iid(32) * 0.0 + 1.0),
+        tree({"sd_school": sd, "x": iid(25)}, diverging=div,
+             reached_max_treedepth=div, acceptance_rate=np.full((C, D), 0.5)),
+        tree({"sd_school": _funnel_draws(27, "none")[0]}, diverging=_funnel_draws(27, "none")[1]),
+        tree({"x": iid(33)[:1]}),
+    ]
+    seen = set()
+    for t in cases:
+        for f in diagnose(t, target_accept=0.8).findings:
+            assert type(f.code) is FindingCode, f
+            seen.add(f.code)
+    assert len(seen) >= 10, seen
+
+
+def test_a_finding_given_a_string_holds_the_member():
+    """A saved fit holds the codes as strings: the Finding rebuilt from one holds the member
+    (so it equals a fresh one), and a code no check makes is refused."""
+    f = Finding("extreme_levels", "info", "Levels of 'g': 1 have all outcomes 0.")
+    assert f.code is FindingCode.EXTREME_LEVELS
+    assert f == Finding(FindingCode.EXTREME_LEVELS, "info", f.message)
+    with pytest.raises(ValueError, match="not_a_code"):
+        Finding("not_a_code", "error", "x")
+
+
+def _python_sources() -> list[Path]:
+    return sorted(p for p in SRC.rglob("*.py") if p.name != "finding_codes.py")
+
+
+def test_every_finding_is_created_with_a_member():
+    """In the source, ``Finding(...)``'s code is always written ``FindingCode.X``."""
+    bad = []
+    for path in _python_sources():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "Finding"):
+                continue
+            code = node.args[0] if node.args else next(
+                (k.value for k in node.keywords if k.arg == "code"), None)
+            ok = (isinstance(code, ast.Attribute) and isinstance(code.value, ast.Name)
+                  and code.value.id == "FindingCode")
+            if not ok:
+                bad.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert not bad, "Finding created without a FindingCode member: " + ", ".join(bad)
+
+
+def _code_literals_matched(tree: ast.AST) -> list[int]:
+    """Lines where a string equal to a finding code is compared (==, !=, in), combined with a
+    set of codes (&, |, -) or passed to ``has`` / ``finding``."""
+    lines = []
+
+    def literals(node: ast.AST) -> list[int]:
+        return [n.lineno for n in ast.walk(node)
+                if isinstance(n, ast.Constant) and n.value in SAVED_CODES]
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            lines += literals(node)
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitAnd | ast.BitOr | ast.Sub):
+            lines += literals(node)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr in ("has", "finding")):
+            lines += [n for a in node.args for n in literals(a)]
+    return lines
+
+
+def test_no_module_matches_finding_codes_by_string():
+    """The repair loop, the displays, the report and the CLI match codes by member: no
+    string literal of a code is compared anywhere in the package."""
+    assert _code_literals_matched(ast.parse('codes & {"bfmi"}\nd.has("rhat")')) == [1, 2]
+    bad = []
+    for path in _python_sources():
+        lines = _code_literals_matched(ast.parse(path.read_text(encoding="utf-8")))
+        bad += [f"{path.relative_to(SRC)}:{n}" for n in lines]
+    assert not bad, "finding codes matched by string: " + ", ".join(bad)
+
+
+@pytest.mark.parametrize("module", ["inference/repair.py", "inference/display.py",
+                                    "inference/diagnostics/findings.py"])
+def test_the_readers_of_codes_write_no_code_as_a_string(module):
+    """Stricter, where codes are read (the repair rules, the displays, the headline checks):
+    a code's string appears only as a key of a dict (``to_dict``'s ``"divergences"``: the
+    number, not the finding) or of ``dict.get``."""
+    tree = ast.parse((SRC / module).read_text(encoding="utf-8"))
+    keys = {id(k) for n in ast.walk(tree) if isinstance(n, ast.Dict) for k in n.keys}
+    keys |= {id(a) for n in ast.walk(tree) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Attribute) and n.func.attr == "get" for a in n.args}
+    bad = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Constant)
+           and n.value in SAVED_CODES and id(n) not in keys]
+    assert not bad, f"{module}: finding codes written as strings on lines {bad}"
+    assert "FindingCode" in (SRC / module).read_text(encoding="utf-8")

@@ -18,7 +18,8 @@ from poolwise.data.table import read_table
 from poolwise.engine.layout import pack
 from poolwise.engine.sampler import SamplerConfig
 from poolwise.errors import ConvergenceWarning, DataError, DataWarning
-from poolwise.inference.diagnostics import Finding, diagnose
+from poolwise.inference.diagnostics import Finding, FindingCode, diagnose
+from poolwise.inference.repair import RepairLog
 from poolwise.inference.sampling import sample_spec
 from poolwise.model.spec import build_model
 from poolwise.output.io import (
@@ -80,6 +81,13 @@ def _assert_same_fit(loaded: poolwise.Fit, fit: poolwise.Fit) -> None:
     )
     assert loaded.diagnosis.to_dict() == fit.diagnosis.to_dict()
     assert diagnose(loaded).to_dict() == fit.diagnosis.to_dict()
+    # the codes are saved as their strings and come back as the enum's members
+    assert loaded.diagnosis.findings == fit.diagnosis.findings
+    assert all(type(f.code) is FindingCode for f in loaded.diagnosis.findings)
+    if isinstance(fit.repair_log, RepairLog):
+        for a_new, a_old in zip(loaded.repair_log, fit.repair_log, strict=True):
+            assert a_new.problems == a_old.problems
+            assert all(type(c) is FindingCode for c in a_new.problems)
     assert result_dict(loaded) == result_dict(fit)
     assert loaded.config == fit.config
     assert loaded.timings == fit.timings
@@ -139,6 +147,23 @@ def test_loads_without_the_data_file(tmp_path):
     assert loaded.spec.design.source == str(csv)
 
 
+
+def test_finding_codes_round_trip_as_the_enums_members(labelled_fit, tmp_path):
+    """Codes are saved as their plain strings (result.json and the file keep them) and load
+    back as :class:`FindingCode` members: in the findings and in a repair attempt's problems."""
+    first = dataclasses.replace(labelled_fit.repair_log[0],
+                                problems=(FindingCode.RHAT, FindingCode.ESS_BULK))
+    log = dataclasses.replace(labelled_fit.repair_log, attempts=(first,))
+    fit = dataclasses.replace(labelled_fit, repair_log=log)
+    save_fit(fit, tmp_path / "out")
+    readable = json.loads(read_tree(tmp_path / "out" / "fit.nc").attrs["poolwise_repair_log"])
+    assert readable["attempts"][0]["problems"] == ["rhat", "ess_bulk"]
+    loaded = load_fit(tmp_path / "out")
+    (back,) = loaded.repair_log.attempts
+    assert back.problems == (FindingCode.RHAT, FindingCode.ESS_BULK)
+    assert all(type(c) is FindingCode for c in back.problems)
+    assert back.problems == ("rhat", "ess_bulk")  # a StrEnum: equal to the saved strings
+
 @pytest.mark.parametrize(
     ("formula", "kw", "labels"),
     [
@@ -196,6 +221,7 @@ def test_repair_log_and_new_fields_round_trip(labelled_fit, tmp_path):
         assert readable[1] == steps[1]
         loaded = load_fit(tmp_path / fmt)
         assert loaded.repair_log == steps  # the Finding comes back as a Finding
+        assert loaded.repair_log[0].code is FindingCode.DIVERGENCES  # with the enum's member
         assert loaded.warnings == ("a", "b ü")
 
 

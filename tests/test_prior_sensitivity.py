@@ -14,8 +14,8 @@ import xarray as xr
 import poolwise
 from poolwise.inference.diagnostics import (
     PSENSE_THRESHOLD,
-    _prior_scale_draws,
-    _sensitivity_findings,
+    check_sensitivity,
+    prior_scale_draws,
 )
 from poolwise.model.priors import Priors, normal
 from poolwise.model.spec import build_model
@@ -86,7 +86,7 @@ def test_priors_are_evaluated_on_the_standardized_scale():
     icpt = rng.normal(-0.3, 0.2, (2, 50))
     post = xr.Dataset({"Intercept": (dims, icpt), "b_age": (dims, b_age),
                        "b_urban": (dims, b_urb)})
-    got = {name: (prior, x) for name, prior, x in _prior_scale_draws(post, spec)}
+    got = {name: (prior, x) for name, prior, x in prior_scale_draws(post, spec)}
     # coefficient per SD of age; 0/1 indicator unscaled; intercept at the predictors' means
     np.testing.assert_allclose(got["b_age"][1], b_age * s_age)
     np.testing.assert_allclose(got["b_urban"][1], b_urb)
@@ -94,12 +94,12 @@ def test_priors_are_evaluated_on_the_standardized_scale():
     np.testing.assert_allclose(got["Intercept"][1], want)
     assert str(got["b_age"][0]) == "normal(0, 1)" and str(got["Intercept"][0]) == "normal(0, 1.5)"
     # the finding says on which scale the prior applies
-    out = _sensitivity_findings({"b_age": (0.12, 0.2)}, spec)
+    out = check_sensitivity({"b_age": (0.12, 0.2)}, spec)
     assert len(out) == 1 and out[0].code == "prior_sensitive"
     assert "its prior normal(0, 1) on the standardized scale" in out[0].message
     assert f"per {np.std(df['age']):.3g} units of age" in out[0].message
     assert "normal(0, 10)" in out[0].message
-    assert _sensitivity_findings({"b_age": (0.01, 0.2)}, spec) == []
+    assert check_sensitivity({"b_age": (0.01, 0.2)}, spec) == []
 
 
 def test_skipped_check_can_be_added_later_with_the_same_numbers(coral_like):

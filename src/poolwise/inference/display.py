@@ -8,7 +8,8 @@ one attribute away (``fit.idata``, ``fit.summary()``, ...). Each view turns one 
 RepairLog`, a :class:`~poolwise.Fit`) into a :class:`~poolwise.textfmt.Table` of text and badge
 cells; escaping is left to whoever renders the table (jinja2's autoescape for the report,
 ``html.escape`` for ``_repr_html_``). The result types import this module when displayed; it
-imports none of them.
+imports none of them (only the finding codes, :mod:`poolwise.inference.finding_codes`, which
+import nothing).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from poolwise.inference.finding_codes import FindingCode
 from poolwise.textfmt import Badge, Cell, Table, fmt_rhat, fmt_sig
 
 if TYPE_CHECKING:
@@ -49,7 +51,7 @@ def restates_a_note(f: Finding, notes: Sequence[str]) -> bool:
     """True for a finding that says again what a note of the data checks says: the all-0 /
     all-1 levels of a grouping factor (``extreme_levels``) when the data checks noted the same
     factor. Such a finding is shown once, as the data note (which also gives the counts)."""
-    if f.code != "extreme_levels":
+    if f.code != FindingCode.EXTREME_LEVELS:
         return False
     m = re.match(r"Levels of '(.*?)':", f.message)
     if m is None:

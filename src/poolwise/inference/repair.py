@@ -48,6 +48,7 @@ import numpy as np
 
 from poolwise.engine.sampler import SamplerConfig
 from poolwise.inference.diagnostics import BFMI_MIN, RHAT_MAX, Diagnosis, Funnel
+from poolwise.inference.finding_codes import FindingCode
 from poolwise.inference.fitted import Fit
 from poolwise.inference.pilot import _engine_scale_range, choose_parameterization, inverse_p
 from poolwise.inference.sampling import sample_spec, with_log_likelihood
@@ -82,6 +83,18 @@ __all__ = [
 ]
 
 DEFAULT_TARGET_ACCEPT = 0.8
+
+#: error findings of the geometry (divergences, low E-BFMI): reparameterize, then raise
+#: target_accept
+_GEOMETRY = frozenset({FindingCode.DIVERGENCES, FindingCode.BFMI})
+#: error findings of stuck or non-finite draws: raise target_accept
+_STUCK = frozenset({FindingCode.NONFINITE, FindingCode.RHAT_UNDEFINED})
+#: error findings of short effective samples: more draws as well as more tuning
+_SHORT = frozenset({FindingCode.ESS_BULK, FindingCode.ESS_TAIL, FindingCode.RHAT})
+#: the error findings :func:`_failing` words itself
+_WORDED = _GEOMETRY | _STUCK | _SHORT
+#: findings that say a parameter is shaped by its prior
+_PRIOR_SHAPED = frozenset({FindingCode.PRIOR_DOMINATED, FindingCode.PRIOR_SENSITIVE})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,10 +138,14 @@ class RepairAttempt:
     min_bfmi: float
     ok: bool
     seconds: float
-    problems: tuple[str, ...]
+    problems: tuple[FindingCode, ...]
     culprit: str | None
     next_step: str
     ess_bulk: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # codes given as their strings (a saved fit holds strings) become the members
+        object.__setattr__(self, "problems", tuple(FindingCode(p) for p in self.problems))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,7 +160,7 @@ class RepairAttempt:
             "min_bfmi": _r(self.min_bfmi),
             "ok": self.ok,
             "seconds": _r(self.seconds),
-            "problems": list(self.problems),
+            "problems": [str(c) for c in self.problems],
             "culprit": self.culprit,
             "next_step": self.next_step,
         }
@@ -291,10 +308,10 @@ def _next_remedy(
 ) -> tuple[ModelSpec, SamplerConfig, str, str] | None:
     """(spec, config, action label, reason) for the next attempt, or None when nothing is left."""
     codes = {f.code for f in diag.errors}
-    if "rhat_single_chain" in codes:
+    if FindingCode.RHAT_SINGLE_CHAIN in codes:
         return None  # no remedy makes R-hat computable with one chain
-    geometry = bool(codes & {"divergences", "bfmi"})
-    stuck = bool(codes & {"nonfinite", "rhat_undefined"})
+    geometry = bool(codes & _GEOMETRY)
+    stuck = bool(codes & _STUCK)
     ladder = [t for t in policy.target_accepts if t > config.target_accept + 1e-12]
 
     if geometry:
@@ -322,7 +339,7 @@ def _next_remedy(
                     f"{ta:g}) takes smaller steps")
     # more tuning (and draws, when the effective sample size is short)
     tune = min(config.tune * policy.tune_factor, policy.max_tune) if config.tune else 1000
-    short = bool(codes & {"ess_bulk", "ess_tail", "rhat"})
+    short = bool(codes & _SHORT)
     draws = min(config.draws * policy.tune_factor, policy.max_draws) if short else config.draws
     if tune == config.tune and draws == config.draws:
         return None
@@ -340,19 +357,17 @@ def _failing(diag: Diagnosis) -> str:
     transitions remain" for a fit without divergences."""
     codes = {f.code for f in diag.errors}
     parts = []
-    if "divergences" in codes:
+    if FindingCode.DIVERGENCES in codes:
         parts.append(f"{diag.divergences} divergent transition(s) remain")
-    if "bfmi" in codes:
+    if FindingCode.BFMI in codes:
         parts.append(f"E-BFMI is below {BFMI_MIN}")
-    if "rhat" in codes:
+    if FindingCode.RHAT in codes:
         parts.append(f"R-hat is above {RHAT_MAX} (max {diag.max_rhat:.3f})")
-    if codes & {"ess_bulk", "ess_tail"}:
+    if codes & {FindingCode.ESS_BULK, FindingCode.ESS_TAIL}:
         parts.append("the effective sample size is short")
-    if codes & {"nonfinite", "rhat_undefined"}:
+    if codes & _STUCK:
         parts.append("draws are stuck or non-finite")
-    known = {"divergences", "bfmi", "rhat", "ess_bulk", "ess_tail", "nonfinite",
-             "rhat_undefined"}
-    parts.extend(f"check '{c}' fails" for c in sorted(codes - known))
+    parts.extend(f"check '{c}' fails" for c in sorted(codes - _WORDED))
     if not parts:
         return "diagnostics fail"
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
@@ -406,9 +421,10 @@ def _advice(state: _State, spec: ModelSpec, final: Diagnosis) -> tuple[str, ...]
     """Suggestions that change the model (never applied automatically)."""
     out = []
     seen: set[str] = set()
-    few = {f.parameters[0] for f in final.findings if f.code == "few_levels" and f.parameters}
+    few = {f.parameters[0] for f in final.findings
+           if f.code == FindingCode.FEW_LEVELS and f.parameters}
     dominated = {f.parameters[0] for f in final.findings
-                 if f.code in ("prior_dominated", "prior_sensitive") and f.parameters}
+                 if f.code in _PRIOR_SHAPED and f.parameters}
     for f in state.funnels:
         if f.direction != "small" or f.parameter in seen:
             continue
@@ -419,9 +435,10 @@ def _advice(state: _State, spec: ModelSpec, final: Diagnosis) -> tuple[str, ...]
             f"a tighter prior on {f.parameter} (now {prior}), e.g. half_normal(0.5) or "
             f"half_normal(0.1), would narrow the funnel's neck, but it changes the model: it "
             f"pulls {f.parameter} toward 0 and every level of '{f.term}' toward the average, "
-            "so the between-group variation can be hidden (the seed's half_normal(0.1) forced "
-            "sigma to about 0.08). Only use it if you hold that belief before seeing the data; "
-            "poolwise never tightens a prior by itself."
+            "so the between-group variation can be hidden (on three districts of the bundled "
+            "example, poolwise.load_example('bangladesh'), half_normal(0.1) forced sigma to "
+            "about 0.08). Only use it if you hold that belief before seeing the data; poolwise "
+            "never tightens a prior by itself."
         )
     for name in sorted((few | dominated) - seen):
         out.append(
@@ -511,7 +528,7 @@ def repair_fit(
             )
         else:
             remedy = _next_remedy(diag, current, spec, config, policy, state)
-            if remedy is None and diag.has("rhat_single_chain"):
+            if remedy is None and diag.has(FindingCode.RHAT_SINGLE_CHAIN):
                 stopped = ("no remedy: R-hat needs at least 2 chains, so a 1-chain fit cannot "
                            "be checked; run chains >= 2")
             elif remedy is None:
