@@ -60,12 +60,14 @@ from poolwise.model.predictor import Rows, inverse_link, linear_predictor, new_l
 if TYPE_CHECKING:
     from poolwise.inference.fitted import Fit
 
-__all__ = ["predict", "predict_draws", "NewGroups"]
+__all__ = ["NewGroups", "as_frame", "new_rows", "predict", "predict_draws", "read_frame"]
 
 NewGroups = Literal["population", "sample"]
 
 
-def _frame(new_data: Any) -> pd.DataFrame:
+def as_frame(new_data: Any) -> pd.DataFrame:
+    """``new_data`` as a pandas frame (a frame, a polars frame, a dict of columns, a
+    :class:`Table` or a path read with :func:`read_table`)."""
     if isinstance(new_data, pd.DataFrame):
         return new_data.reset_index(drop=True)
     if hasattr(new_data, "to_pandas"):  # polars
@@ -215,6 +217,67 @@ def _group_key(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     )
 
 
+def new_rows(fit: Fit, frame: pd.DataFrame, offset: Any = None) -> tuple[Rows, list[str]]:
+    """The rows of ``frame`` as the linear predictor takes them (:class:`Rows`): the fixed
+    columns and each group term's codes (-1 for a label the fit has not seen) and Z values,
+    encoded exactly as the fitted data were, and the offset; plus notes (unseen labels).
+    Raises :class:`DataError` for a missing column or an unusable value."""
+    spec = fit.spec
+    d = spec.design
+    offsets = [lab for lab in d.formula.offsets if lab != ARRAY_OFFSET] if offset is None else []
+    needed = _source_columns(d, d.formula.predictors) + _source_columns(d, offsets) + [
+        c for t in spec.terms for c in t.group.term.group
+    ]
+    missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"new_data lacks the column(s) {', '.join(missing)} that the model uses; "
+            f"it has {', '.join(map(str, frame.columns))}"
+        )
+    unpooled = {c for t in spec.terms if not t.estimated for c in t.group.coef_names}
+    fixed_terms = [t for t in d.formula.terms if t.name not in unpooled]
+    values = _variable_values(d, frame)
+    n_new = len(frame)
+    X = _design_rows(d, values, n_new, d.fixed_names, fixed_terms, d.has_intercept,
+                     [t.variables for t in d.formula.terms], d.formula.intercept)
+    codes, Zs, notes = [], [], []
+    for term in spec.terms:
+        g = term.group
+        Zs.append(_design_rows(d, values, n_new, g.coef_names, list(g.term.terms),
+                               g.term.intercept, [t.variables for t in g.term.terms],
+                               g.term.intercept))
+        keys = _group_key(frame, g.term.group)
+        lookup = {
+            (lab.item() if hasattr(lab, "item") else lab): j for j, lab in enumerate(g.labels)
+        }
+        c = np.array([lookup.get(k, -1) if k is not None else -1 for k in keys], dtype=np.int64)
+        if (c < 0).any():
+            unseen = list(dict.fromkeys(str(k) for k in keys[c < 0]))
+            notes.append(f"{len(unseen)} {g.name} label(s) the fit has not seen ("
+                         + ", ".join(unseen[:5]) + (", ..." if len(unseen) > 5 else "")
+                         + "): predicted at the population mean")
+        codes.append(c)
+    rows = Rows(X=X, offset=_new_offset(d, frame, offset), codes=tuple(codes), Z=tuple(Zs))
+    return rows, notes
+
+
+def read_frame(source: str) -> tuple[pd.DataFrame, str | None]:
+    """The table a fit was made from, read again from its recorded path, with its SHA-256
+    (None where the source is not a file poolwise can read again)."""
+    from pathlib import Path
+
+    from poolwise.data.table import read_table
+
+    path = Path(str(source))
+    if not path.is_file():
+        raise DataError(
+            f"the data this fit was made from ({source}) are not a file poolwise can read "
+            "again; give them as newdata="
+        )
+    table = read_table(path)
+    return table.frame.reset_index(drop=True), table.sha256
+
+
 def predict_draws(
     fit: Fit,
     new_data: Any,
@@ -235,44 +298,18 @@ def predict_draws(
     if new_groups not in ("population", "sample"):
         raise SpecError(f"new_groups must be 'population' or 'sample'; got {new_groups!r}")
     spec = fit.spec
-    d = spec.design
-    frame = _frame(new_data)
+    frame = as_frame(new_data)
     if len(frame) == 0:
         raise DataError("new_data has no rows")
-    offsets = [lab for lab in d.formula.offsets if lab != ARRAY_OFFSET] if offset is None else []
-    needed = _source_columns(d, d.formula.predictors) + _source_columns(d, offsets) + [
-        c for t in spec.terms for c in t.group.term.group
-    ]
-    missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"new_data lacks the column(s) {', '.join(missing)} that the model uses; "
-            f"it has {', '.join(map(str, frame.columns))}"
-        )
     post = fit.posterior
     S = post.sizes["chain"] * post.sizes["draw"]
-    unpooled = {c for t in spec.terms if not t.estimated for c in t.group.coef_names}
-    fixed_terms = [t for t in d.formula.terms if t.name not in unpooled]
-    values = _variable_values(d, frame)
-    n_new = len(frame)
-    X = _design_rows(d, values, n_new, d.fixed_names, fixed_terms, d.has_intercept,
-                     [t.variables for t in d.formula.terms], d.formula.intercept)
-    codes, Zs, keys_of = [], [], []
+    rows, _ = new_rows(fit, frame, offset)
     info = pd.DataFrame(index=frame.index)
-    for term in spec.terms:
-        g = term.group
-        Zs.append(_design_rows(d, values, n_new, g.coef_names, list(g.term.terms),
-                               g.term.intercept, [t.variables for t in g.term.terms],
-                               g.term.intercept))
-        keys = _group_key(frame, g.term.group)
-        lookup = {
-            (lab.item() if hasattr(lab, "item") else lab): j for j, lab in enumerate(g.labels)
-        }
-        codes.append(np.array([lookup.get(k, -1) if k is not None else -1 for k in keys],
-                              dtype=np.int64))
-        keys_of.append(keys)
-        info[f"{g.name}_status"] = np.where(codes[-1] >= 0, "existing", "new")
-    rows = Rows(X=X, offset=_new_offset(d, frame, offset), codes=tuple(codes), Z=tuple(Zs))
+    keys_of = []
+    for term, codes in zip(spec.terms, rows.codes, strict=True):
+        keys_of.append(_group_key(frame, term.group.term.group))
+        info[f"{term.group.name}_status"] = np.where(codes >= 0, "existing", "new")
+    codes, Zs = rows.codes, rows.Z
     # an unseen level has deviation 0 here: the population mean
     eta = linear_predictor(spec, post, rows)
     rng = np.random.default_rng([int((fit.config.seed or 0) if seed is None else seed), 23])
@@ -355,7 +392,7 @@ def predict(
     if kind not in ("hdi", "eti"):
         raise SpecError(f"kind must be 'hdi' or 'eti'; got {kind!r}")
     draws, info = predict_draws(fit, new_data, new_groups=new_groups, seed=seed, offset=offset)
-    frame = _frame(new_data)
+    frame = as_frame(new_data)
     d = fit.spec.design
     offsets = [lab for lab in d.formula.offsets if lab != ARRAY_OFFSET] if offset is None else []
     cols = [c for c in dict.fromkeys(

@@ -49,6 +49,7 @@ __all__ = [
     "inverse_link",
     "linear_predictor",
     "new_level_draws",
+    "with_new_levels",
 ]
 
 
@@ -181,6 +182,29 @@ def engine_coefficients(spec: ModelSpec, beta: np.ndarray,
             mu.append(mi)
             off += dev.shape[1]
     return _coefficients(beta, tots, start, mu, tuple(t.group.n_coefs for t in spec.terms))
+
+
+def with_new_levels(spec: ModelSpec, coefs: Coefficients,
+                    deviations: list[np.ndarray]) -> Coefficients:
+    """``coefs`` with new levels appended to every group term, after its fitted ones:
+    ``deviations[t]`` (S, Q_t, C_t) are the new levels' deviations from the population mean
+    (draws of :func:`new_level_draws`, or quadrature nodes), so a row with code ``L_t + q``
+    of term ``t`` has the effects of new level ``q``."""
+    tots, starts, j = [], [], 0
+    for term, dev in zip(spec.terms, deviations, strict=True):
+        L = term.group.n_levels
+        for c in range(term.group.n_coefs):
+            fitted = np.asarray(coefs.tot[:, coefs.start[j]:coefs.start[j] + L],
+                                dtype=np.float64)
+            mi = coefs.mu[j]
+            new = dev[:, :, c] + (coefs.beta[:, [mi]] if mi >= 0 else 0.0)
+            starts.append(sum(b.shape[1] for b in tots))
+            tots.append(np.concatenate([fitted, new], axis=1))
+            j += 1
+    if not tots:
+        return coefs
+    return replace(coefs, tot=np.ascontiguousarray(np.concatenate(tots, axis=1)),
+                   start=np.asarray(starts, dtype=np.int64))
 
 
 def predictor_arrays(coefs: Coefficients, rows: Rows) -> tuple[np.ndarray, ...]:

@@ -1,0 +1,504 @@
+"""Effects on the outcome scale, in marginaleffects' vocabulary: :func:`predictions`,
+:func:`comparisons` and :func:`slopes`.
+
+Everything is computed per posterior draw on the probability scale and summarised over the
+draws at the end (posterior mean, SD and a ``prob`` interval), so every interval is a
+posterior interval of the quantity itself, not a delta-method approximation.
+
+* :func:`predictions`: the success probability of each row of ``newdata``, or its average over
+  the rows of each level of ``by``;
+* :func:`comparisons`: the difference in the success probability when a predictor changes
+  (a binary or categorical predictor: each level against the reference; a numeric one: from
+  its value to its value + 1 unit, or between two given values), averaged over the rows (of
+  each level of ``by``): the average risk difference;
+* :func:`slopes`: the derivative of the success probability with respect to a numeric
+  predictor (a central difference), averaged the same way.
+
+The rows are ``newdata``, or by default the data the model was fitted to (read again from the
+file the fit records, checked against its SHA-256; rows the fit dropped stay out), each row
+weighted by the data rows it stands for.
+
+Group effects (``groups``):
+
+* ``"fitted"`` (default): each row in its own fitted group (conditional on the groups; an
+  unseen label gets the population mean, with a note);
+* ``"new"``: each row in a new group, whose effects are integrated over the population
+  distribution (partial pooling) or the fixed prior of a level (no pooling): by Gauss-Hermite
+  quadrature when the model's group terms have at most two varying coefficients in all (21
+  nodes for one, 11 x 11 for two), otherwise by Monte Carlo (400 draws of the new groups' effects
+  per posterior draw, seeded); the result says which;
+* ``"average"``: each row in every fitted group in turn, weighted by the group's share of the
+  data rows (for several group terms: every combination of levels that occurs in the data,
+  weighted by its rows): the average over the fitted groups.
+
+The linear predictor and the probabilities come from the model layer
+(:mod:`poolwise.model.predictor`, :func:`poolwise.model.predictive.mean_probabilities`), so
+every term, link and the offset count as in the fit.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from poolwise.comparison.predict import new_rows, read_frame
+from poolwise.errors import DataError, SpecError
+from poolwise.model.predictive import mean_probabilities
+from poolwise.model.predictor import (
+    Coefficients,
+    Rows,
+    coefficients,
+    new_level_draws,
+    with_new_levels,
+)
+
+if TYPE_CHECKING:
+    from poolwise.inference.fitted import Fit
+
+__all__ = ["by_levels", "comparisons", "interval_columns", "predictions", "slopes",
+           "summarise_draws"]
+
+Groups = Literal["fitted", "new", "average"]
+
+#: Monte Carlo draws of new groups' effects per posterior draw (more than two varying
+#: coefficients in all)
+NEW_GROUP_DRAWS = 400
+#: rows x combinations of levels that groups="average" evaluates per draw at most
+AVERAGE_MAX_ROWS = 2_000_000
+
+
+def interval_columns(prob: float, kind: str) -> tuple[str, str]:
+    """The names of an interval's columns, saying their kind and probability:
+    ``hdi_89_lower``, ``hdi_89_upper`` (``eti_95_...``, ``hdi_89.5_...``)."""
+    pct = f"{100 * prob:.10g}"
+    return f"{kind}_{pct}_lower", f"{kind}_{pct}_upper"
+
+
+def summarise_draws(draws: np.ndarray, prob: float, kind: str) -> dict[str, np.ndarray]:
+    """Posterior mean, SD and interval of each column of ``draws`` (S, k)."""
+    from arviz_stats.base import array_stats
+
+    fn = array_stats.hdi if kind == "hdi" else array_stats.eti
+    iv = np.asarray(fn(draws, prob, axis=0)).reshape(-1, 2)
+    lo, hi = interval_columns(prob, kind)
+    return {"estimate": draws.mean(axis=0), "sd": draws.std(axis=0, ddof=1),
+            lo: iv[:, 0], hi: iv[:, 1]}
+
+
+def _check(prob: float, kind: str, groups: str) -> None:
+    if not 0.0 < prob < 1.0:
+        raise SpecError(f"prob must lie strictly between 0 and 1 (e.g. 0.89); got {prob!r}")
+    if kind not in ("hdi", "eti"):
+        raise SpecError(f"kind must be 'hdi' or 'eti'; got {kind!r}")
+    if groups not in ("fitted", "new", "average"):
+        raise SpecError(f"groups must be 'fitted', 'new' or 'average'; got {groups!r}")
+
+
+# ---- the rows ------------------------------------------------------------------------------
+
+
+def _fitted_data(fit: Fit) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows the model was fitted to, read again from the recorded file (its SHA-256 must
+    match), with the data rows each stands for."""
+    d = fit.spec.design
+    frame, sha = read_frame(d.source)
+    if sha is not None and sha != d.data_sha256:
+        raise DataError(
+            f"the fit was made from data with SHA-256 {d.data_sha256[:12]}..., but "
+            f"{d.source} now has {sha[:12]}...; give the data it was fitted to as newdata="
+        )
+    rows = frame.iloc[np.asarray(d.row_number) - 1].reset_index(drop=True)
+    weight = (np.ones(len(rows)) if d.row_count is None
+              else np.asarray(d.row_count, dtype=float))
+    return rows, weight
+
+
+def _frame_and_weight(fit: Fit, newdata: Any) -> tuple[pd.DataFrame, np.ndarray]:
+    if newdata is None:
+        return _fitted_data(fit)
+    from poolwise.comparison.predict import as_frame
+
+    frame = as_frame(newdata)
+    if len(frame) == 0:
+        raise DataError("newdata has no rows")
+    return frame, np.ones(len(frame))
+
+
+def by_levels(frame: pd.DataFrame, by: str | list[str] | None
+               ) -> tuple[np.ndarray, pd.DataFrame]:
+    """Each row's level of ``by`` and the table of levels (no ``by``: one level, all rows)."""
+    if by is None:
+        return np.zeros(len(frame), dtype=np.int64), pd.DataFrame(index=[0])
+    cols = [by] if isinstance(by, str) else list(by)
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise DataError(f"by names column(s) {', '.join(missing)}, which the data lack; "
+                        f"columns: {', '.join(map(str, frame.columns[:20]))}")
+    keys = frame[cols].astype(object)
+    codes, uniques = pd.MultiIndex.from_frame(keys).factorize(sort=True)
+    levels = pd.DataFrame(list(uniques), columns=cols)
+    return np.asarray(codes, dtype=np.int64), levels
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    """Rows for the group handling: the rows (as the predictor takes them), each row's
+    weight and level of ``by``, and the coefficients (with the virtual levels of new groups
+    appended)."""
+
+    rows: Rows
+    weight: np.ndarray
+    level: np.ndarray
+    coefs: Coefficients
+    method: str
+
+
+def _collapse(rows: Rows, weight: np.ndarray, level: np.ndarray, codes: bool
+              ) -> tuple[Rows, np.ndarray, np.ndarray]:
+    """Rows that the predictor cannot tell apart (the same fixed columns, offset, Z values,
+    level of ``by`` and, with ``codes``, group levels) as one row with their summed weight:
+    the fitted data repeat their covariates, and every row is evaluated once per group level
+    or quadrature node after this."""
+    parts = [rows.X, level[:, None].astype(float)]
+    parts += [z for z in rows.Z]
+    if rows.offset is not None:
+        parts.append(rows.offset[:, None])
+    if codes:
+        parts += [c[:, None].astype(float) for c in rows.codes]
+    key = np.column_stack(parts)
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    summed = np.bincount(inverse.reshape(-1), weights=weight, minlength=len(first))
+    return rows.take(first), summed, level[first]
+
+
+def _evaluation(fit: Fit, rows: Rows, weight: np.ndarray, level: np.ndarray, groups: str,
+                seed: int) -> _Evaluation:
+    coefs = coefficients(fit.spec, fit.posterior)
+    if groups == "fitted":
+        for term, codes in zip(fit.spec.terms, rows.codes, strict=True):
+            if not term.estimated and (codes < 0).any():
+                raise SpecError(
+                    f"the no-pooling model has no population of {term.name} groups for the "
+                    f"labels it has not seen; use groups='new' (a new group from the fixed "
+                    "prior of a level) or a partial-pooling fit"
+                )
+    if not fit.spec.terms or groups == "fitted":
+        rows, weight, level = _collapse(rows, weight, level, codes=True)
+        return _Evaluation(rows, weight, level, coefs, "the rows' own fitted groups")
+    rows, weight, level = _collapse(rows, weight, level, codes=False)
+    if groups == "average":
+        return _average(fit, rows, weight, level, coefs)
+    return _new_groups(fit, rows, weight, level, coefs, seed)
+
+
+def _average(fit: Fit, rows: Rows, weight: np.ndarray, level: np.ndarray,
+             coefs: Coefficients) -> _Evaluation:
+    """Each row in every combination of fitted levels that occurs in the data, weighted by
+    its share of the data rows."""
+    d = fit.spec.design
+    codes = np.column_stack([g.codes for g in d.groups])
+    from poolwise.data.patterns import row_patterns
+
+    pat = row_patterns(d)
+    rows_per_cell = np.bincount(pat.cell, weights=pat.count, minlength=d.n_cells)
+    combos, inverse = np.unique(codes, axis=0, return_inverse=True)
+    share = np.bincount(inverse.reshape(-1), weights=rows_per_cell, minlength=len(combos))
+    share = share / share.sum()
+    n, m = rows.n, len(combos)
+    if n * m > AVERAGE_MAX_ROWS:
+        raise SpecError(
+            f"averaging over the fitted groups evaluates {n:,} rows x {m:,} combinations of "
+            f"levels per draw (more than {AVERAGE_MAX_ROWS:,}); use groups='new' (a new group, "
+            "integrated over the population) or fewer rows"
+        )
+    rep = np.repeat(np.arange(n), m)
+    combo = np.tile(np.arange(m), n)
+    expanded = rows.take(rep)
+    for t in range(len(d.groups)):
+        expanded = expanded.with_codes(t, combos[combo, t])
+    return _Evaluation(expanded, weight[rep] * share[combo], level[rep], coefs,
+                       f"averaged over the {m:,} combinations of fitted group levels, weighted "
+                       "by their data rows")
+
+
+def _new_groups(fit: Fit, rows: Rows, weight: np.ndarray, level: np.ndarray,
+                coefs: Coefficients, seed: int) -> _Evaluation:
+    """Each row in a new level of every group term, its effects integrated over their
+    distribution: virtual levels appended to the coefficients (one per quadrature node or
+    Monte Carlo draw), each row repeated once per node with the node's weight."""
+    spec, post = fit.spec, fit.posterior
+    dims = sum(t.group.n_coefs for t in spec.terms)
+    S = coefs.n_draws
+    if dims <= 2:
+        x1, w1 = np.polynomial.hermite_e.hermegauss(21 if dims == 1 else 11)
+        nodes = np.array(list(itertools.product(x1, repeat=dims)))
+        node_w = np.prod(np.array(list(itertools.product(w1, repeat=dims))), axis=1)
+        node_w = node_w / node_w.sum()
+        z = np.broadcast_to(nodes, (S,) + nodes.shape)
+        method = (f"a new group, integrated over its distribution by Gauss-Hermite "
+                  f"quadrature ({len(nodes)} nodes)")
+    else:
+        rng = np.random.default_rng([seed, 31])
+        z = rng.standard_normal((S, NEW_GROUP_DRAWS, dims))
+        node_w = np.full(NEW_GROUP_DRAWS, 1.0 / NEW_GROUP_DRAWS)
+        method = (f"a new group, integrated over its distribution by Monte Carlo "
+                  f"({NEW_GROUP_DRAWS} draws per posterior draw)")
+    Q = z.shape[1]
+    deviations, d0 = [], 0
+    for term in spec.terms:
+        C = term.group.n_coefs
+        mean, chol = new_level_draws(spec, post, term)
+        deviations.append(mean[:, None, :]
+                          + np.einsum("sij,sqj->sqi", chol, z[:, :, d0:d0 + C]))  # (S, Q, C)
+        d0 += C
+    aug = with_new_levels(spec, coefs, deviations)
+    n = rows.n
+    rep = np.repeat(np.arange(n), Q)
+    node = np.tile(np.arange(Q), n)
+    expanded = rows.take(rep)
+    for t, term in enumerate(spec.terms):
+        expanded = expanded.with_codes(t, term.group.n_levels + node)
+    return _Evaluation(expanded, weight[rep] * node_w[node], level[rep], aug, method)
+
+
+def _mean_p(fit: Fit, ev: _Evaluation, n_levels: int) -> np.ndarray:
+    """Per draw, each level's weighted mean probability (S, n_levels)."""
+    sums = mean_probabilities(fit.spec, ev.coefs, ev.rows, ev.weight, ev.level, n_levels)
+    return sums / np.bincount(ev.level, weights=ev.weight, minlength=n_levels)
+
+
+# ---- the public functions -----------------------------------------------------------------
+
+
+def predictions(fit: Fit, newdata: Any = None, *, by: str | list[str] | bool | None = None,
+                groups: Groups = "fitted", prob: float = 0.89, kind: str = "hdi",
+                offset: Any = None, seed: int | None = None) -> pd.DataFrame:
+    """Predicted success probabilities on the outcome scale, with posterior intervals.
+
+    Parameters
+    ----------
+    fit : Fit
+        The fitted model.
+    newdata : pandas.DataFrame, polars.DataFrame, dict, str or None, default None
+        The rows to predict (the model's predictor and group columns, on the original scale);
+        None: the data the model was fitted to.
+    by : str, list of str, bool or None, default None
+        None: one row per row of ``newdata``; a column (or columns): the average over the rows
+        of each of its levels; True: the average over all rows.
+    groups : {"fitted", "new", "average"}, default "fitted"
+        How group effects count (module docstring): the rows' own fitted groups, a new group
+        integrated over the population, or the average over the fitted groups.
+    prob : float, default 0.89
+        Probability mass of the intervals.
+    kind : {"hdi", "eti"}, default "hdi"
+        Highest-density or equal-tailed intervals.
+    offset : array-like or None, default None
+        The offset of each row of ``newdata`` where the model was fitted with ``offset=``
+        values.
+    seed : int or None, default None
+        Seed of the Monte Carlo integration of new groups (default: the fit's seed).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``estimate`` (posterior mean probability), ``sd`` and the interval columns
+        (``hdi_89_lower``, ``hdi_89_upper``), per row or per level of ``by``; ``attrs`` say
+        how groups were handled.
+
+    Raises
+    ------
+    SpecError
+        When ``prob``, ``kind`` or ``groups`` is invalid.
+    DataError
+        When the rows lack a model column or hold an unusable value, or the fitted data
+        cannot be read again.
+    """
+    _check(prob, kind, groups)
+    frame, weight = _frame_and_weight(fit, newdata)
+    rows, notes = new_rows(fit, frame, offset)
+    seed = int(fit.config.seed or 0) if seed is None else int(seed)
+    if by is None:
+        level, levels = np.arange(len(frame)), frame.reset_index(drop=True)
+    elif by is True:
+        level, levels = np.zeros(len(frame), dtype=np.int64), pd.DataFrame(index=[0])
+    else:
+        level, levels = by_levels(frame, by)
+    ev = _evaluation(fit, rows, weight, level, groups, seed)
+    p = _mean_p(fit, ev, len(levels))
+    out = levels.reset_index(drop=True).copy()
+    for k, v in summarise_draws(p, prob, kind).items():
+        out[k] = v
+    out.attrs.update({"groups": ev.method, "notes": tuple(notes), "prob": prob, "kind": kind,
+                      "scale": "probability"})
+    return out
+
+
+def _contrasts(fit: Fit, frame: pd.DataFrame, variable: str, contrast: Any
+               ) -> list[tuple[str, pd.DataFrame, pd.DataFrame, float]]:
+    """(label, rows at the low value, rows at the high value, divisor) per contrast."""
+    enc = fit.spec.design.encoding
+    if enc is None:
+        raise SpecError("this fit has no record of how its predictors were encoded (saved by "
+                        "an older poolwise); fit it again")
+    var = next((ve for ve in enc.variables if ve.label == variable), None)
+    if var is None:
+        names = ", ".join(ve.label for ve in enc.variables) or "none"
+        raise SpecError(f"{variable!r} is not a predictor of the model; its predictors: {names}")
+    col = _source_column(fit, variable)
+    if var.kind == "categorical":
+        levels = list(var.levels)
+        pairs = [(levels[0], lv) for lv in levels[1:]] if contrast is None else [contrast]
+        return [(f"{hi} - {lo}", frame.assign(**{col: lo}), frame.assign(**{col: hi}), 1.0)
+                for lo, hi in pairs]
+    x = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+    if contrast is None:
+        values = np.unique(x[np.isfinite(x)])
+        if len(values) <= 2 and set(values.tolist()) <= {0.0, 1.0}:
+            contrast = (0.0, 1.0)
+        else:
+            return [("+1", frame, frame.assign(**{col: x + 1.0}), 1.0)]
+    if contrast == "slope":
+        h = 1e-4 * max(float(np.nanstd(x)), 1e-8)
+        return [("dP/dx", frame.assign(**{col: x - h}), frame.assign(**{col: x + h}), 2 * h)]
+    lo, hi = contrast
+    return [(f"{hi:g} - {lo:g}", frame.assign(**{col: float(lo)}),
+             frame.assign(**{col: float(hi)}), 1.0)]
+
+
+def _source_column(fit: Fit, variable: str) -> str:
+    """The data column a predictor is computed from (``factor(period)`` -> ``period``)."""
+    cols = fit.spec.formula.expr(variable).columns
+    if len(cols) != 1:
+        raise SpecError(f"predictor {variable!r} is computed from {len(cols)} columns "
+                        f"({', '.join(cols)}); comparisons change one column at a time")
+    return cols[0]
+
+
+def comparisons(fit: Fit, variables: str | list[str] | dict[str, Any], newdata: Any = None, *,
+                by: str | list[str] | None = None, groups: Groups = "fitted",
+                prob: float = 0.89, kind: str = "hdi", offset: Any = None,
+                seed: int | None = None, _slope: bool = False) -> pd.DataFrame:
+    """Average differences in the success probability when a predictor changes, with
+    posterior intervals (marginaleffects' ``avg_comparisons``).
+
+    Parameters
+    ----------
+    fit : Fit
+        The fitted model.
+    variables : str, list of str or dict
+        The predictor(s) to change. A binary (0/1) or categorical predictor: each level
+        against the reference (a dict value ``(lo, hi)`` picks two levels); a numeric one:
+        + 1 unit (a dict value ``(lo, hi)`` compares two values).
+    newdata : pandas.DataFrame, polars.DataFrame, dict, str or None, default None
+        The rows to average over; None: the data the model was fitted to.
+    by : str, list of str or None, default None
+        Average within each level of these columns instead of over all rows.
+    groups : {"fitted", "new", "average"}, default "fitted"
+        How group effects count (module docstring).
+    prob : float, default 0.89
+        Probability mass of the intervals.
+    kind : {"hdi", "eti"}, default "hdi"
+        Highest-density or equal-tailed intervals.
+    offset : array-like or None, default None
+        The offset of each row of ``newdata`` where the model was fitted with ``offset=``.
+    seed : int or None, default None
+        Seed of the Monte Carlo integration of new groups (default: the fit's seed).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per variable, contrast and level of ``by``: ``term``, ``contrast``, the
+        ``by`` columns, ``estimate`` (the posterior mean of the average difference on the
+        probability scale), ``sd`` and the interval columns (``hdi_89_lower``, ...).
+
+    Raises
+    ------
+    SpecError
+        When a variable is not a predictor of the model, or an option is invalid.
+    DataError
+        When the rows lack a model column or the fitted data cannot be read again.
+    """
+    _check(prob, kind, groups)
+    frame, weight = _frame_and_weight(fit, newdata)
+    if isinstance(variables, str):
+        variables = {variables: None}
+    elif not isinstance(variables, dict):
+        variables = dict.fromkeys(variables)
+    level, levels = by_levels(frame, by)
+    seed = int(fit.config.seed or 0) if seed is None else int(seed)
+    parts, method, notes = [], "", []
+    for variable, contrast in variables.items():
+        spec = "slope" if _slope else contrast
+        for label, lo_frame, hi_frame, div in _contrasts(fit, frame, variable, spec):
+            p = []
+            for f in (lo_frame, hi_frame):
+                rows, note = new_rows(fit, f, offset)
+                notes += note
+                ev = _evaluation(fit, rows, weight, level, groups, seed)
+                method = ev.method
+                p.append(_mean_p(fit, ev, len(levels)))
+            table = levels.reset_index(drop=True).copy()
+            table.insert(0, "contrast", label)
+            table.insert(0, "term", variable)
+            for k, v in summarise_draws((p[1] - p[0]) / div, prob, kind).items():
+                table[k] = v
+            parts.append(table)
+    out = pd.concat(parts, ignore_index=True)
+    out.attrs.update({"groups": method, "notes": tuple(dict.fromkeys(notes)), "prob": prob,
+                      "kind": kind, "scale": "probability"})
+    return out
+
+
+def slopes(fit: Fit, variables: str | list[str], newdata: Any = None, *,
+           by: str | list[str] | None = None, groups: Groups = "fitted", prob: float = 0.89,
+           kind: str = "hdi", offset: Any = None, seed: int | None = None) -> pd.DataFrame:
+    """Average derivatives of the success probability with respect to numeric predictors
+    (a central difference per row), with posterior intervals (marginaleffects'
+    ``avg_slopes``).
+
+    Parameters
+    ----------
+    fit : Fit
+        The fitted model.
+    variables : str or list of str
+        Numeric predictors.
+    newdata : pandas.DataFrame, polars.DataFrame, dict, str or None, default None
+        The rows to average over; None: the data the model was fitted to.
+    by : str, list of str or None, default None
+        Average within each level of these columns.
+    groups : {"fitted", "new", "average"}, default "fitted"
+        How group effects count (module docstring).
+    prob : float, default 0.89
+        Probability mass of the intervals.
+    kind : {"hdi", "eti"}, default "hdi"
+        Highest-density or equal-tailed intervals.
+    offset : array-like or None, default None
+        The offset of each row of ``newdata`` where the model was fitted with ``offset=``.
+    seed : int or None, default None
+        Seed of the Monte Carlo integration of new groups.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`comparisons`, with ``contrast`` ``"dP/dx"`` (per unit of the predictor).
+
+    Raises
+    ------
+    SpecError
+        When a variable is not a numeric predictor of the model, or an option is invalid.
+    DataError
+        When the rows lack a model column or the fitted data cannot be read again.
+    """
+    names = [variables] if isinstance(variables, str) else list(variables)
+    enc = fit.spec.design.encoding
+    for v in names:
+        ve = next((x for x in (enc.variables if enc else ()) if x.label == v), None)
+        if ve is not None and ve.kind == "categorical":
+            raise SpecError(f"{v!r} is categorical; a slope needs a numeric predictor (use "
+                            "comparisons() for its levels)")
+    return comparisons(fit, names, newdata, by=by, groups=groups, prob=prob, kind=kind,
+                       offset=offset, seed=seed, _slope=True)
