@@ -12,6 +12,10 @@ values (reference levels of categorical predictors), so their proportions are pr
 those values and are never compared with raw proportions; the population paragraph then
 compares like with like (the model's proportion averaged over the data's own rows against the
 raw pooled proportion).
+
+Why one module: the paragraphs are one text, built from one context (``_Context``) with the
+same number formats and the same rules of wording; a paragraph with two cases (the population
+paragraph, with and without predictors) is a short dispatch to one function per case.
 """
 
 from __future__ import annotations
@@ -323,34 +327,50 @@ def population_paragraph(comp: PoolingComparison) -> str:
     predictors' zero values, so the like-with-like comparison is the model's proportion
     averaged over the data's own rows."""
     c = _context(comp)
-    g, pop, name, inv = c.g, c.pop, c.name, c.inv
-    pop_p, sigma, newg = pop.loc["p_typical_group"], pop.loc["sigma"], pop.loc["p_new_group_mean"]
-    pooled = pop.loc["raw_pooled_proportion", "mean"]
-    tot_s, tot_n = g["successes"].sum(), g["n"].sum()
+    pooled = c.pop.loc["raw_pooled_proportion", "mean"]
+    tot_s, tot_n = c.g["successes"].sum(), c.g["n"].sum()
     raw_text = f"the raw pooled proportion {_n(tot_s)}/{_n(tot_n)} = {_p(pooled)}"
     if c.predictors:
-        a_bar = pop.loc["a_bar"]
-        fitted = fitted_pooled_proportion(comp.main_fit)
-        lo, hi = _interval(fitted, comp.prob, comp.kind)
-        text = (
-            f"The population intercept a_bar = {_p(a_bar['mean'])} is the log-odds of a "
-            f"typical {name}{c.at}, so {inv}(a_bar) = {_p(pop_p['mean'])} ({c.interval(pop_p)}) "
-            f"is the proportion of a typical {name} at those values, not an average over the "
-            f"data, and it is not comparable with {raw_text}. Compared like with like, "
-            f"averaged over the data's own rows (each at its own predictor values and {name}), "
-            f"the partial-pooling model predicts a proportion of {_p(float(fitted.mean()))} "
-            f"({c.ci} {_p(lo)} to {_p(hi)}) against the raw {_p(pooled)}"
+        return _population_with_predictors(c, pooled, raw_text)
+    return _population_without_predictors(c, pooled, raw_text)
+
+
+def _population_with_predictors(c: _Context, pooled: float, raw_text: str) -> str:
+    """The population paragraph of a model with predictors: ``a_bar`` is at the predictors'
+    zero values, so the model's proportion averaged over the data's rows is what compares
+    with the raw pooled proportion."""
+    comp, pop, name, inv = c.comp, c.pop, c.name, c.inv
+    pop_p, sigma, newg = pop.loc["p_typical_group"], pop.loc["sigma"], pop.loc["p_new_group_mean"]
+    a_bar = pop.loc["a_bar"]
+    fitted = fitted_pooled_proportion(comp.main_fit)
+    lo, hi = _interval(fitted, comp.prob, comp.kind)
+    text = (
+        f"The population intercept a_bar = {_p(a_bar['mean'])} is the log-odds of a "
+        f"typical {name}{c.at}, so {inv}(a_bar) = {_p(pop_p['mean'])} ({c.interval(pop_p)}) "
+        f"is the proportion of a typical {name} at those values, not an average over the "
+        f"data, and it is not comparable with {raw_text}. Compared like with like, "
+        f"averaged over the data's own rows (each at its own predictor values and {name}), "
+        f"the partial-pooling model predicts a proportion of {_p(float(fitted.mean()))} "
+        f"({c.ci} {_p(lo)} to {_p(hi)}) against the raw {_p(pooled)}"
+    )
+    if "complete" in comp.fits:
+        text += (
+            f"; complete pooling, with the same predictors, predicts "
+            f"{_p(float(fitted_pooled_proportion(comp.fits['complete']).mean()))}"
         )
-        if "complete" in comp.fits:
-            text += (
-                f"; complete pooling, with the same predictors, predicts "
-                f"{_p(float(fitted_pooled_proportion(comp.fits['complete']).mean()))}"
-            )
-        return text + (
-            f". Averaged over the spread of {name}s (sigma = {_p(sigma['mean'])} on the "
-            f"log-odds scale), the expected proportion of a new {name}{c.at} is "
-            f"{_p(newg['mean'])}."
-        )
+    return text + (
+        f". Averaged over the spread of {name}s (sigma = {_p(sigma['mean'])} on the "
+        f"log-odds scale), the expected proportion of a new {name}{c.at} is "
+        f"{_p(newg['mean'])}."
+    )
+
+
+def _population_without_predictors(c: _Context, pooled: float, raw_text: str) -> str:
+    """The population paragraph of an intercept-only model: ``inverse_link(a_bar)`` against
+    the raw pooled proportion (which complete pooling reproduces) and the unweighted mean of
+    the groups."""
+    g, pop, name, inv = c.g, c.pop, c.name, c.inv
+    pop_p, sigma, newg = pop.loc["p_typical_group"], pop.loc["sigma"], pop.loc["p_new_group_mean"]
     raw_mean = pop.loc["raw_mean_of_groups", "mean"]
     rel = "below" if pop_p["mean"] < pooled else "above"
     rho_np = _rho(g["n"].to_numpy(dtype=float), g["raw_proportion"].to_numpy())

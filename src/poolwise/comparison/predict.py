@@ -222,13 +222,24 @@ def new_rows(fit: Fit, frame: pd.DataFrame, offset: Any = None) -> tuple[Rows, l
     columns and each group term's codes (-1 for a label the fit has not seen) and Z values,
     encoded exactly as the fitted data were, and the offset; plus notes (unseen labels).
     Raises :class:`DataError` for a missing column or an unusable value."""
+    rows, keys_of, _ = _rows_and_keys(fit, frame, offset)
+    notes = []
+    for term, codes, keys in zip(fit.spec.terms, rows.codes, keys_of, strict=True):
+        if (codes < 0).any():
+            unseen = list(dict.fromkeys(str(k) for k in keys[codes < 0]))
+            notes.append(f"{len(unseen)} {term.name} label(s) the fit has not seen ("
+                         + ", ".join(unseen[:5]) + (", ..." if len(unseen) > 5 else "")
+                         + "): predicted at the population mean")
+    return rows, notes
+
+
+def _rows_and_keys(fit: Fit, frame: pd.DataFrame, offset: Any
+                   ) -> tuple[Rows, list[np.ndarray], pd.DataFrame]:
+    """:func:`new_rows`, with each group term's key of every row and the frame of
+    ``<group>_status`` columns."""
     spec = fit.spec
     d = spec.design
-    offsets = [lab for lab in d.formula.offsets if lab != ARRAY_OFFSET] if offset is None else []
-    needed = _source_columns(d, d.formula.predictors) + _source_columns(d, offsets) + [
-        c for t in spec.terms for c in t.group.term.group
-    ]
-    missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
+    missing = [c for c in _model_columns(spec, offset) if c not in frame.columns]
     if missing:
         raise DataError(
             f"new_data lacks the column(s) {', '.join(missing)} that the model uses; "
@@ -237,28 +248,11 @@ def new_rows(fit: Fit, frame: pd.DataFrame, offset: Any = None) -> tuple[Rows, l
     unpooled = {c for t in spec.terms if not t.estimated for c in t.group.coef_names}
     fixed_terms = [t for t in d.formula.terms if t.name not in unpooled]
     values = _variable_values(d, frame)
-    n_new = len(frame)
-    X = _design_rows(d, values, n_new, d.fixed_names, fixed_terms, d.has_intercept,
+    X = _design_rows(d, values, len(frame), d.fixed_names, fixed_terms, d.has_intercept,
                      [t.variables for t in d.formula.terms], d.formula.intercept)
-    codes, Zs, notes = [], [], []
-    for term in spec.terms:
-        g = term.group
-        Zs.append(_design_rows(d, values, n_new, g.coef_names, list(g.term.terms),
-                               g.term.intercept, [t.variables for t in g.term.terms],
-                               g.term.intercept))
-        keys = _group_key(frame, g.term.group)
-        lookup = {
-            (lab.item() if hasattr(lab, "item") else lab): j for j, lab in enumerate(g.labels)
-        }
-        c = np.array([lookup.get(k, -1) if k is not None else -1 for k in keys], dtype=np.int64)
-        if (c < 0).any():
-            unseen = list(dict.fromkeys(str(k) for k in keys[c < 0]))
-            notes.append(f"{len(unseen)} {g.name} label(s) the fit has not seen ("
-                         + ", ".join(unseen[:5]) + (", ..." if len(unseen) > 5 else "")
-                         + "): predicted at the population mean")
-        codes.append(c)
+    codes, Zs, keys_of, info = _group_rows(spec, frame, values)
     rows = Rows(X=X, offset=_new_offset(d, frame, offset), codes=tuple(codes), Z=tuple(Zs))
-    return rows, notes
+    return rows, keys_of, info
 
 
 def read_frame(source: str) -> tuple[pd.DataFrame, str | None]:
@@ -301,39 +295,85 @@ def predict_draws(
     frame = as_frame(new_data)
     if len(frame) == 0:
         raise DataError("new_data has no rows")
+    rows, keys_of, info = _rows_and_keys(fit, frame, offset)
     post = fit.posterior
-    S = post.sizes["chain"] * post.sizes["draw"]
-    rows, _ = new_rows(fit, frame, offset)
-    info = pd.DataFrame(index=frame.index)
-    keys_of = []
-    for term, codes in zip(spec.terms, rows.codes, strict=True):
-        keys_of.append(_group_key(frame, term.group.term.group))
-        info[f"{term.group.name}_status"] = np.where(codes >= 0, "existing", "new")
-    codes, Zs = rows.codes, rows.Z
     # an unseen level has deviation 0 here: the population mean
     eta = linear_predictor(spec, post, rows)
     rng = np.random.default_rng([int((fit.config.seed or 0) if seed is None else seed), 23])
-    for term, idx, keys, Z in zip(spec.terms, codes, keys_of, Zs, strict=True):
+    for term, idx, keys, Z in zip(spec.terms, rows.codes, keys_of, rows.Z, strict=True):
         new = idx < 0
         if not new.any():
             continue
-        new_keys = list(dict.fromkeys(str(k) for k in keys[new]))
-        if new_groups == "population" and not term.estimated:
-            g = term.group
-            raise SpecError(
-                f"the no-pooling model has no population of {g.name} groups, so it cannot "
-                f"predict the unseen {g.name}(s) {', '.join(new_keys[:5])} with "
-                "new_groups='population'; use new_groups='sample' (a draw from the fixed "
-                "prior) or a partial-pooling fit"
-            )
+        _check_population(term, keys[new], new_groups)
         if new_groups == "sample":  # one draw per unseen label, shared by its rows
-            mean, chol = new_level_draws(spec, post, term)
-            z = rng.standard_normal((S, len(new_keys), term.group.n_coefs))
-            v = mean[:, None, :] + np.einsum("sij,snj->sni", chol, z)
-            pos = {k: i for i, k in enumerate(new_keys)}
-            cols = np.array([pos[str(k)] for k in keys[new]])
-            eta[:, new] += np.einsum("snc,nc->sn", v[:, cols, :], Z[new])
+            eta[:, new] += _sampled_levels(spec, post, term, keys[new], Z[new], rng)
     return inverse_link(spec.link, eta), info
+
+
+def _model_columns(spec: Any, offset: Any) -> list[str]:
+    """The columns of new data that the model reads, once each: the predictors', the offset
+    expressions' (unless ``offset`` is given) and the grouping factors'."""
+    d = spec.design
+    offsets = [lab for lab in d.formula.offsets if lab != ARRAY_OFFSET] if offset is None else []
+    return list(dict.fromkeys(
+        _source_columns(d, d.formula.predictors) + _source_columns(d, offsets)
+        + [c for t in spec.terms for c in t.group.term.group]
+    ))
+
+
+def _group_rows(
+    spec: Any, frame: pd.DataFrame, values: dict[str, np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], pd.DataFrame]:
+    """Per group term, for the new rows: the index of each row's level among the fitted labels
+    (-1: unseen), the varying-coefficient columns, the group key of each row, and a frame
+    with one column ``<group>_status`` ('existing' or 'new') per term."""
+    d = spec.design
+    codes, Zs, keys_of = [], [], []
+    info = pd.DataFrame(index=frame.index)
+    for term in spec.terms:
+        g = term.group
+        Zs.append(_design_rows(d, values, len(frame), g.coef_names, list(g.term.terms),
+                               g.term.intercept, [t.variables for t in g.term.terms],
+                               g.term.intercept))
+        keys = _group_key(frame, g.term.group)
+        lookup = {
+            (lab.item() if hasattr(lab, "item") else lab): j for j, lab in enumerate(g.labels)
+        }
+        codes.append(np.array([lookup.get(k, -1) if k is not None else -1 for k in keys],
+                              dtype=np.int64))
+        keys_of.append(keys)
+        info[f"{g.name}_status"] = np.where(codes[-1] >= 0, "existing", "new")
+    return codes, Zs, keys_of, info
+
+
+def _check_population(term: Any, keys: np.ndarray, new_groups: NewGroups) -> None:
+    """SpecError for unseen levels (``keys``) of a no-pooling term under
+    ``new_groups="population"``: that model has no population."""
+    if new_groups == "population" and not term.estimated:
+        g = term.group
+        new_keys = list(dict.fromkeys(str(k) for k in keys))
+        raise SpecError(
+            f"the no-pooling model has no population of {g.name} groups, so it cannot "
+            f"predict the unseen {g.name}(s) {', '.join(new_keys[:5])} with "
+            "new_groups='population'; use new_groups='sample' (a draw from the fixed "
+            "prior) or a partial-pooling fit"
+        )
+
+
+def _sampled_levels(
+    spec: Any, post: Any, term: Any, keys: np.ndarray, Z: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """What the rows of unseen levels (``keys``, their columns ``Z``) add to eta under
+    ``new_groups="sample"`` (draws, rows): one draw of each unseen label's effect from the
+    fitted population (or the fixed prior), shared by its rows."""
+    new_keys = list(dict.fromkeys(str(k) for k in keys))
+    S = post.sizes["chain"] * post.sizes["draw"]
+    mean, chol = new_level_draws(spec, post, term)
+    z = rng.standard_normal((S, len(new_keys), term.group.n_coefs))
+    v = mean[:, None, :] + np.einsum("sij,snj->sni", chol, z)
+    pos = {k: i for i, k in enumerate(new_keys)}
+    cols = np.array([pos[str(k)] for k in keys])
+    return np.einsum("snc,nc->sn", v[:, cols, :], Z)
 
 
 def predict(
@@ -393,13 +433,7 @@ def predict(
         raise SpecError(f"kind must be 'hdi' or 'eti'; got {kind!r}")
     draws, info = predict_draws(fit, new_data, new_groups=new_groups, seed=seed, offset=offset)
     frame = as_frame(new_data)
-    d = fit.spec.design
-    offsets = [lab for lab in d.formula.offsets if lab != ARRAY_OFFSET] if offset is None else []
-    cols = [c for c in dict.fromkeys(
-        _source_columns(d, d.formula.predictors) + _source_columns(d, offsets)
-        + [c for t in fit.spec.terms for c in t.group.term.group]
-    )]
-    out = frame[cols].copy()
+    out = frame[_model_columns(fit.spec, offset)].copy()
     fn = array_stats.hdi if kind == "hdi" else array_stats.eti
     iv = fn(draws, prob, axis=0)
     out["mean"] = draws.mean(axis=0)

@@ -46,48 +46,42 @@ modelled, as R does. What was learnt (levels, reference levels, ``scale``'s cent
 A numeric predictor with only 3 to 10 distinct whole-number values (``period`` coded 1-4)
 gets a note suggesting ``factor(period)``: it is fitted as one linear slope otherwise.
 
-Why one module: lowering a formula onto data is one pass over the rows: the cells, the
-predictors' encoding and the group designs are built together and must agree row for row.
+:func:`build_design` is a short pipeline of phases, each a function of its own: the predictors
+on the rows (the model frame, transforms, references, encodings, scales and model-matrix
+columns) are in :mod:`poolwise.data.encode`, the compression of rows into binomial cells in
+:mod:`poolwise.data.cells`; the split adds no pass over the rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from scipy.special import gammaln
 
+from poolwise.data.cells import Cells, binomial_constant, compress, level_totals
+from poolwise.data.encode import (
+    ARRAY_OFFSET,
+    GroupColumns,
+    bind_offset,
+    encode,
+    fixed_centers,
+    fixed_columns,
+    group_columns,
+    lower,
+    modelled_values,
+    offset_argument,
+    with_references,
+    without_poly_scaling,
+)
 from poolwise.data.table import Table, read_table
-from poolwise.data.validate import (
-    CheckedData,
-    check_design,
-    check_model_data,
-    emit_warnings,
-    moments,
-)
-from poolwise.data.validate import _check_columns as check_columns
-from poolwise.errors import FormulaError, SpecError
+from poolwise.data.validate import check_design, check_model_data, emit_warnings
+from poolwise.errors import SpecError
 from poolwise.formula import Formula, GroupTerm, parse_formula
-from poolwise.formula.parser import parse_expression
-from poolwise.formula.terms import Call, Col
-from poolwise.formula.transforms import (
-    CATEGORICAL_FUNCTIONS,
-    Encoding,
-    TransformState,
-    VariableEncoding,
-    categorical_values,
-    contrast_reference,
-    evaluate,
-    full_coding,
-    level_codes,
-    poly_columns,
-    term_columns,
-)
+from poolwise.formula.transforms import Encoding
 
-__all__ = ["Design", "GroupDesign", "build_design"]
+__all__ = ["ARRAY_OFFSET", "Design", "GroupDesign", "build_design"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,156 +185,45 @@ class Design:
         return bool(self.fixed_names) and self.fixed_names[0] == "Intercept"
 
 
-def _with_reference(
-    checked: CheckedData, f: Formula, reference: Mapping[str, Any]
-) -> tuple[CheckedData, dict[str, Any]]:
-    """Put the chosen reference level of each categorical predictor first. A key may name the
-    variable (``factor(period)``) or the column inside a ``factor()`` / ``C()`` of it."""
-    categorical = dict(checked.categorical)
-    alias: dict[str, str] = {}
-    for lab in categorical:
-        e = f.expr(lab)
-        if isinstance(e, Call) and isinstance(e.args[0], Col):
-            alias.setdefault(e.args[0].name, lab)
-    chosen: dict[str, Any] = {}
-    for key, level in reference.items():
-        col = key if key in f.predictors or key not in alias else alias[key]
-        if col not in f.predictors:
-            raise SpecError(
-                f"reference names column '{col}', which is not a predictor of the model "
-                f"(predictors: {', '.join(f.predictors) or 'none'})"
-            )
-        if col not in categorical:
-            raise SpecError(
-                f"reference applies to categorical predictors, but '{col}' is numeric; "
-                f"write factor({col}) in the formula, or convert it first, e.g. "
-                f"data['{col}'] = data['{col}'].astype('category') (--categorical {col})"
-            )
-        levels = categorical[col]
-        match = [lv for lv in levels if lv == level]
-        if not match:  # '2' for the label 2, or 2 for the label '2'
-            match = [lv for lv in levels if str(lv) == str(level)]
-        if not match:
-            more = ", ..." if len(levels) > 10 else ""
-            shown = ", ".join(repr(lv) for lv in levels[:10]) + more
-            raise SpecError(
-                f"reference level {level!r} is not a level of '{col}' in the data; "
-                f"its levels are {shown}"
-            )
-        categorical[col] = [match[0]] + [lv for lv in levels if lv is not match[0]]
-        chosen[col] = match[0]
-    return replace(checked, categorical=categorical), chosen
+def _read(
+    f: Formula, data: Any, *, success: Any, drop_missing: bool, offset: Any
+) -> tuple[Formula, Table]:
+    """The data as a Table: a frame or a small file read by pandas, or a large source
+    validated and counted into row patterns by a data engine (the formula then reads the
+    columns of an ``offset=`` expression too)."""
+    if isinstance(data, Table):
+        return f, data
+    from poolwise.data import ingest  # imports DuckDB / PySpark only when they are used
 
-
-#: a numeric predictor with this many distinct whole-number values or fewer (and more than
-#: two) gets a note suggesting factor()
-FEW_INTEGER_VALUES = 10
-
-
-def _few_integers_note(var: str, x: np.ndarray) -> str | None:
-    u = np.unique(x)
-    if not (2 < u.size <= FEW_INTEGER_VALUES) or not np.all(u == np.round(u)):
-        return None
-    shown = ", ".join(f"{v:g}" for v in u)
-    return (
-        f"predictor '{var}' has only {u.size} distinct whole-number values ({shown}) and is "
-        f"fitted as one linear slope; if it codes categories (periods, classes), write "
-        f"factor({var}) in the formula (or --categorical {var})"
-    )
-
-
-def _lower(
-    f: Formula, table: Table, extra: Mapping[str, np.ndarray]
-) -> tuple[Table, dict[str, TransformState]]:
-    """The table with one column per expression label of ``f`` (the model frame), evaluated on
-    every row: what :func:`check_model_data` validates. ``poly()`` is passed through as its
-    argument (the basis is made from the rows that survive validation)."""
-    frame = table.frame
-    rows = np.arange(1, len(frame) + 1)
-    states: dict[str, TransformState] = {}
-    derived: dict[str, Any] = {}
-    for label in f.columns:
-        e = f.expr(label)
-        if isinstance(e, Col):
-            continue
-        if label in frame.columns:
-            raise FormulaError(
-                f"the data has a column named '{label}', the same as the expression "
-                f"{label}; rename that column",
-                f.text,
-            )
-        if isinstance(e, Call) and e.fn in CATEGORICAL_FUNCTIONS:
-            derived[label] = categorical_values(e, frame, rows, states, learn=True)
-        elif isinstance(e, Call) and e.fn == "poly":
-            derived[label] = evaluate(e.args[0], frame, rows, states, learn=True)
-        else:
-            derived[label] = evaluate(e, frame, rows, states, learn=True)
-    derived.update(extra)
-    if not derived:
-        return table, states
-    out = frame.copy()
-    for label, v in derived.items():
-        out[label] = v.array if isinstance(v, pd.Series) else v
-    return replace(table, frame=out), states
-
-
-def _offset_argument(f: Formula, offset: Any, n_rows: int) -> tuple[Formula, dict[str, Any]]:
-    """``offset=``: an expression of columns (``"log(n)"``) joins the formula's offsets; an
-    array of per-row values becomes the column ``offset(<values>)``."""
-    if offset is None:
-        return f, {}
-    if isinstance(offset, str):
-        e = parse_expression(offset)
-        label = f"offset({e.label})"
-        if label in f.offsets:
-            return f, {}
-        return replace(
-            f, exprs=f.exprs + ((label, Call("offset", (e,))),), offsets=f.offsets + (label,)
-        ), {}
-    values = np.asarray(offset, dtype=float).reshape(-1)
-    if values.shape[0] != n_rows:
+    if not ingest.wants_engine(data):  # files, globs, DuckDB relations, Spark DataFrames
+        return f, read_table(data)
+    if offset is not None and not isinstance(offset, str):
         raise SpecError(
-            f"offset has {values.shape[0]} values but the data has {n_rows} rows; give one value "
-            "per data row, or the name of a column (offset='exposure')"
+            "offset given as an array of per-row values, but the data are counted "
+            "into row patterns by a data engine (no per-row order); give the offset "
+            "as an expression of columns (offset='log(exposure)')"
         )
-    return replace(f, offsets=f.offsets + (ARRAY_OFFSET,)), {ARRAY_OFFSET: values}
+    f, _ = offset_argument(f, offset, 0)  # an expression: its columns are read too
+    return f, ingest.read_patterns(f, data, success=success, drop_missing=drop_missing)
 
 
-#: the label of an offset given as an array of values
-ARRAY_OFFSET = "offset(<values>)"
-
-
-def _predictor_scales(
-    values: Mapping[str, np.ndarray],
-    encoding: Encoding,
-    extreme: Mapping[str, tuple[float, float]],
-    standardize: bool,
-    counts: np.ndarray | None = None,
-) -> dict[str, tuple[float, float]]:
-    """Numeric columns that are rescaled for sampling: column name -> (mean, scale);
-    ``counts``: the rows each entry stands for (patterns counted by a data engine)."""
-    out: dict[str, tuple[float, float]] = {}
-    for var in encoding.numeric:
-        M = values[var]
-        for j, col in enumerate(encoding.variable(var).columns):
-            x = M[:, j]
-            if var in extreme and M.shape[1] == 1:  # extreme scale: always (validate.py warns)
-                center, scale = extreme[var]
-                out[col] = (float(center), float(scale))
-            elif standardize and np.unique(x).size > 2:
-                mean, sd = moments(x, counts)  # rows or patterns: the same numbers
-                if sd > 0.0:
-                    out[col] = (mean, sd)
-    return out
-
-
-def _column_scale(parts: tuple[str, ...], scales: Mapping[str, tuple[float, float]]) -> float:
-    """Divisor of a model-matrix column: the product of its numeric factors' scales."""
-    s = 1.0
-    for col in parts:
-        if col in scales:
-            s *= scales[col][1]
-    return s
+def _group_design(gc: GroupColumns, cells: Cells, successes: np.ndarray, trials: np.ndarray,
+                  counts: np.ndarray | None) -> GroupDesign:
+    """A group term's columns on the rows as a GroupDesign on the cells."""
+    level_rows, level_trials, level_successes = level_totals(
+        gc.codes, len(gc.labels), successes, trials, counts)
+    return GroupDesign(
+        term=gc.term,
+        name=gc.term.group_name,
+        coef_names=gc.coef_names,
+        labels=gc.labels,
+        codes=gc.codes[cells.first_rows],
+        Z=np.ascontiguousarray(gc.Z[cells.first_rows]),
+        level_rows=level_rows,
+        level_trials=level_trials,
+        level_successes=level_successes,
+        z_scale=gc.z_scale,
+    )
 
 
 def build_design(
@@ -368,249 +251,55 @@ def build_design(
     Categorical, else the first level in sorted order). ``offset``: a known per-row addition
     to the linear predictor, as an expression of columns (``"log(exposure)"``, like
     ``offset(log(exposure))`` in the formula) or an array with one value per data row.
+
+    The phases, in order: read, offset, model frame, validation, the modelled rows' values,
+    reference levels, encodings and scales, fixed columns (with the collinearity and separation
+    checks, then every data warning), group columns, cells, the binomial constant, centering.
     """
     f = formula if isinstance(formula, Formula) else parse_formula(formula)
-    if isinstance(data, Table):
-        table = data
-    else:
-        from poolwise.data import ingest  # imports DuckDB / PySpark only when they are used
-
-        if ingest.wants_engine(data):  # files, globs, DuckDB relations, Spark DataFrames
-            if offset is not None and not isinstance(offset, str):
-                raise SpecError(
-                    "offset given as an array of per-row values, but the data are counted "
-                    "into row patterns by a data engine (no per-row order); give the offset "
-                    "as an expression of columns (offset='log(exposure)')"
-                )
-            f, _ = _offset_argument(f, offset, 0)  # an expression: its columns are read too
-            table = ingest.read_patterns(f, data, success=success, drop_missing=drop_missing)
-        else:
-            table = read_table(data)
-    if offset is not None and not isinstance(offset, str):
-        check_columns(f, table)
-    f, extra = _offset_argument(f, offset, len(table.frame))
-    if not extra:
-        check_columns(f, table)  # every data column the formula reads, before evaluating
-    lowered, _ = _lower(f, table, extra)
+    f, table = _read(f, data, success=success, drop_missing=drop_missing, offset=offset)
+    f, extra = bind_offset(f, table, offset)
+    lowered, _ = lower(f, table, extra)
     checked = check_model_data(
         f, lowered, success=success, drop_missing=drop_missing, pooling=pooling
     )
-    frame = checked.frame
-    n_rows = len(frame)
-    rows = checked.row_number
-
-    # transforms on the rows that are modelled (R computes poly / scale on the model frame)
-    states: dict[str, TransformState] = {}
-    values: dict[str, np.ndarray] = {}
-    notes = list(table.notes + checked.notes)
-    poly_labels: list[str] = []
-    for var in f.predictors:
-        if var in checked.categorical:
-            continue
-        e = f.expr(var)
-        if isinstance(e, Col):
-            x = checked.numeric[var]
-            note = _few_integers_note(var, x)
-            if note:
-                notes.append(note)
-            values[var] = x[:, None]
-        else:
-            values[var] = evaluate(e, frame, rows, states, learn=True).reshape(n_rows, -1)
-            if isinstance(e, Call) and e.fn == "poly":
-                poly_labels.append(var)
-    row_offset = np.zeros(n_rows)
-    for lab in f.offsets:
-        row_offset += evaluate(f.expr(lab), frame, rows, states, learn=True)
-    if states and checked.counts is not None:
-        # scale() / poly() learn from the rows; on row patterns they would learn from the
-        # distinct values instead
-        shown = ", ".join(sorted(states))
-        raise SpecError(
-            f"{shown} learn from the data rows, but these data were counted into row patterns "
-            "by a data engine; drop them (standardize=True already scales numeric predictors "
-            "for sampling) or read the data with pandas"
-        )
-    # reference levels: C(x, ref = ...) first, then the reference= option
-    wanted: dict[str, Any] = {}
-    for var in checked.categorical:
-        e = f.expr(var)
-        if isinstance(e, Call):
-            ref = contrast_reference(e, list(checked.categorical[var]))
-            if ref is not None:
-                wanted[var] = ref
-    wanted.update(reference or {})
-    if wanted:
-        checked, _ = _with_reference(checked, f, wanted)
-    extreme = {k: v for k, v in checked.scaling.items() if k not in poly_labels}
-    data_warn = tuple(w for w in checked.warnings if not any(
-        w.startswith(f"predictor '{p}' has an extreme scale") for p in poly_labels))
-    checked = replace(checked, warnings=data_warn, scaling=extreme)
-
-    variables: list[VariableEncoding] = []
-    for var in f.predictors:
-        if var in checked.categorical:
-            levels = tuple(checked.categorical[var])
-            variables.append(VariableEncoding(
-                # naming: a level's column is the variable's label followed by the level (R's)
-                var, "categorical", tuple(f"{var}{lv}" for lv in levels[1:]), levels))
-            values[var] = level_codes(frame[var].astype(object).to_numpy(), levels)
-        else:
-            e = f.expr(var)
-            cols = (poly_columns(e) if isinstance(e, Call) and e.fn == "poly" else (var,))
-            variables.append(VariableEncoding(var, "numeric", cols))
-    encoding = Encoding(tuple(variables), tuple(states.values()), f.offsets)
-    scales = _predictor_scales(values, encoding, checked.scaling, standardize, checked.counts)
-
-    # fixed effects
-    fixed_names: list[str] = []
-    fixed_cols: list[np.ndarray] = []
-    group_terms = f.groups if pooling != "complete" else ()
-    unpooled_coefs: set[str] = set()
-    if pooling == "none":
-        for g in group_terms:
-            unpooled_coefs.update(g.coef_names)
-    fixed_scale: list[float] = []
-    fixed_rescaled: list[bool] = []
-    if f.intercept and "Intercept" not in unpooled_coefs:
-        fixed_names.append("Intercept")
-        fixed_cols.append(np.ones((n_rows, 1)))
-        fixed_scale.append(1.0)
-        fixed_rescaled.append(False)
-    for term in f.terms:
-        if term.name in unpooled_coefs:
-            continue
-        full = full_coding(term.variables, [t.variables for t in f.terms], f.intercept,
-                           encoding)
-        names, cols, parts = term_columns(term.variables, values, encoding, n_rows, full)
-        fixed_names.extend(names)
-        fixed_cols.append(cols)
-        fixed_scale.extend(_column_scale(p, scales) for p in parts)
-        fixed_rescaled.extend(any(c in scales for c in p) for p in parts)
-    X_rows = np.column_stack(fixed_cols) if fixed_cols else np.empty((n_rows, 0))
-    # collinearity (error) and separation (warning), then emit every data warning
-    data_warnings = check_design(
-        checked, fixed_names, X_rows, checked.successes, checked.trials,
+    modelled = modelled_values(f, checked)
+    checked = with_references(f, checked, reference)
+    checked = without_poly_scaling(checked, modelled.poly_labels)
+    enc = encode(f, checked, modelled, standardize)
+    fixed = fixed_columns(f, enc, pooling, len(checked.frame))
+    data_warnings = check_design(  # collinearity (error) and separation (warning)
+        checked, fixed.names, fixed.X, checked.successes, checked.trials,
         outcome=f.response.successes,
     )
-    emit_warnings(data_warnings)
-
-    # group terms, rows level
-    g_codes: list[np.ndarray] = []
-    g_labels: list[np.ndarray] = []
-    g_Z: list[np.ndarray] = []
-    g_coefs: list[tuple[str, ...]] = []
-    g_zscale: list[np.ndarray] = []
-    for g in group_terms:
-        key = checked.group_keys[g.group_name]
-        codes, labels = pd.factorize(key, sort=True)
-        g_codes.append(codes.astype(np.int64))
-        g_labels.append(np.asarray(labels))
-        zc: list[np.ndarray] = []
-        coefs: list[str] = []
-        zs: list[float] = []
-        if g.intercept:
-            coefs.append("Intercept")
-            zc.append(np.ones((n_rows, 1)))
-            zs.append(1.0)
-        for term in g.terms:
-            full = full_coding(term.variables, [t.variables for t in g.terms], g.intercept,
-                               encoding)
-            names, cols, parts = term_columns(term.variables, values, encoding, n_rows, full)
-            coefs.extend(names)
-            zc.append(cols)
-            zs.extend(_column_scale(p, scales) for p in parts)
-        g_Z.append(np.column_stack(zc))
-        g_coefs.append(tuple(coefs))
-        g_zscale.append(np.array(zs))
-
-    # compression into cells (rows with different offsets stay apart)
-    key_parts = [X_rows] + [c[:, None].astype(float) for c in g_codes] + g_Z
-    if f.offsets:
-        key_parts.append(row_offset[:, None])
-    key = np.column_stack(key_parts) if key_parts else np.zeros((n_rows, 1))
-    # cells in order of first appearance; patterns counted by a data engine (poolwise.data.ingest)
-    # come in order of their first row, so they give the same cells in the same order
-    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    row_cell = rank[inverse.reshape(-1)].astype(np.int64)
-    first_rows = first[order]
-    n_cells = len(first_rows)
-    row_y = checked.successes
-    row_n = checked.trials
-    w = checked.counts  # rows per pattern; None: one row per entry
-    y = np.bincount(row_cell, weights=row_y if w is None else row_y * w, minlength=n_cells)
-    n = np.bincount(row_cell, weights=row_n if w is None else row_n * w, minlength=n_cells)
-
-    groups: list[GroupDesign] = []
-    for g, codes, labels, Z, coef_names, zscale in zip(
-        group_terms, g_codes, g_labels, g_Z, g_coefs, g_zscale, strict=True
-    ):
-        L = len(labels)
-        groups.append(
-            GroupDesign(
-                term=g,
-                name=g.group_name,
-                coef_names=coef_names,
-                labels=labels,
-                codes=codes[first_rows],
-                Z=np.ascontiguousarray(Z[first_rows]),
-                level_rows=(
-                    np.bincount(codes, minlength=L) if w is None
-                    else np.bincount(codes, weights=w, minlength=L).astype(np.int64)
-                ),
-                level_trials=np.bincount(codes, weights=row_n if w is None else row_n * w,
-                                         minlength=L),
-                level_successes=np.bincount(codes, weights=row_y if w is None else row_y * w,
-                                            minlength=L),
-                z_scale=zscale,
-            )
-        )
-    # sum over the distinct (successes, trials) pairs with their row counts: rows and patterns
-    # give the same number
-    if np.all(row_n == 1):  # Bernoulli rows: every term is exactly 0
-        const = 0.0
-    else:
-        pairs, pair_of = np.unique(np.column_stack([row_y, row_n]), axis=0, return_inverse=True)
-        pair_rows = np.bincount(pair_of.reshape(-1), weights=w, minlength=len(pairs))
-        py, pn = pairs[:, 0], pairs[:, 1]
-        const = float(np.dot(pair_rows.astype(float),
-                             gammaln(pn + 1) - gammaln(py + 1) - gammaln(pn - py + 1)))
-    # center the fixed columns (brms style) only where an intercept absorbs the shift: the fixed
-    # intercept, or the one unpooled per-group intercept of pooling="none"
-    x_center = np.zeros(len(fixed_names))
-    carrier = "Intercept" in fixed_names or (
-        pooling == "none" and sum(1 for g in group_terms if g.intercept) == 1
-    )
-    if carrier and (standardize or scales):
-        for k, name in enumerate(fixed_names):
-            if name == "Intercept":
-                continue
-            if standardize or fixed_rescaled[k]:
-                x_center[k] = moments(X_rows[:, k], w)[0]
+    emit_warnings(data_warnings)  # from here: the warnings name the caller (stacklevel 3)
+    group_terms = f.groups if pooling != "complete" else ()
+    grouped = [group_columns(g, checked, enc) for g in group_terms]
+    row_y, row_n, w = checked.successes, checked.trials, checked.counts
+    cells = compress(fixed.X, grouped, modelled.row_offset if f.offsets else None,
+                     row_y, row_n, w)
     return Design(
         formula=f,
-        fixed_names=tuple(fixed_names),
-        X=np.ascontiguousarray(X_rows[first_rows]),
-        y=y,
-        n=n,
-        groups=tuple(groups),
-        row_cell=row_cell,
+        fixed_names=fixed.names,
+        X=np.ascontiguousarray(fixed.X[cells.first_rows]),
+        y=cells.y,
+        n=cells.n,
+        groups=tuple(_group_design(gc, cells, row_y, row_n, w) for gc in grouped),
+        row_cell=cells.row_cell,
         row_y=row_y,
         row_n=row_n,
         row_number=checked.row_number,
-        log_binom_const=const,
+        log_binom_const=binomial_constant(row_y, row_n, w),
         data_sha256=table.sha256,
         source=table.source,
         warnings=data_warnings,
-        notes=tuple(dict.fromkeys(notes)),
-        predictor_scaling=scales,
-        x_center=x_center,
-        x_scale=np.array(fixed_scale, dtype=float),
+        notes=tuple(dict.fromkeys(table.notes + checked.notes + modelled.notes)),
+        predictor_scaling=enc.scales,
+        x_center=fixed_centers(fixed, group_terms, pooling, standardize, enc.scales, w),
+        x_scale=fixed.scale,
         standardize=standardize,
         reference={col: levels[0] for col, levels in checked.categorical.items()},
-        encoding=encoding,
-        offset=np.ascontiguousarray(row_offset[first_rows]) if f.offsets else None,
+        encoding=enc.encoding,
+        offset=np.ascontiguousarray(modelled.row_offset[cells.first_rows]) if f.offsets else None,
         row_count=None if w is None else np.asarray(w, dtype=np.int64),
     )

@@ -506,86 +506,114 @@ def _check_rows(chk: _Checker, f: Formula, success: Any, drop_missing: bool) -> 
 ]:
     """The rules that name rows, in the order of :func:`poolwise.data.validate.check_model_data`.
     Returns the warnings, the notes and the number of rows read."""
-    e = chk.e
-    warn: list[str] = []
-    notes: list[str] = []
+    warn, n_all = _missing_rows(chk, f, drop_missing)
+    _infinite_rows(chk, f)
+    zero = _response_rows(chk, f, success)
+    warn += _zero_trial_rows(chk, f, zero)
+    _text_in_predictors(chk, f)
+    return warn, [], n_all
+
+
+def _missing_rows(chk: _Checker, f: Formula, drop_missing: bool) -> tuple[list[str], int]:
+    """[§7.5, §7.29] missing values in the model's columns: DataError, or dropped (a warning)
+    with ``drop_missing``; also DataError for a table without rows. Returns the warnings and
+    the number of rows read."""
     used = chk.cols
-    # [§7.5, §7.29] missing values in the model's columns; [§7.6] elsewhere: a note
     n_all, *miss = chk.one("count(*), " + ", ".join(f"count_if({chk.missing(c)})" for c in used))
     n_all = int(n_all)
     if n_all == 0:
         raise DataError(
-            f"data has no observations (0 rows): {e.source} has only a header; give a table "
+            f"data has no observations (0 rows): {chk.e.source} has only a header; give a table "
             "with at least one data row"
         )
     per_col = [(c, int(m)) for c, m in zip(used, miss, strict=True) if m]
-    if per_col:
-        any_missing = " OR ".join(chk.missing(c) for c, _ in per_col)
-        if not drop_missing:
-            col, k = per_col[0]
-            chk.raise_(V.missing_message(_role(f, col), col, k,
-                                         chk.rows_text(chk.missing(col), k),
-                                         [c for c, _ in per_col[1:]]))
-        k = chk.count(any_missing)
-        warn.append(V.dropped_missing_message(
-            k, n_all, [c for c, _ in per_col], chk.rows_text(any_missing, k)
-        ))
-        if k == n_all:
-            raise DataError("data has no observations (0 rows) after dropping missing values")
-        chk.where = f"NOT ({any_missing})"
-    # [§7.18] infinities in float model columns
-    for col in used:
-        if e.columns[col] == "float":
+    if not per_col:
+        return [], n_all
+    any_missing = " OR ".join(chk.missing(c) for c, _ in per_col)
+    if not drop_missing:
+        col, k = per_col[0]
+        chk.raise_(V.missing_message(_role(f, col), col, k,
+                                     chk.rows_text(chk.missing(col), k),
+                                     [c for c, _ in per_col[1:]]))
+    k = chk.count(any_missing)
+    warn = [V.dropped_missing_message(
+        k, n_all, [c for c, _ in per_col], chk.rows_text(any_missing, k)
+    )]
+    if k == n_all:
+        raise DataError("data has no observations (0 rows) after dropping missing values")
+    chk.where = f"NOT ({any_missing})"
+    return warn, n_all
+
+
+def _infinite_rows(chk: _Checker, f: Formula) -> None:
+    """[§7.18] infinities in the float model columns: DataError."""
+    for col in chk.cols:
+        if chk.e.columns[col] == "float":
             inf = chk.is_inf(chk.q(col))
             k = chk.count(inf)
             if k:
                 vals = chk.first_values(chk.q(col), inf)
                 chk.raise_(V.infinite_message(_role(f, col), col, vals, chk.rows_text(inf, k)))
-    # the response
+
+
+def _response_rows(chk: _Checker, f: Formula, success: Any) -> str | None:
+    """The outcome's rules (0/1 values; whole, numeric counts; successes not above trials).
+    Returns the SQL condition of a row without trials (None for 0/1 outcomes and expressions,
+    which are checked on the patterns)."""
     r = f.response
-    zero: str | None = None
-    if not all(c in e.columns for c in r.columns):
-        pass  # an expression in the response: checked on the patterns (naming first rows)
-    elif r.kind == "bernoulli":
+    if not all(c in chk.e.columns for c in r.columns):
+        return None  # an expression in the response: checked on the patterns (naming first rows)
+    if r.kind == "bernoulli":
         chk.bernoulli(r.successes, success)
-    else:
-        s = chk.numeric(r.successes, "successes")
-        chk.whole(s, r.successes, "successes")
-        if r.kind == "cbind":
-            assert r.failures is not None
-            fl = chk.numeric(r.failures, "failures")
-            chk.whole(fl, r.failures, "failures")
-            zero = f"({s} + {fl} = 0)"
-        else:
-            assert r.trials is not None
-            t = chk.numeric(r.trials, "trials")
-            chk.whole(t, r.trials, "trials")
-            over = f"({s} > {t})"
-            k = chk.count(over)
-            if k:
-                pairs = chk.e.fetch(
-                    f"{chk.with_src}SELECT {s}, {t} FROM src WHERE {chk.where} AND {over} "
-                    "ORDER BY _rn LIMIT 5"
-                )
-                chk.raise_(V.exceed_message(k, chk.rows_text(over, k), pairs, r.successes,
-                                            r.trials))
-            zero = f"({t} = 0)"
-    # [§7.16] trials = 0: dropped, with a warning
-    if zero is not None:
-        k, n_left = chk.one(f"count_if({zero}), count(*)")
-        if k:
-            if k == n_left:
-                raise DataError(V.all_zero_trials_message(int(n_left), r.trials or r.failures))
-            warn.append(V.zero_trials_message(int(k), chk.rows_text(zero, int(k))))
-            chk.where = f"{chk.where} AND NOT {zero}"
-    # [§7.19] text in a numeric predictor (as validate._numbers_with_text, then _numeric)
+        return None
+    s = chk.numeric(r.successes, "successes")
+    chk.whole(s, r.successes, "successes")
+    if r.kind == "cbind":
+        assert r.failures is not None
+        fl = chk.numeric(r.failures, "failures")
+        chk.whole(fl, r.failures, "failures")
+        return f"({s} + {fl} = 0)"
+    assert r.trials is not None
+    t = chk.numeric(r.trials, "trials")
+    chk.whole(t, r.trials, "trials")
+    over = f"({s} > {t})"
+    k = chk.count(over)
+    if k:
+        pairs = chk.e.fetch(
+            f"{chk.with_src}SELECT {s}, {t} FROM src WHERE {chk.where} AND {over} "
+            "ORDER BY _rn LIMIT 5"
+        )
+        chk.raise_(V.exceed_message(k, chk.rows_text(over, k), pairs, r.successes, r.trials))
+    return f"({t} = 0)"
+
+
+def _zero_trial_rows(chk: _Checker, f: Formula, zero: str | None) -> list[str]:
+    """[§7.16] rows with 0 trials (``zero``: their SQL condition) are dropped, with a warning;
+    DataError when every row has 0 trials."""
+    if zero is None:
+        return []
+    k, n_left = chk.one(f"count_if({zero}), count(*)")
+    if not k:
+        return []
+    r = f.response
+    if k == n_left:
+        raise DataError(V.all_zero_trials_message(int(n_left), r.trials or r.failures))
+    warn = [V.zero_trials_message(int(k), chk.rows_text(zero, int(k)))]
+    chk.where = f"{chk.where} AND NOT {zero}"
+    return warn
+
+
+def _text_in_predictors(chk: _Checker, f: Formula) -> None:
+    """[§7.19] text in a numeric predictor (as validate._numbers_with_text, then _numeric):
+    DataError naming the rows."""
+    e = chk.e
     for var in f.predictors:
         if e.columns.get(var, "expr") not in ("str", "other"):  # expressions: on the patterns
             continue  # numbers; infinities were checked above
         qc = chk.q(var)
         # on the distinct values with their row counts: text functions run once per value
         comma_v = e.dialect.full_match("trim(v)", V._DECIMAL_COMMA.pattern)
-        nonnull, ok, comma = chk.e.fetch(
+        nonnull, ok, comma = e.fetch(
             f"{chk.with_plain}SELECT sum(c), sum(CASE WHEN TRY_CAST(v AS DOUBLE) IS NOT NULL "
             f"THEN c ELSE 0 END), count_if({comma_v}) FROM (SELECT CAST({qc} AS "
             f"{'STRING' if e.dialect.name == 'spark' else 'VARCHAR'}) AS v, count(*) AS c "
@@ -594,7 +622,6 @@ def _check_rows(chk: _Checker, f: Formula, success: Any, drop_missing: bool) -> 
         nonnull, ok, comma = int(nonnull or 0), int(ok or 0), int(comma or 0)
         if comma or (0 < ok < nonnull and ok >= 0.9 * nonnull):
             chk.numeric(var, "predictor")
-    return warn, notes, n_all
 
 
 def _unused_missing_notes(engine: _Engine, f: Formula, where: str) -> list[str]:

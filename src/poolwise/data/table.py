@@ -172,10 +172,8 @@ def _duplicate_error(header: list[str], where: str) -> DataError | None:
     return None
 
 
-def _read_csv(
-    path: Path, delimiter: str | None, decimal: str
-) -> tuple[pd.DataFrame, list[str], str]:
-    notes: list[str] = []
+def _read_text(path: Path, notes: list[str]) -> str:
+    """The file's text: read, decompressed and decoded; DataError for an empty file."""
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -184,9 +182,11 @@ def _read_csv(
     text = _decode(path, raw, notes)
     if not text.strip():
         raise DataError(f"data has no observations (0 rows): '{path}' is empty")
-    sep = delimiter or _sniff_delimiter(text[:20000])
-    if delimiter is None and sep != ",":
-        notes.append(f"detected delimiter {sep!r} in '{path.name}'")
+    return text
+
+
+def _head_rows(path: Path, text: str, sep: str) -> list[list[str]]:
+    """The non-empty rows of the first 200,000 characters (whole lines only), parsed as CSV."""
     head = text[:200000]
     if len(text) > len(head) and "\n" in head:
         head = head[: head.rindex("\n")]  # drop a line cut in the middle
@@ -199,6 +199,13 @@ def _read_csv(
         ) from None
     if not rows:
         raise DataError(f"data has no observations (0 rows): '{path}' has no fields")
+    return rows
+
+
+def _row_names_column(path: Path, sep: str, rows: list[list[str]], notes: list[str]
+                      ) -> int | None:
+    """0 when the first column holds R row names (the header one field short), else None;
+    DataError for a duplicate column name or a row with more fields than the header."""
     header = rows[0]
     dup = _duplicate_error(header, f" in '{path}'")
     if dup is not None:
@@ -219,6 +226,13 @@ def _read_csv(
                 f"{len(header)} fields but data row {r} has {len(fields)}; check the delimiter "
                 "(delimiter=...) and quoting"
             )
+    return index_col
+
+
+def _parse_csv(path: Path, text: str, sep: str, decimal: str, index_col: int | None,
+               n_header: int) -> pd.DataFrame:
+    """The whole text read by pandas (missing-value tokens: :data:`NA_TOKENS`); DataError
+    naming the line for a parser error."""
     try:
         frame = pd.read_csv(
             io.StringIO(text),
@@ -234,7 +248,7 @@ def _read_csv(
     except (pd.errors.ParserError, csv.Error, ValueError) as err:
         m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
         detail = (
-            f"the header has {len(header)} fields but line {m.group(2)} has {m.group(3)}"
+            f"the header has {n_header} fields but line {m.group(2)} has {m.group(3)}"
             if m
             else str(err).strip()
         )
@@ -244,7 +258,55 @@ def _read_csv(
         ) from None
     if index_col is not None:
         frame = frame.reset_index(drop=True)
+    return frame
+
+
+def _read_csv(
+    path: Path, delimiter: str | None, decimal: str
+) -> tuple[pd.DataFrame, list[str], str]:
+    """A CSV file as a frame, the notes on how it was read, and the delimiter used."""
+    notes: list[str] = []
+    text = _read_text(path, notes)
+    sep = delimiter or _sniff_delimiter(text[:20000])
+    if delimiter is None and sep != ",":
+        notes.append(f"detected delimiter {sep!r} in '{path.name}'")
+    rows = _head_rows(path, text, sep)
+    index_col = _row_names_column(path, sep, rows, notes)
+    frame = _parse_csv(path, text, sep, decimal, index_col, len(rows[0]))
     return frame, notes, sep
+
+
+def _read_file(path: Path, delimiter: str | None, decimal: str
+               ) -> tuple[pd.DataFrame, list[str], str | None]:
+    """A Parquet file (by its name or its first bytes) or a CSV file: the frame, the notes and
+    the CSV delimiter (None for Parquet)."""
+    if not path.exists():
+        raise DataError(f"cannot read data file '{path}': {os.strerror(errno.ENOENT)}")
+    if path.suffix.lower() in (".parquet", ".pq") or _starts_with(path, _PARQUET):
+        try:
+            return pd.read_parquet(path), [], None
+        except Exception as err:  # noqa: BLE001 - pyarrow raises many types
+            reason = getattr(err, "strerror", None) or str(err)
+            raise DataError(f"cannot read data file '{path}': {reason}") from err
+    return _read_csv(path, delimiter, decimal)
+
+
+def _source_frame(source: Any, delimiter: str | None, decimal: str
+                  ) -> tuple[pd.DataFrame, str, list[str], str | None]:
+    """The frame of a pandas or polars frame or a file, its name for messages, the notes on
+    how it was read and the CSV delimiter used (None but for CSV files)."""
+    if isinstance(source, pd.DataFrame):
+        return source.copy(), "<DataFrame>", [], None
+    if type(source).__module__.startswith("polars"):
+        return source.to_pandas(), "<polars DataFrame>", [], None
+    if isinstance(source, str | Path):
+        path = Path(source)
+        frame, notes, sep = _read_file(path, delimiter, decimal)
+        return frame, str(path), notes, sep
+    raise DataError(
+        f"cannot read data of type {type(source).__name__}; pass a file path, "
+        "a pandas DataFrame or a polars DataFrame"
+    )
 
 
 def read_table(
@@ -285,35 +347,10 @@ def read_table(
     SpecError
         For a ``delimiter`` that is not one character or a ``decimal`` other than ``.`` / ``,``.
     """
-    notes: list[str] = []
-    sep: str | None = None
     delimiter = _check_delimiter(delimiter, decimal)
     if isinstance(source, Table):
         return source
-    if isinstance(source, pd.DataFrame):
-        frame = source.copy()
-        name = "<DataFrame>"
-    elif type(source).__module__.startswith("polars"):
-        frame = source.to_pandas()
-        name = "<polars DataFrame>"
-    elif isinstance(source, str | Path):
-        path = Path(source)
-        name = str(path)
-        if not path.exists():
-            raise DataError(f"cannot read data file '{path}': {os.strerror(errno.ENOENT)}")
-        if path.suffix.lower() in (".parquet", ".pq") or _starts_with(path, _PARQUET):
-            try:
-                frame = pd.read_parquet(path)
-            except Exception as err:  # noqa: BLE001 - pyarrow raises many types
-                reason = getattr(err, "strerror", None) or str(err)
-                raise DataError(f"cannot read data file '{path}': {reason}") from err
-        else:
-            frame, notes, sep = _read_csv(path, delimiter, decimal)
-    else:
-        raise DataError(
-            f"cannot read data of type {type(source).__name__}; pass a file path, "
-            "a pandas DataFrame or a polars DataFrame"
-        )
+    frame, name, notes, sep = _source_frame(source, delimiter, decimal)
     columns = [str(c) for c in frame.columns]
     dup = _duplicate_error(columns, "")
     if dup is not None:

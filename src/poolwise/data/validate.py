@@ -877,63 +877,88 @@ def _predictors(
     scaling: dict[str, tuple[float, float]] = {}
     for var in f.predictors:
         s = frame[var]
-        is_cat = isinstance(s.dtype, pd.CategoricalDtype)
-        is_num = (
-            pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)
-        ) and not is_cat
-        if not is_num and not is_cat and _numbers_with_text(s, weights):
-            is_num = True  # [§7.19] _numeric raises, naming the values that are not numbers
-        elif not is_num and not is_cat:
-            _check_number_format(var, s, table, rows)  # [R.14]
-        if is_num:
-            x = _numeric(frame, var, rows, "predictor")
-            lo, hi = float(np.min(x)), float(np.max(x))
-            if lo == hi:  # [§7.20]
-                raise DataError(
-                    f"predictor '{var}' is constant (value {_fmt_scalar(lo)} in all {n} rows) "
-                    "and is collinear with the intercept; remove it"
-                )
-            center, sd = moments(x, weights)
-            if sd > SCALE_MAX or sd < SCALE_MIN:  # [§7.23]
-                scaling[var] = (center, sd)
-                warn.append(
-                    f"predictor '{var}' has an extreme scale (sd {_fmt_num(sd)}, values "
-                    f"{_fmt_num(lo)} to {_fmt_num(hi)}); it is standardized for sampling "
-                    f"(center {_fmt_num(center)}, scale {_fmt_num(sd)}) and its coefficient is "
-                    "transformed back to the original units"
-                )
-            numeric[var] = x
+        if _is_numeric_predictor(var, s, table, rows, weights):
+            numeric[var] = _numeric_predictor(var, frame, rows, weights, n, warn, scaling)
         else:
-            codes, present = pd.factorize(s.astype(object), sort=False)
-            if is_cat:
-                cats = list(s.cat.categories)
-                used_mask = np.zeros(len(cats), dtype=bool)
-                used_mask[np.unique(s.cat.codes.to_numpy())] = True
-                levels = [c for c, u in zip(cats, used_mask, strict=True) if u]
-                unused = [c for c, u in zip(cats, used_mask, strict=True) if not u]
-                if unused:  # [§7.26]
-                    notes.append(
-                        f"level{'s' if len(unused) > 1 else ''} {_labels(unused)} of '{var}' "
-                        "have no observations and were not modelled"
-                    )
-            else:
-                levels = sorted(present, key=str)
-            slashed = [lev for lev in levels if "/" in str(lev)]
-            if slashed:  # [R.8] the level becomes part of a variable name (b_<column><level>)
-                raise DataError(
-                    f"predictor '{var}' has level{'s' if len(slashed) > 1 else ''} "
-                    f"{fmt_values(slashed)} with a '/': a level names a coefficient, and the "
-                    "draws are stored in an ArviZ DataTree, whose variable names cannot contain "
-                    "'/'; recode the level(s), e.g. replace '/' by '-'"
-                )
-            if len(levels) == 1:  # [§7.20] a one-level factor has no contrast at all
-                raise DataError(
-                    f"predictor '{var}' is constant (value {_fmt_scalar(levels[0])} in all {n} "
-                    "rows) and is collinear with the intercept; remove it"
-                )
-            categorical[var] = list(levels)
+            categorical[var] = _categorical_levels(var, s, n, notes)
 
     return numeric, categorical, scaling
+
+
+def _is_numeric_predictor(
+    var: str, s: pd.Series, table: Table, rows: np.ndarray, weights: np.ndarray | None
+) -> bool:
+    """Whether predictor ``var`` is numeric: numbers or booleans, or text that is mostly
+    numbers ([§7.19]: :func:`_numeric` then raises, naming the values that are not numbers);
+    other text is checked for numbers written in another format [R.14]."""
+    is_cat = isinstance(s.dtype, pd.CategoricalDtype)
+    is_num = (
+        pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)
+    ) and not is_cat
+    if not is_num and not is_cat and _numbers_with_text(s, weights):
+        is_num = True  # [§7.19] _numeric raises, naming the values that are not numbers
+    elif not is_num and not is_cat:
+        _check_number_format(var, s, table, rows)  # [R.14]
+    return is_num
+
+
+def _numeric_predictor(
+    var: str, frame: pd.DataFrame, rows: np.ndarray, weights: np.ndarray | None, n: int,
+    warn: list[str], scaling: dict[str, tuple[float, float]],
+) -> np.ndarray:
+    """A numeric predictor's values; DataError when it is constant [§7.20]; an extreme scale
+    [§7.23] goes into ``scaling`` (center, sd), with a warning."""
+    x = _numeric(frame, var, rows, "predictor")
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if lo == hi:  # [§7.20]
+        raise DataError(
+            f"predictor '{var}' is constant (value {_fmt_scalar(lo)} in all {n} rows) "
+            "and is collinear with the intercept; remove it"
+        )
+    center, sd = moments(x, weights)
+    if sd > SCALE_MAX or sd < SCALE_MIN:  # [§7.23]
+        scaling[var] = (center, sd)
+        warn.append(
+            f"predictor '{var}' has an extreme scale (sd {_fmt_num(sd)}, values "
+            f"{_fmt_num(lo)} to {_fmt_num(hi)}); it is standardized for sampling "
+            f"(center {_fmt_num(center)}, scale {_fmt_num(sd)}) and its coefficient is "
+            "transformed back to the original units"
+        )
+    return x
+
+
+def _categorical_levels(var: str, s: pd.Series, n: int, notes: list[str]) -> list[Any]:
+    """A categorical predictor's levels: a Categorical's used categories in their order (the
+    unused ones get a note [§7.26]), otherwise the values sorted; DataError for a '/' in a
+    level or a single level."""
+    codes, present = pd.factorize(s.astype(object), sort=False)
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = list(s.cat.categories)
+        used_mask = np.zeros(len(cats), dtype=bool)
+        used_mask[np.unique(s.cat.codes.to_numpy())] = True
+        levels = [c for c, u in zip(cats, used_mask, strict=True) if u]
+        unused = [c for c, u in zip(cats, used_mask, strict=True) if not u]
+        if unused:  # [§7.26]
+            notes.append(
+                f"level{'s' if len(unused) > 1 else ''} {_labels(unused)} of '{var}' "
+                "have no observations and were not modelled"
+            )
+    else:
+        levels = sorted(present, key=str)
+    slashed = [lev for lev in levels if "/" in str(lev)]
+    if slashed:  # [R.8] the level becomes part of a variable name (b_<column><level>)
+        raise DataError(
+            f"predictor '{var}' has level{'s' if len(slashed) > 1 else ''} "
+            f"{fmt_values(slashed)} with a '/': a level names a coefficient, and the "
+            "draws are stored in an ArviZ DataTree, whose variable names cannot contain "
+            "'/'; recode the level(s), e.g. replace '/' by '-'"
+        )
+    if len(levels) == 1:  # [§7.20] a one-level factor has no contrast at all
+        raise DataError(
+            f"predictor '{var}' is constant (value {_fmt_scalar(levels[0])} in all {n} "
+            "rows) and is collinear with the intercept; remove it"
+        )
+    return list(levels)
 
 
 def _grouping(
@@ -984,33 +1009,17 @@ def _check_group(
     notes: list[str],
     weights: np.ndarray | None = None,
 ) -> None:
+    """One grouping factor: look-alike labels [§7.28], too few levels [§7.24, §7.25], one 0/1
+    outcome per level [§7.30], and levels whose outcome is all 0 or all 1 [§7.12]."""
     name = g.group_name
     codes, uniq = pd.factorize(key, sort=False)
     L = len(uniq)
     n_rows = _total(weights, len(key))
     w = np.ones(len(key)) if weights is None else np.asarray(weights, dtype=float)
     if key.dtype == object:  # [§7.28]
-        dupes = _lookalike_labels(list(uniq))
-        if dupes:
-            pairs = "; ".join(" and ".join(_fmt_scalar(v) for v in d) for d in dupes[:5])
-            warn.append(
-                f"grouping factor '{name}' has labels that look like duplicates: {pairs}; they "
-                "are treated as different groups - make the labels consistent if they name the "
-                "same group"
-            )
+        _lookalike_warning(name, uniq, warn)
     if pooling == "partial":
-        if L == 1:  # [§7.24]
-            raise DataError(
-                f"grouping factor '{name}' has only 1 level ({_fmt_scalar(uniq[0])} in all "
-                f"{n_rows} rows); a group-level standard deviation cannot be estimated - drop "
-                f"'{g}'"
-            )
-        if L < MIN_LEVELS:  # [§7.25]
-            warn.append(
-                f"grouping factor '{name}' has {L} levels ({_labels(list(uniq))}); its standard "
-                "deviation will be strongly influenced by the prior "
-                "(see prior-vs-posterior overlap)"
-            )
+        _level_count(g, uniq, n_rows, warn)
     level_trials = np.bincount(codes, weights=trials * w, minlength=L)
     level_rows = np.bincount(codes, weights=w, minlength=L)
     if pooling == "partial" and L > 1 and np.all(level_rows == 1) and np.all(level_trials <= 1):
@@ -1024,25 +1033,63 @@ def _check_group(
     if constant_outcome or not g.intercept:
         return
     level_succ = np.bincount(codes, weights=successes * w, minlength=L)
+    _all_same_outcome_note(name, uniq, level_succ, level_trials, notes)
+
+
+def _lookalike_warning(name: str, uniq: Any, warn: list[str]) -> None:
+    """[§7.28] labels that differ only in case, surrounding spaces or number format: a warning."""
+    dupes = _lookalike_labels(list(uniq))
+    if dupes:
+        pairs = "; ".join(" and ".join(_fmt_scalar(v) for v in d) for d in dupes[:5])
+        warn.append(
+            f"grouping factor '{name}' has labels that look like duplicates: {pairs}; they "
+            "are treated as different groups - make the labels consistent if they name the "
+            "same group"
+        )
+
+
+def _level_count(g: Any, uniq: Any, n_rows: int, warn: list[str]) -> None:
+    """Partial pooling: DataError for one level [§7.24], a warning for fewer than
+    ``MIN_LEVELS`` [§7.25]."""
+    name, L = g.group_name, len(uniq)
+    if L == 1:  # [§7.24]
+        raise DataError(
+            f"grouping factor '{name}' has only 1 level ({_fmt_scalar(uniq[0])} in all "
+            f"{n_rows} rows); a group-level standard deviation cannot be estimated - drop "
+            f"'{g}'"
+        )
+    if L < MIN_LEVELS:  # [§7.25]
+        warn.append(
+            f"grouping factor '{name}' has {L} levels ({_labels(list(uniq))}); its standard "
+            "deviation will be strongly influenced by the prior "
+            "(see prior-vs-posterior overlap)"
+        )
+
+
+def _all_same_outcome_note(
+    name: str, uniq: Any, level_succ: np.ndarray, level_trials: np.ndarray, notes: list[str]
+) -> None:
+    """[§7.12] levels whose outcomes are all 0 or all 1: a note for the shrinkage report."""
     zeros = np.flatnonzero(level_succ == 0)
     ones = np.flatnonzero(level_succ == level_trials)
-    if len(zeros) or len(ones):  # [§7.12] info for the shrinkage report
-        parts = []
-        for idx, val in ((zeros, 0), (ones, 1)):
-            if len(idx):
-                labs = ", ".join(
-                    f"{_fmt_label(uniq[i])} ({int(level_trials[i])} obs)" for i in idx[:5]
-                )
-                more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
-                parts.append(
-                    f"group{'s' if len(idx) > 1 else ''} {labs}{more} "
-                    f"ha{'ve' if len(idx) > 1 else 's'} all {val}"
-                )
-        notes.append(
-            f"'{name}': {'; '.join(parts)}; their maximum-likelihood estimates are infinite, "
-            "so their estimates are set by the prior (no pooling) or pulled toward the "
-            "population mean (partial pooling)"
-        )
+    if not (len(zeros) or len(ones)):
+        return
+    parts = []
+    for idx, val in ((zeros, 0), (ones, 1)):
+        if len(idx):
+            labs = ", ".join(
+                f"{_fmt_label(uniq[i])} ({int(level_trials[i])} obs)" for i in idx[:5]
+            )
+            more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
+            parts.append(
+                f"group{'s' if len(idx) > 1 else ''} {labs}{more} "
+                f"ha{'ve' if len(idx) > 1 else 's'} all {val}"
+            )
+    notes.append(
+        f"'{name}': {'; '.join(parts)}; their maximum-likelihood estimates are infinite, "
+        "so their estimates are set by the prior (no pooling) or pulled toward the "
+        "population mean (partial pooling)"
+    )
 
 
 # -- design-level checks ---------------------------------------------------------------------

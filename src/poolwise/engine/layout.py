@@ -20,7 +20,7 @@ from poolwise.model.naming import (
     total_name,
 )
 from poolwise.model.priors import Prior
-from poolwise.model.spec import ModelSpec
+from poolwise.model.spec import ModelSpec, TermSpec
 
 __all__ = ["PackedModel", "pack", "Variable", "fixed_name", "sd_name", "total_name"]
 
@@ -74,65 +74,63 @@ def _cell_offset(d) -> np.ndarray:
     return off
 
 
-def pack(spec: ModelSpec) -> PackedModel:
-    d = spec.design
-    N, K, T = d.n_cells, len(d.fixed_names), len(spec.terms)
-
-    # layout: header, term records, then int arrays, then float arrays
-    header = [0] * D.HEADER
-    records = [0] * (D.TERM_WORDS * T)
-    int_blobs: list[np.ndarray] = []
-    float_blobs: list[np.ndarray] = []
-
-    variables: list[Variable] = [
-        Variable(fixed_name(c), (), 1, "fixed", coef=c) for c in d.fixed_names
-    ]
-    param_names = [fixed_name(c) for c in d.fixed_names]
-    coords: dict[str, list] = {}
-    pos = K
-    for t, term in enumerate(spec.terms):
-        g = term.group
-        L, C = g.n_levels, g.n_coefs
-        rec = [0] * D.TERM_WORDS
-        rec[D.T_L], rec[D.T_C] = L, C
-        rec[D.T_CORR] = int(term.correlated)
-        rec[D.T_SDFIXED] = int(not term.estimated)
-        if term.estimated:
-            rec[D.T_PSD] = pos
-            for c in g.coef_names:
-                param_names.append(log_sd_name(term, c))
-                variables.append(Variable(sd_name(term, c), (), 1, "sd", term.name, c))
-            pos += C
-        if term.correlated:
-            rec[D.T_PCORR] = pos
-            for i in range(1, C):
-                for j in range(i):
-                    ci, cj = g.coef_names[i], g.coef_names[j]
-                    param_names.append(cpc_name(term, cj, ci))
-                    variables.append(Variable(cor_name(term, cj, ci), (), 1, "cor", term.name))
-            pos += C * (C - 1) // 2
-        rec[D.T_PLEV] = pos
-        for j in range(L):
-            for c in g.coef_names:
-                param_names.append(level_param_name(term, c, g.labels[j], bool(term.centered[j])))
-        pos += L * C
+def _term_parameters(term: TermSpec, pos: int) -> tuple[list[int], list[str], list[Variable], int]:
+    """One term's record (without the word offsets of its arrays), the names of its
+    parameters from position ``pos`` on (log SDs, canonical partial correlations, level
+    effects), its natural-scale variables, and the position after them."""
+    g = term.group
+    L, C = g.n_levels, g.n_coefs
+    rec = [0] * D.TERM_WORDS
+    rec[D.T_L], rec[D.T_C] = L, C
+    rec[D.T_CORR] = int(term.correlated)
+    rec[D.T_SDFIXED] = int(not term.estimated)
+    param_names: list[str] = []
+    variables: list[Variable] = []
+    if term.estimated:
+        rec[D.T_PSD] = pos
         for c in g.coef_names:
-            variables.append(Variable(total_name(term, c), (term.name,), L, "total", term.name, c))
-        coords[term.name] = list(g.labels.tolist())
-        records[t * D.TERM_WORDS : (t + 1) * D.TERM_WORDS] = rec
-        int_blobs += [g.codes.astype(np.int64), np.array(term.mu_index, dtype=np.int64),
-                      term.centered.astype(np.int64)]
-        sdp = (
-            np.array([w for p in term.sd_priors for w in _prior_words(p)])
-            if term.estimated
-            else np.array(term.sd_fixed, dtype=float)
-        )
-        # struct of arrays: column c of Z is N contiguous words (cell i at zoff + c * N + i)
-        float_blobs += [g.Z_engine.astype(float).T.ravel(), sdp, np.array([term.lkj_eta])]
-    dim = pos
-    n_expanded = sum(v.size for v in variables)
+            param_names.append(log_sd_name(term, c))
+            variables.append(Variable(sd_name(term, c), (), 1, "sd", term.name, c))
+        pos += C
+    if term.correlated:
+        rec[D.T_PCORR] = pos
+        for i in range(1, C):
+            for j in range(i):
+                ci, cj = g.coef_names[i], g.coef_names[j]
+                param_names.append(cpc_name(term, cj, ci))
+                variables.append(Variable(cor_name(term, cj, ci), (), 1, "cor", term.name))
+        pos += C * (C - 1) // 2
+    rec[D.T_PLEV] = pos
+    for j in range(L):
+        for c in g.coef_names:
+            param_names.append(level_param_name(term, c, g.labels[j], bool(term.centered[j])))
+    pos += L * C
+    for c in g.coef_names:
+        variables.append(Variable(total_name(term, c), (term.name,), L, "total", term.name, c))
+    return rec, param_names, variables, pos
 
-    float_head = [
+
+def _term_arrays(term: TermSpec) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One term's int arrays (level codes, mean indices, centered flags) and float arrays (Z
+    column by column, SD priors or fixed SDs, LKJ eta)."""
+    g = term.group
+    ints = [g.codes.astype(np.int64), np.array(term.mu_index, dtype=np.int64),
+            term.centered.astype(np.int64)]
+    sdp = (
+        np.array([w for p in term.sd_priors for w in _prior_words(p)])
+        if term.estimated
+        else np.array(term.sd_fixed, dtype=float)
+    )
+    # struct of arrays: column c of Z is N contiguous words (cell i at zoff + c * N + i)
+    floats = [g.Z_engine.astype(float).T.ravel(), sdp, np.array([term.lkj_eta])]
+    return ints, floats
+
+
+def _cell_arrays(spec: ModelSpec) -> list[np.ndarray]:
+    """The float arrays ahead of the terms': successes, trials, X, fixed priors, the constant,
+    the offset (the header's H_Y ... H_OFFSET, in this order)."""
+    d = spec.design
+    return [
         d.y.astype(float),
         d.n.astype(float),
         d.X_engine.astype(float).T.ravel(),  # centered / scaled: design.py; column-major
@@ -140,25 +138,25 @@ def pack(spec: ModelSpec) -> PackedModel:
         np.array([d.log_binom_const]),
         _cell_offset(d),
     ]
-    # assign offsets
-    off = D.HEADER + len(records)
-    int_offsets = []
-    for blob in int_blobs:
-        int_offsets.append(off)
+
+
+def _word_offsets(start: int, blobs: list[np.ndarray]) -> tuple[list[int], int]:
+    """The word offset of each array laid out one after another from ``start``, and the end."""
+    offsets = []
+    off = start
+    for blob in blobs:
+        offsets.append(off)
         off += len(blob)
-    float_offsets = []
-    for blob in float_head + float_blobs:
-        float_offsets.append(off)
-        off += len(blob)
-    words = off
-    buf = np.zeros(words, dtype=np.int64)
-    fview = buf.view(np.float64)
-    for o, blob in zip(int_offsets, int_blobs, strict=True):
-        buf[o : o + len(blob)] = blob
-    for o, blob in zip(float_offsets, float_head + float_blobs, strict=True):
-        fview[o : o + len(blob)] = blob
+    return offsets, off
+
+
+def _header(spec: ModelSpec, words: int, dim: int, n_expanded: int,
+            float_offsets: list[int]) -> list[int]:
+    """The header words: sizes, the link, and the word offsets of the cell arrays and records."""
+    d = spec.design
+    header = [0] * D.HEADER
     header[D.H_WORDS] = words
-    header[D.H_N], header[D.H_K], header[D.H_T] = N, K, T
+    header[D.H_N], header[D.H_K], header[D.H_T] = d.n_cells, len(d.fixed_names), len(spec.terms)
     header[D.H_LINK] = links.get(spec.link).kernel_id
     header[D.H_DIM] = dim
     header[D.H_NEXP] = n_expanded
@@ -167,7 +165,14 @@ def pack(spec: ModelSpec) -> PackedModel:
     )
     header[D.H_OFFSET] = float_offsets[5]
     header[D.H_TERMS] = D.HEADER
-    for t in range(T):
+    return header
+
+
+def _link_term_arrays(records: list[int], n_terms: int, int_offsets: list[int],
+                      float_offsets: list[int]) -> None:
+    """Write the word offsets of each term's arrays into its record (three int arrays and three
+    float arrays per term, the float ones after the six cell arrays)."""
+    for t in range(n_terms):
         base = t * D.TERM_WORDS
         records[base + D.T_CODES] = int_offsets[3 * t]
         records[base + D.T_MUIDX] = int_offsets[3 * t + 1]
@@ -175,7 +180,43 @@ def pack(spec: ModelSpec) -> PackedModel:
         records[base + D.T_Z] = float_offsets[6 + 3 * t]
         records[base + D.T_SDPRIOR] = float_offsets[6 + 3 * t + 1]
         records[base + D.T_LKJ] = float_offsets[6 + 3 * t + 2]
-    buf[: D.HEADER] = header
+
+
+def pack(spec: ModelSpec) -> PackedModel:
+    """The read-only buffer of ``spec``: header, term records, then int arrays, then float
+    arrays (docs/architecture.md, "The engine's buffer"), with the parameters' names."""
+    d = spec.design
+    K, T = len(d.fixed_names), len(spec.terms)
+    records = [0] * (D.TERM_WORDS * T)
+    int_blobs: list[np.ndarray] = []
+    float_blobs: list[np.ndarray] = []
+    variables: list[Variable] = [
+        Variable(fixed_name(c), (), 1, "fixed", coef=c) for c in d.fixed_names
+    ]
+    param_names = [fixed_name(c) for c in d.fixed_names]
+    coords: dict[str, list] = {}
+    pos = K
+    for t, term in enumerate(spec.terms):
+        rec, names, term_variables, pos = _term_parameters(term, pos)
+        param_names += names
+        variables += term_variables
+        coords[term.name] = list(term.group.labels.tolist())
+        records[t * D.TERM_WORDS : (t + 1) * D.TERM_WORDS] = rec
+        ints, floats = _term_arrays(term)
+        int_blobs += ints
+        float_blobs += floats
+    n_expanded = sum(v.size for v in variables)
+    float_blobs = _cell_arrays(spec) + float_blobs
+    int_offsets, off = _word_offsets(D.HEADER + len(records), int_blobs)
+    float_offsets, words = _word_offsets(off, float_blobs)
+    buf = np.zeros(words, dtype=np.int64)
+    fview = buf.view(np.float64)
+    for o, blob in zip(int_offsets, int_blobs, strict=True):
+        buf[o : o + len(blob)] = blob
+    for o, blob in zip(float_offsets, float_blobs, strict=True):
+        fview[o : o + len(blob)] = blob
+    _link_term_arrays(records, T, int_offsets, float_offsets)
+    buf[: D.HEADER] = _header(spec, words, pos, n_expanded, float_offsets)
     buf[D.HEADER : D.HEADER + len(records)] = records
     buf.flags.writeable = False
-    return PackedModel(buf, dim, n_expanded, tuple(variables), coords, tuple(param_names))
+    return PackedModel(buf, pos, n_expanded, tuple(variables), coords, tuple(param_names))

@@ -503,7 +503,13 @@ def run_nuts(packed: PackedModel, config: SamplerConfig, *,
         if tmp is not None:
             tmp.cleanup()
     elapsed = time.perf_counter() - start
-    # nutpie takes string coordinates; put the original labels back
+    _relabel(tree, packed)
+    return tree, elapsed
+
+
+def _relabel(tree: xr.DataTree, packed: PackedModel) -> None:
+    """Put the original group labels back on the posterior (nutpie takes string coordinates)
+    and poolwise's names on the sampler statistics (:data:`STAT_NAMES`), in place."""
     for group in ("posterior",):
         ds = tree[group].to_dataset()
         ds = ds.assign_coords(
@@ -513,7 +519,6 @@ def run_nuts(packed: PackedModel, config: SamplerConfig, *,
     stats = tree["sample_stats"].to_dataset()
     stats = stats.rename({k: v for k, v in STAT_NAMES.items() if k in stats})
     tree["sample_stats"] = xr.DataTree(stats)
-    return tree, elapsed
 
 
 def _label_array(labels: list) -> np.ndarray:

@@ -8,8 +8,8 @@ to, and apply exactly that to new data, as R's ``makepredictcall`` does):
 * ``poly(x, d)``: R's orthogonal polynomials. The fitted basis is ``Q diag(R)`` of the QR of
   the centered Vandermonde matrix ``[1, x - mean, ..., (x - mean)^d]``, each column divided by
   its norm; R's ``alpha`` (d values) and ``norm2`` (d + 2 values, starting 1) are stored and new
-  data go through R's ``predict.poly`` three-term recurrence. ``poly(x, d, raw = TRUE)`` is
-  ``x, x^2, ..., x^d``;
+  data go through R's ``predict.poly`` three-term recurrence (both in
+  :mod:`poolwise.formula.poly`). ``poly(x, d, raw = TRUE)`` is ``x, x^2, ..., x^d``;
 * ``factor(x)`` / ``C(x)``: categorical; the levels (sorted, numbers numerically, or a pandas
   Categorical's order) and the reference level are stored on the :class:`Encoding`.
   ``C(x, ref = "b")``, ``C(x, Treatment("b"))`` pick the reference level, ``C(x, base = k)``
@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from poolwise.errors import DataError
+from poolwise.formula.poly import poly_degree, poly_fit, poly_predict, poly_raw
 from poolwise.formula.terms import BinOp, Bool, Call, Col, Expr, Neg, Num, Paren, Str
 
 __all__ = [
@@ -122,56 +123,6 @@ class Encoding:
         return tuple(v.label for v in self.variables if v.kind == "categorical")
 
 
-# -- orthogonal polynomials (R's poly / predict.poly) --------------------------------------
-
-
-def poly_fit(x: np.ndarray, degree: int) -> tuple[np.ndarray, tuple[float, ...], tuple[float, ...]]:
-    """R's ``poly(x, degree)``: the basis (n, degree), ``alpha`` and ``norm2``."""
-    x = np.asarray(x, dtype=float)
-    xbar = float(np.mean(x))
-    xc = x - xbar
-    V = np.vander(xc, degree + 1, increasing=True)
-    Q, R = np.linalg.qr(V)
-    Z = Q * np.diag(R)[None, :]
-    norm2 = np.sum(Z**2, axis=0)
-    alpha = (np.sum(xc[:, None] * Z**2, axis=0) / norm2 + xbar)[:degree]
-    norm2_full = np.concatenate([[1.0], norm2])
-    basis = Z / np.sqrt(norm2_full[1:])[None, :]
-    return basis[:, 1:], tuple(float(a) for a in alpha), tuple(float(v) for v in norm2_full)
-
-
-def poly_predict(
-    x: np.ndarray, alpha: tuple[float, ...], norm2: tuple[float, ...]
-) -> np.ndarray:
-    """R's ``predict(poly(...), newdata)``: the three-term recurrence with the stored
-    ``alpha`` and ``norm2``."""
-    x = np.asarray(x, dtype=float)
-    degree = len(alpha)
-    n2 = np.asarray(norm2, dtype=float)
-    Z = np.ones((len(x), degree + 1))
-    Z[:, 1] = x - alpha[0]
-    for i in range(1, degree):
-        Z[:, i + 1] = (x - alpha[i]) * Z[:, i] - (n2[i + 1] / n2[i]) * Z[:, i - 1]
-    Z = Z / np.sqrt(n2[1:])[None, :]
-    return Z[:, 1:]
-
-
-def poly_degree(e: Call) -> int:
-    kw = dict(e.kwargs)
-    deg = kw.get("degree", e.args[1] if len(e.args) > 1 else Num(1.0))
-    assert isinstance(deg, Num)
-    return int(deg.value)
-
-
-def poly_raw(e: Call) -> bool:
-    raw = dict(e.kwargs).get("raw", Bool(False))
-    return bool(isinstance(raw, Bool) and raw.value)
-
-
-def poly_columns(e: Call) -> tuple[str, ...]:
-    return tuple(f"{e.label}{k}" for k in range(1, poly_degree(e) + 1))  # naming: as R
-
-
 # -- evaluation --------------------------------------------------------------------------
 
 
@@ -232,78 +183,115 @@ def evaluate(
     if isinstance(e, Neg):
         return -evaluate(e.operand, frame, rows, states, learn=learn)
     if isinstance(e, BinOp):
-        a = evaluate(e.left, frame, rows, states, learn=learn)
-        b = evaluate(e.right, frame, rows, states, learn=learn)
-        with np.errstate(all="ignore"):
-            if e.op == "+":
-                return a + b
-            if e.op == "-":
-                return a - b
-            if e.op == "*":
-                return a * b
-            if e.op == "/":
-                return a / b
-            return np.power(a, b)
+        return _arithmetic(e, frame, rows, states, learn)
     if isinstance(e, Str):
         raise DataError(f"text {e.label} cannot be used as a number")
     assert isinstance(e, Call)
     fn = e.fn
     if fn in ("I", "offset"):
         return evaluate(e.args[0], frame, rows, states, learn=learn)
-    inner = e.args[0]
     if fn in _MATH:
-        x = _inner_numeric(inner, frame, rows, states, learn, e.label)
-        if fn in _DOMAIN:
-            lo, inclusive, hint = _DOMAIN[fn]
-            bad = np.isfinite(x) & ((x < lo) if inclusive else (x <= lo))
-            if bad.any():
-                raise DataError(
-                    f"{e.label}: {inner.label} has values outside the domain of {fn}() "
-                    f"({_values(x[bad])} in {_rows(bad, rows)}); {hint}"
-                )
-        with np.errstate(all="ignore"):
-            return np.asarray(_MATH[fn](x), dtype=float)
+        return _math(e, frame, rows, states, learn)
     if fn == "scale":
-        x = _inner_numeric(inner, frame, rows, states, learn, e.label)
-        st = states.get(e.label)
-        if st is None:
-            if not learn:
-                raise KeyError(e.label)
-            ok = np.isfinite(x)
-            if ok.sum() < 2 or np.std(x[ok]) == 0.0:
-                raise DataError(
-                    f"{e.label}: {inner.label} is constant in the rows used, so it cannot be "
-                    "scaled; remove the term"
-                )
-            center = float(np.mean(x[ok]))
-            sd = float(np.std(x[ok], ddof=1))
-            st = TransformState(e.label, "scale", center=center, scale=sd)
-            states[e.label] = st
-        return (x - st.center) / st.scale
+        return _scale(e, frame, rows, states, learn)
     if fn == "poly":
-        x = _inner_numeric(inner, frame, rows, states, learn, e.label)
-        degree = poly_degree(e)
-        if poly_raw(e):
-            return np.column_stack([x**k for k in range(1, degree + 1)])
-        st = states.get(e.label)
-        if st is None:
-            if not learn:
-                raise KeyError(e.label)
-            ok = np.isfinite(x)
-            n_unique = np.unique(x[ok]).size
-            if degree >= n_unique:
-                raise DataError(
-                    f"{e.label}: the degree must be less than the number of distinct values of "
-                    f"{inner.label} ({n_unique} in the rows used); lower the degree"
-                )
-            basis, alpha, norm2 = poly_fit(x[ok], degree)
-            st = TransformState(e.label, "poly", alpha=alpha, norm2=norm2)
-            states[e.label] = st
-            out = np.full((n, degree), np.nan)
-            out[ok] = basis
-            return out
-        return poly_predict(x, st.alpha, st.norm2)
+        return _poly(e, frame, rows, states, learn)
     raise DataError(f"{fn}() makes a categorical variable; it has no numeric value")
+
+
+def _arithmetic(
+    e: BinOp, frame: pd.DataFrame, rows: np.ndarray, states: dict[str, TransformState],
+    learn: bool,
+) -> np.ndarray:
+    """``a + b``, ``a - b``, ``a * b``, ``a / b`` or ``a ^ b``, element-wise (inf / NaN where
+    numpy gives them)."""
+    a = evaluate(e.left, frame, rows, states, learn=learn)
+    b = evaluate(e.right, frame, rows, states, learn=learn)
+    with np.errstate(all="ignore"):
+        if e.op == "+":
+            return a + b
+        if e.op == "-":
+            return a - b
+        if e.op == "*":
+            return a * b
+        if e.op == "/":
+            return a / b
+        return np.power(a, b)
+
+
+def _math(
+    e: Call, frame: pd.DataFrame, rows: np.ndarray, states: dict[str, TransformState],
+    learn: bool,
+) -> np.ndarray:
+    """An element-wise function of ``_MATH``; DataError for a value outside its domain."""
+    fn, inner = e.fn, e.args[0]
+    x = _inner_numeric(inner, frame, rows, states, learn, e.label)
+    if fn in _DOMAIN:
+        lo, inclusive, hint = _DOMAIN[fn]
+        bad = np.isfinite(x) & ((x < lo) if inclusive else (x <= lo))
+        if bad.any():
+            raise DataError(
+                f"{e.label}: {inner.label} has values outside the domain of {fn}() "
+                f"({_values(x[bad])} in {_rows(bad, rows)}); {hint}"
+            )
+    with np.errstate(all="ignore"):
+        return np.asarray(_MATH[fn](x), dtype=float)
+
+
+def _scale(
+    e: Call, frame: pd.DataFrame, rows: np.ndarray, states: dict[str, TransformState],
+    learn: bool,
+) -> np.ndarray:
+    """``scale(x)``: ``(x - center) / scale``, learning both (R's ``sd``, divisor n - 1) from
+    the finite values when there is no state yet and ``learn``."""
+    inner = e.args[0]
+    x = _inner_numeric(inner, frame, rows, states, learn, e.label)
+    st = states.get(e.label)
+    if st is None:
+        if not learn:
+            raise KeyError(e.label)
+        ok = np.isfinite(x)
+        if ok.sum() < 2 or np.std(x[ok]) == 0.0:
+            raise DataError(
+                f"{e.label}: {inner.label} is constant in the rows used, so it cannot be "
+                "scaled; remove the term"
+            )
+        center = float(np.mean(x[ok]))
+        sd = float(np.std(x[ok], ddof=1))
+        st = TransformState(e.label, "scale", center=center, scale=sd)
+        states[e.label] = st
+    return (x - st.center) / st.scale
+
+
+def _poly(
+    e: Call, frame: pd.DataFrame, rows: np.ndarray, states: dict[str, TransformState],
+    learn: bool,
+) -> np.ndarray:
+    """``poly(x, d)``: the raw powers, or R's orthogonal basis (learnt from the finite values
+    when there is no state yet and ``learn``; NaN rows elsewhere), or its prediction for
+    these rows from a stored state."""
+    inner = e.args[0]
+    x = _inner_numeric(inner, frame, rows, states, learn, e.label)
+    degree = poly_degree(e)
+    if poly_raw(e):
+        return np.column_stack([x**k for k in range(1, degree + 1)])
+    st = states.get(e.label)
+    if st is not None:
+        return poly_predict(x, st.alpha, st.norm2)
+    if not learn:
+        raise KeyError(e.label)
+    ok = np.isfinite(x)
+    n_unique = np.unique(x[ok]).size
+    if degree >= n_unique:
+        raise DataError(
+            f"{e.label}: the degree must be less than the number of distinct values of "
+            f"{inner.label} ({n_unique} in the rows used); lower the degree"
+        )
+    basis, alpha, norm2 = poly_fit(x[ok], degree)
+    states[e.label] = TransformState(e.label, "poly", alpha=alpha, norm2=norm2)
+    out = np.full((len(frame), degree), np.nan)
+    out[ok] = basis
+    return out
 
 
 def _inner_numeric(

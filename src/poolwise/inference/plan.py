@@ -149,6 +149,75 @@ class MemoryPlan:
         )
 
 
+@dataclass(frozen=True)
+class _Footprint:
+    """The bytes of a fit's parts at any number of tuning draws ``t`` and draws ``dr`` per
+    chain (:class:`MemoryPlan` says what counts); ``lg``: whether the trace is large (on disk,
+    float32 group-level totals); ``in_ram``: whether the temporary folder is held in memory."""
+
+    n_params: int
+    n_totals: int
+    n_patterns: int
+    n_cells: int
+    chains: int
+    in_ram: bool
+
+    def large(self, t: int, dr: int) -> bool:
+        """A large trace: on disk, float32 totals."""
+        from poolwise.engine.sampler import large_trace
+
+        return large_trace(self.n_params, self.chains, t + dr)
+
+    def stored(self, lg: bool) -> int:
+        """Bytes of one draw's stored values."""
+        return (4 if lg else 8) * self.n_totals + 8 * (self.n_params - self.n_totals)
+
+    def per(self, lg: bool) -> int:
+        """Bytes per draw of every chain."""
+        return ((POSTERIOR_COPIES - int(lg)) * self.stored(lg)
+                + 8 * (STATS_PER_DRAW + self.n_patterns))
+
+    def trace_in_memory(self, t: int, dr: int, lg: bool) -> int:
+        """nutpie's Arrow trace holds the tuning draws; a large trace in a tmpfs folder holds
+        every iteration; one on disk holds nothing in memory."""
+        if not lg:
+            return TUNING_COPIES * self.stored(lg) * self.chains * t
+        return self.stored(lg) * self.chains * (t + dr) if self.in_ram else 0
+
+    def temp(self, dr: int) -> int:
+        """Cell-sized temporaries: a block of draws at a time (:func:`draw_chunk`)."""
+        return (8 * CELL_TEMPORARIES * self.n_cells * self.chains
+                * min(dr, draw_chunk(self.n_cells)))
+
+    def attempt(self, t: int, dr: int) -> int:
+        """The peak of one attempt."""
+        lg = self.large(t, dr)
+        return self.per(lg) * self.chains * dr + self.temp(dr) + self.trace_in_memory(t, dr, lg)
+
+    def draws_that_fit(self, avail: int, top: int, top_tune: int) -> int:
+        """The most draws per chain that fit in ``avail`` next to ``top_tune`` tuning draws:
+        with the trace in memory (unless even no draws make it large), and with a large
+        trace."""
+        room = max(avail - self.temp(top), 0)
+        small_fit = 0 if self.large(top_tune, 0) else int(
+            max(room - self.trace_in_memory(top_tune, 0, False), 0)
+            // max(self.per(False) * self.chains, 1))
+        ram = self.stored(True) if self.in_ram else 0  # per draw of a large trace in tmpfs
+        large_fit = int(max(room - ram * self.chains * top_tune, 0)
+                        // max((self.per(True) + ram) * self.chains, 1))
+        return max(small_fit, large_fit) if self.large(top_tune, large_fit) else small_fit
+
+
+def _disk_free(temp_dir: str) -> int | None:
+    """The free bytes of the temporary folder (None: unknown)."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(temp_dir).free
+    except OSError:
+        return None
+
+
 def memory_plan(
     spec: Any,
     config: Any,
@@ -160,80 +229,43 @@ def memory_plan(
 ) -> MemoryPlan:
     """The memory a fit of ``spec`` with ``config`` needs at its peak, repair ladder included
     (:class:`MemoryPlan`)."""
-    import shutil
     import tempfile
 
     from poolwise.data.patterns import row_patterns
-    from poolwise.engine.sampler import large_trace
 
     d = spec.design
     if n_params is None:
         n_params = stored_values_per_draw(spec)
-    n_pat = row_patterns(d).n_patterns if log_likelihood else 0
-    n_cells = d.n_cells  # the prior-sensitivity check needs them too
     chains, draws, tune = int(config.chains), int(config.draws), int(config.tune)
     top = max(draws, int(max_draws) if max_draws is not None else draws)
     top_tune = max(tune, int(max_tune) if max_tune is not None else tune)
-
-    n_totals = sum(t.group.n_levels * t.group.n_coefs for t in spec.terms)
     # a temporary folder in memory (tmpfs, as /tmp is on many systems): the trace "on disk"
     # takes memory after all, tuning draws included
     temp_dir = tempfile.gettempdir()
-    in_ram = memory_backed(temp_dir)
-
-    def large(t: int, dr: int) -> bool:  # a large trace: on disk, float32 totals
-        return large_trace(n_params, chains, t + dr)
-
-    def stored(lg: bool) -> int:  # bytes of one draw's stored values
-        return (4 if lg else 8) * n_totals + 8 * (int(n_params) - n_totals)
-
-    def per(lg: bool) -> int:  # bytes per draw of every chain
-        return (POSTERIOR_COPIES - int(lg)) * stored(lg) + 8 * (STATS_PER_DRAW + n_pat)
-
-    def trace_in_memory(t: int, dr: int, lg: bool) -> int:
-        # nutpie's Arrow trace holds the tuning draws; a large trace in a tmpfs folder holds
-        # every iteration; one on disk holds nothing in memory
-        if not lg:
-            return TUNING_COPIES * stored(lg) * chains * t
-        return stored(lg) * chains * (t + dr) if in_ram else 0
-
-    # cell-sized temporaries: a block of draws at a time (draw_chunk)
-    def temp(dr: int) -> int:
-        return 8 * CELL_TEMPORARIES * n_cells * chains * min(dr, draw_chunk(n_cells))
-
-    def attempt(t: int, dr: int) -> int:
-        lg = large(t, dr)
-        return per(lg) * chains * dr + temp(dr) + trace_in_memory(t, dr, lg)
-
+    fp = _Footprint(
+        n_params=int(n_params),
+        n_totals=sum(t.group.n_levels * t.group.n_coefs for t in spec.terms),
+        n_patterns=row_patterns(d).n_patterns if log_likelihood else 0,
+        n_cells=d.n_cells,  # the prior-sensitivity check needs them too
+        chains=chains,
+        in_ram=memory_backed(temp_dir),
+    )
     avail = available_memory_bytes()
-    fit_draws = None
-    if avail is not None:
-        room = max(avail - temp(top), 0)
-        # the most draws per chain next to top_tune tuning draws: with the trace in memory
-        # (unless even no draws make it large), and with a large trace
-        small_fit = 0 if large(top_tune, 0) else int(
-            max(room - trace_in_memory(top_tune, 0, False), 0) // max(per(False) * chains, 1))
-        ram = stored(True) if in_ram else 0  # per draw of a large trace in a tmpfs folder
-        large_fit = int(max(room - ram * chains * top_tune, 0)
-                        // max((per(True) + ram) * chains, 1))
-        fit_draws = max(small_fit, large_fit) if large(top_tune, large_fit) else small_fit
-    disk = large(top_tune, top)
-    try:
-        free = shutil.disk_usage(temp_dir).free if disk else None
-    except OSError:
-        free = None
+    disk = fp.large(top_tune, top)
     return MemoryPlan(
         chains=chains, draws=draws, max_draws=top, tune=tune, max_tune=top_tune,
-        n_params=int(n_params),
-        n_group_params=n_totals,
-        n_patterns=n_pat,
-        n_cells=n_cells, log_likelihood=log_likelihood, per_draw=per(large(tune, draws)),
-        first_attempt=attempt(tune, draws),
-        ladder=attempt(top_tune, top),
-        available=avail, draws_that_fit=fit_draws,
-        trace_on_disk=large(tune, draws),
-        trace_bytes=stored(True) * chains * (top_tune + top) if disk else 0,
-        temp_dir=temp_dir, disk_free=free, temp_in_memory=in_ram and disk,
+        n_params=fp.n_params,
+        n_group_params=fp.n_totals,
+        n_patterns=fp.n_patterns,
+        n_cells=fp.n_cells, log_likelihood=log_likelihood, per_draw=fp.per(fp.large(tune, draws)),
+        first_attempt=fp.attempt(tune, draws),
+        ladder=fp.attempt(top_tune, top),
+        available=avail,
+        draws_that_fit=fp.draws_that_fit(avail, top, top_tune) if avail is not None else None,
+        trace_on_disk=fp.large(tune, draws),
+        trace_bytes=fp.stored(True) * chains * (top_tune + top) if disk else 0,
+        temp_dir=temp_dir, disk_free=_disk_free(temp_dir) if disk else None,
+        temp_in_memory=fp.in_ram and disk,
     )
 
 
@@ -247,6 +279,49 @@ def stored_values_per_draw(spec: Any) -> int:
         L, C = t.group.n_levels, t.group.n_coefs
         n += (C if t.estimated else 0) + (C * (C - 1) // 2 if t.correlated else 0) + L * C
     return n
+
+
+def _check_sd_prior_names(spec: Any) -> None:
+    """[§7.33] a prior for the SD of a grouping factor the formula does not have would be
+    ignored silently (a typo such as sd_distrcit): SpecError."""
+    groups = [g.group_name for g in spec.design.formula.groups]
+    unknown = [k for k in spec.priors.sd_by_group if k not in groups]
+    if unknown:
+        close = _did_you_mean(unknown[0], groups) if groups else []
+        hint = f"did you mean sd_{close[0]}? " if close else ""
+        have = ", ".join(groups) if groups else "none (the formula has no group term)"
+        raise SpecError(
+            f"prior sd_{unknown[0]} names no grouping factor of the formula; {hint}its grouping "
+            f"factors are: {have}"
+        )
+
+
+def _check_proper_posterior(spec: Any) -> None:
+    """[§7.22] improper posteriors: SpecError for a flat prior on a coefficient that separates
+    the outcome, or on the intercept of a constant outcome."""
+    d = spec.design
+    flat = [
+        name
+        for name, prior in zip(d.fixed_names, spec.fixed_priors, strict=True)
+        if not prior.spec.proper
+    ]
+    if not flat:
+        return
+    outcome = d.formula.response.successes
+    sep = separated_coefficients(d.fixed_names, d.X, d.y, d.n, outcome)
+    for name in flat:
+        if name in sep:
+            raise SpecError(
+                f"flat prior with separated data gives an improper posterior: predictor "
+                f"'{name}' perfectly separates the outcome ({sep[name]}); give its "
+                "coefficient a proper prior, e.g. b=normal(0, 2.5)"
+            )
+    if "Intercept" in flat and (not d.y.any() or np.array_equal(d.y, d.n)):
+        raise SpecError(
+            f"flat prior with a constant outcome gives an improper posterior: outcome "
+            f"'{outcome}' is the same in all {d.n_rows} rows; give the intercept a proper "
+            "prior, e.g. intercept=normal(0, 1.5)"
+        )
 
 
 def check_run(
@@ -275,40 +350,8 @@ def check_run(
         _check_estimable(d.formula, "complete")
         raise FormulaError("the model has no parameters to estimate; add an intercept or terms",
                            d.formula.text)
-    # [§7.33] a prior for the SD of a grouping factor the formula does not have would be
-    # ignored silently (a typo such as sd_distrcit)
-    groups = [g.group_name for g in d.formula.groups]
-    unknown = [k for k in spec.priors.sd_by_group if k not in groups]
-    if unknown:
-        close = _did_you_mean(unknown[0], groups) if groups else []
-        hint = f"did you mean sd_{close[0]}? " if close else ""
-        have = ", ".join(groups) if groups else "none (the formula has no group term)"
-        raise SpecError(
-            f"prior sd_{unknown[0]} names no grouping factor of the formula; {hint}its grouping "
-            f"factors are: {have}"
-        )
-    # [§7.22] improper posteriors
-    flat = [
-        name
-        for name, prior in zip(d.fixed_names, spec.fixed_priors, strict=True)
-        if not prior.spec.proper
-    ]
-    if flat:
-        outcome = d.formula.response.successes
-        sep = separated_coefficients(d.fixed_names, d.X, d.y, d.n, outcome)
-        for name in flat:
-            if name in sep:
-                raise SpecError(
-                    f"flat prior with separated data gives an improper posterior: predictor "
-                    f"'{name}' perfectly separates the outcome ({sep[name]}); give its "
-                    "coefficient a proper prior, e.g. b=normal(0, 2.5)"
-                )
-        if "Intercept" in flat and (not d.y.any() or np.array_equal(d.y, d.n)):
-            raise SpecError(
-                f"flat prior with a constant outcome gives an improper posterior: outcome "
-                f"'{outcome}' is the same in all {d.n_rows} rows; give the intercept a proper "
-                "prior, e.g. intercept=normal(0, 1.5)"
-            )
+    _check_sd_prior_names(spec)
+    _check_proper_posterior(spec)
     # [§7.31] memory for the whole plan: every attempt of the repair ladder, post-processing
     plan = memory_plan(spec, config, n_params=n_params, log_likelihood=log_likelihood,
                        max_draws=max_draws)

@@ -211,21 +211,40 @@ def prior_predictive(
     d = spec.design
     draws = _default_draws(d.n_cells) if draws is None else int(draws)
     rng = np.random.default_rng(seed)
-    units: list[str] = []
-    for term in spec.terms:
-        units += [f"{term.name}[{lab}]" for lab in term.group.labels]
-    if not spec.terms:
-        units = [f"cell {i}" for i in range(d.n_cells)]
+    units = _units(spec)
     skipped = _flat_prior(spec)
     if skipped is not None:
         return PriorPredictive(
             np.empty((0, len(units))), tuple(units), low, max_extreme,
             float("nan"), float("nan"), float("nan"), skipped=skipped,
         )
+    out = _simulate(spec, draws, len(units), rng)
+    frac_low, frac_high, quantiles = _extremes(out, low)
+    return PriorPredictive(
+        out, tuple(units), low, max_extreme, frac_low + frac_high, frac_low, frac_high, quantiles
+    )
+
+
+def _units(spec: ModelSpec) -> list[str]:
+    """The names of the simulated proportions: every level of every group term
+    (``district[3]``), or every cell (``cell 17``) without group terms."""
+    units: list[str] = []
+    for term in spec.terms:
+        units += [f"{term.name}[{lab}]" for lab in term.group.labels]
+    if not spec.terms:
+        units = [f"cell {i}" for i in range(spec.design.n_cells)]
+    return units
+
+
+def _simulate(spec: ModelSpec, draws: int, n_units: int, rng: np.random.Generator
+              ) -> np.ndarray:
+    """``draws`` prior predictive proportions of each unit (draws, units), a block of draws at
+    a time (at most ``_BLOCK`` draws x cells)."""
+    d = spec.design
     rows = Rows.of_design(d, engine_scale=True)
     n = d.n
     block = max(1, min(draws, _BLOCK // max(1, d.n_cells)))
-    out = np.empty((draws, len(units)))
+    out = np.empty((draws, n_units))
     done = 0
     while done < draws:
         S = min(block, draws - done)
@@ -244,6 +263,12 @@ def prior_predictive(
         if not spec.terms:
             out[done : done + S] = prob
         done += S
+    return out
+
+
+def _extremes(out: np.ndarray, low: float) -> tuple[float, float, dict[str, float]]:
+    """The fractions of the finite proportions below ``low`` and above ``1 - low``, and their
+    5 %, 25 %, 50 %, 75 % and 95 % quantiles (none when no proportion is finite)."""
     # proportions are in [0, 1] or NaN (a level without trials); the finite ones are counted
     # in place, and copied once, to be partitioned for the quantiles (no second copy: with
     # 10^5 levels each copy is 160 MB of fresh memory)
@@ -258,9 +283,7 @@ def prior_predictive(
         # one call for the five quantiles: one partition of the values instead of five
         quantiles = {f"q{int(q * 100):02d}": float(v) for q, v in
                      zip(qs, np.quantile(vals, qs, overwrite_input=True), strict=True)}
-    return PriorPredictive(
-        out, tuple(units), low, max_extreme, frac_low + frac_high, frac_low, frac_high, quantiles
-    )
+    return frac_low, frac_high, quantiles
 
 
 def check_prior_predictive(

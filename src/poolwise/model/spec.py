@@ -116,12 +116,33 @@ class ModelSpec:
         return replace(self, terms=tuple(terms))
 
 
-
-
-
-
-
-
+def _term_spec(
+    g: GroupDesign, fixed_names: tuple[str, ...], pooling: Pooling, priors: Priors
+) -> TermSpec:
+    """Group term ``g`` with its priors, not yet parameterized: estimated SDs under partial
+    pooling, the fixed prior SDs of the unpooled coefficients under no pooling."""
+    mu_index = tuple(fixed_names.index(c) if c in fixed_names else -1 for c in g.coef_names)
+    if pooling == "none":
+        fixed = tuple(
+            priors.unpooled.params[1] if c == "Intercept" else priors.b.params[-1]
+            for c in g.coef_names
+        )
+        sd_priors: tuple[Prior, ...] = ()
+        correlated = False
+    else:
+        fixed = ()
+        sd_priors = tuple(priors.sd_for(g.name) for _ in g.coef_names)
+        correlated = g.term.correlated and g.n_coefs > 1
+    return TermSpec(
+        group=g,
+        sd_priors=sd_priors,
+        sd_fixed=fixed,
+        correlated=correlated,
+        lkj_eta=priors.cor.params[0],
+        mu_index=mu_index,
+        requested="auto",
+        centered=np.zeros(g.n_levels, dtype=bool),
+    )
 
 
 def build_model(
@@ -208,33 +229,7 @@ def build_model(
     fixed_priors = tuple(
         priors.intercept if name == "Intercept" else priors.b for name in design.fixed_names
     )
-    terms: list[TermSpec] = []
-    for g in design.groups:
-        mu_index = tuple(
-            design.fixed_names.index(c) if c in design.fixed_names else -1 for c in g.coef_names
-        )
-        if pooling == "none":
-            fixed = tuple(
-                priors.unpooled.params[1] if c == "Intercept" else priors.b.params[-1]
-                for c in g.coef_names
-            )
-            sd_priors: tuple[Prior, ...] = ()
-            correlated = False
-        else:
-            fixed = ()
-            sd_priors = tuple(priors.sd_for(g.name) for _ in g.coef_names)
-            correlated = g.term.correlated and g.n_coefs > 1
-        spec = TermSpec(
-            group=g,
-            sd_priors=sd_priors,
-            sd_fixed=fixed,
-            correlated=correlated,
-            lkj_eta=priors.cor.params[0],
-            mu_index=mu_index,
-            requested="auto",
-            centered=np.zeros(g.n_levels, dtype=bool),
-        )
-        terms.append(spec)
+    terms = [_term_spec(g, design.fixed_names, pooling, priors) for g in design.groups]
     for p in fixed_priors + tuple(q for t in terms for q in t.sd_priors):
         families.get(p.family).kernel_words(p.params)  # SpecError: unknown family / parameters
     spec = ModelSpec(
