@@ -266,12 +266,9 @@ MAX_FUNCTION_LINES = 60
 LONG_FUNCTIONS: dict[str, str] = {
     "poolwise.engine.density.logp_grad": "numba kernel: inlining",
     "poolwise.engine.density._cell_pass": "numba kernel: inlining",
-    "poolwise.cli._build_subcommands": "owned by another change, split there",
     "poolwise.cli._run_compare": "owned by another change, split there",
-    "poolwise.cli._run_fit": "owned by another change, split there",
     "poolwise.comparison.pooling.compare_fits": "owned by another change, split there",
     "poolwise.comparison.quadrature._nested_log_density": "owned by another change, split there",
-    "poolwise.inference.fit.fit": "owned by another change, split there",
     "poolwise.inference.repair.repair_fit": "owned by another change, split there",
 }
 

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from poolwise.comparison.effects import by_levels, summarise_draws
+from poolwise.comparison.grouping import by_levels
 from poolwise.comparison.predict import as_frame, new_rows
 from poolwise.errors import DataError, SpecError
+from poolwise.inference.summary import summarise_draws
 from poolwise.model.predictive import mean_probabilities, thinned_draws
 from poolwise.model.predictor import coefficients, new_level_draws, with_new_levels
 

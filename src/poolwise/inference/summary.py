@@ -18,7 +18,8 @@ from poolwise.textfmt import fmt_rhat, fmt_sig
 if TYPE_CHECKING:
     from poolwise.inference.fitted import Fit
 
-__all__ = ["COLUMNS", "format_summary", "summary", "summary_text"]
+__all__ = ["COLUMNS", "format_summary", "interval_columns", "summarise_draws", "summary",
+           "summary_text"]
 
 COLUMNS = ["mean", "sd", "lower", "upper", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]
 
@@ -208,23 +209,22 @@ def summary_text(df: pd.DataFrame, prob: float, kind: str) -> str:
         return show.to_string()
 
 
+# ---- draws of any quantity -------------------------------------------------------------------
 
 
+def interval_columns(prob: float, kind: str) -> tuple[str, str]:
+    """The names of an interval's columns, saying their kind and probability:
+    ``hdi_89_lower``, ``hdi_89_upper`` (``eti_95_...``, ``hdi_89.5_...``)."""
+    pct = f"{100 * prob:.10g}"
+    return f"{kind}_{pct}_lower", f"{kind}_{pct}_upper"
 
 
+def summarise_draws(draws: np.ndarray, prob: float, kind: str) -> dict[str, np.ndarray]:
+    """Posterior mean, SD and interval of each column of ``draws`` (S, k)."""
+    from arviz_stats.base import array_stats
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+    fn = array_stats.hdi if kind == "hdi" else array_stats.eti
+    iv = np.asarray(fn(draws, prob, axis=0)).reshape(-1, 2)
+    lo, hi = interval_columns(prob, kind)
+    return {"estimate": draws.mean(axis=0), "sd": draws.std(axis=0, ddof=1),
+            lo: iv[:, 0], hi: iv[:, 1]}

@@ -335,6 +335,28 @@ _GROUP_COLS = ("n", "successes", "raw_proportion", "none_mean", "none_sd", "none
                "partial_p_lower", "partial_p_upper", "shift_p", "sd_ratio", "shrinkage")
 
 
+def _logo_table(comp: PoolingComparison) -> tuple[Table | None, str | None]:
+    """The leave-one-group-out table of a comparison and its predictive unit."""
+    if comp.logo is None:
+        return None, None
+    lg = comp.logo
+    names = {"complete": "complete pooling", "none": "no pooling", "partial": "partial pooling"}
+    table = _table(
+        ["model", "elpd", "SE", "elpd difference", "SE of difference", "PSIS", "refits",
+         "exact", "max Pareto k", "Pareto k"],
+        [(names.get(str(m), str(m)), f"{r['elpd']:.1f}", f"{r['se']:.1f}",
+          f"{r['elpd_diff']:.1f}", f"{r['dse']:.1f}", fmt_sig(r["n_psis"], None),
+          fmt_sig(r["n_refit"], None), fmt_sig(r["n_exact"], None),
+          fmt_sig(r["pareto_k_max"], 2), Badge("pass" if r["n_bad_k"] == 0 else "fail"))
+         for m, r in lg.table.iterrows()],
+    )
+    how = ("every group refitted exactly" if lg.exact else
+           "PSIS-LOGO, with exact refits of the groups whose Pareto k exceeds 0.7")
+    unit = (f"Predictive unit: {lg.unit}. Per group of '{lg.group}': {how}; the per-group "
+            "values are in pooling_logo_groups.csv. " + " ".join(lg.notes))
+    return table, unit
+
+
 def _section_pooling(comp: PoolingComparison | None) -> dict[str, Any]:
     if comp is None:
         return {"comparison": None, "absent": (
@@ -361,25 +383,7 @@ def _section_pooling(comp: PoolingComparison | None) -> dict[str, Any]:
               fmt_sig(r["weight"], 2), Badge("pass" if r["pareto_k_bad"] == 0 else "fail"))
              for m, r in comp.loo.iterrows()],
         )
-    logo = logo_unit = None
-    if comp.logo is not None:
-        lg = comp.logo
-        names = {"complete": "complete pooling", "none": "no pooling",
-                 "partial": "partial pooling"}
-        logo = _table(
-            ["model", "elpd", "SE", "elpd difference", "SE of difference", "PSIS", "refits",
-             "exact", "max Pareto k", "Pareto k"],
-            [(names.get(str(m), str(m)), f"{r['elpd']:.1f}", f"{r['se']:.1f}",
-              f"{r['elpd_diff']:.1f}", f"{r['dse']:.1f}", fmt_sig(r["n_psis"], None),
-              fmt_sig(r["n_refit"], None), fmt_sig(r["n_exact"], None),
-              fmt_sig(r["pareto_k_max"], 2), Badge("pass" if r["n_bad_k"] == 0 else "fail"))
-             for m, r in lg.table.iterrows()],
-        )
-        how = ("every group refitted exactly" if lg.exact else
-               "PSIS-LOGO, with exact refits of the groups whose Pareto k exceeds 0.7")
-        logo_unit = (f"Predictive unit: {lg.unit}. Per group of '{lg.group}': {how}; the "
-                     "per-group values are in pooling_logo_groups.csv. "
-                     + " ".join(lg.notes))
+    logo, logo_unit = _logo_table(comp)
     header = [comp.group, "n", "successes", "raw prop.",
               "none mean", "none sd", "none lower", "none upper",
               "partial mean", "partial sd", "partial lower", "partial upper",
