@@ -12,7 +12,9 @@ transform, so sds, correlations and totals are coherent; no sampling). For each 
   those of levels nested in it, integrated out), for the partial, no and complete pooling fit,
   and the subset model an exact refit samples;
 * the likelihood side of the prior sensitivity check;
-* predictions for the data's own rows and for a new group;
+* predictions for the data's own rows and for a new group; effects on the outcome scale
+  (the average prediction, the average difference when x grows by one) and
+  poststratification;
 * the prior predictive group proportions and the posterior predictive replicates;
 * the engine's log density: what the data add to it equals the model layer's log-likelihood.
 
@@ -392,6 +394,33 @@ def check_case(case: Case) -> None:
         else:
             with pytest.raises(SpecError, match="no population"):
                 predict_draws(fit, unseen, offset=off, new_groups="population")
+
+    # effects on the outcome scale and poststratification, averaged over the data's rows
+    from poolwise.comparison.effects import comparisons, predictions
+    from poolwise.comparison.poststratify import poststratify
+
+    p_avg = predictions(fit, new, by=True, offset=off)
+    np.testing.assert_allclose(p_avg.loc[0, "estimate"], inverse(link, eta).mean(),
+                               rtol=1e-9)
+    delta = np.zeros_like(eta)  # what x + 1 adds to each row's eta, written out
+    if "x" in d.fixed_names:
+        delta += flat(post, fixed_name("x"))[:, None]
+    for term in spec.terms:
+        if "x" in term.group.coef_names:
+            level = term.group.codes[d.row_cell]
+            dev = flat(post, total_name(term, "x"))[:, level]
+            mi = term.mu_index[term.group.coef_names.index("x")]
+            delta += dev - (flat(post, fixed_name("x"))[:, None] if mi >= 0 else 0.0)
+    if "x" in spec.formula.predictors:
+        c = comparisons(fit, "x", new, offset=off)
+        want = (inverse(link, eta + delta) - inverse(link, eta)).mean(axis=1)
+        assert c.loc[0, "contrast"] == "+1"
+        np.testing.assert_allclose(c.loc[0, "estimate"], want.mean(), rtol=1e-8, atol=1e-12)
+    counts = np.arange(1, len(new) + 1, dtype=float)
+    post_strat = poststratify(fit, new.assign(N=counts), draws=CHAINS * DRAWS, offset=off)
+    np.testing.assert_allclose(post_strat.iloc[-1]["estimate"],
+                               (inverse(link, eta) * counts).sum(axis=1).mean() / counts.sum(),
+                               rtol=1e-9)
 
     # leave-one-group-out: each level of g as a new group, for this fit, scored on the
     # partial-pooling model of the same data; and the model an exact refit samples

@@ -230,6 +230,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EFFECTS_EXAMPLES = """examples:
+  poolwise effects results/ --variable urban                 # average risk difference
+  poolwise effects results/ --variable urban --by district   # per district
+  poolwise effects results/ --variable urban --new-group     # for a new district
+  poolwise effects results/ --slopes --variable age.centered
+  poolwise effects results/ --predictions --by urban --out p.csv
+"""
+
+POSTSTRATIFY_EXAMPLES = """examples:
+  poolwise poststratify results/ --population census.csv --count N --by district
+"""
+
+
+def _add_interval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prob", type=float, default=0.89, metavar="P",
+                   help="probability mass of the intervals (default: 0.89)")
+    p.add_argument("--interval", choices=["hdi", "eti"], default="hdi",
+                   help="highest-density (hdi) or equal-tailed (eti) intervals (default: hdi)")
+
+
 def _build_subcommands(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("fit", help="fit a model and print its summary and diagnostics",
@@ -261,6 +281,52 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--prob", type=float, default=0.89, help="interval probability (default 0.89)")
     r.add_argument("--interval", choices=["hdi", "eti"], default="hdi",
                    help="highest-density (hdi) or equal-tailed (eti) intervals (default: hdi)")
+
+    e = sub.add_parser(
+        "effects", formatter_class=fmt, epilog=EFFECTS_EXAMPLES,
+        help="effects of predictors on the outcome scale (average differences, slopes, "
+        "predictions) from a saved fit",
+    )
+    e.add_argument("dir", help="folder written by `poolwise fit --out DIR` (or compare --out: "
+                   "its partial-pooling fit)")
+    e.add_argument("--variable", action="append", default=[], metavar="NAME",
+                   help="predictor to change (repeatable; default: every predictor); a binary "
+                   "or categorical one: each level against the reference, a numeric one: + 1 "
+                   "unit")
+    e.add_argument("--slopes", action="store_true",
+                   help="derivatives dP/dx of numeric predictors instead of differences")
+    e.add_argument("--predictions", action="store_true",
+                   help="average predicted probabilities (per --by level) instead")
+    e.add_argument("--by", action="append", default=[], metavar="COL",
+                   help="average within each level of this column (repeatable)")
+    e.add_argument("--groups", choices=["fitted", "new", "average"], default="fitted",
+                   help="group effects: the rows' own fitted groups (default), a new group "
+                   "integrated over the population, or the average over the fitted groups")
+    e.add_argument("--new-group", dest="groups", action="store_const", const="new",
+                   help="the same as --groups new")
+    e.add_argument("--data", metavar="FILE",
+                   help="rows to average over (default: the data the fit was made from, read "
+                   "again from its recorded file)")
+    _add_interval_args(e)
+    e.add_argument("--out", metavar="FILE.csv", help="write the table as CSV")
+
+    s = sub.add_parser(
+        "poststratify", formatter_class=fmt, epilog=POSTSTRATIFY_EXAMPLES,
+        help="population and subgroup estimates from a saved fit and a population table (MRP)",
+    )
+    s.add_argument("dir", help="folder written by `poolwise fit --out DIR` (or compare --out: "
+                   "its partial-pooling fit)")
+    s.add_argument("--population", required=True, metavar="FILE",
+                   help="population cells: the model's predictor and group columns and a count "
+                   "(CSV, Parquet, a glob or a folder of Parquet files)")
+    s.add_argument("--count", default="N", metavar="COL",
+                   help="the column of people per cell (default: N)")
+    s.add_argument("--by", action="append", default=[], metavar="COL",
+                   help="estimate within each level of this column too (repeatable)")
+    s.add_argument("--draws", type=int, default=1000, metavar="N",
+                   help="posterior draws used at most, thinned evenly (default: 1000)")
+    _add_interval_args(s)
+    s.add_argument("--out", metavar="FILE.csv", help="write the table as CSV")
 
     d = sub.add_parser(
         "diagnose", help="diagnose a saved fit: divergences, R-hat, ESS, E-BFMI, funnels"
@@ -677,6 +743,84 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
     return EXIT_OK if comp.ok else EXIT_NOT_OK
 
 
+def _saved_fit(folder: str) -> Any:
+    """The fit of a result folder (a comparison's partial-pooling fit)."""
+    from poolwise.output.io import load_result
+
+    kind, loaded = load_result(folder)
+    return loaded if kind == "fit" else loaded["partial"]
+
+
+def _print_table(df: Any, out: str | None) -> None:
+    """A result table: printed with significant digits and escaped labels, saved in full
+    (with spreadsheet-safe text cells) to ``out``."""
+    import pandas as pd
+
+    from poolwise.textfmt import fmt_sig
+
+    with pd.option_context("display.max_rows", 200, "display.width", 140):
+        print(_safe_index(df).to_string(index=False, float_format=fmt_sig))
+    for note in df.attrs.get("notes", ()):
+        print(f"note: {note}")
+    if out:
+        from poolwise.output.store import check_output_file, safe_csv
+
+        path = check_output_file(Path(out), option="--out")
+        safe_csv(df, path, index=False)
+        print(f"wrote {path}")
+
+
+def _cmd_effects(args: argparse.Namespace) -> int:
+    from poolwise.comparison.effects import comparisons, predictions, slopes
+
+    fit = _saved_fit(args.dir)
+    if args.out:
+        from poolwise.output.store import check_output_file
+
+        check_output_file(Path(args.out), option="--out")
+    newdata = None if args.data is None else _read_data_file(args.data)
+    by = args.by or None
+    kw = {"by": by, "groups": args.groups, "prob": args.prob, "kind": args.interval}
+    enc = fit.spec.design.encoding
+    names = args.variable or [v.label for v in (enc.variables if enc else ())]
+    if args.predictions:
+        df = predictions(fit, newdata, **{**kw, "by": by or True})
+    elif args.slopes:
+        numeric = [v.label for v in enc.variables if v.kind == "numeric"] if enc else []
+        df = slopes(fit, args.variable or numeric, newdata, **kw)
+    else:
+        if not names:
+            from poolwise.errors import SpecError
+
+            raise SpecError("the model has no predictor to compare; --predictions gives the "
+                            "average predicted probability")
+        df = comparisons(fit, names, newdata, **kw)
+    print(f"model: {fit.spec.formula.text}   groups: {df.attrs['groups']}")
+    _print_table(df, args.out)
+    return EXIT_OK
+
+
+def _read_data_file(path: str) -> Any:
+    from poolwise.data.table import read_table
+
+    return read_table(path).frame
+
+
+def _cmd_poststratify(args: argparse.Namespace) -> int:
+    from poolwise.comparison.poststratify import poststratify
+
+    fit = _saved_fit(args.dir)
+    if args.out:
+        from poolwise.output.store import check_output_file
+
+        check_output_file(Path(args.out), option="--out")
+    df = poststratify(fit, args.population, count=args.count, by=args.by or None,
+                      prob=args.prob, kind=args.interval, draws=args.draws)
+    print(f"model: {fit.spec.formula.text}   population: {args.population}")
+    _print_table(df, args.out)
+    return EXIT_OK
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from poolwise.comparison.pooling import compare_fits
     from poolwise.errors import StoreError
@@ -897,6 +1041,10 @@ def _main(argv: Sequence[str] | None) -> int:
             return _cmd_compare(args, parser)
         if args.command == "report":
             return _cmd_report(args)
+        if args.command == "effects":
+            return _cmd_effects(args)
+        if args.command == "poststratify":
+            return _cmd_poststratify(args)
     except (DataError, FormulaError, SpecError) as err:
         if args.debug:
             raise

@@ -144,19 +144,24 @@ def poststratify(fit: Fit, population: Any, *, count: str = "N",
     coefs = coefficients(fit.spec, fit.posterior).take(keep)
     seed = int(fit.config.seed or 0) if seed is None else int(seed)
     coefs, rows, notes = _new_levels(fit, coefs, rows, frame, keep, seed)
-    level, levels = by_levels(frame, by)
-    L = len(levels)
-    level_all = np.concatenate([level, np.full(len(frame), L)])  # the total, as level L
-    both = rows.take(np.concatenate([np.arange(rows.n)] * 2))
-    sums = mean_probabilities(fit.spec, coefs, both, np.concatenate([weight, weight]),
-                              level_all, L + 1)
-    pop = np.bincount(level_all, weights=np.concatenate([weight, weight]), minlength=L + 1)
+    if by is None:  # the total alone
+        level_all, both, weights, n_out = np.zeros(rows.n, dtype=np.int64), rows, weight, 1
+        levels = None
+    else:  # every level of by, then the total as one more level
+        level, levels = by_levels(frame, by)
+        level_all = np.concatenate([level, np.full(len(frame), len(levels))])
+        both = rows.take(np.concatenate([np.arange(rows.n)] * 2))
+        weights, n_out = np.concatenate([weight, weight]), len(levels) + 1
+    sums = mean_probabilities(fit.spec, coefs, both, weights, level_all, n_out)
+    pop = np.bincount(level_all, weights=weights, minlength=n_out)
     p = sums / np.where(pop > 0, pop, np.nan)
-    out = levels.reset_index(drop=True).copy() if by is not None else pd.DataFrame(index=[])
-    table = pd.concat([out, pd.DataFrame(index=[0])], ignore_index=True) if by is not None \
-        else pd.DataFrame(index=[0])
-    names = [str(v) for v in (levels.astype(str).agg(":".join, axis=1) if by is not None
-                              else [])] + ["total"]
+    if by is None:
+        table, names = pd.DataFrame(index=[0]), ["total"]
+    else:
+        out = levels.reset_index(drop=True).astype(object)
+        table = pd.concat([out, pd.DataFrame({c: ["(all)"] for c in out.columns})],
+                          ignore_index=True)
+        names = list(levels.astype(str).agg(":".join, axis=1)) + ["total"]
     table.insert(0, "level", names)
     for k, v in summarise_draws(p, prob, kind).items():
         table[k] = v
