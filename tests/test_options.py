@@ -58,7 +58,7 @@ def _subcommand(name: str) -> argparse.ArgumentParser:
 def test_every_option_has_its_flag_on_each_subcommand():
     fit_flags = {o.name for o in OPTIONS if o.flag} - set(COMPARE_FIELDS) | {"prob", "kind"}
     assert set(FIT_OPTIONS) == fit_flags
-    assert set(COMPARE_OPTIONS) == fit_flags - {"pooling"} | {"group", "loo", "logo"}
+    assert set(COMPARE_OPTIONS) == fit_flags - {"pooling"} | {"group", "loo", "logo", "kfold"}
     by_name = {o.name: o for o in OPTIONS}
     for command, names in (("fit", FIT_OPTIONS), ("compare", COMPARE_OPTIONS)):
         flags = {s for a in _subcommand(command)._actions for s in a.option_strings}  # noqa: SLF001

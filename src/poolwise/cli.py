@@ -99,6 +99,7 @@ FLAG_SPECS: dict[str, dict[str, Any]] = {
     "kind": {"dest": "interval", "choices": ["hdi", "eti"], "default": "hdi"},
     "loo": {"dest": "loo", "action": "store_false"},
     "logo": {"choices": ["exact", "psis", "off"], "default": "exact"},
+    "kfold": {"type": int, "default": None, "metavar": "K"},
 }
 
 _GROUP_TITLES = {
@@ -178,7 +179,8 @@ FIT_OPTIONS = ("success", "drop_missing", "offset", "reference", "pooling", "lin
                "parameterization", "standardize", "priors", "chains", "tune", "draws", "seed",
                "target_accept", "max_treedepth", "cores", "progress", "engine", "repair",
                "prior_check", "prior_sensitivity", "log_likelihood", "prob", "kind")
-COMPARE_OPTIONS = tuple(o for o in FIT_OPTIONS if o != "pooling") + ("group", "loo", "logo")
+COMPARE_OPTIONS = tuple(o for o in FIT_OPTIONS if o != "pooling") + ("group", "loo", "logo",
+                                                                     "kfold")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -250,6 +252,56 @@ def _add_interval_args(p: argparse.ArgumentParser) -> None:
                    help="highest-density (hdi) or equal-tailed (eti) intervals (default: hdi)")
 
 
+def _add_effects_parser(sub: argparse._SubParsersAction, fmt: Any) -> None:
+    e = sub.add_parser(
+        "effects", formatter_class=fmt, epilog=EFFECTS_EXAMPLES,
+        help="effects of predictors on the outcome scale (average differences, slopes, "
+        "predictions) from a saved fit",
+    )
+    e.add_argument("dir", help="folder written by `poolwise fit --out DIR` (or compare --out: "
+                   "its partial-pooling fit)")
+    e.add_argument("--variable", action="append", default=[], metavar="NAME",
+                   help="predictor to change (repeatable; default: every predictor); a binary "
+                   "or categorical one: each level against the reference, a numeric one: + 1 "
+                   "unit")
+    e.add_argument("--slopes", action="store_true",
+                   help="derivatives dP/dx of numeric predictors instead of differences")
+    e.add_argument("--predictions", action="store_true",
+                   help="average predicted probabilities (per --by level) instead")
+    e.add_argument("--by", action="append", default=[], metavar="COL",
+                   help="average within each level of this column (repeatable)")
+    e.add_argument("--groups", choices=["fitted", "new", "average"], default="fitted",
+                   help="group effects: the rows' own fitted groups (default), a new group "
+                   "integrated over the population, or the average over the fitted groups")
+    e.add_argument("--new-group", dest="groups", action="store_const", const="new",
+                   help="the same as --groups new")
+    e.add_argument("--data", metavar="FILE",
+                   help="rows to average over (default: the data the fit was made from, read "
+                   "again from its recorded file)")
+    _add_interval_args(e)
+    e.add_argument("--out", metavar="FILE.csv", help="write the table as CSV")
+
+
+def _add_poststratify_parser(sub: argparse._SubParsersAction, fmt: Any) -> None:
+    s = sub.add_parser(
+        "poststratify", formatter_class=fmt, epilog=POSTSTRATIFY_EXAMPLES,
+        help="population and subgroup estimates from a saved fit and a population table (MRP)",
+    )
+    s.add_argument("dir", help="folder written by `poolwise fit --out DIR` (or compare --out: "
+                   "its partial-pooling fit)")
+    s.add_argument("--population", required=True, metavar="FILE",
+                   help="population cells: the model's predictor and group columns and a count "
+                   "(CSV, Parquet, a glob or a folder of Parquet files)")
+    s.add_argument("--count", default="N", metavar="COL",
+                   help="the column of people per cell (default: N)")
+    s.add_argument("--by", action="append", default=[], metavar="COL",
+                   help="estimate within each level of this column too (repeatable)")
+    s.add_argument("--draws", type=int, default=1000, metavar="N",
+                   help="posterior draws used at most, thinned evenly (default: 1000)")
+    _add_interval_args(s)
+    s.add_argument("--out", metavar="FILE.csv", help="write the table as CSV")
+
+
 def _build_subcommands(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("fit", help="fit a model and print its summary and diagnostics",
@@ -282,51 +334,8 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--interval", choices=["hdi", "eti"], default="hdi",
                    help="highest-density (hdi) or equal-tailed (eti) intervals (default: hdi)")
 
-    e = sub.add_parser(
-        "effects", formatter_class=fmt, epilog=EFFECTS_EXAMPLES,
-        help="effects of predictors on the outcome scale (average differences, slopes, "
-        "predictions) from a saved fit",
-    )
-    e.add_argument("dir", help="folder written by `poolwise fit --out DIR` (or compare --out: "
-                   "its partial-pooling fit)")
-    e.add_argument("--variable", action="append", default=[], metavar="NAME",
-                   help="predictor to change (repeatable; default: every predictor); a binary "
-                   "or categorical one: each level against the reference, a numeric one: + 1 "
-                   "unit")
-    e.add_argument("--slopes", action="store_true",
-                   help="derivatives dP/dx of numeric predictors instead of differences")
-    e.add_argument("--predictions", action="store_true",
-                   help="average predicted probabilities (per --by level) instead")
-    e.add_argument("--by", action="append", default=[], metavar="COL",
-                   help="average within each level of this column (repeatable)")
-    e.add_argument("--groups", choices=["fitted", "new", "average"], default="fitted",
-                   help="group effects: the rows' own fitted groups (default), a new group "
-                   "integrated over the population, or the average over the fitted groups")
-    e.add_argument("--new-group", dest="groups", action="store_const", const="new",
-                   help="the same as --groups new")
-    e.add_argument("--data", metavar="FILE",
-                   help="rows to average over (default: the data the fit was made from, read "
-                   "again from its recorded file)")
-    _add_interval_args(e)
-    e.add_argument("--out", metavar="FILE.csv", help="write the table as CSV")
-
-    s = sub.add_parser(
-        "poststratify", formatter_class=fmt, epilog=POSTSTRATIFY_EXAMPLES,
-        help="population and subgroup estimates from a saved fit and a population table (MRP)",
-    )
-    s.add_argument("dir", help="folder written by `poolwise fit --out DIR` (or compare --out: "
-                   "its partial-pooling fit)")
-    s.add_argument("--population", required=True, metavar="FILE",
-                   help="population cells: the model's predictor and group columns and a count "
-                   "(CSV, Parquet, a glob or a folder of Parquet files)")
-    s.add_argument("--count", default="N", metavar="COL",
-                   help="the column of people per cell (default: N)")
-    s.add_argument("--by", action="append", default=[], metavar="COL",
-                   help="estimate within each level of this column too (repeatable)")
-    s.add_argument("--draws", type=int, default=1000, metavar="N",
-                   help="posterior draws used at most, thinned evenly (default: 1000)")
-    _add_interval_args(s)
-    s.add_argument("--out", metavar="FILE.csv", help="write the table as CSV")
+    _add_effects_parser(sub, fmt)
+    _add_poststratify_parser(sub, fmt)
 
     d = sub.add_parser(
         "diagnose", help="diagnose a saved fit: divergences, R-hat, ESS, E-BFMI, funnels"

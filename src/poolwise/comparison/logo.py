@@ -77,7 +77,10 @@ __all__ = [
     "K_THRESHOLD",
     "LogoComparison",
     "group_log_lik",
+    "log_mean_exp",
     "logo_compare",
+    "mcse_log_mean_exp",
+    "refit_without",
     "logo_term",
 ]
 
@@ -309,8 +312,12 @@ def group_log_lik(fit: Fit, scoring: ModelSpec, *, group: str | None = None,
 # ---- refits without one level ---------------------------------------------------------------
 
 
-def _refit_without(fit: Fit, j: int, scoring: ModelSpec, group: str) -> Fit:
-    sub = without_levels(scoring, group, [j])
+def refit_without(fit: Fit, levels: list[int], scoring: ModelSpec, group: str, *,
+                  seed: int | None = None) -> Fit:
+    """``fit``'s model fitted again without the rows of ``levels`` (codes of the group term
+    ``group`` of ``scoring``): the same priors, standardization, sampler settings (the seed
+    replaced by ``seed`` when given) and repair policy."""
+    sub = without_levels(scoring, group, levels)
     if fit.spec.pooling == "complete":
         d = replace(sub.design, groups=())
         if tuple(d.fixed_names) != tuple(fit.spec.design.fixed_names):
@@ -320,13 +327,14 @@ def _refit_without(fit: Fit, j: int, scoring: ModelSpec, group: str) -> Fit:
     elif fit.spec is scoring:
         spec = sub
     else:
-        spec = without_levels(fit.spec, group, [j])
+        spec = without_levels(fit.spec, group, levels)
+    config = fit.config if seed is None else replace(fit.config, seed=int(seed))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return repair_fit(spec, fit.config, log_likelihood=False)
+        return repair_fit(spec, config, log_likelihood=False)
 
 
-def _log_mean_exp(ll: np.ndarray) -> np.ndarray:
+def log_mean_exp(ll: np.ndarray) -> np.ndarray:
     return logsumexp(ll, axis=0) - math.log(ll.shape[0])
 
 
@@ -344,7 +352,7 @@ def _ess(x: np.ndarray, C: int) -> np.ndarray:
     return np.where(np.isfinite(e) & (e > 0), e, x.shape[0])
 
 
-def _mcse_log_mean_exp(ll: np.ndarray, C: int) -> np.ndarray:
+def mcse_log_mean_exp(ll: np.ndarray, C: int) -> np.ndarray:
     """Monte Carlo SE of ``log mean_s exp(ll_s)`` per column (delta method: the relative SE
     of the mean of ``exp(ll)``, with its effective sample size)."""
     w = np.exp(ll - ll.max(axis=0))
@@ -409,10 +417,10 @@ def logo_model(fit: Fit, scoring: ModelSpec, *, group: str | None = None, exact:
         bad = np.flatnonzero(todo & (k > K_THRESHOLD))
         refit = bad[np.argsort(-k[bad])][:max_refits]
     for j in refit:
-        sub = _refit_without(fit, int(j), scoring, name)
+        sub = refit_without(fit, [int(j)], scoring, name)
         llj = group_log_lik(sub, scoring, group=name, levels=np.array([j]))
-        elpd[j] = float(_log_mean_exp(llj)[0])
-        mcse[j] = float(_mcse_log_mean_exp(llj, sub.posterior.sizes["chain"])[0])
+        elpd[j] = float(log_mean_exp(llj)[0])
+        mcse[j] = float(mcse_log_mean_exp(llj, sub.posterior.sizes["chain"])[0])
         method[j] = "refit"
     return elpd, k, method, mcse
 

@@ -123,6 +123,8 @@ class PoolingComparison:
     notes: tuple[str, ...] = field(default_factory=tuple)
     #: leave-one-group-out comparison (:class:`poolwise.comparison.logo.LogoComparison`) or None
     logo: Any = None
+    #: grouped K-fold comparison (:class:`poolwise.comparison.kfold.KFoldComparison`) or None
+    kfold: Any = None
 
     @property
     def ok(self) -> bool:
@@ -183,6 +185,7 @@ def compare_pooling(
     kind: IntervalKind = "hdi",
     loo: bool = True,
     logo: bool | Literal["psis"] = True,
+    kfold: int | None = None,
 ) -> PoolingComparison:
     """Fit complete, no and partial pooling with the same settings and compare them.
 
@@ -278,6 +281,10 @@ def compare_pooling(
         Leave-one-group-out comparison (predicting a new group, :mod:`poolwise.comparison.logo`):
         True for exact refits where PSIS is unreliable, ``"psis"`` for PSIS-LOGO only, False
         to skip.
+    kfold : int or None, default None
+        Grouped K-fold cross-validation with this many folds of groups
+        (:mod:`poolwise.comparison.kfold`): for many groups, or where PSIS leave-one-group-out
+        is unreliable; None skips it.
 
     Returns
     -------
@@ -310,7 +317,7 @@ def compare_pooling(
         standardize=standardize, reference=reference, prior_check=prior_check, offset=offset,
     ).with_seed()
     compare = CompareOptions(group=group, prob=prob, kind=kind, loo=loo, logo=logo,
-                             fit=options)
+                             kfold=kfold, fit=options)
     check_against_formula(options, formula, poolings=POOLINGS)  # before any data
     table = data if isinstance(data, Table) else read_table(data)
     fits: dict[str, Fit] = {}
@@ -322,7 +329,7 @@ def compare_pooling(
         caught_all.extend((pooling, w) for w in caught)
     _reemit(caught_all)
     return compare_fits(fits, group=compare.group, prob=compare.prob, kind=compare.kind,
-                        loo=compare.loo, logo=compare.logo)
+                        loo=compare.loo, logo=compare.logo, kfold=compare.kfold)
 
 
 def _reemit(caught: list[tuple[str, warnings.WarningMessage]]) -> None:
@@ -348,6 +355,7 @@ def compare_fits(
     kind: IntervalKind = "hdi",
     loo: bool = True,
     logo: bool | Literal["psis"] = True,
+    kfold: int | None = None,
 ) -> PoolingComparison:
     """Compare fits of one formula and data set that differ only in pooling.
 
@@ -370,12 +378,16 @@ def compare_fits(
         Leave-one-group-out comparison (predicting a new group, :mod:`poolwise.comparison.logo`):
         True for exact refits where PSIS is unreliable, ``"psis"`` for PSIS-LOGO only, False
         to skip.
+    kfold : int or None, default None
+        Grouped K-fold cross-validation with this many folds of groups
+        (:mod:`poolwise.comparison.kfold`): for many groups, or where PSIS leave-one-group-out
+        is unreliable; None skips it.
 
     Returns
     -------
     PoolingComparison
         Per-group estimates under each pooling (``groups``), the population parameters
-        (``population``), the LOO / LOGO tables and a data-driven ``narrative``.
+        (``population``), the LOO / LOGO / K-fold tables and a data-driven ``narrative``.
 
     Raises
     ------
@@ -448,8 +460,14 @@ def compare_fits(
             logo_cmp = logo_compare(fits, group=term_p.name, refit=logo != "psis")
         except SpecError as e:
             notes.append(f"Leave-one-group-out was not computed: {e}.")
+    kfold_cmp = None
+    if kfold is not None:
+        from poolwise.comparison.kfold import kfold_compare
+
+        kfold_cmp = kfold_compare(fits, kfold, group=term_p.name)
     return PoolingComparison(
         logo=logo_cmp,
+        kfold=kfold_cmp,
         formula=partial.spec.formula.text,
         group=term_p.name,
         fits=fits,

@@ -119,6 +119,9 @@ OPTIONS: tuple[Option, ...] = (
            "an existing group)", "--no-loo"),
     Option("logo", "comparison", "leave-one-group-out (a new group): exact refits where needed "
            "(True), PSIS only ('psis') or none (False)", "--logo"),
+    Option("kfold", "comparison", "grouped K-fold cross-validation with K folds of groups "
+           "(stratified by size; for many groups, or where PSIS leave-one-group-out is "
+           "unreliable)", "--kfold"),
 )
 
 
@@ -229,6 +232,7 @@ class CompareOptions:
     kind: Literal["hdi", "eti"] = "hdi"
     loo: bool = True
     logo: bool | Literal["psis"] = True
+    kfold: int | None = None
     fit: FitOptions = field(default_factory=FitOptions)
 
     def __post_init__(self) -> None:
@@ -242,6 +246,9 @@ class CompareOptions:
         _bool("loo", self.loo)
         if self.logo not in (True, False, "psis"):
             raise SpecError(f"logo must be True, False or 'psis'; got {self.logo!r}")
+        k = self.kfold
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
+            raise SpecError(f"kfold must be a whole number >= 2 (folds of groups); got {k!r}")
 
 
 def check_against_formula(options: FitOptions, formula: str | Formula, *,

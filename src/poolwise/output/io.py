@@ -837,8 +837,9 @@ def save_comparison(
     """Write a pooling comparison into ``out_dir`` as a whole (atomically, like
     :func:`save_fit`): one fit folder per model (``complete/``, ``none/``, ``partial/``, each
     loadable alone), ``pooling_groups.csv``, ``pooling_population.csv``, ``pooling_loo.csv``
-    (with LOO), ``pooling_logo.csv`` and ``pooling_logo_groups.csv`` (with leave-one-group-out)
-    and ``narrative.txt``, and a manifest of kind ``"comparison"``."""
+    (with LOO), ``pooling_logo.csv`` and ``pooling_logo_groups.csv`` (with leave-one-group-out),
+    ``pooling_kfold.csv``, ``pooling_kfold_groups.csv`` and ``pooling_kfold_folds.csv`` (with
+    grouped K-fold) and ``narrative.txt``, and a manifest of kind ``"comparison"``."""
     out = Path(out_dir)
     names: dict[str, Path] = {}
     meta = {"fits": list(comp.fits), "group": str(comp.group)}
@@ -862,6 +863,14 @@ def save_comparison(
             safe_csv(logo.pointwise, staged / "pooling_logo_groups.csv")
             names["logo"] = out / "pooling_logo.csv"
             names["logo_groups"] = out / "pooling_logo_groups.csv"
+        kfold = getattr(comp, "kfold", None)
+        if kfold is not None:  # grouped K-fold: per strategy, per group, and the folds' seeds
+            safe_csv(kfold.table, staged / "pooling_kfold.csv")
+            safe_csv(kfold.pointwise, staged / "pooling_kfold_groups.csv")
+            safe_csv(kfold.folds, staged / "pooling_kfold_folds.csv", index=False)
+            names["kfold"] = out / "pooling_kfold.csv"
+            names["kfold_groups"] = out / "pooling_kfold_groups.csv"
+            names["kfold_folds"] = out / "pooling_kfold_folds.csv"
         (staged / "narrative.txt").write_text("\n\n".join(comp.narrative) + "\n",
                                               encoding="utf-8")
         names["narrative"] = out / "narrative.txt"
