@@ -15,7 +15,7 @@ PYTHON312 ?= $(shell for p in python3.12 python3.13 python3.14 \
 	$$(command -v pyenv >/dev/null 2>&1 && ls -d "$$(pyenv root)"/versions/3.1[2-9]*/bin/python3 2>/dev/null); do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { echo $$p; break; }; done)
 
-.PHONY: demo test test-slow test-browser test-all lint lock bench clean browser
+.PHONY: demo test test-slow test-browser test-all lint lock bench clean clean-cache browser
 
 # Headless Chromium for the report's browser test (tests/test_report.py, marker `browser`).
 CHROMIUM ?= /usr/bin/chromium
@@ -71,5 +71,11 @@ bench: $(TVENV)/.installed
 	@test -x bench/.venv-peers/bin/python || { $(PYTHON312) -m venv bench/.venv-peers && bench/.venv-peers/bin/pip install -q -r bench/requirements-peers.txt; }
 	$(TPY) bench/run.py $(BENCH_ARGS)
 
-clean:
+# numba caches a compiled function beside its source and checks only that file's date, so a kernel
+# inlined from another module (density.log_p_q into likelihood._patterns) can go stale while you
+# edit it: `make clean-cache` after changing a kernel
+clean-cache:
+	find src -name '*.nbi' -delete -o -name '*.nbc' -delete
+
+clean: clean-cache
 	rm -rf $(VENV) $(TVENV) out .pytest_cache

@@ -18,6 +18,7 @@ from poolwise.comparison.logo import logo_compare
 from poolwise.comparison.pooling import POOLINGS
 from poolwise.comparison.quadrature import NewLevelPrior, new_level_log_density
 from poolwise.model import links
+from poolwise.model.likelihood import CellLikelihood
 
 
 def _fits(formula: str, df: pd.DataFrame, **kw) -> dict:
@@ -39,7 +40,8 @@ def test_new_group_integral_matches_dense_quadrature(link):
     bounds = [0, 3, 4, 7]
     tau = np.array([0.05, 0.8, 3.0])
     prior = NewLevelPrior.of(np.zeros((S, 1)), tau[:, None, None])
-    got = new_level_log_density(link, eta0, y, n, np.ones((C, 1)), np.array(bounds[:-1]), prior)
+    got = new_level_log_density(CellLikelihood(link), eta0, y, n, np.ones((C, 1)),
+                                np.array(bounds[:-1]), prior)
     L = links.get(link)
     for s in range(S):
         grid = np.linspace(-12 * tau[s] - 10, 12 * tau[s] + 10, 400_001)
@@ -199,7 +201,7 @@ def test_a_new_level_with_a_correlated_slope_matches_a_dense_grid(link):
     sds, r = np.array([[0.5, 0.3], [1.5, 0.8], [0.1, 2.0]]), np.array([0.3, -0.6, 0.0])
     cov = np.stack([[[a * a, c * a * b], [c * a * b, b * b]]
                     for (a, b), c in zip(sds, r, strict=True)])
-    got = new_level_log_density(link, eta0, y, n, Z, np.array([0, 4]),
+    got = new_level_log_density(CellLikelihood(link), eta0, y, n, Z, np.array([0, 4]),
                                 NewLevelPrior.of(mean, np.linalg.cholesky(cov)))
     for s in range(S):
         g = [np.linspace(mean[s, c] - 9 * sds[s, c], mean[s, c] + 9 * sds[s, c], 801)
@@ -229,7 +231,8 @@ def test_nested_levels_are_integrated_inside_their_owner(link):
     m, s, tau = np.array([[0.2], [-0.4]]), np.array([0.7, 1.3]), np.array([0.5, 1.1])
     outer = NewLevelPrior.of(m, s[:, None, None] * np.ones((S, 1, 1)))
     inner = NewLevelPrior.of(np.zeros((S, 1)), tau[:, None, None] * np.ones((S, 1, 1)))
-    got = new_level_log_density(link, eta0, y, n, np.ones((N, 1)), np.array([0]), outer,
+    got = new_level_log_density(CellLikelihood(link), eta0, y, n, np.ones((N, 1)),
+                                np.array([0]), outer,
                                 (np.ones((N, 1)), np.array([2, 5]), np.array([0, 0]), inner, own))
     for k in range(S):
         gv = np.linspace(m[k, 0] - 10 * s[k], m[k, 0] + 10 * s[k], 1001)

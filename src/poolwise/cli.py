@@ -67,7 +67,7 @@ def _safe_index(df: Any) -> Any:
     out.index = [safe_text(i) for i in out.index]
     return out
 
-PRIOR_CLASSES = ("intercept", "b", "sd", "cor", "unpooled")
+PRIOR_CLASSES = ("intercept", "b", "sd", "cor", "unpooled", "phi")
 
 #: argparse's part of each option of poolwise.inference.options.OPTIONS (the table holds the
 #: meaning); the defaults are the API's, except where the table gives a command-line default
@@ -78,6 +78,7 @@ FLAG_SPECS: dict[str, dict[str, Any]] = {
     "reference": {"action": "append", "default": [], "metavar": "COL=LEVEL"},
     "pooling": {"choices": ["partial", "none", "complete"], "default": None},
     "link": {"choices": list(links.names()), "default": links.names()[0]},
+    "family": {"choices": ["binomial", "beta_binomial"], "default": "binomial"},
     "parameterization": {"action": "append", "default": None, "metavar": "KIND|GROUP=KIND"},
     "standardize": {"dest": "standardize", "action": "store_false"},
     "priors": {"dest": "prior", "action": "append", "default": [], "metavar": "CLASS=PRIOR"},
@@ -175,7 +176,7 @@ def _add_output_args(p: argparse.ArgumentParser, groups: dict[str, Any], what: s
 
 
 #: the options of poolwise.fit / poolwise.compare_pooling on each subcommand, in help order
-FIT_OPTIONS = ("success", "drop_missing", "offset", "reference", "pooling", "link",
+FIT_OPTIONS = ("success", "drop_missing", "offset", "reference", "pooling", "link", "family",
                "parameterization", "standardize", "priors", "chains", "tune", "draws", "seed",
                "target_accept", "max_treedepth", "cores", "progress", "engine", "repair",
                "prior_check", "prior_sensitivity", "log_likelihood", "prob", "kind")

@@ -62,7 +62,7 @@ from poolwise.comparison.quadrature import NewLevelPrior, new_level_log_density,
 from poolwise.data.patterns import row_patterns
 from poolwise.errors import SpecError
 from poolwise.inference.repair import repair_fit
-from poolwise.model.likelihood import binomial_log_lik
+from poolwise.model.likelihood import CellLikelihood
 from poolwise.model.predictor import Rows, linear_predictor, new_level_draws
 from poolwise.model.subset import without_levels
 
@@ -173,14 +173,19 @@ def _owned_levels(design: Design, t: int) -> dict[int, np.ndarray]:
 
 @dataclass(frozen=True, eq=False)
 class _Scoring:
-    """The cells of the scoring design in level order of the left-out term ``t``: ``order``
-    (the design's cell of each position), ``level`` of each position, ``starts`` of each
-    level's run, each level's sum of ``log C(n, y)`` over its rows, and the nested term (if
-    any) whose levels are left out with their owner: ``inner`` its index, ``inner_level`` per
-    position (-1: a cell whose level of that term is known)."""
+    """The units of the scoring model (the design's cells for the binomial, its data rows for
+    the beta-binomial, whose rows cannot be summed), with each unit's design ``cell``,
+    successes ``y`` and trials ``n``, in level order of the left-out term ``t``: ``order``
+    (the unit at each position), ``level`` of each position, ``starts`` of each level's run,
+    each level's sum of ``log C(n, y)`` over its rows, and the nested term (if any) whose
+    levels are left out with their owner: ``inner`` its index, ``inner_level`` per position
+    (-1: a unit whose level of that term is known)."""
 
     design: Design
     t: int
+    cell: np.ndarray
+    y: np.ndarray
+    n: np.ndarray
     order: np.ndarray
     level: np.ndarray
     starts: np.ndarray
@@ -201,33 +206,39 @@ def _scoring(spec: ModelSpec, t: int) -> _Scoring:
             "group= one of those terms instead"
         )
     inner = next(iter(owned), None)
-    if inner is None:
-        inner_level = np.full(d.n_cells, -1, dtype=np.int64)
+    pat = row_patterns(d)
+    if spec.family == "beta_binomial":  # every data row on its own
+        row = np.repeat(np.arange(pat.n_patterns), pat.count)
+        cell, y, n = pat.cell[row], pat.y[row], pat.n[row]
     else:
-        codes = d.groups[inner].codes
+        cell, y, n = np.arange(d.n_cells), d.y, d.n
+    if inner is None:
+        inner_level = np.full(len(cell), -1, dtype=np.int64)
+    else:
+        codes = d.groups[inner].codes[cell]
         inner_level = np.where(owned[inner][codes] >= 0, codes, -1)
-    order = np.lexsort((inner_level, gt.codes))  # by level of t, then nested level
-    counts = np.bincount(gt.codes, minlength=gt.n_levels)
+    level = gt.codes[cell]
+    order = np.lexsort((inner_level, level))  # by level of t, then nested level
+    counts = np.bincount(level, minlength=gt.n_levels)
     if np.any(counts == 0):
         raise SpecError(f"every level of {gt.name!r} needs at least one row")
     # sum of the rows' log C(n, y), from the row patterns with their counts
-    pat = row_patterns(d)
     const = np.bincount(gt.codes[pat.cell], weights=pat.log_binom_const * pat.count,
                         minlength=gt.n_levels)
     return _Scoring(
-        design=d, t=t, order=order, level=gt.codes[order],
+        design=d, t=t, cell=cell, y=y, n=n, order=order, level=level[order],
         starts=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64), const=const,
         inner=inner, inner_level=inner_level[order],
     )
 
 
 def _fit_rows(fit: Fit, sc: _Scoring, positions: np.ndarray) -> Rows:
-    """The scoring cells at ``positions`` as rows of ``fit``'s linear predictor: its fixed
+    """The scoring units at ``positions`` as rows of ``fit``'s linear predictor: its fixed
     columns by name, the offset, and each of its group terms' codes mapped by label (-1 for
     the left-out level and the levels nested in it, and for any level the fit lacks)."""
     spec = fit.spec
     d = sc.design
-    cells = sc.order[positions]
+    cells = sc.cell[sc.order[positions]]
     names = list(d.fixed_names)
     missing = [c for c in spec.design.fixed_names if c not in names]
     if missing:
@@ -284,13 +295,13 @@ def group_log_lik(fit: Fit, scoring: ModelSpec, *, group: str | None = None,
     lv = sc.level[positions]
     starts = np.flatnonzero(np.r_[True, np.diff(lv) != 0])
     d = sc.design
-    cells = sc.order[positions]
-    y, n = d.y[cells], d.n[cells]
+    units = sc.order[positions]
+    cells, y, n = sc.cell[units], sc.y[units], sc.n[units]
     eta0 = linear_predictor(fit.spec, fit.posterior, _fit_rows(fit, sc, positions))
     name = d.groups[t].name
-    link = fit.spec.link
+    lik = CellLikelihood.of(fit.spec, fit.posterior)
     if fit.spec.pooling == "complete" or name not in {x.name for x in fit.spec.terms}:
-        ll = segment_sums(binomial_log_lik(link, y, n, eta0), starts)
+        ll = segment_sums(lik.log_lik(y, n, eta0), starts)
     else:
         inner = None
         if sc.inner is not None:
@@ -304,7 +315,7 @@ def group_log_lik(fit: Fit, scoring: ModelSpec, *, group: str | None = None,
                                                        | (np.diff(lv) != 0)])
                 in_outer = np.searchsorted(starts, in_starts, side="right") - 1
                 inner = (gi.Z[cells], in_starts, in_outer, _term_prior(fit, inner_name), own)
-        ll = new_level_log_density(link, eta0, y, n, d.groups[t].Z[cells], starts,
+        ll = new_level_log_density(lik, eta0, y, n, d.groups[t].Z[cells], starts,
                                    _term_prior(fit, name), inner)
     return ll + sc.const[levels][None, :]
 

@@ -181,6 +181,7 @@ def compare_pooling(
     reference: Mapping[str, Any] | None = None,
     prior_check: bool = True,
     offset: Any = None,
+    family: Literal["binomial", "beta_binomial"] = "binomial",
     prob: float = 0.89,
     kind: IntervalKind = "hdi",
     loo: bool = True,
@@ -271,6 +272,10 @@ def compare_pooling(
         Known per-row addition to the linear predictor: an expression of columns
         (``"log(exposure)"``, the same as ``+ offset(log(exposure))`` in the formula) or one
         value per data row.
+    family : {"binomial", "beta_binomial"}, default "binomial"
+        The outcome's distribution given the success probability: binomial, or beta-binomial
+        for overdispersed counts (rows of several trials whose spread exceeds the binomial's;
+        its precision ``phi`` has the prior ``priors.phi``, default exponential(0.05)).
     prob : float, default 0.89
         Probability mass of the intervals, strictly between 0 and 1.
     kind : {"hdi", "eti"}, default "hdi"
@@ -315,6 +320,7 @@ def compare_pooling(
         progress=progress, engine=engine, log_likelihood=log_likelihood,
         prior_sensitivity=prior_sensitivity, strict=strict, repair=repair,
         standardize=standardize, reference=reference, prior_check=prior_check, offset=offset,
+        family=family,
     ).with_seed()
     compare = CompareOptions(group=group, prob=prob, kind=kind, loo=loo, logo=logo,
                              kfold=kfold, fit=options)

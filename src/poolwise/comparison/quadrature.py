@@ -13,9 +13,10 @@ Gauss-Hermite quadrature: nodes ``v* + chol(H^-1) x`` around the mode ``v*`` of 
 one-node case. Accuracy against a dense grid of the same integrand (every link; the
 consistency suite's models and the tests of this module): a varying intercept (21 nodes)
 within 2e-5, 1e-4 with nested levels integrated inside; an intercept and a slope (21 x 21
-nodes) within 5e-4, where the Bernoulli data of a small group leave the integrand skewed (11
-nodes a side gave 3e-3). The Monte Carlo error of an ``elpd_j`` is 1e-2 or more, so neither
-limits leave-one-group-out.
+nodes) within 5e-3: where the 0/1 rows of a small group leave the integrand skewed, with a
+flat side where the link saturates, a tensor grid converges slowly (one such case: 2.3e-3 with
+21, 7e-4 with 31, 1.5e-4 with 51 nodes a side). The Monte Carlo error of an ``elpd_j`` is
+1e-2 or more, so neither limits leave-one-group-out.
 
 Levels of a nested term whose rows all lie inside the left-out level (``(1 | a/b)`` left out by
 ``a``) are integrated inside, per outer node, by the same quadrature. The outer nodes come
@@ -40,8 +41,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from poolwise.errors import SpecError
-from poolwise.model import links
-from poolwise.model.likelihood import binomial_log_lik, binomial_score
+from poolwise.model.likelihood import CellLikelihood
 
 __all__ = ["NODES", "NewLevelPrior", "new_level_log_density", "segment_sums"]
 
@@ -93,22 +93,24 @@ def _nodes(C: int) -> tuple[np.ndarray, np.ndarray]:
     return X, logw
 
 
-def _score_and_weight(link: str, y: np.ndarray, n: np.ndarray, eta: np.ndarray
+def _score_and_weight(lik: CellLikelihood, y: np.ndarray, n: np.ndarray, eta: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
     """d loglik / d eta (the likelihood kernel's, stable in both tails) and the Fisher weight
     of each cell: what the search for the mode steps with."""
-    return binomial_score(link, y, n, eta), links.get(link).fisher_weight(n, eta)
+    return lik.score(y, n, eta), lik.fisher_weight(n, eta)
 
 
-def _observed_weight(link: str, y: np.ndarray, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
+def _observed_weight(lik: CellLikelihood, y: np.ndarray, n: np.ndarray,
+                     eta: np.ndarray) -> np.ndarray:
     """``-d^2 loglik / d eta^2`` of each cell (the observed information; the Fisher weight for
-    the logit), by a central difference of the analytic score. The binomial log-likelihood is
-    concave in eta for every link here, so it is >= 0 (clipped at 0 against rounding)."""
-    if link == "logit":
-        return _score_and_weight(link, y, n, eta)[1]
+    the binomial logit), by a central difference of the analytic score, clipped at 0 (the
+    binomial log-likelihood is concave in eta for every link here; the beta-binomial's nearly
+    so where it matters)."""
+    if lik.link == "logit" and lik.family == "binomial":
+        return _score_and_weight(lik, y, n, eta)[1]
     h = 1e-5 * np.maximum(1.0, np.abs(eta))
-    up = _score_and_weight(link, y, n, eta + h)[0]
-    down = _score_and_weight(link, y, n, eta - h)[0]
+    up = lik.score(y, n, eta + h)
+    down = lik.score(y, n, eta - h)
     return np.maximum(-(up - down) / (2.0 * h), 0.0)
 
 
@@ -117,7 +119,7 @@ def segment_sums(a: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.add.reduceat(a, starts, axis=1)
 
 
-def _newton(link: str, eta0: np.ndarray, y: np.ndarray, n: np.ndarray, Z: np.ndarray,
+def _newton(lik: CellLikelihood, eta0: np.ndarray, y: np.ndarray, n: np.ndarray, Z: np.ndarray,
             starts: np.ndarray, block: np.ndarray, prior: NewLevelPrior, v: np.ndarray,
             iters: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """The mode ``v`` (S, B, C) of each block's integrand ``loglik(eta0 + Z v) + log N(v)`` by
@@ -127,12 +129,12 @@ def _newton(link: str, eta0: np.ndarray, y: np.ndarray, n: np.ndarray, Z: np.nda
 
     def objective(vq: np.ndarray) -> np.ndarray:
         eta = eta0 + np.einsum("snc,nc->sn", vq[:, block, :], Z)
-        return segment_sums(binomial_log_lik(link, y, n, eta), starts) + prior.log_pdf(vq)
+        return segment_sums(lik.log_lik(y, n, eta), starts) + prior.log_pdf(vq)
 
     current = objective(v)
     for _ in range(iters):
         eta = eta0 + np.einsum("snc,nc->sn", v[:, block, :], Z)
-        score, w = _score_and_weight(link, y, n, eta)
+        score, w = _score_and_weight(lik, y, n, eta)
         grad = segment_sums(score[:, :, None] * Z[None], starts) - np.einsum(
             "sij,sbj->sbi", prior.prec, v - prior.mean[:, None, :])
         v, current, done = _step(v, _curvature(w, Z, starts, prior), grad, prior, objective,
@@ -140,7 +142,7 @@ def _newton(link: str, eta0: np.ndarray, y: np.ndarray, n: np.ndarray, Z: np.nda
         if done:
             break
     eta = eta0 + np.einsum("snc,nc->sn", v[:, block, :], Z)
-    return v, _curvature(_observed_weight(link, y, n, eta), Z, starts, prior)
+    return v, _curvature(_observed_weight(lik, y, n, eta), Z, starts, prior)
 
 
 def _step(v: np.ndarray, H: np.ndarray, grad: np.ndarray, prior: NewLevelPrior,
@@ -193,7 +195,7 @@ def _agh(v_mode: np.ndarray, H: np.ndarray, prior: NewLevelPrior,
     return log_det + logsumexp(terms, axis=0)
 
 
-def new_level_log_density(link: str, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
+def new_level_log_density(lik: CellLikelihood, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
                           Z: np.ndarray, starts: np.ndarray, prior: NewLevelPrior,
                           inner: tuple | None = None) -> np.ndarray:
     """``log int prod_c Binom(y_c | n_c, p(eta0_c + Z_c v)) N(v | prior) dv`` (without the
@@ -215,14 +217,14 @@ def new_level_log_density(link: str, eta0: np.ndarray, y: np.ndarray, n: np.ndar
         if inner is None:
             def log_lik(v: np.ndarray) -> np.ndarray:
                 eta = eta0 + np.einsum("snc,nc->sn", v[:, block, :], Z)
-                return segment_sums(binomial_log_lik(link, y, n, eta), starts)
+                return segment_sums(lik.log_lik(y, n, eta), starts)
 
-            v, H = _newton(link, eta0, y, n, Z, starts, block, prior, v0)
+            v, H = _newton(lik, eta0, y, n, Z, starts, block, prior, v0)
             return _agh(v, H, prior, log_lik)
-        return _nested_log_density(link, eta0, y, n, Z, starts, block, prior, v0, inner)
+        return _nested_log_density(lik, eta0, y, n, Z, starts, block, prior, v0, inner)
 
 
-def _nested_log_density(link: str, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
+def _nested_log_density(lik: CellLikelihood, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
                         Z: np.ndarray, starts: np.ndarray, block: np.ndarray, prior: NewLevelPrior,
                         v: np.ndarray, inner: tuple) -> np.ndarray:
     """:func:`new_level_log_density` with nested levels. The joint mode of the outer and nested
@@ -251,7 +253,7 @@ def _nested_log_density(link: str, eta0: np.ndarray, y: np.ndarray, n: np.ndarra
         return out
 
     def joint(vq: np.ndarray, wq: np.ndarray) -> np.ndarray:
-        ll = segment_sums(binomial_log_lik(link, y, n, joint_eta(vq, wq)), starts)
+        ll = segment_sums(lik.log_lik(y, n, joint_eta(vq, wq)), starts)
         return ll + prior.log_pdf(vq) + per_block(in_prior.log_pdf(wq))
 
     def pieces(wt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -265,7 +267,7 @@ def _nested_log_density(link: str, eta0: np.ndarray, y: np.ndarray, n: np.ndarra
 
     current = joint(v, w)
     for _ in range(60):
-        score, wt = _score_and_weight(link, y, n, joint_eta(v, w))
+        score, wt = _score_and_weight(lik, y, n, joint_eta(v, w))
         gv = segment_sums(score[:, :, None] * Z[None], starts) - np.einsum(
             "sij,sbj->sbi", prior.prec, v - prior.mean[:, None, :])
         gw = segment_sums(score[:, cells_in, None] * Zu_in[None], kin_starts) - np.einsum(
@@ -295,7 +297,7 @@ def _nested_log_density(link: str, eta0: np.ndarray, y: np.ndarray, n: np.ndarra
         current = value
         if max(np.max(np.abs(scale[..., None] * dv)), np.max(np.abs(dw))) < 1e-9:
             break
-    Hv, Hk, cross = pieces(_observed_weight(link, y, n, joint_eta(v, w)))
+    Hv, Hk, cross = pieces(_observed_weight(lik, y, n, joint_eta(v, w)))
     H = Hv.copy()
     np.subtract.at(H, (slice(None), in_outer),
                    np.einsum("skcu,skuv,skdv->skcd", cross, np.linalg.inv(Hk), cross))
@@ -303,14 +305,14 @@ def _nested_log_density(link: str, eta0: np.ndarray, y: np.ndarray, n: np.ndarra
     def log_lik(vq: np.ndarray) -> np.ndarray:
         eta = eta0 + np.einsum("snc,nc->sn", vq[:, block, :], Z)
         base = eta[:, cells_in]
-        wq, Hq = _newton(link, base, y_in, n_in, Zu_in, kin_starts, kin, in_prior, w, iters=30)
-        nested = _agh(wq, Hq, in_prior, lambda x: segment_sums(binomial_log_lik(
-            link, y_in, n_in, base + np.einsum("snc,nc->sn", x[:, kin, :], Zu_in)),
+        wq, Hq = _newton(lik, base, y_in, n_in, Zu_in, kin_starts, kin, in_prior, w, iters=30)
+        nested = _agh(wq, Hq, in_prior, lambda x: segment_sums(lik.log_lik(
+            y_in, n_in, base + np.einsum("snc,nc->sn", x[:, kin, :], Zu_in)),
             kin_starts))
         out = per_block(nested)
         if cells_out.size:
             ll = np.zeros(eta.shape)
-            ll[:, cells_out] = binomial_log_lik(link, y[cells_out], n[cells_out],
+            ll[:, cells_out] = lik.log_lik(y[cells_out], n[cells_out],
                                                eta[:, cells_out])
             out += segment_sums(ll, starts)
         return out

@@ -12,7 +12,12 @@ Parameter vector (unconstrained), in order:
   correlations on the atanh scale (C_t (C_t - 1) / 2, when correlated), then the level
   parameters, level-major (L_t x C_t): for a *centered* level the natural effects
   ``u_jc = mu_c + b_jc``; for a *non-centered* level standard normals ``z_j`` with
-  ``b_j = diag(sd) L z_j``.
+  ``b_j = diag(sd) L z_j``;
+* for the beta-binomial family, last, ``log phi`` (its precision).
+
+The binomial family's cells are the design's binomial cells (rows summed); the
+beta-binomial's are the row patterns, each with its count as a weight (the sum of two
+beta-binomial rows is not beta-binomial, so rows are never summed for it).
 
 The log density includes every normalizing constant except the LKJ normalizer of correlated
 terms (constant in the parameters), so it equals the row-level log posterior density.
@@ -61,7 +66,15 @@ H_BPRIOR = 10
 H_CONST = 11
 H_TERMS = 12
 H_OFFSET = 13  # per-cell offset added to eta (zeros when the model has none)
-HEADER = 14
+H_FAMILY = 14  # BINOMIAL or BETA_BINOMIAL
+H_PPHI = 15  # index of log phi in the parameter vector (beta-binomial), else -1
+H_PHIPRIOR = 16  # word offset of phi's prior (kind id + 3 parameters)
+H_WEIGHT = 17  # word offset of the per-cell weights (N; ones for the binomial)
+HEADER = 18
+
+# outcome families
+BINOMIAL = 0
+BETA_BINOMIAL = 1
 
 # per-term record
 T_L = 0
@@ -289,6 +302,111 @@ def _log_ndtr_and_mills(x: float) -> tuple[float, float]:
         lcdf = math.log(0.5 * math.erfc(-x / _SQRT2))
     logpdf = -0.5 * x * x - 0.5 * _LOG_2PI
     return lcdf, math.exp(logpdf - lcdf)
+
+
+# ---- the beta-binomial ---------------------------------------------------------------------
+# y successes of n trials with mean p and precision phi: alpha = p phi, beta = (1 - p) phi,
+# log f = log C(n, y) + [lgamma(y + alpha) - lgamma(alpha)] + [lgamma(n - y + beta)
+# - lgamma(beta)] - [lgamma(n + phi) - lgamma(phi)]. Each bracket is a ratio of gammas
+# lgamma(a + k) - lgamma(a), taken as a sum of logs for a small whole k (exact however large a
+# is: the binomial limit phi -> infinity loses no digits) and as the difference otherwise.
+
+_RATIO_TERMS = 64
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def digamma(x: float) -> float:
+    """psi(x) for x > 0: the recurrence up to x >= 6, then the asymptotic series (within
+    about 1e-13 of SciPy's)."""
+    acc = 0.0
+    while x < 6.0:
+        acc -= 1.0 / x
+        x += 1.0
+    f = 1.0 / (x * x)
+    series = f * (-1.0 / 12 + f * (1.0 / 120 + f * (-1.0 / 252 + f * (
+        1.0 / 240 + f * (-1.0 / 132 + f * (691.0 / 32760 - f / 12.0))))))
+    return acc + math.log(x) - 0.5 / x + series
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _gamma_ratio(a: float, k: float) -> tuple[float, float]:
+    """lgamma(a + k) - lgamma(a) and its derivative in a (psi(a + k) - psi(a)), a > 0, k >= 0."""
+    if k == 0.0:
+        return 0.0, 0.0
+    if k < _RATIO_TERMS and k == math.floor(k):
+        v = 0.0
+        d = 0.0
+        for j in range(int(k)):
+            v += math.log(a + j)
+            d += 1.0 / (a + j)
+        return v, d
+    return math.lgamma(a + k) - math.lgamma(a), digamma(a + k) - digamma(a)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def beta_binomial_loglik(y: float, n: float, p: float, q: float,
+                         phi: float) -> tuple[float, float, float]:
+    """log f(y | n, p, phi) without log C(n, y), and its derivatives in p (with q = 1 - p
+    moving the other way) and in phi. p and q are floored at 1e-300: where the link's p
+    rounds to 0 or 1 (a probit eta beyond about 38) the value stays finite (very negative),
+    never -inf or NaN."""
+    p = max(p, 1e-300)
+    q = max(q, 1e-300)
+    ra, da = _gamma_ratio(p * phi, y)
+    rb, db = _gamma_ratio(q * phi, n - y)
+    rn, dn = _gamma_ratio(phi, n)
+    return ra + rb - rn, phi * (da - db), p * da + q * db - dn
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def inverse_and_slope(link: int, eta: float) -> tuple[float, float, float]:
+    """p, 1 - p (each without cancellation) and dp/deta of the link at eta."""
+    if link == LOGIT:
+        if eta >= 0.0:
+            e = math.exp(-eta)
+            p = 1.0 / (1.0 + e)
+            q = e * p
+        else:
+            e = math.exp(eta)
+            q = 1.0 / (1.0 + e)
+            p = e * q
+        return p, q, p * q
+    if link == PROBIT:
+        p = 0.5 * math.erfc(-eta / _SQRT2)
+        q = 0.5 * math.erfc(eta / _SQRT2)
+        return p, q, math.exp(-0.5 * eta * eta) * _INV_SQRT_2PI
+    mu = math.exp(eta)  # CLOGLOG
+    q = math.exp(-mu)
+    return -math.expm1(-mu), q, mu * q
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def cell_loglik_family(family: int, link: int, y: float, n: float, eta: float,
+                       phi: float) -> tuple[float, float, float]:
+    """A cell's log-likelihood without log C(n, y), its derivative in eta and in phi (0 for
+    the binomial): the per-cell reference of every family."""
+    if family == BETA_BINOMIAL:
+        p, q, dp = inverse_and_slope(link, eta)
+        v, d_p, d_phi = beta_binomial_loglik(y, n, p, q, phi)
+        return v, d_p * dp, d_phi
+    v, d = cell_loglik(link, y, n, eta)
+    return v, d, 0.0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _loglik_beta_binomial(link: int, y: np.ndarray, n: np.ndarray, w: np.ndarray,
+                          eta: np.ndarray, r: np.ndarray, phi: float) -> tuple[float, float]:
+    """The beta-binomial over a block of cells with weights ``w``: writes w d/d eta into r and
+    returns the weighted log-likelihood and its derivative in phi."""
+    total = 0.0
+    dphi = 0.0
+    for i in range(eta.shape[0]):
+        p, q, dp = inverse_and_slope(link, eta[i])
+        v, d_p, d_f = beta_binomial_loglik(y[i], n[i], p, q, phi)
+        total += w[i] * v
+        dphi += w[i] * d_f
+        r[i] = w[i] * d_p * dp
+    return total, dphi
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy", fastmath=_CONTRACT)
@@ -547,6 +665,10 @@ def _cell_pass(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray,
     off_n = ib[H_NTRIALS]
     off_x = ib[H_X]
     off_o = ib[H_OFFSET]
+    family = ib[H_FAMILY]
+    pphi = ib[H_PPHI]
+    off_w = ib[H_WEIGHT]
+    phi = math.exp(x[pphi]) if family == BETA_BINOMIAL else 0.0
     size = min(N, CELL_BLOCK)
     eta_buf = np.empty(size)
     r_buf = np.empty(size)
@@ -578,7 +700,12 @@ def _cell_pass(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray,
         # likelihood: one loop per link, no per-cell dispatch (eta is overwritten)
         y = fb[off_y + s0 : off_y + s1]
         n = fb[off_n + s0 : off_n + s1]
-        if link == LOGIT:
+        if family == BETA_BINOMIAL:
+            w = fb[off_w + s0 : off_w + s1]
+            v, dphi = _loglik_beta_binomial(link, y, n, w, eta, r, phi)
+            lp += v
+            grad[pphi] += phi * dphi  # d/d log phi
+        elif link == LOGIT:
             lp += _loglik_logit(y, n, eta, r)
         elif link == PROBIT:
             lp += _loglik_probit(y, n, eta, r)
@@ -749,6 +876,15 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
                         b_all[boff + j * C + c] = sd[c] * zc
         boff += nl * C
 
+    # the beta-binomial's precision: its prior on phi, sampled as log phi (the Jacobian)
+    if ib[H_FAMILY] == BETA_BINOMIAL:
+        pphi = ib[H_PPHI]
+        pp = ib[H_PHIPRIOR]
+        phi = math.exp(x[pphi])
+        v, g = _prior_logp_grad(int(fb[pp]), fb[pp + 1], fb[pp + 2], fb[pp + 3], phi)
+        lp += v + x[pphi]
+        grad[pphi] += g * phi + 1.0
+
     # the cells: eta, likelihood, and their gradient wrt beta and the effects (d/d b into
     # grad's level slots, still zero here: the forward pass wrote no level gradient)
     lp += _cell_pass(x, grad, ib, fb, b_all)
@@ -820,7 +956,8 @@ def logp_grad(x: np.ndarray, grad: np.ndarray, ib: np.ndarray, fb: np.ndarray) -
 
 @numba.njit(cache=True, error_model="numpy")
 def expand(x: np.ndarray, out: np.ndarray, ib: np.ndarray, fb: np.ndarray) -> None:
-    """Natural-scale quantities: beta, then per term sd, correlations, per-level totals."""
+    """Natural-scale quantities: beta, then per term sd, correlations, per-level totals; last
+    the beta-binomial's phi."""
     K = ib[H_K]
     T = ib[H_T]
     o = 0
@@ -870,6 +1007,8 @@ def expand(x: np.ndarray, out: np.ndarray, ib: np.ndarray, fb: np.ndarray) -> No
                     else:
                         out[o] = mu + sd[c] * x[base + c]
                 o += 1
+    if ib[H_FAMILY] == BETA_BINOMIAL:
+        out[o] = math.exp(x[ib[H_PPHI]])
 
 
 # ---- C callbacks for nutpie's compiled-model interface ---------------------------------

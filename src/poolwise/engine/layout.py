@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from poolwise.data.patterns import row_patterns
 from poolwise.engine import density as D
 from poolwise.errors import SpecError
 from poolwise.model import families, links
@@ -32,7 +33,7 @@ class Variable:
     name: str
     dims: tuple[str, ...]
     size: int
-    kind: str  # "fixed", "sd", "cor", "total"
+    kind: str  # "fixed", "sd", "cor", "total", "phi"
     term: str | None = None
     coef: str | None = None
 
@@ -110,11 +111,23 @@ def _term_parameters(term: TermSpec, pos: int) -> tuple[list[int], list[str], li
     return rec, param_names, variables, pos
 
 
-def _term_arrays(term: TermSpec) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _engine_cells(spec: ModelSpec) -> tuple[np.ndarray, ...]:
+    """What the engine calls cells: each one's design cell, successes, trials and weight. The
+    binomial samples the design's cells (rows summed, weight 1); the beta-binomial the row
+    patterns with their counts as weights (the sum of beta-binomial rows is not
+    beta-binomial)."""
+    d = spec.design
+    if spec.family == "beta_binomial":
+        pat = row_patterns(d)
+        return pat.cell, pat.y, pat.n, pat.count.astype(float)
+    return np.arange(d.n_cells), d.y, d.n, np.ones(d.n_cells)
+
+
+def _term_arrays(term: TermSpec, cells: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """One term's int arrays (level codes, mean indices, centered flags) and float arrays (Z
-    column by column, SD priors or fixed SDs, LKJ eta)."""
+    column by column, SD priors or fixed SDs, LKJ eta), for the engine's ``cells``."""
     g = term.group
-    ints = [g.codes.astype(np.int64), np.array(term.mu_index, dtype=np.int64),
+    ints = [g.codes[cells].astype(np.int64), np.array(term.mu_index, dtype=np.int64),
             term.centered.astype(np.int64)]
     sdp = (
         np.array([w for p in term.sd_priors for w in _prior_words(p)])
@@ -122,21 +135,27 @@ def _term_arrays(term: TermSpec) -> tuple[list[np.ndarray], list[np.ndarray]]:
         else np.array(term.sd_fixed, dtype=float)
     )
     # struct of arrays: column c of Z is N contiguous words (cell i at zoff + c * N + i)
-    floats = [g.Z_engine.astype(float).T.ravel(), sdp, np.array([term.lkj_eta])]
+    floats = [g.Z_engine[cells].astype(float).T.ravel(), sdp, np.array([term.lkj_eta])]
     return ints, floats
 
 
-def _cell_arrays(spec: ModelSpec) -> list[np.ndarray]:
+def _cell_arrays(spec: ModelSpec, cells: tuple[np.ndarray, ...]) -> list[np.ndarray]:
     """The float arrays ahead of the terms': successes, trials, X, fixed priors, the constant,
-    the offset (the header's H_Y ... H_OFFSET, in this order)."""
+    the offset, phi's prior, the weights (the header's H_Y ... H_OFFSET, H_PHIPRIOR, H_WEIGHT,
+    in this order)."""
     d = spec.design
+    index, y, n, weight = cells
+    phi_prior = (_prior_words(spec.priors.phi) if spec.family == "beta_binomial"
+                 else [0.0, 0.0, 0.0, 0.0])
     return [
-        d.y.astype(float),
-        d.n.astype(float),
-        d.X_engine.astype(float).T.ravel(),  # centered / scaled: design.py; column-major
+        np.asarray(y, dtype=float),
+        np.asarray(n, dtype=float),
+        d.X_engine[index].astype(float).T.ravel(),  # centered / scaled: design.py; by column
         np.array([w for p in spec.fixed_priors for w in _prior_words(p)], dtype=float),
         np.array([d.log_binom_const]),
-        _cell_offset(d),
+        _cell_offset(d)[index],
+        np.array(phi_prior, dtype=float),
+        np.asarray(weight, dtype=float),
     ]
 
 
@@ -150,13 +169,14 @@ def _word_offsets(start: int, blobs: list[np.ndarray]) -> tuple[list[int], int]:
     return offsets, off
 
 
-def _header(spec: ModelSpec, words: int, dim: int, n_expanded: int,
+def _header(spec: ModelSpec, words: int, dim: int, n_expanded: int, n_cells: int,
             float_offsets: list[int]) -> list[int]:
-    """The header words: sizes, the link, and the word offsets of the cell arrays and records."""
+    """The header words: sizes, the link and family, and the word offsets of the cell arrays
+    and records."""
     d = spec.design
     header = [0] * D.HEADER
     header[D.H_WORDS] = words
-    header[D.H_N], header[D.H_K], header[D.H_T] = d.n_cells, len(d.fixed_names), len(spec.terms)
+    header[D.H_N], header[D.H_K], header[D.H_T] = n_cells, len(d.fixed_names), len(spec.terms)
     header[D.H_LINK] = links.get(spec.link).kernel_id
     header[D.H_DIM] = dim
     header[D.H_NEXP] = n_expanded
@@ -164,6 +184,10 @@ def _header(spec: ModelSpec, words: int, dim: int, n_expanded: int,
         float_offsets[:5]
     )
     header[D.H_OFFSET] = float_offsets[5]
+    bb = spec.family == "beta_binomial"
+    header[D.H_FAMILY] = D.BETA_BINOMIAL if bb else D.BINOMIAL
+    header[D.H_PPHI] = dim - 1 if bb else -1
+    header[D.H_PHIPRIOR], header[D.H_WEIGHT] = float_offsets[6], float_offsets[7]
     header[D.H_TERMS] = D.HEADER
     return header
 
@@ -171,15 +195,15 @@ def _header(spec: ModelSpec, words: int, dim: int, n_expanded: int,
 def _link_term_arrays(records: list[int], n_terms: int, int_offsets: list[int],
                       float_offsets: list[int]) -> None:
     """Write the word offsets of each term's arrays into its record (three int arrays and three
-    float arrays per term, the float ones after the six cell arrays)."""
+    float arrays per term, the float ones after the eight cell arrays)."""
     for t in range(n_terms):
         base = t * D.TERM_WORDS
         records[base + D.T_CODES] = int_offsets[3 * t]
         records[base + D.T_MUIDX] = int_offsets[3 * t + 1]
         records[base + D.T_CENTERED] = int_offsets[3 * t + 2]
-        records[base + D.T_Z] = float_offsets[6 + 3 * t]
-        records[base + D.T_SDPRIOR] = float_offsets[6 + 3 * t + 1]
-        records[base + D.T_LKJ] = float_offsets[6 + 3 * t + 2]
+        records[base + D.T_Z] = float_offsets[8 + 3 * t]
+        records[base + D.T_SDPRIOR] = float_offsets[8 + 3 * t + 1]
+        records[base + D.T_LKJ] = float_offsets[8 + 3 * t + 2]
 
 
 def pack(spec: ModelSpec) -> PackedModel:
@@ -195,6 +219,7 @@ def pack(spec: ModelSpec) -> PackedModel:
     ]
     param_names = [fixed_name(c) for c in d.fixed_names]
     coords: dict[str, list] = {}
+    cells = _engine_cells(spec)
     pos = K
     for t, term in enumerate(spec.terms):
         rec, names, term_variables, pos = _term_parameters(term, pos)
@@ -202,11 +227,15 @@ def pack(spec: ModelSpec) -> PackedModel:
         variables += term_variables
         coords[term.name] = list(term.group.labels.tolist())
         records[t * D.TERM_WORDS : (t + 1) * D.TERM_WORDS] = rec
-        ints, floats = _term_arrays(term)
+        ints, floats = _term_arrays(term, cells[0])
         int_blobs += ints
         float_blobs += floats
+    if spec.family == "beta_binomial":  # log phi, last
+        param_names.append("log_phi")
+        variables.append(Variable("phi", (), 1, "phi"))
+        pos += 1
     n_expanded = sum(v.size for v in variables)
-    float_blobs = _cell_arrays(spec) + float_blobs
+    float_blobs = _cell_arrays(spec, cells) + float_blobs
     int_offsets, off = _word_offsets(D.HEADER + len(records), int_blobs)
     float_offsets, words = _word_offsets(off, float_blobs)
     buf = np.zeros(words, dtype=np.int64)
@@ -216,7 +245,7 @@ def pack(spec: ModelSpec) -> PackedModel:
     for o, blob in zip(float_offsets, float_blobs, strict=True):
         fview[o : o + len(blob)] = blob
     _link_term_arrays(records, T, int_offsets, float_offsets)
-    buf[: D.HEADER] = _header(spec, words, pos, n_expanded, float_offsets)
+    buf[: D.HEADER] = _header(spec, words, pos, n_expanded, len(cells[0]), float_offsets)
     buf[D.HEADER : D.HEADER + len(records)] = records
     buf.flags.writeable = False
     return PackedModel(buf, pos, n_expanded, tuple(variables), coords, tuple(param_names))

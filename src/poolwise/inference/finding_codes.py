@@ -56,3 +56,5 @@ class FindingCode(enum.StrEnum):
     PRIOR_DOMINATED = "prior_dominated"
     #: posterior sensitive to its prior (warning)
     PRIOR_SENSITIVE = "prior_sensitive"
+    #: rows of several trials spread more than the binomial allows (warning)
+    OVERDISPERSION = "overdispersion"

@@ -104,6 +104,7 @@ def fit(
     reference: Mapping[str, Any] | None = None,
     prior_check: bool = True,
     offset: Any = None,
+    family: Literal["binomial", "beta_binomial"] = "binomial",
 ) -> Fit:
     """Fit a multilevel binomial regression.
 
@@ -194,6 +195,10 @@ def fit(
         Known per-row addition to the linear predictor: an expression of columns
         (``"log(exposure)"``, the same as ``+ offset(log(exposure))`` in the formula) or one
         value per data row.
+    family : {"binomial", "beta_binomial"}, default "binomial"
+        The outcome's distribution given the success probability: binomial, or beta-binomial
+        for overdispersed counts (rows of several trials whose spread exceeds the binomial's;
+        its precision ``phi`` has the prior ``priors.phi``, default exponential(0.05)).
 
     Returns
     -------
@@ -222,6 +227,7 @@ def fit(
         progress=progress, engine=engine, log_likelihood=log_likelihood,
         prior_sensitivity=prior_sensitivity, strict=strict, repair=repair,
         standardize=standardize, reference=reference, prior_check=prior_check, offset=offset,
+        family=family,
     )
     return fit_with_options(formula, data, options)
 
@@ -241,7 +247,7 @@ def fit_with_options(formula: str | Formula, data: Any, options: FitOptions) -> 
         formula, data, pooling=options.pooling, link=options.link, priors=options.priors,
         parameterization=options.parameterization, success=options.success,
         drop_missing=options.drop_missing, standardize=options.standardize,
-        reference=options.reference, offset=options.offset,
+        reference=options.reference, offset=options.offset, family=options.family,
     )
     build_s = time.perf_counter() - t0
     log_likelihood = options.log_likelihood

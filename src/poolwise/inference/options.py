@@ -31,6 +31,7 @@ from poolwise.inference.repair import DEFAULT_TARGET_ACCEPT, RepairPolicy
 from poolwise.model import links
 from poolwise.model.parameterization import PARAMETERIZATIONS
 from poolwise.model.priors import Priors
+from poolwise.model.spec import check_family
 
 __all__ = [
     "OPTIONS",
@@ -74,12 +75,15 @@ OPTIONS: tuple[Option, ...] = (
            "none: independent per-group intercepts; complete: groups ignored (default: partial "
            "where the formula has a group term, else complete)", "--pooling"),
     Option("link", "model", "link function of the success probability", "--link"),
+    Option("family", "model", "the outcome's distribution given the success probability: "
+           "binomial, or beta_binomial for overdispersed counts (rows of several trials that "
+           "spread more than the binomial; precision phi)", "--family"),
     Option("parameterization", "model", "centered, noncentered or auto (data-rich levels "
            "centered), for every group term or per term as GROUP=KIND", "--parameterization"),
     Option("standardize", "model", "sample with numeric predictors scaled by their SD and the "
            "fixed columns centered, so the default priors fit any units (results are always "
            "on the original scale)", "--no-standardize"),
-    Option("priors", "priors", "priors by class: intercept, b, sd, cor, unpooled or "
+    Option("priors", "priors", "priors by class: intercept, b, sd, cor, unpooled, phi or "
            "sd_<group>, e.g. sd=half_normal(0.5)", "--prior"),
     Option("chains", "sampler", "number of NUTS chains", "--chains"),
     Option("tune", "sampler", "warm-up draws per chain (discarded)", "--tune"),
@@ -173,11 +177,13 @@ class FitOptions:
     reference: Mapping[str, Any] | None = None
     prior_check: bool = True
     offset: Any = None
+    family: Literal["binomial", "beta_binomial"] = "binomial"
 
     def __post_init__(self) -> None:
         if self.pooling is not None:
             _choice("pooling", self.pooling, POOLINGS)
         links.get(self.link)  # SpecError naming the known links
+        check_family(self.family)
         self._check_parameterization()
         if self.priors is not None and not isinstance(self.priors, Priors):
             raise SpecError(
@@ -268,7 +274,7 @@ def check_against_formula(options: FitOptions, formula: str | Formula, *,
             "(--pooling complete) for a single-level model"
         )
     if options.priors is not None:
-        _check_priors(options.priors, f, groups, poolings)
+        _check_priors(options.priors, f, groups, poolings, options.family)
     return f
 
 
@@ -280,9 +286,10 @@ def resolved_pooling(options: FitOptions, formula: Formula) -> str:
     return "partial" if formula.groups else "complete"
 
 
-def _parameters(f: Formula, groups: list[str], pooling: str) -> dict[str, bool]:
+def _parameters(f: Formula, groups: list[str], pooling: str, family: str) -> dict[str, bool]:
     """Which prior classes have a parameter in the model of ``f`` under ``pooling``."""
     return {
+        "phi": family == "beta_binomial",
         "intercept": f.intercept,
         "b": bool(f.terms) and not (pooling == "none" and _all_unpooled(f)),
         "sd": pooling == "partial" and bool(groups),
@@ -298,12 +305,13 @@ _NO_PARAMETER = {
     "sd": "group SDs are estimated only with pooling='partial' and a group term",
     "cor": "the model has no correlated varying slopes (1 + x | g) under partial pooling",
     "unpooled": "unpooled group intercepts exist only with pooling='none'",
+    "phi": "phi is the beta-binomial's precision (family='beta_binomial')",
 }
 
 
 def _check_priors(priors: Priors, f: Formula, groups: list[str],
-                  poolings: tuple[str, ...]) -> None:
-    has = [_parameters(f, groups, p) for p in poolings]
+                  poolings: tuple[str, ...], family: str) -> None:
+    has = [_parameters(f, groups, p, family) for p in poolings]
     shown = "/".join(poolings)
     for name in priors.given():
         if name.startswith("sd_"):

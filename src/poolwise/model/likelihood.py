@@ -7,13 +7,16 @@ A row with ``y`` successes out of ``n`` trials and linear predictor ``eta`` (fro
 
 with ``log p`` and ``log(1 - p)`` from the link's kernel
 (:func:`poolwise.engine.density.log_p_q`, the same kernel family the sampler's density uses;
-zero counts are skipped, so ``p`` of exactly 0 or 1 gives no ``0 * -inf``). Rows are stored
+zero counts are skipped, so ``p`` of exactly 0 or 1 gives no ``0 * -inf``); for the
+beta-binomial family (``spec.family == "beta_binomial"``), ``log C(n, y)`` plus the
+beta-binomial's log pmf with mean ``p`` and each draw's precision ``phi``
+(:func:`poolwise.engine.density.beta_binomial_loglik`, the sampler's kernel). Rows are stored
 once per row pattern with a count (:mod:`poolwise.data.patterns`):
 
 * :func:`pattern_log_likelihood`: one row of each pattern, per draw (the fit's
   ``log_likelihood`` group, :func:`log_likelihood_group`), from which row-level LOO is exact;
 * :func:`total_log_likelihood`: all rows, per draw (the prior sensitivity check);
-* :func:`binomial_log_lik`: the kernel on arrays of eta, for callers that hold eta already
+* :class:`CellLikelihood`: the kernel on arrays of eta, for callers that hold eta already
   (leave-one-group-out integrates a new group's effect over quadrature nodes).
 
 The fused kernel computes eta cell by cell inside the loop (no draws x cells array), so memory
@@ -22,6 +25,7 @@ follows the patterns; it runs on every core.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numba
@@ -29,10 +33,16 @@ import numpy as np
 import xarray as xr
 
 from poolwise.data.patterns import PATTERN_DIM, row_patterns
-from poolwise.engine.density import cell_loglik, log_p_q
+from poolwise.engine.density import (
+    BETA_BINOMIAL,
+    BINOMIAL,
+    beta_binomial_loglik,
+    cell_loglik_family,
+    inverse_and_slope,
+    log_p_q,
+)
 from poolwise.model import links
 from poolwise.model.predictor import (
-    Coefficients,
     Rows,
     coefficients,
     eta_at,
@@ -43,8 +53,10 @@ if TYPE_CHECKING:
     from poolwise.model.spec import ModelSpec
 
 __all__ = [
+    "CellLikelihood",
     "binomial_log_lik",
     "binomial_score",
+    "phi_draws",
     "log_likelihood_group",
     "pattern_log_likelihood",
     "total_log_likelihood",
@@ -52,10 +64,11 @@ __all__ = [
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def _patterns(link, beta, tot, mu, X, offset, col, z, cell, y, n, const, count,
+def _patterns(link, family, phi, beta, tot, mu, X, offset, col, z, cell, y, n, const, count,
               store):  # pragma: no cover - compiled
     """Per draw: each pattern's log-likelihood (into ``out`` when ``store``) and the
-    count-weighted total. eta is computed once per cell (patterns come sorted by cell)."""
+    count-weighted total. eta is computed once per cell (patterns come sorted by cell); the
+    beta-binomial (``family``) reads each draw's precision ``phi[s]``."""
     S = beta.shape[0]
     P = cell.shape[0]
     out = np.empty((S, P if store else 0))
@@ -65,16 +78,25 @@ def _patterns(link, beta, tot, mu, X, offset, col, z, cell, y, n, const, count,
         last = -1
         lp = 0.0
         lq = 0.0
+        pp = 0.0
+        qq = 0.0
         for p in range(P):
             c = cell[p]
             if c != last:
-                lp, lq = log_p_q(link, eta_at(s, c, beta, tot, mu, X, offset, col, z))
+                eta = eta_at(s, c, beta, tot, mu, X, offset, col, z)
+                if family == BETA_BINOMIAL:
+                    pp, qq, _ = inverse_and_slope(link, eta)
+                else:
+                    lp, lq = log_p_q(link, eta)
                 last = c
             v = const[p]
-            if y[p] > 0.0:
-                v += y[p] * lp
-            if n[p] - y[p] > 0.0:
-                v += (n[p] - y[p]) * lq
+            if family == BETA_BINOMIAL:
+                v += beta_binomial_loglik(y[p], n[p], pp, qq, phi[s])[0]
+            else:
+                if y[p] > 0.0:
+                    v += y[p] * lp
+                if n[p] - y[p] > 0.0:
+                    v += (n[p] - y[p]) * lq
             if store:
                 out[s, p] = v
             acc += count[p] * v
@@ -82,14 +104,26 @@ def _patterns(link, beta, tot, mu, X, offset, col, z, cell, y, n, const, count,
     return out, total
 
 
-def _pointwise(spec: ModelSpec, post: xr.Dataset | Coefficients,
+def _family_id(spec: ModelSpec) -> int:
+    return BETA_BINOMIAL if spec.family == "beta_binomial" else BINOMIAL
+
+
+def phi_draws(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
+    """The beta-binomial's precision per draw (S,) (zeros for the binomial)."""
+    S = post.sizes["chain"] * post.sizes["draw"]
+    if spec.family != "beta_binomial":
+        return np.zeros(S)
+    return np.ascontiguousarray(post["phi"].values.reshape(S), dtype=np.float64)
+
+
+def _pointwise(spec: ModelSpec, post: xr.Dataset,
                store: bool) -> tuple[np.ndarray, np.ndarray]:
     pat = row_patterns(spec.design)
-    coefs = post if isinstance(post, Coefficients) else coefficients(spec, post)
+    coefs = coefficients(spec, post)
     arrays = predictor_arrays(coefs, Rows.of_design(spec.design))
-    return _patterns(links.get(spec.link).kernel_id, coefs.beta, coefs.tot, coefs.mu, *arrays,
-                     pat.cell, pat.y, pat.n, pat.log_binom_const,
-                     pat.count.astype(np.float64), store)
+    return _patterns(links.get(spec.link).kernel_id, _family_id(spec), phi_draws(spec, post),
+                     coefs.beta, coefs.tot, coefs.mu, *arrays, pat.cell, pat.y, pat.n,
+                     pat.log_binom_const, pat.count.astype(np.float64), store)
 
 
 def pattern_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
@@ -116,8 +150,11 @@ def log_likelihood_group(spec: ModelSpec, post: xr.Dataset) -> xr.Dataset:
     )
 
 
-@numba.vectorize(["float64(int64, float64, float64, float64)"], cache=True)
-def _binomial(link, y, n, eta):  # pragma: no cover - compiled
+@numba.vectorize(["float64(int64, int64, float64, float64, float64, float64)"], cache=True)
+def _cell_ll(link, family, y, n, eta, phi):  # pragma: no cover - compiled
+    if family == BETA_BINOMIAL:
+        p, q, _ = inverse_and_slope(link, eta)
+        return beta_binomial_loglik(y, n, p, q, phi)[0]
     lp, lq = log_p_q(link, eta)
     v = 0.0
     if y > 0.0:
@@ -127,20 +164,57 @@ def _binomial(link, y, n, eta):  # pragma: no cover - compiled
     return v
 
 
+@numba.vectorize(["float64(int64, int64, float64, float64, float64, float64)"], cache=True)
+def _cell_score(link, family, y, n, eta, phi):  # pragma: no cover - compiled
+    return cell_loglik_family(family, link, y, n, eta, phi)[1]
+
+
 def binomial_log_lik(link: str, y: np.ndarray, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
     """``y log p + (n - y) log(1 - p)`` elementwise (broadcast), without ``log C(n, y)``."""
-    return _binomial(links.get(link).kernel_id, np.asarray(y, dtype=np.float64),
-                     np.asarray(n, dtype=np.float64), np.asarray(eta, dtype=np.float64))
+    return CellLikelihood(link).log_lik(y, n, eta)
 
 
-@numba.vectorize(["float64(int64, float64, float64, float64)"], cache=True)
-def _score(link, y, n, eta):  # pragma: no cover - compiled
-    return cell_loglik(link, y, n, eta)[1]
+@dataclass(frozen=True, eq=False)
+class CellLikelihood:
+    """A cell's likelihood given its eta, on arrays whose first axis is the draw: the link, the
+    family and, for the beta-binomial, each draw's precision ``phi`` (S, 1). What the
+    integrals of leave-one-group-out evaluate (:mod:`poolwise.comparison.quadrature`)."""
+
+    link: str
+    family: str = "binomial"
+    phi: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, spec: ModelSpec, post: xr.Dataset) -> CellLikelihood:
+        phi = phi_draws(spec, post)[:, None] if spec.family == "beta_binomial" else None
+        return cls(spec.link, spec.family, phi)
+
+    def _args(self, y: np.ndarray, n: np.ndarray, eta: np.ndarray) -> tuple:
+        fam = BETA_BINOMIAL if self.family == "beta_binomial" else BINOMIAL
+        phi = 0.0 if self.phi is None else self.phi.reshape((-1,) + (1,) * (np.ndim(eta) - 1))
+        return (links.get(self.link).kernel_id, fam, np.asarray(y, dtype=np.float64),
+                np.asarray(n, dtype=np.float64), np.asarray(eta, dtype=np.float64), phi)
+
+    def log_lik(self, y: np.ndarray, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
+        """The log-likelihood without ``log C(n, y)``, elementwise (broadcast)."""
+        return _cell_ll(*self._args(y, n, eta))
+
+    def score(self, y: np.ndarray, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
+        """Its derivative in eta (the sampler's kernel: stable in both tails)."""
+        return _cell_score(*self._args(y, n, eta))
+
+    def fisher_weight(self, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
+        """The expected information about eta: the binomial's, divided by the beta-binomial's
+        variance inflation ``1 + (n - 1) / (phi + 1)``."""
+        w = links.get(self.link).fisher_weight(n, eta)
+        if self.phi is None:
+            return w
+        phi = self.phi.reshape((-1,) + (1,) * (np.ndim(eta) - 1))
+        return w / (1.0 + (np.asarray(n, dtype=float) - 1.0) / (phi + 1.0))
 
 
 def binomial_score(link: str, y: np.ndarray, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
     """``d/d eta [y log p + (n - y) log(1 - p)]`` elementwise (broadcast): the derivative the
     sampler's density uses (:func:`poolwise.engine.density.cell_loglik`), stable in both
     tails."""
-    return _score(links.get(link).kernel_id, np.asarray(y, dtype=np.float64),
-                  np.asarray(n, dtype=np.float64), np.asarray(eta, dtype=np.float64))
+    return CellLikelihood(link).score(y, n, eta)

@@ -34,6 +34,7 @@ __all__ = [
     "level_sums",
     "mean_probabilities",
     "replicated_successes",
+    "row_replicates",
     "thinned_draws",
 ]
 
@@ -66,10 +67,46 @@ def cell_probabilities(spec: ModelSpec, post: xr.Dataset,
 
 def replicated_successes(spec: ModelSpec, post: xr.Dataset, rng: np.random.Generator,
                          draws: np.ndarray | None = None) -> np.ndarray:
-    """Replicated successes of every cell (S, cells): one binomial draw per posterior draw
-    with the cell's trials and probability (the posterior predictive distribution)."""
+    """Replicated successes of every cell (S, cells), one per posterior draw: a binomial draw
+    with the cell's trials and probability; for the beta-binomial family each data row of
+    the cell draws its own probability from Beta(p phi, (1 - p) phi) first (the rows of a
+    cell are not one beta-binomial)."""
     p = cell_probabilities(spec, post, draws)
-    return rng.binomial(spec.design.n.astype(np.int64), p)
+    d = spec.design
+    if spec.family != "beta_binomial":
+        return rng.binomial(d.n.astype(np.int64), p)
+    from poolwise.data.patterns import row_patterns
+    from poolwise.model.likelihood import phi_draws
+
+    phi = phi_draws(spec, post)
+    phi = phi if draws is None else phi[draws]
+    pat = row_patterns(d)
+    row = np.repeat(np.arange(pat.n_patterns), pat.count)  # every data row
+    pr = p[:, pat.cell[row]]
+    pi = rng.beta(np.maximum(pr * phi[:, None], 1e-300),
+                  np.maximum((1.0 - pr) * phi[:, None], 1e-300))
+    y = rng.binomial(pat.n[row].astype(np.int64), pi)
+    return level_sums(y, pat.cell[row], d.n_cells).astype(np.int64)
+
+
+def row_replicates(spec: ModelSpec, post: xr.Dataset, rng: np.random.Generator,
+                   draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per data row (``row_patterns`` repeated by their counts): its trials, its success
+    probability per draw (S, rows) and one replicate per draw (a binomial draw, or for the
+    beta-binomial a beta-binomial one)."""
+    from poolwise.data.patterns import row_patterns
+    from poolwise.model.likelihood import phi_draws
+
+    pat = row_patterns(spec.design)
+    row = np.repeat(np.arange(pat.n_patterns), pat.count)
+    n = pat.n[row]
+    p = cell_probabilities(spec, post, draws)[:, pat.cell[row]]
+    if spec.family == "beta_binomial":
+        phi = phi_draws(spec, post)[draws][:, None]
+        pi = rng.beta(np.maximum(p * phi, 1e-300), np.maximum((1.0 - p) * phi, 1e-300))
+    else:
+        pi = p
+    return n, p, rng.binomial(n.astype(np.int64), pi)
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")

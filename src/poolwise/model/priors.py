@@ -313,7 +313,12 @@ class Priors:
       overrides it per grouping factor (``{"district": half_normal(0.5)}``);
     * ``cor``: correlations of varying effects, default lkj(2);
     * ``unpooled``: the independent per-group intercepts of ``pooling="none"``,
-      default normal(0, 1.5).
+      default normal(0, 1.5);
+    * ``phi``: the precision of the beta-binomial family (``family="beta_binomial"``: a
+      row's trials share a success probability drawn from a beta distribution with the
+      model's mean and this precision; small phi: strong overdispersion, phi -> infinity: the
+      binomial), default exponential(0.05) (mean 20, 95% below 60: from strong to mild
+      overdispersion).
     """
 
     intercept: Prior = field(default_factory=lambda: normal(0.0, 1.5))
@@ -322,10 +327,11 @@ class Priors:
     sd_by_group: Mapping[str, Prior] = field(default_factory=dict)
     cor: Prior = field(default_factory=lambda: lkj(2.0))
     unpooled: Prior = field(default_factory=lambda: normal(0.0, 1.5))
+    phi: Prior = field(default_factory=lambda: exponential(0.05))
 
     def __post_init__(self) -> None:
         # prior text wherever a prior is taken: Priors(sd="exponential(2)")
-        for name in ("intercept", "b", "sd", "cor", "unpooled"):
+        for name in ("intercept", "b", "sd", "cor", "unpooled", "phi"):
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, parse_prior(value))
@@ -353,6 +359,9 @@ class Priors:
                 )
         if self.cor.spec.support != "correlation":
             raise SpecError(f"prior for correlations must be lkj(eta); got {self.cor}")
+        if not self.phi.positive:
+            raise SpecError(f"prior for phi must be positive-only (exponential, half_normal, "
+                            f"half_student_t); got {self.phi}")
         if self.unpooled.family not in ("normal",):
             raise SpecError(
                 f"prior for unpooled group intercepts must be normal; got {self.unpooled}"
@@ -365,7 +374,7 @@ class Priors:
         """The prior classes set to something other than their default (``sd_<group>`` for
         each entry of ``sd_by_group``): what a model must have a parameter for."""
         default = Priors()
-        out = [name for name in ("intercept", "b", "sd", "cor", "unpooled")
+        out = [name for name in ("intercept", "b", "sd", "cor", "unpooled", "phi")
                if getattr(self, name) != getattr(default, name)]
         return tuple(out + [f"sd_{g}" for g in self.sd_by_group])
 
@@ -376,6 +385,7 @@ class Priors:
             "sd": str(self.sd),
             "cor": str(self.cor),
             "unpooled": str(self.unpooled),
+            "phi": str(self.phi),
         }
         out.update({f"sd_{g}": str(p) for g, p in self.sd_by_group.items()})
         return out

@@ -37,6 +37,8 @@ __all__ = [
 
 Pooling = Literal["partial", "none", "complete"]
 # for type checkers; the registry: poolwise.model.links
+Family = Literal["binomial", "beta_binomial"]
+FAMILIES: tuple[str, ...] = ("binomial", "beta_binomial")
 Link = Literal["logit", "probit", "cloglog"]
 Parameterization = Literal["centered", "noncentered", "auto"]
 
@@ -90,6 +92,9 @@ class ModelSpec:
     priors: Priors
     fixed_priors: tuple[Prior, ...]
     terms: tuple[TermSpec, ...]
+    #: the outcome's distribution given p: "binomial", or "beta_binomial" (overdispersed
+    #: counts, with the precision phi; :mod:`poolwise.engine.density`)
+    family: Family = "binomial"
 
     @property
     def formula(self) -> Formula:
@@ -145,6 +150,16 @@ def _term_spec(
     )
 
 
+def check_family(family: Any) -> None:
+    """SpecError (with a did-you-mean) for a family poolwise does not have."""
+    if family not in FAMILIES:
+        import difflib
+
+        close = difflib.get_close_matches(str(family), FAMILIES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SpecError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}{hint}")
+
+
 def build_model(
     formula: str | Formula,
     data: Any,
@@ -158,6 +173,7 @@ def build_model(
     standardize: bool = True,
     reference: Mapping[str, Any] | None = None,
     offset: Any = None,
+    family: Family = "binomial",
 ) -> ModelSpec:
     """Bind ``formula`` to ``data`` and fix family, link, priors and parameterization.
 
@@ -202,6 +218,10 @@ def build_model(
         Known per-row addition to the linear predictor: an expression of columns
         (``"log(exposure)"``, the same as ``+ offset(log(exposure))`` in the formula) or one
         value per data row.
+    family : {"binomial", "beta_binomial"}, default "binomial"
+        The outcome's distribution given the success probability: binomial, or beta-binomial
+        for overdispersed counts (rows of several trials whose spread exceeds the binomial's;
+        precision ``phi`` with the prior ``priors.phi``).
 
     Returns
     -------
@@ -221,6 +241,7 @@ def build_model(
     if pooling not in POOLINGS:
         raise SpecError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
     links.get(link)  # SpecError for an unknown link
+    check_family(family)
     priors = priors or Priors()
     design = build_design(
         formula, data, pooling=pooling, success=success, drop_missing=drop_missing,
@@ -232,6 +253,14 @@ def build_model(
     terms = [_term_spec(g, design.fixed_names, pooling, priors) for g in design.groups]
     for p in fixed_priors + tuple(q for t in terms for q in t.sd_priors):
         families.get(p.family).kernel_words(p.params)  # SpecError: unknown family / parameters
+    if family == "beta_binomial" and np.all(design.row_n <= 1):
+        raise SpecError(
+            "family='beta_binomial' models rows of several trials whose spread exceeds the "
+            "binomial's; every row here has one trial (0/1 outcomes), where the overdispersion "
+            "is not identified. Use the binomial family, or a group term (1 | group) for "
+            "variation between groups"
+        )
+    families.get(priors.phi.family).kernel_words(priors.phi.params)
     spec = ModelSpec(
         design=design,
         pooling=pooling,
@@ -239,5 +268,6 @@ def build_model(
         priors=priors,
         fixed_priors=fixed_priors,
         terms=tuple(terms),
+        family=family,
     )
     return spec.with_parameterization(parameterization)

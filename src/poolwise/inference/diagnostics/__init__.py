@@ -52,6 +52,7 @@ from poolwise.inference.diagnostics.numbers import (
     stack_draws,
     treedepth_saturation,
 )
+from poolwise.inference.diagnostics.predictive import check_overdispersion
 from poolwise.inference.diagnostics.sampler import (
     check_acceptance,
     check_bfmi,
@@ -165,6 +166,7 @@ def diagnose(
     sens: dict[str, tuple[float, float]] = {}
     if spec is not None:
         findings.extend(check_structure(spec))
+        findings.extend(check_overdispersion(spec, post))
         if sensitivity is None:  # it needs only the cells, not the log_likelihood group
             sensitivity = True
         if sensitivity:

@@ -1,0 +1,78 @@
+"""A posterior predictive check of the binomial family: do rows of several trials spread more
+than the binomial allows (overdispersion)?
+
+For the data rows with more than one trial, the Pearson discrepancy::
+
+    T(y, theta) = sum_rows (y_r - n_r p_r)^2 / (n_r p_r (1 - p_r))
+
+of the observed successes is compared, draw by draw, with that of replicated data drawn from
+the fitted model (:func:`poolwise.model.predictive.row_replicates`); the posterior predictive
+p-value is the share of draws where the replicate's discrepancy is at least the observed one
+(Gelman et al., Bayesian Data Analysis, ch. 6). Below :data:`P_VALUE` the rows spread more
+than the model says: the finding suggests the beta-binomial family or an observation-level
+effect. 0/1 rows cannot show overdispersion (a single trial is Bernoulli whatever its
+probability), so a model with only 0/1 rows is not checked.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import xarray as xr
+
+from poolwise.inference.diagnostics.findings import Finding
+from poolwise.inference.finding_codes import FindingCode
+from poolwise.model.predictive import row_replicates, thinned_draws
+
+if TYPE_CHECKING:
+    from poolwise.model.spec import ModelSpec
+
+__all__ = ["P_VALUE", "check_overdispersion", "overdispersion_p_value"]
+
+#: posterior predictive p-value below which the spread is flagged
+P_VALUE = 0.01
+#: draws and rows the check uses at most (thinned evenly / a seeded sample of rows)
+DRAWS = 400
+ROWS = 50_000
+
+
+def overdispersion_p_value(spec: ModelSpec, post: xr.Dataset, *, seed: int = 0
+                           ) -> tuple[float, float, int] | None:
+    """(p-value, observed / replicated mean discrepancy, rows checked), or None without rows
+    of several trials."""
+    from poolwise.data.patterns import row_patterns
+
+    pat = row_patterns(spec.design)
+    if not np.any(pat.n > 1):
+        return None
+    rng = np.random.default_rng([int(seed), 61])
+    draws = thinned_draws(post, DRAWS)
+    n, p, y_rep = row_replicates(spec, post, rng, draws)
+    y_obs = np.repeat(pat.y, pat.count)
+    keep = np.flatnonzero(n > 1)
+    if keep.size > ROWS:
+        keep = np.sort(rng.choice(keep, ROWS, replace=False))
+    n, p, y_rep, y_obs = n[keep], p[:, keep], y_rep[:, keep], y_obs[keep]
+    var = np.maximum(n * p * (1.0 - p), 1e-12)
+    t_obs = ((y_obs - n * p) ** 2 / var).sum(axis=1)
+    t_rep = ((y_rep - n * p) ** 2 / var).sum(axis=1)
+    return float(np.mean(t_rep >= t_obs)), float(t_obs.mean() / t_rep.mean()), int(keep.size)
+
+
+def check_overdispersion(spec: ModelSpec, post: xr.Dataset) -> list[Finding]:
+    """A warning when the rows of several trials spread more than the binomial allows."""
+    if spec.family != "binomial":
+        return []
+    res = overdispersion_p_value(spec, post)
+    if res is None or res[0] >= P_VALUE:
+        return []
+    pval, ratio, rows = res
+    return [Finding(
+        FindingCode.OVERDISPERSION, "warning",
+        f"The {rows:,} rows of several trials spread {ratio:.1f} times as much as the "
+        f"binomial allows (posterior predictive check of the Pearson discrepancy, p = "
+        f"{pval:.3f} < {P_VALUE}): the counts are overdispersed, and the intervals of this fit "
+        "are too narrow. Fit family='beta_binomial' (--family beta_binomial), or add an "
+        "observation-level effect (1 | row_id) with one id per row.",
+    )]
