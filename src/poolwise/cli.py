@@ -1,6 +1,8 @@
 """Command line: ``poolwise fit ...``. The only place that prints, configures logging or sets
 exit codes. Exit codes: 0 fit ok, 1 fit not ok (diagnostics failed), 2 usage error,
-3 data / formula / settings error.
+3 data / formula / settings error (an output that cannot be written included), 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM). An interrupt stops the run in whatever phase it is, writes
+nothing, and says so in one line.
 
 Why one module: the argument parser, its validation and the printing of each command are the
 one place that prints and sets exit codes, and the options are declared beside their checks.
@@ -20,6 +22,8 @@ from typing import Any
 from poolwise.model import links
 
 EXIT_OK, EXIT_NOT_OK, EXIT_USAGE, EXIT_INPUT = 0, 1, 2, 3
+#: 128 + the signal's number, as a shell reports a process that a signal stopped
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 #: what must never reach a terminal raw (labels come from data files): C0 controls, DEL and
 #: C1 controls (ANSI / OSC escape sequences start with ESC or CSI, NUL truncates or hides text,
@@ -540,11 +544,14 @@ def _read(args: argparse.Namespace, path: Any) -> Any:
     validates and counts; the --categorical columns converted."""
     from poolwise.data.ingest import FileSource, wants_engine
     from poolwise.data.table import read_table
+    from poolwise.errors import phase
 
-    if wants_engine(path):
-        return _categorical(args, FileSource(str(path), delimiter=args.delimiter,
+    with phase("reading the data"):
+        if wants_engine(path):
+            return _categorical(args, FileSource(str(path), delimiter=args.delimiter,
+                                                 decimal=args.decimal))
+        return _categorical(args, read_table(path, delimiter=args.delimiter,
                                              decimal=args.decimal))
-    return _categorical(args, read_table(path, delimiter=args.delimiter, decimal=args.decimal))
 
 
 #: a group variable with more levels than 2 x this prints only its extremes (the full table
@@ -657,7 +664,12 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
         _write_report_file(path, fit, command=args.command_line, prob=args.prob,
                            kind=args.interval)
 
-    code = _save_outputs(outputs, save, report, what="fit")
+    def needed() -> int:
+        from poolwise.output.io import estimate_fit_bytes
+
+        return estimate_fit_bytes(fit)
+
+    code = _save_outputs(outputs, save, report, what="fit", needed=needed)
     return code if code is not None else (EXIT_OK if fit.ok else EXIT_NOT_OK)
 
 
@@ -743,7 +755,12 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
     def report(path: Path) -> None:
         _write_report_file(path, comp, command=args.command_line)
 
-    code = _save_outputs(outputs, save, report, what="comparison")
+    def needed() -> int:
+        from poolwise.output.io import estimate_comparison_bytes
+
+        return estimate_comparison_bytes(comp)
+
+    code = _save_outputs(outputs, save, report, what="comparison", needed=needed)
     if code is not None:
         return code
     status = "OK" if comp.ok else "NOT OK - a fit did not pass its diagnostics"
@@ -833,7 +850,7 @@ def _cmd_poststratify(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from poolwise.comparison.pooling import compare_fits
-    from poolwise.errors import StoreError
+    from poolwise.errors import StoreError, phase
     from poolwise.output.io import load_result
     from poolwise.output.store import check_output_file, result_root, update_folder
 
@@ -857,16 +874,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     in_place = folder is not None and out.resolve() == folder / "report.html"
     if not in_place:
         check_output_file(out, option="--output")
+    _watch(args, folder if in_place else out)
     kind, loaded = load_result(folder if folder is not None else src)
     result = loaded if kind == "fit" else compare_fits(loaded, prob=args.prob, kind=args.interval)
     kw = {"command": args.command_line, "prob": args.prob, "kind": args.interval}
     try:
         if in_place:
             assert folder is not None
-            with update_folder(folder) as staged:
+            with update_folder(folder) as staged, phase("the report"):
                 _write_report_file(staged / "report.html", result, **kw)
         else:
-            _write_report_file(out, result, **kw)
+            with phase("the report"):
+                _write_report_file(out, result, **kw)
     except OSError as err:
         raise StoreError(f"cannot write the report '{out}': {err.strerror or err}") from None
     print(f"wrote {out}")
@@ -887,32 +906,89 @@ def _prepare_outputs(args: argparse.Namespace, stack: contextlib.ExitStack) -> A
             rel = report.relative_to(out).as_posix()
     if out is not None:
         stack.enter_context(lock_folder(out))
+    for path in (out, report if rel is None else None):
+        if path is not None:
+            _watch(args, path)
     return out, report, rel
 
 
-def _save_outputs(outputs: Any, save: Any, report: Any, *, what: str) -> int | None:
+def _watch(args: argparse.Namespace, path: Path) -> None:
+    """Remember what ``path`` holds now, so that an interrupt can say whether it was written."""
+    args.watched.append((Path(path), _state(Path(path))))
+
+
+def _state(path: Path) -> Any:
+    """What a file or result folder holds, cheaply: its manifest's bytes (a result folder), its
+    entries' sizes and times (another folder), its identity and size (a file), or None."""
+    import os
+
+    from poolwise.output.store import MANIFEST
+
+    try:
+        if path.is_dir():
+            if (path / MANIFEST).is_file():
+                return (path / MANIFEST).read_bytes()
+            return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                          for p in path.iterdir())
+        st = os.stat(path)
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        return None
+
+
+def _interrupted(err: BaseException, args: argparse.Namespace | None, debug: bool) -> int:
+    """The one line for an interrupt (Ctrl-C, SIGTERM, a sampler that stopped early): in which
+    phase it stopped the run and what, if anything, had been written; exit 130 or 143."""
+    import signal
+
+    from poolwise.errors import Interrupted, interrupted_phases
+
+    if debug:
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
+    signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+    phases = interrupted_phases(err)
+    where = ""
+    if phases:
+        where = f" during {phases[0]}" + (f" ({', '.join(phases[1:])})" if phases[1:] else "")
+    why = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+    detail = str(err) if isinstance(err, Interrupted) and signum == signal.SIGINT else ""
+    written = [str(p) for p, before in (args.watched if args is not None else [])
+               if _state(p) != before]
+    done = (f"{' and '.join(repr(w) for w in written)} had been written before it" if written
+            else "nothing was written")
+    print(f"{why}{where}{': ' + detail if detail else ''}; {done}", file=sys.stderr)
+    return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+
+
+def _save_outputs(outputs: Any, save: Any, report: Any, *, what: str,
+                  needed: Any = lambda: 0) -> int | None:
     """Write the result folder (with the report inside it when --report points there) and
-    the report. An output that fails now never loses the finished result: it is saved to a
-    new folder, which the error line names. Returns EXIT_INPUT then, else None."""
-    from poolwise.errors import PoolwiseError
+    the report. An output that fails now (a full disk included) never loses the finished
+    result: it is saved to a new folder that can hold it (``needed()``: its size in bytes),
+    which the error line names. Returns EXIT_INPUT then, else None."""
+    from poolwise.errors import PoolwiseError, phase
 
     out, report_path, rel = outputs
     saved = False
     if out is not None:
         try:
-            paths = save(out, {rel: report} if rel else None)
+            with phase("saving"):
+                paths = save(out, {rel: report} if rel else None)
             print(f"wrote {', '.join(str(p) for p in paths)}"
                   + (f", {out / rel}" if rel else ""))
             saved = True
         except (PoolwiseError, OSError) as err:
-            return _fallback(save, err, out, what)
+            return _fallback(save, err, out, what, needed)
     if report_path is not None and rel is None:
         try:
-            report(report_path)
+            with phase("the report"):
+                report(report_path)
             print(f"wrote {report_path}")
         except (PoolwiseError, OSError) as err:
             if not saved:
-                return _fallback(save, err, report_path, what)
+                return _fallback(save, err, report_path, what, needed)
             reason = getattr(err, "strerror", None) or err
             print(f"error: cannot write the report '{report_path}': {reason}; the {what} "
                   f"was saved to '{out}'", file=sys.stderr)
@@ -920,19 +996,43 @@ def _save_outputs(outputs: Any, save: Any, report: Any, *, what: str) -> int | N
     return None
 
 
-def _fallback(save: Any, err: BaseException, failed: Path, what: str) -> int:
-    from poolwise.output.store import fallback_folder
+def _fallback(save: Any, err: BaseException, failed: Path, what: str,
+              needed: Any = lambda: 0) -> int:
+    """Save the finished result to a new folder in the first of the fallback places (the
+    current directory, the temporary directory) that has room for it and takes the write;
+    the error line names it, or says why each place failed."""
+    import shutil
+
+    from poolwise.errors import phase
+    from poolwise.output.store import fallback_bases, fallback_folder
 
     reason = getattr(err, "strerror", None) or err
-    try:
-        where = fallback_folder(f"poolwise-{what}")
-        save(where, None)
-    except Exception as err2:  # noqa: BLE001 - last resort; say both reasons
-        print(f"error: cannot write '{failed}' ({reason}), and saving the finished {what} "
-              f"elsewhere failed too ({err2})", file=sys.stderr)
-        return EXIT_INPUT
-    print(f"error: cannot write '{failed}' ({reason}); the finished {what} was saved to "
-          f"'{where}' instead", file=sys.stderr)
+    tried = []
+    with phase("saving"):
+        try:
+            size = int(needed())
+        except Exception:  # noqa: BLE001 - an estimate only; the write is checked anyway
+            size = 0
+        for base in fallback_bases():
+            try:
+                where = fallback_folder(f"poolwise-{what}", needed=size, base=base)
+            except Exception as err2:  # noqa: BLE001 - say why, try the next place
+                tried.extend(getattr(err2, "reasons", None) or [f"'{base}': {err2}"])
+                continue
+            try:
+                save(where, None)
+            except BaseException as err2:
+                shutil.rmtree(where, ignore_errors=True)  # the new folder only
+                if not isinstance(err2, Exception):  # an interrupt: stop here
+                    raise
+                tried.append(f"'{base}': {getattr(err2, 'strerror', None) or err2}")
+                continue
+            print(f"error: cannot write '{failed}' ({reason}); the finished {what} was saved "
+                  f"to '{where}' instead", file=sys.stderr)
+            return EXIT_INPUT
+    print(f"error: cannot write '{failed}' ({reason}), and no other folder could hold the "
+          f"finished {what} either ({'; '.join(tried) or 'none found'}); free some disk space "
+          "and run it again", file=sys.stderr)
     return EXIT_INPUT
 
 
@@ -970,6 +1070,8 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     from poolwise.output.store import check_output_dir
 
     plots = check_output_dir(args.plots, option="--plots") if args.plots else None
+    if plots is not None:
+        _watch(args, plots)
     fit = load_fit(args.dir)
     d = diagnose(fit)
     print(f"model: {fit.spec.formula.text}   pooling: {fit.spec.pooling}")
@@ -1017,9 +1119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _SafeStream(stdout), _SafeStream(stderr)
     try:
-        code = _main(argv)
+        with _sigterm_stops():
+            code = _main(argv)
         sys.stdout.flush()
         return code
+    except KeyboardInterrupt as err:  # while the arguments were parsed
+        return _interrupted(err, None, debug=False)
     except BrokenPipeError:
         # the reader went away (`poolwise diagnose D | head -1`): stop quietly, as Unix tools
         # do, and keep Python from complaining again when it flushes stdout at exit
@@ -1033,10 +1138,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout, sys.stderr = stdout, stderr
 
 
+@contextlib.contextmanager
+def _sigterm_stops() -> Any:
+    """SIGTERM (``kill``, a scheduler's stop) stops the run as Ctrl-C does (an
+    :class:`~poolwise.errors.Interrupted`: locks and temporary folders are removed, nothing
+    half-written stays, exit 143) instead of killing the process on the spot. Only the main
+    thread can set a handler; the previous one is restored."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        from poolwise.errors import Interrupted
+
+        raise Interrupted("terminated (SIGTERM)", signum=signum)
+
+    before = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = _command_line(argv)
+    args.watched = []
     logging.getLogger("poolwise").setLevel(logging.DEBUG if args.debug else logging.WARNING)
     logging.basicConfig(level=logging.WARNING,
                         format="%(levelname)s: %(message)s")
@@ -1071,6 +1203,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print("error: out of memory; reduce --draws or --chains, or add --no-log-likelihood",
               file=sys.stderr)
         return EXIT_INPUT
+    except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM (_sigterm_stops), a partial trace
+        return _interrupted(err, args, debug=args.debug)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 

@@ -6,6 +6,10 @@ what is wrong, names the column / values / rows concerned, and says how to fix i
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
+
 __all__ = [
     "PoolwiseError",
     "FormulaError",
@@ -13,6 +17,9 @@ __all__ = [
     "StoreError",
     "SpecError",
     "SamplingError",
+    "Interrupted",
+    "phase",
+    "interrupted_phases",
     "PoolwiseWarning",
     "ConvergenceWarning",
     "DataWarning",
@@ -57,6 +64,43 @@ class SpecError(PoolwiseError, ValueError):
 
 class SamplingError(PoolwiseError, RuntimeError):
     """Sampling failed, or (with ``strict=True``) the fit did not pass its diagnostics."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped before it finished: by SIGTERM (the command line turns it into this),
+    or the sampler handed back fewer draws than asked, which is what nutpie returns when it is
+    interrupted. A :class:`KeyboardInterrupt`, as Ctrl-C is: nothing that catches
+    ``Exception`` stops it, so no repair attempt starts and no partial trace becomes a Fit.
+    ``signum`` is the signal that stopped the run (SIGINT when it was not a signal)."""
+
+    def __init__(self, message: str = "", signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
+
+_PHASES = "poolwise_phases"
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Name the phase of the run that a :class:`KeyboardInterrupt` (Ctrl-C, SIGTERM) passing
+    through the block stopped: the names are kept on the exception, innermost first
+    (:func:`interrupted_phases`), for the command line's one line about it."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        phases = getattr(err, _PHASES, None)
+        if phases is None:
+            phases = []
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(err, _PHASES, phases)
+        phases.append(name)
+        raise
+
+
+def interrupted_phases(err: BaseException) -> list[str]:
+    """The phases (:func:`phase`) an interrupt passed through, innermost first."""
+    return list(getattr(err, _PHASES, None) or [])
 
 
 class PoolwiseWarning(UserWarning):

@@ -1,4 +1,5 @@
-"""What this machine has: available memory, whether a folder is held in memory.
+"""What this machine has: available memory, free disk space, whether a folder is held in
+memory.
 
 The one place that reads them (the memory plan, the row-level view and the saved-result
 writer ask here).
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["available_memory_bytes", "fmt_bytes", "memory_backed"]
+__all__ = ["available_memory_bytes", "fmt_bytes", "free_disk_bytes", "memory_backed"]
 
 
 def available_memory_bytes() -> int | None:
@@ -28,6 +29,19 @@ def fmt_bytes(b: float) -> str:
         if b >= size:
             return f"{b / size:.1f} {unit}"
     return f"{int(b)} bytes"
+
+
+def free_disk_bytes(path: str | os.PathLike[str]) -> int | None:
+    """Bytes an unprivileged process may still write on the file system of ``path`` (or of
+    its nearest existing parent), or None where it cannot be read."""
+    p = os.path.abspath(os.fspath(path))
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return None
+    return int(st.f_bavail) * int(st.f_frsize)
 
 
 def memory_backed(path: str) -> bool:

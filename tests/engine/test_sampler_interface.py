@@ -205,3 +205,72 @@ def test_large_trace_stores_totals_as_float32(store, monkeypatch):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(small["sample_stats"]["lp"].values,
                                   ref["sample_stats"]["lp"].values)
+
+
+class _Background:
+    """nutpie's background sampler, as far as run_nuts uses it; its wait is interrupted."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def wait(self):
+        raise KeyboardInterrupt
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_an_interrupt_while_nutpie_samples_cancels_it_and_propagates(monkeypatch):
+    """nutpie's blocking sample() catches Ctrl-C and returns the draws so far, which poolwise
+    took for a finished fit; run_nuts samples in the background and waits itself instead."""
+    import nutpie
+
+    from poolwise.engine.layout import pack
+    from poolwise.model.spec import build_model
+
+    started: list[dict] = []
+    background = _Background()
+
+    def sample(compiled, **kwargs):
+        started.append(kwargs)
+        return background
+
+    monkeypatch.setattr(nutpie, "sample", sample)
+    packed = pack(build_model("y ~ 1 + (1 | g)", _tiny()))
+    with pytest.raises(KeyboardInterrupt):
+        S.run_nuts(packed, S.SamplerConfig(chains=2, tune=10, draws=10, seed=1))
+    assert started and started[0]["blocking"] is False
+    assert background.cancelled
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["memory", "disk"])
+def test_ctrl_c_stops_real_sampling_at_once(store, tmp_path, monkeypatch):
+    """A real SIGINT while nutpie samples (2 million draws): KeyboardInterrupt within seconds,
+    and the trace's temporary folder is gone."""
+    import os
+    import signal
+    import tempfile
+    import threading
+    import time
+
+    from poolwise.engine.layout import pack
+    from poolwise.model.spec import build_model
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    packed = pack(build_model("y ~ 1 + (1 | g)", _tiny()))
+    S.run_nuts(packed, S.SamplerConfig(chains=2, tune=10, draws=10, seed=1))  # compiled
+    sent: list[float] = []
+
+    def interrupt() -> None:
+        time.sleep(3.0)
+        sent.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        S.run_nuts(packed, S.SamplerConfig(chains=4, tune=100, draws=2_000_000, seed=1),
+                   store=store)
+    assert sent and time.perf_counter() - sent[0] < 5.0
+    assert list(tmp_path.iterdir()) == []

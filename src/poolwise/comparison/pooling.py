@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from poolwise.errors import SpecError
+from poolwise.errors import SpecError, phase
 from poolwise.model import links
 from poolwise.model.naming import sd_name, total_name
 from poolwise.model.predictor import draws as _draws
@@ -331,7 +331,9 @@ def compare_pooling(
     for pooling in POOLINGS:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fits[pooling] = fit_with_options(formula, table, replace(options, pooling=pooling))
+            with phase(f"the {pooling} pooling fit"):
+                fits[pooling] = fit_with_options(formula, table,
+                                                 replace(options, pooling=pooling))
         caught_all.extend((pooling, w) for w in caught)
     _reemit(caught_all)
     return compare_fits(fits, group=compare.group, prob=compare.prob, kind=compare.kind,
@@ -450,7 +452,8 @@ def compare_fits(
     out.attrs.update({"prob": prob, "kind": kind, "group": term_p.name})
 
     population = _population_table(fits, term_p, prob, kind)
-    loo_table, pk = (_loo_compare(fits) if loo else (None, {}))
+    with phase("LOO"):
+        loo_table, pk = (_loo_compare(fits) if loo else (None, {}))
     notes = []
     if len(partial.spec.design.fixed_names) > 1 or g.n_coefs > 1:
         notes.append(
@@ -463,7 +466,8 @@ def compare_fits(
         from poolwise.comparison.logo import logo_compare
 
         try:
-            logo_cmp = logo_compare(fits, group=term_p.name, refit=logo != "psis")
+            with phase("leave-one-group-out"):
+                logo_cmp = logo_compare(fits, group=term_p.name, refit=logo != "psis")
         except SpecError as e:
             notes.append(f"Leave-one-group-out was not computed: {e}.")
     kfold_cmp = None

@@ -18,6 +18,11 @@ nutpie keeps its trace in memory (Arrow), or for a large trace in a temporary za
 disk (:data:`TraceStore`); either way only the draws after tuning become the DataTree, with the
 same values (:func:`_after_tuning`, :func:`_from_zarr`).
 
+An interrupt stops sampling and propagates: nutpie's blocking ``sample`` catches the
+``KeyboardInterrupt`` of Ctrl-C while it waits and returns the trace so far, so poolwise starts
+the sampler in the background and waits itself (:func:`_wait`); a trace that is shorter than
+asked anyway raises :class:`~poolwise.errors.Interrupted` (:func:`check_complete`).
+
 Why one module: it is the one place that imports nutpie (docs/architecture.md); the two ways
 of handing it the model and the two ways of reading its trace back depend on the same private
 pieces of nutpie (its compiled-model interface, its converter, its store's layout), which a
@@ -40,10 +45,11 @@ import xarray as xr
 
 from poolwise.engine import density as D
 from poolwise.engine.layout import PackedModel
-from poolwise.errors import PoolwiseWarning, SamplingError, SpecError
+from poolwise.errors import Interrupted, PoolwiseWarning, SamplingError, SpecError
 
 __all__ = ["SamplerConfig", "run_nuts", "EngineKind", "STAT_NAMES", "TraceStore",
-           "cfunc_interface", "large_trace", "stored_dtypes", "trace_bytes", "trace_on_disk"]
+           "cfunc_interface", "check_complete", "large_trace", "stored_dtypes", "trace_bytes",
+           "trace_on_disk"]
 
 #: nutpie releases whose compiled-model interface the "cfunc" path was written and tested against
 CFUNC_NUTPIE_VERSIONS = ("0.16.",)
@@ -477,7 +483,7 @@ def run_nuts(packed: PackedModel, config: SamplerConfig, *,
     extra = {"zarr_store": nutpie.zarr_store.LocalStore(tmp.name)} if tmp is not None else {}
     start = time.perf_counter()
     try:
-        tree = nutpie.sample(
+        background = nutpie.sample(
             compiled,
             draws=config.draws,
             tune=config.tune,
@@ -489,8 +495,11 @@ def run_nuts(packed: PackedModel, config: SamplerConfig, *,
             target_accept=float(config.target_accept),
             maxdepth=config.max_treedepth,
             return_raw_trace=raw or disk,
+            blocking=False,
             **extra,
         )
+        tree = _wait(background)
+        del background
         if tmp is not None:
             del tree  # nutpie's handle on the store; the draws are read from its files
             tree = _from_zarr(tmp.name, packed)
@@ -501,8 +510,10 @@ def run_nuts(packed: PackedModel, config: SamplerConfig, *,
         raise SamplingError(f"the sampler failed: {reason}") from None
     finally:
         if tmp is not None:
-            tmp.cleanup()
+            with contextlib.suppress(OSError):
+                tmp.cleanup()
     elapsed = time.perf_counter() - start
+    check_complete(tree, config)
     _relabel(tree, packed)
     return tree, elapsed
 
@@ -519,6 +530,46 @@ def _relabel(tree: xr.DataTree, packed: PackedModel) -> None:
     stats = tree["sample_stats"].to_dataset()
     stats = stats.rename({k: v for k, v in STAT_NAMES.items() if k in stats})
     tree["sample_stats"] = xr.DataTree(stats)
+
+
+def _wait(background: Any) -> Any:
+    """The result of nutpie's background sampler once it has finished. An interrupt while it
+    waits (Ctrl-C's ``KeyboardInterrupt``, the command line's SIGTERM) stops the sampler,
+    discards its draws and propagates. nutpie's own blocking ``sample`` catches the
+    ``KeyboardInterrupt`` instead and returns the trace so far, NaN-padded to the longest
+    chain: an interrupted fit looked finished, and the repair loop sampled it again."""
+    try:
+        return background.wait()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            background.cancel()
+        raise
+
+
+def check_complete(tree: xr.DataTree, config: SamplerConfig) -> None:
+    """Raise :class:`~poolwise.errors.Interrupted` when a sampler's trace is shorter than
+    ``config`` asks: fewer chains or draws, or chains whose last draws are NaN in every
+    variable (nutpie pads the chains of an interrupted run to the longest one). A partial
+    trace is never diagnosed, repaired or saved as a fit."""
+    post = tree["posterior"]
+    chains, draws = post.sizes.get("chain", 0), post.sizes.get("draw", 0)
+    have = [draws] * chains + [0] * max(0, config.chains - chains)
+    floats = [v for v in post.data_vars.values()
+              if v.dtype.kind == "f" and v.dims[:2] == ("chain", "draw")]
+    if floats and draws:
+        probe = min(floats, key=lambda v: v.size)
+        flat = np.asarray(probe.values).reshape(chains, draws, -1)
+        for c in range(chains):
+            blank = np.isnan(flat[c]).all(axis=1)
+            kept = np.flatnonzero(~blank)
+            n = int(kept[-1]) + 1 if kept.size else 0
+            if n < draws and all(np.isnan(np.asarray(v.values[c, n:])).all() for v in floats):
+                have[c] = n
+    short = [(c, n) for c, n in enumerate(have) if n < config.draws]
+    if short:
+        where = ", ".join(f"chain {c} has {n} of {config.draws}" for c, n in short[:4])
+        more = f" and {len(short) - 4} more chains" if len(short) > 4 else ""
+        raise Interrupted(f"the sampler stopped before the end ({where} draws{more})")
 
 
 def _label_array(labels: list) -> np.ndarray:

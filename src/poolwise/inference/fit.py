@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from poolwise.engine.sampler import EngineKind, SamplerConfig
-from poolwise.errors import ConvergenceWarning, SamplingError
+from poolwise.errors import ConvergenceWarning, SamplingError, phase
 from poolwise.formula import Formula
 from poolwise.inference.fitted import Fit, versions
 from poolwise.inference.options import FitOptions, check_against_formula, resolved_pooling
@@ -243,12 +243,13 @@ def fit_with_options(formula: str | Formula, data: Any, options: FitOptions) -> 
     repair = bool(options.repair)
     seed = int(config.seed)  # type: ignore[arg-type]
     t0 = time.perf_counter()
-    spec = build_model(
-        formula, data, pooling=options.pooling, link=options.link, priors=options.priors,
-        parameterization=options.parameterization, success=options.success,
-        drop_missing=options.drop_missing, standardize=options.standardize,
-        reference=options.reference, offset=options.offset, family=options.family,
-    )
+    with phase("reading and checking the data"):
+        spec = build_model(
+            formula, data, pooling=options.pooling, link=options.link, priors=options.priors,
+            parameterization=options.parameterization, success=options.success,
+            drop_missing=options.drop_missing, standardize=options.standardize,
+            reference=options.reference, offset=options.offset, family=options.family,
+        )
     build_s = time.perf_counter() - t0
     log_likelihood = options.log_likelihood
     # before anything samples (the pilot run included): flat priors on separated data,
@@ -265,7 +266,8 @@ def fit_with_options(formula: str | Formula, data: Any, options: FitOptions) -> 
     if options.prior_check:
         from poolwise.model.prior_predictive import check_prior_predictive
 
-        pp = check_prior_predictive(spec, seed=seed % (2**32), stacklevel=3)
+        with phase("the prior predictive check"):
+            pp = check_prior_predictive(spec, seed=seed % (2**32), stacklevel=3)
         prior_warnings = () if pp.ok else (pp.message,)
     result = repair_fit(
         spec, config, policy=policy, repair=repair, log_likelihood=log_likelihood,

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from poolwise.engine.layout import pack
-from poolwise.engine.sampler import run_nuts
+from poolwise.engine.sampler import check_complete, run_nuts
+from poolwise.errors import phase
 from poolwise.model.naming import sd_name
 from poolwise.model.parameterization import (
     SD_QUANTILES,
@@ -151,7 +152,9 @@ def _pilot(spec: ModelSpec, config: SamplerConfig) -> Any:
         config, tune=min(PILOT_TUNE, config.tune) or PILOT_TUNE, draws=PILOT_DRAWS,
         target_accept=max(PILOT_TARGET_ACCEPT, config.target_accept), progress=False,
     )
-    tree, _ = run_nuts(pack(spec), cfg)
+    with phase("sampling"):
+        tree, _ = run_nuts(pack(spec), cfg)
+        check_complete(tree, cfg)
     return tree["posterior"].to_dataset()
 
 

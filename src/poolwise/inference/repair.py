@@ -36,6 +36,7 @@ in poolwise.model.parameterization.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -47,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from poolwise.engine.sampler import SamplerConfig
+from poolwise.errors import phase
 from poolwise.inference.diagnostics import BFMI_MIN, RHAT_MAX, Diagnosis, Funnel
 from poolwise.inference.finding_codes import FindingCode
 from poolwise.inference.fitted import Fit
@@ -482,7 +484,8 @@ def repair_fit(
     """
     policy = policy or RepairPolicy()
     t_start = time.perf_counter()
-    spec, auto = choose_parameterization(spec, config, pilot=pilot)
+    with phase("the pilot"):
+        spec, auto = choose_parameterization(spec, config, pilot=pilot)
     if auto.target_accept is not None and not target_accept_given:
         config = replace(config, target_accept=max(config.target_accept, auto.target_accept))
     auto_log = auto if auto.terms else None
@@ -499,7 +502,8 @@ def repair_fit(
     first_warnings: tuple[str, ...] = ()
     for k in range(1, max_attempts + 1):
         t0 = time.perf_counter()
-        with warnings.catch_warnings():
+        attempt = phase(f"repair attempt {k}") if k > 1 else contextlib.nullcontext()
+        with warnings.catch_warnings(), attempt:
             if k > 1:  # weak-settings warnings were emitted by the first attempt already
                 warnings.simplefilter("ignore")
             current = sample_spec(spec, config, log_likelihood=False)
@@ -549,7 +553,8 @@ def repair_fit(
         spec, config, action, _ = remedy
     assert current is not None
     # prior sensitivity (from the cells) and the log_likelihood group, each when asked
-    final = with_log_likelihood(current, group=log_likelihood, sensitivity=sensitivity)
+    with phase("the log-likelihood and prior sensitivity"):
+        final = with_log_likelihood(current, group=log_likelihood, sensitivity=sensitivity)
     advice = _advice(state, spec, final.diagnosis)
     log = RepairLog(tuple(attempts), ok=final.diagnosis.ok, stopped=stopped, advice=advice,
                     auto=auto_log)

@@ -15,8 +15,8 @@ import xarray as xr
 
 from poolwise.data.patterns import observed_group
 from poolwise.engine.layout import pack
-from poolwise.engine.sampler import SamplerConfig, run_nuts
-from poolwise.errors import SpecError
+from poolwise.engine.sampler import SamplerConfig, check_complete, run_nuts
+from poolwise.errors import SpecError, phase
 from poolwise.inference.diagnostics import diagnose, with_sensitivity
 from poolwise.inference.fitted import Fit, versions
 from poolwise.inference.plan import check_run, memory_plan
@@ -50,7 +50,10 @@ def sample_spec(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool 
         warn_settings=False,
     )
     try:
-        tree, sampling_s = run_nuts(packed, config)
+        with phase("sampling"):
+            tree, sampling_s = run_nuts(packed, config)
+            # whatever sampler ran (run_nuts checks its own): a partial trace is no fit
+            check_complete(tree, config)
         t1 = time.perf_counter()
         groups: dict[str, xr.Dataset] = {
             # the engine samples a centered / scaled design: back to the original scale
@@ -62,9 +65,10 @@ def sample_spec(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool 
         if log_likelihood:
             groups["log_likelihood"] = _log_likelihood_group(spec, groups["posterior"])
         idata = xr.DataTree.from_dict(groups)
-        diagnosis = diagnose(
-            idata, target_accept=config.target_accept, spec=spec, sensitivity=log_likelihood
-        )
+        with phase("the diagnostics"):
+            diagnosis = diagnose(
+                idata, target_accept=config.target_accept, spec=spec, sensitivity=log_likelihood
+            )
     except MemoryError:
         raise SpecError(_out_of_memory(spec, config, log_likelihood)) from None
     t2 = time.perf_counter()

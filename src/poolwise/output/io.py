@@ -40,13 +40,17 @@ one contract, kept in one place so that saving and loading cannot drift apart.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import io
 import json
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -79,6 +83,9 @@ __all__ = [
     "write_tree",
     "read_tree",
     "write_fit_files",
+    "estimate_tree_bytes",
+    "estimate_fit_bytes",
+    "estimate_comparison_bytes",
     "save_comparison",
     "load_result",
     "DESIGN_GROUP",
@@ -585,7 +592,10 @@ def _from_datatree(tree: xr.DataTree, fmt: str) -> Fit:
 
 
 def write_tree(tree: xr.DataTree, path: str | Path) -> Path:
-    """Write a tree to ``*.nc`` (netCDF4 via h5netcdf) or ``*.zarr`` (zarr format 3)."""
+    """Write a tree to ``*.nc`` (netCDF4 via h5netcdf) or ``*.zarr`` (zarr format 3).
+
+    A write error (a full disk, a quota) raises a plain ``OSError`` naming the file, after
+    the netCDF library has closed the file cleanly (:class:`_NetCDFTarget`)."""
     path = Path(path)
     if path.suffix == ".zarr":
         # consolidated metadata is not part of the zarr 3 spec (and warns)
@@ -610,8 +620,192 @@ def write_tree(tree: xr.DataTree, path: str | Path) -> Path:
                         if var.ndim >= 1 and var.size > 0 and var.dtype.kind in "biufc"}
             for node in tree.subtree
         }
-        tree.to_netcdf(path, engine="h5netcdf", encoding=encoding)
+        target = _NetCDFTarget(path)
+        try:
+            # no signal handler may raise inside HDF5's calls into the target (see below)
+            with _signals_deferred():
+                tree.to_netcdf(target, engine="h5netcdf", encoding=encoding)
+        finally:
+            target.close()
+        if target.error is not None:
+            err = target.error
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from None
     return path
+
+
+class _NetCDFTarget(io.RawIOBase):
+    """The file HDF5 writes ``fit.nc`` through (h5py's file-object driver), whose write errors
+    never reach HDF5.
+
+    After a failed write (``No space left on device`` on a full disk) HDF5's clean-up crashed
+    the process with a segmentation fault (in h5py's deallocation of its objects, or in the next
+    HDF5 call on the damaged metadata cache): the finished fit and its fallback folder were
+    lost. Here the first failed write is recorded, and it and every later one go to pages in
+    memory instead (reads see them, so HDF5 keeps a consistent file and closes it normally);
+    :func:`write_tree` then raises the recorded error as a plain ``OSError``. Memory holds
+    only what is written after the failure. Until then every write goes straight to the file
+    (``pwrite``)."""
+
+    PAGE = 1 << 16
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        self._pos = 0
+        self._size = 0  # the file's logical size (on disk until a write fails)
+        self._disk_end = 0  # spilled: file bytes at or beyond this offset read as zeros
+        self._pages: dict[int, bytearray] | None = None  # spilled: the pages written since
+        self.error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        pass
+
+    def _spill(self, err: OSError) -> None:
+        self.error = err
+        self._pages = {}
+        self._disk_end = self._size
+
+    def _disk(self, offset: int, n: int) -> bytes:
+        n = max(0, min(n, self._disk_end - offset))
+        if n == 0:
+            return b""
+        try:
+            return os.pread(self._fd, n, offset)
+        except OSError:
+            return b""
+
+    def _page(self, index: int) -> bytearray:
+        assert self._pages is not None
+        page = self._pages.get(index)
+        if page is None:
+            page = bytearray(self.PAGE)
+            data = self._disk(index * self.PAGE, self.PAGE)
+            page[: len(data)] = data
+            self._pages[index] = page
+        return page
+
+    def write(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        total = len(view)
+        if self._pages is None:
+            try:
+                done = 0
+                while done < total:
+                    done += os.pwrite(self._fd, view[done:], self._pos + done)
+            except OSError as err:
+                self._spill(err)
+            else:
+                self._pos += total
+                self._size = max(self._size, self._pos)
+                return total
+        offset = self._pos
+        while view:
+            index, at = divmod(offset, self.PAGE)
+            n = min(self.PAGE - at, len(view))
+            self._page(index)[at : at + n] = view[:n]
+            offset += n
+            view = view[n:]
+        self._pos += total
+        self._size = max(self._size, self._pos)
+        return total
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        if self._pages is None:
+            n = os.preadv(self._fd, [view], self._pos)
+            self._pos += n
+            return n
+        n = max(0, min(len(view), self._size - self._pos))
+        offset, done = self._pos, 0
+        while done < n:
+            index, at = divmod(offset, self.PAGE)
+            k = min(self.PAGE - at, n - done)
+            page = self._pages.get(index)
+            if page is not None:
+                view[done : done + k] = page[at : at + k]
+            else:
+                data = self._disk(offset, k)
+                view[done : done + len(data)] = data
+                view[done + len(data) : done + k] = bytes(k - len(data))
+            offset += k
+            done += k
+        self._pos += n
+        return n
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._pos if size is None else size
+        if self._pages is None:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError as err:
+                self._spill(err)
+            else:
+                self._size = size
+                return size
+        assert self._pages is not None
+        self._disk_end = min(self._disk_end, size)
+        last = size // self.PAGE
+        for index in [i for i in self._pages if i > last]:
+            del self._pages[index]
+        if last in self._pages:
+            self._pages[last][size % self.PAGE :] = bytes(self.PAGE - size % self.PAGE)
+        self._size = size
+        return size
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+            self._pages = None
+        super().close()
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then act on the first one as its
+    handler would (the ``KeyboardInterrupt`` is raised then). HDF5 calls back into Python
+    (:class:`_NetCDFTarget`) while it writes, and an exception raised there by a signal handler
+    would be a failed write inside HDF5 again. Only the main thread runs signal handlers; in
+    any other thread this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[tuple[int, Any]] = []
+    before: dict[int, Any] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is None:  # set outside Python: leave it
+            continue
+        before[signum] = handler
+        signal.signal(signum, lambda n, frame: pending.append((n, frame)))
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        if pending:
+            signum, frame = pending[0]
+            handler = before[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 #: zarr codecs a poolwise fit uses; a store naming any other (e.g. numcodecs' pickle) is refused
@@ -693,16 +887,62 @@ def read_tree(path: str | Path) -> xr.DataTree:
         ) from None
 
 
-def write_fit_files(fit: Fit, folder: Path, *, format: StoreFormat = "netcdf") -> dict[str, Path]:
+#: what HDF5 adds per variable (object header, attributes, dimension scales, chunk index), per
+#: group and per file, and per string of a variable-length string array (heap id and object)
+_NC_PER_VARIABLE, _NC_PER_GROUP, _NC_BASE, _NC_PER_STRING = 8192, 8192, 1 << 16, 48
+
+
+def estimate_tree_bytes(tree: xr.DataTree) -> int:
+    """An upper estimate of the bytes :func:`write_tree` writes for ``tree`` as netCDF: every
+    array at its size in memory (uncompressed; a text array at its widest value in UTF-32 plus
+    HDF5's per-string cost), the attributes' text, and HDF5's overhead per variable and
+    group. Compression only makes the file smaller."""
+    total = _NC_BASE
+    for node in tree.subtree:
+        total += _NC_PER_GROUP + sum(len(str(v)) + 64 for v in node.attrs.values())
+        for var in node.to_dataset(inherit=False).variables.values():
+            total += _NC_PER_VARIABLE + sum(len(str(v)) + 64 for v in var.attrs.values())
+            if var.dtype.kind in "OUS":
+                items = var.values.ravel().tolist()
+                width = max((len(str(x).encode("utf-8")) for x in items), default=0)
+                total += var.size * (_NC_PER_STRING + 4 * width)
+            else:
+                total += var.size * var.dtype.itemsize
+    return int(total * 1.02)
+
+
+def estimate_fit_bytes(fit: Fit, tree: xr.DataTree | None = None) -> int:
+    """An upper estimate of the bytes :func:`save_fit` writes: the netCDF file
+    (:func:`estimate_tree_bytes` of ``tree``, the fit's storable tree) and the summary and
+    result files (a few hundred bytes per parameter value)."""
+    tree = to_datatree(fit) if tree is None else tree
+    values = sum(int(np.prod([n for d, n in v.sizes.items() if d not in ("chain", "draw")]))
+                 for v in fit.posterior.data_vars.values())
+    return estimate_tree_bytes(tree) + 600 * values + (1 << 16)
+
+
+def estimate_comparison_bytes(comp: PoolingComparison,
+                              trees: Mapping[str, xr.DataTree] | None = None) -> int:
+    """An upper estimate of the bytes :func:`save_comparison` writes: its fits (``trees``:
+    their :func:`to_datatree`, when the caller has them), and the comparison tables (a few
+    hundred bytes per group and model)."""
+    rows = sum(len(t) for t in (comp.groups, comp.population) if t is not None)
+    fits = sum(estimate_fit_bytes(f, (trees or {}).get(k)) for k, f in comp.fits.items())
+    return fits + 2000 * rows + (1 << 16)
+
+
+def write_fit_files(fit: Fit, folder: Path, *, format: StoreFormat = "netcdf",
+                    tree: xr.DataTree | None = None) -> dict[str, Path]:
     """Write ``fit.nc`` (or ``fit.zarr``), ``summary.csv`` and ``result.json`` into the
-    (new, empty) ``folder``; no manifest, no swap (see :func:`save_fit`)."""
+    (new, empty) ``folder``; no manifest, no swap (see :func:`save_fit`). ``tree``: the
+    fit's :func:`to_datatree`, when the caller has it already."""
     from poolwise.output.results import result_dict
 
     if format not in _FILES:
         raise ValueError(f"format must be 'netcdf' or 'zarr'; got {format!r}")
     paths = {"fit": folder / _FILES[format], "summary": folder / "summary.csv",
              "result": folder / "result.json"}
-    write_tree(to_datatree(fit), paths["fit"])
+    write_tree(to_datatree(fit) if tree is None else tree, paths["fit"])
     table = fit.summary()
     safe_csv(table, paths["summary"], index_label="parameter")
     result = result_dict(fit, table=table)
@@ -756,14 +996,18 @@ def save_fit(
     ------
     StoreError
         When ``out_dir`` is a file, holds files poolwise did not write, is not writable, or is
-        being written by another process, or when an ``extra`` name would overwrite a file of
-        the result.
+        being written by another process, when its disk has less free space than the result
+        needs (checked before anything is written), or when an ``extra`` name would overwrite
+        a file of the result. A write that fails all the same (a disk filled by another
+        program meanwhile) raises its ``OSError``, naming the file; the folder is left as it
+        was, and nothing is left beside it.
     """
     if format not in _FILES:
         raise ValueError(f"format must be 'netcdf' or 'zarr'; got {format!r}")
     out = Path(out_dir)
-    with write_folder(out, "fit") as staged:
-        paths = write_fit_files(fit, staged, format=format)
+    tree = to_datatree(fit)
+    with write_folder(out, "fit", needed=estimate_fit_bytes(fit, tree)) as staged:
+        paths = write_fit_files(fit, staged, format=format, tree=tree)
         _write_extra(staged, extra)
     return {k: out / p.name for k, p in paths.items()}
 
@@ -843,11 +1087,13 @@ def save_comparison(
     out = Path(out_dir)
     names: dict[str, Path] = {}
     meta = {"fits": list(comp.fits), "group": str(comp.group)}
-    with write_folder(out, "comparison", manifest_extra=meta) as staged:
+    trees = {key: to_datatree(f) for key, f in comp.fits.items()}
+    with write_folder(out, "comparison", manifest_extra=meta,
+                      needed=estimate_comparison_bytes(comp, trees)) as staged:
         for key, f in comp.fits.items():
             sub = staged / key
             sub.mkdir()
-            write_fit_files(f, sub, format=format)
+            write_fit_files(f, sub, format=format, tree=trees.pop(key))
             write_manifest(sub, "fit")
             names[key] = out / key
         safe_csv(comp.groups, staged / "pooling_groups.csv", index_label=str(comp.group))

@@ -17,6 +17,11 @@ A lock file beside the target (``.NAME.poolwise-lock``, held with ``flock``, so 
 released when its process dies) lets only one process write a folder at a time; a second
 writer fails at once with the other one's pid.
 
+A full disk: the free space is checked against the result's estimated size before anything
+is written (:func:`check_free_space`); a write that fails all the same leaves the target as it
+was and removes the staging folder, and :func:`fallback_folder` finds a place with room for the
+finished result.
+
 :func:`safe_csv` writes CSV files whose text cells cannot run as spreadsheet formulas.
 
 Why one module: the atomic swap, the lock and the manifest are one protocol (write whole, one
@@ -42,6 +47,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from poolwise.errors import StoreError
+from poolwise.resources import fmt_bytes, free_disk_bytes
 
 __all__ = [
     "MANIFEST",
@@ -57,7 +63,9 @@ __all__ = [
     "check_output_folder",
     "check_output_file",
     "check_output_dir",
+    "fallback_bases",
     "fallback_folder",
+    "check_free_space",
     "safe_csv",
     "neutralize",
 ]
@@ -137,8 +145,9 @@ def lock_folder(target: str | Path) -> Iterator[Path]:
         if same:
             break
         os.close(fd)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    with contextlib.suppress(OSError):  # the pid only informs a second writer (a full disk)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
     _held[path] = (fd, 1)
     try:
         yield target
@@ -563,16 +572,38 @@ def _recover(target: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def _amount(n: int) -> str:
+    return f"{fmt_bytes(n)} ({n:,} bytes)"
+
+
+def check_free_space(folder: str | Path, needed: int, *, what: str = "the result") -> None:
+    """Raise :class:`StoreError` before anything is written when the file system of
+    ``folder`` has less than ``needed`` bytes free, naming the folder, both amounts and the
+    fix. Where the free space cannot be read, nothing is checked."""
+    free = free_disk_bytes(folder)
+    if free is not None and free < needed:
+        raise StoreError(
+            f"not enough free space to save {what} in '{folder}': it needs about "
+            f"{_amount(needed)} and {_amount(free)} are free there; free some disk space, or "
+            "save to a folder on a disk with room"
+        )
+
+
 @contextlib.contextmanager
 def write_folder(
     out: str | Path, kind: Kind, *, manifest_extra: Mapping[str, Any] | None = None,
+    needed: int = 0,
 ) -> Iterator[Path]:
     """Build a result folder in a temporary folder beside ``out`` (yielded) and, when the
-    block succeeds, write its manifest and swap it in as a whole. On an error the target is
-    left as it was. Holds the write lock of ``out`` throughout."""
+    block succeeds, write its manifest and swap it in as a whole. On an error (a full disk
+    included) or an interrupt the target is left as it was and the temporary folder is
+    removed. ``needed``: the bytes the result will take (an estimate); a file system with less
+    free space is refused before anything is written (:func:`check_free_space`). Holds the
+    write lock of ``out`` throughout."""
     target = check_output_folder(out, option="output folder")
     with lock_folder(target):
         _recover(target)
+        check_free_space(target, needed, what=f"the {kind}")
         staged = _staging(target)
         try:
             yield staged
@@ -627,16 +658,39 @@ def update_folder(folder: str | Path, *, replace: tuple[str, ...] = ("report.htm
             raise
 
 
-def fallback_folder(name: str = "poolwise-result") -> Path:
-    """A new folder for a result whose intended output failed: in the current directory if
-    it is writable, else in the system temporary directory."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for base in (Path.cwd(), Path(tempfile.gettempdir())):
+def fallback_bases() -> list[Path]:
+    """Where a result goes when its intended folder cannot take it, in order: the current
+    directory, then the system's temporary directory."""
+    out: list[Path] = []
+    for base in (os.getcwd, tempfile.gettempdir):
         try:
-            return Path(tempfile.mkdtemp(prefix=f"{name}-{stamp}-", dir=base))
-        except OSError:
+            p = Path(base()).resolve()
+        except OSError:  # the current directory was removed
             continue
-    raise StoreError("no writable folder for the result (current and temporary directory)")
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def fallback_folder(name: str = "poolwise-result", *, needed: int = 0,
+                    base: str | Path | None = None) -> Path:
+    """A new folder for a result whose intended output failed: in ``base``, or else in the
+    first of :func:`fallback_bases` where it can be created and ``needed`` bytes are free.
+    Raises :class:`StoreError` saying, for each place, why it cannot hold the result."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    reasons = []
+    for b in [Path(base)] if base is not None else fallback_bases():
+        free = free_disk_bytes(b)
+        if free is not None and free < needed:
+            reasons.append(f"'{b}' has {fmt_bytes(free)} free, about {fmt_bytes(needed)} needed")
+            continue
+        try:
+            return Path(tempfile.mkdtemp(prefix=f"{name}-{stamp}-", dir=b))
+        except OSError as err:
+            reasons.append(f"'{b}': {err.strerror or err}")
+    err = StoreError(f"no folder can hold the result ({'; '.join(reasons) or 'none found'})")
+    err.reasons = reasons  # type: ignore[attr-defined]
+    raise err
 
 
 # --------------------------------------------------------------------------------------------
