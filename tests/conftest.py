@@ -47,6 +47,33 @@ def fd_gradient():
     return gradient
 
 
+@pytest.fixture(scope="session")
+def clipped_texts():
+    """``clipped_texts(fig)``: every title, axis label and legend text of a figure that
+    reaches outside it (a clipped title), drawn at the figure's own size."""
+
+    def clipped(fig) -> list[str]:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        box = fig.bbox
+        texts = [fig._suptitle] if fig._suptitle is not None else []
+        for ax in fig.axes:
+            texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+        for leg in [*fig.legends, *(ax.get_legend() for ax in fig.axes)]:
+            if leg is not None:
+                texts += list(leg.get_texts())
+        out = []
+        for t in texts:
+            if not t.get_text() or not t.get_visible():
+                continue
+            e = t.get_window_extent(renderer)
+            if e.x0 < box.x0 - 1 or e.x1 > box.x1 + 1 or e.y0 < box.y0 - 1 or e.y1 > box.y1 + 1:
+                out.append(t.get_text())
+        return out
+
+    return clipped
+
+
 def stand_in_run_nuts(packed, config):
     """Random draws of the right shape and sign instead of NUTS."""
     rng = np.random.default_rng(0)

@@ -130,3 +130,54 @@ def test_all_diagnostic_figures(fits, tmp_path):
     figs = diagnostic_figures(good)
     assert set(figs) == {"trace", "rank", "pair", "ess", "sd_priors"}
     _no_pyplot_figures()
+
+
+def test_the_chains_of_the_worst_parameters(fits, tmp_path, clipped_texts):
+    """What a report shows of the sampler: the components with the largest R-hat and the
+    smallest ESS first, then the group SDs; one trace row per component (a line per chain,
+    divergences marked) and one rank panel each."""
+    from poolwise.output.plots import chain_figures, chain_parameters, plot_rank, plot_trace
+
+    bad, _ = fits
+    d = bad.diagnosis
+    params = chain_parameters(bad)
+    rhat = dict(zip(d.parameters, d.rhat, strict=True))
+    assert params[0] == max(rhat, key=rhat.get)  # the worst R-hat comes first
+    ess = {p: min(b, t) for p, b, t in zip(d.parameters, d.ess_bulk, d.ess_tail, strict=True)}
+    assert min(ess, key=ess.get) in params[:4]
+    assert "sd_district" in params and len(params) == len(set(params)) <= 6
+    chains = bad.idata.posterior.sizes["chain"]
+    fig = plot_trace(bad, parameters=params)
+    traces, densities = fig.axes[0::2], fig.axes[1::2]
+    assert [ax.get_ylabel() for ax in traces] == params
+    for ax, label in zip(traces, params, strict=True):
+        lines = ax.get_lines()
+        assert len(lines) == chains + 1  # a line per chain and the divergence ticks
+        marks = lines[-1]
+        assert marks.get_marker() == "|" and len(marks.get_xdata()) > 0
+        name, _, level = label.partition("[")
+        v = bad.posterior[name]
+        if level:  # a_district[3]: the level labelled 3
+            dim = v.dims[-1]
+            v = v.isel({dim: [str(x) for x in v[dim].values].index(level[:-1])})
+        np.testing.assert_array_equal(lines[0].get_ydata(), v.values[0])  # chain 0
+    for ax in densities:  # a density per chain, each with its own dash
+        assert len({str(p.get_linestyle()) for p in ax.patches}) == chains
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:chains] == [f"chain {c}" for c in range(chains)]
+    assert legend[-1] == f"divergent transition ({d.divergences})"
+    rank = plot_rank(bad, parameters=params)
+    assert [ax.get_title() for ax in rank.axes if ax.get_title()] == params
+    figs = chain_figures(bad)
+    assert list(figs) == ["trace", "rank", "energy"]
+    energy = figs["energy"][1].axes[0]
+    legend = [t.get_text() for t in energy.get_legend().get_texts()]
+    assert legend[:2] == ["marginal energy (centred)", "energy transition (draw to draw)"]
+    assert legend[2:] == [f"chain {c}: E-BFMI {b:.2f}" for c, b in enumerate(d.bfmi)]
+    caption = figs["trace"][0]
+    assert caption.index(params[0]) < caption.index(params[1])
+    for _, f in figs.values():
+        assert clipped_texts(f) == []
+    with pytest.raises(ValueError, match="no level"):
+        plot_trace(bad, parameters=["a_district[99]"])
+    _no_pyplot_figures()

@@ -94,7 +94,9 @@ def test_shrinkage_and_ppc(comp):
 def test_prior_predictive(comp):
     draws, how = prior_group_proportions(comp.fits["partial"].spec, seed=1)
     assert draws is not None and ((draws >= 0) & (draws <= 1)).all()
-    assert "a_bar ~ normal(0, 1.5)" in how and "exponential(1)" in how
+    # the priors of the fitted model, in its own parameter names
+    assert how == ("Intercept ~ normal(0, 1.5); a_district[j] ~ normal(Intercept, "
+                   "sd_district), sd_district ~ exponential(1)")
     flat = dataclasses.replace(
         comp.fits["complete"].spec,
         fixed_priors=(poolwise.flat(),),
@@ -114,9 +116,42 @@ def test_png_is_byte_identical(comp):
 
 def test_single_fit_figures(comp):
     figs = fit_figures(comp.fits["partial"])
-    assert list(figs) == ["ppc", "prior"]
+    assert list(figs) == ["coefficients", "caterpillar_a_district", "ppc", "prior"]
     figs = fit_figures(comp.fits["complete"])
-    assert list(figs) == ["prior"]
+    assert list(figs) == ["coefficients", "prior"]
+    figs = fit_figures(comp.fits["none"])  # no pooling: the caterpillar has no population line
+    assert list(figs) == ["coefficients", "caterpillar_a_district", "ppc", "prior"]
+    ax = figs["caterpillar_a_district"][1].axes[0]
+    assert not [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+
+
+def test_no_title_or_label_is_clipped(comp, clipped_texts):
+    """Titles are wrapped to their axes (the posterior predictive check's title of a long
+    model name used to run off the figure), and so are the prior predictive legends."""
+    figs = {**pooling_figures(comp), **fit_figures(comp.fits["partial"])}
+    for name, (_, fig) in figs.items():
+        assert clipped_texts(fig) == [], name
+
+
+def test_prior_predictive_lines_are_all_visible(comp):
+    """No pooling and complete pooling put the same prior on a district's intercept, so
+    their curves coincide: each model has its own style (the lower line wide and pale, the
+    upper one narrow and dashed), and each legend entry gives that model's priors."""
+    fig = plot_prior_predictive({k: f.spec for k, f in comp.fits.items()})
+    ax = fig.axes[0]
+    steps = {p.get_label().split(":")[0]: p for p in ax.patches}
+    assert len(steps) == 3
+    styles = {(str(p.get_linestyle()), p.get_linewidth()) for p in steps.values()}
+    assert len(styles) == 3
+    none = next(p for k, p in steps.items() if k.startswith("no pooling"))
+    complete = next(p for k, p in steps.items() if k.startswith("complete pooling"))
+    assert none.get_linewidth() > complete.get_linewidth()  # the wide one shows around
+    assert complete.get_zorder() > none.get_zorder()  # the narrow one on top
+    assert complete.get_linestyle() != "-"
+    legend = [t.get_text().replace("\n", " ") for t in fig.legends[0].get_texts()]
+    assert any("a_district[j] ~ normal(0, 1.5) independently (no pooling)" in t
+               for t in legend)
+    assert any(t.startswith("complete pooling: Intercept ~ normal(0, 1.5)") for t in legend)
 
 
 def test_shrinkage_2d_for_varying_slopes():
@@ -152,6 +187,43 @@ def test_shrinkage_2d_for_varying_slopes():
     arrows = [c for c in ax.texts if getattr(c, "arrow_patch", None) is not None]
     assert len(arrows) == J
     assert "slope of x" in ax.get_ylabel()
+    # the comparison's titles and legends name the model that was fitted
+    forest = figs["forest"][1]
+    assert forest.axes[1].get_title().replace("\n", " ") == (
+        "partial pooling (varying intercepts and slopes of x, correlated)")
+
+    # one fit of varying slopes: a caterpillar per coefficient, the intercept-slope plot, and
+    # titles and legends of the slopes model (never "varying intercepts)")
+    from poolwise.output.plots.estimates import plot_caterpillar
+
+    fit = comp.main_fit
+    figs = fit_figures(fit)
+    assert list(figs) == ["coefficients", "caterpillar_a_g", "caterpillar_b_g__x",
+                          "intercept_slope_g", "ppc", "prior"]
+    coef_ax = figs["coefficients"][1].axes
+    assert [t.get_text() for t in coef_ax[0].get_yticklabels()] == ["Intercept", "b_x"]
+    assert [t.get_text() for t in coef_ax[1].get_yticklabels()] == [
+        "sd_g__Intercept", "sd_g__x", "cor_g__Intercept__x"]
+    slope = plot_caterpillar(fit, "g", "x").axes[0]
+    assert len(slope.get_yticklabels()) == J
+    assert "slope of x" in slope.get_title().replace("\n", " ")
+    pop = [ln for ln in slope.get_lines() if ln.get_linestyle() == "--"]
+    assert len(pop) == 1 and "b_x" in pop[0].get_label()
+    scatter = figs["intercept_slope_g"][1]
+    assert scatter.axes[0].collections[0].get_offsets().shape == (J, 2)
+    assert "correlation" in scatter.axes[0].get_title().replace("\n", " ")
+    texts = []
+    for _, f in figs.values():
+        texts += [f.get_suptitle()] + [t.get_text() for leg in f.legends for t in leg.get_texts()]
+        texts += [a.get_title() for a in f.axes]
+    texts = [t.replace("\n", " ") for t in texts]
+    assert not [t for t in texts if "(varying intercepts)" in t]
+    assert any("varying intercepts and slopes of x" in t for t in texts)
+    prior = " ".join(t.get_text() for t in figs["prior"][1].legends[0].get_texts())
+    prior = prior.replace("\n", " ")
+    assert "b_x ~ normal(0, 1)" in prior
+    assert "(a_g[j], b_g__x[j]) ~ MVNormal((Intercept, b_x)" in prior
+    assert "correlations ~ lkj(2)" in prior
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +282,71 @@ def test_proportions_plot_without_predictors_is_unchanged(comp):
     pts = _points(plot_predicted_proportions(comp).axes[0])
     partial = next(v for k, v in pts.items() if k.startswith("partial pooling"))
     np.testing.assert_allclose(partial, comp.groups["partial_p_mean"].to_numpy())
+
+
+@pytest.fixture(scope="module")
+def many_groups_fit():
+    """80 groups (above the 60 drawn one tick each), 3 Bernoulli rows each, short chains."""
+    import warnings
+
+    import pandas as pd
+
+    rng = np.random.default_rng(12)
+    G = 80
+    a = rng.normal(-0.2, 0.7, G)
+    g = np.repeat(np.arange(G), 3)
+    y = (rng.random(len(g)) < 1 / (1 + np.exp(-a[g]))).astype(int)
+    data = pd.DataFrame({"y": y, "g": g})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", poolwise.ConvergenceWarning)
+        warnings.simplefilter("ignore", poolwise.DataWarning)
+        return poolwise.fit("y ~ 1 + (1 | g)", data, tune=200, draws=200, seed=3,
+                            repair=False)
+
+
+def test_many_groups_are_checked_in_bins(many_groups_fit, clipped_texts):
+    """More than 60 groups: the posterior predictive check is drawn in bins that do not
+    depend on the outcome (no tick per group), and the caterpillar shows the extremes and a
+    sample, saying how many of how many."""
+    from poolwise.output.plots.estimates import plot_caterpillar
+
+    fit = many_groups_fit
+    fig = plot_ppc_groups(fit)
+    assert len(fig.axes) == 3
+    counts, means, spread = fig.axes
+    # one point per possible proportion 0/3 .. 3/3, the observed counts of groups
+    observed = [ln for ln in counts.get_lines() if ln.get_label() == "observed"][0]
+    assert [t.get_text() for t in counts.get_xticklabels()] == ["0/3", "1/3", "2/3", "3/3"]
+    g = fit.spec.terms[0].group
+    want = np.bincount((g.level_successes).astype(int), minlength=4)
+    np.testing.assert_array_equal(observed.get_ydata(), want)
+    for ax in (means, spread):
+        assert len(ax.get_xticklabels()) == 1  # every group has 3 trials: one size bin
+        assert "inside the 89% interval" in ax.get_title().replace("\n", " ")
+    title = fig.get_suptitle().replace("\n", " ")
+    assert "80 gs in bins" in title
+    cat = plot_caterpillar(fit, "g").axes[0]
+    assert len(cat.get_yticklabels()) == 60
+    assert "60 of 80 levels" in cat.get_title().replace("\n", " ")
+    assert clipped_texts(fig) == []
+
+
+def test_level_replicates_by_blocks(many_groups_fit, monkeypatch):
+    """The replicated group totals come a block of draws at a time (never draws x cells at
+    once); the block size does not change them, and they average to the expected totals."""
+    from poolwise.model import predictive
+    from poolwise.model.predictive import cell_probabilities, level_replicates
+
+    fit = many_groups_fit
+    spec, post = fit.spec, fit.posterior
+    g = spec.terms[0].group
+    draws = np.arange(0, 800, 4)
+    whole = level_replicates(spec, post, np.random.default_rng(1), draws, g.codes, g.n_levels)
+    monkeypatch.setattr(predictive, "_BLOCK", 3 * spec.design.n_cells)  # 3 draws a block
+    blocks = level_replicates(spec, post, np.random.default_rng(1), draws, g.codes,
+                              g.n_levels)
+    np.testing.assert_array_equal(whole, blocks)
+    expected = predictive.level_sums(cell_probabilities(spec, post, draws) * spec.design.n,
+                                     g.codes, g.n_levels)
+    assert whole.shape == (len(draws), g.n_levels)
+    assert abs(whole.mean() - expected.mean()) < 0.05

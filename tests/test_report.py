@@ -30,6 +30,8 @@ from poolwise.output.report import SECTIONS, render_report, write_report
 from poolwise.textfmt import fmt_sig
 
 FIGURES = ("forest", "sd", "proportions", "shrinkage", "ppc", "prior")
+#: the figures of the comparison's report: its own, then the chains of the partial-pooling fit
+REPORT_FIGURES = (*FIGURES, "trace", "rank", "energy")
 CLI_SETTINGS = ["--tune", "500", "--draws", "500", "--seed", "1301"]
 
 
@@ -141,6 +143,7 @@ def test_report_structure(bangladesh_run):
     text = (out / "report.html").read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>")
     assert _sections_in_order(text) == [sid for sid, _ in SECTIONS]
+    assert re.findall(r'<figure id="fig-([a-z_]+)"', text) == list(REPORT_FIGURES)
     for name in FIGURES:
         m = re.search(rf'<figure id="fig-{name}"[^>]*><img alt="[^"]+" '
                       r'src="data:image/png;base64,([A-Za-z0-9+/=]+)">', text)
@@ -160,17 +163,51 @@ def test_report_structure(bangladesh_run):
     assert "{" not in repair and "&#34;" not in repair
 
 
+def _footer(text: str) -> dict[str, str]:
+    """The reproducibility footer's rows, item -> value (HTML-unescaped)."""
+    import html
+
+    part = text[text.index('<footer id="reproducibility"'):]
+    return {html.unescape(k): html.unescape(v) for k, v in re.findall(
+        r'<tr><td>([^<]*)</td><td class="text">([^<]*)</td></tr>', part)}
+
+
 def test_report_dir_rebuilds_the_same_report(small_run, tmp_path):
-    _, out = small_run
+    """`poolwise report DIR` shows the command that made the fits (saved with them by
+    `poolwise compare`), says it was rebuilt from DIR and by which command; the rest of the
+    page is the original report's."""
+    from poolwise.output.io import load_fit
+
+    argv, out = small_run
+    import shlex
+
+    # the data file was given by its absolute path: the report names the file only
+    original = shlex.join(["poolwise", argv[0], Path(argv[1]).name, *argv[2:]])
+    for key in ("complete", "none", "partial"):
+        saved = load_fit(out / key).idata.attrs["poolwise_command"]
+        assert saved.startswith("poolwise compare ") and saved.endswith("--report r.html")
     target = tmp_path / "again.html"
     rc, _ = _run(["report", str(out), "-o", str(target)])
     assert rc == 0
+    first, again = (out / "r.html").read_text(), target.read_text()
+    assert _footer(first)["command"] == original
+    rows = _footer(again)
+    assert rows["command that made the fit"] == original
+    assert rows["report rebuilt from"] == f"the saved folder {out.name}"
+    assert rows["report rebuilt by"] == f"poolwise report {out.name} -o {target.name}"
+    assert f"This report was rebuilt from the saved folder {out.name}" in again
+    assert "re-running the command that made the fit" in again
 
-    def strip_command(t: str) -> str:
-        return re.sub(r"<td>command</td><td class=\"text\">[^<]*</td>", "", t)
+    def strip_footer(t: str) -> str:
+        return t[:t.index('<footer id="reproducibility"')]
 
-    assert strip_command(target.read_text()) == strip_command((out / "r.html").read_text())
-    assert "poolwise report" in target.read_text()
+    assert strip_footer(again) == strip_footer(first)
+    # the Python API: a fit without a recorded command says so
+    fit = load_fit(out / "partial")
+    fit.idata.attrs.pop("poolwise_command")
+    text = render_report(fit, figures=False, rebuilt_from=str(out))
+    assert _footer(text)["command that made the fit"].startswith("not recorded")
+    assert "reproduces the draws" not in text
 
 
 # ---- escaping, reproducibility, the repair journal ----------------------------------------
@@ -270,7 +307,7 @@ def test_badges_come_from_the_diagnosis(evil_comp):
                     if "largest R-hat" in r)
     assert 'class="badge warn"' in rhat_row and "1.020" in rhat_row
     assert 'class="badge fail"' not in section
-    assert "all fits passed their diagnostics" in text
+    assert "the fit passed its diagnostics" in text
     # the same numbers with an error finding: FAIL, from the diagnosis again
     bad = dataclasses.replace(fit, diagnosis=dataclasses.replace(
         d, max_rhat=1.02, findings=(dataclasses.replace(warn, severity="error"),)))
@@ -308,6 +345,188 @@ def test_fit_report_cli(bangladesh, tmp_path):
     assert row.split()[1] == fmt_sig(s.loc["b_age.centered", "mean"])
     assert row.split()[5] == fmt_sig(s.loc["b_age.centered", "mcse_mean"], 2)
     assert not re.search(r"(?<![\d.])-?0\.0+(?![\d.e])", row)  # never 0.000 for a nonzero value
+
+
+def test_fit_report_records_its_command_and_no_folder(bangladesh, tmp_path):
+    """`poolwise fit --out` saves its own command line with the fit; the report names the
+    data by file name and hash, never by the folders it sits in (absolute paths in a command
+    are shortened to their last component), also when rebuilt with `poolwise report`."""
+    from poolwise.output.io import load_fit
+
+    data = tmp_path / "five.csv"
+    bangladesh[bangladesh["district"] <= 5].to_csv(data, sep=";", index=False)
+    out = tmp_path / "fit"
+    argv = ["fit", str(data), "--formula", "use.contraception ~ 1 + (1 | district)",
+            "--tune", "200", "--draws", "200", "--seed", "4", "--out", str(out), "--report",
+            "--quiet"]
+    rc, _ = _run(argv)
+    assert rc in (0, 1)
+    assert load_fit(out).idata.attrs["poolwise_command"] == " ".join(["poolwise", *argv]) \
+        .replace("use.contraception ~ 1 + (1 | district)",
+                 "'use.contraception ~ 1 + (1 | district)'")
+    rc, _ = _run(["report", str(out), "-o", str(tmp_path / "again.html")])
+    assert rc == 0
+    for html_file in (out / "report.html", tmp_path / "again.html"):
+        text = html_file.read_text()
+        assert str(tmp_path) not in text and str(tmp_path.parent) not in text
+        rows = _footer(text)
+        assert rows["data file"] == "five.csv"
+        assert len(rows["data SHA-256"]) == 64
+        made = rows.get("command that made the fit", rows.get("command"))
+        assert made.startswith("poolwise fit five.csv --formula") and "--out fit" in made
+    assert "detected delimiter" in text  # the data note quotes the source: by name only
+
+
+def test_portable_command():
+    from poolwise.output.report import portable_command
+
+    assert portable_command(
+        "poolwise fit /home/ana/data/x.csv --out=/srv/res/ -f 'y ~ 1 + (1 | g)' -o rel/r.html"
+    ) == "poolwise fit x.csv --out=res -f 'y ~ 1 + (1 | g)' -o rel/r.html"
+    assert portable_command("poolwise report out -o 'my report.html'") == (
+        "poolwise report out -o 'my report.html'")  # nothing to shorten: as recorded
+
+
+@pytest.fixture(scope="module")
+def failing_fit(bangladesh_first3):
+    """The seed's centered fit of three districts, short chains, not repaired: it fails."""
+    import warnings
+
+    import poolwise
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", poolwise.ConvergenceWarning)
+        warnings.simplefilter("ignore", poolwise.DataWarning)
+        fit = poolwise.fit("use.contraception ~ 1 + (1 | district)", bangladesh_first3,
+                           parameterization="centered", target_accept=0.8, tune=200,
+                           draws=200, seed=1, repair=False)
+    assert not fit.ok
+    return fit
+
+
+def test_a_failing_fit_shows_its_chains_first(failing_fit):
+    """Right after the status under the title: what failed, then the trace and rank plots of
+    the parameters with the worst R-hat / ESS and the group SD, worst first; the diagnostics
+    section points there, and the Figures section does not repeat them."""
+    text = render_report(failing_fit, command="poolwise fit first3.csv")
+    head = text[:text.index('<section id="model"')]
+    assert "partial pooling (varying intercepts); 139 rows; this fit did NOT pass its " \
+           "diagnostics" in head
+    assert "some fits" not in text
+    status = head[head.index('id="status-partial"'):]
+    assert 'class="badge fail">FAIL</span> largest R-hat' in status
+    figures = re.findall(r'<figure id="([a-z_-]+)"', text)
+    assert figures[:3] == ["status-partial-trace", "status-partial-rank", "status-partial-energy"]
+    assert not {"fig-trace", "fig-rank", "fig-energy"} & set(figures)
+    caption = re.search(r'id="status-partial-trace".*?<figcaption>(.*?)</figcaption>', text,
+                        flags=re.S).group(1)
+    d = failing_fit.diagnosis
+    worst = d.parameters[int(np.argmax(d.rhat))]
+    listed = caption.split("and the group SDs: ")[1]
+    assert listed.startswith(f"{worst} (R-hat {d.max_rhat:.3f}")
+    assert "sd_district (R-hat" in listed
+    diag = text[text.index('<section id="diagnostics"'):text.index('<section id="repair"')]
+    assert 'href="#status-partial"' in diag
+    # the few-levels warning: once, as the diagnosis finding (it was in the data warnings,
+    # the finding and the fit's warnings)
+    assert text.count("strongly influenced by the prior") == 1
+    assert "Grouping factor &#39;district&#39; has only 3 levels" in diag
+
+
+def test_fit_report_figures_show_model_and_sampler(evil_html):
+    text = evil_html["fit"]
+    figs = text[text.index('<section id="figures"'):]
+    assert re.findall(r'<figure id="fig-([a-z_]+)"', figs) == [
+        "coefficients", "caterpillar_a_g", "ppc", "prior", "trace", "rank", "energy"]
+    assert "partial pooling (varying intercepts); 6 rows; the fit passed its diagnostics" in text
+
+
+@pytest.fixture(scope="module")
+def slopes_fit(bangladesh):
+    import warnings
+
+    import poolwise
+
+    df = bangladesh[bangladesh["district"] <= 10]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", poolwise.ConvergenceWarning)
+        return poolwise.fit("use.contraception ~ urban + (1 + urban | district)", df,
+                            tune=200, draws=200, seed=2, repair=False)
+
+
+def test_varying_slopes_report(slopes_fit):
+    """Titled by the model that was fitted, with a caterpillar of the intercepts and of the
+    slopes, the coefficient plot and the intercept-slope plot."""
+    text = render_report(slopes_fit)
+    assert "(varying intercepts)" not in text
+    model = "partial pooling (varying intercepts and slopes of urban, correlated)"
+    assert f"<h3>{model}</h3>" in text
+    assert re.findall(r'<figure id="fig-([a-z_]+)"', text)[:6] == [
+        "coefficients", "caterpillar_a_district", "caterpillar_b_district__urban",
+        "intercept_slope_district", "ppc", "prior"]
+    caption = re.search(r'id="fig-prior".*?<figcaption>(.*?)</figcaption>', text,
+                        flags=re.S).group(1)
+    assert f"under the priors of {model}" in caption
+
+
+def test_one_of_several_fits_failing_is_named(evil_comp):
+    comp = evil_comp
+    d = comp.fits["none"].diagnosis
+    bad = dataclasses.replace(d, findings=(Finding("rhat", "error", "R-hat is above 1.01",
+                                                   ("a_g[plain]",)),))
+    fits = dict(comp.fits)
+    fits["none"] = dataclasses.replace(fits["none"], diagnosis=bad)
+    text = render_report(dataclasses.replace(comp, fits=fits), figures=False)
+    assert ("1 of 3 fits did NOT pass their diagnostics (no pooling (fixed effects)): do not "
+            "trust its estimates") in text
+    assert "some fits" not in text
+    assert 'id="status-none"' in text and 'id="status-partial"' not in text
+    assert "all 3 fits passed their diagnostics" in render_report(comp, figures=False)
+
+
+def test_tables_print_in_full(evil_html):
+    """No table is cut in print: the scroll boxes lose their height limit and overflow in
+    the print style sheet, and no table sits in a closed <details>."""
+    text = evil_html["comparison"]
+    css = text[text.index("<style>"):text.index("</style>")]
+    rule = re.search(r"@media print\s*\{(.*)\}\s*$", css.strip(), flags=re.S)
+    assert rule, "no print style sheet"
+    body = rule.group(1)
+    scroll = re.search(r"\.scroll, \.scroll\.tall \{([^}]*)\}", body).group(1)
+    assert "max-height: none" in scroll and "overflow: visible" in scroll
+    assert "thead { display: table-header-group; }" in body
+    assert "<details" not in text
+    summary = text[text.index('<section id="summary"'):text.index('<section id="pooling"')]
+    assert summary.count("<table") == 3  # one per model, all shown
+
+
+def test_long_tables_show_the_extremes(evil_comp, monkeypatch):
+    from poolwise.output import report
+
+    monkeypatch.setattr(report, "MAX_TABLE_LEVELS", 4)
+    monkeypatch.setattr(report, "TOP_K", 2)
+    fit = evil_comp.fits["partial"]
+    text = render_report(fit, figures=False)
+    summary = text[text.index('<section id="summary"'):text.index('<section id="pooling"')]
+    rows = re.findall(r"<tr><td>(a_g\[[^<]*\])</td>", summary)
+    means = fit.summary()["mean"]
+    a = means[[i for i in means.index if i.startswith("a_g[")]].sort_values(kind="stable")
+    import html
+
+    assert [html.unescape(r) for r in rows] == [*a.index[:2], *a.index[-2:]]
+    assert "a_g: 6 levels; shown are the 2 lowest and the 2 highest posterior means" in summary
+
+
+def test_interval_columns_say_kind_and_probability(evil_comp):
+    fit = evil_comp.fits["partial"]
+    text = render_report(fit, figures=False)
+    assert "<th>89% HDI lower</th><th>89% HDI upper</th>" in text
+    text = render_report(fit, figures=False, prob=0.95, kind="eti")
+    assert "<th>95% ETI lower</th><th>95% ETI upper</th>" in text
+    text = render_report(evil_comp, figures=False)
+    pooling = text[text.index('<section id="pooling"'):text.index('<section id="figures"')]
+    assert "<th>partial 89% HDI lower</th>" in pooling
+    assert "<th>none prop. 89% HDI upper</th>" in pooling
 
 
 def test_write_report_needs_a_fit_or_comparison(tmp_path):
@@ -473,7 +692,7 @@ def test_report_in_headless_chromium(bangladesh_run, tmp_path):
     facts = _open_in_chromium(out / "report.html", tmp_path / "profile", screenshot)
     assert facts["sections"] == [sid for sid, _ in SECTIONS]
     assert facts["headings"] == [h for _, h in SECTIONS]
-    assert [f["id"] for f in facts["figures"]] == [f"fig-{n}" for n in FIGURES]
+    assert [f["id"] for f in facts["figures"]] == [f"fig-{n}" for n in REPORT_FIGURES]
     for f in facts["figures"]:
         assert f["loaded"] and f["width"] >= 700 and f["caption"] > 20, f
     # the only things loaded are the file itself and its inline images

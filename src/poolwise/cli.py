@@ -630,6 +630,9 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
     for w in caught:
         if not issubclass(w.category, ConvergenceWarning):
             print(f"warning: {w.message}", file=sys.stderr)
+    from poolwise.inference.fitted import with_command
+
+    fit = with_command(fit, args.command_line)  # saved with the fit: how to reproduce it
     if not args.quiet:
         print(f"model: {fit.spec.formula.text}   pooling: {fit.spec.pooling}   "
               f"link: {fit.spec.link}")
@@ -698,6 +701,13 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
     for w in caught:
         tag = "warning" if not issubclass(w.category, ConvergenceWarning) else "NOT OK"
         print(f"{tag}: {w.message}", file=sys.stderr)
+    from dataclasses import replace
+
+    from poolwise.inference.fitted import with_command
+
+    # saved with each fit: how to reproduce its draws
+    comp = replace(comp, fits={k: with_command(f, args.command_line)
+                               for k, f in comp.fits.items()})
     from poolwise.textfmt import fmt_sig
 
     g = comp.groups
@@ -877,7 +887,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     _watch(args, folder if in_place else out)
     kind, loaded = load_result(folder if folder is not None else src)
     result = loaded if kind == "fit" else compare_fits(loaded, prob=args.prob, kind=args.interval)
-    kw = {"command": args.command_line, "prob": args.prob, "kind": args.interval}
+    # the footer shows the command that made the fit (saved with it) and this one, which
+    # rebuilt the report from the folder
+    kw = {"command": args.command_line, "prob": args.prob, "kind": args.interval,
+          "rebuilt_from": str(folder if folder is not None else src)}
     try:
         if in_place:
             assert folder is not None

@@ -42,6 +42,7 @@ __all__ = [
     "repair_notes",
     "repair_table",
     "repair_text",
+    "restates_a_finding",
     "restates_a_note",
     "table_html",
 ]
@@ -62,9 +63,16 @@ def restates_a_note(f: Finding, notes: Sequence[str]) -> bool:
 
 
 
-
-
-
+def restates_a_finding(warning: str, findings: Iterable[Finding]) -> bool:
+    """True for a data warning that a diagnosis finding says again, with more: the few
+    levels of a grouping factor (``few_levels``, which also says what it means for the SD's
+    posterior). Such a warning is shown once, as the finding."""
+    m = re.match(r"grouping factor '(.*?)' has \d+ levels", warning)
+    if m is None:
+        return False
+    head = f"Grouping factor '{m.group(1)}' has only"
+    return any(f.code == FindingCode.FEW_LEVELS and f.message.startswith(head)
+               for f in findings)
 
 
 def _table(header: Iterable[str], rows: Iterable[Sequence[Cell]], **kw: Any) -> Table:

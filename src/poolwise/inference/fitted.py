@@ -28,7 +28,11 @@ if TYPE_CHECKING:
     from poolwise.inference.diagnostics import Diagnosis
     from poolwise.model.spec import ModelSpec
 
-__all__ = ["Fit", "expand_rows", "versions"]
+__all__ = ["COMMAND_ATTR", "Fit", "expand_rows", "versions", "with_command"]
+
+#: the root attribute of a fit's DataTree that holds the command line that made it (written by
+#: ``poolwise fit`` and ``poolwise compare``, saved with the fit, shown by the report)
+COMMAND_ATTR = "poolwise_command"
 
 
 def expand_rows(fit: Fit) -> xr.DataTree:
@@ -157,6 +161,17 @@ class Fit:
             available memory.
         """
         return expand_rows(self)
+
+
+def with_command(fit: Fit, command: str) -> Fit:
+    """``fit`` with ``command`` (the command line that made it) recorded in its DataTree's
+    attributes (:data:`COMMAND_ATTR`), so that a saved fit says how to reproduce its draws.
+    The draws are shared, not copied."""
+    from dataclasses import replace
+
+    idata = fit.idata.copy(deep=False)
+    idata.attrs = {**fit.idata.attrs, COMMAND_ATTR: str(command)}
+    return replace(fit, idata=idata)
 
 
 @functools.cache

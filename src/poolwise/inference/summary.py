@@ -4,6 +4,7 @@ R-hat of every parameter, on the link or the probability scale."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -18,8 +19,8 @@ from poolwise.textfmt import fmt_rhat, fmt_sig
 if TYPE_CHECKING:
     from poolwise.inference.fitted import Fit
 
-__all__ = ["COLUMNS", "format_summary", "interval_columns", "summarise_draws", "summary",
-           "summary_text"]
+__all__ = ["COLUMNS", "format_summary", "interval_columns", "reuse_summary", "summarise_draws",
+           "summary", "summary_text"]
 
 COLUMNS = ["mean", "sd", "lower", "upper", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]
 
@@ -161,12 +162,43 @@ def summary(
             arr = df[col].to_numpy(dtype=float, copy=True)
             arr[rows] = vals
             df[col] = arr
-    df.attrs.update({"prob": prob, "kind": kind, "scale": scale})
-    df.attrs["priors"] = priors_by_parameter(spec)
-    df.attrs["scaling"] = scaling_dict(spec)
+    _describe(df, spec, prob, kind, scale)
     return df
 
 
+def _describe(df: pd.DataFrame, spec: Any, prob: float, kind: str, scale: str) -> None:
+    df.attrs.update({"prob": prob, "kind": kind, "scale": scale})
+    df.attrs["priors"] = priors_by_parameter(spec)
+    df.attrs["scaling"] = scaling_dict(spec)
+
+
+#: the columns of a logit-scale summary table, in order
+TABLE_COLUMNS = [*COLUMNS, "n", "successes", "raw_proportion"]
+
+
+def reuse_summary(fit: Fit, table: pd.DataFrame, *, prob: float, kind: str,
+                  written: Callable[[str], str] | None = None) -> bool:
+    """Keep ``table``, ``summary(fit, prob=prob, kind=kind)`` as a saved ``summary.csv`` holds
+    it, as the fit's summary at ``prob`` / ``kind`` (:meth:`Fit.summary`), so that it is not
+    computed again: with 10^4-10^5 levels that costs seconds. It is taken only when its
+    columns are the summary's and its rows are the posterior's components in order
+    (``written``: how a row label was written, e.g. neutralized for a CSV); its row labels
+    become the components' names. Returns whether it was taken."""
+    if list(table.columns) != TABLE_COLUMNS or not 0.0 < prob < 1.0:
+        return False
+    names: list[str] = []
+    for name, v in fit.posterior.data_vars.items():
+        extra = [d for d in v.dims if d not in ("chain", "draw")]
+        names.extend(_labels(str(name), v, extra))
+    shown = names if written is None else [written(n) for n in names]
+    if len(shown) != len(table) or any(a != str(b) for a, b in zip(shown, table.index,
+                                                                   strict=True)):
+        return False
+    out = table.astype(float)
+    out.index = pd.Index(names, dtype=object)
+    _describe(out, fit.spec, prob, kind, "logit")
+    fit._summaries[(float(prob), str(kind), "logit")] = out  # noqa: SLF001 - its cache
+    return True
 
 
 # ---- printed form: significant digits (CSV / JSON keep full precision) ----------------------

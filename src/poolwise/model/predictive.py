@@ -31,12 +31,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "cell_probabilities",
+    "level_replicates",
     "level_sums",
     "mean_probabilities",
     "replicated_successes",
     "row_replicates",
     "thinned_draws",
 ]
+
+#: draws x cells per block of :func:`level_replicates` (16 MB of float64 per array)
+_BLOCK = 2_000_000
 
 
 def level_sums(values: np.ndarray, codes: np.ndarray, L: int) -> np.ndarray:
@@ -132,3 +136,43 @@ def mean_probabilities(spec: ModelSpec, coefs: Coefficients, rows: Rows, weight:
     return _weighted_p(links.get(spec.link).kernel_id, coefs.beta, coefs.tot, coefs.mu, X,
                        offset, col, z, np.ascontiguousarray(weight, dtype=np.float64),
                        np.ascontiguousarray(level, dtype=np.int64), int(n_levels))
+
+
+def level_replicates(spec: ModelSpec, post: xr.Dataset, rng: np.random.Generator,
+                     draws: np.ndarray, codes: np.ndarray, L: int) -> np.ndarray:
+    """Replicated successes summed per level (``codes``: each cell's level of ``L``), for the
+    posterior draws ``draws`` (indices into the draws flattened over chains): (len(draws), L).
+
+    The posterior predictive distribution of the level totals, as
+    ``level_sums(replicated_successes(...), codes, L)`` gives it, computed a block of draws
+    at a time, so that memory is a block x cells (about :data:`_BLOCK` values), never
+    draws x cells (with 10^5 cells and 1000 draws that array alone is 800 MB); the random
+    numbers are drawn draw by draw, so the block size does not change them. A cell of one
+    trial is a Bernoulli draw, a uniform below p (ten times cheaper than NumPy's binomial
+    sampler); the others are binomial draws. The beta-binomial family replicates each data
+    row (:func:`replicated_successes`), a block of draws at a time."""
+    codes = np.asarray(codes)
+    if spec.family == "beta_binomial":
+        draws = np.asarray(draws)
+        step = max(1, _BLOCK // max(1, int(spec.design.n.size)))
+        return np.concatenate([
+            level_sums(replicated_successes(spec, post, rng, draws[i:i + step]), codes, L)
+            for i in range(0, len(draws), step)
+        ])
+    coefs: Coefficients = coefficients(spec, post).take(np.asarray(draws))
+    n = spec.design.n.astype(np.int64)
+    one = np.flatnonzero(n == 1)
+    many = np.flatnonzero(n != 1)
+    S = coefs.n_draws
+    block = max(1, min(S, _BLOCK // max(1, spec.design.n_cells)))
+    out = np.empty((S, L))
+    for start in range(0, S, block):
+        part = coefs.take(np.arange(start, min(S, start + block)))
+        p = inverse_link(spec.link, linear_predictor(spec, part))
+        y = np.zeros(n.shape)
+        for s in range(part.n_draws):  # draw by draw: the same numbers whatever the block
+            y[one] = rng.random(len(one)) < p[s, one]
+            if len(many):
+                y[many] = rng.binomial(n[many], p[s, many])
+            out[start + s] = np.bincount(codes, weights=y, minlength=L)
+    return out

@@ -1020,6 +1020,32 @@ def _fit_file(folder: Path, manifest: Mapping[str, Any]) -> Path:
     raise StoreError(f"the manifest of '{folder}' lists no fit file")
 
 
+def _reuse_saved_summary(fit: Fit, folder: Path) -> None:
+    """The folder's ``summary.csv`` (verified by the manifest) is the fit's summary at the
+    interval ``result.json`` names: keep it on the loaded fit instead of computing it again
+    (seconds with 10^4-10^5 levels). Anything that does not match exactly is ignored."""
+    import pandas as pd
+
+    from poolwise.inference.summary import reuse_summary
+    from poolwise.output.store import neutralize
+
+    try:
+        interval = json.loads((folder / "result.json").read_text("utf-8"))["interval"]
+        table = pd.read_csv(folder / "summary.csv", index_col=0, dtype={0: str},
+                            keep_default_na=False, na_values=[""])
+        reuse_summary(fit, table, prob=float(interval["prob"]), kind=str(interval["kind"]),
+                      written=neutralize)
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+
+
+def _load_fit_folder(path: Path, manifest: Mapping[str, Any]) -> Fit:
+    """The fit of a result folder whose manifest has been verified."""
+    fit = from_datatree(read_tree(_fit_file(path, manifest)))
+    _reuse_saved_summary(fit, path)
+    return fit
+
+
 def load_fit(path: str | Path) -> Fit:
     """Load a fit saved by :func:`save_fit`. The original data file is not needed.
 
@@ -1059,7 +1085,7 @@ def load_fit(path: str | Path) -> Fit:
                 f"'{path}' holds a pooling comparison, not one fit; load one of its fits, "
                 f"e.g. '{path / 'partial'}', or run `poolwise report {path}`"
             )
-        return from_datatree(read_tree(_fit_file(path, m)))
+        return _load_fit_folder(path, m)
     parent = path.parent
     m = read_manifest(parent)
     if m is not None:
@@ -1138,7 +1164,7 @@ def load_result(path: str | Path) -> tuple[str, Any]:
         return "fit", load_fit(path)
     m = verify_folder(path)
     if m["kind"] == "fit":
-        return "fit", load_fit(path)
+        return "fit", _load_fit_folder(path, m)  # verified once (it hashes every file)
     from poolwise.comparison.pooling import POOLINGS
 
     subs = m.get("fits")

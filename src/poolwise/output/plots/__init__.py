@@ -12,7 +12,7 @@ from importlib import import_module
 from typing import Any
 
 #: submodules searched, in order, for a public name
-_SUBMODULES = ("diagnostic", "pooling")
+_SUBMODULES = ("diagnostic", "pooling", "estimates")
 
 
 def __getattr__(name: str) -> Any:

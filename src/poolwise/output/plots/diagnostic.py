@@ -3,8 +3,14 @@ funnel pair plot of a group SD against the group effects with divergences marked
 sample size per parameter across repair attempts, and densities of candidate SD priors.
 
 Every function returns a :class:`matplotlib.figure.Figure` on the Agg canvas; none shows it.
-The trace plot is drawn by arviz-plots (``plot_trace_dist``, which marks divergences); the
+The trace plot of whole variables is drawn by arviz-plots (``plot_trace_dist``, which marks
+divergences); the trace of chosen components (``parameters=``, what the report shows: the
+components with the worst R-hat and ESS and the group SDs, :func:`chain_parameters`) and the
 others are plain matplotlib without pyplot, so they touch no global state.
+
+Why one module: every figure here reads the same draws and sample statistics of one fit (or
+its repair journal) through the same helpers (posterior, divergences, named components), and
+``diagnostic_figures`` / ``chain_figures`` assemble them.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from poolwise.model import naming
+from poolwise.output.plots import style
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -25,8 +32,11 @@ if TYPE_CHECKING:
     from poolwise.model.priors import Prior
 
 __all__ = [
+    "chain_parameters",
+    "chain_figures",
     "plot_trace",
     "plot_rank",
+    "plot_energy",
     "plot_pair_funnel",
     "plot_ess_attempts",
     "plot_sd_priors",
@@ -35,17 +45,8 @@ __all__ = [
 ]
 
 DIVERGENT = "#d62728"
-CHAIN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                "#bcbd22")
-
-
-def _figure(width: float, height: float) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+CHAIN_COLORS = style.CHAIN_COLORS
+_figure = style.figure
 
 
 def _tree(fit: Any) -> Any:
@@ -102,15 +103,120 @@ def _components(
     return out[:limit]
 
 
+def _select(post: Any, parameters: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    """(label, (chain, draw) array) of named components: a scalar variable (``sd_g``) or one
+    level of a per-group variable (``a_g[3]``, matched by its label's text)."""
+    out: list[tuple[str, np.ndarray]] = []
+    index: dict[str, dict[str, int]] = {}
+    for label in parameters:
+        if label in post.data_vars:
+            v = post[label]
+            extra = [d for d in v.dims if d not in ("chain", "draw")]
+            if extra:
+                raise ValueError(f"{label} has {len(extra)} more dimension(s); name one "
+                                 f"component, e.g. {label}[{v[extra[0]].values[0]}]")
+            out.append((label, v.transpose("chain", "draw").values))
+            continue
+        name, _, rest = label.partition("[")
+        if name not in post.data_vars or not rest.endswith("]"):
+            have = ", ".join(str(n) for n in list(post.data_vars)[:12])
+            raise ValueError(f"no component {label!r} in the posterior; variables: {have}")
+        v = post[name]
+        dim = next(d for d in v.dims if d not in ("chain", "draw"))
+        if name not in index:
+            index[name] = {str(x): i for i, x in enumerate(v[dim].values.tolist())}
+        i = index[name].get(rest[:-1])
+        if i is None:
+            raise ValueError(f"no level {rest[:-1]!r} of {name} in the posterior")
+        out.append((label, v.isel({dim: i}).transpose("chain", "draw").values))
+    return out
+
+
+def chain_parameters(fit: Fit, *, limit: int = 6) -> list[str]:
+    """The components whose chains a report shows: the 2 with the largest R-hat, the 2 with
+    the smallest effective sample size (bulk or tail), then the group SDs (where a sampler
+    fails first), then the intercept; without repeats, at most ``limit``. Undefined R-hat or
+    ESS (constant or non-finite draws) counts as the worst."""
+    d = fit.diagnosis
+    post_vars = set(_posterior(fit).data_vars)
+    picked: list[str] = []
+    names = list(d.parameters)
+    if names and len(d.rhat) == len(names) and len(d.ess_bulk) == len(names):
+        rhat = np.asarray(d.rhat, dtype=float)
+        ess = np.minimum(np.asarray(d.ess_bulk, dtype=float), np.asarray(d.ess_tail, dtype=float))
+        rhat = np.where(np.isfinite(rhat), rhat, np.inf)
+        ess = np.where(np.isfinite(ess), ess, -np.inf)
+        picked += [names[i] for i in np.argsort(-rhat, kind="stable")[:2]]
+        picked += [names[i] for i in np.argsort(ess, kind="stable")[:2]]
+    post = _posterior(fit)
+    picked += [str(n) for n in post.data_vars if _is_sd(str(n))]
+    if "Intercept" in post_vars:
+        picked.append("Intercept")
+    # without per-parameter numbers (or too few picks): the other population-level scalars
+    picked += [str(n) for n, v in post.data_vars.items() if v.ndim == 2]
+    out = list(dict.fromkeys(picked))
+    return out[:limit]
+
+
+def chain_figures(fit: Fit, *, limit: int = 6) -> dict[str, tuple[str, Figure]]:
+    """The trace and rank figures of :func:`chain_parameters`, with their captions: what the
+    report shows of the sampler (right after the status of a fit that fails)."""
+    params = chain_parameters(fit, limit=limit)
+    if not params:
+        return {}
+    d = fit.diagnosis
+    where = {p: i for i, p in enumerate(d.parameters)}
+
+    def numbers(p: str) -> str:
+        i = where.get(p)
+        if i is None or i >= len(d.rhat):
+            return p
+        from poolwise.textfmt import fmt_rhat
+
+        ess = min(float(d.ess_bulk[i]), float(d.ess_tail[i]))
+        return f"{p} (R-hat {fmt_rhat(float(d.rhat[i])) or 'undefined'}, ESS {ess:.0f})"
+
+    listed = "; ".join(numbers(p) for p in params)
+    return {
+        "trace": (
+            f"Trace of each chain and its density for the parameters with the largest R-hat "
+            f"and the smallest ESS, and the group SDs: {listed}. Chains that mix overlap and "
+            f"look alike; red ticks mark divergent transitions.",
+            plot_trace(fit, parameters=params),
+        ),
+        "rank": (
+            "Rank histograms per chain for the same parameters: flat bars (the dashed line) "
+            "when the chains sample the same distribution; a chain piled at one end sits "
+            "where the others do not go.",
+            plot_rank(fit, parameters=params),
+        ),
+        **({"energy": (
+            "Energy: the distribution of the Hamiltonian energy (centred) against that of its "
+            "change from one draw to the next, with each chain's E-BFMI; when the changes are "
+            "much narrower than the energy (E-BFMI below 0.3) the sampler cannot explore the "
+            "tails.",
+            plot_energy(fit),
+        )} if _has_energy(fit) else {}),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # trace and rank
 # ---------------------------------------------------------------------------------------------
 
 
-def plot_trace(fit: Fit, *, var_names: Sequence[str] | None = None) -> Figure:
+def plot_trace(fit: Fit, *, var_names: Sequence[str] | None = None,
+               parameters: Sequence[str] | None = None, max_draws: int = 2000) -> Figure:
     """Trace and per-chain density of each variable (arviz-plots ``plot_trace_dist``), with
     divergent transitions marked. Default: every scalar variable and the group effects of
-    terms with at most 8 levels."""
+    terms with at most 8 levels.
+
+    ``parameters``: components instead (``["sd_g", "a_g[3]"]``, e.g.
+    :func:`chain_parameters`), one row each: the trace of every chain (its own colour and
+    dash; at most ``max_draws`` draws per chain, evenly thinned) with divergent transitions
+    as red ticks below it, and each chain's density beside it."""
+    if parameters is not None:
+        return _trace_components(fit, list(parameters), max_draws)
     import arviz_plots as azp
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -121,6 +227,52 @@ def plot_trace(fit: Fit, *, var_names: Sequence[str] | None = None) -> Figure:
     _release_from_pyplot(fig)
     FigureCanvasAgg(fig)
     fig.suptitle("trace and density per chain (divergent transitions marked)")
+    return fig
+
+
+def _trace_components(fit: Fit, parameters: list[str], max_draws: int) -> Figure:
+    post = _posterior(fit)
+    comps = _select(post, parameters)
+    chains, draws = comps[0][1].shape if comps else (0, 0)
+    div = _diverging(fit, (chains, draws))
+    keep = np.unique(np.linspace(0, draws - 1, min(draws, max_draws)).astype(int))
+    n = max(len(comps), 1)
+    with style.rc():
+        fig = _figure(11.0, 1.2 + 1.55 * n)
+        axes = fig.subplots(n, 2, squeeze=False, gridspec_kw={"width_ratios": [3.2, 1]})
+        for (ax, ax_d), (label, arr) in zip(axes, comps, strict=False):
+            finite = arr[np.isfinite(arr)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+            bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 31)
+            for c in range(chains):
+                color = CHAIN_COLORS[c % len(CHAIN_COLORS)]
+                ls = style.CHAIN_STYLES[c % len(style.CHAIN_STYLES)]
+                ax.plot(keep, arr[c, keep], color=color, lw=0.6, alpha=0.75)
+                ax_d.hist(arr[c][np.isfinite(arr[c])], bins=bins, density=True,
+                          histtype="step", orientation="horizontal", color=color, ls=ls, lw=1.4)
+            at = np.flatnonzero(div.any(axis=0)) if div.shape == arr.shape else []
+            if len(at):
+                ax.plot(at, np.full(len(at), lo), ls="", marker="|", ms=9, color=DIVERGENT,
+                        clip_on=False)
+            ax.set_ylabel(label, rotation=0, ha="right", va="center")
+            ax.set_xlim(0, max(draws - 1, 1))
+            ax.grid(axis="x", visible=False)
+            ax_d.set_yticks([])
+            ax_d.set_ylim(ax.get_ylim())
+            ax_d.grid(visible=False)
+        axes[-1, 0].set_xlabel("draw (after tuning)")
+        axes[-1, 1].set_xlabel("density per chain")
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=CHAIN_COLORS[c % len(CHAIN_COLORS)], lw=1.4,
+                          ls=style.CHAIN_STYLES[c % len(style.CHAIN_STYLES)], label=f"chain {c}")
+                   for c in range(chains)]
+        if div.any():
+            handles.append(Line2D([], [], ls="", marker="|", ms=9, color=DIVERGENT,
+                                  label=f"divergent transition ({int(div.sum())})"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6),
+                   frameon=False)
+        style.suptitle(fig, "Trace and density of each chain (divergent transitions in red)")
     return fig
 
 
@@ -135,16 +287,19 @@ def _release_from_pyplot(fig: Any) -> None:
 
 
 def plot_rank(
-    fit: Fit, *, var_names: Sequence[str] | None = None, bins: int = 20, max_panels: int = 12
+    fit: Fit, *, var_names: Sequence[str] | None = None, bins: int = 20, max_panels: int = 12,
+    parameters: Sequence[str] | None = None,
 ) -> Figure:
     """Rank histograms per chain ("trank" plots, Vehtari et al. 2021): the draws of all chains
     are ranked together and each chain's ranks histogrammed. Chains that target the same
     posterior give flat histograms (dashed line: the uniform count); a chain that sits in a
-    part of the posterior the others do not visit piles up at one end."""
+    part of the posterior the others do not visit piles up at one end. ``parameters``: named
+    components (``["sd_g", "a_g[3]"]``) instead of whole variables."""
     from scipy.stats import rankdata
 
     post = _posterior(fit)
-    comps = _components(post, var_names, max_panels)
+    comps = (_select(post, parameters)[:max_panels] if parameters is not None
+             else _components(post, var_names, max_panels))
     n = len(comps)
     cols = min(3, max(n, 1))
     rows = max(1, -(-n // cols))
@@ -176,6 +331,48 @@ def plot_rank(
         ax.set_xlabel("rank (all chains)")
         ax.set_title(label)
     fig.suptitle("rank histograms per chain (flat = chains agree)")
+    return fig
+
+
+def _has_energy(fit: Any) -> bool:
+    tree = _tree(fit)
+    return "sample_stats" in tree.children and "energy" in tree["sample_stats"]
+
+
+def plot_energy(fit: Fit, *, bins: int = 50) -> Figure:
+    """The energy plot (Betancourt 2016): the marginal energy (centred, all chains) against
+    the energy transitions (the change of energy between consecutive draws of a chain), as
+    two densities, with each chain's E-BFMI in the legend. Similar widths: the sampler moves
+    through the energy levels; transitions much narrower (E-BFMI < 0.3): it cannot."""
+    energy = _tree(fit)["sample_stats"]["energy"].transpose("chain", "draw").values
+    energy = energy.astype(float)
+    marginal = (energy - energy.mean(axis=1, keepdims=True)).ravel()
+    transition = np.diff(energy, axis=1).ravel()
+    both = np.concatenate([marginal, transition])
+    both = both[np.isfinite(both)]
+    lo, hi = (np.quantile(both, [0.001, 0.999]) if both.size else (-1.0, 1.0))
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    diag = getattr(fit, "diagnosis", None)
+    bfmi = list(getattr(diag, "bfmi", ()) or ())
+    if not bfmi:
+        num = np.mean(np.diff(energy, axis=1) ** 2, axis=1)
+        bfmi = list(num / np.var(energy, axis=1))
+    with style.rc():
+        fig = _figure(8.0, 4.8)
+        ax = fig.subplots()
+        ax.hist(marginal[np.isfinite(marginal)], bins=edges, density=True, alpha=0.45,
+                color=style.COLORS["partial"], label="marginal energy (centred)")
+        ax.hist(transition[np.isfinite(transition)], bins=edges, density=True,
+                histtype="step", lw=2.2, ls=(0, (4, 2)), color=style.COLORS["complete"],
+                label="energy transition (draw to draw)")
+        for c, b in enumerate(bfmi):
+            ax.plot([], [], ls="", label=f"chain {c}: E-BFMI {b:.2f}")
+        ax.set_xlabel("energy")
+        ax.set_ylabel("density")
+        ax.set_yticks([])
+        ax.legend(fontsize=8.5, loc="upper right")
+        style.set_title(ax, "Energy: marginal against transitions (E-BFMI below 0.3: the "
+                            "sampler cannot explore the tails)")
     return fig
 
 
@@ -234,8 +431,8 @@ def plot_pair_funnel(fit: Fit, *, sd: str | None = None, max_effects: int = 6) -
         axes[r, 0].set_ylabel(f"{sd} (log scale)")
     if xs:
         axes[0, 0].legend(loc="lower left", fontsize=8, markerscale=2)
-    fig.suptitle(f"{sd} against the effects of '{group}' ({int(div.sum())} divergent "
-                 "transitions in red)")
+    style.suptitle(fig, f"{sd} against the effects of '{group}' ({int(div.sum())} divergent "
+                        "transitions in red)")
     return fig
 
 

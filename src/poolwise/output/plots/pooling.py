@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from poolwise.model import naming
+from poolwise.output.plots import style
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,63 +35,34 @@ __all__ = [
     "group_mean_proportions",
     "plot_shrinkage",
     "plot_ppc_groups",
+    "plot_ppc_bins",
     "plot_prior_predictive",
     "pooling_figures",
     "fit_figures",
     "COLORS",
 ]
 
-COLORS = {
-    "none": "#6b6b6b",
-    "partial": "#1f5fa8",
-    "complete": "#c0392b",
-    "raw": "#111111",
-    "observed": "#c0392b",
-}
-LABELS = {
-    "none": "no pooling (fixed effects)",
-    "partial": "partial pooling (varying intercepts)",
-    "complete": "complete pooling",
-}
-_RC: dict[str, Any] = {
-    "font.size": 10.5,
-    "axes.titlesize": 12,
-    "axes.labelsize": 11,
-    "legend.fontsize": 9.5,
-    "xtick.labelsize": 9.5,
-    "ytick.labelsize": 9.5,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "svg.hashsalt": "poolwise",
-}
+COLORS = style.COLORS
+_figure = style.figure
+_rc = style.rc
+_pct = style.pct
+_tick_fontsize = style.tick_fontsize
 
 
-def _figure(width: float, height: float) -> Figure:
-    """A Figure outside pyplot (nothing global, nothing shown)."""
-    from matplotlib.figure import Figure
+def _label(spec: ModelSpec) -> str:
+    """The fitted model in words (:func:`poolwise.model.describe.pooling_title`)."""
+    from poolwise.model.describe import pooling_title
 
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _rc() -> Any:
-    import matplotlib
-
-    return matplotlib.rc_context(_RC)  # type: ignore[arg-type]
+    return pooling_title(spec)
 
 
-def _pct(prob: float) -> str:
-    return f"{100 * prob:g}%"
+def _model(comp: PoolingComparison, key: str) -> str:
+    return _label(comp.fits[key].spec)
 
 
 def _group_ticklabels(comp: PoolingComparison) -> list[str]:
     g = comp.groups
     return [f"{lab} (n={int(n)})" for lab, n in zip(g.index, g["n"], strict=True)]
-
-
-def _tick_fontsize(n_labels: int) -> float:
-    return 9.0 if n_labels <= 30 else 8.0 if n_labels <= 70 else 6.5
 
 
 # ---- 1. forest plots side by side ----------------------------------------------------------
@@ -112,7 +84,7 @@ def plot_forest_comparison(comp: PoolingComparison) -> Figure:
             ax.plot(g[f"{model}_mean"], y, "o", color=c, ms=4)
             ax.axvline(a_bar, color=COLORS["partial"], ls="--", lw=1,
                        label=f"population mean of the intercepts, a_bar = {a_bar:.2f}")
-            ax.set_title(LABELS[model])
+            style.set_title(ax, _model(comp, model))
             ax.set_xlabel(f"log-odds (mean and {ci})")
             ax.grid(axis="y", visible=False)
         axes[0].set_yticks(y, _group_ticklabels(comp), fontsize=_tick_fontsize(L))
@@ -120,7 +92,7 @@ def plot_forest_comparison(comp: PoolingComparison) -> Figure:
         axes[0].set_ylim(-1, L)
         fig.legend(*axes[1].get_legend_handles_labels(), loc="outside lower center",
                    frameon=False)
-        fig.suptitle(f"Posterior of each {comp.group}'s intercept", fontsize=13)
+        style.suptitle(fig, f"Posterior of each {comp.group}'s intercept")
     return fig
 
 
@@ -159,7 +131,7 @@ def plot_sd_comparison(comp: PoolingComparison) -> Figure:
         ax.set_aspect("equal")
         ax.set_xlabel("posterior SD of log-odds, no pooling (fixed effects)")
         ax.set_ylabel("posterior SD of log-odds, partial pooling")
-        ax.set_title("Impact of sample size on the posterior SD")
+        style.set_title(ax, "Impact of sample size on the posterior SD")
         ax.legend(loc="upper left", labelspacing=1.2, borderpad=0.9)
     return fig
 
@@ -258,8 +230,8 @@ def plot_predicted_proportions(comp: PoolingComparison) -> Figure:
             c = COLORS[model]
             mean, lo, hi = cols[model]
             ax.vlines(x + off, lo, hi, color=c, lw=1.3, alpha=0.8)
-            ax.plot(x + off, mean, "o", color=c, ms=4.5,
-                    label=f"{LABELS[model]}: mean and {ci}")
+            ax.plot(x + off, mean, "o" if model == "partial" else "s", color=c, ms=4.5,
+                    label=f"{_model(comp, model)}: mean and {ci}")
         ax.plot(x, g["raw_proportion"], "x", color=COLORS["raw"], ms=4.5, mew=1.1,
                 label="raw proportion in the data")
         if predictors:
@@ -275,13 +247,13 @@ def plot_predicted_proportions(comp: PoolingComparison) -> Figure:
         ax.set_xlabel(comp.group)
         if predictors:
             ax.set_ylabel("predicted proportion, averaged over the group's rows")
-            ax.set_title(f"Predicted proportion per {comp.group} over its own rows: "
-                         "no pooling vs partial pooling")
+            style.set_title(ax, f"Predicted proportion per {comp.group} over its own rows: "
+                                "no pooling vs partial pooling")
         else:
             ax.set_ylabel("predicted proportion of successes")
-            ax.set_title(
-                f"Predicted proportion per {comp.group}: no pooling vs partial pooling")
-        fig.legend(loc="outside lower center", ncols=2 if predictors else 3, frameon=False)
+            style.set_title(
+                ax, f"Predicted proportion per {comp.group}: no pooling vs partial pooling")
+        fig.legend(loc="outside lower center", ncols=2, frameon=False)
     return fig
 
 
@@ -308,9 +280,9 @@ def plot_shrinkage(comp: PoolingComparison, *, label_top: int = 4) -> Figure:
                             arrowprops={"arrowstyle": "-|>", "color": "#555555", "lw": 0.9,
                                         "shrinkA": 2, "shrinkB": 2, "mutation_scale": 9})
         ax.scatter(x, g["none_p_mean"], s=sizes, facecolor="white",
-                   edgecolor=COLORS["none"], lw=1.2, label=LABELS["none"], zorder=3)
+                   edgecolor=COLORS["none"], lw=1.2, label=_model(comp, "none"), zorder=3)
         ax.scatter(x, g["partial_p_mean"], s=sizes, color=COLORS["partial"], alpha=0.75,
-                   label=LABELS["partial"], zorder=4)
+                   label=_model(comp, "partial"), zorder=4)
         order = g["shift_p"].abs().sort_values(ascending=False, kind="stable").index[:label_top]
         ax.set_xlim(n.min() / 1.3, n.max() * 1.3)
         ax.set_ylim(-0.02, 1.02)
@@ -331,9 +303,9 @@ def plot_shrinkage(comp: PoolingComparison, *, label_top: int = 4) -> Figure:
         ax.set_xlabel(f"observations in the {comp.group} (n, log scale)")
         ax.set_ylabel("estimated proportion at the predictors' zero values"
                       if _with_predictors(comp) else "estimated proportion of successes")
-        ax.set_title(
-            f"Shrinkage towards the population mean, by {comp.group} size\n"
-            "(arrow: no-pooling estimate to partial-pooling estimate; point size: n)"
+        style.set_title(
+            ax, f"Shrinkage towards the population mean, by {comp.group} size\n"
+                "(arrow: no-pooling estimate to partial-pooling estimate; point size: n)"
         )
         fig.legend(loc="outside lower center", ncols=2, frameon=False, markerscale=0.6)
     return fig
@@ -373,17 +345,14 @@ def plot_shrinkage_2d(comp: PoolingComparison, *, coef: str | None = None) -> Fi
                    float(partial[naming.sd_name(term, coef)].mean())])
     cor_name = naming.cor_name(term, naming.INTERCEPT, coef)
     rho = float(partial[cor_name].mean()) if cor_name in partial else 0.0
-    cov = np.array([[sd[0] ** 2, rho * sd[0] * sd[1]], [rho * sd[0] * sd[1], sd[1] ** 2]])
+    from poolwise.output.plots.estimates import population_ellipse
+
     with _rc():
         fig = _figure(8.5, 7.0)
         ax = fig.subplots()
-        vals, vecs = np.linalg.eigh(cov)
-        t = np.linspace(0, 2 * np.pi, 200)
-        circle = np.stack([np.cos(t), np.sin(t)])
-        for level, style in ((0.5, "--"), (0.89, ":")):
-            r = np.sqrt(-2 * np.log(1 - level))  # radius of a 2-D normal's level region
-            pts = mu[:, None] + vecs @ (np.sqrt(vals)[:, None] * circle * r)
-            ax.plot(pts[0], pts[1], style, color="#444444", lw=1,
+        for level, ls in ((0.5, "--"), (0.89, ":")):
+            pts = population_ellipse(mu, sd, rho, level)
+            ax.plot(pts[0], pts[1], ls=ls, color="#444444", lw=1,
                     label=f"{round(100 * level)}% of the population of {g}s")
         for xa, ya, xb, yb in zip(a0, b0, a1, b1, strict=True):
             ax.annotate("", xy=(xb, yb), xytext=(xa, ya), zorder=2,
@@ -391,16 +360,16 @@ def plot_shrinkage_2d(comp: PoolingComparison, *, coef: str | None = None) -> Fi
                                     "shrinkA": 2, "shrinkB": 2, "mutation_scale": 7})
         sizes = _size(n, n.max())
         ax.scatter(a0, b0, s=sizes, facecolor="white", edgecolor=COLORS["none"], lw=1.1,
-                   label=LABELS["none"], zorder=3)
+                   label=_model(comp, "none"), zorder=3)
         ax.scatter(a1, b1, s=sizes, color=COLORS["partial"], alpha=0.75,
-                   label="partial pooling (varying intercepts and slopes)", zorder=4)
+                   label=_model(comp, "partial"), zorder=4)
         ax.plot(*mu, marker="+", color="black", ms=14, mew=2, ls="", zorder=5,
                 label="population mean")
         ax.set_xlabel(f"{g} intercept (log-odds at {coef} = 0)")
         ax.set_ylabel(f"{g} slope of {coef} (log-odds)")
-        ax.set_title(
-            f"Shrinkage of intercepts and slopes by {g} (correlation {rho:+.2f})\n"
-            "(arrow: no-pooling estimate to partial-pooling estimate; point size: n)"
+        style.set_title(
+            ax, f"Shrinkage of intercepts and slopes by {g} (correlation {rho:+.2f})\n"
+                "(arrow: no-pooling estimate to partial-pooling estimate; point size: n)"
         )
         fig.legend(loc="outside lower center", ncols=3, frameon=False, markerscale=0.6)
     return fig
@@ -415,10 +384,12 @@ def group_predictive(
     """Replicated group proportions from the posterior predictive distribution.
 
     Returns the group design, the observed proportions (L,), the trials (L,) and the
-    replicated proportions (draws, L). Draws are thinned evenly to at most ``max_draws``;
-    the binomial noise uses a generator seeded from the fit's seed.
+    replicated proportions (draws, L). Draws are thinned evenly to at most ``max_draws``
+    and simulated a block of draws at a time (:func:`poolwise.model.predictive.
+    level_replicates`: never draws x cells at once); the binomial noise uses a generator
+    seeded from the fit's seed.
     """
-    from poolwise.model.predictive import level_sums, replicated_successes, thinned_draws
+    from poolwise.model.predictive import level_replicates, thinned_draws
 
     spec = fit.spec
     terms = [t for t in spec.terms if group is None or t.name == group]
@@ -426,16 +397,24 @@ def group_predictive(
         raise ValueError(f"the fit has no group term{' ' + group if group else ''}")
     gd = terms[0].group
     rng = np.random.default_rng([int(fit.config.seed or 0), 7])
-    keep = thinned_draws(fit.posterior, max_draws)
-    y_rep = level_sums(replicated_successes(spec, fit.posterior, rng, keep), gd.codes,
-                       gd.n_levels)
+    post = fit.posterior
+    keep = thinned_draws(post, max_draws)
+    y_rep = level_replicates(spec, post, rng, keep, gd.codes, gd.n_levels)
     trials = gd.level_trials
     return gd, gd.level_successes / trials, trials, y_rep / trials
 
 
+def _model_words(fit: Fit) -> str:
+    return _label(fit.spec)
+
+
 def plot_ppc_groups(fit: Fit, *, prob: float = 0.89, group: str | None = None) -> Figure:
     """Observed proportion per group against the posterior predictive interval of the
-    proportion a replicate of that group's data would show (same n)."""
+    proportion a replicate of that group's data would show (same n). A group with more than
+    ``MAX_LEVELS_SHOWN`` levels is checked in bins instead (:func:`plot_ppc_bins`)."""
+    terms = [t for t in fit.spec.terms if group is None or t.name == group]
+    if terms and terms[0].group.n_levels > style.MAX_LEVELS_SHOWN:
+        return plot_ppc_bins(fit, prob=prob, group=terms[0].name)
     from arviz_stats.base import array_stats
 
     gd, obs, trials, rep = group_predictive(fit, group=group)
@@ -444,7 +423,6 @@ def plot_ppc_groups(fit: Fit, *, prob: float = 0.89, group: str | None = None) -
     lo, hi = np.moveaxis(array_stats.eti(rep, prob, axis=0), -1, 0)
     lo50, hi50 = np.moveaxis(array_stats.eti(rep, 0.5, axis=0), -1, 0)
     outside = (obs < lo) | (obs > hi)
-    model = {"partial": "partial pooling", "none": "no pooling"}.get(fit.spec.pooling, "")
     with _rc():
         fig = _figure(max(9.0, min(12.0, 0.2 * L + 3)), 5.4)
         ax = fig.subplots()
@@ -461,11 +439,116 @@ def plot_ppc_groups(fit: Fit, *, prob: float = 0.89, group: str | None = None) -
         ax.grid(axis="x", visible=False)
         ax.set_xlabel(gd.name)
         ax.set_ylabel("proportion of successes")
-        ax.set_title(
-            f"Posterior predictive check ({model}): {int((~outside).sum())} of {L} observed "
-            f"{gd.name} proportions inside the {_pct(prob)} interval"
+        style.set_title(
+            ax, f"Posterior predictive check, {_model_words(fit)}: {int((~outside).sum())} of "
+                f"{L} observed {gd.name} proportions inside the {_pct(prob)} interval"
         )
         fig.legend(loc="outside lower center", ncols=4, frameon=False)
+    return fig
+
+
+def _bins(values: np.ndarray, k: int) -> np.ndarray:
+    """Each value's bin (0..): quantile bins of ``values``, at most ``k``, one per distinct
+    value when there are at most ``k`` of them."""
+    uniq = np.unique(values)
+    if len(uniq) <= k:
+        return np.searchsorted(uniq, values)
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, k + 1)))
+    return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+
+
+def _proportion_bins(obs: np.ndarray, trials: np.ndarray, k: int = 10
+                     ) -> tuple[np.ndarray, list[str]]:
+    """Fixed bins of a proportion (they do not depend on the data, so observed and replicated
+    counts compare like with like): one per possible value when every level has the same
+    few trials (0/5, 1/5, ...), else 0, ``k`` equal bins of (0, 1) and 1. Returns the edges
+    (for ``np.digitize``) and the labels."""
+    n = np.unique(trials)
+    if len(n) == 1 and n[0] <= 12:
+        vals = np.arange(int(n[0]) + 1) / n[0]
+        edges = (vals[1:] + vals[:-1]) / 2
+        return edges, [f"{i}/{int(n[0])}" for i in range(int(n[0]) + 1)]
+    inner = np.linspace(0, 1, k + 1)
+    edges = np.concatenate([[1e-12], inner[1:-1], [1 - 1e-12]])
+    labels = ["0"] + [f"{a:.1f}-{b:.1f}" for a, b in zip(inner[:-1], inner[1:], strict=True)]
+    return edges, [*labels, "1"]
+
+
+def plot_ppc_bins(fit: Fit, *, prob: float = 0.89, group: str | None = None,
+                  max_draws: int = 200) -> Figure:
+    """The posterior predictive check of a group with many levels, in bins that do not
+    depend on the outcome (one tick per level would be a smear), each an observed statistic
+    against the interval of the same statistic in replicated data (at most ``max_draws``
+    replicates): left, how many levels have each proportion (the distribution of the level
+    proportions); middle and right, the levels binned by their trials n, the proportion of
+    all their trials and the spread (SD) of their proportions: too much or too little
+    pooling shows in the spread."""
+    gd, obs, trials, rep = group_predictive(fit, group=group, max_draws=max_draws)
+    L = len(obs)
+    ci = _pct(prob)
+
+    def interval(v: np.ndarray, p: float) -> np.ndarray:  # equal-tailed
+        return np.quantile(v, [(1 - p) / 2, (1 + p) / 2], axis=0)
+
+    edges, labels = _proportion_bins(obs, trials)
+    B = len(labels)
+    count_obs = np.bincount(np.digitize(obs, edges), minlength=B)
+    count_rep = np.stack([np.bincount(np.digitize(r, edges), minlength=B) for r in rep])
+    size = _bins(trials, 8)
+    by_size = []
+    for b in range(int(size.max()) + 1):
+        m = size == b
+        if m.sum() < 2:
+            continue
+        lo_n, hi_n = trials[m].min(), trials[m].max()
+        lab = f"{lo_n:.0f}" if lo_n == hi_n else f"{lo_n:.0f}-{hi_n:.0f}"
+        n_b = trials[m].sum()
+        pooled_rep = (rep[:, m] * trials[m]).sum(axis=1) / n_b
+        by_size.append((f"n {lab}\n({int(m.sum()):,})",
+                        float((obs[m] * trials[m]).sum() / n_b), pooled_rep,
+                        float(obs[m].std()), rep[:, m].std(axis=1)))
+    panels = [
+        ("count", labels, count_obs.astype(float), count_rep.astype(float),
+         f"{gd.name}s with this proportion", f"proportion of successes in a {gd.name}",
+         f"Distribution of the {L:,} {gd.name} proportions"),
+        ("mean", [r[0] for r in by_size], np.array([r[1] for r in by_size]),
+         np.stack([r[2] for r in by_size], axis=1) if by_size else np.zeros((len(rep), 0)),
+         "proportion of successes (all trials)", f"{gd.name}s binned by trials n (count)",
+         "Proportion by size"),
+        ("sd", [r[0] for r in by_size], np.array([r[3] for r in by_size]),
+         np.stack([r[4] for r in by_size], axis=1) if by_size else np.zeros((len(rep), 0)),
+         f"SD of the proportions between {gd.name}s", f"{gd.name}s binned by trials n (count)",
+         f"Spread between {gd.name}s by size"),
+    ]
+    markers = {"count": "o", "mean": "s", "sd": "D"}
+    with _rc():
+        fig = _figure(12.0, 5.6)
+        axes = fig.subplots(1, 3, width_ratios=[1.5, 1, 1])
+        for ax, (key, ticks, observed, replicated, ylab, xlab, title) in zip(
+                axes, panels, strict=True):
+            x = np.arange(len(ticks))
+            if len(x):
+                lo, hi = interval(replicated, prob)
+                lo50, hi50 = interval(replicated, 0.5)
+                ax.vlines(x, lo, hi, color="#9db7d5", lw=2.6,
+                          label=f"replicated, {ci} interval")
+                ax.vlines(x, lo50, hi50, color=COLORS["partial"], lw=5.0,
+                          label="replicated, 50% interval")
+                ax.plot(x, observed, markers[key], color=COLORS["observed"], ms=6, zorder=3,
+                        label="observed")
+                inside = int(((observed >= lo) & (observed <= hi)).sum())
+                title += f": {inside} of {len(x)} inside the {ci} interval"
+            ax.set_xticks(x, ticks, rotation=0 if len(x) <= 8 else 60,
+                          fontsize=_tick_fontsize(len(x)))
+            ax.set_xlim(-0.7, max(len(x), 1) - 0.3)
+            ax.set_xlabel(xlab)
+            ax.set_ylabel(ylab)
+            ax.grid(axis="x", visible=False)
+            style.set_title(ax, title, fontsize=11)
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside lower center", ncols=3, frameon=False)
+        style.suptitle(fig, f"Posterior predictive check, {_model_words(fit)}: {L:,} "
+                            f"{gd.name}s in bins ({len(rep):,} replicated data sets)")
     return fig
 
 
@@ -473,18 +556,11 @@ def plot_ppc_groups(fit: Fit, *, prob: float = 0.89, group: str | None = None) -
 
 
 def _prior_description(spec: ModelSpec) -> str:
-    from poolwise.model.naming import sd_name
+    """The priors the simulation draws from, every parameter class and group term of the
+    fitted model (:func:`poolwise.model.describe.prior_summary`)."""
+    from poolwise.model.describe import prior_summary
 
-    pr = spec.priors
-    terms = [t for t in spec.terms if "Intercept" in t.group.coef_names]
-    if spec.pooling == "none" and terms:
-        t = terms[0]
-        return f"a_j ~ normal(0, {t.sd_fixed[t.group.coef_names.index('Intercept')]:g})"
-    if spec.pooling == "partial" and terms:
-        t = terms[0]
-        return (f"a_bar ~ {pr.intercept}, {sd_name(t, 'Intercept')} ~ {pr.sd_for(t.name)}, "
-                f"a_j ~ normal(a_bar, sigma)")
-    return f"Intercept ~ {pr.intercept}"
+    return "; ".join(prior_summary(spec))
 
 
 def prior_group_proportions(
@@ -493,14 +569,14 @@ def prior_group_proportions(
     """Prior predictive proportions of the groups of the first group term, pooled over
     groups and draws (:func:`poolwise.prior_predictive.prior_predictive`; for a model without
     group terms, of the cells), and a description of the priors. ``None`` and the reason when
-    a prior is flat."""
+    a prior is flat. Default ``draws``: enough for about 10^5-10^6 simulated proportions
+    (the cost is draws x cells), between 200 and 4000."""
     from poolwise.model.prior_predictive import prior_predictive
 
     if draws is None:  # enough simulated proportions for a smooth histogram, cheaply
-        if spec.terms:  # prior_predictive loops over draws when there are group terms
-            draws = int(np.clip(100_000 // spec.terms[0].group.n_levels, 1000, 4000))
-        else:
-            draws = int(np.clip(100_000 // max(spec.design.n_cells, 1), 1000, 100_000))
+        units = spec.terms[0].group.n_levels if spec.terms else spec.design.n_cells
+        draws = int(np.clip(min(200_000 // max(units, 1), 4_000_000 // max(
+            spec.design.n_cells, 1)), 200, 4000))
     pp = prior_predictive(spec, draws=draws, seed=seed)
     if pp.skipped is not None:
         return None, pp.skipped
@@ -516,21 +592,26 @@ def plot_prior_predictive(
     group: str = "group",
 ) -> Figure:
     """Prior predictive distribution of a group's proportion for each model in ``specs``
-    (keyed by pooling), with the observed raw group proportions as a rug."""
+    (keyed by pooling), with the observed raw group proportions as a rug. Each model has its
+    own colour, line style and width (``style.LINE_STYLES``), so curves of the same shape
+    (no and complete pooling put the same prior on a group's intercept) stay visible; the
+    legend gives each model's priors."""
     bins = np.linspace(0, 1, 41)
+    width = 10.0
     with _rc():
-        fig = _figure(9, 6.0)
+        fig = _figure(width, 6.4)
         ax = fig.subplots()
         notes = []
         for key, spec in specs.items():
             draws, how = prior_group_proportions(spec, seed=seed)
+            name = _label(spec)
             if draws is None:
-                notes.append(f"{LABELS.get(key, key)}: {how}")
+                notes.append(f"{name}: {how}")
                 continue
-            ax.hist(draws, bins=list(bins), density=True, histtype="step", lw=2,
-                    ls=(0, (4, 3)) if key == "complete" else "-",
-                    zorder=3 if key == "complete" else 2,
-                    color=COLORS.get(key, "black"), label=f"{LABELS.get(key, key)}: {how}")
+            ax.hist(draws, bins=list(bins), density=True, histtype="step",
+                    color=COLORS.get(key, "black"),
+                    label=style.wrap(f"{name}: {how}", width - 0.8, 9.5),
+                    **style.LINE_STYLES.get(key, {"lw": 2}))
         if observed is not None and len(observed):
             ax.plot(observed, np.zeros_like(observed), "|", color="black", ms=18, mew=1.2,
                     label=f"observed raw {group} proportions", clip_on=False)
@@ -541,7 +622,7 @@ def plot_prior_predictive(
         title = f"Prior predictive distribution of a {group}'s proportion"
         if notes:
             title += "\n" + "; ".join(notes)
-        ax.set_title(title)
+        style.set_title(ax, title)
         fig.legend(loc="outside lower center", ncols=1, frameon=False)
     return fig
 
@@ -582,13 +663,14 @@ def pooling_figures(comp: PoolingComparison) -> dict[str, tuple[str, Figure]]:
         ),
         **_shrinkage_2d_entry(comp),
         "ppc": (
-            f"Posterior predictive check of the partial-pooling model: observed proportion per "
-            f"{g} against the proportions replicated data of the same size would show.",
+            _ppc_caption(partial, comp.group),
             plot_ppc_groups(partial, prob=comp.prob, group=comp.group),
         ),
         "prior": (
-            f"Prior predictive distribution of a {g}'s proportion under each model's priors, "
-            f"with the observed raw proportions as a rug.",
+            f"Prior predictive distribution of a {g}'s proportion under each model's priors "
+            f"(the legend lists them), with the observed raw proportions as a rug. Each model "
+            f"has its own line style: where two models imply the same distribution, the wide "
+            f"pale line shows under the narrow dashed one.",
             plot_prior_predictive(
                 {k: f.spec for k, f in comp.fits.items()},
                 comp.groups["raw_proportion"].to_numpy(), seed=int(partial.config.seed or 0),
@@ -612,24 +694,78 @@ def _shrinkage_2d_entry(comp: PoolingComparison) -> dict[str, tuple[str, Figure]
     }
 
 
-def fit_figures(fit: Fit, *, prob: float = 0.89) -> dict[str, tuple[str, Figure]]:
-    """Figures for a single fit: the posterior predictive check per group (when the model has
-    a group term) and the prior predictive distribution."""
+def _ppc_caption(fit: Fit, group: str) -> str:
+    term = next(t for t in fit.spec.terms if t.name == group)
+    L = term.group.n_levels
+    if L > style.MAX_LEVELS_SHOWN:
+        return (f"Posterior predictive check of {_label(fit.spec)} in bins ({L:,} {group}s: "
+                f"one tick each would be unreadable), each observed statistic against its "
+                f"interval in replicated data: left, how many {group}s have each proportion; "
+                f"middle, the proportion of successes of the {group}s binned by their trials; "
+                f"right, the spread between the {group}s' proportions in the same bins.")
+    return (f"Posterior predictive check of {_label(fit.spec)}: observed proportion per "
+            f"{group} against the proportions replicated data of the same size would show.")
+
+
+def fit_figures(fit: Fit, *, prob: float = 0.89,
+                kind: str = "hdi") -> dict[str, tuple[str, Figure]]:
+    """Figures for a single fit, in report order: the population-level estimates
+    (``coefficients``), a caterpillar of every group term's levels for each coefficient
+    (``caterpillar_<variable>``: intercepts and slopes), the intercept-slope plot of every
+    term with correlated intercepts and slopes (``intercept_slope_<group>``), the posterior
+    predictive check of the first group term (``ppc``) and the prior predictive distribution
+    (``prior``). The sampler's trace and rank figures are
+    :func:`poolwise.output.plots.diagnostic.chain_figures`."""
+    from poolwise.output.plots.estimates import (
+        correlated_terms,
+        plot_caterpillar,
+        plot_coefficients,
+        plot_intercept_slope,
+    )
+
     out: dict[str, tuple[str, Figure]] = {}
     spec = fit.spec
+    ci = f"{_pct(prob)} {kind.upper()}"
+    model = _label(spec)
+    out["coefficients"] = (
+        f"Population-level estimates of {model} ({spec.formula.text}): posterior mean and "
+        f"{ci} of each fixed effect" + (", and of the group-level SDs and correlations."
+                                        if any(t.estimated for t in spec.terms) else "."),
+        plot_coefficients(fit, prob=prob, kind=kind),
+    )
+    for t in spec.terms:
+        for coef in t.group.coef_names:
+            name = naming.total_name(t, coef)
+            what = "intercept" if coef == naming.INTERCEPT else f"slope of {coef}"
+            L = t.group.n_levels
+            shown = ("every level" if L <= style.MAX_LEVELS_SHOWN else
+                     f"60 of the {L:,} levels: the 20 lowest, 20 drawn at random and the 20 "
+                     f"highest")
+            out[f"caterpillar_{name}"] = (
+                f"Caterpillar of {name}: each {t.name}'s {what} (posterior mean and {ci}), "
+                f"sorted, {shown}; the dashed line is the population mean it is pooled "
+                f"towards." if t.estimated else
+                f"Caterpillar of {name}: each {t.name}'s {what} (posterior mean and {ci}, "
+                f"no pooling), sorted, {shown}.",
+                plot_caterpillar(fit, t, coef, prob=prob, kind=kind),
+            )
+    for t in correlated_terms(fit):
+        out[f"intercept_slope_{t.name}"] = (
+            f"Intercepts against slopes by {t.name} (posterior means; point size: trials), "
+            f"with the population mean and the ellipses holding 50% and 89% of the estimated "
+            f"population of {t.name}s.",
+            plot_intercept_slope(fit, t, prob=prob, kind=kind),
+        )
     group = spec.terms[0].name if spec.terms else "group"
     if spec.terms:
-        out["ppc"] = (
-            f"Posterior predictive check: observed proportion per {group} against the "
-            f"proportions replicated data of the same size would show.",
-            plot_ppc_groups(fit, prob=prob),
-        )
+        out["ppc"] = (_ppc_caption(fit, group), plot_ppc_groups(fit, prob=prob))
     observed = None
     if spec.terms:
         gd = spec.terms[0].group
         observed = gd.level_successes / gd.level_trials
     out["prior"] = (
-        f"Prior predictive distribution of a {group}'s proportion under the model's priors.",
+        f"Prior predictive distribution of a {group}'s proportion under the priors of "
+        f"{model} (the legend lists them), with the observed raw proportions as a rug.",
         plot_prior_predictive({spec.pooling: spec}, observed, seed=int(fit.config.seed or 0),
                               group=group),
     )

@@ -7,10 +7,16 @@ string (labels, formula, paths, messages) is HTML-escaped. Each section is built
 typed source: the model block from the ModelSpec, the data from the Design, the badges from
 the :class:`~poolwise.inference.diagnostics.Diagnosis` only (:meth:`Diagnosis.checks`), the repair
 journal from the :class:`~poolwise.inference.repair.RepairLog` as a table (attempt, action, why,
-settings, result). The sections always come in this order (``SECTIONS``): model and priors,
+settings, result). Under the title, the status; a fit that failed its diagnostics shows there
+what failed and the chains (trace and rank) of its worst parameters, before anything else.
+The sections always come in this order (``SECTIONS``): model and priors,
 data, sampling settings, diagnostics (pass/fail badges), repair journal, posterior summary,
-pooling comparison and narrative, figures, reproducibility footer (versions, seed, command,
-data hash). Numbers are printed with significant digits (:func:`poolwise.summary.fmt_sig`).
+pooling comparison and narrative, figures (estimates, predictive checks, the chains of a fit
+that passed), reproducibility footer (versions, seed, the command that made the fit and, for
+``poolwise report DIR``, the one that rebuilt the report, data file name and hash). Numbers
+are printed with significant digits (:func:`poolwise.summary.fmt_sig`); a table of more than
+``MAX_TABLE_LEVELS`` group levels shows the extremes. No absolute path is written: the data
+and folders are named by their last component.
 
 The same inputs give a byte-identical file: no timestamps or timings are written, the PNGs
 are saved without the software tag (``metadata={"Software": None}``) and with a fixed
@@ -27,6 +33,8 @@ import base64
 import functools
 import io
 import json
+import re
+import shlex
 from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
@@ -35,7 +43,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from poolwise.errors import SpecError
-from poolwise.inference.display import diagnosis_table, finding_items, repair_notes, repair_table
+from poolwise.inference.display import (
+    diagnosis_table,
+    finding_items,
+    repair_notes,
+    repair_table,
+    restates_a_finding,
+)
 from poolwise.textfmt import Badge, Table, fmt_sig
 
 if TYPE_CHECKING:
@@ -45,7 +59,8 @@ if TYPE_CHECKING:
     from poolwise.inference.fitted import Fit
     from poolwise.model.spec import ModelSpec
 
-__all__ = ["write_report", "render_report", "SECTIONS", "figure_png", "model_lines"]
+__all__ = ["write_report", "render_report", "SECTIONS", "figure_png", "model_lines",
+           "portable_command"]
 
 #: (id, heading) of every section, in the order they appear
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -60,12 +75,11 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("reproducibility", "Reproducibility"),
 )
 
-MODEL_TITLES = {
-    "complete": "complete pooling",
-    "none": "no pooling (fixed effects)",
-    "partial": "partial pooling (varying intercepts)",
-}
 DPI = 100
+#: a table with more group levels than this shows the extremes (``TOP_K`` each side) and says
+#: where every level is; the HTML of 10^4-10^5 rows is megabytes nobody reads
+MAX_TABLE_LEVELS = 200
+TOP_K = 20
 
 
 def _table(header: list[str], rows: list[Any], *, cls: str = "",
@@ -78,8 +92,60 @@ def _kv(pairs: list[tuple[str, Any]]) -> Table:
                   text_cols=(1,))
 
 
-def _title(key: str) -> str:
-    return MODEL_TITLES.get(key, key)
+def _title(fit: Fit) -> str:
+    """The fitted model in words: pooling and what varies by group."""
+    from poolwise.model.describe import pooling_title
+
+    return pooling_title(fit.spec)
+
+
+def _source_name(source: str) -> str:
+    """The data named by its file name only: a folder path would tell whoever reads a shared
+    report where its author keeps files."""
+    text = str(source).rstrip("/\\")
+    return re.split(r"[/\\]", text)[-1] if re.search(r"[/\\]", text) else text
+
+
+def _is_absolute(token: str) -> bool:
+    return token.startswith(("/", "~", "\\")) or bool(re.match(r"^[A-Za-z]:[\\/]", token))
+
+
+def portable_command(command: str) -> str:
+    """``command`` with every absolute path argument (``/home/ana/data.csv``,
+    ``--out=/srv/x``, ``C:\\data\\x.csv``) shortened to its last component, so that a shared
+    report does not show its author's folders; relative paths are kept as typed."""
+    try:
+        tokens = shlex.split(command)
+    except ValueError:
+        return command
+    if not any(_is_absolute(t.partition("=")[2] if t.startswith("-") else t) for t in tokens):
+        return command  # as it was recorded
+    out = []
+    for tok in tokens:
+        flag, eq, value = tok.partition("=")
+        if eq and tok.startswith("-") and _is_absolute(value):
+            out.append(f"{flag}={_source_name(value)}")
+        elif _is_absolute(tok):
+            out.append(_source_name(tok))
+        else:
+            out.append(tok)
+    return shlex.join(out)
+
+
+def _private_paths(fits: Mapping[str, Fit], commands: list[str | None],
+                   rebuilt_from: str | None) -> dict[str, str]:
+    """Absolute paths that the report could otherwise show (the data source as given, the
+    commands' path arguments, the folder a report was rebuilt from), each mapped to its last
+    component; the rendered page is cleaned of them (notes and findings quote the source)."""
+    paths = [f.spec.design.source for f in fits.values()]
+    paths += [rebuilt_from or ""]
+    for cmd in commands:
+        try:
+            paths += [t.partition("=")[2] if t.startswith("-") else t
+                      for t in shlex.split(cmd or "")]
+        except ValueError:
+            continue
+    return {p: _source_name(p) for p in paths if p and _is_absolute(p)}
 
 
 # ---- figures --------------------------------------------------------------------------------
@@ -175,7 +241,7 @@ def _section_model(fits: Mapping[str, Fit]) -> dict[str, Any]:
     from poolwise.model.describe import priors_by_parameter
 
     models = []
-    for key, f in fits.items():
+    for f in fits.values():
         spec = f.spec
         facts = [("formula", spec.formula.text), ("pooling", spec.pooling), ("link", spec.link)]
         facts += [
@@ -183,7 +249,7 @@ def _section_model(fits: Mapping[str, Fit]) -> dict[str, Any]:
         ]
         priors = priors_by_parameter(spec)
         models.append({
-            "title": _title(key),
+            "title": _title(f),
             "lines": model_lines(spec),
             "facts": _kv(facts),
             "priors": _table(["parameter", "prior (and the scale it applies on)"],
@@ -192,12 +258,21 @@ def _section_model(fits: Mapping[str, Fit]) -> dict[str, Any]:
     return {"models": models}
 
 
-def _section_data(main: Fit, comp: PoolingComparison | None) -> dict[str, Any]:
+def _extremes(values: np.ndarray) -> np.ndarray:
+    """Positions of the ``TOP_K`` lowest and the ``TOP_K`` highest ``values``, in that
+    order."""
+    k = TOP_K
+    order = np.argsort(values, kind="stable")
+    return np.concatenate([order[:k], order[-k:]])
+
+
+def _section_data(fits: Mapping[str, Fit], main: Fit, comp: PoolingComparison | None
+                  ) -> dict[str, Any]:
     d = main.spec.design
     total_s = float(d.y.sum())
     total_n = float(d.n.sum())
     pairs: list[tuple[str, Any]] = [
-        ("source", d.source),
+        ("source (file name)", _source_name(d.source)),
         ("SHA-256 of the input", d.data_sha256),
         ("rows used", d.n_rows),
         ("binomial cells (rows with identical predictors and groups)", d.n_cells),
@@ -211,19 +286,30 @@ def _section_data(main: Fit, comp: PoolingComparison | None) -> dict[str, Any]:
         full = int((g.level_successes == n).sum())
         pairs.append((
             f"groups: {g.name}",
-            f"{g.n_levels} levels; trials per level min {n.min():.0f}, median "
-            f"{float(np.median(n)):g}, max {n.max():.0f}; {zero} with no successes, "
-            f"{full} with only successes",
+            f"{g.n_levels:,} levels; trials per level min {n.min():.0f}, median "
+            f"{float(np.median(n)):g}, max {n.max():.0f}; {zero:,} with no successes, "
+            f"{full:,} with only successes",
         ))
-    view: dict[str, Any] = {"facts": _kv(pairs), "warnings": list(d.warnings),
-                            "notes": list(d.notes), "groups": None, "group_name": ""}
+    # a warning that a diagnosis finding says again (with more) is shown once, as the finding
+    findings = [fi for f in fits.values() for fi in f.diagnosis.findings]
+    warnings = [w for w in d.warnings if not restates_a_finding(w, findings)]
+    view: dict[str, Any] = {"facts": _kv(pairs), "warnings": warnings,
+                            "notes": list(d.notes), "groups": None, "group_name": "",
+                            "groups_note": ""}
     if comp is None and d.groups:
         g = d.groups[0]
-        rows = [
-            (str(lab), fmt_sig(n, None), fmt_sig(s, None),
-             fmt_sig(s / n if n else float("nan")))
-            for lab, n, s in zip(g.labels, g.level_trials, g.level_successes, strict=True)
-        ]
+        n, succ = np.asarray(g.level_trials, float), np.asarray(g.level_successes, float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            raw = np.where(n > 0, succ / np.where(n > 0, n, 1), np.nan)
+        idx = np.arange(g.n_levels)
+        if g.n_levels > MAX_TABLE_LEVELS:
+            idx = _extremes(np.nan_to_num(raw, nan=-1.0))
+            view["groups_note"] = (
+                f"{g.n_levels:,} levels of {g.name}: shown are the {TOP_K} with the lowest and "
+                f"the {TOP_K} with the highest raw proportion; summary.csv of the saved fit "
+                f"has every level (n, successes, raw proportion).")
+        rows = [(str(g.labels[i]), fmt_sig(n[i], None), fmt_sig(succ[i], None),
+                 fmt_sig(raw[i])) for i in idx]
         view["groups"] = _table([g.name, "n", "successes", "raw proportion"], rows)
         view["group_name"] = g.name
     return view
@@ -243,43 +329,48 @@ def _section_sampling(fits: Mapping[str, Fit]) -> Table:
     cfgs = {k: f.config.to_dict() for k, f in fits.items()}
     keys = list(dict.fromkeys(k for c in cfgs.values() for k in c))
     rows = [[k] + [_setting(c.get(k)) for c in cfgs.values()] for k in keys]
-    return _table(["setting"] + [_title(k) for k in fits], rows)
+    return _table(["setting"] + [_title(f) for f in fits.values()], rows)
 
 
-def _section_diagnostics(fits: Mapping[str, Fit], comp: PoolingComparison | None
-                         ) -> dict[str, Any]:
+def _section_diagnostics(fits: Mapping[str, Fit], comp: PoolingComparison | None,
+                         chains: Mapping[str, list[dict[str, str]]]) -> dict[str, Any]:
     models = []
     for key, f in fits.items():
         d = f.diagnosis
+        design = f.spec.design
         # the all-0 / all-1 levels are a data note (Data section); their finding restates it
-        notes = f.spec.design.notes
+        notes = design.notes
+        # the data's warnings are shown once, in the Data section (or as their finding)
+        own = [w for w in f.warnings if w not in design.warnings]
         models.append({
             "key": key,
-            "title": _title(key),
+            "title": _title(f),
             "verdict": Badge("pass" if d.ok else "fail"),
             "checks": diagnosis_table(d),
             "findings": [(b, fi.message) for b, fi in finding_items(d, notes=notes)],
-            "warnings": [(Badge("warn"), w) for w in f.warnings],
+            "warnings": [(Badge("warn"), w) for w in own],
+            "chains_at_top": bool(chains.get(key)),
         })
     pareto = None
     if comp is not None and comp.pareto_k:
         pareto = _table(
             ["model", "result", "rows with bad k", "largest k", "needed"],
-            [(_title(m), Badge("pass" if pk.ok else "fail"), str(pk.n_bad), fmt_sig(pk.max_k, 2),
-              f"<= {pk.threshold:.2f}") for m, pk in comp.pareto_k.items()],
+            [(_title(fits[m]) if m in fits else str(m), Badge("pass" if pk.ok else "fail"),
+              str(pk.n_bad), fmt_sig(pk.max_k, 2), f"<= {pk.threshold:.2f}")
+             for m, pk in comp.pareto_k.items()],
         )
     return {"models": models, "pareto_k": pareto}
 
 
 def _section_repair(fits: Mapping[str, Fit]) -> dict[str, Any]:
     models = []
-    for key, f in fits.items():
+    for f in fits.values():
         table = repair_table(f.repair_log)
         if table is None:
             continue
         notes = repair_notes(f.repair_log)
         models.append({
-            "title": _title(key), "n": len(table.rows), "attempts": table,
+            "title": _title(f), "n": len(table.rows), "attempts": table,
             "notes": _kv(notes) if notes else None,
         })
     footnote = (
@@ -296,29 +387,55 @@ _SUMMARY_COLS = ("mean", "sd", "lower", "upper", "mcse_mean", "ess_bulk", "ess_t
                  "n", "successes", "raw_proportion")
 
 
-def _summary_table(f: Fit, prob: float, kind: str) -> Table:
-    from poolwise.inference.summary import format_summary, summary
+def interval_names(prob: float, kind: str) -> tuple[str, str]:
+    """The headings of an interval's bounds, with its probability and kind: ``("89% HDI
+    lower", "89% HDI upper")``."""
+    ci = f"{100 * prob:g}% {kind.upper()}"
+    return f"{ci} lower", f"{ci} upper"
 
-    df = summary(f, prob=prob, kind=kind)  # type: ignore[arg-type]
-    pct = f"{100 * prob:g}%"
-    names = ["mean", "sd", f"{kind} {pct} lower", f"{kind} {pct} upper", "MCSE", "ESS bulk",
-             "ESS tail", "R-hat", "n", "successes", "raw proportion"]
+
+def _summary_table(f: Fit, prob: float, kind: str) -> tuple[Table, list[str]]:
+    """The summary table as the report shows it, and a note per group variable cut to its
+    extremes (more than ``MAX_TABLE_LEVELS`` levels)."""
+    import pandas as pd
+
+    from poolwise.inference.summary import format_summary
+    from poolwise.model.naming import total_name
+
+    df = f.summary(prob=prob, kind=kind)
+    notes: list[str] = []
+    prefix = pd.Index([str(i).partition("[")[0] for i in df.index])
+    names = [total_name(t, c) for t in f.spec.terms for c in t.group.coef_names]
+    if any(int((prefix == n).sum()) > MAX_TABLE_LEVELS for n in names):
+        parts = [df[~prefix.isin(names)]]
+        for name in names:
+            rows = df[prefix == name]
+            if len(rows) > MAX_TABLE_LEVELS:
+                notes.append(f"{name}: {len(rows):,} levels; shown are the {TOP_K} lowest and "
+                             f"the {TOP_K} highest posterior means (summary.csv of the saved "
+                             "fit has every level).")
+                rows = rows.iloc[_extremes(rows["mean"].to_numpy())]
+            parts.append(rows)
+        df = pd.concat(parts)
+    lower, upper = interval_names(prob, kind)
+    header = ["mean", "sd", lower, upper, "MCSE", "ESS bulk", "ESS tail", "R-hat", "n",
+              "successes", "raw proportion"]
     text = format_summary(df[list(_SUMMARY_COLS)])
     rows = [[str(name)] + list(r) for name, r in zip(text.index, text.to_numpy(), strict=True)]
-    return _table(["parameter"] + names, rows)
+    return _table(["parameter"] + header, rows), notes
 
 
-def _section_summary(fits: Mapping[str, Fit], main_key: str, prob: float, kind: str
-                     ) -> dict[str, Any]:
-    models = [
-        {"title": _title(key), "open": key == main_key, "table": _summary_table(f, prob, kind)}
-        for key, f in fits.items()
-    ]
+def _section_summary(fits: Mapping[str, Fit], prob: float, kind: str) -> dict[str, Any]:
+    models = []
+    for f in fits.values():
+        table, cut = _summary_table(f, prob, kind)
+        models.append({"title": _title(f), "table": table, "notes": cut})
     notes = [
         "Estimates are printed with 3 significant digits, MCSE with 2 (summary.csv and "
         "result.json keep full precision).",
-        "Group rows (a_<group>[label]) are each group's intercept on the log-odds scale, with "
-        "the group's number of trials (n), successes and raw proportion.",
+        "Group rows (a_<group>[label]) are each group's intercept on the log-odds scale "
+        "(b_<group>__<x>[label]: its slope of x), with the group's number of trials (n), "
+        "successes and raw proportion.",
     ]
     if any(len(f.spec.design.fixed_names) > 1 for f in fits.values()):
         notes.append(
@@ -385,16 +502,23 @@ def _section_pooling(comp: PoolingComparison | None) -> dict[str, Any]:
         )
     logo, logo_unit = _logo_table(comp)
     header = [comp.group, "n", "successes", "raw prop.",
-              "none mean", "none sd", "none lower", "none upper",
-              "partial mean", "partial sd", "partial lower", "partial upper",
-              "none prop.", "none prop. lower", "none prop. upper",
-              "partial prop.", "partial prop. lower", "partial prop. upper",
+              "none mean", "none sd", f"none {ci} lower", f"none {ci} upper",
+              "partial mean", "partial sd", f"partial {ci} lower", f"partial {ci} upper",
+              "none prop.", f"none prop. {ci} lower", f"none prop. {ci} upper",
+              "partial prop.", f"partial prop. {ci} lower", f"partial prop. {ci} upper",
               "shift (prop.)", "SD ratio", "shrinkage", "boundary"]
     whole = {"n", "successes"}
+    shown = comp.groups
+    cut = ""
+    if len(shown) > MAX_TABLE_LEVELS:
+        shown = shown.iloc[_extremes(shown["partial_p_mean"].to_numpy())]
+        cut = (f" {len(comp.groups):,} {comp.group}s: shown are the {TOP_K} lowest and the "
+               f"{TOP_K} highest partial-pooling proportions; pooling_groups.csv has every "
+               f"{comp.group}.")
     groups = _table(
         header,
         [[str(lab)] + [fmt_sig(r[c], None if c in whole else 3) for c in _GROUP_COLS]
-         + [str(r["boundary"])] for lab, r in comp.groups.iterrows()],
+         + [str(r["boundary"])] for lab, r in shown.iterrows()],
         text_cols=(len(header) - 1,),
     )
     at = (" at the predictors' zero values (reference levels)"
@@ -403,7 +527,7 @@ def _section_pooling(comp: PoolingComparison | None) -> dict[str, Any]:
         f"Log-odds columns: posterior mean, SD and {ci} of each {comp.group}'s intercept{at}. "
         f"Proportion columns: the same on the outcome scale. Shrinkage: the weight the "
         f"partial-pooling estimate gives to the population mean (0: its own data, 1: the "
-        f"population mean)."
+        f"population mean).{cut}"
     )
     return {"comparison": {
         "narrative": list(comp.narrative), "population": population, "loo": loo,
@@ -413,45 +537,101 @@ def _section_pooling(comp: PoolingComparison | None) -> dict[str, Any]:
     }}
 
 
+def _chain_views(fit: Fit) -> list[dict[str, str]]:
+    from poolwise.output.plots.diagnostic import chain_figures
+
+    return [_figure_view(name, caption, fig)
+            for name, (caption, fig) in chain_figures(fit).items()]
+
+
 def _section_figures(
-    main: Fit, comp: PoolingComparison | None, prob: float, figures: bool
+    main: Fit, comp: PoolingComparison | None, prob: float, kind: str, figures: bool
 ) -> dict[str, Any]:
     if not figures:
         return {"figures": [], "absent": "Figures were not requested for this report."}
     from poolwise.output.plots.pooling import fit_figures, pooling_figures
 
-    figs = pooling_figures(comp) if comp is not None else fit_figures(main, prob=prob)
-    return {"figures": [_figure_view(name, caption, fig)
-                        for name, (caption, fig) in figs.items()], "absent": ""}
+    figs = (pooling_figures(comp) if comp is not None
+            else fit_figures(main, prob=prob, kind=kind))
+    views = [_figure_view(name, caption, fig) for name, (caption, fig) in figs.items()]
+    if main.ok:  # a fit that fails shows its chains at the top, right after its status
+        views += _chain_views(main)
+    return {"figures": views, "absent": ""}
 
 
-def _section_repro(fits: Mapping[str, Fit], main: Fit, command: str | None) -> dict[str, Any]:
-    from poolwise.inference.fitted import versions
+def _status(fits: Mapping[str, Fit], figures: bool) -> dict[str, Any]:
+    """The verdict under the title and, for every fit that failed its diagnostics, what
+    failed and the chains of its worst parameters (trace and rank), before anything else."""
+    failed = {k: f for k, f in fits.items() if not f.ok}
+    if not failed:
+        text = ("the fit passed its diagnostics" if len(fits) == 1
+                else f"all {len(fits)} fits passed their diagnostics")
+        return {"text": text, "failed": []}
+    if len(fits) == 1:
+        text = "this fit did NOT pass its diagnostics: do not trust its estimates"
+    else:
+        text = (f"{len(failed)} of {len(fits)} fits did NOT pass their diagnostics ("
+                + ", ".join(_title(f) for f in failed.values()) + "): do not trust "
+                + ("its" if len(failed) == 1 else "their") + " estimates")
+    views = []
+    for key, f in failed.items():
+        checks = [(Badge(state), f"{name}: {value} (needed {need})")
+                  for name, state, value, need in f.diagnosis.checks() if state == "fail"]
+        views.append({"key": key, "title": _title(f), "checks": checks,
+                      "figures": _chain_views(f) if figures else []})
+    return {"text": text, "failed": views}
+
+
+def _section_repro(fits: Mapping[str, Fit], main: Fit, command: str | None,
+                   rebuilt_from: str | None) -> dict[str, Any]:
+    from poolwise.inference.fitted import COMMAND_ATTR, versions
 
     attrs = main.idata.attrs
     try:
         vers = json.loads(attrs["poolwise_versions"])
     except (KeyError, ValueError):
         vers = versions()
-    seeds = {_title(k): f.config.seed for k, f in fits.items()}
+    seeds = {_title(f): f.config.seed for f in fits.values()}
     seed_text = (
         str(next(iter(seeds.values()))) if len(set(seeds.values())) == 1
         else "; ".join(f"{k}: {v}" for k, v in seeds.items())
     )
     d = main.spec.design
-    pairs: list[tuple[str, Any]] = [
-        ("command", command or "Python API (no command line recorded)"),
+    original = attrs.get(COMMAND_ATTR)
+    original = original if isinstance(original, str) and original else None
+    paths = "; absolute paths are shown by their last component"
+    if rebuilt_from is not None:
+        pairs: list[tuple[str, Any]] = [
+            ("command that made the fit", portable_command(original) if original else
+             "not recorded (a fit made with the Python API, or saved by an older poolwise)"),
+            ("report rebuilt from", f"the saved folder {_source_name(rebuilt_from)}"),
+            ("report rebuilt by", portable_command(command) if command else "the Python API"),
+        ]
+        note = (
+            f"This report was rebuilt from the saved folder {_source_name(rebuilt_from)}; "
+            + ("re-running the command that made the fit, with the same data, seed and "
+               "versions on the same platform, reproduces the draws"
+               if original else "the command that made the fit was not recorded")
+            + ", and re-running the rebuilding command on that folder reproduces this file "
+            f"byte for byte{paths}."
+        )
+    else:
+        shown = command or original
+        pairs = [("command", portable_command(shown) if shown
+                  else "Python API (no command line recorded)")]
+        note = ("Re-running the command with the same data, seed and versions on the same "
+                f"platform reproduces the draws and this file byte for byte{paths}."
+                if shown else "No command line was recorded: the fit was made with the "
+                "Python API.")
+    pairs += [
         ("seed", seed_text),
         ("formula", d.formula.text),
-        ("data source", d.source),
+        ("data file", _source_name(d.source)),
         ("data SHA-256", d.data_sha256),
         ("rows used", d.n_rows),
     ]
     pairs += [(f"version: {k}", v) for k, v in vers.items()]
-    return {"facts": _kv(pairs), "note": (
-        "Re-running the command with the same data, seed and versions on the same platform "
-        "reproduces the draws and this file byte for byte."
-    )}
+    return {"facts": _kv(pairs), "note": note}
 
 
 # ---- assembly -------------------------------------------------------------------------------
@@ -478,8 +658,13 @@ def render_report(
     prob: float | None = None,
     kind: str | None = None,
     figures: bool = True,
+    rebuilt_from: str | None = None,
 ) -> str:
     """The report as one HTML string (see :func:`write_report`)."""
+    import markupsafe
+
+    from poolwise.inference.fitted import COMMAND_ATTR
+
     fits, main_key, comp = _resolve(result)
     main = fits[main_key]
     prob = prob if prob is not None else (comp.prob if comp is not None else 0.89)
@@ -488,33 +673,38 @@ def render_report(
         raise SpecError(f"prob must lie strictly between 0 and 1; got {prob!r}")
     if kind not in ("hdi", "eti"):
         raise SpecError(f"kind must be 'hdi' or 'eti'; got {kind!r}")
+    status = _status(fits, figures)
+    chains = {v["key"]: v["figures"] for v in status["failed"]}
     bodies = {
         "model": _section_model(fits),
-        "data": _section_data(main, comp),
+        "data": _section_data(fits, main, comp),
         "sampling": _section_sampling(fits),
-        "diagnostics": _section_diagnostics(fits, comp),
+        "diagnostics": _section_diagnostics(fits, comp, chains),
         "repair": _section_repair(fits),
-        "summary": _section_summary(fits, main_key, prob, kind),
+        "summary": _section_summary(fits, prob, kind),
         "pooling": _section_pooling(comp),
-        "figures": _section_figures(main, comp, prob, figures),
-        "reproducibility": _section_repro(fits, main, command),
+        "figures": _section_figures(main, comp, prob, kind, figures),
+        "reproducibility": _section_repro(fits, main, command, rebuilt_from),
     }
     formula = main.spec.formula.text
     if title is None:
         title = (f"poolwise: pooling comparison for {formula}" if comp is not None
                  else f"poolwise: {formula}")
-    status = "all fits passed their diagnostics" if all(f.ok for f in fits.values()) else (
-        "some fits did NOT pass their diagnostics: do not trust them"
-    )
-    models = ", ".join(_title(k) for k in fits)
-    subtitle = f"{models}; {main.spec.design.n_rows} rows; {status}."
+    models = ", ".join(_title(f) for f in fits.values())
+    subtitle = f"{models}; {main.spec.design.n_rows:,} rows; {status['text']}."
     from poolwise import __version__
 
-    return _environment().get_template("template.html").render(
-        title=title, subtitle=subtitle, sections=SECTIONS, bodies=bodies,
+    text = _environment().get_template("template.html").render(
+        title=title, subtitle=subtitle, status=status, sections=SECTIONS, bodies=bodies,
         style=files("poolwise.output.report").joinpath("style.css").read_text("utf-8"),
         version=__version__,
     )
+    originals = [f.idata.attrs.get(COMMAND_ATTR) for f in fits.values()]
+    private = _private_paths(fits, [command, *originals], rebuilt_from)
+    for path in sorted(private, key=len, reverse=True):  # /a/b/c.csv before /a/b
+        for form in {path, str(markupsafe.escape(path))}:
+            text = text.replace(form, str(markupsafe.escape(private[path])))
+    return text
 
 
 @functools.cache
@@ -542,6 +732,7 @@ def write_report(
     prob: float | None = None,
     kind: str | None = None,
     figures: bool = True,
+    rebuilt_from: str | None = None,
 ) -> Path:
     """Write the self-contained HTML report of ``result`` (a Fit or a PoolingComparison).
 
@@ -554,7 +745,9 @@ def write_report(
     result : Fit or PoolingComparison
         What to report.
     command : str or None, default None
-        Recorded in the reproducibility footer (the CLI passes its own command line).
+        Recorded in the reproducibility footer (the CLI passes its own command line); None
+        shows the command that made the fit when the fit records one (``poolwise fit`` and
+        ``poolwise compare`` do).
     title : str or None, default None
         Page title; None derives one from the formula.
     prob : float or None, default None
@@ -562,7 +755,11 @@ def write_report(
     kind : {"hdi", "eti"} or None, default None
         Interval kind; None means the comparison's, else ``"hdi"``.
     figures : bool, default True
-        Include the figures (inline SVG).
+        Include the figures (inline PNG).
+    rebuilt_from : str or None, default None
+        The saved folder the result was loaded from (``poolwise report DIR``): the footer
+        then shows the command that made the fit, and ``command`` as the one that rebuilt
+        the report.
 
     Returns
     -------
@@ -576,7 +773,7 @@ def write_report(
         invalid.
     """
     text = render_report(result, command=command, title=title, prob=prob, kind=kind,
-                         figures=figures)
+                         figures=figures, rebuilt_from=rebuilt_from)
     out = Path(path)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
