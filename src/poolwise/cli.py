@@ -282,6 +282,17 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--interval", choices=["hdi", "eti"], default="hdi",
                    help="highest-density (hdi) or equal-tailed (eti) intervals (default: hdi)")
 
+    _add_effects_parser(sub, fmt)
+    _add_poststratify_parser(sub, fmt)
+
+    d = sub.add_parser(
+        "diagnose", help="diagnose a saved fit: divergences, R-hat, ESS, E-BFMI, funnels"
+    )
+    d.add_argument("dir", help="folder written by `poolwise fit --out DIR` (or the fit.nc file)")
+    d.add_argument("--plots", metavar="OUT", help="also write diagnostic PNGs into this folder")
+
+
+def _add_effects_parser(sub: argparse._SubParsersAction, fmt: Any) -> None:
     e = sub.add_parser(
         "effects", formatter_class=fmt, epilog=EFFECTS_EXAMPLES,
         help="effects of predictors on the outcome scale (average differences, slopes, "
@@ -310,6 +321,8 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
     _add_interval_args(e)
     e.add_argument("--out", metavar="FILE.csv", help="write the table as CSV")
 
+
+def _add_poststratify_parser(sub: argparse._SubParsersAction, fmt: Any) -> None:
     s = sub.add_parser(
         "poststratify", formatter_class=fmt, epilog=POSTSTRATIFY_EXAMPLES,
         help="population and subgroup estimates from a saved fit and a population table (MRP)",
@@ -327,12 +340,6 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
                    help="posterior draws used at most, thinned evenly (default: 1000)")
     _add_interval_args(s)
     s.add_argument("--out", metavar="FILE.csv", help="write the table as CSV")
-
-    d = sub.add_parser(
-        "diagnose", help="diagnose a saved fit: divergences, R-hat, ESS, E-BFMI, funnels"
-    )
-    d.add_argument("dir", help="folder written by `poolwise fit --out DIR` (or the fit.nc file)")
-    d.add_argument("--plots", metavar="OUT", help="also write diagnostic PNGs into this folder")
 
 
 PARAMETERIZATIONS = ("auto", "centered", "noncentered")
