@@ -129,3 +129,36 @@ def test_auto_centers_only_one_of_two_crossed_intercept_terms():
     resolved, _ = choose_parameterization(spec, SamplerConfig(seed=3))
     centered_terms = [t.name for t in resolved.terms if t.centered.any()]
     assert len(centered_terms) == 1
+
+
+def test_the_pilot_shows_its_progress_when_the_fit_does(monkeypatch):
+    """With many crossed levels the pilot of the auto parameterization takes minutes
+    (docs/reliability.md R.18): it shows nutpie's progress bar whenever the fit does, and the
+    journal says how long it took."""
+    from dataclasses import replace
+
+    import poolwise.inference.pilot as pilot_module
+    from poolwise.engine.sampler import SamplerConfig
+    from poolwise.inference.repair import RepairLog
+    from poolwise.model.parameterization import AutoChoice, TermChoice
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def spy(packed, cfg):
+        seen.append((cfg.progress, cfg.tune, cfg.draws))
+        raise Stop
+
+    monkeypatch.setattr(pilot_module, "run_nuts", spy)
+    spec = build_model(CROSSED, simulate_crossed(A=6, B=5))
+    for progress in (True, False):
+        with pytest.raises(Stop):
+            pilot_module.choose_parameterization(spec, SamplerConfig(seed=1, progress=progress))
+    assert seen == [(True, 300, 300), (False, 300, 300)]
+    choice = TermChoice("1 | a", ((0.1, 0.9),), "pilot", 0, 6, 1.2, "3")
+    log = RepairLog(auto=AutoChoice((choice,), None, 183.25))
+    assert "auto: the pilot run took 183.2 s" in log.journal()
+    log = RepairLog(auto=AutoChoice((replace(choice, source="data"),), None, 0.1))
+    assert not any("pilot run" in line for line in log.journal())

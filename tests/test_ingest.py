@@ -260,6 +260,13 @@ def _bad_cases() -> list[tuple[str, str, pd.DataFrame, dict]]:
     d["f"] = d["n"] - d["s"]
     d.loc[[1], "f"] = -3
     out.append(("negative failures", "cbind(s, f) ~ x + (1 | g)", d, {}))
+    d = bino.copy()
+    d.loc[[5, 9], "n"] = [10**16, 2**53]  # [R.17] not exact in float64
+    out.append(("trials of 2^53 or more", "s | trials(n) ~ x + (1 | g)", d, {}))
+    d = bino.copy()
+    d["f"] = d["n"] - d["s"]
+    d.loc[[4], ["s", "f"]] = [2**52, 2**52]
+    out.append(("successes + failures of 2^53", "cbind(s, f) ~ x + (1 | g)", d, {}))
     d = bino.assign(n=0, s=0)
     out.append(("all trials zero", "s | trials(n) ~ x + (1 | g)", d, {}))
     out.append(("unknown column", "y ~ x + (1 | grp)", base, {}))
@@ -512,3 +519,142 @@ def test_cli_fits_a_glob_with_default_settings(tmp_path, capsys):
     code = main(["fit", *args, "--categorical", "x"])
     assert code == EXIT_INPUT
     assert "write factor(x) in the formula" in capsys.readouterr().err
+
+
+# -- folders of Parquet as Spark and Hive write them (docs/reliability.md R.19) ---------------
+
+
+def _spark_litter(folder) -> None:
+    """What Spark and Hadoop write beside the data: a success marker, checksums, a staging
+    folder."""
+    (folder / "_SUCCESS").write_bytes(b"")
+    (folder / "_committed_1234").write_text("{}")
+    (folder / ".part-00000.snappy.parquet.crc").write_bytes(b"crc!")
+    (folder / "_temporary").mkdir(exist_ok=True)
+    (folder / "_temporary" / "part-99999.parquet").write_bytes(b"not parquet at all")
+
+
+def _write_partitioned(df: pd.DataFrame, root, key: str) -> pd.DataFrame:
+    """``key=value/part-0000k.parquet`` folders (the key's column left out of the files, as
+    Spark's partitionBy writes them); returns the rows in the order they are read."""
+    parts = []
+    for value, sub in df.groupby(key, sort=True):
+        folder = root / f"{key}={value}"
+        folder.mkdir(parents=True)
+        half = len(sub) // 2
+        for k, piece in enumerate((sub.iloc[:half], sub.iloc[half:])):
+            piece.drop(columns=key).to_parquet(folder / f"part-{k:05d}-c000.snappy.parquet")
+            parts.append(piece)
+        _spark_litter(folder)
+    _spark_litter(root)
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_hive_partition_folders_are_read_as_columns(tmp_path):
+    df = _bernoulli(600).assign(wave=lambda d: np.arange(len(d)) % 3)
+    # a key=value folder above the folder given is not a partition of these data
+    root = tmp_path / "country=fr" / "survey"
+    in_order = _write_partitioned(df, root, "wave")
+    formula = "y ~ x + factor(wave) + (1 | g)"
+    rows = _quiet_design(formula, in_order)
+    for source in (str(root), FileSource(str(root)), str(root / "*" / "*.parquet")):
+        assert wants_engine(source)
+        _same_design(rows, _quiet_design(formula, source))
+    from poolwise.formula import parse_formula
+
+    t = read_patterns(parse_formula("y ~ x + factor(wave)"), str(root))
+    assert int(t.counts.sum()) == len(df)  # every data file once; no litter read
+    with pytest.raises(FormulaError, match="column 'country' not found"):
+        _quiet_design("y ~ x + country", str(root))
+
+
+def test_spark_output_folders_and_nested_folders(tmp_path):
+    """A folder holding Spark output folders whose names end in .parquet, and a nested one."""
+    df = _bernoulli(900)
+    root = tmp_path / "exports"
+    pieces = []
+    for name, (a, b) in (("2023.parquet", (0, 300)), ("2024.parquet", (300, 700))):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for k, start in enumerate(range(a, b, 200)):
+            piece = df.iloc[start:min(start + 200, b)]
+            piece.to_parquet(folder / f"part-{k:05d}-9f3c-c000.snappy.parquet")
+            pieces.append(piece)
+        _spark_litter(folder)
+    nested = root / "late" / "batch1"
+    nested.mkdir(parents=True)
+    df.iloc[700:].to_parquet(nested / "part-00000.parquet")
+    pieces.append(df.iloc[700:])
+    formula = "y ~ x + f + z + (1 | g)"
+    rows = _quiet_design(formula, pd.concat(pieces, ignore_index=True))
+    cells = _quiet_design(formula, str(root))
+    _same_design(rows, cells)
+    assert cells.data_sha256  # a hash of the files, not an IsADirectoryError
+    # a glob that matches the output folders reads the files inside them
+    only = _quiet_design(formula, str(root / "*.parquet"))
+    assert only.n_rows == 700
+    _same_design(_quiet_design(formula, df.iloc[:700]), only)
+
+
+def test_file_names_are_read_literally(tmp_path):
+    """A '*', '?' or '[' in a file's name is not a wildcard: that one file is read, once."""
+    df = _bernoulli(400)
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    files = {"a*b.parquet": df.iloc[:100], "axb.parquet": df.iloc[100:250],
+             "x[1].parquet": df.iloc[250:300], "x1.parquet": df.iloc[300:370],
+             "q?.parquet": df.iloc[370:]}
+    for name, part in files.items():
+        part.to_parquet(folder / name)
+    formula = "y ~ x + f + (1 | g)"
+    for name, part in files.items():
+        cells = _quiet_design(formula, FileSource(str(folder / name)))
+        assert cells.n_rows == len(part), name
+        _same_design(_quiet_design(formula, part), cells)
+    whole = _quiet_design(formula, str(folder))  # each file once, in name order
+    assert whole.n_rows == len(df)
+    order = pd.concat([files[n] for n in sorted(files)], ignore_index=True)
+    _same_design(_quiet_design(formula, order), whole)
+
+
+def test_the_hash_of_a_folder_covers_its_files_and_partitions(tmp_path):
+    df = _bernoulli(300).assign(wave=lambda d: np.arange(len(d)) % 2)
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write_partitioned(df, a, "wave")
+    _write_partitioned(df, b, "wave")
+    formula = "y ~ x + (1 | g)"
+    sha = _quiet_design(formula, str(a)).data_sha256
+    assert sha == _quiet_design(formula, str(b)).data_sha256  # same files, same names
+    (b / "wave=1").rename(b / "wave=7")  # the same bytes as another partition
+    assert _quiet_design(formula, str(b)).data_sha256 != sha
+    df.iloc[:10].drop(columns="wave").to_parquet(a / "wave=0" / "part-00000-c000.snappy.parquet")
+    assert _quiet_design(formula, str(a)).data_sha256 != sha
+
+
+def test_folders_without_data_or_with_mixed_files_are_clear_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _spark_litter(empty)
+    with pytest.raises(DataError, match="a folder with no data files in it or below it"):
+        _quiet_design("y ~ x", str(empty))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    _bernoulli(50).to_parquet(mixed / "a.parquet")
+    _bernoulli(50).to_csv(mixed / "b.csv", index=False)
+    with pytest.raises(DataError, match="holds Parquet files and other files"):
+        _quiet_design("y ~ x", str(mixed))
+
+
+@spark_only
+def test_spark_reads_partition_folders_as_duckdb_does(spark, tmp_path):
+    """The same partitioned folder through Spark (which reads key=value folders itself) and
+    DuckDB: the same cells, and the same row numbers in messages."""
+    df = _bernoulli(600).assign(wave=lambda d: np.arange(len(d)) % 3)
+    root = tmp_path / "survey"
+    in_order = _write_partitioned(df, root, "wave")
+    formula = "y ~ x + factor(wave) + (1 | g)"
+    duck = _quiet_design(formula, str(root))
+    cells = _quiet_design(formula, spark.read.parquet(str(root)))
+    _same_design(duck, cells)
+    _same_design(_quiet_design(formula, in_order), cells)
+    np.testing.assert_array_equal(duck.row_number, cells.row_number)

@@ -308,3 +308,128 @@ def test_prior_for_an_unknown_grouping_factor_is_an_error(
     assert code == EXIT_INPUT
     (line,) = error_lines(err)
     assert "prior sd_gg names no grouping factor" in line and "did you mean sd_g?" in line
+
+
+# -- counts beyond exact integers (docs/reliability.md R.17) --------------------------------
+
+
+def _binomial_counts(trials: list[int], successes: list[int] | None = None) -> pd.DataFrame:
+    n = len(trials)
+    s = successes if successes is not None else [min(3, t) for t in trials]
+    return pd.DataFrame({"s": s, "n": trials, "x": np.round(np.sin(np.arange(n)), 3)})
+
+
+@pytest.mark.parametrize(("formula", "what", "column"), [
+    ("s | trials(n) ~ x", "trials", "n"),
+    ("cbind(s, n) ~ x", "failures", "n"),
+])
+def test_trials_of_2_53_or_more_are_a_data_error(formula: str, what: str, column: str) -> None:
+    trials = [10] * 12
+    trials[3], trials[7] = 10**16, 2**53  # rows 4 and 8
+    df = _binomial_counts(trials)
+    with pytest.raises(DataError) as info:
+        poolwise.fit(formula, df, chains=2, draws=20, tune=20)
+    msg = str(info.value)
+    assert msg.startswith(f"{what} must be below 2^53 = 9,007,199,254,740,992; column '{column}'")
+    assert "{10000000000000000, 9007199254740992}" in msg and "(rows 4, 8)" in msg
+    # 1e12 trials stay fine: only counts that float64 cannot hold exactly are refused
+    from poolwise.data.design import build_design
+
+    trials[3], trials[7] = 10**12, 10**12
+    assert build_design(formula, _binomial_counts(trials)).n.max() >= 10**12
+
+
+def test_successes_and_their_sum_beyond_2_53_are_named() -> None:
+    from poolwise.data.design import build_design
+
+    big = _binomial_counts([2**53 + 2] * 4 + [10] * 8, [2**53 + 2] * 4 + [3] * 8)
+    with pytest.raises(DataError, match=r"^successes must be below 2\^53.*column 's'"):
+        build_design("s | trials(n) ~ x", big)
+    half = _binomial_counts([2**52] * 3 + [10] * 9, [2**52] * 3 + [3] * 9)
+    expected = r"^trials must be below 2\^53.*column 's \+ n'.*rows 1, 2, 3"
+    with pytest.raises(DataError, match=expected):
+        build_design("cbind(s, n) ~ x", half)
+
+
+def test_cli_trials_of_1e16_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "t.csv"
+    _binomial_counts([10**16] * 4 + [10] * 8).to_csv(path, index=False)
+    code, _, err = run_cli(["fit", str(path), "-f", "s | trials(n) ~ x", *FAST], capsys)
+    assert code == EXIT_INPUT
+    assert error_lines(err) and "trials must be below 2^53" in error_lines(err)[0]
+    assert "Traceback" not in err
+
+
+# -- a fixed-effect factor with many levels (docs/reliability.md R.18) ----------------------
+
+
+def _many_levels(n: int, levels: int | None = None) -> pd.DataFrame:
+    i = np.arange(n)
+    return pd.DataFrame({
+        "y": ((i * 7) % 3 == 0).astype(np.int64),
+        "x": np.round(np.sin(i), 3),
+        "id": [f"p{k}" for k in i % (levels or n)],
+    })
+
+
+@pytest.fixture()
+def nothing_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixed effects' matrix must never be made for a refused design."""
+    import poolwise.data.design as design_module
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        pytest.fail("the fixed-effect columns were built for a design that should be refused")
+
+    monkeypatch.setattr(design_module, "fixed_columns", spy)
+
+
+@pytest.mark.usefixtures("nothing_built")
+def test_a_factor_with_many_levels_is_refused_before_it_is_built() -> None:
+    """12,000 levels on 12,000 rows: 1.2 GB of columns, never made; more than the 10,000
+    fixed coefficients poolwise accepts, whatever the memory."""
+    with pytest.raises(DataError) as info:
+        poolwise.fit("y ~ x + id", _many_levels(12_000), chains=2, draws=20, tune=20)
+    msg = str(info.value)
+    assert msg.startswith("the fixed effects would be a matrix of 1.2 GB (12,001 columns x "
+                          "12,000 rows x 8 bytes; term 'id' alone makes 11,999 of them from "
+                          "the levels of 'id' (12,000))")
+    assert "more than the 10,000 fixed coefficients poolwise accepts" in msg
+    assert "write it as a group term, '(1 | id)' instead of 'id'" in msg
+
+
+@pytest.mark.usefixtures("nothing_built")
+@pytest.mark.parametrize(("formula", "term", "advice"), [
+    ("y ~ factor(id)", "factor(id)", "'(1 | id)' instead of 'factor(id)'"),
+    ("y ~ x:id", "x:id", "'(0 + x | id)' instead of 'x:id'"),
+])
+def test_a_design_larger_than_the_memory_is_refused_with_its_estimate(
+    monkeypatch: pytest.MonkeyPatch, formula: str, term: str, advice: str
+) -> None:
+    import poolwise.data.size as size_module
+
+    monkeypatch.setattr(size_module, "available_memory_bytes", lambda: 5_000_000)
+    from poolwise.data.design import build_design
+
+    with pytest.raises(DataError) as info:
+        build_design(formula, _many_levels(2_000, 500))
+    msg = str(info.value)
+    assert "x 2,000 rows x 8 bytes" in msg and f"term '{term}' alone makes" in msg
+    assert "takes about 3 times that, more than the 5.0 MB of memory available" in msg
+    assert advice in msg
+
+
+def test_a_factor_with_few_levels_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    import poolwise.data.size as size_module
+    from poolwise.data.design import build_design
+
+    monkeypatch.setattr(size_module, "available_memory_bytes", lambda: None)  # unknown
+    d = build_design("y ~ x + id", _many_levels(400, 20))
+    assert d.X.shape[1] == 21
+
+
+def test_cli_many_levels_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "ids.csv"
+    _many_levels(10_500).to_csv(path, index=False)
+    code, _, err = run_cli(["fit", str(path), "-f", "y ~ id", *FAST], capsys)
+    assert code == EXIT_INPUT
+    assert "write it as a group term, '(1 | id)'" in error_lines(err)[0]

@@ -264,7 +264,7 @@ CASES: list[Case] = [
         lambda c: _(FORM, c.tmp),
         "error",
         exc=DataError,
-        contains=("cannot read data file", "Is a directory"),
+        contains=("cannot read data file", "a folder with no data files"),
     ),
     Case(
         1,

@@ -349,6 +349,7 @@ def _build_subcommands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--plots", metavar="OUT", help="also write diagnostic PNGs into this folder")
 
 
+
 PARAMETERIZATIONS = ("auto", "centered", "noncentered")
 
 

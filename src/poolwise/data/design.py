@@ -75,6 +75,7 @@ from poolwise.data.encode import (
     with_references,
     without_poly_scaling,
 )
+from poolwise.data.size import check_design_size
 from poolwise.data.table import Table, read_table
 from poolwise.data.validate import check_design, check_model_data, emit_warnings
 from poolwise.errors import SpecError
@@ -253,7 +254,8 @@ def build_design(
     ``offset(log(exposure))`` in the formula) or an array with one value per data row.
 
     The phases, in order: read, offset, model frame, validation, the modelled rows' values,
-    reference levels, encodings and scales, fixed columns (with the collinearity and separation
+    reference levels, encodings and scales, the size of the fixed effects (refused when a
+    factor with many levels would not fit), fixed columns (with the collinearity and separation
     checks, then every data warning), group columns, cells, the binomial constant, centering.
     """
     f = formula if isinstance(formula, Formula) else parse_formula(formula)
@@ -267,6 +269,7 @@ def build_design(
     checked = with_references(f, checked, reference)
     checked = without_poly_scaling(checked, modelled.poly_labels)
     enc = encode(f, checked, modelled, standardize)
+    check_design_size(f, enc, pooling, len(checked.frame))  # before anything is built [R.18]
     fixed = fixed_columns(f, enc, pooling, len(checked.frame))
     data_warnings = check_design(  # collinearity (error) and separation (warning)
         checked, fixed.names, fixed.X, checked.successes, checked.trials,

@@ -11,7 +11,8 @@
 5. :func:`encode`: each variable's encoding (what ``predict`` applies to new data), the level
    codes of the categorical ones, and the scale each numeric column is sampled on;
 6. :func:`fixed_columns`, :func:`group_columns`: the model-matrix columns of the fixed effects
-   and of each group term, one row per data row (or row pattern);
+   and of each group term, one row per data row (or row pattern), after
+   :func:`poolwise.data.size.check_design_size` has counted them from the levels and the rows;
 7. :func:`fixed_centers`: the centers of the fixed columns for sampling.
 
 The rows become binomial cells afterwards (:mod:`poolwise.data.cells`).

@@ -6,6 +6,13 @@ default); a **Spark** DataFrame goes through Spark SQL, so data that outgrow one
 aggregated where they live. Both run the same SQL text (the few dialect differences are in
 :class:`_Dialect`). A DuckDB relation is accepted too.
 
+Folders as Spark and Hive write them (docs/reliability.md R.19): every data file in a folder
+and in the folders below it is read (Spark output folders named ``*.parquet`` included), in
+path order, skipping what is written beside the data (names starting with ``_`` or ``.``:
+``_SUCCESS``, ``_temporary/``, ``.crc`` checksums); ``key=value`` folders below the folder
+given are columns (DuckDB's ``hive_partitioning``). DuckDB gets each file's path literally
+(:func:`_glob_escape`), so a file named ``a*b.parquet`` is that one file.
+
 What runs in the engine, before anything is sampled:
 
 * the row-level rules of RELIABILITY.md section 7 that name rows: missing values [§7.5, §7.29],
@@ -13,8 +20,8 @@ What runs in the engine, before anything is sampled:
   0/1 or has two values without ``success=`` [§7.8-10], counts that are fractions or negative
   [§7.14-15], successes > trials [§7.13], trials = 0 [§7.16]. The messages are built by the
   same functions as the pandas checks (:mod:`poolwise.data.validate`), with the first offending
-  values and the 1-based row numbers of the first offending rows (in a glob, rows are counted
-  across the files in name order; for a Spark DataFrame, in its partition order);
+  values and the 1-based row numbers of the first offending rows (in a glob or a folder, rows
+  are counted across the files in path order; for a Spark DataFrame, in its partition order);
 * ``GROUP BY`` the model's columns (the outcome included): one *pattern* per distinct
   combination, with the number of rows it stands for and its first row.
 
@@ -35,6 +42,7 @@ from __future__ import annotations
 import glob as globlib
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,10 +91,10 @@ def wants_engine(data: Any) -> bool:
         return True
     if isinstance(data, str | Path):
         p = Path(data)
-        if p.is_dir():  # a folder of data files; any other folder: the pandas reader says why
-            return any(f.suffix.lower() in _ENGINE_SUFFIXES for f in p.iterdir())
+        if p.is_dir():  # a folder of data files (nested, partitioned), or one that says why not
+            return True
         if not p.exists():
-            return any(c in str(data) for c in "*?[")
+            return globlib.has_magic(str(data))
         suffix = p.suffix.lower()
         if suffix in _PARQUET:
             return _parquet_rows(p) >= ENGINE_MIN_ROWS
@@ -167,6 +175,7 @@ class _DuckDB(_Engine):
         self.dialect = _Dialect("duckdb")
         self.relation = None
         self.files: list[str] = []
+        self.root = ""
         self.con = duckdb.connect()
         if _module(data).startswith("duckdb"):
             self.relation = data
@@ -175,22 +184,11 @@ class _DuckDB(_Engine):
             described = list(zip(data.columns, [str(t) for t in data.types], strict=True))
         else:
             src = data if isinstance(data, FileSource) else FileSource(str(data))
-            self.files = _expand(src.path)
+            found = _expand(src.path)
+            self.files, self.root = found.files, found.root
             self.source = src.path
-            if all(Path(f).suffix.lower() in _PARQUET for f in self.files):
-                self.scan = f"read_parquet({_str_list(self.files)})"
-            else:
-                opts = [
-                    "header = true",
-                    "sample_size = -1",  # types from every row: a stray text value -> VARCHAR
-                    f"nullstr = {_str_list(NA_TOKENS)}",
-                ]
-                if src.delimiter:
-                    opts.append(f"delim = {_str_lit(src.delimiter)}")
-                    self.delimiter = src.delimiter
-                if src.decimal != ".":
-                    opts.append(f"decimal_separator = {_str_lit(src.decimal)}")
-                self.scan = f"read_csv({_str_list(self.files)}, {', '.join(opts)})"
+            self.delimiter = src.delimiter
+            self.scan = _file_scan(src, found)
             try:
                 described = [
                     (r[0], str(r[1])) for r in self.con.sql(f"DESCRIBE SELECT * FROM {self.scan}")
@@ -198,6 +196,8 @@ class _DuckDB(_Engine):
                 ]
             except duckdb.Error as err:
                 raise DataError(f"cannot read data file '{self.source}': {err}") from err
+            # key=value folders above the folder given are not partitions of these data
+            described = [(n, t) for n, t in described if n not in found.outer_keys]
         self.columns = {name: _kind(t) for name, t in described}
 
     def src(self, cols: Sequence[str], rn: bool = True) -> str:
@@ -223,14 +223,42 @@ class _DuckDB(_Engine):
             raise DataError(f"cannot read data '{self.source}': {err}") from err
 
     def sha256(self) -> str | None:
+        """The bytes of a single file; for several (a glob, a folder): each file's path below
+        the folder given (partition values live there), its size and its bytes, in the order
+        they are read."""
         if not self.files:
             return None
         h = hashlib.sha256()
+        several = len(self.files) > 1
         for f in self.files:
+            if several:
+                rel = os.path.relpath(f, self.root)
+                h.update(f"{rel}\0{os.path.getsize(f)}\0".encode("utf-8", "surrogateescape"))
             with open(f, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 22), b""):
                     h.update(block)
         return h.hexdigest()
+
+
+def _file_scan(src: FileSource, found: _Files) -> str:
+    """The DuckDB table function that reads the files: each path literally (DuckDB would glob
+    a ``*``, ``?`` or ``[`` in a file's name again); partition folders (``key=value``) below
+    the folder given become columns, as DuckDB's ``hive_partitioning`` reads them."""
+    paths = _str_list([_glob_escape(f) for f in found.files])
+    hive = f"hive_partitioning = {'true' if found.partitions else 'false'}"
+    if found.parquet:
+        return f"read_parquet({paths}, {hive})"
+    opts = [
+        hive,
+        "header = true",
+        "sample_size = -1",  # types from every row: a stray text value -> VARCHAR
+        f"nullstr = {_str_list(NA_TOKENS)}",
+    ]
+    if src.delimiter:
+        opts.append(f"delim = {_str_lit(src.delimiter)}")
+    if src.decimal != ".":
+        opts.append(f"decimal_separator = {_str_lit(src.decimal)}")
+    return f"read_csv({paths}, {', '.join(opts)})"
 
 
 class _Spark(_Engine):
@@ -314,17 +342,95 @@ def _str_list(items: Sequence[str]) -> str:
     return "[" + ", ".join(_str_lit(s) for s in items) + "]"
 
 
-def _expand(path: str) -> list[str]:
+@dataclass(frozen=True)
+class _Files:
+    """The data files of a path, in the order they are read (path order), the folder they are
+    under (the folder given, or a glob's folder before its first wildcard), whether they are
+    Parquet, the partition keys (``key=value`` folders) below that folder, and the keys of
+    ``key=value`` folders above it (not columns of these data)."""
+
+    files: list[str]
+    root: str
+    parquet: bool
+    partitions: frozenset[str]
+    outer_keys: frozenset[str]
+
+
+def _skipped(name: str) -> bool:
+    """What Spark, Hadoop and Hive write beside the data: ``_SUCCESS``, ``_committed_*``,
+    ``_temporary/``, ``.crc`` checksums, hidden files and folders."""
+    return name.startswith(("_", ".")) or name.lower().endswith(".crc")
+
+
+def _folder_files(root: str) -> list[str]:
+    """The data files in a folder and every folder below it (Spark output folders, whose
+    names may end in ``.parquet``; ``key=value`` partition folders), in path order."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not _skipped(d)]
+        out.extend(
+            os.path.join(dirpath, f) for f in filenames
+            if not _skipped(f) and Path(f).suffix.lower() in _ENGINE_SUFFIXES
+        )
+    return sorted(out)
+
+
+def _glob_root(pattern: str) -> str:
+    """The folder of a glob before its first wildcard."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts[:-1]:
+        if globlib.has_magic(part):
+            break
+        fixed.append(part)
+    return str(Path(*fixed)) if fixed else "."
+
+
+def _keys(folder: str) -> set[str]:
+    return {part.split("=", 1)[0] for part in Path(folder).parts if "=" in part[1:]}
+
+
+def _expand(path: str) -> _Files:
+    """The files of a file, a folder (every data file below it) or a glob (a folder it
+    matches: every data file below that folder)."""
     p = Path(path)
     if p.is_dir():
-        files = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in _ENGINE_SUFFIXES)
+        files, root = _folder_files(path), path
+        if not files:
+            raise DataError(
+                f"cannot read data file '{path}': it is a folder with no data files in it or "
+                f"below it (names ending in {', '.join(_ENGINE_SUFFIXES)}; names starting with "
+                "'_' or '.' are skipped); give a file, a glob or a folder of the data"
+            )
     elif p.exists():
-        files = [str(p)]
+        files, root = [str(p)], str(p.parent)
     else:
-        files = sorted(globlib.glob(path))
+        root = _glob_root(path)
+        files = []
+        for match in sorted(globlib.glob(path, recursive=True)):
+            if any(_skipped(part) for part in Path(os.path.relpath(match, root)).parts):
+                continue  # below the wildcards: nothing that Spark writes beside the data
+            files.extend(_folder_files(match) if os.path.isdir(match) else [match])
+        files = sorted(dict.fromkeys(files))
     if not files:
         raise DataError(f"cannot read data file '{path}': {os.strerror(2)} (no file matches)")
-    return files
+    parquet = [Path(f).suffix.lower() in _PARQUET for f in files]
+    if any(parquet) and not all(parquet):
+        other = next(f for f, pq in zip(files, parquet, strict=True) if not pq)
+        raise DataError(
+            f"cannot read data '{path}': it holds Parquet files and other files (such as "
+            f"'{other}'); give a glob that matches only one kind, e.g. '{path}/**/*.parquet'"
+        )
+    below: set[str] = set()
+    for f in files:
+        below |= _keys(os.path.relpath(os.path.dirname(f), root))
+    outer = _keys(os.path.abspath(root)) - below if below else set()  # hive reads them too
+    return _Files(files, root, all(parquet), frozenset(below), frozenset(outer))
+
+
+def _glob_escape(path: str) -> str:
+    """A path that DuckDB's glob matches literally: ``*``, ``?`` and ``[`` in brackets."""
+    return re.sub(r"([*?\[])", r"[\1]", path)
 
 
 # -- the checks ----------------------------------------------------------------------------
@@ -408,7 +514,7 @@ class _Checker:
                 self.raise_(V.infinite_message(role, col, vals, self.rows_text(inf, k)))
         return x
 
-    # [§7.14-15] -- as validate._whole
+    # [§7.14-15, R.17] -- as validate._whole
     def whole(self, x: str, col: str, what: str) -> None:
         frac = f"({x} <> floor({x}))"
         k = self.count(frac)
@@ -420,6 +526,11 @@ class _Checker:
         if k:
             self.raise_(V.negative_message(what, col, self.first_values(x, neg),
                                            self.rows_text(neg, k)))
+        big = f"({x} >= {float(V.MAX_COUNT)!r})"  # [R.17]
+        k = self.count(big)
+        if k:
+            self.raise_(V.too_large_message(what, col, self.first_values(x, big),
+                                            self.rows_text(big, k)))
 
     def value_rows(self, expr: str, values: Sequence[Any], counts: Sequence[int]) -> str:
         parts = []
@@ -572,6 +683,7 @@ def _response_rows(chk: _Checker, f: Formula, success: Any) -> str | None:
         assert r.failures is not None
         fl = chk.numeric(r.failures, "failures")
         chk.whole(fl, r.failures, "failures")
+        chk.whole(f"({s} + {fl})", f"{r.successes} + {r.failures}", "trials")  # [R.17]
         return f"({s} + {fl} = 0)"
     assert r.trials is not None
     t = chk.numeric(r.trials, "trials")

@@ -65,6 +65,7 @@ __all__ = [
     "MIN_LEVELS",
     "RECOMMENDED_CHAINS",
     "MIN_DRAWS",
+    "MAX_COUNT",
 ]
 
 #: predictor standard deviations outside [SCALE_MIN, SCALE_MAX] are "extreme" [§7.23]
@@ -75,6 +76,8 @@ MIN_LEVELS = 5
 #: a text predictor with at least this many distinct values that are all numbers is a
 #: number-format mistake (decimal mark), not a factor [R.14]
 MANY_LEVELS = 10
+#: counts from this value on are not all exact in float64, the model's numbers [R.17]
+MAX_COUNT = 2**53
 #: PyMC's thresholds for weak-but-valid sampler settings [§7.33]
 RECOMMENDED_CHAINS = 4
 MIN_DRAWS = 100
@@ -219,6 +222,15 @@ def fraction_message(what: str, col: str, values: Sequence[Any], rows: str) -> s
 def negative_message(what: str, col: str, values: Sequence[Any], rows: str) -> str:
     """[§7.14]"""
     return f"{what} must be >= 0; column '{col}' has {fmt_values(values)} ({rows})"
+
+
+def too_large_message(what: str, col: str, values: Sequence[Any], rows: str) -> str:
+    """[R.17] counts of 2^53 or more: not exact in 64-bit floating point."""
+    return (
+        f"{what} must be below 2^53 = 9,007,199,254,740,992; column '{col}' has "
+        f"{fmt_values(values)} ({rows}): counts this large are not exact in 64-bit floating "
+        "point, in which the model is computed; check the column (a unit or parsing mistake?)"
+    )
 
 
 def not_binary_message(
@@ -543,13 +555,17 @@ def _numbers_with_text(s: pd.Series, weights: np.ndarray | None = None) -> bool:
 
 
 def _whole(x: np.ndarray, col: str, rows: np.ndarray, what: str) -> None:
-    """Counts must be whole numbers >= 0 [§7.14-15]; 3.0 is accepted as 3."""
+    """Counts must be whole numbers >= 0 [§7.14-15] and below 2^53 [R.17]; 3.0 is accepted
+    as 3."""
     frac = np.abs(x - np.round(x)) > 0
     if frac.any():
         raise DataError(fraction_message(what, col, x[frac], fmt_rows(frac, rows)))
     neg = x < 0
     if neg.any():
         raise DataError(negative_message(what, col, x[neg], fmt_rows(neg, rows)))
+    big = x >= MAX_COUNT  # [R.17]
+    if big.any():
+        raise DataError(too_large_message(what, col, x[big], fmt_rows(big, rows)))
 
 
 # -- the response ------------------------------------------------------------------------
@@ -664,6 +680,7 @@ def _response(
         assert r.failures is not None
         fail = _numeric(frame, r.failures, rows, "failures")
         _whole(fail, r.failures, rows, "failures")
+        _whole(succ + fail, f"{r.successes} + {r.failures}", rows, "trials")  # [R.17]
         return succ, succ + fail
     assert r.trials is not None
     trials = _numeric(frame, r.trials, rows, "trials")

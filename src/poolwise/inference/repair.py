@@ -223,6 +223,8 @@ class RepairLog:
         if self.auto is not None:
             for t in self.auto.terms:
                 out.append(f"auto parameterization {t.describe()}")
+            if any(t.source == "pilot" for t in self.auto.terms):
+                out.append(f"auto: the pilot run took {self.auto.pilot_seconds:.1f} s")
             if self.auto.target_accept is not None:
                 out.append(
                     f"auto: target_accept {self.auto.target_accept:g} because a funnel of "
