@@ -8,6 +8,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TVENV := .venv-test
 TPY := $(TVENV)/bin/python
+# tests run in two processes, one test file each (module fixtures are built once); CI has 2 cores.
+# `make test XDIST=` runs them in one process.
+XDIST ?= -n 2 --dist loadfile
 
 # The first Python >= 3.12 that runs: on PATH, else any that pyenv manages (a pyenv shim can
 # exist for a version that is not selected, so each candidate is tried, not just looked up).
@@ -48,15 +51,15 @@ browser:
 
 # The default tier: what developers run all the time (includes the browser test).
 test: $(TVENV)/.installed browser
-	$(TPY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(TPY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 # The slow statistical tier: calibration of varying slopes, repair against the quadrature
 # reference, crossed recovery, the long crash-consistency run.
 test-slow: $(TVENV)/.installed
-	$(TPY) -m pytest -m slow $(PYTEST_ARGS)
+	$(TPY) -m pytest -m slow $(XDIST) $(PYTEST_ARGS)
 
 test-all: $(TVENV)/.installed browser
-	$(TPY) -m pytest $(PYTEST_ARGS)
+	$(TPY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 lint: $(TVENV)/.installed
 	$(TVENV)/bin/ruff check src tests bench

@@ -277,7 +277,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "poolwise"
 SAVED_CODES = {
     "divergences", "nonfinite", "rhat_undefined", "rhat_single_chain", "rhat", "ess_bulk",
     "ess_tail", "bfmi", "treedepth", "acceptance", "funnel", "funnel_unlocalised", "few_levels",
-    "extreme_levels", "prior_dominated", "prior_sensitive",
+    "extreme_levels", "prior_dominated", "prior_sensitive", "overdispersion",
 }
 
 

@@ -381,7 +381,7 @@ def test_portable_command():
     from poolwise.output.report import portable_command
 
     assert portable_command(
-        "poolwise fit /home/ana/data/x.csv --out=/srv/res/ -f 'y ~ 1 + (1 | g)' -o rel/r.html"
+        "poolwise fit /data/ana/x.csv --out=/srv/res/ -f 'y ~ 1 + (1 | g)' -o rel/r.html"
     ) == "poolwise fit x.csv --out=res -f 'y ~ 1 + (1 | g)' -o rel/r.html"
     assert portable_command("poolwise report out -o 'my report.html'") == (
         "poolwise report out -o 'my report.html'")  # nothing to shorten: as recorded

@@ -17,6 +17,14 @@ if TYPE_CHECKING:
 __all__ = ["result_dict"]
 
 
+def _priors(spec: Any) -> dict[str, str]:
+    """The priors by class; ``phi`` only where the family has it."""
+    out = spec.priors.to_dict()
+    if spec.family != "beta_binomial":
+        out.pop("phi")
+    return out
+
+
 def result_dict(
     fit: Fit,
     *,
@@ -64,8 +72,9 @@ def result_dict(
         "formula": fit.spec.formula.text,
         "pooling": fit.spec.pooling,
         "link": fit.spec.link,
+        "family": fit.spec.family,
         "parameterization": fit.spec.parameterization_by_term(),
-        "priors": fit.spec.priors.to_dict(),
+        "priors": _priors(fit.spec),
         "priors_by_parameter": priors_by_parameter(fit.spec),
         "scaling": _scaling_with_draws(fit),
         "prior_predictive": _prior_predictive(fit),

@@ -474,22 +474,12 @@ def _proportion_bins(obs: np.ndarray, trials: np.ndarray, k: int = 10
     return edges, [*labels, "1"]
 
 
-def plot_ppc_bins(fit: Fit, *, prob: float = 0.89, group: str | None = None,
-                  max_draws: int = 200) -> Figure:
-    """The posterior predictive check of a group with many levels, in bins that do not
-    depend on the outcome (one tick per level would be a smear), each an observed statistic
-    against the interval of the same statistic in replicated data (at most ``max_draws``
-    replicates): left, how many levels have each proportion (the distribution of the level
-    proportions); middle and right, the levels binned by their trials n, the proportion of
-    all their trials and the spread (SD) of their proportions: too much or too little
-    pooling shows in the spread."""
-    gd, obs, trials, rep = group_predictive(fit, group=group, max_draws=max_draws)
+def _ppc_bin_panels(name: str, obs: np.ndarray, trials: np.ndarray,
+                    rep: np.ndarray) -> list[tuple]:
+    """The three panels of :func:`plot_ppc_bins`: (key, ticks, observed, replicated, y label,
+    x label, title) for the distribution of the level proportions and, over levels binned by
+    their trials, the pooled proportion and the spread of the proportions."""
     L = len(obs)
-    ci = _pct(prob)
-
-    def interval(v: np.ndarray, p: float) -> np.ndarray:  # equal-tailed
-        return np.quantile(v, [(1 - p) / 2, (1 + p) / 2], axis=0)
-
     edges, labels = _proportion_bins(obs, trials)
     B = len(labels)
     count_obs = np.bincount(np.digitize(obs, edges), minlength=B)
@@ -509,17 +499,37 @@ def plot_ppc_bins(fit: Fit, *, prob: float = 0.89, group: str | None = None,
                         float(obs[m].std()), rep[:, m].std(axis=1)))
     panels = [
         ("count", labels, count_obs.astype(float), count_rep.astype(float),
-         f"{gd.name}s with this proportion", f"proportion of successes in a {gd.name}",
-         f"Distribution of the {L:,} {gd.name} proportions"),
+         f"{name}s with this proportion", f"proportion of successes in a {name}",
+         f"Distribution of the {L:,} {name} proportions"),
         ("mean", [r[0] for r in by_size], np.array([r[1] for r in by_size]),
          np.stack([r[2] for r in by_size], axis=1) if by_size else np.zeros((len(rep), 0)),
-         "proportion of successes (all trials)", f"{gd.name}s binned by trials n (count)",
+         "proportion of successes (all trials)", f"{name}s binned by trials n (count)",
          "Proportion by size"),
         ("sd", [r[0] for r in by_size], np.array([r[3] for r in by_size]),
          np.stack([r[4] for r in by_size], axis=1) if by_size else np.zeros((len(rep), 0)),
-         f"SD of the proportions between {gd.name}s", f"{gd.name}s binned by trials n (count)",
-         f"Spread between {gd.name}s by size"),
+         f"SD of the proportions between {name}s", f"{name}s binned by trials n (count)",
+         f"Spread between {name}s by size"),
     ]
+    return panels
+
+
+def plot_ppc_bins(fit: Fit, *, prob: float = 0.89, group: str | None = None,
+                  max_draws: int = 200) -> Figure:
+    """The posterior predictive check of a group with many levels, in bins that do not
+    depend on the outcome (one tick per level would be a smear), each an observed statistic
+    against the interval of the same statistic in replicated data (at most ``max_draws``
+    replicates): left, how many levels have each proportion (the distribution of the level
+    proportions); middle and right, the levels binned by their trials n, the proportion of
+    all their trials and the spread (SD) of their proportions: too much or too little
+    pooling shows in the spread."""
+    gd, obs, trials, rep = group_predictive(fit, group=group, max_draws=max_draws)
+    L = len(obs)
+    ci = _pct(prob)
+
+    def interval(v: np.ndarray, p: float) -> np.ndarray:  # equal-tailed
+        return np.quantile(v, [(1 - p) / 2, (1 + p) / 2], axis=0)
+
+    panels = _ppc_bin_panels(gd.name, obs, trials, rep)
     markers = {"count": "o", "mean": "s", "sd": "D"}
     with _rc():
         fig = _figure(12.0, 5.6)

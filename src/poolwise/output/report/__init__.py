@@ -111,7 +111,7 @@ def _is_absolute(token: str) -> bool:
 
 
 def portable_command(command: str) -> str:
-    """``command`` with every absolute path argument (``/home/ana/data.csv``,
+    """``command`` with every absolute path argument (``/data/ana/survey.csv``,
     ``--out=/srv/x``, ``C:\\data\\x.csv``) shortened to its last component, so that a shared
     report does not show its author's folders; relative paths are kept as typed."""
     try:
@@ -474,33 +474,23 @@ def _logo_table(comp: PoolingComparison) -> tuple[Table | None, str | None]:
     return table, unit
 
 
-def _section_pooling(comp: PoolingComparison | None) -> dict[str, Any]:
-    if comp is None:
-        return {"comparison": None, "absent": (
-            "Not run for this report. `poolwise compare DATA --formula F --report` fits "
-            "complete, no and partial pooling with the same settings and explains how they "
-            "differ."
-        )}
-    ci = f"{100 * comp.prob:g}% {comp.kind.upper()}"
-    pop = comp.population
-    population = _table(
-        ["quantity", "meaning", "model", "scale", "mean", "sd", f"{ci} lower", f"{ci} upper"],
-        [(str(q), r["description"], r["model"], r["scale"], fmt_sig(r["mean"]),
-          fmt_sig(r["sd"]), fmt_sig(r["lower"]), fmt_sig(r["upper"]))
-         for q, r in pop.iterrows()],
-        text_cols=(1,),
+def _loo_table(comp: PoolingComparison) -> Any:
+    """The PSIS-LOO comparison of the three models, or None when it was not run."""
+    if comp.loo is None:
+        return None
+    return _table(
+        ["model", "rank", "elpd", "SE", "elpd difference", "SE of difference",
+         "effective parameters", "stacking weight", "Pareto k"],
+        [(str(m), fmt_sig(r["rank"], None), f"{r['elpd']:.1f}", f"{r['se']:.1f}",
+          f"{r['elpd_diff']:.1f}", f"{r['dse']:.1f}", f"{r['p']:.1f}",
+          fmt_sig(r["weight"], 2), Badge("pass" if r["pareto_k_bad"] == 0 else "fail"))
+         for m, r in comp.loo.iterrows()],
     )
-    loo = None
-    if comp.loo is not None:
-        loo = _table(
-            ["model", "rank", "elpd", "SE", "elpd difference", "SE of difference",
-             "effective parameters", "stacking weight", "Pareto k"],
-            [(str(m), fmt_sig(r["rank"], None), f"{r['elpd']:.1f}", f"{r['se']:.1f}",
-              f"{r['elpd_diff']:.1f}", f"{r['dse']:.1f}", f"{r['p']:.1f}",
-              fmt_sig(r["weight"], 2), Badge("pass" if r["pareto_k_bad"] == 0 else "fail"))
-             for m, r in comp.loo.iterrows()],
-        )
-    logo, logo_unit = _logo_table(comp)
+
+
+def _groups_table(comp: PoolingComparison, ci: str) -> tuple[Any, str]:
+    """The per-group table of the comparison (the extremes when there are many groups) and
+    its note."""
     header = [comp.group, "n", "successes", "raw prop.",
               "none mean", "none sd", f"none {ci} lower", f"none {ci} upper",
               "partial mean", "partial sd", f"partial {ci} lower", f"partial {ci} upper",
@@ -529,6 +519,28 @@ def _section_pooling(comp: PoolingComparison | None) -> dict[str, Any]:
         f"partial-pooling estimate gives to the population mean (0: its own data, 1: the "
         f"population mean).{cut}"
     )
+    return groups, groups_note
+
+
+def _section_pooling(comp: PoolingComparison | None) -> dict[str, Any]:
+    if comp is None:
+        return {"comparison": None, "absent": (
+            "Not run for this report. `poolwise compare DATA --formula F --report` fits "
+            "complete, no and partial pooling with the same settings and explains how they "
+            "differ."
+        )}
+    ci = f"{100 * comp.prob:g}% {comp.kind.upper()}"
+    pop = comp.population
+    population = _table(
+        ["quantity", "meaning", "model", "scale", "mean", "sd", f"{ci} lower", f"{ci} upper"],
+        [(str(q), r["description"], r["model"], r["scale"], fmt_sig(r["mean"]),
+          fmt_sig(r["sd"]), fmt_sig(r["lower"]), fmt_sig(r["upper"]))
+         for q, r in pop.iterrows()],
+        text_cols=(1,),
+    )
+    loo = _loo_table(comp)
+    logo, logo_unit = _logo_table(comp)
+    groups, groups_note = _groups_table(comp, ci)
     return {"comparison": {
         "narrative": list(comp.narrative), "population": population, "loo": loo,
         "loo_unit": f"Predictive unit: {comp.loo_unit}", "group": comp.group,
