@@ -424,7 +424,8 @@ def _option_values(args: argparse.Namespace, names: Sequence[str]) -> dict[str, 
         "reference": lambda: _reference(args.reference),
         "parameterization": lambda: _parameterization(args.parameterization),
         "priors": lambda: _priors(args.prior),
-        "progress": lambda: sys.stderr.isatty() if args.progress is None else args.progress,
+        # nutpie's own bar stays off: the command line shows the progress itself (_reporter)
+        "progress": lambda: False,
         "repair": lambda: RepairPolicy(max_attempts=args.max_attempts) if args.repair
         else False,
         # the findings are printed (not with --quiet) or saved; a quiet run that saves nothing
@@ -545,7 +546,7 @@ def _read(args: argparse.Namespace, path: Any) -> Any:
     validates and counts; the --categorical columns converted."""
     from poolwise.data.ingest import FileSource, wants_engine
     from poolwise.data.table import read_table
-    from poolwise.errors import phase
+    from poolwise.progress import phase
 
     with phase("reading the data"):
         if wants_engine(path):
@@ -611,6 +612,60 @@ def _status_line(fit: Any) -> str:
     )
 
 
+def _fit_header(spec: Any, config: Any) -> list[str]:
+    """What a fit will sample, printed before it samples: the model and every prior with the
+    scale it applies on, the data (rows -> cells) and its notes, each group term's
+    parameterization as asked, the seed and the chains."""
+    from poolwise.output.report import model_lines
+
+    lines = [f"model: {spec.formula.text}   pooling: {spec.pooling}   link: {spec.link}"
+             + (f"   family: {spec.family}" if spec.family != "binomial" else "")]
+    lines += [f"  {line}" for line in model_lines(spec)]
+    lines += _data_lines(spec)
+    for t in spec.terms:
+        how = ("auto (decided before sampling, from the data or a short pilot run)"
+               if t.requested == "auto" else t.parameterization)
+        lines.append(f"parameterization of ({t.name}): {how}")
+    return [*lines, _seed_line(config)]
+
+
+def _compare_header(spec: Any, config: Any) -> list[str]:
+    """The header of a comparison, printed when its first fit is ready to sample."""
+    group = spec.terms[0].group.name if spec.terms else "?"
+    lines = [f"model: {spec.formula.text}   compared: complete, no and partial pooling of "
+             f"'{group}'"]
+    return [*lines, *_data_lines(spec), _seed_line(config)]
+
+
+def _data_lines(spec: Any) -> list[str]:
+    d = spec.design
+    return [f"data: {d.source} ({d.n_rows:,} rows -> {d.n_cells:,} binomial cells)",
+            *(f"note: {note}" for note in d.notes)]
+
+
+def _seed_line(config: Any) -> str:
+    return (f"seed: {config.seed}   chains: {config.chains} x ({config.tune} tune + "
+            f"{config.draws} draws)")
+
+
+def _reporter(args: argparse.Namespace) -> Any:
+    """What the command shows while it works (:mod:`poolwise.progress`): nothing with --quiet;
+    else the header of a fit or comparison (standard output) before it samples and, unless
+    --no-progress, the phases and the sampler's progress on standard error: a live line in a
+    terminal, plain lines (every 10% or 10 s of sampling) in a file or a pipe."""
+    from poolwise import progress
+
+    if getattr(args, "quiet", False):
+        return None
+    header = {"fit": _fit_header, "compare": _compare_header}.get(args.command)
+    if getattr(args, "progress", None) is False:
+        return (progress.HeaderReporter(sys.stderr, header=header, header_stream=sys.stdout)
+                if header is not None else None)
+    live = sys.stderr.isatty()
+    kind = progress.LiveReporter if live else progress.LineReporter
+    return kind(sys.stderr, header=header, header_stream=sys.stdout)
+
+
 def _cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     with contextlib.ExitStack() as stack:
         outputs = _prepare_outputs(args, stack)
@@ -634,21 +689,11 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
     from poolwise.inference.fitted import with_command
 
     fit = with_command(fit, args.command_line)  # saved with the fit: how to reproduce it
-    if not args.quiet:
-        print(f"model: {fit.spec.formula.text}   pooling: {fit.spec.pooling}   "
-              f"link: {fit.spec.link}")
-        from poolwise.output.report import model_lines
-
-        for line in model_lines(fit.spec):  # every prior with the scale it applies on
-            print(f"  {line}")
-        print(f"data: {fit.spec.design.source} ({fit.spec.design.n_rows} rows -> "
-              f"{fit.spec.design.n_cells} binomial cells)")
-        for note in fit.spec.design.notes:
-            print(f"note: {note}")
+    if not args.quiet:  # the header was printed before sampling (_fit_header)
         for term, par in fit.spec.parameterization_by_term().items():
-            print(f"parameterization of ({term}): {par}")
-        print(f"seed: {fit.config.seed}   chains: {fit.config.chains} x "
-              f"({fit.config.tune} tune + {fit.config.draws} draws)\n")
+            if next(t for t in fit.spec.terms if t.name == term).requested == "auto":
+                print(f"parameterization of ({term}): {par} (auto)")
+        print()
         _print_summary(fit.summary(prob=args.prob, kind=args.interval), args.prob, args.interval,
                        fit.spec, str(Path(args.out) / "summary.csv") if args.out else None)
         print()
@@ -714,13 +759,6 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
     g = comp.groups
     pct = f"{100 * comp.prob:g}%"
     if not args.quiet:
-        print(f"model: {comp.formula}   compared: complete, no and partial pooling of "
-              f"'{comp.group}'")
-        for note in comp.main_fit.spec.design.notes:  # formula advice (the rest: narrative)
-            if "write factor(" in note:
-                print(f"note: {note}")
-        print(f"seed: {comp.main_fit.config.seed}   chains: {comp.main_fit.config.chains} x "
-              f"({comp.main_fit.config.tune} tune + {comp.main_fit.config.draws} draws)\n")
         show = g[["n", "successes", "raw_proportion", "none_p_mean", "partial_p_mean",
                   "shift_p", "none_sd", "partial_sd", "shrinkage", "boundary"]].astype(
             {"n": int, "successes": int}).rename(
@@ -861,9 +899,10 @@ def _cmd_poststratify(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from poolwise.comparison.pooling import compare_fits
-    from poolwise.errors import StoreError, phase
+    from poolwise.errors import StoreError
     from poolwise.output.io import load_result
     from poolwise.output.store import check_output_file, result_root, update_folder
+    from poolwise.progress import phase
 
     src = Path(args.dir)
     if not src.exists():
@@ -982,7 +1021,8 @@ def _save_outputs(outputs: Any, save: Any, report: Any, *, what: str,
     the report. An output that fails now (a full disk included) never loses the finished
     result: it is saved to a new folder that can hold it (``needed()``: its size in bytes),
     which the error line names. Returns EXIT_INPUT then, else None."""
-    from poolwise.errors import PoolwiseError, phase
+    from poolwise.errors import PoolwiseError
+    from poolwise.progress import phase
 
     out, report_path, rel = outputs
     saved = False
@@ -1017,8 +1057,8 @@ def _fallback(save: Any, err: BaseException, failed: Path, what: str,
     the error line names it, or says why each place failed."""
     import shutil
 
-    from poolwise.errors import phase
     from poolwise.output.store import fallback_bases, fallback_folder
+    from poolwise.progress import phase
 
     reason = getattr(err, "strerror", None) or err
     tried = []
@@ -1187,20 +1227,11 @@ def _main(argv: Sequence[str] | None) -> int:
     logging.basicConfig(level=logging.WARNING,
                         format="%(levelname)s: %(message)s")
     from poolwise.errors import DataError, FormulaError, SamplingError, SpecError
+    from poolwise.progress import reporting
 
     try:
-        if args.command == "fit":
-            return _cmd_fit(args, parser)
-        if args.command == "diagnose":
-            return _cmd_diagnose(args)
-        if args.command == "compare":
-            return _cmd_compare(args, parser)
-        if args.command == "report":
-            return _cmd_report(args)
-        if args.command == "effects":
-            return _cmd_effects(args)
-        if args.command == "poststratify":
-            return _cmd_poststratify(args)
+        with reporting(_reporter(args)):
+            return _dispatch(args, parser)
     except (DataError, FormulaError, SpecError) as err:
         if args.debug:
             raise
@@ -1219,6 +1250,16 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_INPUT
     except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM (_sigterm_stops), a partial trace
         return _interrupted(err, args, debug=args.debug)
+
+
+def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    commands = {"fit": _cmd_fit, "compare": _cmd_compare}
+    if args.command in commands:
+        return commands[args.command](args, parser)
+    simple = {"diagnose": _cmd_diagnose, "report": _cmd_report, "effects": _cmd_effects,
+              "poststratify": _cmd_poststratify}
+    if args.command in simple:
+        return simple[args.command](args)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 

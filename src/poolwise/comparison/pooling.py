@@ -48,11 +48,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from poolwise.errors import SpecError, phase
+from poolwise.errors import SpecError
 from poolwise.model import links
 from poolwise.model.naming import sd_name, total_name
 from poolwise.model.predictor import draws as _draws
 from poolwise.model.predictor import inverse_link, linear_predictor
+from poolwise.progress import phase
 
 if TYPE_CHECKING:
     from arviz_stats.utils import ELPDDataLOO

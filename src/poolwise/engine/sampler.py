@@ -46,6 +46,7 @@ import xarray as xr
 from poolwise.engine import density as D
 from poolwise.engine.layout import PackedModel
 from poolwise.errors import Interrupted, PoolwiseWarning, SamplingError, SpecError
+from poolwise.progress import sampling_callback
 
 __all__ = ["SamplerConfig", "run_nuts", "EngineKind", "STAT_NAMES", "TraceStore",
            "cfunc_interface", "check_complete", "large_trace", "stored_dtypes", "trace_bytes",
@@ -491,7 +492,7 @@ def run_nuts(packed: PackedModel, config: SamplerConfig, *,
             cores=cores,
             seed=config.seed,
             save_warmup=False,
-            progress_bar=config.progress,
+            **_progress(config),
             target_accept=float(config.target_accept),
             maxdepth=config.max_treedepth,
             return_raw_trace=raw or disk,
@@ -530,6 +531,16 @@ def _relabel(tree: xr.DataTree, packed: PackedModel) -> None:
     stats = tree["sample_stats"].to_dataset()
     stats = stats.rename({k: v for k, v in STAT_NAMES.items() if k in stats})
     tree["sample_stats"] = xr.DataTree(stats)
+
+
+def _progress(config: SamplerConfig) -> dict[str, Any]:
+    """nutpie's progress arguments: the active reporter's callback (:mod:`poolwise.progress`,
+    the command line's display) in place of nutpie's bar when there is one, else nutpie's bar
+    as ``config.progress`` says."""
+    callback = sampling_callback()
+    if callback is None:
+        return {"progress_bar": config.progress}
+    return {"progress_bar": False, "progress_callback": callback, "progress_rate": 250}
 
 
 def _wait(background: Any) -> Any:

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from poolwise.engine.sampler import EngineKind, SamplerConfig
-from poolwise.errors import ConvergenceWarning, SamplingError, phase
+from poolwise.errors import ConvergenceWarning, SamplingError
 from poolwise.formula import Formula
 from poolwise.inference.fitted import Fit, versions
 from poolwise.inference.options import FitOptions, check_against_formula, resolved_pooling
@@ -25,6 +25,7 @@ from poolwise.inference.repair import RepairPolicy, repair_fit
 from poolwise.inference.sampling import sample_spec, with_log_likelihood
 from poolwise.model.priors import Priors
 from poolwise.model.spec import Link, Parameterization, Pooling, build_model
+from poolwise.progress import announce, phase
 
 __all__ = ["Fit", "fit", "sample_spec", "versions", "with_log_likelihood"]
 
@@ -262,6 +263,7 @@ def fit_with_options(formula: str | Formula, data: Any, options: FitOptions) -> 
                        max_tune=_ladder_tune(policy, config.tune, repair))
     if plan.available is not None and plan.ladder > plan.available:
         policy = _fit_ladder(spec, config, policy, log_likelihood, plan.available)
+    announce(spec, config)  # the reporter's header: what will be sampled, before it is
     prior_warnings: tuple[str, ...] = ()
     if options.prior_check:
         from poolwise.model.prior_predictive import check_prior_predictive

@@ -94,8 +94,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_treedepth", "sampler", "maximum NUTS tree depth", "--max-treedepth"),
     Option("cores", "sampler", "chains run in parallel on this many cores (default: one per "
            "chain, at most the CPU count)", "--cores"),
-    Option("progress", "sampler", "show the progress of sampling", "--progress",
-           cli_default="on in a terminal, off when the output goes to a file or a pipe"),
+    Option("progress", "sampler", "show what the run is doing: the phases (pilot, each repair "
+           "attempt, sampling, LOO, the report) and the sampler's progress with the time left; "
+           "in Python, nutpie's progress bar", "--progress",
+           cli_default="on (standard error: a live line in a terminal, plain lines every 10%% "
+           "or 10 s in a file or a pipe); --quiet or --no-progress turn it off"),
     Option("engine", "sampler", "how nutpie calls the density: compiled callbacks (cfunc) or "
            "a Python function (pyfunc, for debugging)", "--engine"),
     Option("repair", "checks", "re-fit a failing model with remedies (non-center the culprit "

@@ -15,7 +15,6 @@ import numpy as np
 
 from poolwise.engine.layout import pack
 from poolwise.engine.sampler import check_complete, run_nuts
-from poolwise.errors import phase
 from poolwise.model.naming import sd_name
 from poolwise.model.parameterization import (
     SD_QUANTILES,
@@ -28,6 +27,7 @@ from poolwise.model.parameterization import (
 )
 from poolwise.model.predictor import inverse_link, linear_predictor
 from poolwise.model.scale import to_original_scale
+from poolwise.progress import phase
 
 if TYPE_CHECKING:
     from poolwise.engine.sampler import SamplerConfig

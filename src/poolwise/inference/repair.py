@@ -48,7 +48,6 @@ from typing import Any
 import numpy as np
 
 from poolwise.engine.sampler import SamplerConfig
-from poolwise.errors import phase
 from poolwise.inference.diagnostics import BFMI_MIN, RHAT_MAX, Diagnosis, Funnel
 from poolwise.inference.finding_codes import FindingCode
 from poolwise.inference.fitted import Fit
@@ -67,6 +66,7 @@ from poolwise.model.parameterization import (
     resolve_parameterization,
 )
 from poolwise.model.spec import ModelSpec, Parameterization
+from poolwise.progress import phase
 
 __all__ = [
     "RepairPolicy",
@@ -504,7 +504,9 @@ def repair_fit(
     first_warnings: tuple[str, ...] = ()
     for k in range(1, max_attempts + 1):
         t0 = time.perf_counter()
-        attempt = phase(f"repair attempt {k}") if k > 1 else contextlib.nullcontext()
+        attempt = (phase(f"repair attempt {k}",
+                         shown=f"repair attempt {k} of at most {max_attempts}")
+                   if k > 1 else contextlib.nullcontext())
         with warnings.catch_warnings(), attempt:
             if k > 1:  # weak-settings warnings were emitted by the first attempt already
                 warnings.simplefilter("ignore")

@@ -16,13 +16,14 @@ import xarray as xr
 from poolwise.data.patterns import observed_group
 from poolwise.engine.layout import pack
 from poolwise.engine.sampler import SamplerConfig, check_complete, run_nuts
-from poolwise.errors import SpecError, phase
+from poolwise.errors import SpecError
 from poolwise.inference.diagnostics import diagnose, with_sensitivity
 from poolwise.inference.fitted import Fit, versions
 from poolwise.inference.plan import check_run, memory_plan
 from poolwise.model.likelihood import log_likelihood_group
 from poolwise.model.scale import to_original_scale
 from poolwise.model.spec import ModelSpec
+from poolwise.progress import phase
 
 __all__ = ["Fit", "sample_spec", "versions", "with_log_likelihood"]
 
