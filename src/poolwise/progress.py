@@ -190,6 +190,17 @@ def sampling_text(p: SamplingProgress) -> str:
             f"{'s' if p.divergences != 1 else ''}, {duration(p.seconds)}{eta}")
 
 
+def live_text(p: SamplingProgress) -> str:
+    """The live line's part for the sampler: ``[##########----------] 50% (warming up),
+    0 divergences, 4.0 s, about 4.0 s left``."""
+    filled = int(round(20 * p.fraction))
+    left = p.seconds_left
+    eta = f", about {duration(left)} left" if left is not None and p.done < p.total else ""
+    return (f"[{'#' * filled}{'-' * (20 - filled)}] {100 * p.fraction:.0f}%"
+            f"{' (warming up)' if p.tuning else ''}, {p.divergences:,} divergence"
+            f"{'s' if p.divergences != 1 else ''}, {duration(p.seconds)}{eta}")
+
+
 class HeaderReporter(Reporter):
     """Shows no progress; prints a fit's header once (``header(spec, config)``: its lines) to
     ``header_stream`` when the model is ready. The base of the printing reporters, whose
@@ -226,13 +237,14 @@ class HeaderReporter(Reporter):
 
 class _Phases(HeaderReporter):
     """The phases under way, innermost last, and a clock thread that calls :meth:`_tick`
-    twice a second while any is (ended by :meth:`close`). A phase shorter than ``quiet``
-    seconds leaves no line."""
+    twice a second from the first phase on (ended by :meth:`close`; ``clock=False``: none,
+    the caller ticks). A phase shorter than ``quiet`` seconds leaves no line."""
 
     quiet = 1.0
 
-    def __init__(self, stream: TextIO, **kw: Any):
+    def __init__(self, stream: TextIO, *, clock: bool = True, **kw: Any):
         super().__init__(stream, **kw)
+        self._ticking = clock
         self._open: list[list[Any]] = []  # [path, start, shown]
         self._sampling: dict[tuple[str, ...], SamplingProgress] = {}
         self._stop = threading.Event()
@@ -241,7 +253,7 @@ class _Phases(HeaderReporter):
     def started(self, path: tuple[str, ...]) -> None:
         with self.lock:
             self._open.append([path, time.monotonic(), False])
-            if self._clock is None:
+            if self._clock is None and self._ticking:
                 self._clock = threading.Thread(target=self._run, name="poolwise-progress",
                                                daemon=True)
                 self._clock.start()
@@ -333,9 +345,7 @@ class LiveReporter(_Phases):
             path, start, _ = self._open[-1]
             progress = self._sampling.get(path)
             if progress is not None:
-                filled = int(round(20 * progress.fraction))
-                bar = "#" * filled + "-" * (20 - filled)
-                text = f"{title(path)}: [{bar}] {sampling_text(progress)}"
+                text = f"{title(path)} {live_text(progress)}"
             else:
                 text = f"{title(path)} ... {duration(now - start)}"
             width = shutil.get_terminal_size((100, 24)).columns - 1
