@@ -214,3 +214,50 @@ def test_the_command_line_writes_the_tables(tmp_path, capsys):
                  str(tmp_path / "p.csv")]) == 0
     p = pd.read_csv(tmp_path / "p.csv")
     assert list(p["level"]) == ["total"] and p.loc[0, "population"] == 40
+
+
+# -- the report's section (issue 21 item 1: the average comparison of each predictor) -------
+
+
+def _section_text(html: str, sid: str) -> str:
+    import re
+
+    start = html.index(f'id="{sid}"')
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html[start:html.index("</section>",
+                                                                             start)]))
+
+
+def test_the_report_shows_the_average_comparisons(fit, data, tmp_path):
+    """From a file: the table's numbers are those of comparisons(), and the plot is there."""
+    from poolwise.output.report import render_report
+    from poolwise.textfmt import fmt_sig
+
+    path = tmp_path / "d.csv"
+    data.to_csv(path, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = poolwise.fit("y ~ x + z + (1 | g)", str(path), seed=5, tune=300, draws=300,
+                         prior_sensitivity=False)
+    html = render_report(f)
+    text = _section_text(html, "effects")
+    expected = poolwise.comparisons(f, ["x", "z"])
+    for _, r in expected.iterrows():
+        row = (f"{r['term']} {r['contrast']} {fmt_sig(r['estimate'])} {fmt_sig(r['sd'])} "
+               f"{fmt_sig(r['hdi_89_lower'])} {fmt_sig(r['hdi_89_upper'])}")
+        assert row in text
+    assert 'data-figure="effects"' in html
+    assert "over the 480 rows the model was fitted to" in text
+
+
+def test_the_report_says_why_effects_are_missing(fit):
+    """A frame given in Python cannot be read again: the section says so and how to get them;
+    a model without predictors has nothing to compare."""
+    from poolwise.output.report import render_report
+
+    text = _section_text(render_report(fit, figures=False), "effects")
+    assert "Not computed here: the data this fit was made from" in text
+    assert "poolwise effects DIR" in text
+    bare = poolwise.fit("use.contraception ~ 1 + (1 | district)", poolwise.load_example(),
+                        seed=1, tune=200, draws=200, prior_sensitivity=False)
+    assert "The model has no predictors" in _section_text(render_report(bare, figures=False),
+                                                          "effects")

@@ -11,6 +11,7 @@ settings, result). Under the title, the status; a fit that failed its diagnostic
 what failed and the chains (trace and rank) of its worst parameters, before anything else.
 The sections always come in this order (``SECTIONS``): model and priors,
 data, sampling settings, diagnostics (pass/fail badges), repair journal, posterior summary,
+effects on the outcome scale (the average comparison of each predictor, table and plot),
 pooling comparison and narrative, figures (estimates, predictive checks, the chains of a fit
 that passed), reproducibility footer (versions, seed, the command that made the fit and, for
 ``poolwise report DIR``, the one that rebuilt the report, data file name and hash). Numbers
@@ -70,6 +71,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("diagnostics", "Diagnostics"),
     ("repair", "Repair journal"),
     ("summary", "Posterior summary"),
+    ("effects", "Effects on the outcome scale"),
     ("pooling", "Pooling comparison"),
     ("figures", "Figures"),
     ("reproducibility", "Reproducibility"),
@@ -522,6 +524,54 @@ def _groups_table(comp: PoolingComparison, ci: str) -> tuple[Any, str]:
     return groups, groups_note
 
 
+def _section_effects(main: Fit, prob: float, kind: str, figures: bool) -> dict[str, Any]:
+    """The average comparison of each predictor on the probability scale over the data the
+    model was fitted to (:func:`poolwise.comparison.effects.comparisons`): a table and a plot.
+    Absent, with the reason, when the model has no predictor or its data cannot be read
+    again (a data frame given in Python, a file changed since, a folder of Parquet)."""
+    from poolwise.errors import DataError
+
+    spec = main.spec
+    enc = spec.design.encoding
+    names = [v.label for v in (enc.variables if enc else ())]
+    how = ("`poolwise effects DIR` computes them for a saved fit (--by for subgroups, --groups "
+           "new for a new group, --slopes for derivatives, --data for other rows).")
+    if not names:
+        return {"absent": "The model has no predictors: there is no effect to compare. " + how}
+    from poolwise.comparison.effects import comparisons
+
+    try:
+        df = comparisons(main, names, prob=prob, kind=kind)
+    except DataError as err:
+        return {"absent": f"Not computed here: {err}. " + how}
+    from poolwise.inference.summary import interval_columns
+
+    lo, hi = interval_columns(prob, kind)
+    ci = f"{100 * prob:g}% {kind.upper()}"
+    table = _table(
+        ["predictor", "contrast", "mean", "sd", f"{ci} lower", f"{ci} upper"],
+        [(str(r["term"]), str(r["contrast"]), fmt_sig(r["estimate"]), fmt_sig(r["sd"]),
+          fmt_sig(r[lo]), fmt_sig(r[hi])) for _, r in df.iterrows()],
+        text_cols=(1,),
+    )
+    outcome = spec.formula.response.successes
+    note = (f"The average difference in the probability of {outcome} when a predictor "
+            f"changes (a level against the reference level; a numeric predictor by + 1 unit of "
+            f"its original scale), the other predictors as they are, over the "
+            f"{spec.design.n_rows:,} rows the model was fitted to, each with its own fitted "
+            f"group effects ({df.attrs['groups']}): marginaleffects' avg_comparisons, per "
+            f"posterior draw, then the mean and the {ci}. " + how)
+    figure = None
+    if figures:
+        from poolwise.output.plots.effects import plot_comparisons
+
+        fig = plot_comparisons(df, outcome=outcome, title=(
+            f"Average comparisons on the probability scale, {_title(main)}"))
+        figure = _figure_view("effects", f"Average difference in the probability of "
+                              f"{outcome} per predictor (mean and {ci}).", fig)
+    return {"absent": "", "table": table, "note": note, "figure": figure}
+
+
 def _section_pooling(comp: PoolingComparison | None) -> dict[str, Any]:
     if comp is None:
         return {"comparison": None, "absent": (
@@ -694,6 +744,7 @@ def render_report(
         "diagnostics": _section_diagnostics(fits, comp, chains),
         "repair": _section_repair(fits),
         "summary": _section_summary(fits, prob, kind),
+        "effects": _section_effects(main, prob, kind, figures),
         "pooling": _section_pooling(comp),
         "figures": _section_figures(main, comp, prob, kind, figures),
         "reproducibility": _section_repro(fits, main, command, rebuilt_from),
