@@ -225,6 +225,9 @@ def row_loglik(link: str, y: np.ndarray, n: np.ndarray, eta: np.ndarray,
     first axis) SciPy's beta-binomial with mean p and precision phi."""
     if phi is not None:
         p, q = inverse(link, eta), inverse(link, eta, upper=True)  # q without 1 - p
+        # the kernel's documented floor (engine.density.beta_binomial_loglik): p and q below
+        # 1e-300 count as 1e-300, so that a probability that rounds to 0 stays finite
+        p, q = np.maximum(p, 1e-300), np.maximum(q, 1e-300)
         phi = np.asarray(phi, dtype=float)
         phi = phi.reshape(phi.shape + (1,) * (np.ndim(eta) - phi.ndim)) if phi.ndim else phi
         with np.errstate(all="ignore"):  # SciPy's pmf where p rounds to 0 or 1: NaN
