@@ -78,6 +78,14 @@ def test_kfold_runs_real_refits_and_is_saved(fits, tmp_path):
     folds = pd.read_csv(names["kfold_folds"])
     assert list(folds.columns) == ["fold", "groups", "seed", "labels"]
     assert folds["groups"].sum() == 9
+    # the report shows the table, each model's elpd as computed
+    from poolwise.output.report import render_report
+
+    html = render_report(comp, figures=False)
+    assert "Predicting new groups (grouped K-fold cross-validation)" in html
+    assert "in 3 folds, stratified by their size" in html
+    for m, r in kf.table.iterrows():
+        assert f"{r['elpd']:.1f}" in html, m
 
 
 def test_bad_k_is_a_clear_error(fits):

@@ -792,6 +792,12 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
                 lg = comp.logo.table[["elpd", "se", "elpd_diff", "dse", "n_refit",
                                       "pareto_k_max", "n_bad_k"]].rename(index=MODEL_NAMES)
                 print(lg.to_string(float_format=lambda v: f"{v:.2f}"))
+            if comp.kfold is not None:
+                print(f"\ngrouped {comp.kfold.k}-fold cross-validation, per new {comp.group} "
+                      f"(folds of {comp.group}s stratified by size, each refitted)")
+                kf = comp.kfold.table[["elpd", "se", "elpd_diff", "dse"]].rename(
+                    index=MODEL_NAMES)
+                print(kf.to_string(float_format=lambda v: f"{v:.2f}"))
         print()
         for para in comp.narrative:
             print(textwrap.fill(para, width=100))

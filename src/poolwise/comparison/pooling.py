@@ -475,7 +475,8 @@ def compare_fits(
     if kfold is not None:
         from poolwise.comparison.kfold import kfold_compare
 
-        kfold_cmp = kfold_compare(fits, kfold, group=term_p.name)
+        with phase(f"grouped {kfold}-fold cross-validation"):
+            kfold_cmp = kfold_compare(fits, kfold, group=term_p.name)
     return PoolingComparison(
         logo=logo_cmp,
         kfold=kfold_cmp,

@@ -476,6 +476,24 @@ def _logo_table(comp: PoolingComparison) -> tuple[Table | None, str | None]:
     return table, unit
 
 
+def _kfold_table(comp: PoolingComparison) -> tuple[Table | None, str | None]:
+    """The grouped K-fold table of a comparison and what it measured."""
+    if comp.kfold is None:
+        return None, None
+    kf = comp.kfold
+    names = {"complete": "complete pooling", "none": "no pooling", "partial": "partial pooling"}
+    table = _table(
+        ["model", "elpd", "SE", "elpd difference", "SE of difference"],
+        [(names.get(str(m), str(m)), f"{r['elpd']:.1f}", f"{r['se']:.1f}",
+          f"{r['elpd_diff']:.1f}", f"{r['dse']:.1f}") for m, r in kf.table.iterrows()],
+    )
+    unit = (f"Predictive unit: {kf.unit}. The {len(kf.pointwise):,} levels of '{kf.group}' in "
+            f"{kf.k} folds, stratified by their size; each fold left out and refitted, its "
+            "levels scored as new groups. Per level: pooling_kfold_groups.csv; the folds and "
+            "their refits' seeds: pooling_kfold_folds.csv.")
+    return table, unit
+
+
 def _loo_table(comp: PoolingComparison) -> Any:
     """The PSIS-LOO comparison of the three models, or None when it was not run."""
     if comp.loo is None:
@@ -590,11 +608,12 @@ def _section_pooling(comp: PoolingComparison | None) -> dict[str, Any]:
     )
     loo = _loo_table(comp)
     logo, logo_unit = _logo_table(comp)
+    kfold, kfold_unit = _kfold_table(comp)
     groups, groups_note = _groups_table(comp, ci)
     return {"comparison": {
         "narrative": list(comp.narrative), "population": population, "loo": loo,
         "loo_unit": f"Predictive unit: {comp.loo_unit}", "group": comp.group,
-        "logo": logo, "logo_unit": logo_unit,
+        "logo": logo, "logo_unit": logo_unit, "kfold": kfold, "kfold_unit": kfold_unit,
         "groups": groups, "groups_note": groups_note,
     }}
 
