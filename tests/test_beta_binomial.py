@@ -130,3 +130,18 @@ def test_the_command_line_fits_saves_and_loads_it(tmp_path, capsys):
     loaded = poolwise.load_fit(out)
     assert loaded.spec.family == "beta_binomial" and "phi" in loaded.posterior
     assert loaded.spec.priors.phi == poolwise.exponential(0.05)
+
+
+def test_a_misspelled_family_is_a_clear_error_before_any_data_is_read(capsys):
+    import poolwise
+    from poolwise.cli import main
+    from poolwise.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"family must be one of binomial, beta_binomial; got "
+                       r"'betabinomial' \(did you mean 'beta_binomial'\?\)"):
+        poolwise.fit("y ~ 1", "no-such-file.csv", family="betabinomial")
+    with pytest.raises(SystemExit) as stop:  # a usage error, as every invalid choice
+        main(["fit", "no-such-file.csv", "-f", "y ~ 1", "--family", "betabinomial"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert "invalid choice: 'betabinomial' (choose from 'binomial', 'beta_binomial')" in err
