@@ -231,6 +231,8 @@ def comparisons(fit: Fit, variables: str | list[str] | dict[str, Any], newdata: 
         The offset of each row of ``newdata`` where the model was fitted with ``offset=``.
     seed : int or None, default None
         Seed of the Monte Carlo integration of new groups (default: the fit's seed).
+    _slope : bool, default False
+        Internal (:func:`slopes`): derivatives instead of differences.
 
     Returns
     -------
