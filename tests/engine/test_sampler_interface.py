@@ -272,5 +272,9 @@ def test_ctrl_c_stops_real_sampling_at_once(store, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         S.run_nuts(packed, S.SamplerConfig(chains=4, tune=100, draws=2_000_000, seed=1),
                    store=store)
-    assert sent and time.perf_counter() - sent[0] < 5.0
+    # "At once" against the full run, which would take over 40 s in memory and over an hour
+    # on disk (0.65 ms per draw and chain for this model). The disk store flushes its open
+    # chunks when cancelled: 1.2 s on an idle machine, 6.7 s on the 2-core CI with the other
+    # test worker busy, so the bound is 20 s, not a speed claim.
+    assert sent and time.perf_counter() - sent[0] < 20.0
     assert list(tmp_path.iterdir()) == []
