@@ -100,7 +100,7 @@ def test_summary_table_equals_arviz_summary(kind):
     interval probability, 11%/89%)."""
     import arviz_stats as azs
 
-    from poolwise.inference.summary import _numbers_table
+    from poolwise.inference.summary import _numbers_table, interval_columns
 
     rng = np.random.default_rng(11)
     ds = xr.Dataset(
@@ -117,7 +117,7 @@ def test_summary_table_equals_arviz_summary(kind):
                           ci_kind=kind, round_to="none")
     lb = next(c for c in ref.columns if c.endswith("_lb"))
     ub = next(c for c in ref.columns if c.endswith("_ub"))
-    ref = ref.rename(columns={lb: "lower", ub: "upper"})
+    ref = ref.rename(columns=dict(zip((lb, ub), interval_columns(0.89, kind), strict=True)))
     mine = _numbers_table(ds, 0.89, kind)
     assert list(mine.index) == list(ref.index)
     cols = [c for c in mine.columns if c != "ess_tail"]

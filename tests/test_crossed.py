@@ -56,7 +56,7 @@ def _check_recovery(fit):
     for name in ("sd_a", "sd_b", "Intercept"):
         row = s.loc[name]
         truth = TRUE[name]
-        assert row["lower"] < truth < row["upper"], (name, row.to_dict())
+        assert row["eti_99_lower"] < truth < row["eti_99_upper"], (name, row.to_dict())
         assert abs(row["mean"] - truth) < 3 * row["sd"], (name, row.to_dict())
         assert row["mcse_mean"] < 0.1 * row["sd"]
     # the two factors are told apart: the larger SD really is larger

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import poolwise
+from poolwise.inference.summary import interval_of, summary_text
 from poolwise.output.results import result_dict
 
 FORMULA = "use.contraception ~ 1 + (1 | district)"
@@ -109,11 +110,47 @@ def test_result_json_contract(seed_fit):
                       "parameters", "timings"}
     assert set(r["diagnostics"]) >= {"divergences", "max_rhat", "min_ess_bulk", "min_ess_tail",
                                      "ok"}
-    assert set(r["parameters"]["Intercept"]) == {"mean", "sd", "lower", "upper", "ess_bulk",
-                                                 "r_hat"}
+    # the interval under the summary's names: result.json read alone says what it holds
+    assert list(r["parameters"]["Intercept"]) == ["mean", "sd", "hdi_89_lower", "hdi_89_upper",
+                                                  "ess_bulk", "r_hat"]
+    s = seed_fit.summary()
+    for name in ("Intercept", "a_district[3]"):
+        for col in ("hdi_89_lower", "hdi_89_upper"):
+            assert r["parameters"][name][col] == s.loc[name, col]
+    assert r["interval"] == {"prob": 0.89, "kind": "hdi"}
+    eti = result_dict(seed_fit, prob=0.95, kind="eti")
+    assert list(eti["parameters"]["sd_district"]) == ["mean", "sd", "eti_95_lower",
+                                                      "eti_95_upper", "ess_bulk", "r_hat"]
     assert "sd_district" in r["parameters"] and "a_district[61]" in r["parameters"]
     assert set(r["timings"]) >= {"total_s", "sampling_s"}
     assert r["parameterization"].keys() == {"district"}
+
+
+def test_summary_columns_name_their_interval(seed_fit):
+    """A summary.csv opened alone says what its interval is: the kind and the probability
+    are in the column names (as ArviZ's ``hdi_3%`` or brms' ``l-95% CI``), for any
+    probability and kind, on either scale; ``attrs`` say the same, and ``interval_of``
+    reads the names back."""
+    s = seed_fit.summary()
+    assert list(s.columns) == ["mean", "sd", "hdi_89_lower", "hdi_89_upper", "mcse_mean",
+                               "ess_bulk", "ess_tail", "r_hat", "n", "successes",
+                               "raw_proportion"]
+    assert (s.attrs["prob"], s.attrs["kind"]) == (0.89, "hdi")
+    assert interval_of(s) == ("hdi_89_lower", "hdi_89_upper")
+    odd = seed_fit.summary(prob=0.895)
+    assert interval_of(odd) == ("hdi_89.5_lower", "hdi_89.5_upper")
+    assert list(odd.columns[2:4]) == ["hdi_89.5_lower", "hdi_89.5_upper"]
+    p = seed_fit.summary(prob=0.5, kind="eti", scale="probability")
+    assert list(p.columns[2:4]) == ["eti_50_lower", "eti_50_upper"]
+    # the equal-tailed interval is the draws' 25% and 75% quantiles
+    x = 1 / (1 + np.exp(-seed_fit.posterior["Intercept"].values.ravel()))
+    np.testing.assert_allclose(p.loc["Intercept", ["eti_50_lower", "eti_50_upper"]]
+                               .to_numpy(dtype=float), np.quantile(x, [0.25, 0.75]),
+                               rtol=1e-12)
+    # the printed table heads its columns with the same names
+    header = summary_text(s, 0.89, "hdi").splitlines()[0].split()
+    assert header == ["mean", "sd", "hdi_89_lower", "hdi_89_upper", "mcse_mean", "ess_bulk",
+                      "ess_tail", "r_hat", "n", "raw_proportion"]
 
 
 def test_probability_scale_summary(seed_fit):

@@ -258,7 +258,7 @@ def test_interactions_fit_end_to_end():
     s = fit.summary()
     assert "b_fhi:x" in s.index and "a_g[d0]" in s.index
     # the simulation's effects (relative to 'lo'): f = hi adds 1.3, its x slope is 0.6 lower
-    assert s.loc["b_fhi", "lower"] < 1.3 < s.loc["b_fhi", "upper"] or abs(
+    assert s.loc["b_fhi", "hdi_89_lower"] < 1.3 < s.loc["b_fhi", "hdi_89_upper"] or abs(
         s.loc["b_fhi", "mean"] - 1.3) < 3 * s.loc["b_fhi", "sd"]
     assert abs(s.loc["b_fhi:x", "mean"] + 0.6) < 3 * s.loc["b_fhi:x", "sd"]
     scaling = s.attrs["scaling"]

@@ -136,6 +136,50 @@ def test_save_load_rebuilds_the_fit(labelled_fit, divergent_fit, tmp_path, fmt):
         assert to_datatree(loaded).identical(to_datatree(fit))
 
 
+def _rewrite_summary(folder, table) -> None:
+    """Put ``table`` into ``folder/summary.csv`` as an older poolwise wrote it, and record
+    the new file in the manifest, as that version did."""
+    import hashlib
+
+    table.to_csv(folder / "summary.csv", index_label="parameter")
+    manifest = json.loads((folder / "poolwise.json").read_text())
+    data = (folder / "summary.csv").read_bytes()
+    manifest["files"]["summary.csv"] = {"sha256": hashlib.sha256(data).hexdigest(),
+                                        "size": len(data)}
+    (folder / "poolwise.json").write_text(json.dumps(manifest))
+
+
+def test_a_summary_saved_before_the_interval_was_named_is_computed_again(labelled_fit,
+                                                                        tmp_path):
+    """A summary.csv whose interval columns are ``lower`` / ``upper`` (written before they
+    said their kind and probability) is not taken as the loaded fit's summary: the summary is
+    computed again, with named columns and the same numbers, never relabelled. A current
+    summary.csv is taken as it is."""
+    fresh = labelled_fit.summary()
+    save_fit(labelled_fit, tmp_path / "new")
+    assert list(pd.read_csv(tmp_path / "new" / "summary.csv").columns[1:5]) == [
+        "mean", "sd", "hdi_89_lower", "hdi_89_upper"]
+    loaded = load_fit(tmp_path / "new")
+    assert (0.89, "hdi", "logit") in loaded._summaries  # reused, not computed
+    pd.testing.assert_frame_equal(loaded.summary(), fresh, check_exact=False, rtol=1e-14)
+
+    save_fit(labelled_fit, tmp_path / "old")
+    old = fresh.rename(columns={"hdi_89_lower": "lower", "hdi_89_upper": "upper"})
+    old.loc["Intercept", "mean"] = 99.0  # were it reused, the 99 would show
+    _rewrite_summary(tmp_path / "old", old)
+    loaded = load_fit(tmp_path / "old")
+    assert not loaded._summaries
+    again = loaded.summary()
+    assert list(again.columns) == list(fresh.columns)
+    pd.testing.assert_frame_equal(again, fresh)
+    assert result_dict(loaded)["parameters"]["Intercept"]["hdi_89_lower"] == (
+        fresh.loc["Intercept", "hdi_89_lower"])
+
+    # a table under the new names but at another interval than result.json names: not taken
+    _rewrite_summary(tmp_path / "old", labelled_fit.summary(prob=0.5, kind="eti"))
+    assert not load_fit(tmp_path / "old")._summaries
+
+
 def test_loads_without_the_data_file(tmp_path):
     csv = tmp_path / "data.csv"
     _labelled_frame(3).to_csv(csv, index=False, sep=";")

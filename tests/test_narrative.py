@@ -159,7 +159,7 @@ def test_population_paragraph_without_predictors(plain):
     # complete pooling's one proportion, recomputed from its draws
     c = expit(_draws(plain.fits["complete"], "Intercept")).mean()
     assert fmt_sig(c) == fmt_sig(cp["mean"])
-    reproduces = cp["lower"] <= s / n <= cp["upper"]
+    reproduces = cp["hdi_89_lower"] <= s / n <= cp["hdi_89_upper"]
     assert reproduces  # 14 districts, 400 draws: the pooled proportion is inside the interval
     assert f"which complete pooling reproduces ({fmt_sig(c)}" in text
     assert f"raw proportions is {fmt_sig(np.mean(g['successes'] / g['n']))}" in text

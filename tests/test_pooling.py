@@ -14,6 +14,7 @@ from scipy.stats import spearmanr
 import poolwise
 from poolwise.comparison.pooling import LOO_UNIT, compare_fits, compare_pooling, row_loo
 from poolwise.errors import ConvergenceWarning, DataWarning, SpecError
+from poolwise.inference.summary import interval_of
 
 FORMULA = "use.contraception ~ 1 + (1 | district)"
 SETTINGS = {"tune": 500, "draws": 500, "seed": 1301}
@@ -43,12 +44,24 @@ def test_table_layout(comp):
     assert len(g) == 60 and comp.group == "district"
     assert "54" not in g.index and list(g.index[:3]) == ["1", "2", "3"]
     assert g["n"].sum() == 1934 and g["successes"].sum() == 759
-    for model in ("none", "partial"):
-        for scale in ("", "_p"):
-            for c in ("mean", "sd", "lower", "upper"):
-                assert f"{model}{scale}_{c}" in g.columns
-    assert (g["partial_p_lower"] < g["partial_p_mean"]).all()
-    assert (g["partial_p_mean"] < g["partial_p_upper"]).all()
+    # every interval column says its kind and probability, as the CSV opened alone must
+    assert list(g.columns) == [
+        "label", "n", "rows", "successes", "raw_proportion",
+        "none_mean", "none_sd", "none_hdi_89_lower", "none_hdi_89_upper",
+        "none_p_mean", "none_p_sd", "none_p_hdi_89_lower", "none_p_hdi_89_upper",
+        "partial_mean", "partial_sd", "partial_hdi_89_lower", "partial_hdi_89_upper",
+        "partial_p_mean", "partial_p_sd", "partial_p_hdi_89_lower", "partial_p_hdi_89_upper",
+        "shift_p", "shift_logit", "sd_ratio", "shrinkage", "boundary"]
+    assert interval_of(g, "partial_p_") == ("partial_p_hdi_89_lower", "partial_p_hdi_89_upper")
+    assert (g["partial_p_hdi_89_lower"] < g["partial_p_mean"]).all()
+    assert (g["partial_p_mean"] < g["partial_p_hdi_89_upper"]).all()
+    # ... and holds the fits' own summary intervals, on both scales
+    s = comp.fits["none"].summary(scale="probability")
+    np.testing.assert_array_equal(
+        g["none_p_hdi_89_upper"], s.loc[[f"a_district[{lab}]" for lab in g.index],
+                                        "hdi_89_upper"])
+    s = comp.fits["partial"].summary()
+    assert g.loc["11", "partial_hdi_89_lower"] == s.loc["a_district[11]", "hdi_89_lower"]
     assert g.loc["3", "boundary"] == "all successes"
     assert set(g.index[g["boundary"] == "all failures"]) == {"11", "49"}
     assert comp.ok and set(comp.fits) == {"complete", "none", "partial"}
@@ -74,7 +87,8 @@ def test_seed_conclusions(comp):
     # the all-zero district gets a finite partial-pooling estimate above its raw 0
     r = g.loc["11"]
     assert r["raw_proportion"] == 0.0
-    assert 0.0 < r["partial_p_lower"] < r["partial_p_mean"] < r["partial_p_upper"] < 0.5
+    assert 0.0 < r["partial_p_hdi_89_lower"] < r["partial_p_mean"] < r["partial_p_hdi_89_upper"]
+    assert r["partial_p_hdi_89_upper"] < 0.5
     assert np.isfinite([r["partial_mean"], r["partial_sd"]]).all()
     assert r["partial_p_mean"] > r["none_p_mean"]
     # mixed-effects SDs below fixed-effects SDs for small districts, close for large ones
@@ -101,12 +115,52 @@ def test_population(comp):
     a_bar = comp.fits["partial"].posterior["Intercept"].values.ravel()
     p = pop.loc["p_typical_group"]
     assert p["mean"] == pytest.approx(np.mean(1 / (1 + np.exp(-a_bar))))
-    assert p["lower"] < p["mean"] < p["upper"]
+    assert p["hdi_89_lower"] < p["mean"] < p["hdi_89_upper"]
     # logistic(a_bar) sits below the raw pooled proportion (the seed's two dashed lines)
     assert p["mean"] < pop.loc["raw_pooled_proportion", "mean"]
     c = pop.loc["p_complete_pooling"]
-    assert c["lower"] < 759 / 1934 < c["upper"]
+    assert c["hdi_89_lower"] < 759 / 1934 < c["hdi_89_upper"]
     assert pop.loc["sigma", "mean"] > 0
+    assert list(pop.columns) == ["model", "scale", "mean", "sd", "hdi_89_lower",
+                                 "hdi_89_upper", "description"]
+    # the rows of the data have no draws, hence no interval
+    assert pop.loc["raw_pooled_proportion", ["sd", "hdi_89_lower", "hdi_89_upper"]].isna().all()
+
+
+def test_saved_tables_name_their_intervals(comp, tmp_path):
+    """pooling_groups.csv, pooling_population.csv and each fit's summary.csv, opened alone,
+    say that their intervals are 89% HDIs, and hold the comparison's numbers."""
+    from poolwise.output.io import save_comparison
+
+    save_comparison(comp, tmp_path / "c")
+    groups = pd.read_csv(tmp_path / "c" / "pooling_groups.csv", index_col=0)
+    assert [c for c in groups.columns if c.endswith(("_lower", "_upper"))] == [
+        f"{m}_hdi_89_{b}" for m in ("none", "none_p", "partial", "partial_p")
+        for b in ("lower", "upper")]
+    np.testing.assert_array_equal(groups["none_hdi_89_upper"], comp.groups["none_hdi_89_upper"])
+    pop = pd.read_csv(tmp_path / "c" / "pooling_population.csv", index_col=0)
+    assert list(pop.columns) == ["model", "scale", "mean", "sd", "hdi_89_lower",
+                                 "hdi_89_upper", "description"]
+    assert pop.loc["sigma", "hdi_89_lower"] == comp.population.loc["sigma", "hdi_89_lower"]
+    for key in ("complete", "none", "partial"):
+        head = pd.read_csv(tmp_path / "c" / key / "summary.csv", nrows=1).columns
+        assert list(head[1:5]) == ["mean", "sd", "hdi_89_lower", "hdi_89_upper"]
+
+
+def test_interval_columns_follow_prob_and_kind(comp):
+    """Another probability and kind rename every interval column of both tables (the names
+    say what the numbers are); the values are the fits' 95% equal-tailed intervals."""
+    other = compare_fits(comp.fits, prob=0.95, kind="eti", loo=False, logo=False)
+    g, pop = other.groups, other.population
+    assert [c for c in g.columns if c.endswith(("_lower", "_upper"))] == [
+        f"{m}_eti_95_{b}" for m in ("none", "none_p", "partial", "partial_p")
+        for b in ("lower", "upper")]
+    assert interval_of(pop) == ("eti_95_lower", "eti_95_upper") and "eti_95_lower" in pop
+    a_bar = comp.fits["partial"].posterior["Intercept"].values.ravel()
+    np.testing.assert_allclose(pop.loc["a_bar", ["eti_95_lower", "eti_95_upper"]].to_numpy(
+        dtype=float), np.quantile(a_bar, [0.025, 0.975]), rtol=1e-12)
+    s = comp.fits["partial"].summary(prob=0.95, kind="eti", scale="probability")
+    assert g.loc["3", "partial_p_eti_95_upper"] == s.loc["a_district[3]", "eti_95_upper"]
 
 
 def test_loo(comp):

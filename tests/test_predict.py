@@ -10,6 +10,7 @@ from scipy.special import expit
 import poolwise
 from poolwise.comparison.predict import predict, predict_draws
 from poolwise.errors import DataError, SpecError
+from poolwise.inference.summary import interval_of
 
 FORMULA = "use.contraception ~ 1 + (1 | district)"
 
@@ -49,12 +50,28 @@ def test_existing_groups_use_their_own_posterior(fits):
     s = fit.summary(scale="probability")
     for row, lab in ((0, 3), (1, 11)):
         assert out.loc[row, "mean"] == pytest.approx(s.loc[f"a_district[{lab}]", "mean"], abs=1e-12)
-        assert out.loc[row, "lower"] == pytest.approx(s.loc[f"a_district[{lab}]", "lower"])
-        assert out.loc[row, "upper"] == pytest.approx(s.loc[f"a_district[{lab}]", "upper"])
+        for c in ("hdi_89_lower", "hdi_89_upper"):
+            assert out.loc[row, c] == pytest.approx(s.loc[f"a_district[{lab}]", c])
     assert out.loc[0, "mean"] == out.loc[2, "mean"]
     assert list(out["district_status"]) == ["existing"] * 3 + ["new"] * 3
     assert out.attrs["scale"] == "probability" and out.attrs["prob"] == 0.89
-    assert ((out["lower"] <= out["mean"]) & (out["mean"] <= out["upper"])).all()
+    assert ((out["hdi_89_lower"] <= out["mean"]) & (out["mean"] <= out["hdi_89_upper"])).all()
+
+
+def test_interval_columns_say_kind_and_probability(fits):
+    """The prediction table names its interval as the summary does: ``hdi_89_lower`` by
+    default, ``eti_95_...`` for a 95% equal-tailed interval (the draws' 2.5% and 97.5%
+    quantiles)."""
+    fit = fits["partial"]
+    out = predict(fit, NEW)
+    assert list(out.columns) == ["district", "mean", "sd", "hdi_89_lower", "hdi_89_upper",
+                                 "district_status"]
+    assert interval_of(out) == ("hdi_89_lower", "hdi_89_upper")
+    eti = predict(fit, NEW, prob=0.95, kind="eti")
+    assert list(eti.columns[3:5]) == ["eti_95_lower", "eti_95_upper"]
+    draws, _ = predict_draws(fit, NEW)
+    np.testing.assert_allclose(eti[["eti_95_lower", "eti_95_upper"]].to_numpy(),
+                               np.quantile(draws, [0.025, 0.975], axis=0).T, rtol=1e-12)
 
 
 def test_unseen_groups_population_vs_sample(fits):

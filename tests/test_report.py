@@ -105,7 +105,7 @@ def test_compare_cli_reproduces_the_seed(bangladesh_run):
     assert (g.loc["3", "n"], g.loc["3", "successes"]) == (2, 2)
     # the all-zero district gets a finite partial-pooling estimate
     r = g.loc["11"]
-    assert r["successes"] == 0 and 0 < r["partial_p_lower"] < r["partial_p_mean"] < 0.5
+    assert r["successes"] == 0 and 0 < r["partial_p_hdi_89_lower"] < r["partial_p_mean"] < 0.5
     # mixed-effects SDs below fixed-effects SDs for small districts, close for large ones
     by_n = g.sort_values("n")
     assert (by_n.iloc[:15]["partial_sd"] < by_n.iloc[:15]["none_sd"]).all()

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import poolwise
 import poolwise.cli as cli
@@ -168,3 +170,64 @@ def test_a_closed_pipe_ends_quietly() -> None:
         os.close(w)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
     assert proc.returncode == 1
+
+
+# ---- long labels (docs/reliability.md R.20) --------------------------------------------------
+
+
+def test_long_labels_keep_their_head_and_tail():
+    from poolwise.textfmt import ELLIPSIS, MAX_LABEL, short_labels
+
+    fits, over = "f" * MAX_LABEL, "o" * (MAX_LABEL + 1)
+    long = "Department of Health, Region 4: " + "x" * 9_950 + " (office 12)"
+    short = short_labels(["a", fits, over, long])
+    assert set(short) == {over, long}  # labels that fit are shown as they are
+    assert short[long] == "Department of Health, Reg" + ELLIPSIS + "x (office 12)"[-12:]
+    assert short[long] == long[:25] + "..." + long[-12:] and len(short[long]) == MAX_LABEL
+    assert short[over] == "o" * 25 + "..." + "o" * 12
+
+
+def test_labels_alike_at_both_ends_show_where_they_differ():
+    from poolwise.textfmt import short_labels
+
+    urls = [f"https://example.org/survey/region/{i:05d}/district/index.html"
+            for i in (12345, 12346, 99999)]
+    short = short_labels(urls)
+    # all three share their first 25 and last 12 characters: each shows its own number
+    assert short == {u: u[:12] + "..." + u[34:44] + "..." + u[-12:] for u in urls}
+    assert [short[u] for u in urls] == [f"https://exam...{i}/dist...t/index.html"
+                                        for i in (12345, 12346, 99999)]
+
+
+def test_a_shortened_label_never_looks_like_another_label():
+    from poolwise.textfmt import short_labels
+
+    # a label that is another's shortened form, and labels that differ only in length
+    whole = "a" * 25 + "..." + "b" * 12
+    long = "a" * 25 + "Q" * 10 + "b" * 12
+    short = short_labels([whole, long, "x" * 50, "x" * 51])
+    assert whole not in short and short[long] != whole
+    assert len(set(short.values())) == 3
+    assert short["x" * 50] != short["x" * 51]
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(st.lists(st.text(alphabet="ab1.", min_size=38, max_size=60), min_size=1, max_size=40))
+def test_distinct_labels_stay_distinct_on_screen(labels):
+    from poolwise.textfmt import MAX_LABEL, short_labels
+
+    short = short_labels(labels)
+    shown = {lab: short.get(lab, lab) for lab in set(labels)}
+    assert len(set(shown.values())) == len(shown)  # never two labels shown the same
+    assert all(len(s) <= MAX_LABEL + 4 for lab, s in shown.items() if lab in short)
+
+
+def test_long_labels_are_replaced_in_running_text():
+    from poolwise.textfmt import LabelShortener
+
+    a, b = "q" * 100, "q" * 100 + "r" * 20  # one label starts another: the longer matches
+    short = LabelShortener([a, b, "short"])
+    text = f"levels {a}, {b} and short; {a}."
+    assert short.text(text) == (f"levels {short(a)}, {short(b)} and short; {short(a)}.")
+    assert short(a) == "q" * 25 + "..." + "q" * 12 and short(b) != short(a)
+    assert short("short") == "short" and short.text("no labels here") == "no labels here"

@@ -21,10 +21,11 @@ from scipy.special import expit, log_ndtr, ndtr
 
 import poolwise
 from poolwise.errors import DataWarning
+from poolwise.inference.summary import summary_text
 from poolwise.model.predictor import inverse_link
 from poolwise.model.priors import Priors, exponential, normal
 from poolwise.output.results import result_dict
-from poolwise.textfmt import fmt_sig
+from poolwise.textfmt import fmt_rhat, fmt_sig
 
 SLOPES = "use.contraception ~ urban + (1 + urban | district)"
 REFERENCE = json.loads(
@@ -57,7 +58,7 @@ def test_slopes_model_matches_independent_reference(slopes_fit):
     # the published solution: a clearly negative correlation, around -0.65
     cor = s.loc["cor_district__Intercept__urban"]
     assert -0.8 < cor["mean"] < -0.5
-    assert cor["upper"] < 0.0
+    assert cor["hdi_89_upper"] < 0.0
 
 
 def test_urban_districts_use_more_contraception(slopes_fit):
@@ -103,6 +104,32 @@ def test_result_names_follow_the_contract(slopes_fit, bangladesh):
     assert res["scaling"]["intercept"].startswith("log-odds at all predictors = 0")
     assert res["prior_predictive"]["ok"] is True
     json.dumps(res)
+
+
+def test_only_intercept_rows_carry_the_levels_data(slopes_fit, bangladesh):
+    """A district's n, successes and raw proportion sit on its intercept's row, the data that
+    intercept is estimated from; its slope's row leaves them empty (a proportion is no slope,
+    and how much a district says about its urban slope depends on its urban and rural
+    women, not on its count: district 3 has 2 women, both in one area)."""
+    s = slopes_fit.summary()
+    by = bangladesh.groupby("district")["use.contraception"].agg(["size", "sum"])
+    a = s.loc[[f"a_district[{lab}]" for lab in by.index]]
+    np.testing.assert_array_equal(a["n"], by["size"])
+    np.testing.assert_array_equal(a["successes"], by["sum"])
+    np.testing.assert_allclose(a["raw_proportion"], by["sum"] / by["size"], rtol=1e-15)
+    assert (a.loc["a_district[3]", ["n", "successes", "raw_proportion"]].tolist()
+            == [2.0, 2.0, 1.0])
+    slopes = s.loc[[f"b_district__urban[{lab}]" for lab in by.index]]
+    assert len(slopes) == 60
+    assert slopes[["n", "successes", "raw_proportion"]].isna().all().all()
+    assert s.loc[["Intercept", "b_urban", "sd_district__urban"], "n"].isna().all()
+    # the printed table: an intercept row ends with n and the raw proportion, a slope's row
+    # with R-hat
+    text = summary_text(s, 0.89, "hdi").splitlines()
+    row = {line.split()[0]: line.split() for line in text[1:]}
+    assert row["a_district[3]"][-2:] == ["2", "1.00"]
+    assert len(row["a_district[3]"]) == 11 and len(row["b_district__urban[3]"]) == 9
+    assert row["b_district__urban[3]"][-1] == fmt_rhat(s.loc["b_district__urban[3]", "r_hat"])
 
 
 def test_totals_are_consistent_with_population_values(slopes_fit):

@@ -71,6 +71,44 @@ def _safe_index(df: Any) -> Any:
     out.index = [safe_text(i) for i in out.index]
     return out
 
+
+def _label_index(df: Any) -> Any:
+    """A table of group labels for the terminal: escaped (:func:`_safe_index`), and each
+    longer than ``textfmt.MAX_LABEL`` characters shortened, distinct from the others
+    (``textfmt.short_labels``; the saved files keep them whole)."""
+    from poolwise.textfmt import short_labels
+
+    out = _safe_index(df)
+    short = short_labels(out.index)
+    out.index = [short.get(i, i) for i in out.index]
+    return out
+
+
+def _label_cells(df: Any) -> Any:
+    """A table whose text cells (group labels) are escaped and, when longer than
+    ``textfmt.MAX_LABEL`` characters, shortened as :func:`_label_index` does."""
+    import pandas as pd
+
+    from poolwise.textfmt import short_labels
+
+    out = df.copy()
+    for col in out.columns:
+        if pd.api.types.is_numeric_dtype(out[col].dtype):
+            continue
+        cells = [safe_text(v) if isinstance(v, str) else v for v in out[col]]
+        short = short_labels(v for v in cells if isinstance(v, str))
+        out[col] = pd.Series([short.get(v, v) if isinstance(v, str) else v for v in cells],
+                             index=out.index, dtype=object)
+    return out
+
+
+def _shortener(spec: Any) -> Any:
+    """Shortens the model's long group labels wherever they occur in a text printed to the
+    terminal (a finding or note naming levels, the narrative; ``textfmt.LabelShortener``)."""
+    from poolwise.textfmt import LabelShortener
+
+    return LabelShortener(lab for g in spec.design.groups for lab in g.labels)
+
 PRIOR_CLASSES = ("intercept", "b", "sd", "cor", "unpooled", "phi")
 
 #: argparse's part of each option of poolwise.inference.options.OPTIONS (the table holds the
@@ -639,8 +677,9 @@ def _compare_header(spec: Any, config: Any) -> list[str]:
 
 def _data_lines(spec: Any) -> list[str]:
     d = spec.design
+    short = _shortener(spec) if d.notes else None
     return [f"data: {d.source} ({d.n_rows:,} rows -> {d.n_cells:,} binomial cells)",
-            *(f"note: {note}" for note in d.notes)]
+            *(f"note: {short.text(note)}" for note in d.notes)]
 
 
 def _seed_line(config: Any) -> str:
@@ -683,9 +722,10 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
         warnings.simplefilter("always")
         fit = poolwise.fit(formula, table, **{k: v for k, v in kw.items()
                                               if k not in ("prob", "kind")})
+    short = _shortener(fit.spec)
     for w in caught:
         if not issubclass(w.category, ConvergenceWarning):
-            print(f"warning: {w.message}", file=sys.stderr)
+            print(f"warning: {short.text(str(w.message))}", file=sys.stderr)
     from poolwise.inference.fitted import with_command
 
     fit = with_command(fit, args.command_line)  # saved with the fit: how to reproduce it
@@ -702,8 +742,8 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
         for f in fit.diagnosis.findings:
             if restates_a_note(f, fit.spec.design.notes):
                 continue  # the all-0 / all-1 levels: printed once, as the data note above
-            print(f"{f.severity}: {f.message}")
-        _print_journal(fit.repair_log)
+            print(f"{f.severity}: {short.text(f.message)}")
+        _print_journal(fit.repair_log, short)
     print(_status_line(fit))
 
     def save(where: Path, extra: Any) -> list[Path]:
@@ -744,9 +784,10 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         comp = compare_pooling(formula, table, **kw)
+    short = _shortener(comp.main_fit.spec)
     for w in caught:
         tag = "warning" if not issubclass(w.category, ConvergenceWarning) else "NOT OK"
-        print(f"{tag}: {w.message}", file=sys.stderr)
+        print(f"{tag}: {short.text(str(w.message))}", file=sys.stderr)
     from dataclasses import replace
 
     from poolwise.inference.fitted import with_command
@@ -754,6 +795,7 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
     # saved with each fit: how to reproduce its draws
     comp = replace(comp, fits={k: with_command(f, args.command_line)
                                for k, f in comp.fits.items()})
+    from poolwise.inference.summary import interval_of
     from poolwise.textfmt import fmt_sig
 
     g = comp.groups
@@ -769,15 +811,16 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
         if many:  # the full table is pooling_groups.csv
             show = _extremes(show, "p_partial")
         with pd.option_context("display.max_rows", 500, "display.width", 120):
-            print(_safe_index(show).to_string(float_format=fmt_sig))
+            print(_label_index(show).to_string(float_format=fmt_sig))
             if many:
                 where = (str(Path(args.out) / "pooling_groups.csv") if args.out
                          else "save it with --out DIR (pooling_groups.csv)")
                 print(f"({len(g):,} groups; shown are the {TOP_K} lowest and {TOP_K} highest "
                       f"p_partial; full table: {where})")
             print(f"\n(p: predicted proportion; sd: posterior SD of the log-odds; intervals "
-                  f"{pct} {comp.kind.upper()} are in the report and the CSV files)\n")
-            pop = comp.population[["model", "scale", "mean", "lower", "upper"]]
+                  f"{pct} {comp.kind.upper()} are in the report and pooling_groups.csv: "
+                  f"{', '.join(interval_of(g, 'partial_p_'))}, ...)\n")
+            pop = comp.population[["model", "scale", "mean", *interval_of(comp.population)]]
             print(pop.to_string(float_format=fmt_sig, na_rep=""))
             if comp.loo is not None:
                 print(f"\nPSIS-LOO, per row (a new observation in an existing "
@@ -800,7 +843,7 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
                 print(kf.to_string(float_format=lambda v: f"{v:.2f}"))
         print()
         for para in comp.narrative:
-            print(textwrap.fill(para, width=100))
+            print(textwrap.fill(short.text(para), width=100))
             print()
     def save(where: Path, extra: Any) -> list[Path]:
         from poolwise.output.io import save_comparison
@@ -841,7 +884,7 @@ def _print_table(df: Any, out: str | None) -> None:
     from poolwise.textfmt import fmt_sig
 
     with pd.option_context("display.max_rows", 200, "display.width", 140):
-        print(_safe_index(df).to_string(index=False, float_format=fmt_sig))
+        print(_label_cells(df).to_string(index=False, float_format=fmt_sig))
     for note in df.attrs.get("notes", ()):
         print(f"note: {note}")
     if out:
@@ -1112,15 +1155,16 @@ def _write_report_file(path: Path, result: Any, **kw: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _print_journal(log: Any) -> None:
-    """The repair journal (a RepairLog, fresh or loaded); nothing for a fit without one."""
+def _print_journal(log: Any, short: Any) -> None:
+    """The repair journal (a RepairLog, fresh or loaded); nothing for a fit without one.
+    ``short``: shortens the long labels it names (:func:`_shortener`)."""
     from poolwise.inference.repair import RepairLog
 
     lines = log.journal() if isinstance(log, RepairLog) else []
     if lines:
         print("\nrepair journal:")
         for line in lines:
-            print(f"  {line}")
+            print(f"  {short.text(line)}")
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
@@ -1147,11 +1191,12 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         acc = f"{d.accept_per_chain[i]:.2f}" if i < len(d.accept_per_chain) else "-"
         print(f"{i:>5}  {div:>5} ({pct:5.1f}%)  {bf:>7}  {sat:>9}  {acc:>6}")
     print()
+    short = _shortener(fit.spec)
     for f in d.findings:
-        print(f"{f.severity}: {f.message}")
+        print(f"{f.severity}: {short.text(f.message)}")
     if not d.findings:
         print("no problems found")
-    _print_journal(fit.repair_log)
+    _print_journal(fit.repair_log, short)
     if plots is not None:
         from poolwise.output.plots import diagnostic_figures
 

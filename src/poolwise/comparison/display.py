@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from poolwise.inference.display import _cut, _dl, _e, _status, _wrap, table_html
-from poolwise.textfmt import Table, fmt_sig
+from poolwise.inference.summary import interval_of
+from poolwise.textfmt import LabelShortener, Table, fmt_sig
 
 if TYPE_CHECKING:
     from poolwise.comparison.pooling import PoolingComparison
@@ -16,9 +17,10 @@ __all__ = ["comparison_html", "comparison_text"]
 
 def _population_rows(comp: PoolingComparison) -> Table:
     pop = comp.population
+    lo, hi = interval_of(pop)
     rows = [
-        (q, str(r["model"]), str(r["scale"]), fmt_sig(r["mean"]), fmt_sig(r["lower"]),
-         fmt_sig(r["upper"]))
+        (q, str(r["model"]), str(r["scale"]), fmt_sig(r["mean"]), fmt_sig(r[lo]),
+         fmt_sig(r[hi]))
         for q, r in pop.iterrows()
     ]
     pct = f"{100 * comp.prob:g}% {comp.kind.upper()}"
@@ -29,8 +31,9 @@ def _population_rows(comp: PoolingComparison) -> Table:
 def _movers(comp: PoolingComparison, k: int = 3) -> Table:
     g = comp.groups
     order = g["shift_p"].abs().sort_values(ascending=False, kind="stable").index[:k]
+    short = LabelShortener(order)  # a long label shortened, distinct from the others shown
     rows = [
-        (str(lab), fmt_sig(g.loc[lab, "n"], None), fmt_sig(g.loc[lab, "none_p_mean"]),
+        (short(lab), fmt_sig(g.loc[lab, "n"], None), fmt_sig(g.loc[lab, "none_p_mean"]),
          fmt_sig(g.loc[lab, "partial_p_mean"]), fmt_sig(g.loc[lab, "shift_p"]))
         for lab in order
     ]

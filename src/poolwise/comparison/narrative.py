@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from poolwise.inference.summary import interval_columns
 from poolwise.model import links
 from poolwise.textfmt import fmt_sig
 
@@ -128,6 +129,8 @@ class _Context:
     inv: str
     predictors: bool
     at: str  # "" or " at urban = 0 and age = 0"
+    lower: str  # the interval's columns, "hdi_89_lower" (the groups': "partial_p_" before)
+    upper: str
 
     def label(self, row_label: object) -> str:
         return f"{self.name} {row_label}"
@@ -136,19 +139,24 @@ class _Context:
     def counts(r: pd.Series) -> str:
         return f"{_n(r['successes'])} of {_n(r['n'])}"
 
-    def interval(self, row: pd.Series) -> str:
-        return f"{self.ci} {_p(row['lower'])} to {_p(row['upper'])}"
+    def interval(self, row: pd.Series, prefix: str = "") -> str:
+        """``89% HDI 0.1 to 0.3``: the interval of a population row, or with ``prefix`` that
+        of one model and scale of a groups row (``"partial_p_"``)."""
+        return (f"{self.ci} {_p(row[prefix + self.lower])} to "
+                f"{_p(row[prefix + self.upper])}")
 
 
 def _context(comp: PoolingComparison) -> _Context:
     spec = comp.main_fit.spec
     link = spec.link
     pred = has_predictors(spec)
+    lower, upper = interval_columns(comp.prob, comp.kind)
     return _Context(
         comp=comp, g=comp.groups, pop=comp.population, name=comp.group,
         ci=f"{_pct(comp.prob)} {comp.kind.upper()}",
         inv=links.get(link).inverse_name,
         predictors=pred, at=f" at {reference_values(spec)}" if pred else "",
+        lower=lower, upper=upper,
     )
 
 
@@ -257,8 +265,7 @@ def boundary_paragraph(comp: PoolingComparison) -> str | None:
             f"{c.label(lab)} ({c.counts(r)}): no pooling log-odds {_p(r['none_mean'])} "
             f"(SD {_p(r['none_sd'])}, proportion {_p(r['none_p_mean'])}), partial pooling "
             f"log-odds {_p(r['partial_mean'])} (SD {_p(r['partial_sd'])}, proportion "
-            f"{_p(r['partial_p_mean'])}, {c.ci} {_p(r['partial_p_lower'])} to "
-            f"{_p(r['partial_p_upper'])})"
+            f"{_p(r['partial_p_mean'])}, {c.interval(r, 'partial_p_')})"
         )
     where = f" (intercepts and proportions{c.at})" if c.predictors else ""
     return (
@@ -382,7 +389,7 @@ def _population_without_predictors(c: _Context, pooled: float, raw_text: str) ->
         cp = pop.loc["p_complete_pooling"]
         text += (
             f", which complete pooling reproduces ({_p(cp['mean'])}, {c.interval(cp)})"
-            if cp["lower"] <= pooled <= cp["upper"]
+            if cp[c.lower] <= pooled <= cp[c.upper]
             else f"; complete pooling estimates {_p(cp['mean'])} ({c.interval(cp)})"
         )
     text += (

@@ -6,9 +6,13 @@ The result, a frozen :class:`PoolingComparison`, holds
 
 * ``groups``: one row per group (label, n, successes, raw proportion, the no-pooling and the
   partial-pooling estimate with sd and interval on the logit and the probability scale, the
-  shift between them and the shrinkage fraction);
+  shift between them and the shrinkage fraction). Its columns name the model, the scale
+  (``_p``: the probability scale) and, for an interval, its kind and probability:
+  ``none_mean``, ``none_sd``, ``none_hdi_89_lower``, ``none_hdi_89_upper``, ``partial_...``,
+  ``none_p_mean``, ``partial_p_hdi_89_upper``, ... (``interval_of(groups, "partial_p_")``);
 * ``population``: the population-level estimates (``a_bar``, ``logistic(a_bar)``, the mean
-  proportion of a new group, the group SD, the complete-pooling estimate, the raw proportions);
+  proportion of a new group, the group SD, the complete-pooling estimate, the raw proportions),
+  with ``mean``, ``sd`` and the interval (``hdi_89_lower``, ``hdi_89_upper``);
 * ``loo``: a PSIS-LOO comparison (``arviz_stats.compare``) whose predictive unit is stated in
   ``loo_unit``: one data row (a new observation in an *existing* group), with the Pareto k
   diagnostics per model in ``pareto_k``;
@@ -405,7 +409,7 @@ def compare_fits(
         made with another pooling, the fits differ in formula, data or group labels, or
         ``group`` does not pick one group term with a varying intercept.
     """
-    from poolwise.inference.summary import summary
+    from poolwise.inference.summary import interval_columns, summary
 
     _check_fits(fits)
     if not 0.0 < prob < 1.0:
@@ -418,7 +422,7 @@ def compare_fits(
     term_n = _intercept_term(none.spec, term_p.name)
     name = total_name(term_p, "Intercept")
 
-    cols = ["mean", "sd", "lower", "upper"]
+    cols = ["mean", "sd", *interval_columns(prob, kind)]
     tabs = {}
     for model, f in (("none", none), ("partial", partial)):
         tabs[model] = summary(f, prob=prob, kind=kind)
@@ -572,9 +576,12 @@ def _interval(x: np.ndarray, prob: float, kind: str) -> tuple[float, float]:
 
 
 def _row(x: np.ndarray, prob: float, kind: str, model: str, scale: str, what: str) -> dict:
+    from poolwise.inference.summary import interval_columns
+
+    lo_name, hi_name = interval_columns(prob, kind)
     lo, hi = _interval(x, prob, kind)
     return {"model": model, "scale": scale, "mean": float(np.mean(x)),
-            "sd": float(np.std(x, ddof=1)), "lower": lo, "upper": hi, "description": what}
+            "sd": float(np.std(x, ddof=1)), lo_name: lo, hi_name: hi, "description": what}
 
 
 def _population_table(
@@ -608,23 +615,29 @@ def _population_table(
             inverse_link(fits["complete"].spec.link, c), prob, kind, "complete", "probability",
             "one proportion for everybody (complete pooling)",
         )
-    g = term.group
-    pooled = float(g.level_successes.sum() / g.level_trials.sum())
-    raw_mean = float(np.mean(g.level_successes / g.level_trials))
-    nan = float("nan")
-    rows["raw_pooled_proportion"] = {
-        "model": "data", "scale": "probability", "mean": pooled, "sd": nan, "lower": nan,
-        "upper": nan,
-        "description": "all successes / all trials (each observation weighs the same)",
-    }
-    rows["raw_mean_of_groups"] = {
-        "model": "data", "scale": "probability", "mean": raw_mean, "sd": nan, "lower": nan,
-        "upper": nan, "description": "unweighted mean of the groups' raw proportions",
-    }
+    rows.update(_data_rows(term, prob, kind))
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "quantity"
     df.attrs.update({"prob": prob, "kind": kind})
     return df
+
+
+def _data_rows(term: TermSpec, prob: float, kind: str) -> dict[str, dict]:
+    """The population table's rows of the data themselves (no draws: no sd, no interval)."""
+    from poolwise.inference.summary import interval_columns
+
+    g = term.group
+    pooled = float(g.level_successes.sum() / g.level_trials.sum())
+    raw_mean = float(np.mean(g.level_successes / g.level_trials))
+    empty = dict.fromkeys(["sd", *interval_columns(prob, kind)], float("nan"))
+    return {
+        "raw_pooled_proportion": {
+            "model": "data", "scale": "probability", "mean": pooled, **empty,
+            "description": "all successes / all trials (each observation weighs the same)"},
+        "raw_mean_of_groups": {
+            "model": "data", "scale": "probability", "mean": raw_mean, **empty,
+            "description": "unweighted mean of the groups' raw proportions"},
+    }
 
 
 # ---- LOO ----------------------------------------------------------------------------------

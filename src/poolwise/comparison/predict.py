@@ -55,6 +55,7 @@ from poolwise.formula.transforms import (
     level_codes,
     term_columns,
 )
+from poolwise.inference.summary import interval_columns
 from poolwise.model.predictor import Rows, inverse_link, linear_predictor, new_level_draws
 
 if TYPE_CHECKING:
@@ -413,8 +414,10 @@ def predict(
     Returns
     -------
     pandas.DataFrame
-        ``new_data``'s model columns plus ``mean``, ``sd``, ``lower``, ``upper`` (on the
-        probability scale) and ``<group>_status`` (``"existing"`` or ``"new"``) per group term.
+        ``new_data``'s model columns plus ``mean``, ``sd`` and the interval, its columns
+        named with its kind and probability (``hdi_89_lower``, ``hdi_89_upper``; ``attrs``
+        hold ``prob`` and ``kind``) on the probability scale, and ``<group>_status``
+        (``"existing"`` or ``"new"``) per group term.
 
     Raises
     ------
@@ -438,8 +441,9 @@ def predict(
     iv = fn(draws, prob, axis=0)
     out["mean"] = draws.mean(axis=0)
     out["sd"] = draws.std(axis=0, ddof=1)
-    out["lower"] = iv[:, 0]
-    out["upper"] = iv[:, 1]
+    lo, hi = interval_columns(prob, kind)
+    out[lo] = iv[:, 0]
+    out[hi] = iv[:, 1]
     for c in info.columns:
         out[c] = info[c].to_numpy()
     out.attrs.update({"prob": prob, "kind": kind, "new_groups": new_groups, "scale": "probability"})

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from poolwise.inference.finding_codes import FindingCode
-from poolwise.textfmt import Badge, Cell, Table, fmt_rhat, fmt_sig
+from poolwise.textfmt import Badge, Cell, LabelShortener, Table, fmt_rhat, fmt_sig
 
 if TYPE_CHECKING:
     from poolwise.inference.diagnostics import Diagnosis, Finding
@@ -207,7 +207,7 @@ def population_table(fit: Fit, *, prob: float = 0.89) -> Table:
             fmt_sig(lo), fmt_sig(hi), fmt_rhat(r),
             fmt_sig(ess.get(name, math.nan), None),
         ))
-    pct = f"{100 * prob:g}%"
+    pct = f"{100 * prob:g}% ETI"  # the kind too: the summary's default is an HDI
     return _table(["parameter", "mean", "sd", f"{pct} lower", f"{pct} upper", "R-hat",
                    "ESS bulk"], rows)
 #: findings longer than this are cut in the compact displays (the full text: ``.findings``)
@@ -223,9 +223,13 @@ def _status(ok: bool) -> str:
     return "OK" if ok else "NOT OK - do not trust these estimates"
 
 
-def _finding_lines(d: Diagnosis, notes: tuple[str, ...] = ()) -> list[str]:
+def _finding_lines(d: Diagnosis, notes: tuple[str, ...] = (),
+                   short: LabelShortener | None = None) -> list[str]:
+    """The findings as the text displays list them, ``short`` shortening the long labels
+    they name."""
     items = finding_items(d, notes=notes)
-    lines = [f"  {f.severity}: {_cut(f.message)}" for _, f in items[:MAX_FINDINGS]]
+    text = short.text if short is not None else str
+    lines = [f"  {f.severity}: {_cut(text(f.message))}" for _, f in items[:MAX_FINDINGS]]
     if len(items) > MAX_FINDINGS:
         lines.append(f"  ... and {len(items) - MAX_FINDINGS} more (.diagnosis.findings)")
     return lines
@@ -266,8 +270,10 @@ def fit_text(fit: Fit) -> str:
     lines.append(population_table(fit).text())
     if fit.spec.terms:
         lines.append("Group-level parameters: one per level, in .summary() and .idata")
-    notes = [f"  note: {_cut(n)}" for n in fit.spec.design.notes[:MAX_FINDINGS]]
-    findings = _finding_lines(fit.diagnosis, fit.spec.design.notes[:MAX_FINDINGS])
+    # a long label (docs/reliability.md R.20) shortened where a note or finding names it
+    short = LabelShortener(lab for g in fit.spec.design.groups for lab in g.labels)
+    notes = [f"  note: {_cut(short.text(n))}" for n in fit.spec.design.notes[:MAX_FINDINGS]]
+    findings = _finding_lines(fit.diagnosis, fit.spec.design.notes[:MAX_FINDINGS], short)
     if notes or findings:
         lines.append("Findings:")
         lines += notes + findings

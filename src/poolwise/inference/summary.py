@@ -12,17 +12,28 @@ import pandas as pd
 import xarray as xr
 
 from poolwise.model.describe import priors_by_parameter, scaling_dict
-from poolwise.model.naming import total_name
+from poolwise.model.naming import INTERCEPT, total_name
 from poolwise.model.predictor import inverse_link
-from poolwise.textfmt import fmt_rhat, fmt_sig
+from poolwise.textfmt import fmt_rhat, fmt_sig, short_row_names
 
 if TYPE_CHECKING:
     from poolwise.inference.fitted import Fit
 
-__all__ = ["COLUMNS", "format_summary", "interval_columns", "reuse_summary", "summarise_draws",
-           "summary", "summary_text"]
+__all__ = ["format_summary", "interval_columns", "interval_of", "reuse_summary",
+           "summarise_draws", "summary", "summary_text", "table_columns"]
 
-COLUMNS = ["mean", "sd", "lower", "upper", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]
+#: the per-level data columns of a summary table: set on the rows of varying intercepts only
+LEVEL_COLUMNS = ["n", "successes", "raw_proportion"]
+
+
+def table_columns(prob: float, kind: str, *, levels: bool = True) -> list[str]:
+    """The columns of a summary table, in order, its interval named with its kind and
+    probability (:func:`interval_columns`): ``mean``, ``sd``, ``hdi_89_lower``,
+    ``hdi_89_upper``, ``mcse_mean``, ``ess_bulk``, ``ess_tail``, ``r_hat`` and, with
+    ``levels``, ``n``, ``successes``, ``raw_proportion``."""
+    lo, hi = interval_columns(prob, kind)
+    numbers = ["mean", "sd", lo, hi, "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]
+    return numbers + LEVEL_COLUMNS if levels else numbers
 
 
 def _labels(name: str, v: xr.DataArray, extra: list[str]) -> list[str]:
@@ -73,8 +84,10 @@ def _numbers_table(
                 labels = _labels(name, v, extra)
             names.extend(labels[start:start + k])
             parts.append(cv.table_numbers(x, prob, kind))
-        table = {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0)
-                 for c in ("mean", "sd", "lower", "upper", "mcse_mean")}
+        lo, hi = interval_columns(prob, kind)
+        table = {name: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0)
+                 for c, name in (("mean", "mean"), ("sd", "sd"), ("lower", lo),
+                                 ("upper", hi), ("mcse_mean", "mcse_mean"))}
         rhat, ess_b, ess_t = _known_numbers(names, known)
         todo = np.flatnonzero(~(np.isfinite(rhat) & np.isfinite(ess_b) & np.isfinite(ess_t)))
         if len(todo):  # components the diagnosis does not cover: their draws, by block
@@ -87,7 +100,8 @@ def _numbers_table(
                     rhat[mine], ess_b[mine], ess_t[mine] = r, b, t
                 done += k
         table.update({"ess_bulk": ess_b, "ess_tail": ess_t, "r_hat": rhat})
-    return pd.DataFrame(table, index=pd.Index(names, dtype=object))[COLUMNS].astype(float)
+    cols = table_columns(prob, kind, levels=False)
+    return pd.DataFrame(table, index=pd.Index(names, dtype=object))[cols].astype(float)
 
 
 def summary(
@@ -99,8 +113,14 @@ def summary(
 ) -> pd.DataFrame:
     """One row per parameter: mean, sd, ``prob`` interval, MCSE, bulk/tail ESS, R-hat.
 
-    Group rows (``a_<group>[<label>]``) also carry ``n`` (trials), ``successes`` and the raw
-    proportion.
+    The interval's columns say its kind and probability (:func:`interval_columns`:
+    ``hdi_89_lower``, ``hdi_89_upper``; ``eti_95_...``), as the table's ``attrs`` do
+    (``prob``, ``kind``, ``scale``; :func:`interval_of` reads the names back). The rows of
+    varying intercepts (``a_<group>[<label>]``) also carry the level's ``n`` (trials),
+    ``successes`` and raw proportion, the data its intercept is estimated from; the rows of
+    varying slopes (``b_<group>__<x>[<label>]``) leave them empty (how much a level's data
+    say about its slope of x depends on how x varies within the level, not on its count,
+    and a proportion is no slope).
 
     Parameters
     ----------
@@ -140,16 +160,23 @@ def summary(
                 data[name] = inverse_link(spec.link, post[name])
         post = xr.Dataset(data)
     df = _numbers_table(post, prob, kind, known=fit.diagnosis if scale == "logit" else None)
-    df["n"] = np.nan
-    df["successes"] = np.nan
-    df["raw_proportion"] = np.nan
+    _level_data(df, spec)
+    _describe(df, spec, prob, kind, scale)
+    return df
+
+
+def _level_data(df: pd.DataFrame, spec: Any) -> None:
+    """``n``, ``successes`` and ``raw_proportion`` of each level on its varying intercept's
+    row (``a_<group>[<label>]``); empty on every other row, a varying slope's included."""
+    for col in LEVEL_COLUMNS:
+        df[col] = np.nan
     keys: list[str] = []
     trials: list[np.ndarray] = []
     succ: list[np.ndarray] = []
     for term in spec.terms:
         g = term.group
-        for coef in g.coef_names:
-            name = total_name(term, coef)
+        if INTERCEPT in g.coef_names:
+            name = total_name(term, INTERCEPT)
             keys.extend(f"{name}[{lab}]" for lab in g.labels)
             trials.append(np.asarray(g.level_trials, dtype=float))
             succ.append(np.asarray(g.level_successes, dtype=float))
@@ -162,8 +189,6 @@ def summary(
             arr = df[col].to_numpy(dtype=float, copy=True)
             arr[rows] = vals
             df[col] = arr
-    _describe(df, spec, prob, kind, scale)
-    return df
 
 
 def _describe(df: pd.DataFrame, spec: Any, prob: float, kind: str, scale: str) -> None:
@@ -172,8 +197,13 @@ def _describe(df: pd.DataFrame, spec: Any, prob: float, kind: str, scale: str) -
     df.attrs["scaling"] = scaling_dict(spec)
 
 
-#: the columns of a logit-scale summary table, in order
-TABLE_COLUMNS = [*COLUMNS, "n", "successes", "raw_proportion"]
+def interval_of(table: pd.DataFrame, prefix: str = "") -> tuple[str, str]:
+    """The names of ``table``'s interval columns, from the probability and kind its
+    ``attrs`` hold (a :func:`summary`, a prediction or comparison table): ``("hdi_89_lower",
+    "hdi_89_upper")``; with ``prefix`` those of one model of a comparison's groups table
+    (``prefix="partial_p_"``: ``partial_p_hdi_89_lower``, ...)."""
+    lo, hi = interval_columns(table.attrs["prob"], table.attrs["kind"])
+    return prefix + lo, prefix + hi
 
 
 def reuse_summary(fit: Fit, table: pd.DataFrame, *, prob: float, kind: str,
@@ -181,10 +211,12 @@ def reuse_summary(fit: Fit, table: pd.DataFrame, *, prob: float, kind: str,
     """Keep ``table``, ``summary(fit, prob=prob, kind=kind)`` as a saved ``summary.csv`` holds
     it, as the fit's summary at ``prob`` / ``kind`` (:meth:`Fit.summary`), so that it is not
     computed again: with 10^4-10^5 levels that costs seconds. It is taken only when its
-    columns are the summary's and its rows are the posterior's components in order
-    (``written``: how a row label was written, e.g. neutralized for a CSV); its row labels
-    become the components' names. Returns whether it was taken."""
-    if list(table.columns) != TABLE_COLUMNS or not 0.0 < prob < 1.0:
+    columns are the summary's at ``prob`` / ``kind`` (:func:`table_columns`; a table written
+    before the interval's columns said their kind and probability, with ``lower`` /
+    ``upper``, is not: the summary is computed again) and its rows are the posterior's
+    components in order (``written``: how a row label was written, e.g. neutralized for a
+    CSV); its row labels become the components' names. Returns whether it was taken."""
+    if not 0.0 < prob < 1.0 or list(table.columns) != table_columns(prob, kind):
         return False
     names: list[str] = []
     for name, v in fit.posterior.data_vars.items():
@@ -203,9 +235,10 @@ def reuse_summary(fit: Fit, table: pd.DataFrame, *, prob: float, kind: str,
 
 # ---- printed form: significant digits (CSV / JSON keep full precision) ----------------------
 
-#: significant digits per summary column in printed tables; ``None``: a whole number
+#: significant digits per summary column in printed tables (3 for any other column, the
+#: interval's included); ``None``: a whole number
 DIGITS: dict[str, int | None] = {
-    "mean": 3, "sd": 3, "lower": 3, "upper": 3, "mcse_mean": 2, "mcse_sd": 2,
+    "mean": 3, "sd": 3, "mcse_mean": 2, "mcse_sd": 2,
     "ess_bulk": None, "ess_tail": None, "n": None, "successes": None, "raw_proportion": 3,
 }
 
@@ -229,15 +262,15 @@ def format_summary(df: pd.DataFrame, digits: dict[str, int | None] | None = None
 
 
 def summary_text(df: pd.DataFrame, prob: float, kind: str) -> str:
-    """The summary as the CLI prints it: estimates to 3 significant digits, MCSE to 2, ESS
-    and counts as whole numbers, R-hat to 3 decimals."""
-    cols = ["mean", "sd", "lower", "upper", "mcse_mean", "ess_bulk", "ess_tail", "r_hat", "n",
-            "raw_proportion"]
-    pct = f"{100 * prob:g}%"
+    """The summary as the CLI prints it: the columns of ``summary.csv`` under the same names
+    (``hdi_89_lower``, ...; ``successes`` left out), estimates to 3 significant digits, MCSE
+    to 2, ESS and counts as whole numbers, R-hat to 3 decimals, and labels longer than
+    :data:`~poolwise.textfmt.MAX_LABEL` characters shortened (``short_row_names``; the file
+    keeps them whole)."""
+    cols = [c for c in table_columns(prob, kind) if c != "successes"]
     show = format_summary(df[[c for c in cols if c in df.columns]])
-    show = show.rename(columns={"lower": f"{kind}_{pct}_lo", "upper": f"{kind}_{pct}_hi",
-                                "mcse_mean": "mcse", "raw_proportion": "raw_prop"})
-    with pd.option_context("display.max_rows", 500, "display.width", 130):
+    show.index = pd.Index(short_row_names(show.index), dtype=object)
+    with pd.option_context("display.max_rows", 500, "display.width", 160):
         return show.to_string()
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from poolwise.inference.summary import interval_of
 from poolwise.model import naming
 from poolwise.output.plots import style
 
@@ -70,7 +71,7 @@ def _population_rows(fit: Fit, table: pd.DataFrame) -> tuple[list[str], list[str
 def _point_intervals(ax: Any, table: pd.DataFrame, names: list[str], color: str) -> None:
     y = np.arange(len(names))[::-1]
     rows = table.loc[names]
-    ax.hlines(y, rows["lower"], rows["upper"], color=color, lw=2.0)
+    ax.hlines(y, *(rows[c] for c in interval_of(table)), color=color, lw=2.0)
     ax.plot(rows["mean"], y, "o", color=color, ms=5.5)
     ax.set_yticks(y, names)
     ax.set_ylim(-0.7, len(names) - 0.3)
@@ -107,8 +108,9 @@ def plot_coefficients(fit: Fit, *, prob: float = 0.89, kind: str = "hdi") -> Fig
 
 def level_table(fit: Fit, term: TermSpec, coef: str, *, prob: float = 0.89,
                 kind: str = "hdi") -> pd.DataFrame:
-    """The summary rows of one group term's coefficient, one per level (in level order), with
-    ``label`` and ``n`` (the level's trials)."""
+    """The summary rows of one group term's coefficient, one per level (in level order):
+    ``mean`` and the interval (``hdi_89_lower``, ``hdi_89_upper``; ``attrs`` as the
+    summary's), with ``label`` and ``n`` (the level's trials)."""
     table = fit.summary(prob=prob, kind=kind)
     name = naming.total_name(term, coef)
     g = term.group
@@ -116,9 +118,10 @@ def level_table(fit: Fit, term: TermSpec, coef: str, *, prob: float = 0.89,
     pos = table.index.get_indexer(keys)
     if (pos < 0).any():
         raise ValueError(f"the summary has no rows for {name}")
-    out = table.iloc[pos][["mean", "lower", "upper"]].copy()
+    out = table.iloc[pos][["mean", *interval_of(table)]].copy()
     out["label"] = [str(v) for v in g.labels]
     out["n"] = np.asarray(g.level_trials, dtype=float)
+    out.attrs.update(table.attrs)
     return out
 
 
@@ -142,7 +145,7 @@ def plot_caterpillar(fit: Fit, term: TermSpec | str, coef: str = naming.INTERCEP
     with style.rc():
         fig = style.figure(9.0, max(3.6, 0.15 * k + 1.9))
         ax = fig.subplots()
-        ax.hlines(y, sel["lower"], sel["upper"], color=style.COLORS["partial"], lw=1.4,
+        ax.hlines(y, *(sel[c] for c in interval_of(rows)), color=style.COLORS["partial"], lw=1.4,
                   alpha=0.8, label=ci)
         ax.plot(sel["mean"], y, "o", color=style.COLORS["partial"], ms=3.5,
                 label="posterior mean")
@@ -237,7 +240,7 @@ def plot_intercept_slope(fit: Fit, term: TermSpec | str, *, prob: float = 0.89,
                     label="population mean")
             ax.set_xlabel(f"{naming.total_name(t, naming.INTERCEPT)}: intercept ({_scale(fit)})")
             ax.set_ylabel(f"{naming.total_name(t, coef)}: slope of {coef}")
-            lo, hi = (float(table.loc[cor, c]) for c in ("lower", "upper")) \
+            lo, hi = (float(table.loc[cor, c]) for c in interval_of(table)) \
                 if cor in table.index else (np.nan, np.nan)
             style.set_title(ax, f"Intercept and slope of {coef} by {t.name}: correlation "
                                 f"{rho:+.2f} ({_interval_name(prob, kind)} {lo:+.2f} to "

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from poolwise.inference.summary import interval_columns, interval_of
 from poolwise.model import naming
 from poolwise.output.plots import style
 
@@ -80,7 +81,7 @@ def plot_forest_comparison(comp: PoolingComparison) -> Figure:
         a_bar = comp.population.loc["a_bar", "mean"]
         for ax, model in zip(axes, ("none", "partial"), strict=True):
             c = COLORS[model]
-            ax.hlines(y, g[f"{model}_lower"], g[f"{model}_upper"], color=c, lw=1.6)
+            ax.hlines(y, *(g[col] for col in interval_of(g, f"{model}_")), color=c, lw=1.6)
             ax.plot(g[f"{model}_mean"], y, "o", color=c, ms=4)
             ax.axvline(a_bar, color=COLORS["partial"], ls="--", lw=1,
                        label=f"population mean of the intercepts, a_bar = {a_bar:.2f}")
@@ -180,7 +181,8 @@ def group_mean_proportions(
     """Each group's posterior mean proportion over its own rows: per draw, the trials-weighted
     average of the cells' predicted proportions (each cell at its own predictor values), then
     mean and ``prob`` interval. The like-with-like counterpart of the group's raw proportion
-    when the model has predictors. Columns ``mean``, ``lower``, ``upper``, one row per level."""
+    when the model has predictors. Columns ``mean`` and the interval (``hdi_89_lower``,
+    ``hdi_89_upper``; ``attrs`` hold ``prob`` and ``kind``), one row per level."""
     import pandas as pd
     from arviz_stats.base import array_stats
 
@@ -196,10 +198,13 @@ def group_mean_proportions(
     per_draw = level_proportions(p, spec.design.n, gd.codes, gd.n_levels)  # (S, L)
     fn = array_stats.hdi if kind == "hdi" else array_stats.eti
     lo, hi = np.moveaxis(fn(per_draw, prob, axis=0), -1, 0)
-    return pd.DataFrame(
-        {"mean": per_draw.mean(axis=0), "lower": lo, "upper": hi},
+    lo_name, hi_name = interval_columns(prob, kind)
+    out = pd.DataFrame(
+        {"mean": per_draw.mean(axis=0), lo_name: lo, hi_name: hi},
         index=pd.Index([str(v) for v in gd.labels], name=group),
     )
+    out.attrs.update({"prob": prob, "kind": kind})
+    return out
 
 
 def plot_predicted_proportions(comp: PoolingComparison) -> Figure:
@@ -219,9 +224,9 @@ def plot_predicted_proportions(comp: PoolingComparison) -> Figure:
         est = {m: group_mean_proportions(comp.fits[m], comp.group, prob=comp.prob,
                                          kind=comp.kind).loc[list(g.index)]
                for m in ("none", "partial")}
-        cols = {m: (est[m]["mean"], est[m]["lower"], est[m]["upper"]) for m in est}
+        cols = {m: (est[m]["mean"], *(est[m][c] for c in interval_of(est[m]))) for m in est}
     else:
-        cols = {m: (g[f"{m}_p_mean"], g[f"{m}_p_lower"], g[f"{m}_p_upper"])
+        cols = {m: (g[f"{m}_p_mean"], *(g[c] for c in interval_of(g, f"{m}_p_")))
                 for m in ("none", "partial")}
     with _rc():
         fig = _figure(max(9.0, min(12.0, 0.2 * L + 3)), 5.8)

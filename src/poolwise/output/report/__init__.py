@@ -51,6 +51,7 @@ from poolwise.inference.display import (
     repair_table,
     restates_a_finding,
 )
+from poolwise.inference.summary import interval_of
 from poolwise.textfmt import Badge, Table, fmt_sig
 
 if TYPE_CHECKING:
@@ -384,11 +385,6 @@ def _section_repair(fits: Mapping[str, Fit]) -> dict[str, Any]:
     return {"models": models, "footnote": footnote}
 
 
-#: significant digits of the summary columns in the report (None: a whole number)
-_SUMMARY_COLS = ("mean", "sd", "lower", "upper", "mcse_mean", "ess_bulk", "ess_tail", "r_hat",
-                 "n", "successes", "raw_proportion")
-
-
 def interval_names(prob: float, kind: str) -> tuple[str, str]:
     """The headings of an interval's bounds, with its probability and kind: ``("89% HDI
     lower", "89% HDI upper")``."""
@@ -401,7 +397,7 @@ def _summary_table(f: Fit, prob: float, kind: str) -> tuple[Table, list[str]]:
     extremes (more than ``MAX_TABLE_LEVELS`` levels)."""
     import pandas as pd
 
-    from poolwise.inference.summary import format_summary
+    from poolwise.inference.summary import format_summary, table_columns
     from poolwise.model.naming import total_name
 
     df = f.summary(prob=prob, kind=kind)
@@ -422,7 +418,7 @@ def _summary_table(f: Fit, prob: float, kind: str) -> tuple[Table, list[str]]:
     lower, upper = interval_names(prob, kind)
     header = ["mean", "sd", lower, upper, "MCSE", "ESS bulk", "ESS tail", "R-hat", "n",
               "successes", "raw proportion"]
-    text = format_summary(df[list(_SUMMARY_COLS)])
+    text = format_summary(df[table_columns(prob, kind)])
     rows = [[str(name)] + list(r) for name, r in zip(text.index, text.to_numpy(), strict=True)]
     return _table(["parameter"] + header, rows), notes
 
@@ -435,9 +431,11 @@ def _section_summary(fits: Mapping[str, Fit], prob: float, kind: str) -> dict[st
     notes = [
         "Estimates are printed with 3 significant digits, MCSE with 2 (summary.csv and "
         "result.json keep full precision).",
-        "Group rows (a_<group>[label]) are each group's intercept on the log-odds scale "
-        "(b_<group>__<x>[label]: its slope of x), with the group's number of trials (n), "
-        "successes and raw proportion.",
+        "Group rows (a_<group>[label]) are each group's intercept on the log-odds scale, "
+        "with the group's number of trials (n), successes and raw proportion; "
+        "b_<group>__<x>[label] is its slope of x, whose rows leave these empty (a proportion "
+        "is no slope, and what a group's data say about its slope depends on how x varies "
+        "within it, not on its count).",
     ]
     if any(len(f.spec.design.fixed_names) > 1 for f in fits.values()):
         notes.append(
@@ -448,10 +446,14 @@ def _section_summary(fits: Mapping[str, Fit], prob: float, kind: str) -> dict[st
     return {"models": models, "notes": notes}
 
 
-_GROUP_COLS = ("n", "successes", "raw_proportion", "none_mean", "none_sd", "none_lower",
-               "none_upper", "partial_mean", "partial_sd", "partial_lower", "partial_upper",
-               "none_p_mean", "none_p_lower", "none_p_upper", "partial_p_mean",
-               "partial_p_lower", "partial_p_upper", "shift_p", "sd_ratio", "shrinkage")
+def _group_cols(groups: Any) -> list[str]:
+    """The columns of a comparison's groups table the report shows, in its order."""
+    cols = ["n", "successes", "raw_proportion"]
+    for model in ("none", "partial"):
+        cols += [f"{model}_mean", f"{model}_sd", *interval_of(groups, f"{model}_")]
+    for model in ("none", "partial"):
+        cols += [f"{model}_p_mean", *interval_of(groups, f"{model}_p_")]
+    return [*cols, "shift_p", "sd_ratio", "shrinkage"]
 
 
 def _logo_table(comp: PoolingComparison) -> tuple[Table | None, str | None]:
@@ -525,9 +527,10 @@ def _groups_table(comp: PoolingComparison, ci: str) -> tuple[Any, str]:
         cut = (f" {len(comp.groups):,} {comp.group}s: shown are the {TOP_K} lowest and the "
                f"{TOP_K} highest partial-pooling proportions; pooling_groups.csv has every "
                f"{comp.group}.")
+    cols = _group_cols(comp.groups)
     groups = _table(
         header,
-        [[str(lab)] + [fmt_sig(r[c], None if c in whole else 3) for c in _GROUP_COLS]
+        [[str(lab)] + [fmt_sig(r[c], None if c in whole else 3) for c in cols]
          + [str(r["boundary"])] for lab, r in shown.iterrows()],
         text_cols=(len(header) - 1,),
     )
@@ -599,10 +602,11 @@ def _section_pooling(comp: PoolingComparison | None) -> dict[str, Any]:
         )}
     ci = f"{100 * comp.prob:g}% {comp.kind.upper()}"
     pop = comp.population
+    lo, hi = interval_of(pop)
     population = _table(
         ["quantity", "meaning", "model", "scale", "mean", "sd", f"{ci} lower", f"{ci} upper"],
         [(str(q), r["description"], r["model"], r["scale"], fmt_sig(r["mean"]),
-          fmt_sig(r["sd"]), fmt_sig(r["lower"]), fmt_sig(r["upper"]))
+          fmt_sig(r["sd"]), fmt_sig(r[lo]), fmt_sig(r[hi]))
          for q, r in pop.iterrows()],
         text_cols=(1,),
     )
