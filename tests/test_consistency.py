@@ -2,7 +2,8 @@
 feature, against a direct computation written here from the draws.
 
 Hypothesis draws a model over every feature (link x family x offset x varying slopes, correlated
-or not x crossed x nested x trials x pooling x standardization) on a small data frame, and draws of
+or not x crossed x nested x trials x pooling x standardization x row weights: none, frequency or
+survey) on a small data frame, and draws of
 its
 parameters (random points of the engine's parameter space pushed through the engine's
 transform, so sds, correlations and totals are coherent; no sampling). For each model:
@@ -21,7 +22,11 @@ transform, so sds, correlations and totals are coherent; no sampling). For each 
 
 The direct computation works row by row from the data frame: the offset is read from the
 frame's column (or the array given), each row's linear predictor is written out as the sum the
-model defines, and the binomial log-likelihood uses SciPy's ``log_expit`` / ``log_ndtr``. A
+model defines, and the binomial log-likelihood uses SciPy's ``log_expit`` / ``log_ndtr``. Row
+weights enter as their definition says: a frequency weight w repeats its row w times (the
+row-level values, LOO over the rows represented), every row's log-likelihood is multiplied by
+its weight in a total (survey weights scaled to sum to the rows), and with survey weights LOO
+and leave-one-group-out refuse. A
 feature that one path forgets (the offset in a likelihood, a term in a prediction) fails here.
 A new feature is not done until this suite passes with it.
 """
@@ -37,7 +42,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 from scipy.special import expit, gammaln, log_expit, log_ndtr, logsumexp, ndtr
@@ -75,6 +80,7 @@ class Case:
     standardize: bool
     seed: int
     family: str = "binomial"
+    weights: str = "none"  # "none", "frequency" (column fw), "survey" (column sw)
 
 
 cases = st.builds(
@@ -88,12 +94,14 @@ cases = st.builds(
     standardize=st.booleans(),
     seed=st.integers(0, 2**16),
     family=st.sampled_from(["binomial", "beta_binomial"]),
+    weights=st.sampled_from(["none", "frequency", "survey"]),
 )
 
 
 def frame(seed: int) -> pd.DataFrame:
     """48 rows: g (4 levels of 12 rows), k (2 levels nested in each g), h (3 levels, crossed),
-    x on a scale standardization changes, f (3 categories), an offset o, trials n."""
+    x on a scale standardization changes, f (3 categories), an offset o, trials n, frequency
+    weights fw and survey weights sw."""
     rng = np.random.default_rng(seed)
     R = 48
     g = np.repeat(["a", "b", "c", "d"], 12)
@@ -106,7 +114,23 @@ def frame(seed: int) -> pd.DataFrame:
         "o": rng.uniform(-1.0, 1.0, R).round(3),
         "n": rng.integers(1, 12, R),
         "y": rng.integers(0, 2, R),
-    }).assign(s=lambda df: np.minimum(rng.integers(0, 12, R), df["n"]))
+    }).assign(s=lambda df: np.minimum(rng.integers(0, 12, R), df["n"])).assign(
+        fw=lambda df: rng.integers(1, 4, R), sw=lambda df: rng.uniform(0.2, 3.0, R).round(3))
+
+
+def row_weights(case: Case, df: pd.DataFrame, design) -> tuple[np.ndarray, np.ndarray]:
+    """Per entry of the design (a data row): the rows it stands for (its frequency weight, or
+    1) and its weight in a total log-likelihood (the frequency weight, the survey weight scaled
+    so that the weights sum to the rows, or 1)."""
+    rows = design.row_number - 1
+    ones = np.ones(len(rows))
+    if case.weights == "frequency":
+        fw = df["fw"].to_numpy(dtype=float)[rows]
+        return fw, fw
+    if case.weights == "survey":
+        sw = df["sw"].to_numpy(dtype=float)[rows]
+        return ones, sw * len(rows) / sw.sum()
+    return ones, ones
 
 
 def model(case: Case):
@@ -118,6 +142,9 @@ def model(case: Case):
     rhs = f"{case.fixed} + {GROUPS[case.groups]}"
     kw: dict = {"pooling": case.pooling, "link": case.link, "standardize": case.standardize,
                 "parameterization": "noncentered", "family": case.family}
+    if case.weights != "none":
+        kw["weights"] = "fw" if case.weights == "frequency" else "sw"
+        kw["weights_kind"] = case.weights
     offset = np.zeros(len(df))
     if case.offset == "formula":
         rhs += " + offset(o)"
@@ -295,12 +322,15 @@ def log_integral(log_f, mean: np.ndarray, cov: np.ndarray, points: int) -> float
     return float(logsumexp(lf) + np.log(np.prod(step)))
 
 
-def direct_new_group(spec_fit, post, scoring, offset, j: int, s: int, link: str) -> float:
+def direct_new_group(spec_fit, post, scoring, offset, j: int, s: int, link: str,
+                     count: np.ndarray) -> float:
     """log p(rows of level j of 'g' | theta_s) with the level's effects (and those of the levels
-    of 'g:k' nested in it) integrated over a dense grid, from the rows."""
+    of 'g:k' nested in it) integrated over a dense grid, from the rows (``count``: the rows each
+    data row stands for, its frequency weight)."""
     d = scoring.design
     gs = d.groups[0]  # the term 'g' of the scoring model
     rows = gs.codes[d.row_cell] == j
+    c = count[rows]
     fit_terms = [t.name for t in spec_fit.terms]
     skip = {t: np.ones(len(rows), bool) for t, name in enumerate(fit_terms)
             if name in ("g", "g:k")}
@@ -308,13 +338,13 @@ def direct_new_group(spec_fit, post, scoring, offset, j: int, s: int, link: str)
     y, n = d.row_y[rows], d.row_n[rows]
     phi = None if phi_of(spec_fit, post) is None else float(phi_of(spec_fit, post)[s])
     if "g" not in fit_terms:
-        return float(row_loglik(link, y, n, eta0, phi).sum())
+        return float((row_loglik(link, y, n, eta0, phi) * c).sum())
     term = spec_fit.terms[fit_terms.index("g")]
     Z = term.group.Z[spec_fit.design.row_cell[rows]]
     mean, cov = new_level_prior(spec_fit, post, term, s)
     if "g:k" not in fit_terms:
         def log_f(V):
-            return row_loglik(link, y, n, eta0[None, :] + V @ Z.T, phi).sum(axis=1)
+            return (row_loglik(link, y, n, eta0[None, :] + V @ Z.T, phi) * c).sum(axis=1)
 
         return log_integral(log_f, mean, cov, 801 if len(mean) == 1 else 161)
     inner = spec_fit.terms[fit_terms.index("g:k")]
@@ -327,9 +357,9 @@ def direct_new_group(spec_fit, post, scoring, offset, j: int, s: int, link: str)
             eta = eta0 + Z @ v
             for k in np.unique(sub):
                 m = sub == k
-                out[i] += log_integral(lambda W, m=m, eta=eta: row_loglik(
-                    link, y[m], n[m], eta[m][None, :] + W[:, :1], phi).sum(axis=1), im, icov,
-                    101)
+                out[i] += log_integral(lambda W, m=m, eta=eta: (row_loglik(
+                    link, y[m], n[m], eta[m][None, :] + W[:, :1], phi) * c[m]).sum(axis=1),
+                    im, icov, 101)
         return out
 
     return log_integral(log_f_outer, mean, cov, 101)
@@ -354,22 +384,28 @@ def check_case(case: Case) -> None:
     eta = row_eta(spec, post, offset)
     phi = phi_of(spec, post)
     ll_rows = row_loglik(link, d.row_y, d.row_n, eta, phi)  # (S, rows)
+    count, weight = row_weights(case, df, d)  # rows each stands for; weight in a total
+    represented = np.repeat(np.arange(len(count)), count.astype(int))  # each row, w times
 
-    # the stored per-pattern log-likelihood, seen per row, and the total
+    # the stored per-pattern log-likelihood, seen per row represented, and the total
     from poolwise.model.likelihood import pattern_log_likelihood, total_log_likelihood
 
     stored = fit.row_level()["log_likelihood"]["y"].values.reshape(CHAINS * DRAWS, -1)
     if phi is not None:  # where p rounds to 0 or 1, SciPy's beta-binomial has no value
         assert np.isfinite(stored).all()
-        ll_rows = np.where(np.isnan(ll_rows), stored, ll_rows)
-    np.testing.assert_allclose(stored, ll_rows, rtol=1e-9, atol=1e-9)
+        ll_rows = np.where(np.isnan(ll_rows), stored[:, np.searchsorted(represented,
+                                                                        np.arange(len(count)))],
+                           ll_rows)
+    np.testing.assert_allclose(stored, ll_rows[:, represented], rtol=1e-9, atol=1e-9)
     again = pattern_log_likelihood(spec, fit.posterior).reshape(CHAINS * DRAWS, -1)
     np.testing.assert_allclose(again, fit.idata["log_likelihood"]["y"].values.reshape(
         CHAINS * DRAWS, -1), rtol=1e-12, atol=1e-12)
+    ll_total = (ll_rows * weight[None, :]).sum(axis=1)
     np.testing.assert_allclose(total_log_likelihood(spec, fit.posterior).ravel(),
-                               ll_rows.sum(axis=1), rtol=1e-9, atol=1e-8)
+                               ll_total, rtol=1e-9, atol=1e-8)
 
-    # row-level PSIS-LOO against ArviZ on the direct row values
+    # row-level PSIS-LOO against ArviZ on the direct values of the rows represented; survey
+    # weights: refused, with the reason
     import arviz_stats as azs
 
     from poolwise.comparison.loo import row_loo
@@ -377,15 +413,20 @@ def check_case(case: Case) -> None:
     tree = xr.DataTree.from_dict({
         "posterior": fit.idata["posterior"].to_dataset(),
         "log_likelihood": xr.Dataset({"y": (("chain", "draw", "obs"),
-                                            ll_rows.reshape(CHAINS, DRAWS, -1))}),
+                                            ll_rows[:, represented].reshape(CHAINS, DRAWS, -1))}),
     })
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        want = azs.loo(tree, pointwise=True)
-        got = row_loo(fit)
-    np.testing.assert_allclose([got.elpd, got.p, got.se], [want.elpd, want.p, want.se],
-                               rtol=1e-8, atol=1e-8)  # NaN in both where a row's is -inf
-    np.testing.assert_allclose(got.pareto_k.values, want.pareto_k.values, rtol=1e-6, atol=1e-6)
+    if case.weights == "survey":
+        with pytest.raises(SpecError, match="not computed under survey weights"):
+            row_loo(fit)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = azs.loo(tree, pointwise=True)
+            got = row_loo(fit)
+        np.testing.assert_allclose([got.elpd, got.p, got.se], [want.elpd, want.p, want.se],
+                                   rtol=1e-8, atol=1e-8)  # NaN in both where a row's is -inf
+        np.testing.assert_allclose(got.pareto_k.values, want.pareto_k.values, rtol=1e-6,
+                                   atol=1e-6)
 
     # the likelihood side of the prior sensitivity check
     from poolwise.inference.diagnostics import prior_sensitivity
@@ -397,8 +438,8 @@ def check_case(case: Case) -> None:
             x = fit.posterior[name].transpose("chain", "draw").values
             sub = xr.DataTree.from_dict({
                 "posterior": xr.Dataset({name: (("chain", "draw"), x)}),
-                "log_likelihood": xr.Dataset({"y": (("chain", "draw"), ll_rows.sum(axis=1)
-                                                    .reshape(CHAINS, DRAWS))}),
+                "log_likelihood": xr.Dataset({"y": (("chain", "draw"),
+                                                    ll_total.reshape(CHAINS, DRAWS))}),
                 "log_prior": xr.Dataset({name: (("chain", "draw"), np.zeros_like(x))}),
             })
             ref = float(azs.psense(sub, var_names=[name], group="likelihood")[name])
@@ -465,21 +506,26 @@ def check_case(case: Case) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DataWarning)
             scoring = build_model(formula, df, **{**kw, "pooling": "partial"})
-    got = group_log_lik(fit, scoring, group="g")
-    # the quadrature's documented accuracy (poolwise.comparison.quadrature): 2e-5 for a
-    # varying intercept, 1e-4 with nested levels inside it, 5e-3 with a slope (the Monte Carlo
-    # error of an elpd_j is 1e-2 or more)
-    nested = "g:k" in [t.name for t in spec.terms]
-    tol = 5e-3 if scoring.design.groups[0].n_coefs > 1 else 1e-4 if nested else 2e-5
-    for s in (0, CHAINS * DRAWS - 1):
-        for j in range(scoring.design.groups[0].n_levels):
-            want = direct_new_group(spec, post, scoring, offset, j, s, link)
-            assert got[s, j] == pytest.approx(want, abs=tol), (s, j)
+    if case.weights == "survey":
+        with pytest.raises(SpecError, match="not computed under survey weights"):
+            group_log_lik(fit, scoring, group="g")
+    else:
+        got = group_log_lik(fit, scoring, group="g")
+        # the quadrature's documented accuracy (poolwise.comparison.quadrature): 2e-5 for a
+        # varying intercept, 1e-4 with nested levels inside it, 5e-3 with a slope (the Monte
+        # Carlo error of an elpd_j is 1e-2 or more)
+        nested = "g:k" in [t.name for t in spec.terms]
+        tol = 5e-3 if scoring.design.groups[0].n_coefs > 1 else 1e-4 if nested else 2e-5
+        # (frequency weights: each row's log-likelihood counted w times; survey: refused)
+        for s in (0, CHAINS * DRAWS - 1):
+            for j in range(scoring.design.groups[0].n_levels):
+                want = direct_new_group(spec, post, scoring, offset, j, s, link, count)
+                assert got[s, j] == pytest.approx(want, abs=tol), (s, j)
     if spec.terms:  # the model an exact refit without level "b" samples: those rows gone
         sub = without_levels(spec, "g", [list(spec.terms[0].group.labels).index("b")])
         keep = df["g"].to_numpy()[d.row_number - 1] != "b"
         sd_ = sub.design
-        assert sd_.n_rows == keep.sum() and "b" not in list(sd_.groups[0].labels)
+        assert sd_.n_rows == count[keep].sum() and "b" not in list(sd_.groups[0].labels)
         np.testing.assert_array_equal(sd_.row_y, d.row_y[keep])
         np.testing.assert_array_equal(sd_.row_number, d.row_number[keep])
         np.testing.assert_array_equal(sd_.X[sd_.row_cell], d.X[d.row_cell[keep]])
@@ -509,7 +555,8 @@ def check_case(case: Case) -> None:
         level = term.group.codes[rows]
         for j in range(term.group.n_levels):
             m = level == j
-            want = (p_pp[:, m] * d.row_n[m]).sum(axis=1) / d.row_n[m].sum()
+            nw = d.row_n[m] * count[m]  # the trials of the rows represented
+            want = (p_pp[:, m] * nw).sum(axis=1) / nw.sum()
             np.testing.assert_allclose(pp.proportions[:, col + j], want, rtol=1e-9, atol=1e-12)
         col += term.group.n_levels
     first = np.array([np.flatnonzero(rows == c)[0] for c in range(d.n_cells)])
@@ -531,7 +578,23 @@ def check_case(case: Case) -> None:
     np.testing.assert_array_equal(rep, want)
 
 
+#: always in the default tier, whatever hypothesis draws: each weighting with each family
+EXAMPLES = (
+    Case("logit", "formula", True, "x", "slope", "partial", True, 3, "beta_binomial", "survey"),
+    Case("probit", "array", True, "x + f", "nested", "partial", False, 5, "beta_binomial"),
+    Case("cloglog", "expression", False, "x", "crossed", "partial", True, 8, "binomial",
+         "frequency"),
+)
+
+
+def with_examples(test):
+    for case in EXAMPLES:
+        test = example(case=case)(test)
+    return test
+
+
 @SETTINGS
+@with_examples
 @given(case=cases)
 def test_every_path_equals_the_direct_computation(case):
     check_case(case)
@@ -550,6 +613,7 @@ def test_every_path_equals_the_direct_computation_on_many_models(case):
 
 @settings(max_examples=25, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@with_examples
 @given(case=cases)
 def test_the_engine_density_adds_the_model_layers_log_likelihood(case):
     """At random points x of the engine's parameter space, the compiled log density minus its

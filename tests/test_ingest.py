@@ -444,6 +444,36 @@ def test_spark_draws_equal_duckdb_draws(spark, tmp_path):
         np.testing.assert_array_equal(a.posterior[var].values, b.posterior[var].values)
 
 
+@spark_only
+def test_spark_weights_equal_duckdb_and_pandas_weights(spark, tmp_path):
+    """Weights through Spark SQL (summed where rows are counted): the model the sampler reads
+    is the pandas path's, for frequency weights and for survey weights with few binary digits
+    (their sums are exact in any order); a bad weight gets the pandas message."""
+    from poolwise.engine.layout import pack
+    from poolwise.model.spec import build_model
+
+    rng = np.random.default_rng(4)
+    df = _bernoulli(1500).assign(fw=rng.integers(1, 5, 1500),
+                                 sv=rng.choice([0.25, 0.5, 1.25, 3.0], 1500))
+    path = tmp_path / "d.parquet"
+    df.to_parquet(path)
+    formula = "y ~ x + f + (1 | g)"
+    for kw in ({"weights": "fw"}, {"weights": "sv", "weights_kind": "survey"}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = build_model(formula, pd.read_parquet(path), **kw)
+            b = build_model(formula, FileSource(str(path)), **kw)
+            c = build_model(formula, spark.read.parquet(str(path)), **kw)
+        np.testing.assert_array_equal(pack(a).buffer, pack(b).buffer)
+        np.testing.assert_array_equal(pack(a).buffer, pack(c).buffer)
+        assert a.design.weighting == c.design.weighting
+    bad = tmp_path / "bad.parquet"
+    df.assign(fw=np.where(np.arange(1500) % 400 == 3, 0, df["fw"])).to_parquet(bad)
+    expected = _message(formula, pd.read_parquet(bad), weights="fw")
+    assert "has 0 in 4 rows (rows 4, 404, 804, 1204)" in expected[1]
+    assert _message(formula, spark.read.parquet(str(bad)), weights="fw") == expected
+
+
 def test_read_patterns_counts_every_row(tmp_path):
     df = _crossed()
     path = tmp_path / "c.parquet"

@@ -321,6 +321,9 @@ def test_format_1_type_names_are_those_of_the_modules_then():
     assert legacy["poolwise.design:Design"] is Design
     assert legacy["poolwise.repair:AutoChoice"] is AutoChoice
     assert legacy["poolwise.parameterization:AutoChoice"] is AutoChoice
-    assert set(legacy.values()) == set(_types().values())
+    # every type but those added after format 1 (the weights of a design) has a format 1 name
+    from poolwise.data.weights import Weighting
+
+    assert set(legacy.values()) == set(_types().values()) - {Weighting}
     assert not any(name.startswith(("poolwise.model.spec:", "poolwise.inference."))
                    for name in legacy)

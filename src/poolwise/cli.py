@@ -117,6 +117,8 @@ FLAG_SPECS: dict[str, dict[str, Any]] = {
     "success": {"metavar": "VALUE"},
     "drop_missing": {"action": "store_true"},
     "offset": {"metavar": "EXPR"},
+    "weights": {"metavar": "COL"},
+    "weights_kind": {"choices": ["frequency", "survey"], "default": None},
     "reference": {"action": "append", "default": [], "metavar": "COL=LEVEL"},
     "pooling": {"choices": ["partial", "none", "complete"], "default": None},
     "link": {"choices": list(links.names()), "default": links.names()[0]},
@@ -218,8 +220,9 @@ def _add_output_args(p: argparse.ArgumentParser, groups: dict[str, Any], what: s
 
 
 #: the options of poolwise.fit / poolwise.compare_pooling on each subcommand, in help order
-FIT_OPTIONS = ("success", "drop_missing", "offset", "reference", "pooling", "link", "family",
-               "parameterization", "standardize", "priors", "chains", "tune", "draws", "seed",
+FIT_OPTIONS = ("success", "drop_missing", "offset", "weights", "weights_kind", "reference",
+               "pooling", "link", "family", "parameterization", "standardize", "priors",
+               "chains", "tune", "draws", "seed",
                "target_accept", "max_treedepth", "cores", "progress", "engine", "repair",
                "prior_check", "prior_sensitivity", "log_likelihood", "prob", "kind")
 COMPARE_OPTIONS = tuple(o for o in FIT_OPTIONS if o != "pooling") + ("group", "loo", "logo",
@@ -678,8 +681,9 @@ def _compare_header(spec: Any, config: Any) -> list[str]:
 def _data_lines(spec: Any) -> list[str]:
     d = spec.design
     short = _shortener(spec) if d.notes else None
+    weights = [] if d.weighting is None else [d.weighting.describe()]
     return [f"data: {d.source} ({d.n_rows:,} rows -> {d.n_cells:,} binomial cells)",
-            *(f"note: {short.text(note)}" for note in d.notes)]
+            *weights, *(f"note: {short.text(note)}" for note in d.notes)]
 
 
 def _seed_line(config: Any) -> str:

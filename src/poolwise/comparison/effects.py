@@ -16,7 +16,9 @@ posterior interval of the quantity itself, not a delta-method approximation.
 
 The rows are ``newdata``, or by default the data the model was fitted to (read again from the
 file the fit records, checked against its SHA-256; rows the fit dropped stay out), each row
-weighted by the data rows it stands for.
+weighted by the data rows it stands for (its frequency weight, or the count of a row pattern);
+with survey weights, by its survey weight (the average over the population the sample
+represents).
 
 Group effects (``groups``):
 
@@ -81,6 +83,8 @@ def _fitted_data(fit: Fit) -> tuple[pd.DataFrame, np.ndarray]:
     rows = frame.iloc[np.asarray(d.row_number) - 1].reset_index(drop=True)
     weight = (np.ones(len(rows)) if d.row_count is None
               else np.asarray(d.row_count, dtype=float))
+    if d.likelihood_weight is not None:  # survey weights: the average over the population
+        weight = np.asarray(d.likelihood_weight, dtype=float)
     return rows, weight
 
 

@@ -38,6 +38,7 @@ from poolwise.comparison.logo import (
     mcse_log_mean_exp,
     refit_without,
 )
+from poolwise.data.weights import refuse_cross_validation
 from poolwise.errors import SpecError
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ def kfold_compare(fits: Mapping[str, Fit], k: int = 10, *, group: str | None = N
     seed; ``workers`` parallel processes (default: the cores beyond one fit's chains)."""
     ref = fits["partial"] if "partial" in fits else fits["none"]
     scoring = ref.spec
+    refuse_cross_validation(scoring.design, "K-fold cross-validation")
     t = logo_term(scoring, group)
     term = scoring.terms[t]
     G = term.group.n_levels

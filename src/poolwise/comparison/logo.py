@@ -60,6 +60,7 @@ from scipy.special import logsumexp
 
 from poolwise.comparison.quadrature import NewLevelPrior, new_level_log_density, segment_sums
 from poolwise.data.patterns import row_patterns
+from poolwise.data.weights import refuse_cross_validation
 from poolwise.errors import SpecError
 from poolwise.inference.repair import repair_fit
 from poolwise.model.likelihood import CellLikelihood
@@ -196,6 +197,7 @@ class _Scoring:
 
 def _scoring(spec: ModelSpec, t: int) -> _Scoring:
     d = spec.design
+    refuse_cross_validation(d, "leave-one-group-out")
     gt = d.groups[t]
     owned = _owned_levels(d, t)
     if len(owned) > 1:
@@ -447,6 +449,7 @@ def logo_compare(fits: Mapping[str, Fit], *, group: str | None = None,
     a bad k are counted in ``n_bad_k`` and named in the notes)."""
     ref = fits["partial"] if "partial" in fits else fits["none"]
     scoring = ref.spec
+    refuse_cross_validation(scoring.design, "leave-one-group-out")
     t = logo_term(scoring, group)
     term = scoring.terms[t]
     labels = [str(v) for v in term.group.labels]

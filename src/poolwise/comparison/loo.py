@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from poolwise.data.patterns import PATTERN_DIM, _row_index, row_patterns
+from poolwise.data.weights import refuse_cross_validation
 from poolwise.model.likelihood import log_likelihood_group
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ def pattern_loo(fit: Fit) -> PatternLOO:
 
     from poolwise.errors import SpecError
 
+    refuse_cross_validation(fit.spec.design, "row-level LOO")
     if "log_likelihood" in fit.idata.children:
         ll = fit.idata["log_likelihood"]["y"]
     else:  # a deterministic function of the draws and the design: computed when needed

@@ -187,6 +187,8 @@ def compare_pooling(
     prior_check: bool = True,
     offset: Any = None,
     family: Literal["binomial", "beta_binomial"] = "binomial",
+    weights: str | None = None,
+    weights_kind: Literal["frequency", "survey"] | None = None,
     prob: float = 0.89,
     kind: IntervalKind = "hdi",
     loo: bool = True,
@@ -281,6 +283,11 @@ def compare_pooling(
         The outcome's distribution given the success probability: binomial, or beta-binomial
         for overdispersed counts (rows of several trials whose spread exceeds the binomial's;
         its precision ``phi`` has the prior ``priors.phi``, default exponential(0.05)).
+    weights : str or None, default None
+        A column of row weights (:func:`poolwise.fit`). Under survey weights LOO,
+        leave-one-group-out and K-fold are not computed; the notes say why.
+    weights_kind : {"frequency", "survey"} or None, default None
+        What the weights are; None means frequency when every weight is a whole number.
     prob : float, default 0.89
         Probability mass of the intervals, strictly between 0 and 1.
     kind : {"hdi", "eti"}, default "hdi"
@@ -325,7 +332,7 @@ def compare_pooling(
         progress=progress, engine=engine, log_likelihood=log_likelihood,
         prior_sensitivity=prior_sensitivity, strict=strict, repair=repair,
         standardize=standardize, reference=reference, prior_check=prior_check, offset=offset,
-        family=family,
+        family=family, weights=weights, weights_kind=weights_kind,
     ).with_seed()
     compare = CompareOptions(group=group, prob=prob, kind=kind, loo=loo, logo=logo,
                              kfold=kfold, fit=options)
@@ -418,6 +425,7 @@ def compare_fits(
         raise SpecError(f"kind must be 'hdi' or 'eti'; got {kind!r}")
     fits = {k: fits[k] for k in POOLINGS if k in fits}
     partial, none = fits["partial"], fits["none"]
+    loo, logo, kfold, survey_notes = _without_cross_validation(partial, loo, logo, kfold)
     term_p = _intercept_term(partial.spec, group)
     term_n = _intercept_term(none.spec, term_p.name)
     name = total_name(term_p, "Intercept")
@@ -459,7 +467,7 @@ def compare_fits(
     population = _population_table(fits, term_p, prob, kind)
     with phase("LOO"):
         loo_table, pk = (_loo_compare(fits) if loo else (None, {}))
-    notes = []
+    notes = list(survey_notes)
     if len(partial.spec.design.fixed_names) > 1 or g.n_coefs > 1:
         notes.append(
             "The model has predictors besides the intercept: group intercepts and the "
@@ -495,6 +503,22 @@ def compare_fits(
         kind=kind,
         notes=tuple(notes),
     )
+
+
+def _without_cross_validation(
+    fit: Fit, loo: bool, logo: bool | Literal["psis"], kfold: int | None,
+) -> tuple[bool, bool | Literal["psis"], int | None, list[str]]:
+    """Under survey weights LOO, leave-one-group-out and K-fold are not computed
+    (:func:`poolwise.data.weights.survey_reason`): the settings switched off, and a note
+    saying why for each that was asked for."""
+    w = fit.spec.design.weighting
+    if w is None or not w.survey:
+        return loo, logo, kfold, []
+    from poolwise.data.weights import survey_reason
+
+    asked = [what for what, on in (("Row-level LOO", loo), ("Leave-one-group-out", logo),
+                                   ("K-fold cross-validation", kfold is not None)) if on]
+    return False, False, None, [survey_reason(what) + "." for what in asked]
 
 
 def _check_fits(fits: Mapping[str, Fit]) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import gammaln
 
 from poolwise.data.encode import GroupColumns
 
-__all__ = ["Cells", "binomial_constant", "compress", "level_totals"]
+__all__ = ["Cells", "binomial_constant", "compress", "level_totals", "survey_cells"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,3 +100,18 @@ def binomial_constant(
     py, pn = pairs[:, 0], pairs[:, 1]
     return float(np.dot(pair_rows.astype(float),
                         gammaln(pn + 1) - gammaln(py + 1) - gammaln(pn - py + 1)))
+
+
+def survey_cells(design: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The cells as a survey-weighted pseudo-likelihood sees them: per cell the sums of
+    ``w y`` and ``w n`` over its rows (``w``: each entry's survey weight), whose binomial
+    kernel ``y log p + (n - y) log(1 - p)`` is, being linear in y and n, the sum of the rows'
+    kernels times their weights. The weights as given are summed first and scaled once, so
+    rows and the same rows counted into patterns give the same numbers wherever the sums of
+    the weights are exact."""
+    d = design
+    w = np.asarray(d.row_weight, dtype=float)
+    scale = d.weighting.scale
+    y = np.bincount(d.row_cell, weights=w * d.row_y, minlength=d.n_cells) * scale
+    n = np.bincount(d.row_cell, weights=w * d.row_n, minlength=d.n_cells) * scale
+    return y, n

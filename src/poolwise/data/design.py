@@ -77,7 +77,8 @@ from poolwise.data.encode import (
 )
 from poolwise.data.size import check_design_size
 from poolwise.data.table import Table, read_table
-from poolwise.data.validate import check_design, check_model_data, emit_warnings
+from poolwise.data.validate import CheckedData, check_design, check_model_data, emit_warnings
+from poolwise.data.weights import Weighting
 from poolwise.errors import SpecError
 from poolwise.formula import Formula, GroupTerm, parse_formula
 from poolwise.formula.transforms import Encoding
@@ -153,6 +154,22 @@ class Design:
     #: entry per distinct row pattern (cell x outcome), standing for ``row_count`` identical
     #: rows, and ``row_number`` is the first row of each pattern; None: one entry per row
     row_count: np.ndarray | None = None
+    #: the weights (``weights=``, :mod:`poolwise.data.weights`): column, kind and totals; None
+    #: without weights. Frequency weights are in ``row_count`` (a row of weight w stands for
+    #: w rows); survey weights in ``row_weight``
+    weighting: Weighting | None = None
+    #: survey weights: each entry's weight as given (summed over the rows it stands for); the
+    #: likelihood multiplies each entry's log-likelihood by ``row_weight * weighting.scale``
+    #: (:attr:`likelihood_weight`). None otherwise
+    row_weight: np.ndarray | None = None
+
+    @property
+    def likelihood_weight(self) -> np.ndarray | None:
+        """Survey weights: each entry's weight in the pseudo-likelihood (they sum to the rows);
+        None without survey weights."""
+        if self.row_weight is None or self.weighting is None:
+            return None
+        return self.row_weight * self.weighting.scale
 
     @property
     def X_engine(self) -> np.ndarray:
@@ -187,7 +204,8 @@ class Design:
 
 
 def _read(
-    f: Formula, data: Any, *, success: Any, drop_missing: bool, offset: Any
+    f: Formula, data: Any, *, success: Any, drop_missing: bool, offset: Any,
+    weights: str | None = None, weights_kind: str | None = None,
 ) -> tuple[Formula, Table]:
     """The data as a Table: a frame or a small file read by pandas, or a large source
     validated and counted into row patterns by a data engine (the formula then reads the
@@ -205,7 +223,24 @@ def _read(
             "as an expression of columns (offset='log(exposure)')"
         )
     f, _ = offset_argument(f, offset, 0)  # an expression: its columns are read too
-    return f, ingest.read_patterns(f, data, success=success, drop_missing=drop_missing)
+    return f, ingest.read_patterns(f, data, success=success, drop_missing=drop_missing,
+                                   weights=weights, weights_kind=weights_kind)
+
+
+def _read_and_check(
+    f: Formula, data: Any, *, success: Any, drop_missing: bool, offset: Any, pooling: str,
+    weights: str | None, weights_kind: str | None,
+) -> tuple[Formula, Table, CheckedData]:
+    """The first phases: read, offset, model frame, validation (the weights included)."""
+    f, table = _read(f, data, success=success, drop_missing=drop_missing, offset=offset,
+                     weights=weights, weights_kind=weights_kind)
+    f, extra = bind_offset(f, table, offset)
+    lowered, _ = lower(f, table, extra)
+    checked = check_model_data(
+        f, lowered, success=success, drop_missing=drop_missing, pooling=pooling,
+        weights=weights, weights_kind=weights_kind,
+    )
+    return f, table, checked
 
 
 def _group_design(gc: GroupColumns, cells: Cells, successes: np.ndarray, trials: np.ndarray,
@@ -237,6 +272,8 @@ def build_design(
     standardize: bool = True,
     reference: Mapping[str, Any] | None = None,
     offset: Any = None,
+    weights: str | None = None,
+    weights_kind: str | None = None,
 ) -> Design:
     """Validate ``data`` against ``formula`` and build the cell-level design.
 
@@ -252,6 +289,9 @@ def build_design(
     Categorical, else the first level in sorted order). ``offset``: a known per-row addition
     to the linear predictor, as an expression of columns (``"log(exposure)"``, like
     ``offset(log(exposure))`` in the formula) or an array with one value per data row.
+    ``weights``: a column of row weights, ``weights_kind`` "frequency" (a row of weight w
+    stands for w rows; the default when every weight is whole) or "survey" (a
+    pseudo-likelihood; :mod:`poolwise.data.weights`).
 
     The phases, in order: read, offset, model frame, validation, the modelled rows' values,
     reference levels, encodings and scales, the size of the fixed effects (refused when a
@@ -259,12 +299,9 @@ def build_design(
     checks, then every data warning), group columns, cells, the binomial constant, centering.
     """
     f = formula if isinstance(formula, Formula) else parse_formula(formula)
-    f, table = _read(f, data, success=success, drop_missing=drop_missing, offset=offset)
-    f, extra = bind_offset(f, table, offset)
-    lowered, _ = lower(f, table, extra)
-    checked = check_model_data(
-        f, lowered, success=success, drop_missing=drop_missing, pooling=pooling
-    )
+    f, table, checked = _read_and_check(
+        f, data, success=success, drop_missing=drop_missing, offset=offset, pooling=pooling,
+        weights=weights, weights_kind=weights_kind)
     modelled = modelled_values(f, checked)
     checked = with_references(f, checked, reference)
     checked = without_poly_scaling(checked, modelled.poly_labels)
@@ -292,7 +329,7 @@ def build_design(
         row_y=row_y,
         row_n=row_n,
         row_number=checked.row_number,
-        log_binom_const=binomial_constant(row_y, row_n, w),
+        log_binom_const=_log_binom_const(checked),
         data_sha256=table.sha256,
         source=table.source,
         warnings=data_warnings,
@@ -305,4 +342,15 @@ def build_design(
         encoding=enc.encoding,
         offset=np.ascontiguousarray(modelled.row_offset[cells.first_rows]) if f.offsets else None,
         row_count=None if w is None else np.asarray(w, dtype=np.int64),
+        weighting=checked.weighting,
+        row_weight=checked.row_weight,
     )
+
+
+def _log_binom_const(checked: CheckedData) -> float:
+    """The sum over rows of ``log C(n, y)``, each row's term times its survey weight (scaled)
+    when the data have survey weights."""
+    row_y, row_n = checked.successes, checked.trials
+    if checked.row_weight is None:
+        return binomial_constant(row_y, row_n, checked.counts)
+    return binomial_constant(row_y, row_n, checked.row_weight) * checked.weighting.scale

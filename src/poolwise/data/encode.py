@@ -174,16 +174,23 @@ def _few_integers_note(var: str, x: np.ndarray) -> str | None:
     )
 
 
-def _no_learning_on_patterns(states: Mapping[str, TransformState], counts: Any) -> None:
-    """scale() / poly() learn from the rows; on row patterns they would learn from the distinct
-    values instead: SpecError."""
-    if states and counts is not None:
-        shown = ", ".join(sorted(states))
-        raise SpecError(
-            f"{shown} learn from the data rows, but these data were counted into row patterns "
-            "by a data engine; drop them (standardize=True already scales numeric predictors "
-            "for sampling) or read the data with pandas"
-        )
+def _no_learning_on_patterns(states: Mapping[str, TransformState], counts: Any,
+                             weighting: Any = None) -> None:
+    """scale() / poly() learn from the rows; on row patterns (or rows with frequency weights)
+    they would learn from the distinct values instead: SpecError."""
+    if not states or counts is None:
+        return
+    shown = ", ".join(sorted(states))
+    fix = ("drop them (standardize=True already scales numeric predictors for sampling) or "
+           "read the data with pandas")
+    if weighting is not None and getattr(weighting, "kind", None) == "frequency":
+        where = (f"these rows carry frequency weights (column '{weighting.column}'), each "
+                 "standing for several rows")
+        fix = ("drop them (standardize=True already scales numeric predictors for sampling, "
+               "weighted by the frequencies) or expand the rows")
+    else:
+        where = "these data were counted into row patterns by a data engine"
+    raise SpecError(f"{shown} learn from the data rows, but {where}; {fix}")
 
 
 def modelled_values(f: Formula, checked: CheckedData) -> ModelledValues:
@@ -212,7 +219,7 @@ def modelled_values(f: Formula, checked: CheckedData) -> ModelledValues:
     row_offset = np.zeros(n_rows)
     for lab in f.offsets:
         row_offset += evaluate(f.expr(lab), frame, rows, states, learn=True)
-    _no_learning_on_patterns(states, checked.counts)
+    _no_learning_on_patterns(states, checked.counts, checked.weighting)
     return ModelledValues(values, states, row_offset, tuple(poly_labels), tuple(notes))
 
 

@@ -23,7 +23,10 @@ What runs in the engine, before anything is sampled:
   values and the 1-based row numbers of the first offending rows (in a glob or a folder, rows
   are counted across the files in path order; for a Spark DataFrame, in its partition order);
 * ``GROUP BY`` the model's columns (the outcome included): one *pattern* per distinct
-  combination, with the number of rows it stands for and its first row.
+  combination, with the number of rows it stands for and its first row; with ``weights=``
+  (:mod:`poolwise.data.weights`, checked here by the same rules [R.22-R.29]) also the sum of
+  its rows' weights and of their squares: frequency weights become the pattern's count (SUM
+  of the weights where rows are counted).
 
 The patterns are then bound to the formula by :func:`poolwise.data.design.build_design` as a
 :class:`~poolwise.data.Table` with ``counts``: the rules that need no row numbers (constant
@@ -439,12 +442,16 @@ def _glob_escape(path: str) -> str:
 class _Checker:
     """The row-level rules as SQL; ``where`` grows as rows are dropped (as in the pandas path)."""
 
-    def __init__(self, engine: _Engine, f: Formula, cols: Sequence[str] | None = None) -> None:
+    def __init__(self, engine: _Engine, f: Formula, cols: Sequence[str] | None = None,
+                 weights: str | None = None) -> None:
         self.e = engine
         self.f = f
         # the data columns the formula reads (inside expressions too): expressions are
-        # evaluated on the patterns by build_design
+        # evaluated on the patterns by build_design; then the weights column, if any
         self.cols = list(f.source_columns if cols is None else cols)
+        self.weights = weights
+        if weights is not None and weights not in self.cols:
+            self.cols.append(weights)
         self.with_src = f"WITH src AS ({engine.src(self.cols)}) "
         # without row numbers, for counts: Spark then needs no join with partition offsets
         self.with_plain = f"WITH src AS ({engine.src(self.cols, rn=False)}) "
@@ -612,17 +619,17 @@ def _role(f: Formula, col: str) -> str:
     return "predictor"  # pragma: no cover - every source column is read by some label
 
 
-def _check_rows(chk: _Checker, f: Formula, success: Any, drop_missing: bool) -> tuple[
-    list[str], list[str], int
-]:
+def _check_rows(chk: _Checker, f: Formula, success: Any, drop_missing: bool,
+                weights_kind: str | None = None) -> tuple[list[str], str | None, int]:
     """The rules that name rows, in the order of :func:`poolwise.data.validate.check_model_data`.
-    Returns the warnings, the notes and the number of rows read."""
+    Returns the warnings, the kind of the weights (None without) and the number of rows read."""
     warn, n_all = _missing_rows(chk, f, drop_missing)
+    kind = _weight_rows(chk, weights_kind)
     _infinite_rows(chk, f)
     zero = _response_rows(chk, f, success)
     warn += _zero_trial_rows(chk, f, zero)
     _text_in_predictors(chk, f)
-    return warn, [], n_all
+    return warn, kind, n_all
 
 
 def _missing_rows(chk: _Checker, f: Formula, drop_missing: bool) -> tuple[list[str], int]:
@@ -643,6 +650,8 @@ def _missing_rows(chk: _Checker, f: Formula, drop_missing: bool) -> tuple[list[s
     any_missing = " OR ".join(chk.missing(c) for c, _ in per_col)
     if not drop_missing:
         col, k = per_col[0]
+        if col == chk.weights:  # [R.24]
+            chk.raise_(V.weights_missing_message(col, k, chk.rows_text(chk.missing(col), k)))
         chk.raise_(V.missing_message(_role(f, col), col, k,
                                      chk.rows_text(chk.missing(col), k),
                                      [c for c, _ in per_col[1:]]))
@@ -659,12 +668,45 @@ def _missing_rows(chk: _Checker, f: Formula, drop_missing: bool) -> tuple[list[s
 def _infinite_rows(chk: _Checker, f: Formula) -> None:
     """[§7.18] infinities in the float model columns: DataError."""
     for col in chk.cols:
-        if chk.e.columns[col] == "float":
+        if chk.e.columns[col] == "float" and col != chk.weights:
             inf = chk.is_inf(chk.q(col))
             k = chk.count(inf)
             if k:
                 vals = chk.first_values(chk.q(col), inf)
                 chk.raise_(V.infinite_message(_role(f, col), col, vals, chk.rows_text(inf, k)))
+
+
+def _weight_rows(chk: _Checker, kind: str | None) -> str | None:
+    """The weights' rules, as :func:`poolwise.data.validate._apply_weights`: text and
+    infinities [R.29], negative [R.25] and zero [R.26] weights, fractions without
+    weights_kind='survey' [R.27], frequency weights of 2^53 or more [R.28]. Returns the kind
+    (None without weights)."""
+    col = chk.weights
+    if col is None:
+        return None
+    x = chk.numeric(col, "weights")
+    neg = f"({x} < 0)"
+    k = chk.count(neg)
+    if k:
+        chk.raise_(V.weights_negative_message(col, chk.first_values(x, neg),
+                                              chk.rows_text(neg, k)))
+    zero = f"({x} = 0)"
+    k = chk.count(zero)
+    if k:
+        chk.raise_(V.weights_zero_message(col, k, chk.rows_text(zero, k)))
+    if kind == "survey":
+        return kind
+    frac = f"({x} <> floor({x}))"
+    k = chk.count(frac)
+    if k:
+        chk.raise_(V.weights_fraction_message(col, chk.first_values(x, frac),
+                                              chk.rows_text(frac, k), kind))
+    big = f"({x} >= {float(V.MAX_COUNT)!r})"
+    k = chk.count(big)
+    if k:
+        chk.raise_(V.too_large_message("frequency weights", col, chk.first_values(x, big),
+                                       chk.rows_text(big, k)))
+    return "frequency"
 
 
 def _response_rows(chk: _Checker, f: Formula, success: Any) -> str | None:
@@ -736,9 +778,10 @@ def _text_in_predictors(chk: _Checker, f: Formula) -> None:
             chk.numeric(var, "predictor")
 
 
-def _unused_missing_notes(engine: _Engine, f: Formula, where: str) -> list[str]:
+def _unused_missing_notes(engine: _Engine, f: Formula, where: str,
+                          weights: str | None = None) -> list[str]:
     """[§7.6] missing values in columns the model does not use: a note, nothing dropped."""
-    others = [c for c in engine.columns if c not in f.source_columns]
+    others = [c for c in engine.columns if c not in f.source_columns and c != weights]
     if not others:
         return []
     chk = _Checker(engine, f, list(engine.columns))
@@ -755,6 +798,8 @@ def read_patterns(
     *,
     success: Any = None,
     drop_missing: bool = False,
+    weights: str | None = None,
+    weights_kind: str | None = None,
 ) -> Table:
     """Validate ``data`` for ``f`` in its data engine and count its rows into patterns.
 
@@ -764,36 +809,73 @@ def read_patterns(
     dropped rows. Raises :class:`~poolwise.errors.DataError` (or
     :class:`~poolwise.errors.FormulaError` for an unknown column) with the same message as
     the pandas path.
+
+    ``weights`` (a column of row weights, :mod:`poolwise.data.weights`) are checked here
+    too, and summed where rows are counted: each pattern's ``counts`` are the sum of its
+    rows' frequency weights; with survey weights the rows, and ``weight_stats`` holds per
+    pattern its rows, the sum of their weights and of their squares.
     """
     engine: _Engine = _Spark(data) if _module(data).startswith("pyspark") else _DuckDB(data)
     try:
         header = Table(pd.DataFrame(columns=list(engine.columns)), engine.source, "",
                        delimiter=engine.delimiter)
         V._check_columns(f, header)  # [§7.3, §7.7] unknown columns, did you mean ...
-        chk = _Checker(engine, f)
-        warn, notes, n_all = _check_rows(chk, f, success, drop_missing)
-        notes = _unused_missing_notes(engine, f, chk.where) + notes
-        q = engine.dialect.q
-        cols = ", ".join(q(c) for c in chk.cols)
-        rows = engine.fetch(
-            f"{chk.with_src}SELECT {cols}, count(*) AS _count, min(_rn) AS _first FROM src "
-            f"WHERE {chk.where} GROUP BY {cols} ORDER BY _first"
-        )
+        if weights is not None:
+            V.check_weights_column(f, list(engine.columns), weights)  # [R.22, R.23]
+        chk = _Checker(engine, f, weights=weights)
+        warn, kind, n_all = _check_rows(chk, f, success, drop_missing, weights_kind)
+        notes = _unused_missing_notes(engine, f, chk.where, weights)
+        rows = engine.fetch(_patterns_sql(chk))
     finally:
         if isinstance(engine, _Spark):
             engine.close()
-    frame = pd.DataFrame.from_records(rows, columns=[*chk.cols, "_count", "_first"])
+    return _patterns_table(engine, chk, rows, warn, notes, kind)
+
+
+def _patterns_sql(chk: _Checker) -> str:
+    """GROUP BY the model's columns: each pattern's rows and first row and, with weights, the
+    sum of its rows' weights and of their squares."""
+    q = chk.e.dialect.q
+    model = [c for c in chk.cols if c != chk.weights]
+    cols = ", ".join(q(c) for c in model)
+    weighted = ""
+    if chk.weights is not None:
+        x = chk.num(chk.weights)
+        weighted = f"sum({x}) AS _wsum, sum({x} * {x}) AS _wsq, "
+    return (f"{chk.with_src}SELECT {cols}, count(*) AS _count, {weighted}min(_rn) AS _first "
+            f"FROM src WHERE {chk.where} GROUP BY {cols} ORDER BY _first")
+
+
+def _patterns_table(engine: _Engine, chk: _Checker, rows: list[tuple[Any, ...]],
+                    warn: list[str], notes: list[str], kind: str | None) -> Table:
+    """The patterns as a Table: counts (the sums of frequency weights), first rows, and the
+    weights' statistics per pattern."""
+    model = [c for c in chk.cols if c != chk.weights]
+    extra = ["_wsum", "_wsq"] if kind is not None else []
+    frame = pd.DataFrame.from_records(rows, columns=[*model, "_count", *extra, "_first"])
     counts = frame.pop("_count").to_numpy(dtype=np.int64)
     first = frame.pop("_first").to_numpy(dtype=np.int64)
-    for col in chk.cols:  # bool columns stay bool, text stays text
+    stats = None
+    if kind is not None:
+        wsum = frame.pop("_wsum").to_numpy(dtype=np.float64)
+        stats = np.column_stack([counts.astype(np.float64), wsum,
+                                 frame.pop("_wsq").to_numpy(dtype=np.float64)])
+        if kind == "frequency":  # a row of weight w stands for w rows
+            counts = wsum.astype(np.int64)
+    for col in model:  # bool columns stay bool, text stays text
         if engine.columns[col] == "bool":
             frame[col] = frame[col].astype(bool)
     sha = engine.sha256()
     if sha is None:
         from poolwise.data.table import frame_sha256
 
-        sha = frame_sha256(frame.assign(_count=counts))
+        hashed = frame.assign(_count=counts)
+        if stats is not None:
+            hashed = hashed.assign(_wsum=stats[:, 1], _wsq=stats[:, 2])
+        sha = frame_sha256(hashed)
     return Table(
         frame, engine.source, sha, tuple(notes), delimiter=engine.delimiter,
         counts=counts, row_number=first, warnings=tuple(warn),
+        weights_column=chk.weights if kind is not None else None, weights_kind=kind,
+        weight_stats=stats,
     )

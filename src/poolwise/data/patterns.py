@@ -49,6 +49,14 @@ class RowPatterns:
     count: np.ndarray  # (P,) int64 rows per pattern
     first_row: np.ndarray  # (P,) 1-based data row number of the first row of each pattern
     row_pattern: np.ndarray  # (entries,) int64: the pattern of each of the design's row entries
+    #: (P,) float64: each pattern's weight in the likelihood: its count, or with survey
+    #: weights the sum of its rows' (scaled) weights (:mod:`poolwise.data.weights`)
+    weight: np.ndarray | None = None
+
+    @property
+    def likelihood_weight(self) -> np.ndarray:
+        """Each pattern's weight in the (pseudo-)likelihood: ``weight``, else the count."""
+        return self.count.astype(np.float64) if self.weight is None else self.weight
 
     @property
     def n_patterns(self) -> int:
@@ -102,12 +110,23 @@ def row_patterns(design: Design) -> RowPatterns:
         out = RowPatterns(
             cell=cell[first], y=y[first], n=n[first], count=count,
             first_row=np.asarray(rows[first], dtype=np.int64), row_pattern=inverse,
+            weight=_survey_weight(design, inverse, len(first)),
         )
     try:
         _CACHE[design] = out
     except TypeError:  # pragma: no cover - not weak-referenceable
         pass
     return out
+
+
+def _survey_weight(design: Design, inverse: np.ndarray, n_patterns: int) -> np.ndarray | None:
+    """Survey weights: each pattern's sum of its entries' weights as given, scaled once
+    (:attr:`poolwise.data.design.Design.likelihood_weight`); None without them."""
+    w = getattr(design, "row_weight", None)
+    if w is None:
+        return None
+    return (np.bincount(inverse, weights=np.asarray(w, dtype=float), minlength=n_patterns)
+            * design.weighting.scale)
 
 
 def _row_index(design: Design) -> tuple[np.ndarray, np.ndarray]:

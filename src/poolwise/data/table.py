@@ -51,6 +51,12 @@ class Table:
     row_number: Any = None
     #: warnings of rules already applied to the rows (rows dropped by the data engine)
     warnings: tuple[str, ...] = ()
+    #: weights applied by the data engine (:mod:`poolwise.data.weights`): their column and
+    #: kind, and per entry the rows it stands for, the sum of their weights and of their
+    #: squares, (entries, 3); frequency weights are in ``counts`` then. None: no weights
+    weights_column: str | None = None
+    weights_kind: str | None = None
+    weight_stats: Any = None
 
 
 def _sniff_delimiter(head: str) -> str:

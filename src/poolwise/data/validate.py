@@ -24,6 +24,9 @@ Decisions recorded here:
 * integral floats in count columns (``3.0``) are accepted as whole numbers [§7.15]; a float
   grouping column whose values are all whole (``1.0``, ``2.0``, as pandas makes of an integer
   column with missing values) keeps integer labels (``1``, ``2``);
+* a weight of 0 (``weights=``) is refused, not dropped: dropping it would drop a row on
+  poolwise's own [R.26]; frequency weights are folded into the rows' counts before any rule
+  that counts rows, so every rule sees the rows the weights stand for;
 * group labels are never renumbered: levels are the labels present in the data [§7.26-27];
   labels that are equal as Python values (``1`` and ``1.0``) are one group, labels that only
   look alike (``'1'`` and ``1``, ``'A'`` and ``'a '``) are different groups, with a warning
@@ -41,13 +44,14 @@ import math
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
 
 from poolwise.data.table import Table
+from poolwise.data.weights import Weighting
 from poolwise.errors import DataError, DataWarning, FormulaError, SpecError
 from poolwise.formula import Formula
 
@@ -110,9 +114,14 @@ class CheckedData:
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     scaling: dict[str, tuple[float, float]] = field(default_factory=dict)
-    #: rows per entry when the frame holds distinct row patterns (:mod:`poolwise.data.ingest`);
-    #: None: one row per entry
+    #: rows per entry when the frame holds distinct row patterns (:mod:`poolwise.data.ingest`)
+    #: or rows with frequency weights; None: one row per entry
     counts: np.ndarray | None = None
+    #: the weights (``weights=``): their column, kind and totals; None without weights
+    weighting: Weighting | None = None
+    #: survey weights: each entry's weight (the sum over the rows it stands for), scaled so
+    #: that they sum to the rows; None otherwise (frequency weights are in ``counts``)
+    row_weight: np.ndarray | None = None
 
 
 # -- formatting --------------------------------------------------------------------------
@@ -325,6 +334,77 @@ def dropped_missing_message(count: int, n_all: int, cols: Sequence[str], rows: s
     return (
         f"dropped {count} of {n_all} rows with missing values in "
         f"{', '.join(cols)} ({rows})"
+    )
+
+
+def weights_column_message(col: str, available: Sequence[str]) -> str:
+    """[R.22] the weights column is not in the data."""
+    close = _did_you_mean(col, available)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    listed = ", ".join(available[:20]) + (
+        f", ... ({len(available)} in all)" if len(available) > 20 else ""
+    )
+    return f"weights column '{col}' not found; {hint}available: {listed}"
+
+
+def weights_used_message(col: str, role: str) -> str:
+    """[R.23] the weights column is also a column of the model."""
+    return (
+        f"weights column '{col}' is also used by the model ({role}); a weight says how much a "
+        "row counts and cannot also be part of the model - give the weights in a column of "
+        "their own (weights='...', --weights COL)"
+    )
+
+
+def weights_missing_message(col: str, count: int, rows: str) -> str:
+    """[R.24] missing weights."""
+    return (
+        f"weights column '{col}' has {_plural(count, 'missing value')} ({rows}); a row "
+        "without a weight cannot be counted - fill them in, or drop those rows with "
+        "drop_missing=True (--drop-missing)"
+    )
+
+
+def weights_negative_message(col: str, values: Sequence[Any], rows: str) -> str:
+    """[R.25] negative weights."""
+    return (
+        f"weights must be > 0; column '{col}' has negative values {fmt_values(values)} "
+        f"({rows}): a weight is how much a row counts, and a negative one has no meaning - "
+        "fix the column"
+    )
+
+
+def weights_zero_message(col: str, count: int, rows: str) -> str:
+    """[R.26] zero weights: refused, never dropped silently."""
+    return (
+        f"weights must be > 0; column '{col}' has 0 in {_plural(count, 'row')} ({rows}): a "
+        "row of weight 0 contributes nothing, and poolwise drops no rows on its own - remove "
+        f"those rows first (e.g. data[data['{col}'] > 0], or WHERE \"{col}\" > 0 in DuckDB or "
+        "Spark)"
+    )
+
+
+def weights_fraction_message(col: str, values: Sequence[Any], rows: str,
+                             given: str | None) -> str:
+    """[R.27] weights that are not whole numbers without weights_kind='survey'."""
+    why = ("weights_kind='frequency' says each row stands for that many identical rows"
+           if given == "frequency" else
+           "whole-number weights are frequency weights (a row of weight w stands for w "
+           "identical rows), the default")
+    return (
+        f"weights in column '{col}' are not whole numbers: {fmt_values(values)} ({rows}); "
+        f"{why}. If these are survey (sampling) weights, pass weights_kind='survey' "
+        "(--weights-kind survey): a pseudo-likelihood, each row's log-likelihood times its "
+        "weight"
+    )
+
+
+def weights_total_message(col: str, total: float) -> str:
+    """[R.28] frequency weights that make more rows than float64 counts exactly."""
+    return (
+        f"frequency weights in column '{col}' stand for {total:,.0f} trials in all, at least "
+        "2^53 = 9,007,199,254,740,992: counts this large are not exact in 64-bit floating "
+        "point, in which the model is computed; check the column (a unit or parsing mistake?)"
     )
 
 
@@ -741,26 +821,47 @@ def check_model_data(
     success: Any = None,
     drop_missing: bool = False,
     pooling: str = "partial",
+    weights: str | None = None,
+    weights_kind: str | None = None,
 ) -> CheckedData:
     """Validate and convert the columns ``f`` uses.
 
     Raises :class:`DataError` / :class:`FormulaError` for input that cannot be fitted as
     given; returns the warnings and notes in the result (not yet emitted: see
     :func:`emit_warnings`). One step per group of rules, in this order: columns and names,
-    missing values, infinities, the response, rows with no trials, a constant outcome, the
-    predictors, the grouping factors.
+    missing values, the weights, infinities, the response, rows with no trials, a constant
+    outcome, the predictors, the grouping factors, then the weights' totals.
+
+    ``weights``: the column of row weights (:mod:`poolwise.data.weights`), ``weights_kind``
+    "frequency" or "survey" (None: frequency when every weight is a whole number). Frequency
+    weights become the rows' ``counts``; survey weights ``row_weight``. A table counted by a
+    data engine has applied and checked its weights already (``table.weights_column``).
     """
     frame = table.frame
     _check_columns(f, table)
     _check_estimable(f, pooling)
     _check_names(f)
     # a table of distinct row patterns (poolwise.data.ingest) carries its counts and first rows
-    weights = getattr(table, "counts", None)
+    weights_col = None if getattr(table, "weights_column", None) else weights
+    if weights_col is not None:
+        check_weights_column(f, list(frame.columns), weights_col)  # [R.22, R.23]
+    weights_arr = getattr(table, "counts", None)
     given_rows = getattr(table, "row_number", None)
     rows = np.arange(1, len(frame) + 1) if given_rows is None else np.asarray(given_rows)
     warn: list[str] = list(getattr(table, "warnings", ()))
     notes: list[str] = []
-    frame, rows, weights = _missing_values(f, frame, rows, weights, drop_missing, warn, notes)
+    frame, rows, weights_arr = _missing_values(f, frame, rows, weights_arr, drop_missing, warn,
+                                               notes, weights_col)
+    weights_arr, kind = _apply_weights(frame, rows, weights_arr, weights_col, weights_kind)
+    checked = _check_values(f, table, frame, rows, weights_arr, success, pooling, warn, notes)
+    return _with_weighting(checked, table, weights_col, kind)
+
+
+def _check_values(
+    f: Formula, table: Table, frame: pd.DataFrame, rows: np.ndarray,
+    weights: np.ndarray | None, success: Any, pooling: str, warn: list[str], notes: list[str],
+) -> CheckedData:
+    """The rules from the infinities on (see :func:`check_model_data`)."""
     _infinities(f, frame, rows)
     successes, trials = _response(f, frame, rows, success, weights)
     frame, rows, successes, trials, weights = _zero_trials(
@@ -788,13 +889,14 @@ def check_model_data(
 
 def _missing_values(
     f: Formula, frame: pd.DataFrame, rows: np.ndarray, weights: np.ndarray | None,
-    drop_missing: bool, warn: list[str], notes: list[str],
+    drop_missing: bool, warn: list[str], notes: list[str], weights_col: str | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
-    """Missing values in the model's columns: an error, or (``drop_missing``) the rows dropped
-    with a warning; missing values elsewhere only get a note."""
+    """Missing values in the model's columns (and the weights column): an error, or
+    (``drop_missing``) the rows dropped with a warning; missing values elsewhere only get a
+    note."""
     n_all = len(frame)
-    # [§7.5, §7.29] missing values in the model's columns
-    used = list(f.columns)
+    # [§7.5, §7.29, R.24] missing values in the model's columns and the weights
+    used = list(f.columns) + ([weights_col] if weights_col is not None else [])
     missing = np.zeros(n_all, dtype=bool)
     per_col: list[tuple[str, np.ndarray]] = []
     for col in used:
@@ -805,6 +907,8 @@ def _missing_values(
     if per_col:
         if not drop_missing:
             col, m = per_col[0]
+            if col == weights_col:
+                raise DataError(weights_missing_message(col, int(m.sum()), fmt_rows(m, rows)))
             raise DataError(
                 missing_message(
                     _role(f, col), col, int(m.sum()), fmt_rows(m, rows),
@@ -828,6 +932,91 @@ def _missing_values(
                 notes.append(unused_missing_note(col, k))
 
     return frame, rows, weights
+
+
+def check_weights_column(f: Formula, columns: Sequence[str], col: str) -> None:
+    """[R.22] the weights column must be in the data; [R.23] and not be a column of the model
+    (outcome, trials, predictor, group, offset, or read by an expression)."""
+    if col not in columns:
+        raise DataError(weights_column_message(col, [str(c) for c in columns]))
+    if col in f.source_columns:
+        raise SpecError(weights_used_message(col, source_role(f, col)))
+
+
+def source_role(f: Formula, col: str) -> str:
+    """The role of a data column in ``f``: its own, or that of the first expression that
+    reads it."""
+    if col in f.columns:
+        return _role(f, col)
+    for label in f.columns:
+        if col in f.expr(label).columns:
+            return _role(f, label)
+    return "predictor"  # pragma: no cover - every source column is read by some label
+
+
+def _apply_weights(
+    frame: pd.DataFrame, rows: np.ndarray, counts: np.ndarray | None, col: str | None,
+    kind: str | None,
+) -> tuple[np.ndarray | None, str | None]:
+    """Check the weights of column ``col`` [R.24-R.29] and resolve their kind: frequency
+    weights multiply the rows' counts; survey weights are read again by
+    :func:`_with_weighting` (after every row that is dropped is gone)."""
+    if col is None:
+        return counts, None
+    if counts is not None:
+        raise SpecError("weights= applies to a table of rows; these data were counted into row "
+                        "patterns already (give the weights to the data engine's source)")
+    w = _numeric(frame, col, rows, "weights")  # [R.29] text, infinities
+    neg = w < 0
+    if neg.any():  # [R.25]
+        raise DataError(weights_negative_message(col, w[neg], fmt_rows(neg, rows)))
+    zero = w == 0
+    if zero.any():  # [R.26]
+        raise DataError(weights_zero_message(col, int(zero.sum()), fmt_rows(zero, rows)))
+    frac = w != np.round(w)
+    if kind != "survey" and frac.any():  # [R.27]
+        raise DataError(weights_fraction_message(col, w[frac], fmt_rows(frac, rows), kind))
+    if kind == "survey":
+        return counts, "survey"
+    big = w >= MAX_COUNT  # [R.28]
+    if big.any():
+        raise DataError(too_large_message("frequency weights", col, w[big], fmt_rows(big, rows)))
+    return w.astype(np.int64), "frequency"
+
+
+def _weight_stats(checked: CheckedData, table: Table, col: str) -> np.ndarray:
+    """Per entry of ``checked``: the rows it stands for, the sum of their weights (as given)
+    and the sum of their squares, (entries, 3). A table counted by a data engine brings them
+    (``table.weight_stats``, by entry; entries are found by their first row)."""
+    stats = getattr(table, "weight_stats", None)
+    if stats is not None:
+        pos = np.searchsorted(np.asarray(table.row_number), checked.row_number)
+        return np.asarray(stats, dtype=float)[pos]
+    w = checked.frame[col].to_numpy(dtype=float)
+    return np.column_stack([np.ones_like(w), w, w * w])
+
+
+def _with_weighting(checked: CheckedData, table: Table, col: str | None,
+                    kind: str | None) -> CheckedData:
+    """``checked`` with its :class:`~poolwise.data.weights.Weighting` and, for survey weights,
+    each entry's weight (the caveat joins the warnings); frequency weights whose rows make
+    2^53 trials or more are a DataError [R.28]."""
+    if getattr(table, "weights_column", None):
+        col, kind = table.weights_column, table.weights_kind
+    if col is None or kind is None:
+        return checked
+    stats = _weight_stats(checked, table, col)
+    if kind == "frequency":
+        counts = checked.counts if checked.counts is not None else stats[:, 1]
+        total = float(np.sum(np.asarray(counts, dtype=float)))
+        if float(np.dot(np.asarray(counts, dtype=float), checked.trials)) >= MAX_COUNT:
+            raise DataError(weights_total_message(col, float(np.dot(counts, checked.trials))))
+        return replace(checked, weighting=Weighting(col, kind, int(stats[:, 0].sum()), total))
+    total = float(stats[:, 1].sum())
+    weighting = Weighting(col, kind, _total(checked.counts, len(checked.frame)), total,
+                          ess=total * total / float(stats[:, 2].sum()))
+    return replace(checked, weighting=weighting, row_weight=stats[:, 1].copy(),
+                   warnings=checked.warnings + (weighting.caveat(),))
 
 
 def _infinities(f: Formula, frame: pd.DataFrame, rows: np.ndarray) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from poolwise.data.cells import survey_cells
 from poolwise.data.patterns import row_patterns
 from poolwise.engine import density as D
 from poolwise.errors import SpecError
@@ -115,11 +116,16 @@ def _engine_cells(spec: ModelSpec) -> tuple[np.ndarray, ...]:
     """What the engine calls cells: each one's design cell, successes, trials and weight. The
     binomial samples the design's cells (rows summed, weight 1); the beta-binomial the row
     patterns with their counts as weights (the sum of beta-binomial rows is not
-    beta-binomial)."""
+    beta-binomial). Survey weights (:mod:`poolwise.data.weights`): the beta-binomial's
+    pattern weights are the sums of their rows' weights; the binomial's cells hold the
+    weighted sums of successes and trials (its kernel is linear in them)."""
     d = spec.design
     if spec.family == "beta_binomial":
         pat = row_patterns(d)
-        return pat.cell, pat.y, pat.n, pat.count.astype(float)
+        return pat.cell, pat.y, pat.n, pat.likelihood_weight
+    if d.row_weight is not None:
+        y, n = survey_cells(d)
+        return np.arange(d.n_cells), y, n, np.ones(d.n_cells)
     return np.arange(d.n_cells), d.y, d.n, np.ones(d.n_cells)
 
 

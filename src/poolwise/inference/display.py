@@ -247,6 +247,8 @@ def _model_facts(fit: Fit) -> list[tuple[str, str]]:
         ("pooling", f"{spec.pooling}, link {spec.link}" + (f", parameterization {par}"
                                                              if par else "")),
         ("data", f"{d.n_rows} rows -> {d.n_cells} binomial cells ({d.source})"),
+        *([] if d.weighting is None else [("weights", d.weighting.describe()
+                                           .removeprefix("weights: "))]),
         ("groups", _group_line(fit)),
         ("sampling", f"{cfg.chains} chains x {cfg.draws} draws (tune {cfg.tune}), "
                      f"target_accept {cfg.target_accept:g}, seed {cfg.seed}"),

@@ -106,6 +106,8 @@ def fit(
     prior_check: bool = True,
     offset: Any = None,
     family: Literal["binomial", "beta_binomial"] = "binomial",
+    weights: str | None = None,
+    weights_kind: Literal["frequency", "survey"] | None = None,
 ) -> Fit:
     """Fit a multilevel binomial regression.
 
@@ -200,6 +202,18 @@ def fit(
         The outcome's distribution given the success probability: binomial, or beta-binomial
         for overdispersed counts (rows of several trials whose spread exceeds the binomial's;
         its precision ``phi`` has the prior ``priors.phi``, default exponential(0.05)).
+    weights : str or None, default None
+        A column of row weights (see README "Weights"). Frequency weights (whole numbers): a
+        row of weight w stands for w identical rows, exactly (every quantity equals that of
+        the data with each row repeated w times). Survey weights (``weights_kind="survey"``):
+        a pseudo-likelihood, each row's log-likelihood times its weight, the weights scaled
+        to sum to the number of rows; its intervals are model-based, not design-based (a
+        :class:`DataWarning` says so, kept in ``fit.warnings``), and row-level LOO,
+        leave-one-group-out and K-fold refuse it. Missing, non-numeric, infinite, negative
+        or zero weights, and a weights column the model also uses, are errors.
+    weights_kind : {"frequency", "survey"} or None, default None
+        What the weights are; None means frequency when every weight is a whole number (and
+        an error, pointing at ``weights_kind="survey"``, when one is not).
 
     Returns
     -------
@@ -228,7 +242,7 @@ def fit(
         progress=progress, engine=engine, log_likelihood=log_likelihood,
         prior_sensitivity=prior_sensitivity, strict=strict, repair=repair,
         standardize=standardize, reference=reference, prior_check=prior_check, offset=offset,
-        family=family,
+        family=family, weights=weights, weights_kind=weights_kind,
     )
     return fit_with_options(formula, data, options)
 
@@ -250,6 +264,7 @@ def fit_with_options(formula: str | Formula, data: Any, options: FitOptions) -> 
             parameterization=options.parameterization, success=options.success,
             drop_missing=options.drop_missing, standardize=options.standardize,
             reference=options.reference, offset=options.offset, family=options.family,
+            weights=options.weights, weights_kind=options.weights_kind,
         )
     build_s = time.perf_counter() - t0
     log_likelihood = options.log_likelihood

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from poolwise.data.validate import source_role, weights_used_message
+from poolwise.data.weights import KINDS as WEIGHTS_KINDS
 from poolwise.engine.sampler import SamplerConfig
 from poolwise.errors import SpecError
 from poolwise.formula import Formula, parse_formula
@@ -69,6 +71,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("offset", "data", "a known per-row addition to the linear predictor: a column or an "
            "expression of columns, e.g. log(exposure) (the same as + offset(log(exposure)) in "
            "the formula), or (API) one value per row", "--offset"),
+    Option("weights", "data", "a column of row weights: whole numbers are frequency weights "
+           "(a row of weight w stands for w identical rows, exactly); survey weights need "
+           "weights_kind='survey'", "--weights"),
+    Option("weights_kind", "data", "what the weights are: frequency (the default when every "
+           "weight is a whole number) or survey (each row's log-likelihood times its weight, "
+           "scaled to sum to the rows: a pseudo-likelihood with model-based, not design-based "
+           "intervals, and no LOO)", "--weights-kind"),
     Option("reference", "data", "reference level of a categorical predictor, e.g. urban=0 "
            "(default: the first level)", "--reference"),
     Option("pooling", "model", "partial: group effects from a fitted population (multilevel); "
@@ -181,6 +190,8 @@ class FitOptions:
     prior_check: bool = True
     offset: Any = None
     family: Literal["binomial", "beta_binomial"] = "binomial"
+    weights: str | None = None
+    weights_kind: Literal["frequency", "survey"] | None = None
 
     def __post_init__(self) -> None:
         if self.pooling is not None:
@@ -201,7 +212,20 @@ class FitOptions:
         if self.reference is not None and not isinstance(self.reference, Mapping):
             raise SpecError(f"reference maps a categorical predictor to its reference level, "
                             f"e.g. {{'urban': 0}}; got {self.reference!r}")
+        self._check_weights()
         self.sampler_config()  # chains, tune, draws, seed, target_accept, ... (SpecError)
+
+    def _check_weights(self) -> None:
+        w = self.weights
+        if w is not None and (not isinstance(w, str) or not w.strip()):
+            raise SpecError(f"weights names the column of row weights, e.g. weights='w' "
+                            f"(--weights w); got {w!r}")
+        if self.weights_kind is not None:
+            _choice("weights_kind", self.weights_kind, WEIGHTS_KINDS)
+            if w is None:
+                raise SpecError(
+                    f"weights_kind={self.weights_kind!r} says what the weights are, but no "
+                    "weights column is given; pass weights='COL' (--weights COL)")
 
     def _check_parameterization(self) -> None:
         p = self.parameterization
@@ -278,6 +302,9 @@ def check_against_formula(options: FitOptions, formula: str | Formula, *,
         )
     if options.priors is not None:
         _check_priors(options.priors, f, groups, poolings, options.family)
+    if options.weights is not None and options.weights in f.source_columns:  # [R.23]
+        raise SpecError(weights_used_message(options.weights,
+                                             source_role(f, options.weights)))
     return f
 
 

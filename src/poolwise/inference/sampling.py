@@ -135,4 +135,7 @@ def _provenance(spec: ModelSpec, config: SamplerConfig) -> dict[str, str]:
         "poolwise_data_source": d.source,
         "poolwise_rows_used": str(d.n_rows),
         "poolwise_columns_used": json.dumps(list(d.formula.source_columns)),
+        # the weights' column and kind ("null" without weights)
+        "poolwise_weights": json.dumps(None if d.weighting is None else
+                                       {"column": d.weighting.column, "kind": d.weighting.kind}),
     }

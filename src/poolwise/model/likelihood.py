@@ -123,7 +123,7 @@ def _pointwise(spec: ModelSpec, post: xr.Dataset,
     arrays = predictor_arrays(coefs, Rows.of_design(spec.design))
     return _patterns(links.get(spec.link).kernel_id, _family_id(spec), phi_draws(spec, post),
                      coefs.beta, coefs.tot, coefs.mu, *arrays, pat.cell, pat.y, pat.n,
-                     pat.log_binom_const, pat.count.astype(np.float64), store)
+                     pat.log_binom_const, pat.likelihood_weight, store)
 
 
 def pattern_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
@@ -134,7 +134,8 @@ def pattern_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
 
 def total_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
     """The log-likelihood of all data rows, per draw, shape (chain, draw) (the sum of every
-    row's log-likelihood, computed from the patterns with their counts)."""
+    row's log-likelihood, computed from the patterns with their counts; with survey weights
+    each row's times its weight: the pseudo-likelihood the sampler's density uses)."""
     C, D = post.sizes["chain"], post.sizes["draw"]
     return _pointwise(spec, post, False)[1].reshape(C, D)
 

@@ -174,6 +174,8 @@ def build_model(
     reference: Mapping[str, Any] | None = None,
     offset: Any = None,
     family: Family = "binomial",
+    weights: str | None = None,
+    weights_kind: str | None = None,
 ) -> ModelSpec:
     """Bind ``formula`` to ``data`` and fix family, link, priors and parameterization.
 
@@ -222,6 +224,11 @@ def build_model(
         The outcome's distribution given the success probability: binomial, or beta-binomial
         for overdispersed counts (rows of several trials whose spread exceeds the binomial's;
         precision ``phi`` with the prior ``priors.phi``).
+    weights : str or None, default None
+        A column of row weights; ``weights_kind`` says what they are ("frequency" or
+        "survey"; :func:`poolwise.fit`).
+    weights_kind : {"frequency", "survey"} or None, default None
+        None: frequency weights when every weight is a whole number.
 
     Returns
     -------
@@ -245,7 +252,8 @@ def build_model(
     priors = priors or Priors()
     design = build_design(
         formula, data, pooling=pooling, success=success, drop_missing=drop_missing,
-        standardize=standardize, reference=reference, offset=offset,
+        standardize=standardize, reference=reference, offset=offset, weights=weights,
+        weights_kind=weights_kind,
     )
     fixed_priors = tuple(
         priors.intercept if name == "Intercept" else priors.b for name in design.fixed_names

@@ -53,14 +53,18 @@ def without_levels(spec: ModelSpec, group: str, levels: Iterable[int]) -> ModelS
         groups.append(g2)
         terms.append(replace(term, group=g2, centered=np.zeros(g2.n_levels, dtype=bool)))
     row_count = None if d.row_count is None else d.row_count[keep_row]
+    row_weight = None if d.row_weight is None else d.row_weight[keep_row]
     ry, rn = d.row_y[keep_row], d.row_n[keep_row]
     per_row = gammaln(rn + 1) - gammaln(ry + 1) - gammaln(rn - ry + 1)
     const = float(np.sum(per_row if row_count is None else per_row * row_count))
+    if row_weight is not None:  # survey weights: each row's term times its weight, as in the fit
+        const = float(np.sum(per_row * row_weight)) * d.weighting.scale
     d2 = replace(
         d, X=d.X[keep_cell], y=d.y[keep_cell], n=d.n[keep_cell], groups=tuple(groups),
         offset=None if d.offset is None else d.offset[keep_cell],
         row_cell=new_cell[d.row_cell[keep_row]], row_y=ry, row_n=rn,
         row_number=d.row_number[keep_row], log_binom_const=const, row_count=row_count,
+        row_weight=row_weight,
     )
     s2 = replace(spec, design=d2, terms=tuple(terms))
     return s2.with_parameterization({x.name: x.requested for x in spec.terms})

@@ -191,6 +191,7 @@ def _types() -> dict[str, type]:
     decoder builds these and nothing else; no name in a file is ever imported or looked up.
     A class added to the Fit's fields must be added here (saving it raises until it is)."""
     from poolwise.data.design import Design, GroupDesign
+    from poolwise.data.weights import Weighting
     from poolwise.engine.sampler import SamplerConfig
     from poolwise.formula.terms import (
         BinOp,
@@ -222,7 +223,7 @@ def _types() -> dict[str, type]:
         ModelSpec, TermSpec, Design, GroupDesign, Formula, Response, Term, GroupTerm, Prior,
         Priors, SamplerConfig, Diagnosis, Finding, Funnel, RepairLog, RepairAttempt,
         TermChoice, AutoChoice, RepairPolicy, Encoding, VariableEncoding, TransformState,
-        Col, Num, Str, Bool, Paren, Neg, BinOp, Call,
+        Col, Num, Str, Bool, Paren, Neg, BinOp, Call, Weighting,
     )
     return {c.__name__: c for c in classes}
 
@@ -253,6 +254,7 @@ _FORMAT1_MODULES: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("RepairLog", "RepairAttempt", "RepairPolicy"), ("poolwise.repair",)),
     **dict.fromkeys(("TermChoice", "AutoChoice"),
                     ("poolwise.parameterization", "poolwise.repair")),
+    "Weighting": (),  # newer than format 1
 }
 
 

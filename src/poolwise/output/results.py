@@ -87,6 +87,8 @@ def result_dict(
             "sha256": fit.spec.design.data_sha256,
             "rows": fit.spec.design.n_rows,
             "cells": fit.spec.design.n_cells,
+            # the weights (column, kind, totals; survey: the caveat), None without
+            "weights": _weights(fit),
         },
         "diagnostics": {
             "divergences": d.divergences,
@@ -105,6 +107,11 @@ def result_dict(
         "parameters": params,
         "timings": {k: round(float(v), 4) for k, v in fit.timings.items()},
     }
+
+
+def _weights(fit: Fit) -> dict[str, Any] | None:
+    w = fit.spec.design.weighting
+    return None if w is None else w.to_dict()
 
 
 def _repair_attempts(fit: Fit) -> list[dict[str, Any]]:

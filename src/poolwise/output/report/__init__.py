@@ -278,6 +278,8 @@ def _section_data(fits: Mapping[str, Fit], main: Fit, comp: PoolingComparison | 
         ("source (file name)", _source_name(d.source)),
         ("SHA-256 of the input", d.data_sha256),
         ("rows used", d.n_rows),
+        *([] if d.weighting is None else [("weights", d.weighting.describe()
+                                           .removeprefix("weights: "))]),
         ("binomial cells (rows with identical predictors and groups)", d.n_cells),
         ("successes / trials", f"{total_s:.0f} / {total_n:.0f}"),
         ("raw pooled proportion", fmt_sig(total_s / total_n) if total_n else ""),
