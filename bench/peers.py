@@ -54,6 +54,10 @@ every row is its own cell).
 
 The JSON written to ``--json`` holds the in-process timings (seconds, all
 ``time.perf_counter``), diagnostics and posterior means; see bench/README.md.
+
+``--out FILE.nc`` also writes the draws as an ArviZ netCDF file (the DataTree that the tool
+returns, with h5netcdf: posterior and sample_stats; NumPyro's draws as the same two groups),
+timed as ``save_s``: what a user's script does after sampling (bench/fixed_cost.py).
 """
 
 from __future__ import annotations
@@ -388,12 +392,31 @@ def summarize(az, idata, model_name: str, data: dict) -> dict:
     return out
 
 
+def save_netcdf(idata, path: Path) -> None:
+    """The draws as an ArviZ netCDF file, written with h5netcdf: the groups of the tool's
+    DataTree (PyMC, nutpie) without the warm-up groups nutpie keeps (poolwise does not save
+    them either) or, for NumPyro, its posterior and sample_stats."""
+    import xarray as xr  # noqa: PLC0415
+
+    if isinstance(idata, dict):  # sample_numpyro's groups
+        idata = xr.DataTree.from_dict({f"/{k}": v for k, v in idata.items()})
+    else:
+        groups = {f"/{k}": v.to_dataset() for k, v in idata.children.items()
+                  if not k.startswith("warmup_")}
+        attrs = dict(idata.attrs)
+        idata = xr.DataTree.from_dict(groups)
+        idata.attrs.update(attrs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    idata.to_netcdf(path, engine="h5netcdf")
+
+
 def _versions() -> dict:
     """Versions of the peer packages (from their metadata: nothing more is imported)."""
     from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
 
     out = {"python": platform.python_version()}
-    for pkg in ("pymc", "pytensor", "nutpie", "numpyro", "jax", "jaxlib", "arviz", "numpy"):
+    for pkg in ("pymc", "pytensor", "nutpie", "numpyro", "jax", "jaxlib", "arviz", "numpy",
+                "h5netcdf"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -415,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--data", default=None,
                     help="bangladesh.csv (intercepts, slopes) or the cont20k CSV")
+    ap.add_argument("--out", default=None, metavar="FILE.nc",
+                    help="also write the draws as an ArviZ netCDF file (h5netcdf)")
     args = ap.parse_args(argv)
     if args.aggregate and args.model == "cont20k":
         ap.error("cont20k has no aggregated form (continuous x: every row is its own cell)")
@@ -503,6 +528,10 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     diag = summarize(az, idata, args.model, data)
     timings["diagnostics_s"] = time.perf_counter() - t
+    if args.out:
+        t = time.perf_counter()
+        save_netcdf(idata, Path(args.out))
+        timings["save_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - _T0
 
     result = {

@@ -120,29 +120,83 @@ def test_skipped_check_can_be_added_later_with_the_same_numbers(coral_like):
     assert "log_likelihood" not in later.idata.children
 
 
-def test_quiet_cli_without_outputs_imports_neither_arviz_stats_nor_scipy_stats(tmp_path):
+def test_quiet_cli_without_outputs_skips_the_check_and_no_run_imports_scipy_stats(tmp_path):
     """`poolwise fit --quiet` with nothing to save prints only the status line, which the
-    prior-sensitivity findings (warnings) never change: the check, and the 0.5 s of imports
-    behind it (arviz-stats, scipy.stats), are skipped. With --out the check runs and its numbers
-    are saved."""
+    prior-sensitivity findings (warnings) never change: the check is skipped. With
+    --prior-sensitivity or --out it runs (and its numbers are saved); in no case does the
+    command import arviz-stats or scipy.stats (about 0.5 s of imports:
+    :mod:`poolwise.inference.power_scaling` computes psense's numbers, and the default priors'
+    log densities are NumPy's)."""
     import subprocess
     import sys
 
     code = (
         "import sys\n"
         "from poolwise.cli import main\n"
+        "from poolwise.inference.diagnostics import sensitivity\n"
+        "calls = []\n"
+        "real = sensitivity.prior_sensitivity\n"
+        "sensitivity.prior_sensitivity = lambda *a: calls.append(1) or real(*a)\n"
         "rc = main(['fit', '--example', 'bangladesh', '--chains', '2', '--tune', '150',\n"
         "           '--draws', '150', '--seed', '1', '--quiet'{out}])\n"
-        "print(rc, 'arviz_stats' in sys.modules, 'scipy.stats' in sys.modules)\n"
+        "print(rc, len(calls), 'arviz_stats' in sys.modules, 'scipy.stats' in sys.modules)\n"
     )
-    quiet = subprocess.run([sys.executable, "-c", code.format(out="")], capture_output=True,
-                           text=True, check=True)
-    assert quiet.stdout.splitlines()[-1].split()[1:] == ["False", "False"], quiet.stdout
-    forced = subprocess.run([sys.executable, "-c", code.format(out=", '--prior-sensitivity'")],
-                            capture_output=True, text=True, check=True)
-    assert forced.stdout.splitlines()[-1].split()[1] == "True", forced.stdout
+
+    def run(out: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", code.format(out=out)], capture_output=True,
+                              text=True, check=True)
+        return done.stdout.splitlines()[-1].split()[1:]
+
+    assert run("") == ["0", "False", "False"]
+    assert run(", '--prior-sensitivity'") == ["1", "False", "False"]
     out = tmp_path / "fit"
-    saved = subprocess.run([sys.executable, "-c", code.format(out=f", '--out', r'{out}'")],
-                           capture_output=True, text=True, check=True)
-    assert saved.stdout.splitlines()[-1].split()[1] == "True", saved.stdout
+    assert run(f", '--out', r'{out}'") == ["1", "False", "False"]
     assert set(poolwise.load_fit(out).diagnosis.sensitivity) == {"Intercept", "sd_district"}
+
+
+def _psense_case(rng: np.random.Generator, chains: int, draws: int) -> tuple:
+    """Autocorrelated draws of a parameter, its log prior and a total log-likelihood."""
+    x = (np.cumsum(rng.normal(size=(chains, draws)), axis=1) * rng.uniform(0, 0.2)
+         + rng.normal(size=(chains, draws)))
+    if rng.uniform() < 0.4:
+        x = np.abs(x)  # a positive parameter (an SD)
+    log_prior = -0.5 * x**2 * rng.uniform(0.1, 3) + rng.normal(size=x.shape) * 0.1
+    log_lik = -x * rng.uniform(-5, 5) + rng.normal(size=x.shape) * rng.uniform(0, 3)
+    return x, log_prior, log_lik
+
+
+@pytest.mark.parametrize("chains,draws", [(4, 1000), (2, 500), (1, 301), (4, 101)])
+def test_power_scaling_equals_arviz_stats_psense(chains, draws):
+    """poolwise's power-scaling sensitivity is arviz-stats' psense, number for number."""
+    import arviz_stats as azs
+
+    from poolwise.inference.power_scaling import power_scale_sensitivity
+
+    rng = np.random.default_rng(chains * 1000 + draws)
+    dims = ("chain", "draw")
+    coords = {"chain": np.arange(chains), "draw": np.arange(draws)}
+    for _ in range(6):
+        x, log_prior, log_lik = _psense_case(rng, chains, draws)
+        tree = xr.DataTree.from_dict({
+            "posterior": xr.Dataset({"t": (dims, x)}, coords=coords),
+            "log_prior": xr.Dataset({"t": (dims, log_prior)}, coords=coords),
+            "log_likelihood": xr.Dataset({"y": (dims, log_lik)}, coords=coords),
+        })
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want_prior = float(azs.psense(tree, var_names=["t"], group="prior")["t"])
+            want_lik = float(azs.psense(tree, var_names=["t"], group="likelihood")["t"])
+        with np.errstate(all="ignore"):
+            got_prior = power_scale_sensitivity(x, log_prior)
+            got_lik = power_scale_sensitivity(x, log_lik)
+        assert got_prior == pytest.approx(want_prior, rel=1e-10, abs=1e-12)
+        assert got_lik == pytest.approx(want_lik, rel=1e-10, abs=1e-12)
+
+
+def test_fast_fourier_length_is_scipys():
+    from scipy.fft import next_fast_len
+
+    from poolwise.inference.power_scaling import _next_fast_len
+
+    for n in [*range(1, 3000), 3999, 4000, 4001, 8000, 20002, 65537]:
+        assert _next_fast_len(n) == next_fast_len(n, real=True), n

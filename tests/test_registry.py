@@ -104,6 +104,38 @@ def test_family_kernel_matches_scipy_and_finite_differences(name):
     check()
 
 
+#: SciPy's log density of every proper scalar family (the registry's own may be NumPy's)
+SCIPY_LOGPDF = {
+    "normal": lambda x, mu, sigma: stats.norm.logpdf(x, mu, sigma),
+    "student_t": lambda x, nu, mu, sigma: stats.t.logpdf(x, nu, mu, sigma),
+    "exponential": lambda x, rate: stats.expon.logpdf(x, scale=1.0 / rate),
+    "half_normal": lambda x, sigma: stats.halfnorm.logpdf(x, scale=sigma),
+    "half_student_t": lambda x, nu, sigma: np.where(
+        x >= 0.0, math.log(2.0) + stats.t.logpdf(x, nu, scale=sigma), -np.inf),
+}
+
+
+def test_every_proper_family_has_a_scipy_log_density():
+    assert set(SCIPY_LOGPDF) == {f for f in SCALAR if families.get(f).proper}
+
+
+@pytest.mark.parametrize("name", sorted(SCIPY_LOGPDF))
+def test_family_log_density_is_scipys(name):
+    """The registry's log density (NumPy closed forms for the default priors, so that a fit
+    never imports scipy.stats) equals SciPy's, bit for bit, off and on the support."""
+    fam = families.get(name)
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.normal(0.0, 3.0, 500), rng.exponential(2.0, 500),
+                        [0.0, -0.0, -1.0, 1e-300, 1e30, np.inf, -np.inf, np.nan]])
+    for _ in range(5):
+        params = tuple(float(rng.uniform(0.05, 8.0)) if p in fam.positive
+                       else float(rng.uniform(-2.0, 2.0)) for p in fam.params)
+        with np.errstate(all="ignore"):
+            got = np.asarray(fam.logpdf(params, x))
+            want = np.asarray(SCIPY_LOGPDF[name](x, *params))
+        np.testing.assert_array_equal(got, want)
+
+
 def test_flat_is_improper_and_zero():
     fam = families.get("flat")
     assert not fam.proper

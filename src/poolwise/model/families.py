@@ -5,7 +5,9 @@ An entry holds everything the package needs about a family: its parameter names 
 them must be positive, its support (the whole real line, positive, or correlation matrices),
 the id of its branch in the compiled density (``poolwise.engine.density._prior_logp_grad``)
 and the name of the numba kernel that branch calls (log density and its gradient at one
-value), and its SciPy-based log density, quantile function and random draw. Code that needs a
+value), and its log density (NumPy closed forms where SciPy is not needed: the default
+priors' normal, exponential and half-normal; held equal to SciPy's by
+``tests/test_registry.py``), quantile function and random draw. Code that needs a
 family looks it up here with :func:`get`, which raises :class:`~poolwise.errors.SpecError` for
 an unknown name; nothing else switches on family names.
 
@@ -105,14 +107,14 @@ class FamilySpec:
         p = list(self.check_params(params))
         return [float(self.kernel_id)] + p + [0.0] * (KERNEL_PARAMS - len(p))
 
-    # ---- SciPy side --------------------------------------------------------------------
+    # ---- densities, quantiles, draws (NumPy or SciPy) ---------------------------------
     def _need(self, what: str, fn: Callable[..., Any] | None) -> Callable[..., Any]:
         if fn is None:
             raise ValueError(f"the {self.name} prior has no {what}")
         return fn
 
     def logpdf(self, params: Sequence[float], x: Any) -> np.ndarray:
-        """Log density at ``x``, with all normalizing constants (SciPy)."""
+        """Log density at ``x``, with all normalizing constants (SciPy's values)."""
         return self._need("log density", self._logpdf)(np.asarray(x, dtype=float), *params)
 
     def ppf(self, params: Sequence[float], q: Any) -> np.ndarray:
@@ -139,6 +141,30 @@ def _half_t_logpdf(x, nu, sigma):
     return np.where(x >= 0.0, _LOG2 + _stats().t.logpdf(x, nu, scale=sigma), -np.inf)
 
 
+#: log(sqrt(2 pi)), the normal's constant as SciPy writes it
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+_LOG_SQRT_2_OVER_PI = 0.5 * math.log(2.0 / math.pi)
+
+
+# The default priors' log densities in NumPy, as SciPy computes them (standardize, the
+# standard density, minus the log of the scale; -inf outside the support): the prior
+# sensitivity check of every fit evaluates them, and scipy.stats would cost its 0.35 s import.
+def _normal_logpdf(x, mu, sigma):
+    y = (x - mu) / sigma
+    return -y**2 / 2.0 - _LOG_SQRT_2PI - math.log(sigma)
+
+
+def _exponential_logpdf(x, rate):
+    scale = 1.0 / rate
+    y = x / scale
+    return np.where(y < 0.0, -np.inf, -y - math.log(scale))
+
+
+def _half_normal_logpdf(x, sigma):
+    y = x / sigma
+    return np.where(y < 0.0, -np.inf, _LOG_SQRT_2_OVER_PI - y * y / 2.0 - math.log(sigma))
+
+
 _FAMILIES = (
     FamilySpec(
         "flat", (), (), "real", 0, "_flat_logp_grad", proper=False,
@@ -146,7 +172,7 @@ _FAMILIES = (
     ),
     FamilySpec(
         "normal", ("mu", "sigma"), ("sigma",), "real", 1, "_normal_logp_grad",
-        _logpdf=lambda x, mu, sigma: _stats().norm.logpdf(x, mu, sigma),
+        _logpdf=_normal_logpdf,
         _ppf=lambda q, mu, sigma: _stats().norm.ppf(q, mu, sigma),
         _draw=lambda rng, size, mu, sigma: rng.normal(mu, sigma, size=size),
     ),
@@ -158,13 +184,13 @@ _FAMILIES = (
     ),
     FamilySpec(
         "exponential", ("rate",), ("rate",), "positive", 3, "_exponential_logp_grad",
-        _logpdf=lambda x, rate: _stats().expon.logpdf(x, scale=1.0 / rate),
+        _logpdf=_exponential_logpdf,
         _ppf=lambda q, rate: -np.log1p(-q) / rate,
         _draw=lambda rng, size, rate: rng.exponential(1.0 / rate, size=size),
     ),
     FamilySpec(
         "half_normal", ("sigma",), ("sigma",), "positive", 4, "_half_normal_logp_grad",
-        _logpdf=lambda x, sigma: _stats().halfnorm.logpdf(x, scale=sigma),
+        _logpdf=_half_normal_logpdf,
         _ppf=lambda q, sigma: sigma * _stats().norm.ppf(0.5 + 0.5 * q),
         _draw=lambda rng, size, sigma: np.abs(rng.normal(0.0, sigma, size=size)),
     ),

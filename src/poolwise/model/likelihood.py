@@ -25,6 +25,7 @@ follows the patterns; it runs on every core.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -151,8 +152,7 @@ def log_likelihood_group(spec: ModelSpec, post: xr.Dataset) -> xr.Dataset:
     )
 
 
-@numba.vectorize(["float64(int64, int64, float64, float64, float64, float64)"], cache=True)
-def _cell_ll(link, family, y, n, eta, phi):  # pragma: no cover - compiled
+def _cell_ll_kernel(link, family, y, n, eta, phi):  # pragma: no cover - compiled
     if family == BETA_BINOMIAL:
         p, q, _ = inverse_and_slope(link, eta)
         return beta_binomial_loglik(y, n, p, q, phi)[0]
@@ -165,9 +165,18 @@ def _cell_ll(link, family, y, n, eta, phi):  # pragma: no cover - compiled
     return v
 
 
-@numba.vectorize(["float64(int64, int64, float64, float64, float64, float64)"], cache=True)
-def _cell_score(link, family, y, n, eta, phi):  # pragma: no cover - compiled
+def _cell_score_kernel(link, family, y, n, eta, phi):  # pragma: no cover - compiled
     return cell_loglik_family(family, link, y, n, eta, phi)[1]
+
+
+@functools.cache
+def _cell_ufuncs() -> tuple[np.ufunc, np.ufunc]:
+    """The two kernels above as NumPy ufuncs, built on first use (leave-one-group-out's
+    integrals): numba caches a vectorized kernel, but builds its ufunc's loop anew in every
+    process (about 0.1 s for the two), which a fit that never calls them should not pay."""
+    sig = ["float64(int64, int64, float64, float64, float64, float64)"]
+    return (numba.vectorize(sig, cache=True)(_cell_ll_kernel),
+            numba.vectorize(sig, cache=True)(_cell_score_kernel))
 
 
 def binomial_log_lik(link: str, y: np.ndarray, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
@@ -198,11 +207,11 @@ class CellLikelihood:
 
     def log_lik(self, y: np.ndarray, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """The log-likelihood without ``log C(n, y)``, elementwise (broadcast)."""
-        return _cell_ll(*self._args(y, n, eta))
+        return _cell_ufuncs()[0](*self._args(y, n, eta))
 
     def score(self, y: np.ndarray, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """Its derivative in eta (the sampler's kernel: stable in both tails)."""
-        return _cell_score(*self._args(y, n, eta))
+        return _cell_ufuncs()[1](*self._args(y, n, eta))
 
     def fisher_weight(self, n: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """The expected information about eta: the binomial's, divided by the beta-binomial's

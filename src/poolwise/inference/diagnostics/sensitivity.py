@@ -1,16 +1,15 @@
-"""Power-scaling prior sensitivity (Kallioinen et al. 2024, ``arviz_stats.psense``): the
-intercept, coefficients and group SDs whose posterior is shaped (``prior_sensitive``) or
-dominated (``prior_dominated``) by their prior, each prior power-scaled on the scale where it
-applies.
+"""Power-scaling prior sensitivity (Kallioinen et al. 2024, the numbers of
+``arviz_stats.psense``, computed by :mod:`poolwise.inference.power_scaling`): the intercept,
+coefficients and group SDs whose posterior is shaped (``prior_sensitive``) or dominated
+(``prior_dominated``) by their prior, each prior power-scaled on the scale where it applies.
 
-It needs the total log-likelihood (from the cells) and arviz-stats, so it runs only when asked:
+It needs the total log-likelihood (from the cells), so it runs only when asked:
 :func:`~poolwise.inference.diagnostics.diagnose` with a model, or later
 :func:`with_sensitivity`.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -91,13 +90,13 @@ def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[flo
     """Power-scaling sensitivity (Kallioinen et al. 2024, ``arviz_stats.psense``) of the fixed
     intercept, every fixed coefficient and every estimated group SD: (prior, likelihood).
 
-    Each parameter's prior is power-scaled on its own: the ``log_prior`` group holds that prior's
-    log density (:meth:`poolwise.model.families.FamilySpec.logpdf`) evaluated at the draws on the
-    scale where the prior applies (standardized predictors: the standardized scale, see
+    Each parameter's prior is power-scaled on its own: its log density
+    (:meth:`poolwise.model.families.FamilySpec.logpdf`) evaluated at the draws on the scale
+    where the prior applies (standardized predictors: the standardized scale, see
     :func:`prior_scale_draws`); the sensitivity is measured on the reported (original-scale)
     draws. The likelihood is the total log-likelihood of the data (computed from the cells).
     Flat (improper) priors are skipped."""
-    import arviz_stats as azs
+    from poolwise.inference.power_scaling import power_scale_sensitivity
 
     post = tree["posterior"].to_dataset()
     items = prior_scale_draws(post, spec)
@@ -109,31 +108,16 @@ def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[flo
     ll = np.asarray(total_log_likelihood(spec, post))
     out: dict[str, tuple[float, float]] = {}
     for name, prior, x_prior in items:
+        x = post[name].transpose("chain", "draw").values
         try:
-            out[name] = _psense(azs, post, name, sd_prior_logpdf(prior, x_prior), ll)
+            with np.errstate(all="ignore"):
+                out[name] = (
+                    float(power_scale_sensitivity(x, sd_prior_logpdf(prior, x_prior))),
+                    float(power_scale_sensitivity(x, ll)),
+                )
         except Exception:  # noqa: BLE001 - a diagnostic must not break the fit
             continue
     return out
-
-
-def _psense(
-    azs: Any, post: xr.Dataset, name: str, log_prior: np.ndarray, ll: np.ndarray
-) -> tuple[float, float]:
-    """arviz-stats' (``azs``) prior and likelihood power-scaling sensitivity of ``name``
-    alone."""
-    coords = {"chain": post["chain"].values, "draw": post["draw"].values}
-    dims = ("chain", "draw")
-    x = post[name].transpose("chain", "draw").values
-    sub = xr.DataTree.from_dict({
-        "posterior": xr.Dataset({name: (dims, x)}, coords=coords),
-        "log_prior": xr.Dataset({name: (dims, log_prior)}, coords=coords),
-        "log_likelihood": xr.Dataset({"y": (dims, ll)}, coords=coords),
-    })
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ps = float(azs.psense(sub, var_names=[name], group="prior")[name])
-        ls = float(azs.psense(sub, var_names=[name], group="likelihood")[name])
-    return ps, ls
 
 
 def check_sensitivity(sens: dict[str, tuple[float, float]], spec: ModelSpec) -> list[Finding]:
