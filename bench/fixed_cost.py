@@ -506,7 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     replace = [(str(work), "<work>"), (str(REPO) + "/", ""), (str(REPO), "."),
                *([(str(Path(args.baseline).resolve()), "<baseline-src>")] if args.baseline
                  else []),
-               (str(Path(sys.executable).parent), "<python-bin>"), (str(Path.home()), "~")]
+               (str(Path(sys.executable).parent), "<python-bin>"),
+               (str(Path(args.peer_python).parent), "<peer-python-bin>"),
+               (str(Path.home()), "~")]
     payload = _clean(payload, replace)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
