@@ -16,7 +16,7 @@ import poolwise
 from poolwise.comparison import logo
 from poolwise.comparison.logo import logo_compare
 from poolwise.comparison.pooling import POOLINGS
-from poolwise.comparison.quadrature import NewLevelPrior, new_level_log_density
+from poolwise.model.quadrature import NewLevelPrior, new_level_log_density
 from poolwise.model import links
 from poolwise.model.likelihood import CellLikelihood
 

@@ -28,6 +28,20 @@ The integrand's values come from the one likelihood kernel
 (:func:`poolwise.model.likelihood.binomial_log_lik`); the link's derivatives
 (:mod:`poolwise.model.links`) only steer the search for the mode. Used by leave-one-group-out
 (:mod:`poolwise.comparison.logo`).
+
+**The varying intercept's fast path** (:func:`intercept_log_integrals`,
+:func:`intercept_draws`): the same adaptive Gauss-Hermite integral for one varying intercept
+``u ~ N(0, sd^2)`` of a binomial model, compiled with numba over every (draw, level) pair at
+once, without temporaries, for the many draws and levels of the approximate posterior
+(:mod:`poolwise.inference.approx`): the mode by Fisher scoring with step halving, the observed
+curvature there, then ``nodes`` Gauss-Hermite nodes. Its values are those of
+:func:`new_level_log_density` (``tests/test_approx.py``), with the cell's log-likelihood from
+the model's kernel (:func:`poolwise.model.likelihood.binomial_cell`). ``intercept_draws``
+draws each level's intercept from its conditional posterior by inversion on a grid of the
+log density (piecewise linear between the nodes) around the mode.
+
+Why one module: the general quadrature and its compiled one-intercept path are one method
+with one accuracy statement, and the tests hold the two equal.
 """
 
 from __future__ import annotations
@@ -37,13 +51,16 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy.special import logsumexp
 
+from poolwise.engine.density import BINOMIAL, LOGIT, cell_loglik_family, inverse_and_slope
 from poolwise.errors import SpecError
-from poolwise.model.likelihood import CellLikelihood
+from poolwise.model.likelihood import CellLikelihood, binomial_cell
 
-__all__ = ["NODES", "NewLevelPrior", "new_level_log_density", "segment_sums"]
+__all__ = ["NODES", "NewLevelPrior", "intercept_draws", "intercept_log_integrals",
+           "new_level_log_density", "segment_sums"]
 
 
 #: Gauss-Hermite nodes per dimension for a new level with this many varying coefficients
@@ -318,3 +335,203 @@ def _nested_log_density(lik: CellLikelihood, eta0: np.ndarray, y: np.ndarray, n:
         return out
 
     return _agh(v, H, prior, log_lik)
+
+
+# ---- one varying intercept: numba over every (draw, level) pair ----------------------------
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _level_objective(link, eta0, s, y, n, cells, c0, c1, sd2, u):  # pragma: no cover
+    """``sum_c loglik(eta0[s, c] + u) - u^2 / (2 sd^2)`` over a level's cells."""
+    f = -0.5 * u * u / sd2
+    for k in range(c0, c1):
+        c = cells[k]
+        f += binomial_cell(link, y[c], n[c], eta0[s, c] + u)
+    return f
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _level_curvature(link, eta0, s, y, n, cells, c0, c1, sd2, u,
+                     observed):  # pragma: no cover - compiled
+    """The score in ``u`` and the curvature (the Fisher information, or with ``observed``
+    the observed one: a central difference of the score; the same for the logit)."""
+    g = -u / sd2
+    h = 1.0 / sd2
+    for k in range(c0, c1):
+        c = cells[k]
+        e = eta0[s, c] + u
+        g += cell_loglik_family(BINOMIAL, link, y[c], n[c], e, 0.0)[1]
+        if observed and link != LOGIT:
+            d = 1e-5 * max(1.0, abs(e))
+            up = cell_loglik_family(BINOMIAL, link, y[c], n[c], e + d, 0.0)[1]
+            down = cell_loglik_family(BINOMIAL, link, y[c], n[c], e - d, 0.0)[1]
+            h += max(-(up - down) / (2.0 * d), 0.0)
+        else:
+            p, q, dp = inverse_and_slope(link, e)
+            if p * q > 0.0:
+                h += n[c] * dp * dp / (p * q)
+    return g, h
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _level_mode(link, eta0, s, y, n, cells, c0, c1, sd2, u):  # pragma: no cover - compiled
+    """The mode of a level's integrand by Fisher scoring, each step at most 3 prior SDs and
+    halved until it raises the integrand; returns (mode, objective, observed curvature)."""
+    f = _level_objective(link, eta0, s, y, n, cells, c0, c1, sd2, u)
+    lim = 3.0 * math.sqrt(sd2)
+    for _ in range(100):
+        g, h = _level_curvature(link, eta0, s, y, n, cells, c0, c1, sd2, u, False)
+        step = g / h
+        if not math.isfinite(step):
+            break
+        step = min(max(step, -lim), lim)
+        t = 1.0
+        fn = f
+        for _ in range(40):
+            fn = _level_objective(link, eta0, s, y, n, cells, c0, c1, sd2, u + t * step)
+            if fn >= f - 1e-12 * (1.0 + abs(f)):
+                break
+            t *= 0.5
+        else:
+            t = 0.0
+            fn = f
+        u += t * step
+        f = fn
+        if abs(t * step) < 1e-10 * (1.0 + abs(u)):
+            break
+    h = _level_curvature(link, eta0, s, y, n, cells, c0, c1, sd2, u, True)[1]
+    return u, f, h
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _intercept_integrals(link, eta0, y, n, cells, starts, sd, start, x, logw, out, mode,
+                         curv):  # pragma: no cover - compiled
+    S = eta0.shape[0]
+    G = starts.shape[0] - 1
+    half_log_2pi = 0.5 * math.log(2.0 * math.pi)
+    for i in numba.prange(S * G):
+        s = i // G
+        g = i % G
+        sd2 = sd[s] * sd[s]
+        c0, c1 = starts[g], starts[g + 1]
+        u, f, h = _level_mode(link, eta0, s, y, n, cells, c0, c1, sd2, start[g])
+        scale = 1.0 / math.sqrt(h)
+        best = -math.inf
+        acc = 0.0
+        for q in range(x.shape[0]):  # log-sum-exp, on line
+            v = logw[q] + 0.5 * x[q] * x[q] + _level_objective(
+                link, eta0, s, y, n, cells, c0, c1, sd2, u + scale * x[q])
+            if v > best:
+                acc = acc * math.exp(best - v) + 1.0
+                best = v
+            else:
+                acc += math.exp(v - best)
+        out[s, g] = best + math.log(acc) + math.log(scale) - math.log(sd[s]) - half_log_2pi
+        mode[s, g] = u
+        curv[s, g] = h
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _intercept_draws(link, eta0, y, n, cells, starts, sd, start, grid, unif, out, edge,
+                     blocks):  # pragma: no cover - compiled
+    S = eta0.shape[0]
+    G = starts.shape[0] - 1
+    K = grid.shape[0]
+    pairs = S * G
+    for b in numba.prange(blocks):  # scratch arrays once per block of pairs
+        lg = np.empty(K)
+        mass = np.empty(K - 1)
+        for i in range(b * pairs // blocks, (b + 1) * pairs // blocks):
+            s = i // G
+            g = i % G
+            sd2 = sd[s] * sd[s]
+            c0, c1 = starts[g], starts[g + 1]
+            u, f, h = _level_mode(link, eta0, s, y, n, cells, c0, c1, sd2, start[g])
+            scale = 1.0 / math.sqrt(h)
+            for k in range(K):
+                lg[k] = _level_objective(link, eta0, s, y, n, cells, c0, c1, sd2,
+                                         u + scale * grid[k]) - f
+            edge[s, g] = max(lg[0], lg[K - 1])
+            out[s, g] = u + scale * _invert(grid, lg, mass, unif[s, g])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _invert(grid, lg, mass, p):  # pragma: no cover - compiled
+    """The ``p`` quantile of the density ``exp(lg)`` on ``grid``, linear in log between the
+    grid's points (each segment's mass and inverse in closed form)."""
+    K = grid.shape[0]
+    total = 0.0
+    for k in range(K - 1):
+        w = grid[k + 1] - grid[k]
+        a, b = lg[k], lg[k + 1]
+        if abs(b - a) < 1e-9:
+            mass[k] = w * math.exp(a)
+        else:
+            mass[k] = w * (math.exp(b) - math.exp(a)) / (b - a)
+        total += mass[k]
+    target = p * total
+    k = 0
+    while k < K - 2 and target > mass[k]:
+        target -= mass[k]
+        k += 1
+    w = grid[k + 1] - grid[k]
+    a, b = lg[k], lg[k + 1]
+    target = min(target, mass[k])
+    if abs(b - a) < 1e-9:
+        dx = target / math.exp(a)
+    else:
+        slope = (b - a) / w
+        dx = math.log1p(target * slope / math.exp(a)) / slope
+    return grid[k] + min(max(dx, 0.0), w)
+
+
+def _level_runs(codes: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cells of each level in runs: ``cells`` (their indices, level by level) and
+    ``starts`` (G + 1: level g's cells are ``cells[starts[g]:starts[g + 1]]``)."""
+    cells = np.argsort(codes, kind="stable").astype(np.int64)
+    counts = np.bincount(codes, minlength=n_levels)
+    return cells, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+def intercept_log_integrals(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
+                            codes: np.ndarray, n_levels: int, sd: np.ndarray,
+                            start: np.ndarray | None = None, nodes: int = NODES[1]
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``log int prod_c Binom(y_c | n_c, p(eta0_c + u)) N(u | 0, sd^2) du`` (without the
+    binomial coefficients) per draw and level, for one varying intercept: eta0 (S, cells) the
+    linear predictor without it, ``codes`` (cells,) each cell's level, ``sd`` (S,) the
+    intercepts' SD, ``start`` (levels,) where each level's search for the mode starts (0 by
+    default). Returns the log integrals, the modes and the observed curvatures there, each
+    (S, levels)."""
+    cells, starts = _level_runs(np.asarray(codes, dtype=np.int64), n_levels)
+    S = eta0.shape[0]
+    x, w = np.polynomial.hermite_e.hermegauss(int(nodes))
+    out, mode, curv = (np.empty((S, n_levels)) for _ in range(3))
+    start = np.zeros(n_levels) if start is None else np.ascontiguousarray(start, dtype=float)
+    _intercept_integrals(int(link_id), np.ascontiguousarray(eta0, dtype=np.float64),
+                         np.asarray(y, dtype=np.float64), np.asarray(n, dtype=np.float64),
+                         cells, starts, np.ascontiguousarray(sd, dtype=np.float64), start,
+                         x, np.log(w), out, mode, curv)
+    return out, mode, curv
+
+
+def intercept_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
+                    codes: np.ndarray, n_levels: int, sd: np.ndarray, start: np.ndarray,
+                    unif: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One draw per (draw, level) of the varying intercept from its conditional posterior
+    ``prod_c Binom(y_c | n_c, p(eta0_c + u)) N(u | 0, sd^2)``: by inversion of ``unif``
+    (S, levels) on ``grid`` (standardized points around the mode, scaled by the observed
+    curvature there), the log density linear between grid points. Returns the draws and, per
+    pair, the larger log density at the grid's two ends relative to the mode (how much mass
+    the grid leaves out)."""
+    cells, starts = _level_runs(np.asarray(codes, dtype=np.int64), n_levels)
+    S = eta0.shape[0]
+    out, edge = np.empty((S, n_levels)), np.empty((S, n_levels))
+    _intercept_draws(int(link_id), np.ascontiguousarray(eta0, dtype=np.float64),
+                     np.asarray(y, dtype=np.float64), np.asarray(n, dtype=np.float64), cells,
+                     starts, np.ascontiguousarray(sd, dtype=np.float64),
+                     np.ascontiguousarray(start, dtype=float),
+                     np.ascontiguousarray(grid, dtype=float),
+                     np.ascontiguousarray(unif, dtype=float), out, edge,
+                     max(1, min(S * n_levels, 64 * numba.get_num_threads())))
+    return out, edge

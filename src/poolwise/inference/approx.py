@@ -1,0 +1,417 @@
+"""``method="approx"``: a posterior without a sampler, for one grouping factor with a varying
+intercept, checked against the exact density of its low-dimensional part.
+
+The model: binomial cells, ``eta = offset + X beta + u[level]``, ``u ~ N(0, sd^2)`` (the one
+linear predictor, :mod:`poolwise.model.predictor`, on the engine's standardized scale where
+the priors apply). Given ``theta = (beta, log sd)`` the levels are independent, so
+
+    log p(theta | y) = log prior(theta) + log sd
+                       + sum over levels of log int prod_c Binom(y_c | n_c, p(eta0_c + u))
+                                                     N(u | 0, sd^2) du  + const
+
+is exact up to quadrature error: each level's integral by adaptive Gauss-Hermite quadrature
+(:func:`poolwise.model.quadrature.intercept_log_integrals`, every level at once, compiled).
+
+1. the mode of ``theta`` (BFGS, gradients by central differences over the few dimensions, all
+   evaluated in one call) and the curvature there (central second differences);
+2. ``M`` draws from a multivariate Student-t (``PROPOSAL_DF`` degrees of freedom) at the mode
+   with that curvature, importance-weighted against the exact log density above; the log
+   weights Pareto-smoothed (PSIS, arviz-stats' ``psislw``) and resampled to ``chains x
+   draws`` draws, reported as ``chains`` chains of independent draws;
+3. each level's intercept per draw from its conditional posterior given ``theta`` by
+   inversion on a grid around its mode (:func:`poolwise.model.quadrature.intercept_draws`);
+4. the draws go back to the original scale (:func:`poolwise.model.scale.to_original_scale`),
+   under the names the sampler's posterior has, so everything downstream reads them alike.
+
+**The self-check** (:func:`check_findings`), each failure an error finding that makes the fit
+not ok, says why and gives the command that runs NUTS: (a) quadrature refinement: the log
+density at the mode with ``REFINED_NODES`` nodes per level instead of ``NODES`` moves by less
+than ``QUADRATURE_TOL``; (b) the Pareto k of the importance weights is below ``PARETO_K_MAX``;
+(c) the importance sampling's effective sample size is at least ``MIN_IS_ESS`` (and
+``MIN_IS_ESS_FRACTION`` of the proposals); (d) the grid of the group effects leaves out no
+mass (the log density at its ends ``EDGE_LOG_DENSITY`` below the mode or lower).
+
+Not covered (a :class:`~poolwise.errors.SpecError` naming ``--method nuts``): the
+beta-binomial, survey weights, no or complete pooling, several group terms (crossed or
+nested), varying slopes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+from poolwise.data.patterns import observed_group
+from poolwise.errors import SpecError
+from poolwise.inference.diagnostics import Finding, diagnose
+from poolwise.inference.finding_codes import FindingCode
+from poolwise.inference.fitted import Fit
+from poolwise.model import families, links
+from poolwise.model.likelihood import log_likelihood_group
+from poolwise.model.naming import fixed_name, sd_name, total_name
+from poolwise.model.predictor import Rows, engine_coefficients, linear_predictor
+from poolwise.model.quadrature import intercept_draws, intercept_log_integrals
+from poolwise.model.scale import to_original_scale
+from poolwise.progress import phase
+
+if TYPE_CHECKING:
+    from poolwise.engine.sampler import SamplerConfig
+    from poolwise.model.spec import ModelSpec
+
+__all__ = [
+    "ApproxCheck",
+    "METHODS",
+    "approx_fit",
+    "check_findings",
+    "check_supported",
+]
+
+#: the methods of a fit: the sampler (NUTS), or this module's approximation
+METHODS: tuple[str, ...] = ("nuts", "approx")
+#: Gauss-Hermite nodes per level for the marginal density, and for its refinement check
+NODES = 15
+REFINED_NODES = 31
+#: the refinement may move the log density at the mode by at most this much
+QUADRATURE_TOL = 0.01
+#: the importance weights' Pareto k must stay below this (PSIS: above it, unreliable)
+PARETO_K_MAX = 0.7
+#: the importance sampling's effective sample size: at least this many, and this fraction
+MIN_IS_ESS = 200
+MIN_IS_ESS_FRACTION = 0.1
+#: proposals: at least this many, and at least chains x draws
+MIN_PROPOSALS = 2000
+PROPOSAL_DF = 7
+#: the group effects' grid: standardized points around each conditional mode
+GRID = np.linspace(-8.0, 8.0, 65)
+#: the grid's ends must lie this far below the mode in log density
+EDGE_LOG_DENSITY = -12.0
+#: draws per batch (memory: batch x cells x 8 bytes for eta)
+BATCH_CELLS = 4_000_000
+
+
+def _nuts_command() -> str:
+    return "method='nuts' (on the command line: --method nuts)"
+
+
+def check_supported(spec: ModelSpec) -> None:
+    """SpecError unless the approximation covers ``spec`` (see the module docstring)."""
+    d = spec.design
+
+    def refuse(what: str) -> None:
+        raise SpecError(f"method='approx' does not yet cover {what}; fit it with "
+                        f"{_nuts_command()}")
+
+    if spec.family != "binomial":
+        refuse(f"the {spec.family} family (only the binomial)")
+    if d.weighting is not None and d.weighting.kind == "survey":
+        refuse("survey weights (frequency weights are covered)")
+    if spec.pooling != "partial":
+        refuse(f"pooling={spec.pooling!r} (only partial pooling with one group term)")
+    if len(spec.terms) != 1:
+        kinds = "crossed or nested group terms" if len(spec.terms) > 1 else "no group term"
+        refuse(f"{kinds} ({len(spec.terms)} group terms: "
+               f"{', '.join(t.name for t in spec.terms)}); only one grouping factor")
+    term = spec.terms[0]
+    if term.group.coef_names != ("Intercept",):
+        refuse(f"varying slopes ({' + '.join(term.group.coef_names)} | {term.name}); only "
+               "a varying intercept (1 | group)")
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """The low-dimensional part of one model on the engine's scale: the cells (``rows``
+    without the group, so that eta is ``eta0``), their level codes, successes, trials, the
+    link's kernel id and the priors of ``theta = (beta, log sd)``."""
+
+    spec: Any
+    rows: Rows
+    codes: np.ndarray
+    n_levels: int
+    y: np.ndarray
+    n: np.ndarray
+    link_id: int
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> _Problem:
+        d = spec.design
+        rows = Rows.of_design(d, engine_scale=True)
+        codes = np.asarray(rows.codes[0], dtype=np.int64)
+        rows = rows.with_codes(0, np.full(codes.shape, -1))  # eta0: the level's effect apart
+        return cls(spec, rows, codes, spec.terms[0].group.n_levels,
+                   np.asarray(d.y, dtype=float), np.asarray(d.n, dtype=float),
+                   links.get(spec.link).kernel_id)
+
+    @property
+    def dim(self) -> int:
+        return len(self.spec.design.fixed_names) + 1
+
+    def eta0(self, theta: np.ndarray) -> np.ndarray:
+        """The linear predictor without the group (S, cells) for ``theta`` (S, dim)."""
+        beta = np.ascontiguousarray(theta[:, :-1])
+        coefs = engine_coefficients(self.spec, beta, [np.zeros((len(theta), 1, 1))])
+        return linear_predictor(self.spec, coefs, self.rows)
+
+    def log_prior(self, theta: np.ndarray) -> np.ndarray:
+        """log prior of beta and of sd, plus log sd (the Jacobian of log sd), per row."""
+        out = np.zeros(len(theta))
+        priors = [*self.spec.fixed_priors, self.spec.terms[0].sd_priors[0]]
+        for k, p in enumerate(priors):
+            fam = families.get(p.family)
+            if not fam.proper and p.family == "flat":
+                continue
+            x = np.exp(theta[:, k]) if k == len(priors) - 1 else theta[:, k]
+            out += fam.logpdf(p.params, x)
+        return out + theta[:, -1]
+
+    def batch(self) -> int:
+        return max(1, BATCH_CELLS // max(1, len(self.y)))
+
+    def log_density(self, theta: np.ndarray, nodes: int = NODES,
+                    start: np.ndarray | None = None) -> np.ndarray:
+        """log p(theta | y) up to a constant, per row of ``theta`` (S, dim)."""
+        theta = np.atleast_2d(theta)
+        out = np.empty(len(theta))
+        b = self.batch()
+        for i in range(0, len(theta), b):
+            t = theta[i:i + b]
+            with np.errstate(over="ignore", invalid="ignore"):
+                ll = intercept_log_integrals(self.link_id, self.eta0(t), self.y, self.n,
+                                             self.codes, self.n_levels, np.exp(t[:, -1]),
+                                             start, nodes)[0]
+            out[i:i + b] = ll.sum(axis=1) + self.log_prior(t)
+        return np.where(np.isfinite(out), out, -np.inf)
+
+    def modes(self, theta: np.ndarray) -> np.ndarray:
+        """Each level's conditional mode at one ``theta`` (levels,)."""
+        t = np.atleast_2d(theta)
+        return intercept_log_integrals(self.link_id, self.eta0(t), self.y, self.n, self.codes,
+                                       self.n_levels, np.exp(t[:, -1]), None, 1)[1][0]
+
+
+def _gradient_points(theta: np.ndarray, h: float) -> np.ndarray:
+    d = len(theta)
+    return np.concatenate([theta + h * np.eye(d), theta - h * np.eye(d)])
+
+
+def _mode(problem: _Problem) -> tuple[np.ndarray, float]:
+    """The mode of log p(theta | y) (BFGS; central-difference gradients in one call)."""
+    from scipy.optimize import minimize
+
+    d, h = problem.dim, 1e-5
+
+    def value_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        pts = np.concatenate([theta[None], _gradient_points(theta, h)])
+        v = problem.log_density(pts)
+        if not np.isfinite(v[0]):
+            return 1e300, np.zeros(d)
+        grad = (v[1:d + 1] - v[d + 1:]) / (2 * h)
+        return -float(v[0]), -np.where(np.isfinite(grad), grad, 0.0)
+
+    theta0 = np.zeros(d)
+    theta0[-1] = math.log(0.5)
+    res = minimize(value_and_grad, theta0, jac=True, method="BFGS",
+                   options={"gtol": 1e-4, "maxiter": 500})
+    return res.x, -float(res.fun)
+
+
+def _hessian(problem: _Problem, mode: np.ndarray, h: float = 1e-3) -> np.ndarray:
+    """The Hessian of log p(theta | y) at ``mode`` by central second differences."""
+    d = len(mode)
+    E = h * np.eye(d)
+    pts = [mode]
+    for i in range(d):
+        for j in range(d):
+            pts += [mode + E[i] + E[j], mode + E[i] - E[j], mode - E[i] + E[j],
+                    mode - E[i] - E[j]]
+    v = problem.log_density(np.array(pts))[1:].reshape(d, d, 4)
+    H = (v[..., 0] - v[..., 1] - v[..., 2] + v[..., 3]) / (4 * h * h)
+    return 0.5 * (H + H.T)
+
+
+@dataclass(frozen=True)
+class ApproxCheck:
+    """The numbers of the self-check (see the module docstring)."""
+
+    mode: tuple[float, ...]
+    log_density_at_mode: float
+    refinement_change: float
+    pareto_k: float
+    is_ess: float
+    proposals: int
+    edge_log_density: float
+    nodes: int
+    refined_nodes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def _proposal(mode: np.ndarray, H: np.ndarray, M: int, rng: np.random.Generator
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """M Student-t draws at ``mode`` with scale ``(-H)^-1`` and their log density (up to a
+    constant)."""
+    d = len(mode)
+    neg = -H
+    w, V = np.linalg.eigh(neg)
+    w = np.maximum(w, 1e-8 * max(1.0, float(np.max(np.abs(w)))))  # a flat direction: wide
+    L = V * (1.0 / np.sqrt(w))  # L L' = (-H)^-1
+    z = rng.standard_normal((M, d))
+    chi = rng.chisquare(PROPOSAL_DF, size=M) / PROPOSAL_DF
+    theta = mode + (z / np.sqrt(chi)[:, None]) @ L.T
+    r = (theta - mode) @ (V * np.sqrt(w))  # L^-1 (theta - mode)
+    logq = -0.5 * (PROPOSAL_DF + d) * np.log1p((r * r).sum(axis=1) / PROPOSAL_DF)
+    return theta, logq
+
+
+def _importance(problem: _Problem, mode: np.ndarray, H: np.ndarray, M: int,
+                rng: np.random.Generator, start: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Proposals, their Pareto-smoothed normalized weights, the Pareto k and the ESS."""
+    from arviz_stats.base import array_stats
+
+    theta, logq = _proposal(mode, H, M, rng)
+    logp = problem.log_density(theta, start=start)
+    logw = logp - logq
+    finite = np.isfinite(logw)
+    logw = np.where(finite, logw, np.min(logw[finite]) - 1e3 if finite.any() else 0.0)
+    # psislw takes log-likelihood values and smooths the weights exp(-value): the negated
+    # log ratios
+    smoothed, khat = array_stats.psislw(np.max(logw) - logw, r_eff=1.0)
+    w = np.exp(smoothed - np.max(smoothed))
+    w /= w.sum()
+    return theta, w, float(khat), float(1.0 / np.sum(w * w))
+
+
+def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Each level's intercept per draw (S, levels), and the highest log density at the
+    grid's ends."""
+    S = len(theta)
+    u = np.empty((S, problem.n_levels))
+    edge = -np.inf
+    b = problem.batch()
+    for i in range(0, S, b):
+        t = theta[i:i + b]
+        with np.errstate(over="ignore", invalid="ignore"):
+            draws, ends = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
+                                          problem.n, problem.codes, problem.n_levels,
+                                          np.exp(t[:, -1]), start,
+                                          rng.random((len(t), problem.n_levels)), GRID)
+        u[i:i + b] = draws
+        edge = max(edge, float(np.max(ends)) if ends.size else -np.inf)
+    return u, edge
+
+
+def _posterior(spec: ModelSpec, theta: np.ndarray, u: np.ndarray, chains: int,
+               draws: int) -> xr.Dataset:
+    """The draws as the sampler's posterior names them, on the original scale."""
+    term = spec.terms[0]
+    g = term.group
+    shape = (chains, draws)
+    data: dict[str, Any] = {}
+    for k, coef in enumerate(spec.design.fixed_names):
+        data[fixed_name(coef)] = (("chain", "draw"), theta[:, k].reshape(shape))
+    data[sd_name(term, "Intercept")] = (("chain", "draw"), np.exp(theta[:, -1]).reshape(shape))
+    mi = term.mu_index[0]
+    tot = u + (theta[:, [mi]] if mi >= 0 else 0.0)
+    data[total_name(term, "Intercept")] = (("chain", "draw", g.name),
+                                           tot.reshape(chains, draws, -1))
+    ds = xr.Dataset(data, coords={"chain": np.arange(chains), "draw": np.arange(draws),
+                                  g.name: np.asarray(g.labels)})
+    ds.attrs.update({"creation_library": "poolwise", "inference_method": "approx",
+                     "sample_dims": ["chain", "draw"]})
+    return to_original_scale(spec, ds)
+
+
+def _check(problem: _Problem, mode: np.ndarray, at_mode: float, nodes: int,
+           khat: float, ess: float, M: int, edge: float, start: np.ndarray) -> ApproxCheck:
+    refined = float(problem.log_density(mode[None], nodes=max(REFINED_NODES, 2 * nodes + 1),
+                                        start=start)[0])
+    return ApproxCheck(mode=tuple(float(m) for m in mode), log_density_at_mode=at_mode,
+                       refinement_change=abs(refined - at_mode), pareto_k=khat, is_ess=ess,
+                       proposals=M, edge_log_density=edge, nodes=nodes,
+                       refined_nodes=max(REFINED_NODES, 2 * nodes + 1))
+
+
+def check_findings(check: ApproxCheck) -> tuple[Finding, ...]:
+    """The self-check's failures as error findings (none when it passes)."""
+    why = []
+    if not check.refinement_change < QUADRATURE_TOL:
+        why.append((FindingCode.APPROX_QUADRATURE,
+                    f"the quadrature over each group's effect is not accurate enough: with "
+                    f"{check.refined_nodes} nodes per group instead of {check.nodes} the log "
+                    f"posterior density at the mode moves by {check.refinement_change:.3g} "
+                    f"(at most {QUADRATURE_TOL} is accepted)"))
+    if not check.pareto_k < PARETO_K_MAX:
+        why.append((FindingCode.APPROX_PARETO_K,
+                    f"the approximation of the fixed effects and group SD does not match "
+                    f"their exact posterior: the Pareto k of the importance weights is "
+                    f"{check.pareto_k:.2f} (below {PARETO_K_MAX} is needed)"))
+    need = max(MIN_IS_ESS, MIN_IS_ESS_FRACTION * check.proposals)
+    if not check.is_ess >= need:
+        why.append((FindingCode.APPROX_ESS,
+                    f"the importance sampling's effective sample size is {check.is_ess:.0f} of "
+                    f"{check.proposals} proposals (at least {need:.0f} is needed)"))
+    if not check.edge_log_density <= EDGE_LOG_DENSITY:
+        why.append((FindingCode.APPROX_QUADRATURE,
+                    f"a group effect's conditional posterior reaches beyond its grid (log "
+                    f"density {check.edge_log_density:.1f} at the grid's end, at most "
+                    f"{EDGE_LOG_DENSITY} is accepted)"))
+    return tuple(Finding(code, "error", f"method='approx': {text}; do not trust these draws, "
+                         f"fit with {_nuts_command()}") for code, text in why)
+
+
+def approx_fit(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool = True,
+               sensitivity: bool = True, nodes: int = NODES) -> Fit:
+    """The approximate posterior of ``spec`` as a :class:`Fit` (see the module docstring);
+    ``config`` gives chains, draws and the seed. ``nodes``: Gauss-Hermite nodes per level."""
+    check_supported(spec)
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    problem = _Problem.of(spec)
+    with phase("the approximation: the mode"):
+        mode, _ = _mode(problem)
+        start = problem.modes(mode)
+        at_mode = float(problem.log_density(mode[None], nodes=nodes, start=start)[0])
+        H = _hessian(problem, mode)
+    S = config.chains * config.draws
+    M = max(MIN_PROPOSALS, S)
+    with phase("the approximation: importance sampling"):
+        theta, w, khat, ess = _importance(problem, mode, H, M, rng, start)
+        theta = theta[rng.choice(M, size=S, replace=True, p=w)]
+    with phase("the approximation: the group effects"):
+        u, edge = _group_draws(problem, theta, start, rng)
+    check = _check(problem, mode, at_mode, nodes, khat, ess, M, edge, start)
+    t1 = time.perf_counter()
+    return _as_fit(spec, config, theta, u, check, log_likelihood, sensitivity, (t0, t1))
+
+
+def _as_fit(spec: ModelSpec, config: SamplerConfig, theta: np.ndarray, u: np.ndarray,
+            check: ApproxCheck, log_likelihood: bool, sensitivity: bool,
+            times: tuple[float, float]) -> Fit:
+    groups: dict[str, xr.Dataset] = {
+        "posterior": _posterior(spec, theta, u, config.chains, config.draws),
+        "observed_data": observed_group(spec.design),
+    }
+    if log_likelihood:
+        groups["log_likelihood"] = log_likelihood_group(spec, groups["posterior"])
+    idata = xr.DataTree.from_dict(groups)
+    with phase("the diagnostics"):
+        diagnosis = diagnose(idata, target_accept=config.target_accept, spec=spec,
+                             sensitivity=sensitivity)
+    diagnosis = replace(diagnosis, findings=diagnosis.findings + check_findings(check))
+    from poolwise.inference.sampling import provenance
+
+    idata.attrs.update(provenance(spec, config))
+    idata.attrs["poolwise_method"] = "approx"
+    idata.attrs["poolwise_approx"] = json.dumps(check.to_dict())
+    t2 = time.perf_counter()
+    timings = {"sampling_s": times[1] - times[0], "total_s": t2 - times[0],
+               "postprocess_s": t2 - times[1]}
+    return Fit(idata, spec, config, diagnosis, timings, warnings=spec.design.warnings)
