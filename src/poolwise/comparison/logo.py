@@ -58,13 +58,13 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from poolwise.model.quadrature import NewLevelPrior, new_level_log_density, segment_sums
 from poolwise.data.patterns import row_patterns
 from poolwise.data.weights import refuse_cross_validation
 from poolwise.errors import SpecError
 from poolwise.inference.repair import repair_fit
 from poolwise.model.likelihood import CellLikelihood
 from poolwise.model.predictor import Rows, linear_predictor, new_level_draws
+from poolwise.model.quadrature import NewLevelPrior, new_level_log_density, segment_sums
 from poolwise.model.subset import without_levels
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ is exact up to quadrature error: each level's integral by adaptive Gauss-Hermite
 4. the draws go back to the original scale (:func:`poolwise.model.scale.to_original_scale`),
    under the names the sampler's posterior has, so everything downstream reads them alike.
 
-**The self-check** (:func:`check_findings`), each failure an error finding that makes the fit
+**The self-check** (:func:`poolwise.inference.diagnostics.approx_check.check_approx`), each failure an error finding that makes the fit
 not ok, says why and gives the command that runs NUTS: (a) quadrature refinement: the log
 density at the mode with ``REFINED_NODES`` nodes per level instead of ``NODES`` moves by less
 than ``QUADRATURE_TOL``; (b) the Pareto k of the importance weights is below ``PARETO_K_MAX``;
@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,8 +49,16 @@ import xarray as xr
 
 from poolwise.data.patterns import observed_group
 from poolwise.errors import SpecError
-from poolwise.inference.diagnostics import Finding, diagnose
-from poolwise.inference.finding_codes import FindingCode
+from poolwise.inference.diagnostics import diagnose
+from poolwise.inference.diagnostics.approx_check import (
+    APPROX_ATTR,
+    EDGE_LOG_DENSITY,
+    MIN_IS_ESS,
+    MIN_IS_ESS_FRACTION,
+    PARETO_K_MAX,
+    QUADRATURE_TOL,
+    nuts_command,
+)
 from poolwise.inference.fitted import Fit
 from poolwise.model import families, links
 from poolwise.model.likelihood import log_likelihood_group
@@ -65,10 +73,14 @@ if TYPE_CHECKING:
     from poolwise.model.spec import ModelSpec
 
 __all__ = [
+    "EDGE_LOG_DENSITY",
+    "MIN_IS_ESS",
+    "MIN_IS_ESS_FRACTION",
+    "PARETO_K_MAX",
+    "QUADRATURE_TOL",
     "ApproxCheck",
     "METHODS",
     "approx_fit",
-    "check_findings",
     "check_supported",
 ]
 
@@ -77,26 +89,13 @@ METHODS: tuple[str, ...] = ("nuts", "approx")
 #: Gauss-Hermite nodes per level for the marginal density, and for its refinement check
 NODES = 15
 REFINED_NODES = 31
-#: the refinement may move the log density at the mode by at most this much
-QUADRATURE_TOL = 0.01
-#: the importance weights' Pareto k must stay below this (PSIS: above it, unreliable)
-PARETO_K_MAX = 0.7
-#: the importance sampling's effective sample size: at least this many, and this fraction
-MIN_IS_ESS = 200
-MIN_IS_ESS_FRACTION = 0.1
 #: proposals: at least this many, and at least chains x draws
 MIN_PROPOSALS = 2000
 PROPOSAL_DF = 7
 #: the group effects' grid: standardized points around each conditional mode
 GRID = np.linspace(-8.0, 8.0, 65)
-#: the grid's ends must lie this far below the mode in log density
-EDGE_LOG_DENSITY = -12.0
 #: draws per batch (memory: batch x cells x 8 bytes for eta)
 BATCH_CELLS = 4_000_000
-
-
-def _nuts_command() -> str:
-    return "method='nuts' (on the command line: --method nuts)"
 
 
 def check_supported(spec: ModelSpec) -> None:
@@ -105,7 +104,7 @@ def check_supported(spec: ModelSpec) -> None:
 
     def refuse(what: str) -> None:
         raise SpecError(f"method='approx' does not yet cover {what}; fit it with "
-                        f"{_nuts_command()}")
+                        f"{nuts_command()}")
 
     if spec.family != "binomial":
         refuse(f"the {spec.family} family (only the binomial)")
@@ -271,8 +270,9 @@ def _proposal(mode: np.ndarray, H: np.ndarray, M: int, rng: np.random.Generator
 
 def _importance(problem: _Problem, mode: np.ndarray, H: np.ndarray, M: int,
                 rng: np.random.Generator, start: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Proposals, their Pareto-smoothed normalized weights, the Pareto k and the ESS."""
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """Proposals, their log density, their Pareto-smoothed normalized weights, the Pareto k
+    and the ESS."""
     from arviz_stats.base import array_stats
 
     theta, logq = _proposal(mode, H, M, rng)
@@ -285,7 +285,7 @@ def _importance(problem: _Problem, mode: np.ndarray, H: np.ndarray, M: int,
     smoothed, khat = array_stats.psislw(np.max(logw) - logw, r_eff=1.0)
     w = np.exp(smoothed - np.max(smoothed))
     w /= w.sum()
-    return theta, w, float(khat), float(1.0 / np.sum(w * w))
+    return theta, logp, w, float(khat), float(1.0 / np.sum(w * w))
 
 
 def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
@@ -339,34 +339,6 @@ def _check(problem: _Problem, mode: np.ndarray, at_mode: float, nodes: int,
                        refined_nodes=max(REFINED_NODES, 2 * nodes + 1))
 
 
-def check_findings(check: ApproxCheck) -> tuple[Finding, ...]:
-    """The self-check's failures as error findings (none when it passes)."""
-    why = []
-    if not check.refinement_change < QUADRATURE_TOL:
-        why.append((FindingCode.APPROX_QUADRATURE,
-                    f"the quadrature over each group's effect is not accurate enough: with "
-                    f"{check.refined_nodes} nodes per group instead of {check.nodes} the log "
-                    f"posterior density at the mode moves by {check.refinement_change:.3g} "
-                    f"(at most {QUADRATURE_TOL} is accepted)"))
-    if not check.pareto_k < PARETO_K_MAX:
-        why.append((FindingCode.APPROX_PARETO_K,
-                    f"the approximation of the fixed effects and group SD does not match "
-                    f"their exact posterior: the Pareto k of the importance weights is "
-                    f"{check.pareto_k:.2f} (below {PARETO_K_MAX} is needed)"))
-    need = max(MIN_IS_ESS, MIN_IS_ESS_FRACTION * check.proposals)
-    if not check.is_ess >= need:
-        why.append((FindingCode.APPROX_ESS,
-                    f"the importance sampling's effective sample size is {check.is_ess:.0f} of "
-                    f"{check.proposals} proposals (at least {need:.0f} is needed)"))
-    if not check.edge_log_density <= EDGE_LOG_DENSITY:
-        why.append((FindingCode.APPROX_QUADRATURE,
-                    f"a group effect's conditional posterior reaches beyond its grid (log "
-                    f"density {check.edge_log_density:.1f} at the grid's end, at most "
-                    f"{EDGE_LOG_DENSITY} is accepted)"))
-    return tuple(Finding(code, "error", f"method='approx': {text}; do not trust these draws, "
-                         f"fit with {_nuts_command()}") for code, text in why)
-
-
 def approx_fit(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool = True,
                sensitivity: bool = True, nodes: int = NODES) -> Fit:
     """The approximate posterior of ``spec`` as a :class:`Fit` (see the module docstring);
@@ -383,34 +355,44 @@ def approx_fit(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool =
     S = config.chains * config.draws
     M = max(MIN_PROPOSALS, S)
     with phase("the approximation: importance sampling"):
-        theta, w, khat, ess = _importance(problem, mode, H, M, rng, start)
-        theta = theta[rng.choice(M, size=S, replace=True, p=w)]
+        theta, logp, w, khat, ess = _importance(problem, mode, H, M, rng, start)
+        pick = rng.choice(M, size=S, replace=True, p=w)
+        theta, logp = theta[pick], logp[pick]
     with phase("the approximation: the group effects"):
         u, edge = _group_draws(problem, theta, start, rng)
     check = _check(problem, mode, at_mode, nodes, khat, ess, M, edge, start)
     t1 = time.perf_counter()
-    return _as_fit(spec, config, theta, u, check, log_likelihood, sensitivity, (t0, t1))
+    return _as_fit(spec, config, (theta, logp, u), check, log_likelihood, sensitivity,
+                   (t0, t1))
 
 
-def _as_fit(spec: ModelSpec, config: SamplerConfig, theta: np.ndarray, u: np.ndarray,
+def _as_fit(spec: ModelSpec, config: SamplerConfig, draws: tuple[np.ndarray, ...],
             check: ApproxCheck, log_likelihood: bool, sensitivity: bool,
             times: tuple[float, float]) -> Fit:
+    """The draws ``(theta, log p(theta | y), u)`` as a Fit: the posterior, a sample_stats
+    group with no sampler's statistics (only each draw's ``approx_log_density``, the log
+    marginal density of its fixed effects and SD), the diagnosis with the self-check."""
+    theta, logp, u = draws
+    shape = (config.chains, config.draws)
+    stats = xr.Dataset({"approx_log_density": (("chain", "draw"), logp.reshape(shape))},
+                       coords={"chain": np.arange(shape[0]), "draw": np.arange(shape[1])},
+                       attrs={"inference_library": "poolwise (method='approx')"})
     groups: dict[str, xr.Dataset] = {
         "posterior": _posterior(spec, theta, u, config.chains, config.draws),
+        "sample_stats": stats,
         "observed_data": observed_group(spec.design),
     }
     if log_likelihood:
         groups["log_likelihood"] = log_likelihood_group(spec, groups["posterior"])
     idata = xr.DataTree.from_dict(groups)
-    with phase("the diagnostics"):
-        diagnosis = diagnose(idata, target_accept=config.target_accept, spec=spec,
-                             sensitivity=sensitivity)
-    diagnosis = replace(diagnosis, findings=diagnosis.findings + check_findings(check))
     from poolwise.inference.sampling import provenance
 
     idata.attrs.update(provenance(spec, config))
     idata.attrs["poolwise_method"] = "approx"
-    idata.attrs["poolwise_approx"] = json.dumps(check.to_dict())
+    idata.attrs[APPROX_ATTR] = json.dumps(check.to_dict())  # diagnose() reads the check
+    with phase("the diagnostics"):
+        diagnosis = diagnose(idata, target_accept=config.target_accept, spec=spec,
+                             sensitivity=sensitivity)
     t2 = time.perf_counter()
     timings = {"sampling_s": times[1] - times[0], "total_s": t2 - times[0],
                "postprocess_s": t2 - times[1]}
