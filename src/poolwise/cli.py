@@ -1204,17 +1204,13 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     d = diagnose(fit)
     print(f"model: {fit.spec.formula.text}   pooling: {fit.spec.pooling}")
     for term, par in fit.spec.parameterization_by_term().items():
-        print(f"parameterization of ({term}): {par}")
-    print(f"chains: {d.chains} x {d.draws} draws   target_accept: {d.target_accept}\n")
-    print("chain  divergences        E-BFMI  max-depth  accept")
-    for i in range(d.chains):
-        div = d.divergences_per_chain[i] if i < len(d.divergences_per_chain) else 0
-        pct = 100.0 * div / d.draws if d.draws else 0.0
-        bf = f"{d.bfmi[i]:.2f}" if i < len(d.bfmi) else "-"
-        sat = f"{100 * d.treedepth_saturation[i]:.1f}%" if i < len(d.treedepth_saturation) else "-"
-        acc = f"{d.accept_per_chain[i]:.2f}" if i < len(d.accept_per_chain) else "-"
-        print(f"{i:>5}  {div:>5} ({pct:5.1f}%)  {bf:>7}  {sat:>9}  {acc:>6}")
-    print()
+        if fit.method != "approx":  # no sampler: no parameterization
+            print(f"parameterization of ({term}): {par}")
+    if fit.method == "approx":
+        print(f"method: approx: {d.chains} x {d.draws} independent draws (no sampler: no "
+              "divergences, E-BFMI or tree depth; its self-check is below)\n")
+    else:
+        _print_chains(d)
     short = _shortener(fit.spec)
     for f in d.findings:
         print(f"{f.severity}: {short.text(f.message)}")
@@ -1239,9 +1235,24 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     ess_b = "nan" if d.min_ess_bulk != d.min_ess_bulk else f"{d.min_ess_bulk:.0f}"
     ess_t = "nan" if d.min_ess_tail != d.min_ess_tail else f"{d.min_ess_tail:.0f}"
     rhat = fmt_rhat(d.max_rhat) or "nan"
-    print(f"status: {verdict} | divergences {d.divergences} | max R-hat {rhat} | "
+    first = "method approx" if fit.method == "approx" else f"divergences {d.divergences}"
+    print(f"status: {verdict} | {first} | max R-hat {rhat} | "
           f"min ESS bulk {ess_b}, tail {ess_t}")
     return EXIT_OK if d.ok else EXIT_NOT_OK
+
+
+def _print_chains(d: Any) -> None:
+    """The sampler's numbers per chain (the diagnose command)."""
+    print(f"chains: {d.chains} x {d.draws} draws   target_accept: {d.target_accept}\n")
+    print("chain  divergences        E-BFMI  max-depth  accept")
+    for i in range(d.chains):
+        div = d.divergences_per_chain[i] if i < len(d.divergences_per_chain) else 0
+        pct = 100.0 * div / d.draws if d.draws else 0.0
+        bf = f"{d.bfmi[i]:.2f}" if i < len(d.bfmi) else "-"
+        sat = f"{100 * d.treedepth_saturation[i]:.1f}%" if i < len(d.treedepth_saturation) else "-"
+        acc = f"{d.accept_per_chain[i]:.2f}" if i < len(d.accept_per_chain) else "-"
+        print(f"{i:>5}  {div:>5} ({pct:5.1f}%)  {bf:>7}  {sat:>9}  {acc:>6}")
+    print()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

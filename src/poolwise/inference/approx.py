@@ -23,13 +23,12 @@ is exact up to quadrature error: each level's integral by adaptive Gauss-Hermite
 4. the draws go back to the original scale (:func:`poolwise.model.scale.to_original_scale`),
    under the names the sampler's posterior has, so everything downstream reads them alike.
 
-**The self-check** (:func:`poolwise.inference.diagnostics.approx_check.check_approx`), each failure an error finding that makes the fit
-not ok, says why and gives the command that runs NUTS: (a) quadrature refinement: the log
-density at the mode with ``REFINED_NODES`` nodes per level instead of ``NODES`` moves by less
-than ``QUADRATURE_TOL``; (b) the Pareto k of the importance weights is below ``PARETO_K_MAX``;
-(c) the importance sampling's effective sample size is at least ``MIN_IS_ESS`` (and
-``MIN_IS_ESS_FRACTION`` of the proposals); (d) the grid of the group effects leaves out no
-mass (the log density at its ends ``EDGE_LOG_DENSITY`` below the mode or lower).
+**The self-check** (:mod:`poolwise.inference.diagnostics.approx_check`, its numbers saved
+with the fit): each failure is an error finding that makes the fit not ok, says why and gives
+the command that runs NUTS: (a) quadrature refinement: the log density at the mode with
+``REFINED_NODES`` nodes per level instead of ``NODES``; the grid of the group effects leaves
+out no mass; (b) the Pareto k of the importance weights; (c) the importance sampling's
+effective sample size.
 
 Not covered (a :class:`~poolwise.errors.SpecError` naming ``--method nuts``): the
 beta-binomial, survey weights, no or complete pooling, several group terms (crossed or

@@ -48,31 +48,34 @@ def nuts_command() -> str:
     return "method='nuts' (on the command line: --method nuts)"
 
 
+def _message(text: str) -> str:
+    return f"method='approx': {text}; do not trust these draws, fit with {nuts_command()}"
+
+
 def check_approx(numbers: Mapping[str, Any]) -> list[Finding]:
     """The self-check's failures as error findings (none when it passes), from its numbers
     (:class:`poolwise.inference.approx.ApproxCheck`, as saved with the fit)."""
-    check = SimpleNamespace(**numbers)
-    why = []
-    if not check.refinement_change < QUADRATURE_TOL:
-        why.append((FindingCode.APPROX_QUADRATURE,
-                    f"the quadrature over each group's effect is not accurate enough: with "
-                    f"{check.refined_nodes} nodes per group instead of {check.nodes} the log "
-                    f"posterior density at the mode moves by {check.refinement_change:.3g} "
-                    f"(at most {QUADRATURE_TOL} is accepted)"))
-    if not check.pareto_k < PARETO_K_MAX:
-        why.append((FindingCode.APPROX_PARETO_K,
-                    f"the approximation of the fixed effects and group SD does not match "
-                    f"their exact posterior: the Pareto k of the importance weights is "
-                    f"{check.pareto_k:.2f} (below {PARETO_K_MAX} is needed)"))
-    need = max(MIN_IS_ESS, MIN_IS_ESS_FRACTION * check.proposals)
-    if not check.is_ess >= need:
-        why.append((FindingCode.APPROX_ESS,
-                    f"the importance sampling's effective sample size is {check.is_ess:.0f} of "
-                    f"{check.proposals} proposals (at least {need:.0f} is needed)"))
-    if not check.edge_log_density <= EDGE_LOG_DENSITY:
-        why.append((FindingCode.APPROX_QUADRATURE,
-                    f"a group effect's conditional posterior reaches beyond its grid (log "
-                    f"density {check.edge_log_density:.1f} at the grid's end, at most "
-                    f"{EDGE_LOG_DENSITY} is accepted)"))
-    return [Finding(code, "error", f"method='approx': {text}; do not trust these draws, "
-                         f"fit with {nuts_command()}") for code, text in why]
+    c = SimpleNamespace(**numbers)
+    out = []
+    if not c.refinement_change < QUADRATURE_TOL:
+        out.append(Finding(FindingCode.APPROX_QUADRATURE, "error", _message(
+            f"the quadrature over each group's effect is not accurate enough: with "
+            f"{c.refined_nodes} nodes per group instead of {c.nodes} the log posterior density "
+            f"at the mode moves by {c.refinement_change:.3g} (at most {QUADRATURE_TOL} is "
+            "accepted)")))
+    if not c.edge_log_density <= EDGE_LOG_DENSITY:
+        out.append(Finding(FindingCode.APPROX_QUADRATURE, "error", _message(
+            f"a group effect's conditional posterior reaches beyond the grid its draws are "
+            f"made on (log density {c.edge_log_density:.1f} below the mode at the grid's end; "
+            f"{EDGE_LOG_DENSITY:g} or lower is needed)")))
+    if not c.pareto_k < PARETO_K_MAX:
+        out.append(Finding(FindingCode.APPROX_PARETO_K, "error", _message(
+            f"the approximation of the fixed effects and group SD does not match their exact "
+            f"posterior: the Pareto k of the importance weights is {c.pareto_k:.2f} (below "
+            f"{PARETO_K_MAX} is needed)")))
+    need = max(MIN_IS_ESS, MIN_IS_ESS_FRACTION * c.proposals)
+    if not c.is_ess >= need:
+        out.append(Finding(FindingCode.APPROX_ESS, "error", _message(
+            f"the importance sampling's effective sample size is {c.is_ess:.0f} of "
+            f"{c.proposals} proposals (at least {need:.0f} is needed)")))
+    return out
