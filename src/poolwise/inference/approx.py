@@ -134,16 +134,17 @@ class _Problem:
     y: np.ndarray
     n: np.ndarray
     link_id: int
+    nodes: int = NODES
 
     @classmethod
-    def of(cls, spec: ModelSpec) -> _Problem:
+    def of(cls, spec: ModelSpec, nodes: int = NODES) -> _Problem:
         d = spec.design
         rows = Rows.of_design(d, engine_scale=True)
         codes = np.asarray(rows.codes[0], dtype=np.int64)
         rows = rows.with_codes(0, np.full(codes.shape, -1))  # eta0: the level's effect apart
         return cls(spec, rows, codes, spec.terms[0].group.n_levels,
                    np.asarray(d.y, dtype=float), np.asarray(d.n, dtype=float),
-                   links.get(spec.link).kernel_id)
+                   links.get(spec.link).kernel_id, nodes)
 
     @property
     def dim(self) -> int:
@@ -170,10 +171,12 @@ class _Problem:
     def batch(self) -> int:
         return max(1, BATCH_CELLS // max(1, len(self.y)))
 
-    def log_density(self, theta: np.ndarray, nodes: int = NODES,
+    def log_density(self, theta: np.ndarray, nodes: int | None = None,
                     start: np.ndarray | None = None) -> np.ndarray:
-        """log p(theta | y) up to a constant, per row of ``theta`` (S, dim)."""
+        """log p(theta | y) up to a constant, per row of ``theta`` (S, dim), with ``nodes``
+        Gauss-Hermite nodes per level (None: the problem's)."""
         theta = np.atleast_2d(theta)
+        nodes = self.nodes if nodes is None else nodes
         out = np.empty(len(theta))
         b = self.batch()
         for i in range(0, len(theta), b):
@@ -339,17 +342,19 @@ def _check(problem: _Problem, mode: np.ndarray, at_mode: float, nodes: int,
 
 
 def approx_fit(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool = True,
-               sensitivity: bool = True, nodes: int = NODES) -> Fit:
+               sensitivity: bool = True, nodes: int | None = None) -> Fit:
     """The approximate posterior of ``spec`` as a :class:`Fit` (see the module docstring);
-    ``config`` gives chains, draws and the seed. ``nodes``: Gauss-Hermite nodes per level."""
+    ``config`` gives chains, draws and the seed. ``nodes``: Gauss-Hermite nodes per level
+    (None: ``NODES``, read when called)."""
     check_supported(spec)
+    nodes = NODES if nodes is None else int(nodes)
     t0 = time.perf_counter()
     rng = np.random.default_rng(config.seed)
-    problem = _Problem.of(spec)
+    problem = _Problem.of(spec, nodes)
     with phase("the approximation: the mode"):
         mode, _ = _mode(problem)
         start = problem.modes(mode)
-        at_mode = float(problem.log_density(mode[None], nodes=nodes, start=start)[0])
+        at_mode = float(problem.log_density(mode[None], start=start)[0])
         H = _hessian(problem, mode)
     S = config.chains * config.draws
     M = max(MIN_PROPOSALS, S)

@@ -40,7 +40,7 @@ PARETO_K_MAX = 0.7
 MIN_IS_ESS = 200
 MIN_IS_ESS_FRACTION = 0.1
 #: the group effects' grid: its ends must lie this far below the mode in log density
-EDGE_LOG_DENSITY = -12.0
+EDGE_LOG_DENSITY = -9.0
 
 
 def nuts_command() -> str:
