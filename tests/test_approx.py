@@ -99,13 +99,14 @@ def test_the_fast_path_equals_the_general_quadrature():
 
 
 def test_the_group_draws_follow_the_conditional_posterior():
-    """Inversion on the grid: the draws' mean and sd equal those of the conditional density
-    computed on a dense grid."""
+    """The rejection sampler: the draws' mean and sd equal those of the conditional density
+    computed on a dense grid; about 9 in 10 proposals are accepted."""
     y, n, eta0, sd = np.array([3.0]), np.array([12.0]), -0.4, 0.9
     S = 40_000
-    draws = intercept_draws(0, np.full((S, 1), eta0), y, n, np.zeros(1, dtype=int), 1,
-                            np.full(S, sd), np.zeros(1), np.random.default_rng(0).random((S, 1)),
-                            approx.GRID)[0][:, 0]
+    draws, tries = intercept_draws(0, np.full((S, 1), eta0), y, n, np.zeros(1, dtype=int), 1,
+                                   np.full(S, sd), np.zeros(1), key=7)
+    draws = draws[:, 0]
+    assert tries.max() <= 10 and tries.mean() < 1.2
     u = np.linspace(-6, 6, 40_001)
     p = 1 / (1 + np.exp(-(eta0 + u)))
     lp = y * np.log(p) + (n - y) * np.log1p(-p) - u * u / (2 * sd * sd)
@@ -115,6 +116,10 @@ def test_the_group_draws_follow_the_conditional_posterior():
     sdev = float(np.sqrt((w * (u - mean) ** 2).sum()))
     assert abs(draws.mean() - mean) < 4 * sdev / np.sqrt(S)
     assert abs(draws.std() / sdev - 1) < 0.015
+    # the same draws in any batches
+    again = intercept_draws(0, np.full((10, 1), eta0), y, n, np.zeros(1, dtype=int), 1,
+                            np.full(10, sd), np.zeros(1), key=7, first=100)[0][:, 0]
+    np.testing.assert_array_equal(again, draws[100:110])
 
 
 def _simulated(G: int, seed: int, sd: float = 0.8, link: str = "logit",
@@ -207,11 +212,11 @@ def test_a_fit_failing_its_check_is_not_ok(bangladesh, monkeypatch):
 
 
 def test_each_check_fails_on_its_own_numbers():
-    good = {"refinement_change": 1e-6, "edge_log_density": -20.0, "pareto_k": 0.2,
+    good = {"refinement_change": 1e-6, "failed_group_draws": 0, "pareto_k": 0.2,
             "is_ess": 3000.0, "proposals": 4000, "nodes": 15, "refined_nodes": 31}
     assert check_approx(good) == []
     for bad, code in [({"refinement_change": 0.5}, FindingCode.APPROX_QUADRATURE),
-                      ({"edge_log_density": -3.0}, FindingCode.APPROX_QUADRATURE),
+                      ({"failed_group_draws": 3}, FindingCode.APPROX_QUADRATURE),
                       ({"pareto_k": 0.9}, FindingCode.APPROX_PARETO_K),
                       ({"is_ess": 150.0}, FindingCode.APPROX_ESS),
                       ({"pareto_k": float("nan")}, FindingCode.APPROX_PARETO_K)]:

@@ -18,17 +18,17 @@ is exact up to quadrature error: each level's integral by adaptive Gauss-Hermite
    with that curvature, importance-weighted against the exact log density above; the log
    weights Pareto-smoothed (PSIS, arviz-stats' ``psislw``) and resampled to ``chains x
    draws`` draws, reported as ``chains`` chains of independent draws;
-3. each level's intercept per draw from its conditional posterior given ``theta`` by
-   inversion on a grid around its mode (:func:`poolwise.model.quadrature.intercept_draws`);
+3. each level's intercept per draw from its conditional posterior given ``theta``, exactly
+   (rejection from an envelope of its log-concave density,
+   :func:`poolwise.model.quadrature.intercept_draws`);
 4. the draws go back to the original scale (:func:`poolwise.model.scale.to_original_scale`),
    under the names the sampler's posterior has, so everything downstream reads them alike.
 
 **The self-check** (:mod:`poolwise.inference.diagnostics.approx_check`, its numbers saved
 with the fit): each failure is an error finding that makes the fit not ok, says why and gives
 the command that runs NUTS: (a) quadrature refinement: the log density at the mode with
-``REFINED_NODES`` nodes per level instead of ``NODES``; the grid of the group effects leaves
-out no mass; (b) the Pareto k of the importance weights; (c) the importance sampling's
-effective sample size.
+``REFINED_NODES`` nodes per level instead of ``NODES``, and every group effect drawn; (b) the
+Pareto k of the importance weights; (c) the importance sampling's effective sample size.
 
 Not covered (a :class:`~poolwise.errors.SpecError` naming ``--method nuts``): the
 beta-binomial, survey weights, no or complete pooling, several group terms (crossed or
@@ -51,7 +51,6 @@ from poolwise.errors import SpecError
 from poolwise.inference.diagnostics import diagnose
 from poolwise.inference.diagnostics.approx_check import (
     APPROX_ATTR,
-    EDGE_LOG_DENSITY,
     MIN_IS_ESS,
     MIN_IS_ESS_FRACTION,
     PARETO_K_MAX,
@@ -63,7 +62,7 @@ from poolwise.model import families, links
 from poolwise.model.likelihood import log_likelihood_group
 from poolwise.model.naming import fixed_name, sd_name, total_name
 from poolwise.model.predictor import Rows, engine_coefficients, linear_predictor
-from poolwise.model.quadrature import intercept_draws, intercept_log_integrals
+from poolwise.model.quadrature import MAX_TRIES, intercept_draws, intercept_log_integrals
 from poolwise.model.scale import to_original_scale
 from poolwise.progress import phase
 
@@ -72,7 +71,6 @@ if TYPE_CHECKING:
     from poolwise.model.spec import ModelSpec
 
 __all__ = [
-    "EDGE_LOG_DENSITY",
     "MIN_IS_ESS",
     "MIN_IS_ESS_FRACTION",
     "PARETO_K_MAX",
@@ -91,8 +89,6 @@ REFINED_NODES = 31
 #: proposals: at least this many, and at least chains x draws
 MIN_PROPOSALS = 2000
 PROPOSAL_DF = 7
-#: the group effects' grid: standardized points around each conditional mode
-GRID = np.linspace(-8.0, 8.0, 65)
 #: draws per batch (memory: batch x cells x 8 bytes for eta)
 BATCH_CELLS = 4_000_000
 
@@ -245,7 +241,8 @@ class ApproxCheck:
     pareto_k: float
     is_ess: float
     proposals: int
-    edge_log_density: float
+    failed_group_draws: int
+    group_proposals_per_draw: float
     nodes: int
     refined_nodes: int
 
@@ -291,23 +288,24 @@ def _importance(problem: _Problem, mode: np.ndarray, H: np.ndarray, M: int,
 
 
 def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
-                 rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    """Each level's intercept per draw (S, levels), and the highest log density at the
-    grid's ends."""
+                 rng: np.random.Generator) -> tuple[np.ndarray, int, float]:
+    """Each level's intercept per draw (S, levels), exact draws from its conditional
+    posterior; how many pairs found no draw, and the mean proposals per draw."""
     S = len(theta)
     u = np.empty((S, problem.n_levels))
-    edge = -np.inf
+    key = int(rng.integers(2**63))
+    failed, proposals = 0, 0
     b = problem.batch()
     for i in range(0, S, b):
         t = theta[i:i + b]
-        with np.errstate(over="ignore", invalid="ignore"):
-            draws, ends = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
-                                          problem.n, problem.codes, problem.n_levels,
-                                          np.exp(t[:, -1]), start,
-                                          rng.random((len(t), problem.n_levels)), GRID)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            draws, tries = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
+                                           problem.n, problem.codes, problem.n_levels,
+                                           np.exp(t[:, -1]), start, key, first=i)
         u[i:i + b] = draws
-        edge = max(edge, float(np.max(ends)) if ends.size else -np.inf)
-    return u, edge
+        failed += int(np.count_nonzero(tries > MAX_TRIES))
+        proposals += int(tries.sum())
+    return u, failed, proposals / max(1, u.size)
 
 
 def _posterior(spec: ModelSpec, theta: np.ndarray, u: np.ndarray, chains: int,
@@ -332,12 +330,14 @@ def _posterior(spec: ModelSpec, theta: np.ndarray, u: np.ndarray, chains: int,
 
 
 def _check(problem: _Problem, mode: np.ndarray, at_mode: float, nodes: int,
-           khat: float, ess: float, M: int, edge: float, start: np.ndarray) -> ApproxCheck:
+           khat: float, ess: float, M: int, groups: tuple[int, float],
+           start: np.ndarray) -> ApproxCheck:
     refined = float(problem.log_density(mode[None], nodes=max(REFINED_NODES, 2 * nodes + 1),
                                         start=start)[0])
     return ApproxCheck(mode=tuple(float(m) for m in mode), log_density_at_mode=at_mode,
                        refinement_change=abs(refined - at_mode), pareto_k=khat, is_ess=ess,
-                       proposals=M, edge_log_density=edge, nodes=nodes,
+                       proposals=M, failed_group_draws=groups[0],
+                       group_proposals_per_draw=groups[1], nodes=nodes,
                        refined_nodes=max(REFINED_NODES, 2 * nodes + 1))
 
 
@@ -363,8 +363,8 @@ def approx_fit(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool =
         pick = rng.choice(M, size=S, replace=True, p=w)
         theta, logp = theta[pick], logp[pick]
     with phase("the approximation: the group effects"):
-        u, edge = _group_draws(problem, theta, start, rng)
-    check = _check(problem, mode, at_mode, nodes, khat, ess, M, edge, start)
+        u, failed, per_draw = _group_draws(problem, theta, start, rng)
+    check = _check(problem, mode, at_mode, nodes, khat, ess, M, (failed, per_draw), start)
     t1 = time.perf_counter()
     return _as_fit(spec, config, (theta, logp, u), check, log_likelihood, sensitivity,
                    (t0, t1))

@@ -37,8 +37,9 @@ once, without temporaries, for the many draws and levels of the approximate post
 curvature there, then ``nodes`` Gauss-Hermite nodes. Its values are those of
 :func:`new_level_log_density` (``tests/test_approx.py``), with the cell's log-likelihood from
 the model's kernel (:func:`poolwise.model.likelihood.binomial_cell`). ``intercept_draws``
-draws each level's intercept from its conditional posterior by inversion on a grid of the
-log density (piecewise linear between the nodes) around the mode.
+draws each level's intercept from its conditional posterior exactly: that density is
+log-concave, so the tangents of its log density at a few points around the mode bound it from
+above, and rejection from that piecewise-exponential envelope accepts about 9 proposals in 10.
 
 Why one module: the general quadrature and its compiled one-intercept path are one method
 with one accuracy statement, and the tests hold the two equal.
@@ -431,58 +432,117 @@ def _intercept_integrals(link, eta0, y, n, cells, starts, sd, start, x, logw, ou
         curv[s, g] = h
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy")
-def _intercept_draws(link, eta0, y, n, cells, starts, sd, start, grid, unif, out, edge,
-                     blocks):  # pragma: no cover - compiled
-    S = eta0.shape[0]
-    G = starts.shape[0] - 1
-    K = grid.shape[0]
-    pairs = S * G
-    for b in numba.prange(blocks):  # scratch arrays once per block of pairs
-        lg = np.empty(K)
-        mass = np.empty(K - 1)
-        for i in range(b * pairs // blocks, (b + 1) * pairs // blocks):
-            s = i // G
-            g = i % G
-            sd2 = sd[s] * sd[s]
-            c0, c1 = starts[g], starts[g + 1]
-            u, f, h = _level_mode(link, eta0, s, y, n, cells, c0, c1, sd2, start[g])
-            scale = 1.0 / math.sqrt(h)
-            for k in range(K):
-                lg[k] = _level_objective(link, eta0, s, y, n, cells, c0, c1, sd2,
-                                         u + scale * grid[k]) - f
-            edge[s, g] = max(lg[0], lg[K - 1])
-            out[s, g] = u + scale * _invert(grid, lg, mass, unif[s, g])
+@numba.njit(cache=True, inline="always")
+def _uniform(key, counter):  # pragma: no cover - compiled
+    """A uniform on (0, 1) from (key, counter) by splitmix64: reproducible in any order, on
+    any number of threads."""
+    z = key + counter * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (np.float64(z >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _invert(grid, lg, mass, p):  # pragma: no cover - compiled
-    """The ``p`` quantile of the density ``exp(lg)`` on ``grid``, linear in log between the
-    grid's points (each segment's mass and inverse in closed form)."""
-    K = grid.shape[0]
+def _level_score(link, eta0, s, y, n, cells, c0, c1, sd2, u):  # pragma: no cover
+    g = -u / sd2
+    for k in range(c0, c1):
+        c = cells[k]
+        g += cell_loglik_family(BINOMIAL, link, y[c], n[c], eta0[s, c] + u, 0.0)[1]
+    return g
+
+
+#: where the tangents of the rejection sampler's envelope touch, in SDs of the Laplace
+#: approximation around the mode
+TANGENTS = np.array([-2.2, -0.8, 0.0, 0.8, 2.2])
+#: proposals per draw before a pair counts as failed (each is accepted with probability about
+#: 0.9 for a Gaussian; a failure is reported, never hidden)
+MAX_TRIES = 60
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _segment(x, f, d, z, j):  # pragma: no cover - compiled
+    """Segment j of the envelope: its ends (a, b) and log mass."""
+    m = x.shape[0]
+    a = -math.inf if j == 0 else z[j - 1]
+    b = math.inf if j == m - 1 else z[j]
+    if j == 0:
+        return a, b, f[j] + d[j] * (b - x[j]) - math.log(d[j])
+    if j == m - 1:
+        return a, b, f[j] + d[j] * (a - x[j]) - math.log(-d[j])
+    if abs(d[j]) * (b - a) < 1e-12:
+        return a, b, f[j] + d[j] * (a - x[j]) + math.log(b - a)
+    return a, b, f[j] + d[j] * (a - x[j]) + math.log(math.expm1(d[j] * (b - a)) / d[j])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _within(a, b, dj, v):  # pragma: no cover - compiled
+    """The ``v`` quantile within a segment of the envelope (density exp(dj x) on [a, b])."""
+    if a == -math.inf:
+        return b + math.log(v) / dj
+    if b == math.inf:
+        return a + math.log1p(-v) / dj
+    if abs(dj) * (b - a) < 1e-12:
+        return a + v * (b - a)
+    return a + math.log1p(v * math.expm1(dj * (b - a))) / dj
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _draw_level(link, eta0, s, y, n, cells, c0, c1, sd2, u0, key,
+                counter):  # pragma: no cover - compiled
+    """One exact draw from a level's conditional posterior (log-concave: the binomial
+    log-likelihood of these links is concave in eta) by rejection from the envelope of its
+    tangents at ``TANGENTS``; returns the draw and the proposals it took (MAX_TRIES + 1:
+    none accepted)."""
+    u, fm, h = _level_mode(link, eta0, s, y, n, cells, c0, c1, sd2, u0)
+    m = TANGENTS.shape[0]
+    sc = 1.0 / math.sqrt(h)
+    x, f, d, z = np.empty(m), np.empty(m), np.empty(m), np.empty(m - 1)
+    for j in range(m):
+        x[j] = u + sc * TANGENTS[j]
+        f[j] = _level_objective(link, eta0, s, y, n, cells, c0, c1, sd2, x[j]) - fm
+        d[j] = _level_score(link, eta0, s, y, n, cells, c0, c1, sd2, x[j])
+    for j in range(m - 1):
+        dd = d[j] - d[j + 1]
+        z[j] = 0.5 * (x[j] + x[j + 1]) if dd <= 1e-300 else (
+            f[j + 1] - f[j] - x[j + 1] * d[j + 1] + x[j] * d[j]) / dd
+        z[j] = min(max(z[j], x[j]), x[j + 1])
+    logm = np.empty(m)
+    top = -math.inf
+    for j in range(m):
+        logm[j] = _segment(x, f, d, z, j)[2]
+        top = max(top, logm[j])
     total = 0.0
-    for k in range(K - 1):
-        w = grid[k + 1] - grid[k]
-        a, b = lg[k], lg[k + 1]
-        if abs(b - a) < 1e-9:
-            mass[k] = w * math.exp(a)
-        else:
-            mass[k] = w * (math.exp(b) - math.exp(a)) / (b - a)
-        total += mass[k]
-    target = p * total
-    k = 0
-    while k < K - 2 and target > mass[k]:
-        target -= mass[k]
-        k += 1
-    w = grid[k + 1] - grid[k]
-    a, b = lg[k], lg[k + 1]
-    target = min(target, mass[k])
-    if abs(b - a) < 1e-9:
-        dx = target / math.exp(a)
-    else:
-        slope = (b - a) / w
-        dx = math.log1p(target * slope / math.exp(a)) / slope
-    return grid[k] + min(max(dx, 0.0), w)
+    for j in range(m):
+        logm[j] = math.exp(logm[j] - top)
+        total += logm[j]
+    for t in range(MAX_TRIES):
+        v = _uniform(key, counter + np.uint64(2 * t)) * total
+        j = 0
+        while j < m - 1 and v > logm[j]:
+            v -= logm[j]
+            j += 1
+        a, b, _ = _segment(x, f, d, z, j)
+        xp = _within(a, b, d[j], min(max(v / logm[j], 1e-300), 1.0 - 1e-16))
+        hull = f[j] + d[j] * (xp - x[j])
+        fx = _level_objective(link, eta0, s, y, n, cells, c0, c1, sd2, xp) - fm
+        if math.log(_uniform(key, counter + np.uint64(2 * t + 1))) <= fx - hull:
+            return xp, t + 1
+    return u, MAX_TRIES + 1
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _intercept_draws(link, eta0, y, n, cells, starts, sd, start, key, first, out,
+                     tries):  # pragma: no cover - compiled
+    S = eta0.shape[0]
+    G = starts.shape[0] - 1
+    for i in numba.prange(S * G):
+        s = i // G
+        g = i % G
+        pair = np.uint64(first + s) * np.uint64(G) + np.uint64(g)
+        out[s, g], tries[s, g] = _draw_level(
+            link, eta0, s, y, n, cells, starts[g], starts[g + 1], sd[s] * sd[s], start[g],
+            key, pair * np.uint64(2 * MAX_TRIES))
 
 
 def _level_runs(codes: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -517,21 +577,21 @@ def intercept_log_integrals(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np
 
 def intercept_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
                     codes: np.ndarray, n_levels: int, sd: np.ndarray, start: np.ndarray,
-                    unif: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One draw per (draw, level) of the varying intercept from its conditional posterior
-    ``prod_c Binom(y_c | n_c, p(eta0_c + u)) N(u | 0, sd^2)``: by inversion of ``unif``
-    (S, levels) on ``grid`` (standardized points around the mode, scaled by the observed
-    curvature there), the log density linear between grid points. Returns the draws and, per
-    pair, the larger log density at the grid's two ends relative to the mode (how much mass
-    the grid leaves out)."""
+                    key: int, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One exact draw per (draw, level) of the varying intercept from its conditional
+    posterior ``prod_c Binom(y_c | n_c, p(eta0_c + u)) N(u | 0, sd^2)`` (eta0 (S, cells),
+    ``sd`` (S,), ``start`` (levels,) where each search for the mode starts), by rejection
+    from a piecewise-exponential envelope (its log density's tangents). The uniforms come
+    from ``key`` and the pair's index (draw ``first + s``, level), so a batch of draws is
+    the same whichever way the draws are split. Returns the draws and the proposals each
+    took (``MAX_TRIES + 1``: it failed; the caller reports it)."""
     cells, starts = _level_runs(np.asarray(codes, dtype=np.int64), n_levels)
     S = eta0.shape[0]
-    out, edge = np.empty((S, n_levels)), np.empty((S, n_levels))
+    out = np.empty((S, n_levels))
+    tries = np.empty((S, n_levels), dtype=np.int64)
     _intercept_draws(int(link_id), np.ascontiguousarray(eta0, dtype=np.float64),
                      np.asarray(y, dtype=np.float64), np.asarray(n, dtype=np.float64), cells,
                      starts, np.ascontiguousarray(sd, dtype=np.float64),
-                     np.ascontiguousarray(start, dtype=float),
-                     np.ascontiguousarray(grid, dtype=float),
-                     np.ascontiguousarray(unif, dtype=float), out, edge,
-                     max(1, min(S * n_levels, 64 * numba.get_num_threads())))
-    return out, edge
+                     np.ascontiguousarray(start, dtype=float), np.uint64(key), int(first), out,
+                     tries)
+    return out, tries
