@@ -121,7 +121,13 @@ def check_supported(spec: ModelSpec) -> None:
 class _Problem:
     """The low-dimensional part of one model on the engine's scale: the cells (``rows``
     without the group, so that eta is ``eta0``), their level codes, successes, trials, the
-    link's kernel id and the priors of ``theta = (beta, log sd)``."""
+    link's kernel id and the priors of ``theta = (beta, log sd)``.
+
+    Groups whose cells are the same (the same predictors, offset, successes and trials: one
+    binomial row of 12 trials with 3 successes, say) have the same integral and the same
+    conditional posterior given theta: the problem keeps one *level* per distinct set of
+    cells, with its number of groups (``weight``), and ``members`` says which groups each
+    level stands for (``(groups, starts, n_groups)``)."""
 
     spec: Any
     rows: Rows
@@ -130,6 +136,8 @@ class _Problem:
     y: np.ndarray
     n: np.ndarray
     link_id: int
+    weight: np.ndarray
+    members: tuple[np.ndarray, np.ndarray, int]
     nodes: int = NODES
 
     @classmethod
@@ -138,9 +146,13 @@ class _Problem:
         rows = Rows.of_design(d, engine_scale=True)
         codes = np.asarray(rows.codes[0], dtype=np.int64)
         rows = rows.with_codes(0, np.full(codes.shape, -1))  # eta0: the level's effect apart
-        return cls(spec, rows, codes, spec.terms[0].group.n_levels,
-                   np.asarray(d.y, dtype=float), np.asarray(d.n, dtype=float),
-                   links.get(spec.link).kernel_id, nodes)
+        y, n = np.asarray(d.y, dtype=float), np.asarray(d.n, dtype=float)
+        level, weight, keep = _distinct_groups(rows, codes, y, n,
+                                               spec.terms[0].group.n_levels)
+        groups = np.argsort(level, kind="stable")
+        members = (groups, np.concatenate([[0], np.cumsum(weight)]), len(level))
+        return cls(spec, rows.take(keep), level[codes[keep]], len(weight), y[keep], n[keep],
+                   links.get(spec.link).kernel_id, weight.astype(float), members, nodes)
 
     @property
     def dim(self) -> int:
@@ -181,7 +193,7 @@ class _Problem:
                 ll = intercept_log_integrals(self.link_id, self.eta0(t), self.y, self.n,
                                              self.codes, self.n_levels, np.exp(t[:, -1]),
                                              start, nodes)[0]
-            out[i:i + b] = ll.sum(axis=1) + self.log_prior(t)
+            out[i:i + b] = ll @ self.weight + self.log_prior(t)
         return np.where(np.isfinite(out), out, -np.inf)
 
     def modes(self, theta: np.ndarray) -> np.ndarray:
@@ -189,6 +201,26 @@ class _Problem:
         t = np.atleast_2d(theta)
         return intercept_log_integrals(self.link_id, self.eta0(t), self.y, self.n, self.codes,
                                        self.n_levels, np.exp(t[:, -1]), None, 1)[1][0]
+
+
+def _distinct_groups(rows: Rows, codes: np.ndarray, y: np.ndarray, n: np.ndarray,
+                     n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Groups by their set of cells: each group's level (n_groups,), each level's number of
+    groups, and the cells of one group per level (the cells the problem keeps)."""
+    content = [rows.X, y[:, None], n[:, None]]
+    if rows.offset is not None:
+        content.append(np.asarray(rows.offset, dtype=float)[:, None])
+    kind = np.unique(np.column_stack(content), axis=0, return_inverse=True)[1].ravel()
+    order = np.lexsort((kind, codes))
+    starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=n_groups))])
+    sorted_kind = kind[order]
+    signature = np.empty(n_groups, dtype=object)
+    signature[:] = [sorted_kind[starts[g]:starts[g + 1]].tobytes() for g in range(n_groups)]
+    _, first, level, weight = np.unique(signature, return_index=True, return_inverse=True,
+                                        return_counts=True)
+    level = np.asarray(level, dtype=np.int64).ravel()
+    keep = np.flatnonzero(np.isin(codes, first))
+    return level, weight, keep
 
 
 def _gradient_points(theta: np.ndarray, h: float) -> np.ndarray:
@@ -292,7 +324,7 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
     """Each level's intercept per draw (S, levels), exact draws from its conditional
     posterior; how many pairs found no draw, and the mean proposals per draw."""
     S = len(theta)
-    u = np.empty((S, problem.n_levels))
+    u = np.empty((S, problem.members[2]))
     key = int(rng.integers(2**63))
     failed, proposals = 0, 0
     b = problem.batch()
@@ -301,7 +333,8 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             draws, tries = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
                                            problem.n, problem.codes, problem.n_levels,
-                                           np.exp(t[:, -1]), start, key, first=i)
+                                           np.exp(t[:, -1]), start, key, first=i,
+                                           members=problem.members)
         u[i:i + b] = draws
         failed += int(np.count_nonzero(tries > MAX_TRIES))
         proposals += int(tries.sum())

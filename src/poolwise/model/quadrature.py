@@ -488,16 +488,17 @@ def _within(a, b, dj, v):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _draw_level(link, eta0, s, y, n, cells, c0, c1, sd2, u0, key,
-                counter):  # pragma: no cover - compiled
-    """One exact draw from a level's conditional posterior (log-concave: the binomial
-    log-likelihood of these links is concave in eta) by rejection from the envelope of its
-    tangents at ``TANGENTS``; returns the draw and the proposals it took (MAX_TRIES + 1:
-    none accepted)."""
+def _envelope(link, eta0, s, y, n, cells, c0, c1, sd2, u0, x, f, d, z,
+              mass):  # pragma: no cover - compiled
+    """The envelope of a level's conditional log density (log-concave: the binomial
+    log-likelihood of these links is concave in eta, the prior too): its tangents at
+    ``TANGENTS`` (in SDs of the Laplace approximation around the mode) at ``x`` with values
+    ``f`` (relative to the mode's) and slopes ``d``, the tangents' crossings ``z`` and each
+    segment's mass (scaled), into the arrays given; returns the mode's log density and the
+    total mass."""
     u, fm, h = _level_mode(link, eta0, s, y, n, cells, c0, c1, sd2, u0)
     m = TANGENTS.shape[0]
     sc = 1.0 / math.sqrt(h)
-    x, f, d, z = np.empty(m), np.empty(m), np.empty(m), np.empty(m - 1)
     for j in range(m):
         x[j] = u + sc * TANGENTS[j]
         f[j] = _level_objective(link, eta0, s, y, n, cells, c0, c1, sd2, x[j]) - fm
@@ -507,42 +508,61 @@ def _draw_level(link, eta0, s, y, n, cells, c0, c1, sd2, u0, key,
         z[j] = 0.5 * (x[j] + x[j + 1]) if dd <= 1e-300 else (
             f[j + 1] - f[j] - x[j + 1] * d[j + 1] + x[j] * d[j]) / dd
         z[j] = min(max(z[j], x[j]), x[j + 1])
-    logm = np.empty(m)
     top = -math.inf
     for j in range(m):
-        logm[j] = _segment(x, f, d, z, j)[2]
-        top = max(top, logm[j])
+        mass[j] = _segment(x, f, d, z, j)[2]
+        top = max(top, mass[j])
     total = 0.0
     for j in range(m):
-        logm[j] = math.exp(logm[j] - top)
-        total += logm[j]
+        mass[j] = math.exp(mass[j] - top)
+        total += mass[j]
+    return fm, total
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _from_envelope(link, eta0, s, y, n, cells, c0, c1, sd2, fm, x, f, d, z, mass, total,
+                   key, counter):  # pragma: no cover - compiled
+    """One exact draw by rejection from the envelope: the draw and the proposals it took
+    (``MAX_TRIES + 1``: none accepted, the draw is the first tangent point's mode)."""
+    m = x.shape[0]
     for t in range(MAX_TRIES):
         v = _uniform(key, counter + np.uint64(2 * t)) * total
         j = 0
-        while j < m - 1 and v > logm[j]:
-            v -= logm[j]
+        while j < m - 1 and v > mass[j]:
+            v -= mass[j]
             j += 1
         a, b, _ = _segment(x, f, d, z, j)
-        xp = _within(a, b, d[j], min(max(v / logm[j], 1e-300), 1.0 - 1e-16))
+        xp = _within(a, b, d[j], min(max(v / mass[j], 1e-300), 1.0 - 1e-16))
         hull = f[j] + d[j] * (xp - x[j])
         fx = _level_objective(link, eta0, s, y, n, cells, c0, c1, sd2, xp) - fm
         if math.log(_uniform(key, counter + np.uint64(2 * t + 1))) <= fx - hull:
             return xp, t + 1
-    return u, MAX_TRIES + 1
+    return x[m // 2], MAX_TRIES + 1
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def _intercept_draws(link, eta0, y, n, cells, starts, sd, start, key, first, out,
-                     tries):  # pragma: no cover - compiled
+def _intercept_draws(link, eta0, y, n, cells, starts, members, member_starts, n_groups, sd,
+                     start, key, first, out, tries):  # pragma: no cover - compiled
+    """Per (draw, level): its envelope once, then one draw for each group that has the
+    level's cells (``members[member_starts[k]:member_starts[k + 1]]``); each group's
+    uniforms come from its own (draw, group) index."""
     S = eta0.shape[0]
-    G = starts.shape[0] - 1
-    for i in numba.prange(S * G):
-        s = i // G
-        g = i % G
-        pair = np.uint64(first + s) * np.uint64(G) + np.uint64(g)
-        out[s, g], tries[s, g] = _draw_level(
-            link, eta0, s, y, n, cells, starts[g], starts[g + 1], sd[s] * sd[s], start[g],
-            key, pair * np.uint64(2 * MAX_TRIES))
+    K = starts.shape[0] - 1
+    m = TANGENTS.shape[0]
+    for i in numba.prange(S * K):
+        s = i // K
+        k = i % K
+        x, f, d, z, mass = np.empty(m), np.empty(m), np.empty(m), np.empty(m - 1), np.empty(m)
+        sd2 = sd[s] * sd[s]
+        c0, c1 = starts[k], starts[k + 1]
+        fm, total = _envelope(link, eta0, s, y, n, cells, c0, c1, sd2, start[k], x, f, d, z,
+                              mass)
+        for q in range(member_starts[k], member_starts[k + 1]):
+            g = members[q]
+            pair = np.uint64(first + s) * np.uint64(n_groups) + np.uint64(g)
+            out[s, g], tries[s, g] = _from_envelope(
+                link, eta0, s, y, n, cells, c0, c1, sd2, fm, x, f, d, z, mass, total, key,
+                pair * np.uint64(2 * MAX_TRIES))
 
 
 def _level_runs(codes: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -577,21 +597,32 @@ def intercept_log_integrals(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np
 
 def intercept_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
                     codes: np.ndarray, n_levels: int, sd: np.ndarray, start: np.ndarray,
-                    key: int, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                    key: int, first: int = 0,
+                    members: tuple[np.ndarray, np.ndarray, int] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """One exact draw per (draw, level) of the varying intercept from its conditional
     posterior ``prod_c Binom(y_c | n_c, p(eta0_c + u)) N(u | 0, sd^2)`` (eta0 (S, cells),
     ``sd`` (S,), ``start`` (levels,) where each search for the mode starts), by rejection
     from a piecewise-exponential envelope (its log density's tangents). The uniforms come
-    from ``key`` and the pair's index (draw ``first + s``, level), so a batch of draws is
-    the same whichever way the draws are split. Returns the draws and the proposals each
-    took (``MAX_TRIES + 1``: it failed; the caller reports it)."""
+    from ``key`` and the pair's index (draw ``first + s``, group), so a batch of draws is
+    the same whichever way the draws are split.
+
+    ``members``: ``(groups, starts, n_groups)`` when a level stands for several groups with
+    the same cells (the groups of level k are ``groups[starts[k]:starts[k + 1]]``): one draw
+    per group, each from the level's envelope. Returns the draws (S, groups) and the
+    proposals each took (``MAX_TRIES + 1``: it failed; the caller reports it)."""
     cells, starts = _level_runs(np.asarray(codes, dtype=np.int64), n_levels)
+    if members is None:
+        members = (np.arange(n_levels), np.arange(n_levels + 1), n_levels)
+    groups, member_starts, n_groups = members
     S = eta0.shape[0]
-    out = np.empty((S, n_levels))
-    tries = np.empty((S, n_levels), dtype=np.int64)
+    out = np.empty((S, n_groups))
+    tries = np.empty((S, n_groups), dtype=np.int64)
     _intercept_draws(int(link_id), np.ascontiguousarray(eta0, dtype=np.float64),
                      np.asarray(y, dtype=np.float64), np.asarray(n, dtype=np.float64), cells,
-                     starts, np.ascontiguousarray(sd, dtype=np.float64),
+                     starts, np.asarray(groups, dtype=np.int64),
+                     np.asarray(member_starts, dtype=np.int64), int(n_groups),
+                     np.ascontiguousarray(sd, dtype=np.float64),
                      np.ascontiguousarray(start, dtype=float), np.uint64(key), int(first), out,
                      tries)
     return out, tries
