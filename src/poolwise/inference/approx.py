@@ -337,7 +337,7 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
                                            members=problem.members)
         u[i:i + b] = draws
         failed += int(np.count_nonzero(tries > MAX_TRIES))
-        proposals += int(tries.sum())
+        proposals += int(tries.sum(dtype=np.int64))
     return u, failed, proposals / max(1, u.size)
 
 

@@ -531,7 +531,8 @@ def _from_envelope(link, eta0, s, y, n, cells, c0, c1, sd2, fm, x, f, d, z, mass
         while j < m - 1 and v > mass[j]:
             v -= mass[j]
             j += 1
-        a, b, _ = _segment(x, f, d, z, j)
+        a = -math.inf if j == 0 else z[j - 1]
+        b = math.inf if j == m - 1 else z[j]
         xp = _within(a, b, d[j], min(max(v / mass[j], 1e-300), 1.0 - 1e-16))
         hull = f[j] + d[j] * (xp - x[j])
         fx = _level_objective(link, eta0, s, y, n, cells, c0, c1, sd2, xp) - fm
@@ -617,7 +618,7 @@ def intercept_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray
     groups, member_starts, n_groups = members
     S = eta0.shape[0]
     out = np.empty((S, n_groups))
-    tries = np.empty((S, n_groups), dtype=np.int64)
+    tries = np.empty((S, n_groups), dtype=np.int16)
     _intercept_draws(int(link_id), np.ascontiguousarray(eta0, dtype=np.float64),
                      np.asarray(y, dtype=np.float64), np.asarray(n, dtype=np.float64), cells,
                      starts, np.asarray(groups, dtype=np.int64),
