@@ -341,7 +341,7 @@ def _nested_log_density(lik: CellLikelihood, eta0: np.ndarray, y: np.ndarray, n:
 # ---- one varying intercept: numba over every (draw, level) pair ----------------------------
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _level_objective(link, eta0, s, y, n, cells, c0, c1, sd2, u):  # pragma: no cover
     """``sum_c loglik(eta0[s, c] + u) - u^2 / (2 sd^2)`` over a level's cells."""
     f = -0.5 * u * u / sd2
@@ -351,7 +351,7 @@ def _level_objective(link, eta0, s, y, n, cells, c0, c1, sd2, u):  # pragma: no 
     return f
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _level_curvature(link, eta0, s, y, n, cells, c0, c1, sd2, u,
                      observed):  # pragma: no cover - compiled
     """The score in ``u`` and the curvature (the Fisher information, or with ``observed``
@@ -443,7 +443,7 @@ def _uniform(key, counter):  # pragma: no cover - compiled
     return (np.float64(z >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _level_score(link, eta0, s, y, n, cells, c0, c1, sd2, u):  # pragma: no cover
     g = -u / sd2
     for k in range(c0, c1):
@@ -460,7 +460,7 @@ TANGENTS = np.array([-2.2, -0.8, 0.0, 0.8, 2.2])
 MAX_TRIES = 60
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _segment(x, f, d, z, j):  # pragma: no cover - compiled
     """Segment j of the envelope: its ends (a, b) and log mass."""
     m = x.shape[0]
@@ -475,7 +475,7 @@ def _segment(x, f, d, z, j):  # pragma: no cover - compiled
     return a, b, f[j] + d[j] * (a - x[j]) + math.log(math.expm1(d[j] * (b - a)) / d[j])
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _within(a, b, dj, v):  # pragma: no cover - compiled
     """The ``v`` quantile within a segment of the envelope (density exp(dj x) on [a, b])."""
     if a == -math.inf:
@@ -487,7 +487,7 @@ def _within(a, b, dj, v):  # pragma: no cover - compiled
     return a + math.log1p(v * math.expm1(dj * (b - a))) / dj
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _envelope(link, eta0, s, y, n, cells, c0, c1, sd2, u0, x, f, d, z,
               mass):  # pragma: no cover - compiled
     """The envelope of a level's conditional log density (log-concave: the binomial
@@ -519,7 +519,7 @@ def _envelope(link, eta0, s, y, n, cells, c0, c1, sd2, u0, x, f, d, z,
     return fm, total
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def _from_envelope(link, eta0, s, y, n, cells, c0, c1, sd2, fm, x, f, d, z, mass, total,
                    key, counter):  # pragma: no cover - compiled
     """One exact draw by rejection from the envelope: the draw and the proposals it took
