@@ -170,7 +170,7 @@ class _Problem:
         priors = [*self.spec.fixed_priors, self.spec.terms[0].sd_priors[0]]
         for k, p in enumerate(priors):
             fam = families.get(p.family)
-            if not fam.proper and p.family == "flat":
+            if not fam.proper:  # a flat prior: a constant
                 continue
             x = np.exp(theta[:, k]) if k == len(priors) - 1 else theta[:, k]
             out += fam.logpdf(p.params, x)
