@@ -243,3 +243,18 @@ def test_the_command_line_writes_a_folder_that_loads_back(tmp_path, bangladesh, 
     assert loaded.posterior["a_district"].shape == (4, 500, 60)
     assert main(["diagnose", str(out)]) == 0
     assert "method: approx" in capsys.readouterr().out
+
+
+def test_the_command_line_says_not_ok_and_how_to_run_nuts(tmp_path, bangladesh, capsys,
+                                                          monkeypatch):
+    monkeypatch.setattr(approx, "NODES", 1)  # the Laplace approximation: the check fails
+    data = tmp_path / "survey.csv"
+    bangladesh.to_csv(data, index=False)
+    code = main(["fit", str(data), "-f", FORMULA, "--method", "approx", "--seed", "5",
+                 "--draws", "200", "--out", str(tmp_path / "fit")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "status: NOT OK" in out and "--method nuts" in out
+    r = json.loads((tmp_path / "fit" / "result.json").read_text())
+    assert r["diagnostics"]["ok"] is False and r["approx_check"]["refinement_change"] > 0.01
+    assert not poolwise.load_fit(tmp_path / "fit").ok  # judged alike when loaded

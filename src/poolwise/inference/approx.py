@@ -10,14 +10,18 @@ the priors apply). Given ``theta = (beta, log sd)`` the levels are independent, 
                                                      N(u | 0, sd^2) du  + const
 
 is exact up to quadrature error: each level's integral by adaptive Gauss-Hermite quadrature
-(:func:`poolwise.model.quadrature.intercept_log_integrals`, every level at once, compiled).
+(:func:`poolwise.model.quadrature.intercept_log_integrals`, every level at once, compiled;
+groups with the same cells share theirs).
 
 1. the mode of ``theta`` (BFGS, gradients by central differences over the few dimensions, all
    evaluated in one call) and the curvature there (central second differences);
 2. ``M`` draws from a multivariate Student-t (``PROPOSAL_DF`` degrees of freedom) at the mode
    with that curvature, importance-weighted against the exact log density above; the log
    weights Pareto-smoothed (PSIS, arviz-stats' ``psislw``) and resampled to ``chains x
-   draws`` draws, reported as ``chains`` chains of independent draws;
+   draws`` draws, reported as ``chains`` chains of independent draws (resampling repeats
+   proposals: the fixed effects' and SD's information is that of the importance sampling's
+   effective sample size, the check's ``is_ess``, which the summary's ESS of those columns,
+   computed as for distinct draws, can exceed);
 3. each level's intercept per draw from its conditional posterior given ``theta``, exactly
    (rejection from an envelope of its log-concave density,
    :func:`poolwise.model.quadrature.intercept_draws`);
