@@ -301,3 +301,22 @@ def test_the_report_says_the_method(tmp_path, bangladesh_pair):
     poolwise.write_report(path, a)
     html = path.read_text()
     assert "approx" in html
+
+
+@pytest.mark.parametrize("case", ["no group variation", "almost all zero"])
+def test_hard_posteriors_of_the_sd_agree_with_nuts(case):
+    """A group SD whose posterior piles up near 0 (skewed: the second round of proposals), and
+    outcomes almost all 0 (an intercept near -6, the SD's draws down to 1e-3: each level's
+    search for its mode starts far out)."""
+    rng = np.random.default_rng(0)
+    G = 200
+    y = rng.binomial(10, 0.3, G) if case == "no group variation" else np.zeros(G, dtype=int)
+    if case == "almost all zero":
+        y[0] = 1
+    df = pd.DataFrame({"y": y, "n": 10, "g": np.arange(G)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", poolwise.DataWarning)
+        a = poolwise.fit("y | trials(n) ~ 1 + (1 | g)", df, method="approx", seed=1)
+        n = poolwise.fit("y | trials(n) ~ 1 + (1 | g)", df, seed=1)
+    assert a.ok and n.ok
+    _agree_with_nuts(a, n, ("Intercept", "sd_g"), "a_g")

@@ -16,7 +16,8 @@ groups with the same cells share theirs).
 1. the mode of ``theta`` (BFGS, gradients by central differences over the few dimensions, all
    evaluated in one call) and the curvature there (central second differences);
 2. ``M`` draws from a multivariate Student-t (``PROPOSAL_DF`` degrees of freedom) at the mode
-   with that curvature, importance-weighted against the exact log density above; the log
+   with that curvature (where their Pareto k is ``ADAPT_K`` or more, a second round at the
+   first's weighted moments), importance-weighted against the exact log density above; the log
    weights Pareto-smoothed (PSIS, arviz-stats' ``psislw``) and resampled to ``chains x
    draws`` draws, reported as ``chains`` chains of independent draws (resampling repeats
    proposals: the fixed effects' and SD's information is that of the importance sampling's
@@ -93,6 +94,11 @@ REFINED_NODES = 31
 #: proposals: at least this many, and at least chains x draws
 MIN_PROPOSALS = 2000
 PROPOSAL_DF = 7
+#: a second round of proposals where the first's Pareto k reaches ADAPT_K: a t with ADAPT_DF
+#: degrees of freedom at the weighted moments of the first, the covariance times ADAPT_INFLATE
+ADAPT_K = 0.5
+ADAPT_DF = 4
+ADAPT_INFLATE = 1.5
 #: draws per batch (memory: batch x cells x 8 bytes for eta)
 BATCH_CELLS = 4_000_000
 
@@ -286,32 +292,26 @@ class ApproxCheck:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
-def _proposal(mode: np.ndarray, H: np.ndarray, M: int, rng: np.random.Generator
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """M Student-t draws at ``mode`` with scale ``(-H)^-1`` and their log density (up to a
-    constant)."""
-    d = len(mode)
-    neg = -H
-    w, V = np.linalg.eigh(neg)
-    w = np.maximum(w, 1e-8 * max(1.0, float(np.max(np.abs(w)))))  # a flat direction: wide
-    L = V * (1.0 / np.sqrt(w))  # L L' = (-H)^-1
+def _proposal(center: np.ndarray, cov: np.ndarray, df: float, M: int,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """M Student-t draws (``df`` degrees of freedom) at ``center`` with scale matrix ``cov``
+    and their log density (up to a constant)."""
+    d = len(center)
+    w, V = np.linalg.eigh(0.5 * (cov + cov.T))
+    w = np.maximum(w, 1e-12 * max(1e-300, float(np.max(np.abs(w)))))
+    L = V * np.sqrt(w)  # L L' = cov
     z = rng.standard_normal((M, d))
-    chi = rng.chisquare(PROPOSAL_DF, size=M) / PROPOSAL_DF
-    theta = mode + (z / np.sqrt(chi)[:, None]) @ L.T
-    r = (theta - mode) @ (V * np.sqrt(w))  # L^-1 (theta - mode)
-    logq = -0.5 * (PROPOSAL_DF + d) * np.log1p((r * r).sum(axis=1) / PROPOSAL_DF)
+    chi = rng.chisquare(df, size=M) / df
+    theta = center + (z / np.sqrt(chi)[:, None]) @ L.T
+    r = (theta - center) @ (V / np.sqrt(w))  # L^-1 (theta - center)
+    logq = -0.5 * (df + d) * np.log1p((r * r).sum(axis=1) / df)
     return theta, logq
 
 
-def _importance(problem: _Problem, mode: np.ndarray, H: np.ndarray, M: int,
-                rng: np.random.Generator, start: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
-    """Proposals, their log density, their Pareto-smoothed normalized weights, the Pareto k
-    and the ESS."""
+def _weights(logp: np.ndarray, logq: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Pareto-smoothed normalized importance weights, their Pareto k and ESS."""
     from arviz_stats.base import array_stats
 
-    theta, logq = _proposal(mode, H, M, rng)
-    logp = problem.log_density(theta, start=start)
     logw = logp - logq
     finite = np.isfinite(logw)
     logw = np.where(finite, logw, np.min(logw[finite]) - 1e3 if finite.any() else 0.0)
@@ -320,7 +320,36 @@ def _importance(problem: _Problem, mode: np.ndarray, H: np.ndarray, M: int,
     smoothed, khat = array_stats.psislw(np.max(logw) - logw, r_eff=1.0)
     w = np.exp(smoothed - np.max(smoothed))
     w /= w.sum()
-    return theta, logp, w, float(khat), float(1.0 / np.sum(w * w))
+    return w, float(khat), float(1.0 / np.sum(w * w))
+
+
+def _inverse(H: np.ndarray) -> np.ndarray:
+    """``(-H)^-1``, a flat direction made wide instead of singular."""
+    w, V = np.linalg.eigh(-0.5 * (H + H.T))
+    w = np.maximum(w, 1e-8 * max(1.0, float(np.max(np.abs(w)))))
+    return (V / w) @ V.T
+
+
+def _importance(problem: _Problem, mode: np.ndarray, H: np.ndarray, M: int,
+                rng: np.random.Generator, start: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """Proposals, their log density, their Pareto-smoothed normalized weights, the Pareto k
+    and the ESS. A Student-t at the mode with the inverse curvature; where its Pareto k is
+    ``ADAPT_K`` or more (a skewed posterior: a group SD near 0, few groups), a second round
+    from a heavier-tailed t at the first round's weighted mean and covariance (inflated),
+    kept if its k is lower."""
+    theta, logq = _proposal(mode, _inverse(H), PROPOSAL_DF, M, rng)
+    logp = problem.log_density(theta, start=start)
+    w, khat, ess = _weights(logp, logq)
+    if khat >= ADAPT_K:
+        center = w @ theta
+        cov = ((theta - center).T * w) @ (theta - center)
+        theta2, logq2 = _proposal(center, ADAPT_INFLATE * cov, ADAPT_DF, M, rng)
+        logp2 = problem.log_density(theta2, start=start)
+        w2, k2, ess2 = _weights(logp2, logq2)
+        if k2 < khat:
+            return theta2, logp2, w2, k2, ess2
+    return theta, logp, w, khat, ess
 
 
 def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,

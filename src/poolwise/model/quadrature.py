@@ -376,15 +376,17 @@ def _level_curvature(link, eta0, s, y, n, cells, c0, c1, sd2, u,
 
 @numba.njit(cache=True, error_model="numpy")
 def _level_mode(link, eta0, s, y, n, cells, c0, c1, sd2, u):  # pragma: no cover - compiled
-    """The mode of a level's integrand by Fisher scoring, each step at most 3 prior SDs and
-    halved until it raises the integrand; returns (mode, objective, observed curvature)."""
+    """The mode of a level's integrand by Fisher scoring, each step at most 3 prior SDs
+    farther from 0 than the current point (a start far out, from another draw's SD, returns
+    in one step) and halved until it raises the integrand; returns (mode, objective,
+    observed curvature)."""
     f = _level_objective(link, eta0, s, y, n, cells, c0, c1, sd2, u)
-    lim = 3.0 * math.sqrt(sd2)
     for _ in range(100):
         g, h = _level_curvature(link, eta0, s, y, n, cells, c0, c1, sd2, u, False)
         step = g / h
         if not math.isfinite(step):
             break
+        lim = 3.0 * math.sqrt(sd2) + abs(u)
         step = min(max(step, -lim), lim)
         t = 1.0
         fn = f
