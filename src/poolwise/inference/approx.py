@@ -364,11 +364,10 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
     for i in range(0, S, b):
         t = theta[i:i + b]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            draws, tries = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
-                                           problem.n, problem.codes, problem.n_levels,
-                                           np.exp(t[:, -1]), start, key, first=i,
-                                           members=problem.members)
-        u[i:i + b] = draws
+            _, tries = intercept_draws(problem.link_id, problem.eta0(t), problem.y, problem.n,
+                                       problem.codes, problem.n_levels, np.exp(t[:, -1]),
+                                       start, key, first=i, members=problem.members,
+                                       out=u[i:i + b])  # rows of u: contiguous
         failed += int(np.count_nonzero(tries > MAX_TRIES))
         proposals += int(tries.sum(dtype=np.int64))
     return u, failed, proposals / max(1, u.size)
@@ -385,7 +384,9 @@ def _posterior(spec: ModelSpec, theta: np.ndarray, u: np.ndarray, chains: int,
         data[fixed_name(coef)] = (("chain", "draw"), theta[:, k].reshape(shape))
     data[sd_name(term, "Intercept")] = (("chain", "draw"), np.exp(theta[:, -1]).reshape(shape))
     mi = term.mu_index[0]
-    tot = u + (theta[:, [mi]] if mi >= 0 else 0.0)
+    tot = u
+    if mi >= 0:
+        tot += theta[:, [mi]]  # in place: u is not used again (S x levels is the fit's size)
     data[total_name(term, "Intercept")] = (("chain", "draw", g.name),
                                            tot.reshape(chains, draws, -1))
     ds = xr.Dataset(data, coords={"chain": np.arange(chains), "draw": np.arange(draws),

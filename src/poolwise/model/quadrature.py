@@ -601,8 +601,8 @@ def intercept_log_integrals(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np
 def intercept_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
                     codes: np.ndarray, n_levels: int, sd: np.ndarray, start: np.ndarray,
                     key: int, first: int = 0,
-                    members: tuple[np.ndarray, np.ndarray, int] | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    members: tuple[np.ndarray, np.ndarray, int] | None = None,
+                    out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One exact draw per (draw, level) of the varying intercept from its conditional
     posterior ``prod_c Binom(y_c | n_c, p(eta0_c + u)) N(u | 0, sd^2)`` (eta0 (S, cells),
     ``sd`` (S,), ``start`` (levels,) where each search for the mode starts), by rejection
@@ -612,14 +612,15 @@ def intercept_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray
 
     ``members``: ``(groups, starts, n_groups)`` when a level stands for several groups with
     the same cells (the groups of level k are ``groups[starts[k]:starts[k + 1]]``): one draw
-    per group, each from the level's envelope. Returns the draws (S, groups) and the
-    proposals each took (``MAX_TRIES + 1``: it failed; the caller reports it)."""
+    per group, each from the level's envelope. Returns the draws (S, groups; into ``out``
+    when given, a C-contiguous float64 array) and the proposals each took
+    (``MAX_TRIES + 1``: it failed; the caller reports it)."""
     cells, starts = _level_runs(np.asarray(codes, dtype=np.int64), n_levels)
     if members is None:
         members = (np.arange(n_levels), np.arange(n_levels + 1), n_levels)
     groups, member_starts, n_groups = members
     S = eta0.shape[0]
-    out = np.empty((S, n_groups))
+    out = np.empty((S, n_groups)) if out is None else out
     tries = np.empty((S, n_groups), dtype=np.int16)
     _intercept_draws(int(link_id), np.ascontiguousarray(eta0, dtype=np.float64),
                      np.asarray(y, dtype=np.float64), np.asarray(n, dtype=np.float64), cells,
