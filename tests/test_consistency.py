@@ -511,7 +511,7 @@ def check_case(case: Case) -> None:
             group_log_lik(fit, scoring, group="g")
     else:
         got = group_log_lik(fit, scoring, group="g")
-        # the quadrature's documented accuracy (poolwise.comparison.quadrature): 2e-5 for a
+        # the quadrature's documented accuracy (poolwise.model.quadrature): 2e-5 for a
         # varying intercept, 1e-4 with nested levels inside it, 5e-3 with a slope (the Monte
         # Carlo error of an elpd_j is 1e-2 or more)
         nested = "g:k" in [t.name for t in spec.terms]

@@ -270,7 +270,7 @@ LONG_FUNCTIONS: dict[str, str] = {
     "poolwise.comparison.pooling.compare_fits": "owned by another change, split there",
     "poolwise.comparison.pooling.compare_pooling": "its signature lists the options (30 "
     "keywords, held to FitOptions by tests/test_options.py)",
-    "poolwise.comparison.quadrature._nested_log_density": "owned by another change, split there",
+    "poolwise.model.quadrature._nested_log_density": "owned by another change, split there",
     "poolwise.inference.repair.repair_fit": "owned by another change, split there",
 }
 

@@ -16,9 +16,9 @@ import poolwise
 from poolwise.comparison import logo
 from poolwise.comparison.logo import logo_compare
 from poolwise.comparison.pooling import POOLINGS
-from poolwise.comparison.quadrature import NewLevelPrior, new_level_log_density
 from poolwise.model import links
 from poolwise.model.likelihood import CellLikelihood
+from poolwise.model.quadrature import NewLevelPrior, new_level_log_density
 
 
 def _fits(formula: str, df: pd.DataFrame, **kw) -> dict:

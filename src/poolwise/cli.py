@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import sys
 import warnings
@@ -126,6 +127,7 @@ FLAG_SPECS: dict[str, dict[str, Any]] = {
     "parameterization": {"action": "append", "default": None, "metavar": "KIND|GROUP=KIND"},
     "standardize": {"dest": "standardize", "action": "store_false"},
     "priors": {"dest": "prior", "action": "append", "default": [], "metavar": "CLASS=PRIOR"},
+    "method": {"choices": ["nuts", "approx"], "default": "nuts"},
     "chains": {"type": int, "default": 4, "metavar": "N"},
     "tune": {"type": int, "default": 1000, "metavar": "N"},
     "draws": {"type": int, "default": 1000, "metavar": "N"},
@@ -222,7 +224,7 @@ def _add_output_args(p: argparse.ArgumentParser, groups: dict[str, Any], what: s
 #: the options of poolwise.fit / poolwise.compare_pooling on each subcommand, in help order
 FIT_OPTIONS = ("success", "drop_missing", "offset", "weights", "weights_kind", "reference",
                "pooling", "link", "family", "parameterization", "standardize", "priors",
-               "chains", "tune", "draws", "seed",
+               "method", "chains", "tune", "draws", "seed",
                "target_accept", "max_treedepth", "cores", "progress", "engine", "repair",
                "prior_check", "prior_sensitivity", "log_likelihood", "prob", "kind")
 COMPARE_OPTIONS = tuple(o for o in FIT_OPTIONS if o != "pooling") + ("group", "loo", "logo",
@@ -646,6 +648,11 @@ def _status_line(fit: Any) -> str:
     d = fit.diagnosis
     verdict = "OK" if fit.ok else "NOT OK - do not trust these estimates"
     rhat = fmt_rhat(d.max_rhat) or "nan"
+    if fit.method == "approx":  # no sampler: no divergences; the self-check is in the verdict
+        return (f"status: {verdict} | method approx (checked: quadrature, Pareto k, ESS) | "
+                f"max R-hat {rhat} | min ESS bulk {d.min_ess_bulk:.0f} | "
+                f"approximation {fit.timings['sampling_s']:.2f} s, "
+                f"total {fit.timings['total_s']:.2f} s")
     return (
         f"status: {verdict} | divergences {d.divergences} | max R-hat {rhat} | "
         f"min ESS bulk {d.min_ess_bulk:.0f}, tail {d.min_ess_tail:.0f} | "
@@ -653,11 +660,20 @@ def _status_line(fit: Any) -> str:
     )
 
 
-def _fit_header(spec: Any, config: Any) -> list[str]:
+def _fit_header(spec: Any, config: Any, method: str = "nuts") -> list[str]:
     """What a fit will sample, printed before it samples: the model and every prior with the
     scale it applies on, the data (rows -> cells) and its notes, each group term's
-    parameterization as asked, the seed and the chains."""
+    parameterization as asked, the seed and the chains (with ``method="approx"``: the
+    method and the draws it makes instead)."""
     from poolwise.output.report import model_lines
+
+    if method == "approx":
+        lines = _fit_header(spec, config)[:-1]
+        lines = [line for line in lines if not line.startswith("parameterization of (")]
+        return [*lines, "method: approx (the fixed effects and group SD by importance "
+                "sampling from their exact marginal posterior, each group's effect by "
+                "quadrature; checked against that posterior)",
+                f"seed: {config.seed}   draws: {config.chains} x {config.draws} independent"]
 
     lines = [f"model: {spec.formula.text}   pooling: {spec.pooling}   link: {spec.link}"
              + (f"   family: {spec.family}" if spec.family != "binomial" else "")]
@@ -701,6 +717,8 @@ def _reporter(args: argparse.Namespace) -> Any:
     if getattr(args, "quiet", False):
         return None
     header = {"fit": _fit_header, "compare": _compare_header}.get(args.command)
+    if args.command == "fit" and getattr(args, "method", "nuts") == "approx":
+        header = functools.partial(_fit_header, method="approx")
     if getattr(args, "progress", None) is False:
         return (progress.HeaderReporter(sys.stderr, header=header, header_stream=sys.stdout)
                 if header is not None else None)
@@ -735,6 +753,8 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
     fit = with_command(fit, args.command_line)  # saved with the fit: how to reproduce it
     if not args.quiet:  # the header was printed before sampling (_fit_header)
         for term, par in fit.spec.parameterization_by_term().items():
+            if fit.method == "approx":
+                break  # no sampler: no parameterization
             if next(t for t in fit.spec.terms if t.name == term).requested == "auto":
                 print(f"parameterization of ({term}): {par} (auto)")
         print()
@@ -1184,17 +1204,13 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     d = diagnose(fit)
     print(f"model: {fit.spec.formula.text}   pooling: {fit.spec.pooling}")
     for term, par in fit.spec.parameterization_by_term().items():
-        print(f"parameterization of ({term}): {par}")
-    print(f"chains: {d.chains} x {d.draws} draws   target_accept: {d.target_accept}\n")
-    print("chain  divergences        E-BFMI  max-depth  accept")
-    for i in range(d.chains):
-        div = d.divergences_per_chain[i] if i < len(d.divergences_per_chain) else 0
-        pct = 100.0 * div / d.draws if d.draws else 0.0
-        bf = f"{d.bfmi[i]:.2f}" if i < len(d.bfmi) else "-"
-        sat = f"{100 * d.treedepth_saturation[i]:.1f}%" if i < len(d.treedepth_saturation) else "-"
-        acc = f"{d.accept_per_chain[i]:.2f}" if i < len(d.accept_per_chain) else "-"
-        print(f"{i:>5}  {div:>5} ({pct:5.1f}%)  {bf:>7}  {sat:>9}  {acc:>6}")
-    print()
+        if fit.method != "approx":  # no sampler: no parameterization
+            print(f"parameterization of ({term}): {par}")
+    if fit.method == "approx":
+        print(f"method: approx: {d.chains} x {d.draws} independent draws (no sampler: no "
+              "divergences, E-BFMI or tree depth; its self-check is below)\n")
+    else:
+        _print_chains(d)
     short = _shortener(fit.spec)
     for f in d.findings:
         print(f"{f.severity}: {short.text(f.message)}")
@@ -1219,9 +1235,24 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     ess_b = "nan" if d.min_ess_bulk != d.min_ess_bulk else f"{d.min_ess_bulk:.0f}"
     ess_t = "nan" if d.min_ess_tail != d.min_ess_tail else f"{d.min_ess_tail:.0f}"
     rhat = fmt_rhat(d.max_rhat) or "nan"
-    print(f"status: {verdict} | divergences {d.divergences} | max R-hat {rhat} | "
+    first = "method approx" if fit.method == "approx" else f"divergences {d.divergences}"
+    print(f"status: {verdict} | {first} | max R-hat {rhat} | "
           f"min ESS bulk {ess_b}, tail {ess_t}")
     return EXIT_OK if d.ok else EXIT_NOT_OK
+
+
+def _print_chains(d: Any) -> None:
+    """The sampler's numbers per chain (the diagnose command)."""
+    print(f"chains: {d.chains} x {d.draws} draws   target_accept: {d.target_accept}\n")
+    print("chain  divergences        E-BFMI  max-depth  accept")
+    for i in range(d.chains):
+        div = d.divergences_per_chain[i] if i < len(d.divergences_per_chain) else 0
+        pct = 100.0 * div / d.draws if d.draws else 0.0
+        bf = f"{d.bfmi[i]:.2f}" if i < len(d.bfmi) else "-"
+        sat = f"{100 * d.treedepth_saturation[i]:.1f}%" if i < len(d.treedepth_saturation) else "-"
+        acc = f"{d.accept_per_chain[i]:.2f}" if i < len(d.accept_per_chain) else "-"
+        print(f"{i:>5}  {div:>5} ({pct:5.1f}%)  {bf:>7}  {sat:>9}  {acc:>6}")
+    print()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ out per posterior draw of the shared parameters::
     p(y_j | theta) = int prod_rows Binom(y_r | n_r, p(eta_r + Z_r v)) N(v | m, Sigma) dv
 
 (times the same integral over each nested level's own effects, inside), computed by adaptive
-Gauss-Hermite quadrature around the mode of the integrand (:mod:`poolwise.comparison.quadrature`).
+Gauss-Hermite quadrature around the mode of the integrand (:mod:`poolwise.model.quadrature`).
 eta comes from the one linear predictor (:mod:`poolwise.model.predictor`) and the
 log-likelihood from the one kernel (:mod:`poolwise.model.likelihood`), so every term, link and
 the offset count exactly as in the fit. :func:`group_log_lik` returns these per-draw, per-level
@@ -58,13 +58,13 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from poolwise.comparison.quadrature import NewLevelPrior, new_level_log_density, segment_sums
 from poolwise.data.patterns import row_patterns
 from poolwise.data.weights import refuse_cross_validation
 from poolwise.errors import SpecError
 from poolwise.inference.repair import repair_fit
 from poolwise.model.likelihood import CellLikelihood
 from poolwise.model.predictor import Rows, linear_predictor, new_level_draws
+from poolwise.model.quadrature import NewLevelPrior, new_level_log_density, segment_sums
 from poolwise.model.subset import without_levels
 
 if TYPE_CHECKING:

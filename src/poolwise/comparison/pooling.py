@@ -189,6 +189,7 @@ def compare_pooling(
     family: Literal["binomial", "beta_binomial"] = "binomial",
     weights: str | None = None,
     weights_kind: Literal["frequency", "survey"] | None = None,
+    method: Literal["nuts", "approx"] = "nuts",
     prob: float = 0.89,
     kind: IntervalKind = "hdi",
     loo: bool = True,
@@ -288,6 +289,9 @@ def compare_pooling(
         leave-one-group-out and K-fold are not computed; the notes say why.
     weights_kind : {"frequency", "survey"} or None, default None
         What the weights are; None means frequency when every weight is a whole number.
+    method : {"nuts", "approx"}, default "nuts"
+        How each fit's draws are made (:func:`poolwise.fit`); a comparison takes only
+        ``"nuts"`` for now (``"approx"`` covers partial pooling only: a SpecError says so).
     prob : float, default 0.89
         Probability mass of the intervals, strictly between 0 and 1.
     kind : {"hdi", "eti"}, default "hdi"
@@ -332,8 +336,12 @@ def compare_pooling(
         progress=progress, engine=engine, log_likelihood=log_likelihood,
         prior_sensitivity=prior_sensitivity, strict=strict, repair=repair,
         standardize=standardize, reference=reference, prior_check=prior_check, offset=offset,
-        family=family, weights=weights, weights_kind=weights_kind,
+        family=family, weights=weights, weights_kind=weights_kind, method=method,
     ).with_seed()
+    if options.method != "nuts":
+        raise SpecError("a comparison of pooling strategies does not yet take "
+                        f"method={options.method!r}: it covers partial pooling only; compare "
+                        "with method='nuts' (--method nuts)")
     compare = CompareOptions(group=group, prob=prob, kind=kind, loo=loo, logo=logo,
                              kfold=kfold, fit=options)
     check_against_formula(options, formula, poolings=POOLINGS)  # before any data

@@ -242,7 +242,13 @@ def _group_line(fit: Fit) -> str:
 
 def _model_facts(fit: Fit) -> list[tuple[str, str]]:
     spec, d, cfg = fit.spec, fit.spec.design, fit.config
-    par = "; ".join(f"({k}) {v}" for k, v in spec.parameterization_by_term().items())
+    approx = fit.method == "approx"
+    par = "" if approx else "; ".join(
+        f"({k}) {v}" for k, v in spec.parameterization_by_term().items())
+    how = (("method", f"approx: {cfg.chains} x {cfg.draws} independent draws, seed "
+                      f"{cfg.seed}") if approx else
+           ("sampling", f"{cfg.chains} chains x {cfg.draws} draws (tune {cfg.tune}), "
+                        f"target_accept {cfg.target_accept:g}, seed {cfg.seed}"))
     return [
         ("pooling", f"{spec.pooling}, link {spec.link}" + (f", parameterization {par}"
                                                              if par else "")),
@@ -250,14 +256,15 @@ def _model_facts(fit: Fit) -> list[tuple[str, str]]:
         *([] if d.weighting is None else [("weights", d.weighting.describe()
                                            .removeprefix("weights: "))]),
         ("groups", _group_line(fit)),
-        ("sampling", f"{cfg.chains} chains x {cfg.draws} draws (tune {cfg.tune}), "
-                     f"target_accept {cfg.target_accept:g}, seed {cfg.seed}"),
+        how,
     ]
 
 
-def _headline(d: Diagnosis) -> str:
+def _headline(d: Diagnosis, method: str = "nuts") -> str:
     rhat = fmt_rhat(d.max_rhat) or "undefined"
-    return (f"divergences {d.divergences}, max R-hat {rhat}, min ESS bulk "
+    first = "method approx (self-checked)" if method == "approx" else \
+        f"divergences {d.divergences}"
+    return (f"{first}, max R-hat {rhat}, min ESS bulk "
             f"{fmt_sig(d.min_ess_bulk, None) or 'undefined'}")
 
 
@@ -267,7 +274,7 @@ def _headline(d: Diagnosis) -> str:
 def fit_text(fit: Fit) -> str:
     lines = [f"<poolwise.Fit> {fit.spec.formula.text}"]
     lines += [f"  {k}: {v}" for k, v in _model_facts(fit)]
-    lines.append(f"  status: {_status(fit.ok)} ({_headline(fit.diagnosis)})")
+    lines.append(f"  status: {_status(fit.ok)} ({_headline(fit.diagnosis, fit.method)})")
     lines.append("Population-level parameters (posterior mean, sd, 89% interval):")
     lines.append(population_table(fit).text())
     if fit.spec.terms:
@@ -372,7 +379,7 @@ def _findings_html(d: Diagnosis, notes: tuple[str, ...] = ()) -> str:
 
 def fit_html(fit: Fit) -> str:
     parts = [_dl([("formula", fit.spec.formula.text), *_model_facts(fit),
-                  ("status", f"{_status(fit.ok)} ({_headline(fit.diagnosis)})")]),
+                  ("status", f"{_status(fit.ok)} ({_headline(fit.diagnosis, fit.method)})")]),
              "<div>Population-level parameters</div>", table_html(population_table(fit))]
     notes = "".join(f"<li>{_cell(Badge('info'))} {_e(_cut(n, 400))}</li>"
                     for n in fit.spec.design.notes)

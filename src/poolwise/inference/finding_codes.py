@@ -58,3 +58,10 @@ class FindingCode(enum.StrEnum):
     PRIOR_SENSITIVE = "prior_sensitive"
     #: rows of several trials spread more than the binomial allows (warning)
     OVERDISPERSION = "overdispersion"
+    #: method='approx': its quadrature (over each group's effect, or the grid of its draws)
+    #: failed its refinement check (error)
+    APPROX_QUADRATURE = "approx_quadrature"
+    #: method='approx': the importance weights' Pareto k too high (error)
+    APPROX_PARETO_K = "approx_pareto_k"
+    #: method='approx': the importance sampling's effective sample size too small (error)
+    APPROX_ESS = "approx_ess"

@@ -108,6 +108,7 @@ def fit(
     family: Literal["binomial", "beta_binomial"] = "binomial",
     weights: str | None = None,
     weights_kind: Literal["frequency", "survey"] | None = None,
+    method: Literal["nuts", "approx"] = "nuts",
 ) -> Fit:
     """Fit a multilevel binomial regression.
 
@@ -214,6 +215,14 @@ def fit(
     weights_kind : {"frequency", "survey"} or None, default None
         What the weights are; None means frequency when every weight is a whole number (and
         an error, pointing at ``weights_kind="survey"``, when one is not).
+    method : {"nuts", "approx"}, default "nuts"
+        How the draws are made: NUTS, or ``"approx"``, a deterministic approximation for one
+        grouping factor with a varying intercept (binomial): the fixed effects and group SD
+        from their exact marginal posterior (each group's effect integrated by adaptive
+        Gauss-Hermite quadrature) by importance sampling, the group effects from their
+        conditional posteriors (:mod:`poolwise.inference.approx`). The fit checks itself
+        (quadrature refinement, Pareto k, effective sample size) and is not ok when a check
+        fails; other models raise :class:`SpecError` naming ``method="nuts"``.
 
     Returns
     -------
@@ -242,7 +251,7 @@ def fit(
         progress=progress, engine=engine, log_likelihood=log_likelihood,
         prior_sensitivity=prior_sensitivity, strict=strict, repair=repair,
         standardize=standardize, reference=reference, prior_check=prior_check, offset=offset,
-        family=family, weights=weights, weights_kind=weights_kind,
+        family=family, weights=weights, weights_kind=weights_kind, method=method,
     )
     return fit_with_options(formula, data, options)
 
@@ -267,6 +276,8 @@ def fit_with_options(formula: str | Formula, data: Any, options: FitOptions) -> 
             weights=options.weights, weights_kind=options.weights_kind,
         )
     build_s = time.perf_counter() - t0
+    if options.method == "approx":
+        return _fit_approx(spec, config, options, build_s)
     log_likelihood = options.log_likelihood
     # before anything samples (the pilot run included): flat priors on separated data,
     # memory for the draws (errors), weak settings (warnings, kept in Fit.warnings)
@@ -297,6 +308,35 @@ def fit_with_options(formula: str | Formula, data: Any, options: FitOptions) -> 
         result = replace(
             result, warnings=tuple(dict.fromkeys(result.warnings + run_warnings + prior_warnings))
         )
+    result.timings["build_s"] = build_s
+    result.timings["total_s"] += build_s
+    _report_status(result, options.strict)
+    return result
+
+
+def _prior_check(spec: Any, seed: int) -> Any:
+    """The prior predictive check (its warning points at the caller of :func:`fit`)."""
+    from poolwise.model.prior_predictive import check_prior_predictive
+
+    with phase("the prior predictive check"):
+        return check_prior_predictive(spec, seed=seed % (2**32), stacklevel=5)
+
+
+def _fit_approx(spec: Any, config: SamplerConfig, options: FitOptions, build_s: float) -> Fit:
+    """``method="approx"`` (:mod:`poolwise.inference.approx`): checked before anything runs,
+    then the approximation, its self-check in the diagnosis, the prior predictive check."""
+    from poolwise.inference.approx import approx_fit, check_supported
+
+    check_supported(spec)
+    announce(spec, config)
+    pp = _prior_check(spec, int(config.seed)) if options.prior_check else None
+    result = approx_fit(spec, config, log_likelihood=options.log_likelihood,
+                        sensitivity=options.prior_sensitivity)
+    if pp is not None:
+        result.idata.attrs["poolwise_prior_predictive"] = json.dumps(pp.to_dict())
+        if not pp.ok:
+            result = replace(result, warnings=tuple(dict.fromkeys(
+                result.warnings + (pp.message,))))
     result.timings["build_s"] = build_s
     result.timings["total_s"] += build_s
     _report_status(result, options.strict)

@@ -92,6 +92,12 @@ class Fit:
         return self.diagnosis.ok
 
     @property
+    def method(self) -> str:
+        """How the draws were made: ``"nuts"`` or ``"approx"``
+        (:mod:`poolwise.inference.approx`)."""
+        return str(self.idata.attrs.get("poolwise_method", "nuts"))
+
+    @property
     def posterior(self) -> xr.Dataset:
         return self.idata["posterior"].to_dataset()
 

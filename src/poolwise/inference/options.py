@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 POOLINGS: tuple[str, ...] = ("partial", "none", "complete")
+#: the methods of a fit (poolwise.inference.approx.METHODS, without importing it here)
+METHODS: tuple[str, ...] = ("nuts", "approx")
 INTERVALS: tuple[str, ...] = ("hdi", "eti")
 
 
@@ -94,6 +96,10 @@ OPTIONS: tuple[Option, ...] = (
            "on the original scale)", "--no-standardize"),
     Option("priors", "priors", "priors by class: intercept, b, sd, cor, unpooled, phi or "
            "sd_<group>, e.g. sd=half_normal(0.5)", "--prior"),
+    Option("method", "sampler", "nuts: sample the posterior with NUTS; approx: a fast "
+           "deterministic approximation checked against the exact posterior of the fixed "
+           "effects and group SD (one grouping factor with a varying intercept, binomial; a "
+           "fit that fails its check is NOT OK: refit with nuts)", "--method"),
     Option("chains", "sampler", "number of NUTS chains", "--chains"),
     Option("tune", "sampler", "warm-up draws per chain (discarded)", "--tune"),
     Option("draws", "sampler", "kept draws per chain", "--draws"),
@@ -192,8 +198,10 @@ class FitOptions:
     family: Literal["binomial", "beta_binomial"] = "binomial"
     weights: str | None = None
     weights_kind: Literal["frequency", "survey"] | None = None
+    method: Literal["nuts", "approx"] = "nuts"
 
     def __post_init__(self) -> None:
+        _choice("method", self.method, METHODS)
         if self.pooling is not None:
             _choice("pooling", self.pooling, POOLINGS)
         links.get(self.link)  # SpecError naming the known links

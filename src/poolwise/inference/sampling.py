@@ -25,7 +25,7 @@ from poolwise.model.scale import to_original_scale
 from poolwise.model.spec import ModelSpec
 from poolwise.progress import phase
 
-__all__ = ["Fit", "sample_spec", "versions", "with_log_likelihood"]
+__all__ = ["Fit", "provenance", "sample_spec", "versions", "with_log_likelihood"]
 
 
 
@@ -74,7 +74,7 @@ def sample_spec(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool 
         raise SpecError(_out_of_memory(spec, config, log_likelihood)) from None
     t2 = time.perf_counter()
     timings = {"sampling_s": sampling_s, "total_s": t2 - t0, "postprocess_s": t2 - t1}
-    idata.attrs.update(_provenance(spec, config))
+    idata.attrs.update(provenance(spec, config))
     return Fit(
         idata, spec, config, diagnosis, timings, warnings=spec.design.warnings
     )
@@ -120,7 +120,7 @@ def _out_of_memory(spec: ModelSpec, config: SamplerConfig, log_likelihood: bool)
         " exceeds ", " against ", 1)
 
 
-def _provenance(spec: ModelSpec, config: SamplerConfig) -> dict[str, str]:
+def provenance(spec: ModelSpec, config: SamplerConfig) -> dict[str, str]:
     d = spec.design
     return {
         "poolwise_formula": d.formula.text,

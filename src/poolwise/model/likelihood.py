@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CellLikelihood",
+    "binomial_cell",
     "binomial_log_lik",
     "binomial_score",
     "phi_draws",
@@ -152,10 +153,11 @@ def log_likelihood_group(spec: ModelSpec, post: xr.Dataset) -> xr.Dataset:
     )
 
 
-def _cell_ll_kernel(link, family, y, n, eta, phi):  # pragma: no cover - compiled
-    if family == BETA_BINOMIAL:
-        p, q, _ = inverse_and_slope(link, eta)
-        return beta_binomial_loglik(y, n, p, q, phi)[0]
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def binomial_cell(link, y, n, eta):  # pragma: no cover - compiled
+    """One binomial cell's ``y log p + (n - y) log(1 - p)`` (without ``log C(n, y)``; zero
+    counts skipped): what :class:`CellLikelihood` evaluates, and the numba kernels of the
+    varying intercept's quadrature (:mod:`poolwise.model.quadrature`) call."""
     lp, lq = log_p_q(link, eta)
     v = 0.0
     if y > 0.0:
@@ -163,6 +165,13 @@ def _cell_ll_kernel(link, family, y, n, eta, phi):  # pragma: no cover - compile
     if n - y > 0.0:
         v += (n - y) * lq
     return v
+
+
+def _cell_ll_kernel(link, family, y, n, eta, phi):  # pragma: no cover - compiled
+    if family == BETA_BINOMIAL:
+        p, q, _ = inverse_and_slope(link, eta)
+        return beta_binomial_loglik(y, n, p, q, phi)[0]
+    return binomial_cell(link, y, n, eta)
 
 
 def _cell_score_kernel(link, family, y, n, eta, phi):  # pragma: no cover - compiled
@@ -188,7 +197,7 @@ def binomial_log_lik(link: str, y: np.ndarray, n: np.ndarray, eta: np.ndarray) -
 class CellLikelihood:
     """A cell's likelihood given its eta, on arrays whose first axis is the draw: the link, the
     family and, for the beta-binomial, each draw's precision ``phi`` (S, 1). What the
-    integrals of leave-one-group-out evaluate (:mod:`poolwise.comparison.quadrature`)."""
+    integrals of leave-one-group-out evaluate (:mod:`poolwise.model.quadrature`)."""
 
     link: str
     family: str = "binomial"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -15,6 +16,12 @@ if TYPE_CHECKING:
     from poolwise.inference.fitted import Fit
 
 __all__ = ["result_dict"]
+
+
+def _approx_check(fit: Fit) -> dict[str, Any] | None:
+    """The numbers of an approximate fit's self-check (None for NUTS)."""
+    text = fit.idata.attrs.get("poolwise_approx")
+    return json.loads(text) if text else None
 
 
 def _priors(spec: Any) -> dict[str, str]:
@@ -80,6 +87,8 @@ def result_dict(
         "priors_by_parameter": priors_by_parameter(fit.spec),
         "scaling": _scaling_with_draws(fit),
         "prior_predictive": _prior_predictive(fit),
+        "method": fit.method,
+        "approx_check": _approx_check(fit),
         "settings": fit.config.to_dict(),
         "interval": {"prob": prob, "kind": kind},
         "data": {

@@ -25,10 +25,12 @@ its own, so the displays can read them without importing this package). To add a
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
+from poolwise.inference.diagnostics.approx_check import APPROX_ATTR, check_approx
 from poolwise.inference.diagnostics.findings import (
     ACCEPT_TOLERANCE,
     BFMI_MIN,
@@ -163,6 +165,8 @@ def diagnose(
         *check_acceptance(acc_chain, target_accept),
         *check_funnels(funnels, int(div.sum()), spec),
     ]
+    if APPROX_ATTR in tree.attrs:  # an approximate fit: its self-check
+        findings.extend(check_approx(json.loads(tree.attrs[APPROX_ATTR])))
     sens: dict[str, tuple[float, float]] = {}
     if spec is not None:
         findings.extend(check_structure(spec))

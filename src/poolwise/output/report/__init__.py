@@ -331,7 +331,10 @@ def _setting(v: Any) -> str:
 
 
 def _section_sampling(fits: Mapping[str, Fit]) -> Table:
-    cfgs = {k: f.config.to_dict() for k, f in fits.items()}
+    # the method first: "approx" made its draws without a sampler (poolwise.inference.approx;
+    # its tune, target_accept, max_treedepth and engine were not used)
+    cfgs = {k: ({"method": f.method} if any(g.method != "nuts" for g in fits.values())
+                else {}) | f.config.to_dict() for k, f in fits.items()}
     keys = list(dict.fromkeys(k for c in cfgs.values() for k in c))
     rows = [[k] + [_setting(c.get(k)) for c in cfgs.values()] for k in keys]
     return _table(["setting"] + [_title(f) for f in fits.values()], rows)

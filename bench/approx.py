@@ -1,0 +1,134 @@
+"""``--method approx`` against NUTS: whole ``poolwise fit`` CLI processes on many small groups.
+
+    PYTHONPATH=src .venv/bin/python bench/approx.py                     # 10k and 50k groups
+    PYTHONPATH=src .venv/bin/python bench/approx.py --groups 10000 --runs 3
+    PYTHONPATH=src .venv/bin/python bench/approx.py --json bench/results/approx.json
+
+Each case writes one binomial row per group (5-30 trials, intercept -0.5, true group SD 0.8,
+fixed seed) to a CSV in a temporary folder, then runs
+
+    python -m poolwise.cli fit DATA -f "y | trials(n) ~ 1 + (1 | g)" --seed S --out DIR -q
+        [--method approx]
+
+``--runs`` times per method (the wall time of the whole process: start-up, reading, the fit,
+writing), and prints the medians, their ratio, and the accuracy of approx against NUTS read
+from the saved ``result.json`` files of the last runs: the group SD's posterior mean under
+each (and the truth, 0.8), the intercept's, the largest difference of a population-level
+mean in NUTS posterior sds, and the group means' 95th percentile of |difference| / NUTS sd.
+Whether each run passed its checks (``status``) is printed too.
+
+Numbers depend on the machine: record its cores and load with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+FORMULA = "y | trials(n) ~ 1 + (1 | g)"
+TRUE_SD = 0.8
+
+
+def write_case(groups: int, folder: Path, seed: int = 1) -> Path:
+    """One binomial row per group: 5-30 trials, logit p = -0.5 + N(0, 0.8^2)."""
+    rng = np.random.default_rng(seed)
+    n = rng.integers(5, 31, size=groups)
+    p = 1.0 / (1.0 + np.exp(-(-0.5 + rng.normal(0.0, TRUE_SD, size=groups))))
+    path = folder / f"groups{groups}.csv"
+    pd.DataFrame({"y": rng.binomial(n, p), "n": n, "g": np.arange(groups)}).to_csv(
+        path, index=False)
+    return path
+
+
+def run_cli(data: Path, out: Path, method: str, seed: int) -> tuple[float, dict]:
+    """The whole process's wall time and its result.json."""
+    cmd = [sys.executable, "-m", "poolwise.cli", "fit", str(data), "-f", FORMULA,
+           "--seed", str(seed), "--out", str(out), "-q", "--method", method]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode not in (0, 1):  # 1: a fit that is not OK (reported)
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return wall, json.loads((out / "result.json").read_text())
+
+
+def _groups_table(out: Path) -> pd.DataFrame:
+    table = pd.read_csv(out / "summary.csv", index_col=0)
+    return table[table.index.str.startswith("a_g[")]
+
+
+def accuracy(approx_dir: Path, nuts_dir: Path) -> dict[str, float]:
+    """approx against NUTS, from the saved folders."""
+    a = pd.read_csv(approx_dir / "summary.csv", index_col=0)
+    n = pd.read_csv(nuts_dir / "summary.csv", index_col=0)
+    pop = ["Intercept", "sd_g"]
+    ga, gn = _groups_table(approx_dir), _groups_table(nuts_dir)
+    z = (ga["mean"] - gn.loc[ga.index, "mean"]).abs() / gn.loc[ga.index, "sd"]
+    return {
+        "sd_g_approx": float(a.loc["sd_g", "mean"]),
+        "sd_g_nuts": float(n.loc["sd_g", "mean"]),
+        "intercept_approx": float(a.loc["Intercept", "mean"]),
+        "intercept_nuts": float(n.loc["Intercept", "mean"]),
+        "max_population_diff_in_nuts_sd": float(max(
+            abs(a.loc[p, "mean"] - n.loc[p, "mean"]) / n.loc[p, "sd"] for p in pop)),
+        "population_sd_ratio_max_dev": float(max(
+            abs(a.loc[p, "sd"] / n.loc[p, "sd"] - 1.0) for p in pop)),
+        "group_means_p95_diff_in_nuts_sd": float(np.quantile(z, 0.95)),
+    }
+
+
+def run_case(groups: int, runs: int, folder: Path) -> dict:
+    data = write_case(groups, folder)
+    times: dict[str, list[float]] = {"approx": [], "nuts": []}
+    status: dict[str, list[bool]] = {"approx": [], "nuts": []}
+    for r in range(runs):
+        for method in ("approx", "nuts"):
+            wall, result = run_cli(data, folder / f"{method}{groups}", method, seed=r + 1)
+            times[method].append(wall)
+            status[method].append(bool(result["diagnostics"]["ok"]))
+            print(f"  {groups:>7,} groups  {method:<6} run {r + 1}: {wall:7.1f} s  "
+                  f"ok={status[method][-1]}", flush=True)
+    med = {m: statistics.median(t) for m, t in times.items()}
+    return {"groups": groups, "runs": runs, "median_s": med, "times_s": times,
+            "ok": status, "ratio_nuts_over_approx": med["nuts"] / med["approx"],
+            "accuracy": accuracy(folder / f"approx{groups}", folder / f"nuts{groups}")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--groups", type=int, action="append", help="10000 and 50000 by default")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", type=Path, help="write the results here")
+    args = ap.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for g in args.groups or [10_000, 50_000]:
+            results.append(run_case(g, args.runs, Path(tmp)))
+    print(f"\ncores: {os.cpu_count()}, load: {os.getloadavg()[0]:.1f}; true group SD "
+          f"{TRUE_SD}")
+    print(f"{'groups':>8} {'approx s':>9} {'nuts s':>8} {'nuts/approx':>11} {'sd approx':>9} "
+          f"{'sd nuts':>8} {'pop diff/sd':>11} {'group p95':>9}")
+    for r in results:
+        a = r["accuracy"]
+        print(f"{r['groups']:>8,} {r['median_s']['approx']:>9.1f} {r['median_s']['nuts']:>8.1f} "
+              f"{r['ratio_nuts_over_approx']:>11.1f} {a['sd_g_approx']:>9.4f} "
+              f"{a['sd_g_nuts']:>8.4f} {a['max_population_diff_in_nuts_sd']:>11.3f} "
+              f"{a['group_means_p95_diff_in_nuts_sd']:>9.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

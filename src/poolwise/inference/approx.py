@@ -1,0 +1,470 @@
+"""``method="approx"``: a posterior without a sampler, for one grouping factor with a varying
+intercept, checked against the exact density of its low-dimensional part.
+
+The model: binomial cells, ``eta = offset + X beta + u[level]``, ``u ~ N(0, sd^2)`` (the one
+linear predictor, :mod:`poolwise.model.predictor`, on the engine's standardized scale where
+the priors apply). Given ``theta = (beta, log sd)`` the levels are independent, so
+
+    log p(theta | y) = log prior(theta) + log sd
+                       + sum over levels of log int prod_c Binom(y_c | n_c, p(eta0_c + u))
+                                                     N(u | 0, sd^2) du  + const
+
+is exact up to quadrature error: each level's integral by adaptive Gauss-Hermite quadrature
+(:func:`poolwise.model.quadrature.intercept_log_integrals`, every level at once, compiled;
+groups with the same cells share theirs).
+
+1. the mode of ``theta`` (BFGS, gradients by central differences over the few dimensions, all
+   evaluated in one call) and the curvature there (central second differences);
+2. ``M`` draws from a multivariate Student-t (``PROPOSAL_DF`` degrees of freedom) at the mode
+   with that curvature (where their Pareto k is ``ADAPT_K`` or more, a second round at the
+   first's weighted moments), importance-weighted against the exact log density above; the log
+   weights Pareto-smoothed (PSIS, arviz-stats' ``psislw``) and resampled to ``chains x
+   draws`` draws, reported as ``chains`` chains of independent draws (resampling repeats
+   proposals: the fixed effects' and SD's information is that of the importance sampling's
+   effective sample size, the check's ``is_ess``, which the summary's ESS of those columns,
+   computed as for distinct draws, can exceed);
+3. each level's intercept per draw from its conditional posterior given ``theta``, exactly
+   (rejection from an envelope of its log-concave density,
+   :func:`poolwise.model.quadrature.intercept_draws`);
+4. the draws go back to the original scale (:func:`poolwise.model.scale.to_original_scale`),
+   under the names the sampler's posterior has, so everything downstream reads them alike.
+
+**The self-check** (:mod:`poolwise.inference.diagnostics.approx_check`, its numbers saved
+with the fit): each failure is an error finding that makes the fit not ok, says why and gives
+the command that runs NUTS: (a) quadrature refinement: the log density at the mode with
+``REFINED_NODES`` nodes per level instead of ``NODES``, and every group effect drawn; (b) the
+Pareto k of the importance weights; (c) the importance sampling's effective sample size.
+
+Not covered (a :class:`~poolwise.errors.SpecError` naming ``--method nuts``): the
+beta-binomial, survey weights, no or complete pooling, several group terms (crossed or
+nested), varying slopes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+from poolwise.data.patterns import observed_group
+from poolwise.errors import SpecError
+from poolwise.inference.diagnostics import diagnose
+from poolwise.inference.diagnostics.approx_check import (
+    APPROX_ATTR,
+    MIN_IS_ESS,
+    MIN_IS_ESS_FRACTION,
+    PARETO_K_MAX,
+    QUADRATURE_TOL,
+    nuts_command,
+)
+from poolwise.inference.fitted import Fit
+from poolwise.model import families, links
+from poolwise.model.likelihood import log_likelihood_group
+from poolwise.model.naming import fixed_name, sd_name, total_name
+from poolwise.model.predictor import Rows, engine_coefficients, linear_predictor
+from poolwise.model.quadrature import MAX_TRIES, intercept_draws, intercept_log_integrals
+from poolwise.model.scale import to_original_scale
+from poolwise.progress import phase
+
+if TYPE_CHECKING:
+    from poolwise.engine.sampler import SamplerConfig
+    from poolwise.model.spec import ModelSpec
+
+__all__ = [
+    "MIN_IS_ESS",
+    "MIN_IS_ESS_FRACTION",
+    "PARETO_K_MAX",
+    "QUADRATURE_TOL",
+    "ApproxCheck",
+    "METHODS",
+    "approx_fit",
+    "check_supported",
+]
+
+#: the methods of a fit: the sampler (NUTS), or this module's approximation
+METHODS: tuple[str, ...] = ("nuts", "approx")
+#: Gauss-Hermite nodes per level for the marginal density, and for its refinement check
+NODES = 15
+REFINED_NODES = 31
+#: proposals: at least this many, and at least chains x draws
+MIN_PROPOSALS = 2000
+PROPOSAL_DF = 7
+#: a second round of proposals where the first's Pareto k reaches ADAPT_K: a t with ADAPT_DF
+#: degrees of freedom at the weighted moments of the first, the covariance times ADAPT_INFLATE
+ADAPT_K = 0.5
+ADAPT_DF = 4
+ADAPT_INFLATE = 1.5
+#: draws per batch (memory: batch x cells x 8 bytes for eta)
+BATCH_CELLS = 4_000_000
+
+
+def check_supported(spec: ModelSpec) -> None:
+    """SpecError unless the approximation covers ``spec`` (see the module docstring)."""
+    d = spec.design
+
+    def refuse(what: str) -> None:
+        raise SpecError(f"method='approx' does not yet cover {what}; fit it with "
+                        f"{nuts_command()}")
+
+    if spec.family != "binomial":
+        refuse(f"the {spec.family} family (only the binomial)")
+    if d.weighting is not None and d.weighting.kind == "survey":
+        refuse("survey weights (frequency weights are covered)")
+    if spec.pooling != "partial":
+        refuse(f"pooling={spec.pooling!r} (only partial pooling with one group term)")
+    if len(spec.terms) != 1:
+        kinds = "crossed or nested group terms" if len(spec.terms) > 1 else "no group term"
+        refuse(f"{kinds} ({len(spec.terms)} group terms: "
+               f"{', '.join(t.name for t in spec.terms)}); only one grouping factor")
+    term = spec.terms[0]
+    if term.group.coef_names != ("Intercept",):
+        refuse(f"varying slopes ({' + '.join(term.group.coef_names)} | {term.name}); only "
+               "a varying intercept (1 | group)")
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """The low-dimensional part of one model on the engine's scale: the cells (``rows``
+    without the group, so that eta is ``eta0``), their level codes, successes, trials, the
+    link's kernel id and the priors of ``theta = (beta, log sd)``.
+
+    Groups whose cells are the same (the same predictors, offset, successes and trials: one
+    binomial row of 12 trials with 3 successes, say) have the same integral and the same
+    conditional posterior given theta: the problem keeps one *level* per distinct set of
+    cells, with its number of groups (``weight``), and ``members`` says which groups each
+    level stands for (``(groups, starts, n_groups)``)."""
+
+    spec: Any
+    rows: Rows
+    codes: np.ndarray
+    n_levels: int
+    y: np.ndarray
+    n: np.ndarray
+    link_id: int
+    weight: np.ndarray
+    members: tuple[np.ndarray, np.ndarray, int]
+    nodes: int = NODES
+
+    @classmethod
+    def of(cls, spec: ModelSpec, nodes: int = NODES) -> _Problem:
+        d = spec.design
+        rows = Rows.of_design(d, engine_scale=True)
+        codes = np.asarray(rows.codes[0], dtype=np.int64)
+        rows = rows.with_codes(0, np.full(codes.shape, -1))  # eta0: the level's effect apart
+        y, n = np.asarray(d.y, dtype=float), np.asarray(d.n, dtype=float)
+        level, weight, keep = _distinct_groups(rows, codes, y, n,
+                                               spec.terms[0].group.n_levels)
+        groups = np.argsort(level, kind="stable")
+        members = (groups, np.concatenate([[0], np.cumsum(weight)]), len(level))
+        return cls(spec, rows.take(keep), level[codes[keep]], len(weight), y[keep], n[keep],
+                   links.get(spec.link).kernel_id, weight.astype(float), members, nodes)
+
+    @property
+    def dim(self) -> int:
+        return len(self.spec.design.fixed_names) + 1
+
+    def eta0(self, theta: np.ndarray) -> np.ndarray:
+        """The linear predictor without the group (S, cells) for ``theta`` (S, dim)."""
+        beta = np.ascontiguousarray(theta[:, :-1])
+        coefs = engine_coefficients(self.spec, beta, [np.zeros((len(theta), 1, 1))])
+        return linear_predictor(self.spec, coefs, self.rows)
+
+    def log_prior(self, theta: np.ndarray) -> np.ndarray:
+        """log prior of beta and of sd, plus log sd (the Jacobian of log sd), per row."""
+        out = np.zeros(len(theta))
+        priors = [*self.spec.fixed_priors, self.spec.terms[0].sd_priors[0]]
+        for k, p in enumerate(priors):
+            fam = families.get(p.family)
+            if not fam.proper:  # a flat prior: a constant
+                continue
+            x = np.exp(theta[:, k]) if k == len(priors) - 1 else theta[:, k]
+            out += fam.logpdf(p.params, x)
+        return out + theta[:, -1]
+
+    def batch(self) -> int:
+        return max(1, BATCH_CELLS // max(1, len(self.y)))
+
+    def log_density(self, theta: np.ndarray, nodes: int | None = None,
+                    start: np.ndarray | None = None) -> np.ndarray:
+        """log p(theta | y) up to a constant, per row of ``theta`` (S, dim), with ``nodes``
+        Gauss-Hermite nodes per level (None: the problem's)."""
+        theta = np.atleast_2d(theta)
+        nodes = self.nodes if nodes is None else nodes
+        out = np.empty(len(theta))
+        b = self.batch()
+        for i in range(0, len(theta), b):
+            t = theta[i:i + b]
+            with np.errstate(over="ignore", invalid="ignore"):
+                ll = intercept_log_integrals(self.link_id, self.eta0(t), self.y, self.n,
+                                             self.codes, self.n_levels, np.exp(t[:, -1]),
+                                             start, nodes)[0]
+            out[i:i + b] = ll @ self.weight + self.log_prior(t)
+        return np.where(np.isfinite(out), out, -np.inf)
+
+    def modes(self, theta: np.ndarray) -> np.ndarray:
+        """Each level's conditional mode at one ``theta`` (levels,)."""
+        t = np.atleast_2d(theta)
+        return intercept_log_integrals(self.link_id, self.eta0(t), self.y, self.n, self.codes,
+                                       self.n_levels, np.exp(t[:, -1]), None, 1)[1][0]
+
+
+def _distinct_groups(rows: Rows, codes: np.ndarray, y: np.ndarray, n: np.ndarray,
+                     n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Groups by their set of cells: each group's level (n_groups,), each level's number of
+    groups, and the cells of one group per level (the cells the problem keeps)."""
+    content = [rows.X, y[:, None], n[:, None]]
+    if rows.offset is not None:
+        content.append(np.asarray(rows.offset, dtype=float)[:, None])
+    kind = np.unique(np.column_stack(content), axis=0, return_inverse=True)[1].ravel()
+    order = np.lexsort((kind, codes))
+    starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=n_groups))])
+    sorted_kind = kind[order]
+    signature = np.empty(n_groups, dtype=object)
+    signature[:] = [sorted_kind[starts[g]:starts[g + 1]].tobytes() for g in range(n_groups)]
+    _, first, level, weight = np.unique(signature, return_index=True, return_inverse=True,
+                                        return_counts=True)
+    level = np.asarray(level, dtype=np.int64).ravel()
+    keep = np.flatnonzero(np.isin(codes, first))
+    return level, weight, keep
+
+
+def _gradient_points(theta: np.ndarray, h: float) -> np.ndarray:
+    d = len(theta)
+    return np.concatenate([theta + h * np.eye(d), theta - h * np.eye(d)])
+
+
+def _mode(problem: _Problem) -> tuple[np.ndarray, float]:
+    """The mode of log p(theta | y) (BFGS; central-difference gradients in one call)."""
+    from scipy.optimize import minimize
+
+    d, h = problem.dim, 1e-5
+
+    def value_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        pts = np.concatenate([theta[None], _gradient_points(theta, h)])
+        v = problem.log_density(pts)
+        if not np.isfinite(v[0]):
+            return 1e300, np.zeros(d)
+        grad = (v[1:d + 1] - v[d + 1:]) / (2 * h)
+        return -float(v[0]), -np.where(np.isfinite(grad), grad, 0.0)
+
+    theta0 = np.zeros(d)
+    theta0[-1] = math.log(0.5)
+    res = minimize(value_and_grad, theta0, jac=True, method="BFGS",
+                   options={"gtol": 1e-4, "maxiter": 500})
+    return res.x, -float(res.fun)
+
+
+def _hessian(problem: _Problem, mode: np.ndarray, h: float = 1e-3) -> np.ndarray:
+    """The Hessian of log p(theta | y) at ``mode`` by central second differences."""
+    d = len(mode)
+    E = h * np.eye(d)
+    pts = [mode]
+    for i in range(d):
+        for j in range(d):
+            pts += [mode + E[i] + E[j], mode + E[i] - E[j], mode - E[i] + E[j],
+                    mode - E[i] - E[j]]
+    v = problem.log_density(np.array(pts))[1:].reshape(d, d, 4)
+    H = (v[..., 0] - v[..., 1] - v[..., 2] + v[..., 3]) / (4 * h * h)
+    return 0.5 * (H + H.T)
+
+
+@dataclass(frozen=True)
+class ApproxCheck:
+    """The numbers of the self-check (see the module docstring)."""
+
+    mode: tuple[float, ...]
+    log_density_at_mode: float
+    refinement_change: float
+    pareto_k: float
+    is_ess: float
+    proposals: int
+    failed_group_draws: int
+    group_proposals_per_draw: float
+    nodes: int
+    refined_nodes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def _proposal(center: np.ndarray, cov: np.ndarray, df: float, M: int,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """M Student-t draws (``df`` degrees of freedom) at ``center`` with scale matrix ``cov``
+    and their log density (up to a constant)."""
+    d = len(center)
+    w, V = np.linalg.eigh(0.5 * (cov + cov.T))
+    w = np.maximum(w, 1e-12 * max(1e-300, float(np.max(np.abs(w)))))
+    L = V * np.sqrt(w)  # L L' = cov
+    z = rng.standard_normal((M, d))
+    chi = rng.chisquare(df, size=M) / df
+    theta = center + (z / np.sqrt(chi)[:, None]) @ L.T
+    r = (theta - center) @ (V / np.sqrt(w))  # L^-1 (theta - center)
+    logq = -0.5 * (df + d) * np.log1p((r * r).sum(axis=1) / df)
+    return theta, logq
+
+
+def _weights(logp: np.ndarray, logq: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Pareto-smoothed normalized importance weights, their Pareto k and ESS."""
+    from arviz_stats.base import array_stats
+
+    logw = logp - logq
+    finite = np.isfinite(logw)
+    logw = np.where(finite, logw, np.min(logw[finite]) - 1e3 if finite.any() else 0.0)
+    # psislw takes log-likelihood values and smooths the weights exp(-value): the negated
+    # log ratios
+    smoothed, khat = array_stats.psislw(np.max(logw) - logw, r_eff=1.0)
+    w = np.exp(smoothed - np.max(smoothed))
+    w /= w.sum()
+    return w, float(khat), float(1.0 / np.sum(w * w))
+
+
+def _inverse(H: np.ndarray) -> np.ndarray:
+    """``(-H)^-1``, a flat direction made wide instead of singular."""
+    w, V = np.linalg.eigh(-0.5 * (H + H.T))
+    w = np.maximum(w, 1e-8 * max(1.0, float(np.max(np.abs(w)))))
+    return (V / w) @ V.T
+
+
+def _importance(problem: _Problem, mode: np.ndarray, H: np.ndarray, M: int,
+                rng: np.random.Generator, start: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """Proposals, their log density, their Pareto-smoothed normalized weights, the Pareto k
+    and the ESS. A Student-t at the mode with the inverse curvature; where its Pareto k is
+    ``ADAPT_K`` or more (a skewed posterior: a group SD near 0, few groups), a second round
+    from a heavier-tailed t at the first round's weighted mean and covariance (inflated),
+    kept if its k is lower."""
+    theta, logq = _proposal(mode, _inverse(H), PROPOSAL_DF, M, rng)
+    logp = problem.log_density(theta, start=start)
+    w, khat, ess = _weights(logp, logq)
+    if khat >= ADAPT_K:
+        center = w @ theta
+        cov = ((theta - center).T * w) @ (theta - center)
+        theta2, logq2 = _proposal(center, ADAPT_INFLATE * cov, ADAPT_DF, M, rng)
+        logp2 = problem.log_density(theta2, start=start)
+        w2, k2, ess2 = _weights(logp2, logq2)
+        if k2 < khat:
+            return theta2, logp2, w2, k2, ess2
+    return theta, logp, w, khat, ess
+
+
+def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, int, float]:
+    """Each level's intercept per draw (S, levels), exact draws from its conditional
+    posterior; how many pairs found no draw, and the mean proposals per draw."""
+    S = len(theta)
+    u = np.empty((S, problem.members[2]))
+    key = int(rng.integers(2**63))
+    failed, proposals = 0, 0
+    b = problem.batch()
+    for i in range(0, S, b):
+        t = theta[i:i + b]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            _, tries = intercept_draws(problem.link_id, problem.eta0(t), problem.y, problem.n,
+                                       problem.codes, problem.n_levels, np.exp(t[:, -1]),
+                                       start, key, first=i, members=problem.members,
+                                       out=u[i:i + b])  # rows of u: contiguous
+        failed += int(np.count_nonzero(tries > MAX_TRIES))
+        proposals += int(tries.sum(dtype=np.int64))
+    return u, failed, proposals / max(1, u.size)
+
+
+def _posterior(spec: ModelSpec, theta: np.ndarray, u: np.ndarray, chains: int,
+               draws: int) -> xr.Dataset:
+    """The draws as the sampler's posterior names them, on the original scale."""
+    term = spec.terms[0]
+    g = term.group
+    shape = (chains, draws)
+    data: dict[str, Any] = {}
+    for k, coef in enumerate(spec.design.fixed_names):
+        data[fixed_name(coef)] = (("chain", "draw"), theta[:, k].reshape(shape))
+    data[sd_name(term, "Intercept")] = (("chain", "draw"), np.exp(theta[:, -1]).reshape(shape))
+    mi = term.mu_index[0]
+    tot = u
+    if mi >= 0:
+        tot += theta[:, [mi]]  # in place: u is not used again (S x levels is the fit's size)
+    data[total_name(term, "Intercept")] = (("chain", "draw", g.name),
+                                           tot.reshape(chains, draws, -1))
+    ds = xr.Dataset(data, coords={"chain": np.arange(chains), "draw": np.arange(draws),
+                                  g.name: np.asarray(g.labels)})
+    ds.attrs.update({"creation_library": "poolwise", "inference_method": "approx",
+                     "sample_dims": ["chain", "draw"]})
+    return to_original_scale(spec, ds)
+
+
+def _check(problem: _Problem, mode: np.ndarray, at_mode: float, nodes: int,
+           khat: float, ess: float, M: int, groups: tuple[int, float],
+           start: np.ndarray) -> ApproxCheck:
+    refined = float(problem.log_density(mode[None], nodes=max(REFINED_NODES, 2 * nodes + 1),
+                                        start=start)[0])
+    return ApproxCheck(mode=tuple(float(m) for m in mode), log_density_at_mode=at_mode,
+                       refinement_change=abs(refined - at_mode), pareto_k=khat, is_ess=ess,
+                       proposals=M, failed_group_draws=groups[0],
+                       group_proposals_per_draw=groups[1], nodes=nodes,
+                       refined_nodes=max(REFINED_NODES, 2 * nodes + 1))
+
+
+def approx_fit(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool = True,
+               sensitivity: bool = True, nodes: int | None = None) -> Fit:
+    """The approximate posterior of ``spec`` as a :class:`Fit` (see the module docstring);
+    ``config`` gives chains, draws and the seed. ``nodes``: Gauss-Hermite nodes per level
+    (None: ``NODES``, read when called)."""
+    check_supported(spec)
+    nodes = NODES if nodes is None else int(nodes)
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    problem = _Problem.of(spec, nodes)
+    with phase("the approximation: the mode"):
+        mode, _ = _mode(problem)
+        start = problem.modes(mode)
+        at_mode = float(problem.log_density(mode[None], start=start)[0])
+        H = _hessian(problem, mode)
+    S = config.chains * config.draws
+    M = max(MIN_PROPOSALS, S)
+    with phase("the approximation: importance sampling"):
+        theta, logp, w, khat, ess = _importance(problem, mode, H, M, rng, start)
+        pick = rng.choice(M, size=S, replace=True, p=w)
+        theta, logp = theta[pick], logp[pick]
+    with phase("the approximation: the group effects"):
+        u, failed, per_draw = _group_draws(problem, theta, start, rng)
+    check = _check(problem, mode, at_mode, nodes, khat, ess, M, (failed, per_draw), start)
+    t1 = time.perf_counter()
+    return _as_fit(spec, config, (theta, logp, u), check, log_likelihood, sensitivity,
+                   (t0, t1))
+
+
+def _as_fit(spec: ModelSpec, config: SamplerConfig, draws: tuple[np.ndarray, ...],
+            check: ApproxCheck, log_likelihood: bool, sensitivity: bool,
+            times: tuple[float, float]) -> Fit:
+    """The draws ``(theta, log p(theta | y), u)`` as a Fit: the posterior, a sample_stats
+    group with no sampler's statistics (only each draw's ``approx_log_density``, the log
+    marginal density of its fixed effects and SD), the diagnosis with the self-check."""
+    theta, logp, u = draws
+    shape = (config.chains, config.draws)
+    stats = xr.Dataset({"approx_log_density": (("chain", "draw"), logp.reshape(shape))},
+                       coords={"chain": np.arange(shape[0]), "draw": np.arange(shape[1])},
+                       attrs={"inference_library": "poolwise (method='approx')"})
+    groups: dict[str, xr.Dataset] = {
+        "posterior": _posterior(spec, theta, u, config.chains, config.draws),
+        "sample_stats": stats,
+        "observed_data": observed_group(spec.design),
+    }
+    if log_likelihood:
+        groups["log_likelihood"] = log_likelihood_group(spec, groups["posterior"])
+    idata = xr.DataTree.from_dict(groups)
+    from poolwise.inference.sampling import provenance
+
+    idata.attrs.update(provenance(spec, config))
+    idata.attrs["poolwise_method"] = "approx"
+    idata.attrs[APPROX_ATTR] = json.dumps(check.to_dict())  # diagnose() reads the check
+    with phase("the diagnostics"):
+        diagnosis = diagnose(idata, target_accept=config.target_accept, spec=spec,
+                             sensitivity=sensitivity)
+    t2 = time.perf_counter()
+    timings = {"sampling_s": times[1] - times[0], "total_s": t2 - times[0],
+               "postprocess_s": t2 - times[1]}
+    return Fit(idata, spec, config, diagnosis, timings, warnings=spec.design.warnings)

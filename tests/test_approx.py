@@ -1,0 +1,322 @@
+"""``method="approx"`` (poolwise.inference.approx): held to NUTS on the bundled example, to the
+truth on simulated data, to the general quadrature of leave-one-group-out; its refusals; its
+self-check failing where it must; the command line end to end."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import poolwise
+from poolwise.cli import main
+from poolwise.errors import ConvergenceWarning, SpecError
+from poolwise.inference import approx
+from poolwise.inference.diagnostics.approx_check import check_approx
+from poolwise.inference.finding_codes import FindingCode
+from poolwise.model import links
+from poolwise.model.likelihood import CellLikelihood
+from poolwise.model.quadrature import (
+    NewLevelPrior,
+    intercept_draws,
+    intercept_log_integrals,
+    new_level_log_density,
+)
+
+FORMULA = "use.contraception ~ 1 + urban + (1 | district)"
+POPULATION = ("Intercept", "b_urban", "sd_district")
+
+
+def _agree_with_nuts(a: poolwise.Fit, n: poolwise.Fit, population: tuple[str, ...],
+                     group: str) -> None:
+    """The issue's accuracy bar: population-level means within 0.15 NUTS posterior sd, their
+    sds within 20%; group-level means within 0.25 sd at the 95th percentile."""
+    pa, pn = a.posterior, n.posterior
+    for name in population:
+        sd = float(pn[name].std())
+        assert abs(float(pa[name].mean()) - float(pn[name].mean())) < 0.15 * sd, name
+        assert abs(float(pa[name].std()) / sd - 1.0) < 0.20, name
+    dims = ("chain", "draw")
+    z = np.abs(pa[group].mean(dims) - pn[group].mean(dims)) / pn[group].std(dims)
+    assert float(np.quantile(z.values, 0.95)) < 0.25
+
+
+@pytest.fixture(scope="module")
+def bangladesh_pair(bangladesh):
+    a = poolwise.fit(FORMULA, bangladesh, method="approx", seed=11)
+    n = poolwise.fit(FORMULA, bangladesh, seed=12)
+    return a, n
+
+
+def test_bangladesh_agrees_with_nuts(bangladesh_pair):
+    a, n = bangladesh_pair
+    assert a.ok and n.ok and a.method == "approx" and n.method == "nuts"
+    _agree_with_nuts(a, n, POPULATION, "a_district")
+
+
+def test_the_posterior_has_the_samplers_variables_and_no_sampler_statistics(bangladesh_pair):
+    a, n = bangladesh_pair
+    pa, pn = a.posterior, n.posterior
+    assert set(pa.data_vars) == set(pn.data_vars)
+    for v in pn.data_vars:
+        assert pa[v].dims == pn[v].dims, v
+    assert (pa["district"].values == pn["district"].values).all()
+    stats = a.idata["sample_stats"].to_dataset()
+    assert not {"diverging", "energy", "tree_depth", "acceptance_rate"} & set(stats.data_vars)
+    d = a.diagnosis
+    assert d.divergences == 0 and not d.bfmi and not d.treedepth_saturation
+    numbers = json.loads(a.idata.attrs["poolwise_approx"])
+    assert numbers["pareto_k"] < 0.7 and numbers["refinement_change"] < 0.01
+    # downstream reads it like any fit: the summary, row-level LOO, predictions
+    assert {"Intercept", "sd_district", "a_district[1]"} <= set(a.summary().index)
+    from poolwise.comparison.loo import row_loo
+
+    assert np.isfinite(float(row_loo(a).elpd))
+    new = pd.DataFrame({"urban": [0, 1], "district": [1, 999]})
+    assert poolwise.predict(a, new).shape[0] == 2
+
+
+def test_the_fast_path_equals_the_general_quadrature():
+    """The compiled one-intercept path gives leave-one-group-out's integrals, every link."""
+    rng = np.random.default_rng(3)
+    G, S = 40, 3
+    codes = np.repeat(np.arange(G), 2)  # two cells per level
+    n = rng.integers(1, 30, codes.size).astype(float)
+    y = rng.binomial(n.astype(int), 0.3).astype(float)
+    order = np.argsort(codes, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+    sd = np.array([0.3, 0.8, 2.0])
+    eta0 = rng.normal(-0.5, 0.5, (S, codes.size))
+    for link in links.names():
+        prior = NewLevelPrior.of(np.zeros((S, 1)), sd.reshape(S, 1, 1))
+        ref = new_level_log_density(CellLikelihood(link), eta0[:, order], y[order], n[order],
+                                    np.ones((codes.size, 1)), starts, prior)
+        got = intercept_log_integrals(links.get(link).kernel_id, eta0, y, n, codes, G, sd)[0]
+        np.testing.assert_allclose(got, ref, atol=1e-9, err_msg=link)
+
+
+def test_the_group_draws_follow_the_conditional_posterior():
+    """The rejection sampler: the draws' mean and sd equal those of the conditional density
+    computed on a dense grid; about 9 in 10 proposals are accepted."""
+    y, n, eta0, sd = np.array([3.0]), np.array([12.0]), -0.4, 0.9
+    S = 40_000
+    draws, tries = intercept_draws(0, np.full((S, 1), eta0), y, n, np.zeros(1, dtype=int), 1,
+                                   np.full(S, sd), np.zeros(1), key=7)
+    draws = draws[:, 0]
+    assert tries.max() <= 10 and tries.mean() < 1.2
+    u = np.linspace(-6, 6, 40_001)
+    p = 1 / (1 + np.exp(-(eta0 + u)))
+    lp = y * np.log(p) + (n - y) * np.log1p(-p) - u * u / (2 * sd * sd)
+    w = np.exp(lp - lp.max())
+    w /= w.sum()
+    mean = float((w * u).sum())
+    sdev = float(np.sqrt((w * (u - mean) ** 2).sum()))
+    assert abs(draws.mean() - mean) < 4 * sdev / np.sqrt(S)
+    assert abs(draws.std() / sdev - 1) < 0.015
+    # the same draws in any batches
+    again = intercept_draws(0, np.full((10, 1), eta0), y, n, np.zeros(1, dtype=int), 1,
+                            np.full(10, sd), np.zeros(1), key=7, first=100)[0][:, 0]
+    np.testing.assert_array_equal(again, draws[100:110])
+
+
+def _simulated(G: int, seed: int, sd: float = 0.8, link: str = "logit",
+               offset: bool = False) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=G)
+    n = rng.integers(5, 31, size=G)
+    exposure = rng.uniform(0.5, 2.0, size=G)
+    eta = -0.5 + 0.4 * x + rng.normal(0, sd, size=G) + (np.log(exposure) if offset else 0)
+    p = links.get(link).inverse(eta)
+    return pd.DataFrame({"y": rng.binomial(n, p), "n": n, "x": x, "g": np.arange(G),
+                         "exposure": exposure})
+
+
+def test_many_small_groups_cover_the_true_sd():
+    """2,000 groups of 5-30 trials, true SD 0.8: the posterior of the SD covers it."""
+    df = _simulated(2000, seed=5)
+    a = poolwise.fit("y | trials(n) ~ 1 + x + (1 | g)", df, method="approx", seed=1,
+                     chains=2, draws=500)
+    assert a.ok
+    sd = a.posterior["sd_g"].values.ravel()
+    lo, hi = np.quantile(sd, [0.005, 0.995])
+    assert lo < 0.8 < hi
+    assert abs(float(a.posterior["b_x"].mean()) - 0.4) < 4 * float(a.posterior["b_x"].std())
+
+
+@pytest.mark.parametrize(("link", "offset"), [("probit", False), ("logit", True)])
+def test_probit_and_offset_agree_with_nuts(link, offset):
+    df = _simulated(80, seed=7, sd=0.6, link=link, offset=offset)
+    formula = "y | trials(n) ~ 1 + x + (1 | g)" + (" + offset(log(exposure))" if offset else "")
+    kw = {"link": link, "chains": 4, "draws": 1000}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", poolwise.DataWarning)
+        a = poolwise.fit(formula, df, method="approx", seed=2, **kw)
+        n = poolwise.fit(formula, df, seed=3, **kw)
+    assert a.ok and n.ok
+    _agree_with_nuts(a, n, ("Intercept", "b_x", "sd_g"), "a_g")
+
+
+def test_frequency_weights_equal_repeated_rows(bangladesh):
+    """Frequency weights are the rows' counts: the same cells, hence the same draws, as the
+    data with each row repeated."""
+    small = bangladesh[bangladesh["district"] <= 10].reset_index(drop=True)
+    w = (np.arange(len(small)) % 3 + 1)
+    weighted = small.assign(w=w)
+    repeated = small.loc[small.index.repeat(w)].reset_index(drop=True)
+    a = poolwise.fit(FORMULA, weighted, weights="w", method="approx", seed=4, chains=2,
+                     draws=300, prior_sensitivity=False)
+    b = poolwise.fit(FORMULA, repeated, method="approx", seed=4, chains=2, draws=300,
+                     prior_sensitivity=False)
+    for v in POPULATION:
+        np.testing.assert_allclose(a.posterior[v].values, b.posterior[v].values, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("formula", "kw", "what"), [
+    ("y | trials(n) ~ 1 + x + (1 | g)", {"family": "beta_binomial"}, "beta_binomial family"),
+    ("y | trials(n) ~ 1 + x + (1 | g) + (1 | h)", {}, "crossed or nested"),
+    ("y | trials(n) ~ 1 + x + (1 | h/g)", {}, "crossed or nested"),
+    ("y | trials(n) ~ 1 + x + (1 + x | g)", {}, "varying slopes"),
+    ("y | trials(n) ~ 1 + x + (1 | g)", {"pooling": "none"}, "pooling='none'"),
+    ("y | trials(n) ~ 1 + x", {}, "pooling='complete'"),
+])
+def test_models_it_does_not_cover_are_refused(formula, kw, what):
+    df = _simulated(60, seed=8).assign(h=lambda d: d["g"] % 6)
+    with pytest.raises(SpecError, match="does not yet cover") as err:
+        poolwise.fit(formula, df, method="approx", seed=1, **kw)
+    assert what in str(err.value) and "--method nuts" in str(err.value)
+
+
+def test_survey_weights_and_a_comparison_are_refused(bangladesh):
+    df = bangladesh.assign(w=np.linspace(0.5, 1.5, len(bangladesh)))
+    with warnings.catch_warnings(), pytest.raises(SpecError, match="survey weights.*--method nuts"):
+        warnings.simplefilter("ignore", poolwise.DataWarning)
+        poolwise.fit(FORMULA, df, weights="w", weights_kind="survey", method="approx")
+    with pytest.raises(SpecError, match="method='nuts'"):
+        poolwise.compare_pooling(FORMULA, bangladesh, method="approx")
+    with pytest.raises(SpecError, match="method must be one of nuts, approx"):
+        poolwise.fit(FORMULA, bangladesh, method="laplace")
+
+
+def test_a_fit_failing_its_check_is_not_ok(bangladesh, monkeypatch):
+    """One Gauss-Hermite node per group (the Laplace approximation, forced through the
+    module's knob): the refinement check fails, the fit is NOT OK and says how to run NUTS."""
+    monkeypatch.setattr(approx, "NODES", 1)
+    with pytest.warns(ConvergenceWarning, match="did not pass its diagnostics") as rec:
+        a = poolwise.fit(FORMULA, bangladesh, method="approx", seed=1, chains=1, draws=200)
+    assert not a.ok
+    assert a.diagnosis.has(FindingCode.APPROX_QUADRATURE)
+    assert "--method nuts" in str(rec[0].message)
+
+
+def test_each_check_fails_on_its_own_numbers():
+    good = {"refinement_change": 1e-6, "failed_group_draws": 0, "pareto_k": 0.2,
+            "is_ess": 3000.0, "proposals": 4000, "nodes": 15, "refined_nodes": 31}
+    assert check_approx(good) == []
+    for bad, code in [({"refinement_change": 0.5}, FindingCode.APPROX_QUADRATURE),
+                      ({"failed_group_draws": 3}, FindingCode.APPROX_QUADRATURE),
+                      ({"pareto_k": 0.9}, FindingCode.APPROX_PARETO_K),
+                      ({"is_ess": 150.0}, FindingCode.APPROX_ESS),
+                      ({"pareto_k": float("nan")}, FindingCode.APPROX_PARETO_K)]:
+        found = check_approx({**good, **bad})
+        assert [f.code for f in found] == [code], bad
+        assert found[0].severity == "error" and "--method nuts" in found[0].message
+
+
+def test_the_command_line_writes_a_folder_that_loads_back(tmp_path, bangladesh, capsys):
+    data = tmp_path / "survey.csv"
+    bangladesh.to_csv(data, index=False)
+    out = tmp_path / "fit"
+    code = main(["fit", str(data), "-f", FORMULA, "--method", "approx", "--seed", "5",
+                 "--draws", "500", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "method: approx" in text and "status: OK | method approx" in text
+    assert "divergences" not in text.split("status:")[1].split("\n")[0]
+    r = json.loads((out / "result.json").read_text())
+    assert r["method"] == "approx" and r["diagnostics"]["ok"] is True
+    assert r["approx_check"]["pareto_k"] < 0.7
+    loaded = poolwise.load_fit(out)
+    assert loaded.method == "approx" and loaded.ok
+    assert loaded.posterior["a_district"].shape == (4, 500, 60)
+    assert main(["diagnose", str(out)]) == 0
+    assert "method: approx" in capsys.readouterr().out
+
+
+def test_the_command_line_says_not_ok_and_how_to_run_nuts(tmp_path, bangladesh, capsys,
+                                                          monkeypatch):
+    monkeypatch.setattr(approx, "NODES", 1)  # the Laplace approximation: the check fails
+    data = tmp_path / "survey.csv"
+    bangladesh.to_csv(data, index=False)
+    code = main(["fit", str(data), "-f", FORMULA, "--method", "approx", "--seed", "5",
+                 "--draws", "200", "--out", str(tmp_path / "fit")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "status: NOT OK" in out and "--method nuts" in out
+    r = json.loads((tmp_path / "fit" / "result.json").read_text())
+    assert r["diagnostics"]["ok"] is False and r["approx_check"]["refinement_change"] > 0.01
+    assert not poolwise.load_fit(tmp_path / "fit").ok  # judged alike when loaded
+
+
+@pytest.mark.parametrize("link", links.names())
+def test_the_marginal_density_equals_a_direct_computation(link):
+    """log p(theta | y) up to its constant, against the data frame row by row: each group's
+    integral on a dense grid, the priors from SciPy (unstandardized predictors, so theta is
+    on the data's scale), with an offset and repeated groups."""
+    from scipy import stats
+    from scipy.special import logsumexp
+
+    from poolwise.model.spec import build_model
+
+    df = _simulated(30, seed=9, sd=0.7, link=link, offset=True)
+    df = pd.concat([df, df.iloc[:5]], ignore_index=True)  # five levels twice: same cells
+    df["g"] = np.arange(len(df)) % 33
+    spec = build_model("y | trials(n) ~ 1 + x + (1 | g) + offset(log(exposure))", df,
+                       link=link, standardize=False)
+    problem = approx._Problem.of(spec)
+    thetas = np.array([[-0.4, 0.3, np.log(0.7)], [0.1, -0.2, np.log(1.3)]])
+    got = problem.log_density(thetas, nodes=61)  # quadrature error far below 1e-6
+    default = problem.log_density(thetas)  # 15 nodes: within the check's tolerance
+    np.testing.assert_allclose(default, got, atol=1e-3)
+    u = np.linspace(-12, 12, 24_001)
+    for theta, value in zip(thetas, got, strict=True):
+        b0, b1, sd = theta[0], theta[1], np.exp(theta[2])
+        total = (stats.norm(0, 1.5).logpdf(b0) + stats.norm(0, 1).logpdf(b1)
+                 + stats.expon().logpdf(sd) + np.log(sd))
+        for _, rows in df.groupby("g"):
+            eta = (b0 + b1 * rows["x"].to_numpy() + np.log(rows["exposure"].to_numpy()))
+            p = np.clip(links.get(link).inverse(eta[:, None] + u[None, :]), 1e-300, 1 - 1e-16)
+            y, n = rows["y"].to_numpy()[:, None], rows["n"].to_numpy()[:, None]
+            ll = (y * np.log(p) + (n - y) * np.log1p(-p)).sum(axis=0)
+            total += logsumexp(ll + stats.norm(0, sd).logpdf(u)) + np.log(u[1] - u[0])
+        # the model layer leaves out log C(n, y): so does the direct value
+        assert value == pytest.approx(total, abs=1e-6), link
+
+
+def test_the_report_says_the_method(tmp_path, bangladesh_pair):
+    a, _ = bangladesh_pair
+    path = tmp_path / "report.html"
+    poolwise.write_report(path, a)
+    html = path.read_text()
+    assert "approx" in html
+
+
+@pytest.mark.parametrize("case", ["no group variation", "almost all zero"])
+def test_hard_posteriors_of_the_sd_agree_with_nuts(case):
+    """A group SD whose posterior piles up near 0 (skewed: the second round of proposals), and
+    outcomes almost all 0 (an intercept near -6, the SD's draws down to 1e-3: each level's
+    search for its mode starts far out)."""
+    rng = np.random.default_rng(0)
+    G = 200
+    y = rng.binomial(10, 0.3, G) if case == "no group variation" else np.zeros(G, dtype=int)
+    if case == "almost all zero":
+        y[0] = 1
+    df = pd.DataFrame({"y": y, "n": 10, "g": np.arange(G)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", poolwise.DataWarning)
+        a = poolwise.fit("y | trials(n) ~ 1 + (1 | g)", df, method="approx", seed=1)
+        n = poolwise.fit("y | trials(n) ~ 1 + (1 | g)", df, seed=1)
+    assert a.ok and n.ok
+    _agree_with_nuts(a, n, ("Intercept", "sd_g"), "a_g")
