@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
-from poolwise.inference.diagnostics.approx_check import APPROX_ATTR, check_approx
+from poolwise.inference.diagnostics.approx_check import APPROX_ATTR, approx_rows, check_approx
 from poolwise.inference.diagnostics.findings import (
     ACCEPT_TOLERANCE,
     BFMI_MIN,
@@ -165,8 +165,9 @@ def diagnose(
         *check_acceptance(acc_chain, target_accept),
         *check_funnels(funnels, int(div.sum()), spec),
     ]
-    if APPROX_ATTR in tree.attrs:  # an approximate fit: its self-check
-        findings.extend(check_approx(json.loads(tree.attrs[APPROX_ATTR])))
+    approx = json.loads(tree.attrs[APPROX_ATTR]) if APPROX_ATTR in tree.attrs else None
+    if approx is not None:  # an approximate fit: its self-check
+        findings.extend(check_approx(approx))
     sens: dict[str, tuple[float, float]] = {}
     if spec is not None:
         findings.extend(check_structure(spec))
@@ -186,6 +187,7 @@ def diagnose(
         accept_per_chain=acc_chain, funnels=funnels, sensitivity=sens,
         parameters=tuple(conv.names), rhat=conv.rhat, ess_bulk=conv.ess_bulk,
         ess_tail=conv.ess_tail,
+        approx_checks=None if approx is None else approx_rows(approx, findings),
     )
 
 

@@ -13,7 +13,7 @@ message says why and names the command that runs NUTS.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,6 +21,7 @@ from poolwise.inference.diagnostics.findings import Finding, FindingCode
 
 __all__ = [
     "APPROX_ATTR",
+    "approx_rows",
     "MIN_IS_ESS",
     "MIN_IS_ESS_FRACTION",
     "PARETO_K_MAX",
@@ -76,3 +77,28 @@ def check_approx(numbers: Mapping[str, Any]) -> list[Finding]:
             f"the importance sampling's effective sample size is {c.is_ess:.0f} of "
             f"{c.proposals} proposals (at least {need:.0f} is needed)")))
     return out
+
+
+def approx_rows(numbers: Mapping[str, Any],
+                findings: Sequence[Finding]) -> tuple[tuple[str, str, str, str], ...]:
+    """The self-check as the diagnostics table's ``(check, state, value, needed)`` rows, in
+    place of the sampler's checks (divergences, E-BFMI, tree depth), which an approximate fit
+    does not have. ``state`` comes from ``findings``, as for every other row."""
+    c = SimpleNamespace(**numbers)
+
+    def state(code: FindingCode) -> str:
+        return "fail" if any(f.code == code and f.severity == "error" for f in findings) \
+            else "pass"
+
+    need = max(MIN_IS_ESS, MIN_IS_ESS_FRACTION * c.proposals)
+    return (
+        ("quadrature refinement", state(FindingCode.APPROX_QUADRATURE),
+         f"{c.refinement_change:.2g}",
+         f"< {QUADRATURE_TOL:g} ({c.nodes} -> {c.refined_nodes} nodes per group)"),
+        ("group effects drawn", state(FindingCode.APPROX_QUADRATURE),
+         "all" if not c.failed_group_draws else f"{c.failed_group_draws} failed", "all"),
+        ("importance weights' Pareto k", state(FindingCode.APPROX_PARETO_K),
+         f"{c.pareto_k:.2f}", f"< {PARETO_K_MAX:g}"),
+        ("importance sampling ESS", state(FindingCode.APPROX_ESS),
+         f"{c.is_ess:.0f} of {c.proposals}", f">= {need:.0f}"),
+    )

@@ -132,6 +132,11 @@ class Diagnosis:
     rhat: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
     ess_bulk: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
     ess_tail: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+    #: an approximate fit's self-check as ``(check, state, value, needed)`` rows
+    #: (``method="approx"``, :func:`~poolwise.inference.diagnostics.approx_check.approx_rows`;
+    #: None for a sampler's fit): shown in place of the sampler's checks, which do not apply
+    approx_checks: tuple[tuple[str, str, str, str], ...] | None = field(
+        default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -186,8 +191,7 @@ class Diagnosis:
         sat = max(self.treedepth_saturation) if self.treedepth_saturation else 0.0
         rhat = fmt_rhat(self.max_rhat, RHAT_MAX) or "undefined"
         code = FindingCode
-        rows = [
-            ("divergent transitions", state(code.DIVERGENCES), str(self.divergences), "0"),
+        convergence = [
             ("largest R-hat",
              state(code.RHAT, code.RHAT_UNDEFINED, code.RHAT_SINGLE_CHAIN, code.NONFINITE),
              rhat, f"<= {RHAT_MAX} (all population-level, {100 - 100 * RHAT_GROUP_FRACTION:g}% "
@@ -196,6 +200,12 @@ class Diagnosis:
              fmt_sig(self.min_ess_bulk, None) or "undefined", f">= {ess_min}"),
             ("smallest tail ESS", state(code.ESS_TAIL, code.NONFINITE),
              fmt_sig(self.min_ess_tail, None) or "undefined", f">= {ess_min}"),
+        ]
+        if self.approx_checks is not None:
+            return (*self.approx_checks, *convergence)
+        rows = [
+            ("divergent transitions", state(code.DIVERGENCES), str(self.divergences), "0"),
+            *convergence,
             ("smallest E-BFMI", state(code.BFMI), fmt_sig(bfmi, 2) or "not recorded",
              f">= {BFMI_MIN}"),
             ("draws at max tree depth", state(code.TREEDEPTH), f"{100 * sat:.1f}%", "0%"),

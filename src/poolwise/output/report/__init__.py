@@ -247,9 +247,9 @@ def _section_model(fits: Mapping[str, Fit]) -> dict[str, Any]:
     for f in fits.values():
         spec = f.spec
         facts = [("formula", spec.formula.text), ("pooling", spec.pooling), ("link", spec.link)]
-        facts += [
+        facts += [  # how a sampler sees the group effects: an approximate fit has none
             (f"parameterization ({t})", p) for t, p in spec.parameterization_by_term().items()
-        ]
+        ] if f.method == "nuts" else [("method", f.method)]
         priors = priors_by_parameter(spec)
         models.append({
             "title": _title(f),
@@ -334,10 +334,19 @@ def _section_sampling(fits: Mapping[str, Fit]) -> Table:
     # the method first: "approx" made its draws without a sampler (poolwise.inference.approx;
     # its tune, target_accept, max_treedepth and engine were not used)
     cfgs = {k: ({"method": f.method} if any(g.method != "nuts" for g in fits.values())
-                else {}) | f.config.to_dict() for k, f in fits.items()}
+                else {}) | _used_settings(f) for k, f in fits.items()}
     keys = list(dict.fromkeys(k for c in cfgs.values() for k in c))
     rows = [[k] + [_setting(c.get(k)) for c in cfgs.values()] for k in keys]
     return _table(["setting"] + [_title(f) for f in fits.values()], rows)
+
+
+def _used_settings(f: Fit) -> dict[str, Any]:
+    """The sampler settings a fit used: all of them for NUTS; for an approximate fit the
+    number of draws and the seed (it has no tuning, step size, tree or engine)."""
+    cfg = f.config.to_dict()
+    if f.method == "nuts":
+        return cfg
+    return {k: v for k, v in cfg.items() if k in ("chains", "draws", "seed")}
 
 
 def _section_diagnostics(fits: Mapping[str, Fit], comp: PoolingComparison | None,
