@@ -77,3 +77,16 @@ def test_the_report_shows_only_the_settings_used(approx_fit, tmp_path):
         assert unused not in settings, unused
     assert "quadrature refinement" in html and "smallest E-BFMI" not in html
     assert "parameterization (district)" not in html
+
+
+def test_diagnose_prints_the_self_check(approx_fit, tmp_path, capsys):
+    from poolwise.cli import main
+
+    save_fit(approx_fit, tmp_path / "a")
+    capsys.readouterr()
+    assert main(["diagnose", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    lines = [ln.strip() for ln in out.splitlines()]
+    for name in APPROX_ROWS:
+        assert any(ln.startswith("PASS") and name in ln for ln in lines), name
+    assert "chain  divergences" not in out and "target_accept" not in out

@@ -1208,7 +1208,10 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
             print(f"parameterization of ({term}): {par}")
     if fit.method == "approx":
         print(f"method: approx: {d.chains} x {d.draws} independent draws (no sampler: no "
-              "divergences, E-BFMI or tree depth; its self-check is below)\n")
+              "divergences, E-BFMI or tree depth)\nits self-check:")
+        for name, state, value, need in d.approx_checks or ():
+            print(f"  {state.upper()}  {name}: {value}; needed {need}")
+        print()
     else:
         _print_chains(d)
     short = _shortener(fit.spec)
