@@ -90,3 +90,10 @@ def test_diagnose_prints_the_self_check(approx_fit, tmp_path, capsys):
     for name in APPROX_ROWS:
         assert any(ln.startswith("PASS") and name in ln for ln in lines), name
     assert "chain  divergences" not in out and "target_accept" not in out
+
+
+def test_the_trace_caption_speaks_of_independent_draws(approx_fit):
+    from poolwise.output.plots.diagnostic import chain_figures
+
+    caption = chain_figures(approx_fit)["trace"][0]
+    assert "divergent" not in caption and "independent draws" in caption

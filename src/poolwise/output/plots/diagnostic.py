@@ -181,7 +181,9 @@ def chain_figures(fit: Fit, *, limit: int = 6) -> dict[str, tuple[str, Figure]]:
         "trace": (
             f"Trace of each chain and its density for the parameters with the largest R-hat "
             f"and the smallest ESS, and the group SDs: {listed}. Chains that mix overlap and "
-            f"look alike; red ticks mark divergent transitions.",
+            f"look alike; " + ("red ticks mark divergent transitions." if fit.method == "nuts"
+                               else "here the chains are groups of independent draws (method "
+                               f"{fit.method}: no sampler)."),
             plot_trace(fit, parameters=params),
         ),
         "rank": (

@@ -391,7 +391,7 @@ def _section_repair(fits: Mapping[str, Fit]) -> dict[str, Any]:
             "notes": _kv(notes) if notes else None,
         })
     footnote = (
-        "No repair journal: every fit in this report was sampled once, as specified."
+        "No repair journal: every fit in this report was made once, as specified."
         if not models else
         "Each attempt is one fit; 'why' is the verdict of the attempt before it. Wall-clock "
         "times are left out of this report so that it is reproducible."
