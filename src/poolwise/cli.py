@@ -128,6 +128,7 @@ FLAG_SPECS: dict[str, dict[str, Any]] = {
     "standardize": {"dest": "standardize", "action": "store_false"},
     "priors": {"dest": "prior", "action": "append", "default": [], "metavar": "CLASS=PRIOR"},
     "method": {"choices": ["nuts", "approx"], "default": "nuts"},
+    "check_against_nuts": {"action": "store_true", "default": False},
     "chains": {"type": int, "default": 4, "metavar": "N"},
     "tune": {"type": int, "default": 1000, "metavar": "N"},
     "draws": {"type": int, "default": 1000, "metavar": "N"},
@@ -224,7 +225,7 @@ def _add_output_args(p: argparse.ArgumentParser, groups: dict[str, Any], what: s
 #: the options of poolwise.fit / poolwise.compare_pooling on each subcommand, in help order
 FIT_OPTIONS = ("success", "drop_missing", "offset", "weights", "weights_kind", "reference",
                "pooling", "link", "family", "parameterization", "standardize", "priors",
-               "method", "chains", "tune", "draws", "seed",
+               "method", "check_against_nuts", "chains", "tune", "draws", "seed",
                "target_accept", "max_treedepth", "cores", "progress", "engine", "repair",
                "prior_check", "prior_sensitivity", "log_likelihood", "prob", "kind")
 COMPARE_OPTIONS = tuple(o for o in FIT_OPTIONS if o != "pooling") + ("group", "loo", "logo",
@@ -760,6 +761,8 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
         print()
         _print_summary(fit.summary(prob=args.prob, kind=args.interval), args.prob, args.interval,
                        fit.spec, str(Path(args.out) / "summary.csv") if args.out else None)
+        if fit.nuts_check is not None:  # --check: the comparison with a short NUTS run
+            print("\n".join(fit.nuts_check.lines()))
         print()
         from poolwise.inference.display import restates_a_note
 
