@@ -15,8 +15,8 @@ comparison with a short NUTS run of the same model (saved under the key ``agains
 the same attribute): each scalar parameter's ``|mean_approx - mean_nuts| / sd_nuts``. Beyond
 ``NUTS_POPULATION_MAX`` for a population-level parameter (fixed effects, group SD) or
 ``NUTS_GROUP_P95_MAX`` for the 95th percentile over the group effects, an error; a NUTS run
-with divergences or an R-hat of ``NUTS_RHAT_MAX`` or more makes the comparison inconclusive, which
-a warning says.
+with divergences or an R-hat of ``NUTS_RHAT_MAX`` or more makes the comparison
+inconclusive, which a warning says.
 """
 
 from __future__ import annotations
