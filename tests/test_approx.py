@@ -450,3 +450,6 @@ def test_the_command_line_check_prints_saves_and_loads_back(tmp_path, bangladesh
     loaded = poolwise.load_fit(out)
     assert loaded.ok and loaded.nuts_check.to_dict() == saved
     assert f"{loaded.nuts_check.population_max:.2f}" in line
+    assert "checked: quadrature, Pareto k, ESS, NUTS" in text
+    assert main(["diagnose", str(out)]) == 0
+    assert line in capsys.readouterr().out

@@ -651,7 +651,8 @@ def _status_line(fit: Any) -> str:
     verdict = "OK" if fit.ok else "NOT OK - do not trust these estimates"
     rhat = fmt_rhat(d.max_rhat) or "nan"
     if fit.method == "approx":  # no sampler: no divergences; the self-check is in the verdict
-        return (f"status: {verdict} | method approx (checked: quadrature, Pareto k, ESS) | "
+        checks = "quadrature, Pareto k, ESS" + (", NUTS" if fit.nuts_check else "")
+        return (f"status: {verdict} | method approx (checked: {checks}) | "
                 f"max R-hat {rhat} | min ESS bulk {d.min_ess_bulk:.0f} | "
                 f"approximation {fit.timings['sampling_s']:.2f} s, "
                 f"total {fit.timings['total_s']:.2f} s")
@@ -1212,7 +1213,8 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
             print(f"parameterization of ({term}): {par}")
     if fit.method == "approx":
         print(f"method: approx: {d.chains} x {d.draws} independent draws (no sampler: no "
-              "divergences, E-BFMI or tree depth; its self-check is below)\n")
+              "divergences, E-BFMI or tree depth; its self-check is below)")
+        print("\n".join([*(fit.nuts_check.lines() if fit.nuts_check else []), ""]))
     else:
         _print_chains(d)
     short = _shortener(fit.spec)
