@@ -4,6 +4,7 @@ self-check failing where it must; the command line end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -320,3 +321,135 @@ def test_hard_posteriors_of_the_sd_agree_with_nuts(case):
         n = poolwise.fit("y | trials(n) ~ 1 + (1 | g)", df, seed=1)
     assert a.ok and n.ok
     _agree_with_nuts(a, n, ("Intercept", "sd_g"), "a_g")
+
+
+# --- the check against NUTS (check_against_nuts=True, --method approx --check) -------------
+
+
+@pytest.fixture(scope="module")
+def checked(bangladesh):
+    """An approximate fit checked against NUTS, and the NUTS run the check made."""
+    from poolwise.inference import approx_nuts
+
+    runs = []
+    real = approx_nuts._short_nuts
+
+    def spy(fit):
+        runs.append(real(fit))
+        return runs[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(approx_nuts, "_short_nuts", spy)
+        a = poolwise.fit(FORMULA, bangladesh, method="approx", seed=11, draws=500,
+                         check_against_nuts=True, prior_sensitivity=False)
+    return a, runs[0]
+
+
+def test_the_check_against_nuts_passes_and_equals_a_direct_computation(checked):
+    a, n = checked
+    c = a.nuts_check
+    assert a.ok and c.passed and c.healthy
+    assert not a.diagnosis.has(FindingCode.APPROX_VS_NUTS)
+    assert (c.chains, c.tune, c.draws) == (4, 500, 500)
+    assert n.posterior.sizes == {"chain": 4, "draw": 500, "district": 60}
+    pa, pn = a.posterior, n.posterior
+    dims = ("chain", "draw")
+    pop = {v: abs(float(pa[v].mean()) - float(pn[v].mean())) / float(pn[v].std())
+           for v in POPULATION}
+    name = max(pop, key=pop.get)
+    assert c.population_name == name and c.population_max == pytest.approx(pop[name])
+    ratio = [float(pa[v].std()) / float(pn[v].std()) for v in POPULATION]
+    assert c.sd_ratio_min == pytest.approx(min(ratio))
+    assert c.sd_ratio_max == pytest.approx(max(ratio))
+    z = (np.abs(pa["a_district"].mean(dims) - pn["a_district"].mean(dims))
+         / pn["a_district"].std(dims)).values
+    assert c.group_max == pytest.approx(z.max())
+    assert c.group_p95 == pytest.approx(np.quantile(z, 0.95))
+    assert c.group_name == f"a_district[{pn['district'].values[z.argmax()]}]"
+    assert c.divergences == n.diagnosis.divergences == 0
+    assert c.max_rhat == pytest.approx(n.diagnosis.max_rhat)
+    assert c.population_max < 0.15 and c.group_p95 < 0.25
+    assert "nuts_check_s" in a.timings
+
+
+def test_the_check_against_nuts_fails_where_the_draws_are_off(bangladesh, monkeypatch):
+    """The approximate posterior shifted by half a NUTS sd (its draws moved after the fact):
+    the check makes the fit NOT OK and names the command that runs NUTS."""
+    from poolwise.inference import approx_nuts
+
+    real = approx_nuts.compare_posteriors
+
+    def shifted(spec, a, n):
+        a = a.assign(b_urban=a["b_urban"] + 0.5 * float(n["b_urban"].std()))
+        return real(spec, a, n)
+
+    monkeypatch.setattr(approx_nuts, "compare_posteriors", shifted)
+    monkeypatch.setattr(approx_nuts, "NUTS_TUNE", 300)
+    monkeypatch.setattr(approx_nuts, "NUTS_DRAWS", 300)
+    with pytest.warns(ConvergenceWarning, match="did not pass its diagnostics") as rec:
+        a = poolwise.fit(FORMULA, bangladesh, method="approx", seed=3, chains=2, draws=300,
+                         check_against_nuts=True, prior_sensitivity=False)
+    assert not a.ok and not a.nuts_check.passed
+    assert a.nuts_check.population_name == "b_urban" and a.nuts_check.population_max > 0.35
+    errors = [f for f in a.diagnosis.errors if f.code == FindingCode.APPROX_VS_NUTS]
+    assert len(errors) == 1 and "--method nuts" in errors[0].message
+    assert "b_urban" in errors[0].message and "--method nuts" in str(rec[0].message)
+
+
+def test_the_check_findings_on_their_own_numbers():
+    from poolwise.inference.diagnostics.approx_check import NutsCheck, check_nuts
+
+    good = NutsCheck(chains=4, tune=500, draws=500, seed=1, population_max=0.05,
+                     population_name="b_x", group_max=0.2, group_name="a_g[3]", group_p95=0.1,
+                     sd_ratio_min=0.98, sd_ratio_max=1.01, divergences=0, max_rhat=1.01)
+    assert check_nuts(good) == []
+    assert NutsCheck.from_dict(good.to_dict()) == good
+    for bad, severity in [({"population_max": 0.2}, "error"), ({"group_p95": 0.3}, "error"),
+                          ({"divergences": 3}, "warning"), ({"max_rhat": 1.2}, "warning"),
+                          ({"group_p95": 0.3, "divergences": 3}, "error")]:
+        c = dataclasses.replace(good, **bad)
+        found = check_nuts(c)
+        assert [(f.code, f.severity) for f in found] == [(FindingCode.APPROX_VS_NUTS, severity)]
+        assert "--method nuts" in found[0].message
+        assert ("not healthy" in c.lines()[1]) == (not c.healthy)
+    # the max group effect alone is not the bar: its 95th percentile is
+    assert check_nuts(dataclasses.replace(good, group_max=0.6)) == []
+
+
+def test_check_with_nuts_is_refused_before_the_data_are_read(tmp_path, capsys):
+    with pytest.raises(SpecError, match=r"check_against_nuts \(--check\).*--method approx"):
+        poolwise.fit(FORMULA, "no/such/file.csv", check_against_nuts=True)
+    with pytest.raises(SpecError, match="check_against_nuts must be True or False"):
+        poolwise.fit(FORMULA, "no/such/file.csv", method="approx", check_against_nuts="yes")
+    out = tmp_path / "fit"
+    assert main(["fit", "--example", "bangladesh", "--check", "--out", str(out)]) == 3
+    assert "--method approx" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_command_line_check_prints_saves_and_loads_back(tmp_path, bangladesh, capsys,
+                                                            monkeypatch):
+    from poolwise.inference import approx_nuts
+
+    monkeypatch.setattr(approx_nuts, "NUTS_TUNE", 300)
+    monkeypatch.setattr(approx_nuts, "NUTS_DRAWS", 300)
+    data = tmp_path / "survey.csv"
+    bangladesh.to_csv(data, index=False)
+    out = tmp_path / "fit"
+    code = main(["fit", str(data), "-f", FORMULA, "--method", "approx", "--check", "--seed",
+                 "5", "--draws", "500", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0
+    line = next(s for s in text.splitlines() if s.startswith("check against NUTS (4 x 300)"))
+    assert "largest difference" in line and "95th pct" in line and "sd ratio" in line
+    assert "NUTS run: 0 divergences" in text
+    assert text.index("check against NUTS") < text.index("status: OK")
+    r = json.loads((out / "result.json").read_text())
+    saved = r["approx_check"]["against_nuts"]
+    assert saved["draws"] == 300 and saved["population_max"] < 0.15
+    loaded = poolwise.load_fit(out)
+    assert loaded.ok and loaded.nuts_check.to_dict() == saved
+    assert f"{loaded.nuts_check.population_max:.2f}" in line
+    assert "checked: quadrature, Pareto k, ESS, NUTS" in text
+    assert main(["diagnose", str(out)]) == 0
+    assert line in capsys.readouterr().out

@@ -278,7 +278,7 @@ SAVED_CODES = {
     "divergences", "nonfinite", "rhat_undefined", "rhat_single_chain", "rhat", "ess_bulk",
     "ess_tail", "bfmi", "treedepth", "acceptance", "funnel", "funnel_unlocalised", "few_levels",
     "extreme_levels", "prior_dominated", "prior_sensitive", "overdispersion",
-    "approx_quadrature", "approx_pareto_k", "approx_ess",
+    "approx_quadrature", "approx_pareto_k", "approx_ess", "approx_vs_nuts",
 }
 
 

@@ -128,6 +128,8 @@ FLAG_SPECS: dict[str, dict[str, Any]] = {
     "standardize": {"dest": "standardize", "action": "store_false"},
     "priors": {"dest": "prior", "action": "append", "default": [], "metavar": "CLASS=PRIOR"},
     "method": {"choices": ["nuts", "approx"], "default": "nuts"},
+    "check_against_nuts": {"dest": "check_against_nuts", "action": "store_true",
+                           "default": False},
     "chains": {"type": int, "default": 4, "metavar": "N"},
     "tune": {"type": int, "default": 1000, "metavar": "N"},
     "draws": {"type": int, "default": 1000, "metavar": "N"},
@@ -224,7 +226,7 @@ def _add_output_args(p: argparse.ArgumentParser, groups: dict[str, Any], what: s
 #: the options of poolwise.fit / poolwise.compare_pooling on each subcommand, in help order
 FIT_OPTIONS = ("success", "drop_missing", "offset", "weights", "weights_kind", "reference",
                "pooling", "link", "family", "parameterization", "standardize", "priors",
-               "method", "chains", "tune", "draws", "seed",
+               "method", "check_against_nuts", "chains", "tune", "draws", "seed",
                "target_accept", "max_treedepth", "cores", "progress", "engine", "repair",
                "prior_check", "prior_sensitivity", "log_likelihood", "prob", "kind")
 COMPARE_OPTIONS = tuple(o for o in FIT_OPTIONS if o != "pooling") + ("group", "loo", "logo",
@@ -649,7 +651,8 @@ def _status_line(fit: Any) -> str:
     verdict = "OK" if fit.ok else "NOT OK - do not trust these estimates"
     rhat = fmt_rhat(d.max_rhat) or "nan"
     if fit.method == "approx":  # no sampler: no divergences; the self-check is in the verdict
-        return (f"status: {verdict} | method approx (checked: quadrature, Pareto k, ESS) | "
+        checks = "quadrature, Pareto k, ESS" + (", NUTS" if fit.nuts_check else "")
+        return (f"status: {verdict} | method approx (checked: {checks}) | "
                 f"max R-hat {rhat} | min ESS bulk {d.min_ess_bulk:.0f} | "
                 f"approximation {fit.timings['sampling_s']:.2f} s, "
                 f"total {fit.timings['total_s']:.2f} s")
@@ -760,6 +763,8 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
         print()
         _print_summary(fit.summary(prob=args.prob, kind=args.interval), args.prob, args.interval,
                        fit.spec, str(Path(args.out) / "summary.csv") if args.out else None)
+        if fit.nuts_check is not None:  # --check: the comparison with a short NUTS run
+            print("\n".join(fit.nuts_check.lines()))
         print()
         from poolwise.inference.display import restates_a_note
 
@@ -1211,7 +1216,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
               "divergences, E-BFMI or tree depth)\nits self-check:")
         for name, state, value, need in d.approx_checks or ():
             print(f"  {state.upper()}  {name}: {value}; needed {need}")
-        print()
+        print("\n".join([*(fit.nuts_check.lines() if fit.nuts_check else []), ""]))
     else:
         _print_chains(d)
     short = _shortener(fit.spec)

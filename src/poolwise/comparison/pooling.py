@@ -190,6 +190,7 @@ def compare_pooling(
     weights: str | None = None,
     weights_kind: Literal["frequency", "survey"] | None = None,
     method: Literal["nuts", "approx"] = "nuts",
+    check_against_nuts: bool = False,
     prob: float = 0.89,
     kind: IntervalKind = "hdi",
     loo: bool = True,
@@ -292,6 +293,9 @@ def compare_pooling(
     method : {"nuts", "approx"}, default "nuts"
         How each fit's draws are made (:func:`poolwise.fit`); a comparison takes only
         ``"nuts"`` for now (``"approx"`` covers partial pooling only: a SpecError says so).
+    check_against_nuts : bool, default False
+        With ``method="approx"``, a short NUTS run to compare with (:func:`poolwise.fit`); a
+        comparison takes ``"nuts"`` only, so this stays False.
     prob : float, default 0.89
         Probability mass of the intervals, strictly between 0 and 1.
     kind : {"hdi", "eti"}, default "hdi"
@@ -337,6 +341,7 @@ def compare_pooling(
         prior_sensitivity=prior_sensitivity, strict=strict, repair=repair,
         standardize=standardize, reference=reference, prior_check=prior_check, offset=offset,
         family=family, weights=weights, weights_kind=weights_kind, method=method,
+        check_against_nuts=check_against_nuts,
     ).with_seed()
     if options.method != "nuts":
         raise SpecError("a comparison of pooling strategies does not yet take "

@@ -65,3 +65,6 @@ class FindingCode(enum.StrEnum):
     APPROX_PARETO_K = "approx_pareto_k"
     #: method='approx': the importance sampling's effective sample size too small (error)
     APPROX_ESS = "approx_ess"
+    #: method='approx' with check_against_nuts: its posterior differs from a short NUTS run's
+    #: (error), or that NUTS run is not healthy enough to judge it (warning)
+    APPROX_VS_NUTS = "approx_vs_nuts"

@@ -109,6 +109,7 @@ def fit(
     weights: str | None = None,
     weights_kind: Literal["frequency", "survey"] | None = None,
     method: Literal["nuts", "approx"] = "nuts",
+    check_against_nuts: bool = False,
 ) -> Fit:
     """Fit a multilevel binomial regression.
 
@@ -223,6 +224,14 @@ def fit(
         conditional posteriors (:mod:`poolwise.inference.approx`). The fit checks itself
         (quadrature refinement, Pareto k, effective sample size) and is not ok when a check
         fails; other models raise :class:`SpecError` naming ``method="nuts"``.
+    check_against_nuts : bool, default False
+        With ``method="approx"`` only (otherwise a :class:`SpecError`): after the
+        approximation, a short NUTS run of the same model (4 chains x 500 tuning + 500 draws,
+        its seed derived from ``seed``) and the comparison of the two posteriors
+        (:mod:`poolwise.inference.approx_nuts`, ``fit.nuts_check``): each parameter's
+        difference of means in NUTS posterior sds and the ratio of sds. The fit is not ok when
+        the population-level difference exceeds 0.15 or the 95th percentile over the group
+        effects exceeds 0.25.
 
     Returns
     -------
@@ -252,6 +261,7 @@ def fit(
         prior_sensitivity=prior_sensitivity, strict=strict, repair=repair,
         standardize=standardize, reference=reference, prior_check=prior_check, offset=offset,
         family=family, weights=weights, weights_kind=weights_kind, method=method,
+        check_against_nuts=check_against_nuts,
     )
     return fit_with_options(formula, data, options)
 
@@ -332,6 +342,10 @@ def _fit_approx(spec: Any, config: SamplerConfig, options: FitOptions, build_s: 
     pp = _prior_check(spec, int(config.seed)) if options.prior_check else None
     result = approx_fit(spec, config, log_likelihood=options.log_likelihood,
                         sensitivity=options.prior_sensitivity)
+    if options.check_against_nuts:
+        from poolwise.inference.approx_nuts import check_against_nuts
+
+        result = check_against_nuts(result)
     if pp is not None:
         result.idata.attrs["poolwise_prior_predictive"] = json.dumps(pp.to_dict())
         if not pp.ok:

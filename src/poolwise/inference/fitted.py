@@ -98,6 +98,18 @@ class Fit:
         return str(self.idata.attrs.get("poolwise_method", "nuts"))
 
     @property
+    def nuts_check(self) -> Any:
+        """The check against a short NUTS run (``check_against_nuts=True``), a
+        :class:`~poolwise.inference.diagnostics.approx_check.NutsCheck`; None without it."""
+        import json
+
+        from poolwise.inference.diagnostics.approx_check import APPROX_ATTR, NutsCheck
+
+        text = self.idata.attrs.get(APPROX_ATTR)
+        saved = json.loads(text).get("against_nuts") if text else None
+        return NutsCheck.from_dict(saved) if saved else None
+
+    @property
     def posterior(self) -> xr.Dataset:
         return self.idata["posterior"].to_dataset()
 

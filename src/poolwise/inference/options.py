@@ -100,6 +100,11 @@ OPTIONS: tuple[Option, ...] = (
            "deterministic approximation checked against the exact posterior of the fixed "
            "effects and group SD (one grouping factor with a varying intercept, binomial; a "
            "fit that fails its check is NOT OK: refit with nuts)", "--method"),
+    Option("check_against_nuts", "checks", "with method approx: also run a short NUTS (4 "
+           "chains x 500 tuning + 500 draws) of the same model and compare: the largest "
+           "difference of posterior means in NUTS sds (population-level parameters, group "
+           "effects) and the ratio of sds; the fit is NOT OK beyond 0.15 (population) or 0.25 "
+           "(95th percentile of groups)", "--check"),
     Option("chains", "sampler", "number of NUTS chains", "--chains"),
     Option("tune", "sampler", "warm-up draws per chain (discarded)", "--tune"),
     Option("draws", "sampler", "kept draws per chain", "--draws"),
@@ -199,9 +204,16 @@ class FitOptions:
     weights: str | None = None
     weights_kind: Literal["frequency", "survey"] | None = None
     method: Literal["nuts", "approx"] = "nuts"
+    check_against_nuts: bool = False
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
+        _bool("check_against_nuts", self.check_against_nuts)
+        if self.check_against_nuts and self.method != "approx":
+            raise SpecError(
+                f"check_against_nuts (--check) compares method='approx' with a short NUTS run; "
+                f"with method={self.method!r} there is nothing to check: drop it, or add "
+                "method='approx' (--method approx)")
         if self.pooling is not None:
             _choice("pooling", self.pooling, POOLINGS)
         links.get(self.link)  # SpecError naming the known links

@@ -9,11 +9,20 @@ of the importance weights is below ``PARETO_K_MAX``; (c) the
 importance sampling's effective sample size is at least ``MIN_IS_ESS`` and
 ``MIN_IS_ESS_FRACTION`` of the proposals. Each failure is an error: the fit is not ok, and the
 message says why and names the command that runs NUTS.
+
+With ``check_against_nuts`` (``--check``) the fit also holds a :class:`NutsCheck`, the
+comparison with a short NUTS run of the same model (saved under the key ``against_nuts`` of
+the same attribute): each scalar parameter's ``|mean_approx - mean_nuts| / sd_nuts``. Beyond
+``NUTS_POPULATION_MAX`` for a population-level parameter (fixed effects, group SD) or
+``NUTS_GROUP_P95_MAX`` for the 95th percentile over the group effects, an error; a NUTS run
+with divergences or an R-hat of ``NUTS_RHAT_MAX`` or more makes the comparison
+inconclusive, which a warning says.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,9 +33,14 @@ __all__ = [
     "approx_rows",
     "MIN_IS_ESS",
     "MIN_IS_ESS_FRACTION",
+    "NUTS_GROUP_P95_MAX",
+    "NUTS_POPULATION_MAX",
+    "NUTS_RHAT_MAX",
     "PARETO_K_MAX",
     "QUADRATURE_TOL",
+    "NutsCheck",
     "check_approx",
+    "check_nuts",
     "nuts_command",
 ]
 
@@ -39,6 +53,68 @@ PARETO_K_MAX = 0.7
 #: the importance sampling's effective sample size: at least this many, and this fraction
 MIN_IS_ESS = 200
 MIN_IS_ESS_FRACTION = 0.1
+#: the check against NUTS (the accuracy bar of method='approx'): the largest difference of a
+#: population-level mean, and the 95th percentile over the group effects, in NUTS sds
+NUTS_POPULATION_MAX = 0.15
+NUTS_GROUP_P95_MAX = 0.25
+#: the short NUTS run is healthy with no divergence and every R-hat below this: looser than a
+#: fit's RHAT_MAX, since with 500 draws per chain a largest R-hat of 1.01-1.02 over dozens of
+#: group effects is noise, while chains that disagree (a stuck or unadapted chain) lie above
+NUTS_RHAT_MAX = 1.05
+
+
+@dataclass(frozen=True)
+class NutsCheck:
+    """The comparison of an approximate fit with a short NUTS run of the same model: per
+    scalar parameter ``|mean_approx - mean_nuts| / sd_nuts``, the largest over the
+    population-level parameters (fixed effects, group SD) and over the group effects (with
+    the 95th percentile over groups), where they occur, the ratio of posterior sds (approx /
+    NUTS) over the population-level parameters, and the NUTS run's own health."""
+
+    chains: int
+    tune: int
+    draws: int
+    seed: int
+    population_max: float
+    population_name: str
+    group_max: float
+    group_name: str
+    group_p95: float
+    sd_ratio_min: float
+    sd_ratio_max: float
+    divergences: int
+    max_rhat: float
+    seconds: float = 0.0
+
+    @property
+    def healthy(self) -> bool:
+        """The NUTS run has no divergence and every R-hat below ``NUTS_RHAT_MAX``."""
+        return self.divergences == 0 and self.max_rhat < NUTS_RHAT_MAX
+
+    @property
+    def passed(self) -> bool:
+        """Both differences within the accuracy bar."""
+        return (self.population_max <= NUTS_POPULATION_MAX
+                and self.group_p95 <= NUTS_GROUP_P95_MAX)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NutsCheck:
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+    def lines(self) -> list[str]:
+        """The comparison in one line, and the NUTS run's health in a second."""
+        health = f"NUTS run: {self.divergences} divergences, max R-hat {self.max_rhat:.3f}"
+        health += (" (healthy)" if self.healthy else
+                   f" - not healthy (a divergence, or an R-hat of {NUTS_RHAT_MAX} or more): "
+                   "the comparison means little")
+        return [f"check against NUTS ({self.chains} x {self.draws}): largest difference "
+                f"{self.population_max:.2f} NUTS sd ({self.population_name}); group effects: "
+                f"max {self.group_max:.2f} ({self.group_name}), 95th pct {self.group_p95:.2f}; "
+                f"sd ratio {self.sd_ratio_min:.2f}-{self.sd_ratio_max:.2f}",
+                health]
 
 
 def nuts_command() -> str:
@@ -76,6 +152,29 @@ def check_approx(numbers: Mapping[str, Any]) -> list[Finding]:
         out.append(Finding(FindingCode.APPROX_ESS, "error", _message(
             f"the importance sampling's effective sample size is {c.is_ess:.0f} of "
             f"{c.proposals} proposals (at least {need:.0f} is needed)")))
+    if numbers.get("against_nuts"):
+        out.extend(check_nuts(NutsCheck.from_dict(numbers["against_nuts"])))
+    return out
+
+
+def check_nuts(c: NutsCheck) -> list[Finding]:
+    """The check against NUTS as findings: an error beyond the accuracy bar, a warning when the
+    NUTS run is not healthy enough to judge by (none when both pass)."""
+    out = []
+    health = (f"the short NUTS run had {c.divergences} divergences and a max R-hat of "
+              f"{c.max_rhat:.3f}")
+    if not c.passed:
+        out.append(Finding(FindingCode.APPROX_VS_NUTS, "error", _message(
+            f"its posterior differs from a short NUTS run's ({c.chains} x {c.draws}): the "
+            f"largest difference of a population-level mean is {c.population_max:.2f} NUTS sd "
+            f"({c.population_name}; at most {NUTS_POPULATION_MAX} is accepted), the 95th "
+            f"percentile over the group effects {c.group_p95:.2f} (at most "
+            f"{NUTS_GROUP_P95_MAX})" + ("" if c.healthy else f"; but {health}, so NUTS may "
+                                        "be the one that is off"))))
+    elif not c.healthy:
+        out.append(Finding(FindingCode.APPROX_VS_NUTS, "warning", (
+            f"the check against NUTS is inconclusive: {health} (a short run that is not "
+            f"healthy makes the comparison meaningless); to be sure, fit with {nuts_command()}")))
     return out
 
 
@@ -87,8 +186,8 @@ def approx_rows(numbers: Mapping[str, Any],
     c = SimpleNamespace(**numbers)
 
     def state(code: FindingCode) -> str:
-        return "fail" if any(f.code == code and f.severity == "error" for f in findings) \
-            else "pass"
+        sev = {f.severity for f in findings if f.code == code}
+        return "fail" if "error" in sev else "warn" if "warning" in sev else "pass"
 
     need = max(MIN_IS_ESS, MIN_IS_ESS_FRACTION * c.proposals)
     return (
@@ -101,4 +200,17 @@ def approx_rows(numbers: Mapping[str, Any],
          f"{c.pareto_k:.2f}", f"< {PARETO_K_MAX:g}"),
         ("importance sampling ESS", state(FindingCode.APPROX_ESS),
          f"{c.is_ess:.0f} of {c.proposals}", f">= {need:.0f}"),
+        *_nuts_row(numbers.get("against_nuts"), state(FindingCode.APPROX_VS_NUTS)),
     )
+
+
+def _nuts_row(against: Mapping[str, Any] | None,
+              state: str) -> tuple[tuple[str, str, str, str], ...]:
+    """The row of the check against a short NUTS run (``--check``), when it was run."""
+    if not against:
+        return ()
+    n = NutsCheck.from_dict(against)
+    return ((f"against NUTS ({n.chains} x {n.draws})", state,
+             f"{n.population_max:.2f} / {n.group_p95:.2f} NUTS sd",
+             f"<= {NUTS_POPULATION_MAX:g} (population) / {NUTS_GROUP_P95_MAX:g} (groups, 95th "
+             "pct)"),)
