@@ -97,3 +97,20 @@ def test_the_trace_caption_speaks_of_independent_draws(approx_fit):
 
     caption = chain_figures(approx_fit)["trace"][0]
     assert "divergent" not in caption and "independent draws" in caption
+
+
+def test_the_check_against_nuts_has_its_row():
+    from dataclasses import asdict
+
+    from poolwise.inference.diagnostics.approx_check import NutsCheck, check_approx
+
+    base = {"refinement_change": 1e-6, "failed_group_draws": 0, "pareto_k": 0.2,
+            "is_ess": 3000.0, "proposals": 4000, "nodes": 15, "refined_nodes": 31}
+    nuts = NutsCheck(chains=4, tune=500, draws=500, seed=1, population_max=0.4,
+                     population_name="b_x", group_max=0.3, group_name="a_g[2]", group_p95=0.1,
+                     sd_ratio_min=0.9, sd_ratio_max=1.1, divergences=0, max_rhat=1.004)
+    numbers = {**base, "against_nuts": asdict(nuts)}
+    rows = approx_rows(numbers, check_approx(numbers))
+    assert rows[-1][0] == "against NUTS (4 x 500)" and rows[-1][1] == "fail"
+    assert rows[-1][2] == "0.40 / 0.10 NUTS sd"
+    assert len(approx_rows(base, check_approx(base))) == 4  # no row without --check
