@@ -159,6 +159,7 @@ def _kill_saves(two_results, tmp_path: Path, n: int) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "timing"]
 
 
+@pytest.mark.slow  # 7 s; the default tier's budget (5 min on 2 cores) is spent elsewhere
 def test_sigkill_during_save_leaves_old_or_new(two_results, tmp_path):
     _kill_saves(two_results, tmp_path, 6)
 
@@ -207,8 +208,9 @@ def _kill_cli_runs(tmp_path: Path, old: Path, n: int, seed: int) -> list[bool]:
     return replaced
 
 
+@pytest.mark.slow  # 7 s, beside the 20 kills below
 def test_sigkill_of_fit_out_leaves_old_or_new(two_results, tmp_path):
-    _kill_cli_runs(tmp_path, two_results[0], 3, 99)  # 20 in the slow tier
+    _kill_cli_runs(tmp_path, two_results[0], 3, 99)
 
 
 @pytest.mark.slow
