@@ -1,6 +1,11 @@
 """``method="approx"`` (poolwise.inference.approx): held to NUTS on the bundled example, to the
 truth on simulated data, to the general quadrature of leave-one-group-out; its refusals; its
-self-check failing where it must; the command line end to end."""
+self-check failing where it must; the command line end to end.
+
+Every test that runs the compiled approximation is in the slow tier: numba compiles its kernels
+(inlined for speed: the draws 1.6-1.9x faster at 10,000 groups) in about 45 s, once per
+install, which the default tier (5 minutes on 2 cores) cannot spend; the checks' rules, the
+refusals and the options stay in the default tier."""
 
 from __future__ import annotations
 
@@ -53,12 +58,14 @@ def bangladesh_pair(bangladesh):
     return a, n
 
 
+@pytest.mark.slow
 def test_bangladesh_agrees_with_nuts(bangladesh_pair):
     a, n = bangladesh_pair
     assert a.ok and n.ok and a.method == "approx" and n.method == "nuts"
     _agree_with_nuts(a, n, POPULATION, "a_district")
 
 
+@pytest.mark.slow
 def test_the_posterior_has_the_samplers_variables_and_no_sampler_statistics(bangladesh_pair):
     a, n = bangladesh_pair
     pa, pn = a.posterior, n.posterior
@@ -81,6 +88,7 @@ def test_the_posterior_has_the_samplers_variables_and_no_sampler_statistics(bang
     assert poolwise.predict(a, new).shape[0] == 2
 
 
+@pytest.mark.slow
 def test_the_fast_path_equals_the_general_quadrature():
     """The compiled one-intercept path gives leave-one-group-out's integrals, every link."""
     rng = np.random.default_rng(3)
@@ -100,6 +108,7 @@ def test_the_fast_path_equals_the_general_quadrature():
         np.testing.assert_allclose(got, ref, atol=1e-9, err_msg=link)
 
 
+@pytest.mark.slow
 def test_the_group_draws_follow_the_conditional_posterior():
     """The rejection sampler: the draws' mean and sd equal those of the conditional density
     computed on a dense grid; about 9 in 10 proposals are accepted."""
@@ -136,6 +145,7 @@ def _simulated(G: int, seed: int, sd: float = 0.8, link: str = "logit",
                          "exposure": exposure})
 
 
+@pytest.mark.slow
 def test_many_small_groups_cover_the_true_sd():
     """2,000 groups of 5-30 trials, true SD 0.8: the posterior of the SD covers it."""
     df = _simulated(2000, seed=5)
@@ -148,6 +158,7 @@ def test_many_small_groups_cover_the_true_sd():
     assert abs(float(a.posterior["b_x"].mean()) - 0.4) < 4 * float(a.posterior["b_x"].std())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("link", "offset"), [("probit", False), ("logit", True)])
 def test_probit_and_offset_agree_with_nuts(link, offset):
     df = _simulated(80, seed=7, sd=0.6, link=link, offset=offset)
@@ -161,6 +172,7 @@ def test_probit_and_offset_agree_with_nuts(link, offset):
     _agree_with_nuts(a, n, ("Intercept", "b_x", "sd_g"), "a_g")
 
 
+@pytest.mark.slow
 def test_frequency_weights_equal_repeated_rows(bangladesh):
     """Frequency weights are the rows' counts: the same cells, hence the same draws, as the
     data with each row repeated."""
@@ -202,6 +214,7 @@ def test_survey_weights_and_a_comparison_are_refused(bangladesh):
         poolwise.fit(FORMULA, bangladesh, method="laplace")
 
 
+@pytest.mark.slow
 def test_a_fit_failing_its_check_is_not_ok(bangladesh, monkeypatch):
     """One Gauss-Hermite node per group (the Laplace approximation, forced through the
     module's knob): the refinement check fails, the fit is NOT OK and says how to run NUTS."""
@@ -227,6 +240,7 @@ def test_each_check_fails_on_its_own_numbers():
         assert found[0].severity == "error" and "--method nuts" in found[0].message
 
 
+@pytest.mark.slow
 def test_the_command_line_writes_a_folder_that_loads_back(tmp_path, bangladesh, capsys):
     data = tmp_path / "survey.csv"
     bangladesh.to_csv(data, index=False)
@@ -247,6 +261,7 @@ def test_the_command_line_writes_a_folder_that_loads_back(tmp_path, bangladesh, 
     assert "method: approx" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_command_line_says_not_ok_and_how_to_run_nuts(tmp_path, bangladesh, capsys,
                                                           monkeypatch):
     monkeypatch.setattr(approx, "NODES", 1)  # the Laplace approximation: the check fails
@@ -262,6 +277,7 @@ def test_the_command_line_says_not_ok_and_how_to_run_nuts(tmp_path, bangladesh, 
     assert not poolwise.load_fit(tmp_path / "fit").ok  # judged alike when loaded
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("link", links.names())
 def test_the_marginal_density_equals_a_direct_computation(link):
     """log p(theta | y) up to its constant, against the data frame row by row: each group's
@@ -297,6 +313,7 @@ def test_the_marginal_density_equals_a_direct_computation(link):
         assert value == pytest.approx(total, abs=1e-6), link
 
 
+@pytest.mark.slow
 def test_the_report_says_the_method(tmp_path, bangladesh_pair):
     a, _ = bangladesh_pair
     path = tmp_path / "report.html"
@@ -305,6 +322,7 @@ def test_the_report_says_the_method(tmp_path, bangladesh_pair):
     assert "approx" in html
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["no group variation", "almost all zero"])
 def test_hard_posteriors_of_the_sd_agree_with_nuts(case):
     """A group SD whose posterior piles up near 0 (skewed: the second round of proposals), and
@@ -346,6 +364,7 @@ def checked(bangladesh):
     return a, runs[0]
 
 
+@pytest.mark.slow
 def test_the_check_against_nuts_passes_and_equals_a_direct_computation(checked):
     a, n = checked
     c = a.nuts_check
@@ -373,6 +392,7 @@ def test_the_check_against_nuts_passes_and_equals_a_direct_computation(checked):
     assert "nuts_check_s" in a.timings
 
 
+@pytest.mark.slow
 def test_the_check_against_nuts_fails_where_the_draws_are_off(bangladesh, monkeypatch):
     """The approximate posterior shifted by half a NUTS sd (its draws moved after the fact):
     the check makes the fit NOT OK and names the command that runs NUTS."""
@@ -428,6 +448,7 @@ def test_check_with_nuts_is_refused_before_the_data_are_read(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_the_command_line_check_prints_saves_and_loads_back(tmp_path, bangladesh, capsys,
                                                             monkeypatch):
     from poolwise.inference import approx_nuts
@@ -471,6 +492,7 @@ def approx_fit():
                         chains=2, draws=500)
 
 
+@pytest.mark.slow
 def test_the_checks_are_the_approximations_not_the_samplers(approx_fit, tmp_path):
     rows = approx_fit.diagnosis.checks()
     names = [r[0] for r in rows]
@@ -487,6 +509,7 @@ def test_the_checks_are_the_approximations_not_the_samplers(approx_fit, tmp_path
     assert load_fit(tmp_path / "a").diagnosis.checks() == rows
 
 
+@pytest.mark.slow
 def test_a_failing_check_fails_its_row(monkeypatch):
     monkeypatch.setattr(approx, "NODES", 1)
     with pytest.warns(ConvergenceWarning):
@@ -508,6 +531,7 @@ def test_rows_take_their_state_from_the_findings():
     assert rows[2][2] == "0.95" and rows[3][2] == "3000 of 4000" and rows[3][3] == ">= 400"
 
 
+@pytest.mark.slow
 def test_the_report_shows_only_the_settings_used(approx_fit, tmp_path):
     path = tmp_path / "r.html"
     with warnings.catch_warnings():
@@ -522,6 +546,7 @@ def test_the_report_shows_only_the_settings_used(approx_fit, tmp_path):
     assert "parameterization (district)" not in html
 
 
+@pytest.mark.slow
 def test_diagnose_prints_the_self_check(approx_fit, tmp_path, capsys):
     from poolwise.cli import main
 
@@ -535,6 +560,7 @@ def test_diagnose_prints_the_self_check(approx_fit, tmp_path, capsys):
     assert "chain  divergences" not in out and "target_accept" not in out
 
 
+@pytest.mark.slow
 def test_the_trace_caption_speaks_of_independent_draws(approx_fit):
     from poolwise.output.plots.diagnostic import chain_figures
 
