@@ -470,19 +470,28 @@ def _group_cols(groups: Any) -> list[str]:
     return [*cols, "shift_p", "sd_ratio", "shrinkage"]
 
 
+#: the first columns of the leave-one-group-out and K-fold tables
+ELPD_COLUMNS = ("model", "elpd", "SE", "elpd difference", "SE of difference")
+
+
+def _elpd_cells(model: Any, row: Any) -> tuple[str, ...]:
+    """A model's row of :data:`ELPD_COLUMNS` (the comparison's own model names)."""
+    from poolwise.comparison.pooling import MODEL_NAMES
+
+    return (MODEL_NAMES.get(str(model), str(model)), f"{row['elpd']:.1f}", f"{row['se']:.1f}",
+            f"{row['elpd_diff']:.1f}", f"{row['dse']:.1f}")
+
+
 def _logo_table(comp: PoolingComparison) -> tuple[Table | None, str | None]:
     """The leave-one-group-out table of a comparison and its predictive unit."""
     if comp.logo is None:
         return None, None
     lg = comp.logo
-    names = {"complete": "complete pooling", "none": "no pooling", "partial": "partial pooling"}
     table = _table(
-        ["model", "elpd", "SE", "elpd difference", "SE of difference", "PSIS", "refits",
-         "exact", "max Pareto k", "Pareto k"],
-        [(names.get(str(m), str(m)), f"{r['elpd']:.1f}", f"{r['se']:.1f}",
-          f"{r['elpd_diff']:.1f}", f"{r['dse']:.1f}", fmt_sig(r["n_psis"], None),
-          fmt_sig(r["n_refit"], None), fmt_sig(r["n_exact"], None),
-          fmt_sig(r["pareto_k_max"], 2), Badge("pass" if r["n_bad_k"] == 0 else "fail"))
+        [*ELPD_COLUMNS, "PSIS", "refits", "exact", "max Pareto k", "Pareto k"],
+        [(*_elpd_cells(m, r), fmt_sig(r["n_psis"], None), fmt_sig(r["n_refit"], None),
+          fmt_sig(r["n_exact"], None), fmt_sig(r["pareto_k_max"], 2),
+          Badge("pass" if r["n_bad_k"] == 0 else "fail"))
          for m, r in lg.table.iterrows()],
     )
     how = ("every group refitted exactly" if lg.exact else
@@ -497,12 +506,7 @@ def _kfold_table(comp: PoolingComparison) -> tuple[Table | None, str | None]:
     if comp.kfold is None:
         return None, None
     kf = comp.kfold
-    names = {"complete": "complete pooling", "none": "no pooling", "partial": "partial pooling"}
-    table = _table(
-        ["model", "elpd", "SE", "elpd difference", "SE of difference"],
-        [(names.get(str(m), str(m)), f"{r['elpd']:.1f}", f"{r['se']:.1f}",
-          f"{r['elpd_diff']:.1f}", f"{r['dse']:.1f}") for m, r in kf.table.iterrows()],
-    )
+    table = _table(list(ELPD_COLUMNS), [_elpd_cells(m, r) for m, r in kf.table.iterrows()])
     unit = (f"Predictive unit: {kf.unit}. The {len(kf.pointwise):,} levels of '{kf.group}' in "
             f"{kf.k} folds, stratified by their size; each fold left out and refitted, its "
             "levels scored as new groups. Per level: pooling_kfold_groups.csv; the folds and "
