@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields
 from types import SimpleNamespace
 from typing import Any
 
-from poolwise.inference.diagnostics.findings import Finding, FindingCode
+from poolwise.inference.diagnostics.findings import Finding, FindingCode, check_state
 
 __all__ = [
     "APPROX_ATTR",
@@ -186,8 +186,7 @@ def approx_rows(numbers: Mapping[str, Any],
     c = SimpleNamespace(**numbers)
 
     def state(code: FindingCode) -> str:
-        sev = {f.severity for f in findings if f.code == code}
-        return "fail" if "error" in sev else "warn" if "warning" in sev else "pass"
+        return check_state(findings, code)
 
     need = max(MIN_IS_ESS, MIN_IS_ESS_FRACTION * c.proposals)
     return (

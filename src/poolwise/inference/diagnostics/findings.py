@@ -9,6 +9,7 @@ checks share with the sampler checks (:mod:`poolwise.inference.diagnostics.sampl
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ __all__ = [
     "FindingCode",
     "Funnel",
     "Severity",
+    "check_state",
     "name_list",
     "two_digits",
 ]
@@ -183,8 +185,7 @@ class Diagnosis:
         from poolwise.textfmt import fmt_rhat, fmt_sig
 
         def state(*codes: FindingCode) -> str:
-            sev = {f.severity for f in self.findings if f.code in codes}
-            return "fail" if "error" in sev else "warn" if "warning" in sev else "pass"
+            return check_state(self.findings, *codes)
 
         ess_min = ESS_PER_CHAIN * self.chains
         bfmi = min(self.bfmi) if self.bfmi else math.nan
@@ -246,6 +247,13 @@ class Diagnosis:
             "ok": self.ok,
             "findings": [f.to_dict() for f in self.findings],
         }
+
+
+def check_state(findings: Sequence[Finding], *codes: FindingCode) -> str:
+    """A check's badge from its findings: "fail" with an error among ``codes``, "warn" with a
+    warning, else "pass" (a table of badges never contradicts ``Diagnosis.ok``)."""
+    sev = {f.severity for f in findings if f.code in codes}
+    return "fail" if "error" in sev else "warn" if "warning" in sev else "pass"
 
 
 def _num(v: float | None) -> float | None:
