@@ -471,6 +471,8 @@ def test_the_command_line_check_prints_saves_and_loads_back(tmp_path, bangladesh
     assert saved["draws"] == 300 and saved["population_max"] < 0.15
     loaded = poolwise.load_fit(out)
     assert loaded.ok and loaded.nuts_check.to_dict() == saved
+    # the saved diagnosis' table has the check's row (the report shows that table)
+    assert ("against NUTS (4 x 300)", "pass") in [r[:2] for r in loaded.diagnosis.checks()]
     assert f"{loaded.nuts_check.population_max:.2f}" in line
     assert "checked: quadrature, Pareto k, ESS, NUTS" in text
     assert main(["diagnose", str(out)]) == 0

@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xarray as xr
 
-from poolwise.inference.diagnostics.approx_check import APPROX_ATTR, NutsCheck, check_nuts
+from poolwise.inference.diagnostics.approx_check import (
+    APPROX_ATTR,
+    NutsCheck,
+    approx_rows,
+    check_nuts,
+)
 from poolwise.model.naming import fixed_name, sd_name, total_name
 from poolwise.progress import phase
 
@@ -100,7 +105,9 @@ def check_against_nuts(fit: Fit) -> Fit:
     saved = json.loads(fit.idata.attrs[APPROX_ATTR])
     saved["against_nuts"] = check.to_dict()
     fit.idata.attrs[APPROX_ATTR] = json.dumps(saved)
-    diagnosis = replace(fit.diagnosis, findings=fit.diagnosis.findings + tuple(check_nuts(check)))
+    findings = fit.diagnosis.findings + tuple(check_nuts(check))
+    diagnosis = replace(fit.diagnosis, findings=findings,
+                        approx_checks=approx_rows(saved, findings))
     timings = {**fit.timings, "nuts_check_s": seconds,
                "total_s": fit.timings["total_s"] + seconds}
     return replace(fit, diagnosis=diagnosis, timings=timings)
