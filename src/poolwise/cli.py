@@ -613,7 +613,7 @@ def _extremes(df: Any, by: str, k: int = TOP_K) -> Any:
 
 
 def _print_summary(df: Any, prob: float, kind: str, spec: Any = None,
-                   full_table: str | None = None) -> None:
+                   full_table: str | None = None, note: str | None = None) -> None:
     """The summary with significant digits (summary.csv keeps them all) and labels escaped for
     the terminal; with many groups, the population parameters and each group variable's
     extremes only."""
@@ -642,6 +642,8 @@ def _print_summary(df: Any, prob: float, kind: str, spec: Any = None,
     for name, n in big:
         print(f"({name}: {n:,} levels; shown are the {TOP_K} lowest and {TOP_K} highest means; "
               f"full table: {where})")
+    if note:
+        print(f"({note})")
 
 
 def _status_line(fit: Any) -> str:
@@ -761,8 +763,11 @@ def _run_fit(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs:
             if next(t for t in fit.spec.terms if t.name == term).requested == "auto":
                 print(f"parameterization of ({term}): {par} (auto)")
         print()
+        from poolwise.inference.summary import independent_draws_note
+
         _print_summary(fit.summary(prob=args.prob, kind=args.interval), args.prob, args.interval,
-                       fit.spec, str(Path(args.out) / "summary.csv") if args.out else None)
+                       fit.spec, str(Path(args.out) / "summary.csv") if args.out else None,
+                       independent_draws_note(fit))
         if fit.nuts_check is not None:  # --check: the comparison with a short NUTS run
             print("\n".join(fit.nuts_check.lines()))
         print()

@@ -15,10 +15,18 @@ on AR(1) chains of many lengths, ties, constant and nearly constant draws, odd d
 and one chain. Edge cases follow ArviZ: constant draws give ESS = chains x draws, fewer than
 4 draws (or 2 chains for R-hat) give NaN. Parameters with non-finite draws get NaN here;
 :func:`poolwise.inference.diagnostics.convergence_numbers` reports those itself.
+
+The MCSE of draws that are not a Markov chain (``method="approx"``: independent given a
+resampled draw of the population-level parameters) is here too (:func:`clustered_mcse`).
+
+Why one module: every number of the summary table's right half is computed here, in one
+batched pass over blocks of parameters (:func:`table_numbers`, :func:`diagnostics`) that
+shares the rank normalization, the FFTs and the block scheduling on the cores.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,7 +38,7 @@ from scipy import special
 __all__ = [
     "component_blocks",
     "diagnostics", "ess_bulk", "ess_mean", "ess_tail", "hdi", "mcse_mean", "mcse_sd", "rhat",
-    "bfmi", "table_numbers",
+    "bfmi", "clustered_mcse", "draw_clusters", "table_numbers",
 ]
 
 #: parameters per batch: small temporaries are reused by the allocator; with 2,000 parameters
@@ -457,10 +465,55 @@ def hdi(x: np.ndarray, prob: float) -> np.ndarray:
     return np.stack([flat[rows, i], flat[rows, i + inc]], axis=1)
 
 
-def table_numbers(x: np.ndarray, prob: float, kind: str) -> dict[str, np.ndarray]:
+def clustered_mcse(x: np.ndarray, clusters: tuple[np.ndarray, int]) -> np.ndarray:
+    """Monte Carlo SE of the mean of every parameter of ``x`` (P, C, D) whose draws are
+    independent given a cluster, and clusters independent: the draws of
+    ``method="approx"``, where resampling repeats a draw of the population-level
+    parameters (a cluster) and each group effect is drawn afresh given it. The
+    cluster-robust variance of a mean: ``sum over clusters of (sum of its deviations)^2 /
+    S^2``; with no repeats, the usual ``sd^2 / S`` (with divisor S).
+    ``clusters``: :func:`draw_clusters` (each flattened draw's cluster, and their number)."""
+    cluster, n_clusters = clusters
+    flat = np.ascontiguousarray(np.asarray(x, dtype=float).reshape(x.shape[0], -1))
+    return _clustered_mcse(flat, cluster, n_clusters)
+
+
+@numba.njit(cache=True, nogil=True)
+def _clustered_mcse(flat, cluster, n_clusters):  # pragma: no cover - compiled
+    P, S = flat.shape
+    out = np.empty(P)
+    acc = np.empty(n_clusters)
+    for p in range(P):
+        mean = 0.0
+        for i in range(S):
+            mean += flat[p, i]
+        mean /= S
+        acc[:] = 0.0
+        for i in range(S):
+            acc[cluster[i]] += flat[p, i] - mean
+        ss = 0.0
+        for c in range(n_clusters):
+            ss += acc[c] * acc[c]
+        out[p] = math.sqrt(ss) / S
+    return out
+
+
+def draw_clusters(keys: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(cluster, n_clusters)`` of :func:`clustered_mcse` from one row of ``keys`` (S, k)
+    per flattened draw: draws with equal rows form a cluster (``cluster``: each draw's,
+    0 .. n_clusters - 1)."""
+    _, inverse = np.unique(np.asarray(keys), axis=0, return_inverse=True)
+    inverse = np.asarray(inverse, dtype=np.int64).ravel()
+    return inverse, int(inverse.max(initial=-1)) + 1
+
+
+def table_numbers(x: np.ndarray, prob: float, kind: str,
+                  clusters: tuple[np.ndarray, int] | None = None
+                  ) -> dict[str, np.ndarray]:
     """The summary table's mean, sd, interval (``kind`` "hdi" or "eti", probability
     ``prob``) and MCSE of the mean of every parameter of ``x`` (P, C, D), on every core a
-    block of parameters at a time."""
+    block of parameters at a time. ``clusters``: the draws are independent given a cluster
+    (:func:`clustered_mcse`), not a Markov chain."""
     x = np.asarray(x, dtype=float)
     tails = [(1 - prob) / 2, (1 + prob) / 2]
 
@@ -470,7 +523,9 @@ def table_numbers(x: np.ndarray, prob: float, kind: str) -> dict[str, np.ndarray
         lo_hi = hdi(b, prob) if kind == "hdi" else np.quantile(flat, tails, axis=1).T
         sd = flat.std(axis=1, ddof=1)
         # mcse_mean's arithmetic, with the sd computed once
-        return flat.mean(axis=1), sd, lo_hi[:, 0], lo_hi[:, 1], sd / np.sqrt(ess_mean(b))
+        mcse = (sd / np.sqrt(ess_mean(b)) if clusters is None
+                else clustered_mcse(b, clusters))
+        return flat.mean(axis=1), sd, lo_hi[:, 0], lo_hi[:, 1], mcse
 
     parts = _on_cores(block, x.shape[0])
     cols = ("mean", "sd", "lower", "upper", "mcse_mean")

@@ -58,7 +58,7 @@ def _known_numbers(names: list[str], known: Any) -> tuple[np.ndarray, ...]:
 
 
 def _numbers_table(
-    post: xr.Dataset, prob: float, kind: str, known: Any = None
+    post: xr.Dataset, prob: float, kind: str, known: Any = None, independent: bool = False
 ) -> pd.DataFrame:
     """The numbers of ``arviz_stats.summary`` (mean, sd, interval, MCSE, ESS, R-hat) for
     every scalar component, computed for all components at once (:mod:`poolwise.
@@ -70,12 +70,19 @@ def _numbers_table(
     ``known``: a :class:`poolwise.inference.diagnostics.Diagnosis` of the same draws, whose R-hat
     and
     ESS are reused for the components it names with finite numbers (the others, e.g.
-    constant draws, which the diagnosis marks undefined, are computed here)."""
+    constant draws, which the diagnosis marks undefined, are computed here).
+
+    ``independent``: the draws of ``method="approx"``: the group-level components are exact
+    independent draws given the population-level ones (repeated by resampling), so they get
+    no R-hat or ESS (NaN) and the MCSE of their mean counts those repeats
+    (:func:`poolwise.inference.convergence.clustered_mcse`)."""
     from poolwise.inference import convergence as cv
     from poolwise.inference.diagnostics import TAIL_PROB
 
     names: list[str] = []
     parts: list[dict[str, np.ndarray]] = []
+    skip: list[np.ndarray] = []  # components that get no R-hat or ESS
+    clusters = _draw_clusters(post) if independent else None
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         for name, v, extra, start, x in cv.component_blocks(post):
@@ -83,13 +90,17 @@ def _numbers_table(
             if start == 0:
                 labels = _labels(name, v, extra)
             names.extend(labels[start:start + k])
-            parts.append(cv.table_numbers(x, prob, kind))
+            grouped = clusters is not None and bool(extra)
+            parts.append(cv.table_numbers(x, prob, kind, clusters if grouped else None))
+            skip.append(np.full(k, grouped))
         lo, hi = interval_columns(prob, kind)
         table = {name: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0)
                  for c, name in (("mean", "mean"), ("sd", "sd"), ("lower", lo),
                                  ("upper", hi), ("mcse_mean", "mcse_mean"))}
         rhat, ess_b, ess_t = _known_numbers(names, known)
-        todo = np.flatnonzero(~(np.isfinite(rhat) & np.isfinite(ess_b) & np.isfinite(ess_t)))
+        skipped = np.concatenate(skip) if skip else np.zeros(0, dtype=bool)
+        todo = np.flatnonzero(~(np.isfinite(rhat) & np.isfinite(ess_b) & np.isfinite(ess_t))
+                              & ~skipped)
         if len(todo):  # components the diagnosis does not cover: their draws, by block
             done = 0
             for _, _, _, _, x in cv.component_blocks(post):
@@ -102,6 +113,26 @@ def _numbers_table(
         table.update({"ess_bulk": ess_b, "ess_tail": ess_t, "r_hat": rhat})
     cols = table_columns(prob, kind, levels=False)
     return pd.DataFrame(table, index=pd.Index(names, dtype=object))[cols].astype(float)
+
+
+def independent_draws_note(fit: Fit) -> str | None:
+    """What the blank R-hat and ESS of an approximate fit's group effects mean (None for a
+    sampler's fit): the note under its summary table, in the terminal and the report."""
+    if fit.method != "approx":
+        return None
+    return ("group effects: exact independent draws given each draw of the fixed effects and "
+            "SDs (method approx): no chains to mix, so no R-hat or ESS; their MCSE counts the "
+            "draws of those that resampling repeats")
+
+
+def _draw_clusters(post: xr.Dataset) -> tuple[np.ndarray, int] | None:
+    """The draws that share their population-level values (:func:`poolwise.inference.
+    convergence.draw_clusters`); None without population-level variables."""
+    from poolwise.inference import convergence as cv
+
+    keys = [v.transpose("chain", "draw").values.reshape(-1, 1)
+            for v in post.data_vars.values() if set(v.dims) == {"chain", "draw"}]
+    return cv.draw_clusters(np.hstack(keys)) if keys else None
 
 
 def summary(
@@ -159,7 +190,8 @@ def summary(
                 name = total_name(term, "Intercept")
                 data[name] = inverse_link(spec.link, post[name])
         post = xr.Dataset(data)
-    df = _numbers_table(post, prob, kind, known=fit.diagnosis if scale == "logit" else None)
+    df = _numbers_table(post, prob, kind, known=fit.diagnosis if scale == "logit" else None,
+                        independent=fit.method == "approx")
     _level_data(df, spec)
     _describe(df, spec, prob, kind, scale)
     return df

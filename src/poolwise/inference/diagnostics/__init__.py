@@ -147,7 +147,9 @@ def diagnose(
     chains, draws = post.sizes.get("chain", 1), post.sizes.get("draw", 0)
 
     div = divergent_draws(stats, chains, draws)
-    conv = convergence_numbers(post)
+    approx = json.loads(tree.attrs[APPROX_ATTR]) if APPROX_ATTR in tree.attrs else None
+    # an approximate fit's group effects are exact independent draws: no R-hat or ESS
+    conv = convergence_numbers(post, group_numbers=approx is None)
     bfmi = bfmi_per_chain(stats)
     sat = treedepth_saturation(stats)
     acc_chain, acc = acceptance_per_chain(stats)
@@ -165,7 +167,6 @@ def diagnose(
         *check_acceptance(acc_chain, target_accept),
         *check_funnels(funnels, int(div.sum()), spec),
     ]
-    approx = json.loads(tree.attrs[APPROX_ATTR]) if APPROX_ATTR in tree.attrs else None
     if approx is not None:  # an approximate fit: its self-check
         findings.extend(check_approx(approx))
     sens: dict[str, tuple[float, float]] = {}

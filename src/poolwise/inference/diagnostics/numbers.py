@@ -103,11 +103,16 @@ class Convergence:
         return float(np.min(ess[defined]))
 
 
-def convergence_numbers(post: xr.Dataset) -> Convergence:
+def convergence_numbers(post: xr.Dataset, *, group_numbers: bool = True) -> Convergence:
     """R-hat and ESS of every parameter of ``post`` (arviz-stats' algorithms, batched:
     :mod:`poolwise.inference.convergence`), with undefined numbers as NaN, never "large": arviz
     gives ESS = N for constant draws. Computed a block of components at a time (no stacked copy
-    of all draws)."""
+    of all draws).
+
+    ``group_numbers=False``: no R-hat or ESS for the group-level components (NaN; whether their
+    draws are finite or constant is still found): the draws of ``method="approx"``, exact
+    independent draws given the population-level ones, have no chains to mix
+    (:func:`poolwise.inference.convergence.clustered_mcse` gives their MCSE)."""
     names: list[str] = []
     group_level: list[bool] = []
     cols: list[list[np.ndarray]] = [[] for _ in range(6)]
@@ -116,7 +121,8 @@ def convergence_numbers(post: xr.Dataset) -> Convergence:
         group_level.extend([grp] * len(labels))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            numbers = _convergence_numbers(blk)
+            numbers = (_convergence_numbers(blk) if group_numbers or not grp
+                       else (np.full(len(blk), np.nan),) * 3)
             # per chain extremes: NaN propagates (not finite), and from them whether a
             # parameter is constant, or every chain constant at different values (stuck)
             hi, lo = blk.max(axis=2), blk.min(axis=2)

@@ -411,7 +411,7 @@ def _summary_table(f: Fit, prob: float, kind: str) -> tuple[Table, list[str]]:
     extremes (more than ``MAX_TABLE_LEVELS`` levels)."""
     import pandas as pd
 
-    from poolwise.inference.summary import format_summary, table_columns
+    from poolwise.inference.summary import format_summary, independent_draws_note, table_columns
     from poolwise.model.naming import total_name
 
     df = f.summary(prob=prob, kind=kind)
@@ -429,6 +429,9 @@ def _summary_table(f: Fit, prob: float, kind: str) -> tuple[Table, list[str]]:
                 rows = rows.iloc[_extremes(rows["mean"].to_numpy())]
             parts.append(rows)
         df = pd.concat(parts)
+    note = independent_draws_note(f)
+    if note is not None:
+        notes.append(note[0].upper() + note[1:] + ".")
     lower, upper = interval_names(prob, kind)
     header = ["mean", "sd", lower, upper, "MCSE", "ESS bulk", "ESS tail", "R-hat", "n",
               "successes", "raw proportion"]
