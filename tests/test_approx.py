@@ -114,10 +114,11 @@ def test_the_group_draws_follow_the_conditional_posterior():
     computed on a dense grid; about 9 in 10 proposals are accepted."""
     y, n, eta0, sd = np.array([3.0]), np.array([12.0]), -0.4, 0.9
     S = 40_000
-    draws, tries = intercept_draws(0, np.full((S, 1), eta0), y, n, np.zeros(1, dtype=int), 1,
-                                   np.full(S, sd), np.zeros(1), key=7)
+    draws, counts = intercept_draws(0, np.full((S, 1), eta0), y, n, np.zeros(1, dtype=int), 1,
+                                    np.full(S, sd), np.zeros(1), key=7)
     draws = draws[:, 0]
-    assert tries.max() <= 10 and tries.mean() < 1.2
+    assert counts.failed == 0 and counts.draws == S
+    assert counts.most <= 10 and counts.proposals / S < 1.2
     u = np.linspace(-6, 6, 40_001)
     p = 1 / (1 + np.exp(-(eta0 + u)))
     lp = y * np.log(p) + (n - y) * np.log1p(-p) - u * u / (2 * sd * sd)

@@ -67,7 +67,7 @@ from poolwise.model import families, links
 from poolwise.model.likelihood import log_likelihood_group
 from poolwise.model.naming import fixed_name, sd_name, total_name
 from poolwise.model.predictor import Rows, engine_coefficients, linear_predictor
-from poolwise.model.quadrature import MAX_TRIES, intercept_draws, intercept_log_integrals
+from poolwise.model.quadrature import intercept_draws, intercept_log_integrals
 from poolwise.model.scale import to_original_scale
 from poolwise.progress import phase
 
@@ -364,12 +364,13 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
     for i in range(0, S, b):
         t = theta[i:i + b]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            _, tries = intercept_draws(problem.link_id, problem.eta0(t), problem.y, problem.n,
-                                       problem.codes, problem.n_levels, np.exp(t[:, -1]),
-                                       start, key, first=i, members=problem.members,
-                                       out=u[i:i + b])  # rows of u: contiguous
-        failed += int(np.count_nonzero(tries > MAX_TRIES))
-        proposals += int(tries.sum(dtype=np.int64))
+            _, counts = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
+                                        problem.n, problem.codes, problem.n_levels,
+                                        np.exp(t[:, -1]), start, key, first=i,
+                                        members=problem.members,
+                                        out=u[i:i + b])  # rows of u: contiguous
+        failed += counts.failed
+        proposals += counts.proposals
     return u, failed, proposals / max(1, u.size)
 
 

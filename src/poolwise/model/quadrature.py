@@ -51,6 +51,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -60,7 +61,7 @@ from poolwise.engine.density import BINOMIAL, LOGIT, cell_loglik_family, inverse
 from poolwise.errors import SpecError
 from poolwise.model.likelihood import CellLikelihood, binomial_cell
 
-__all__ = ["NODES", "NewLevelPrior", "intercept_draws", "intercept_log_integrals",
+__all__ = ["NODES", "DrawCounts", "NewLevelPrior", "intercept_draws", "intercept_log_integrals",
            "new_level_log_density", "segment_sums"]
 
 
@@ -478,25 +479,27 @@ def _segment(x, f, d, z, j):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
-def _within(a, b, dj, v):  # pragma: no cover - compiled
-    """The ``v`` quantile within a segment of the envelope (density exp(dj x) on [a, b])."""
+def _within(a, b, dj, v, ej):  # pragma: no cover - compiled
+    """The ``v`` quantile within a segment of the envelope (density exp(dj x) on [a, b];
+    ``ej``: its ``expm1(dj (b - a))``, computed once per envelope)."""
     if a == -math.inf:
         return b + math.log(v) / dj
     if b == math.inf:
         return a + math.log1p(-v) / dj
     if abs(dj) * (b - a) < 1e-12:
         return a + v * (b - a)
-    return a + math.log1p(v * math.expm1(dj * (b - a))) / dj
+    return a + math.log1p(v * ej) / dj
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
-def _envelope(link, eta0, s, y, n, cells, c0, c1, sd2, u0, x, f, d, z,
-              mass):  # pragma: no cover - compiled
+def _envelope(link, eta0, s, y, n, cells, c0, c1, sd2, u0, x, f, d, z, mass,
+              ex):  # pragma: no cover - compiled
     """The envelope of a level's conditional log density (log-concave: the binomial
     log-likelihood of these links is concave in eta, the prior too): its tangents at
     ``TANGENTS`` (in SDs of the Laplace approximation around the mode) at ``x`` with values
-    ``f`` (relative to the mode's) and slopes ``d``, the tangents' crossings ``z`` and each
-    segment's mass (scaled), into the arrays given; returns the mode's log density and the
+    ``f`` (relative to the mode's) and slopes ``d``, the tangents' crossings ``z``, each
+    segment's mass (scaled) and, for the inner segments, ``expm1(d (b - a))`` (``ex``: what
+    :func:`_within` needs), into the arrays given; returns the mode's log density and the
     total mass."""
     u, fm, h = _level_mode(link, eta0, s, y, n, cells, c0, c1, sd2, u0)
     m = TANGENTS.shape[0]
@@ -510,6 +513,8 @@ def _envelope(link, eta0, s, y, n, cells, c0, c1, sd2, u0, x, f, d, z,
         z[j] = 0.5 * (x[j] + x[j + 1]) if dd <= 1e-300 else (
             f[j + 1] - f[j] - x[j + 1] * d[j + 1] + x[j] * d[j]) / dd
         z[j] = min(max(z[j], x[j]), x[j + 1])
+    for j in range(1, m - 1):
+        ex[j] = math.expm1(d[j] * (z[j] - z[j - 1]))
     top = -math.inf
     for j in range(m):
         mass[j] = _segment(x, f, d, z, j)[2]
@@ -522,8 +527,8 @@ def _envelope(link, eta0, s, y, n, cells, c0, c1, sd2, u0, x, f, d, z,
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
-def _from_envelope(link, eta0, s, y, n, cells, c0, c1, sd2, fm, x, f, d, z, mass, total,
-                   key, counter):  # pragma: no cover - compiled
+def _from_envelope(link, eta0, s, y, n, cells, c0, c1, sd2, fm, x, f, d, z, mass, ex,
+                   total, key, counter):  # pragma: no cover - compiled
     """One exact draw by rejection from the envelope: the draw and the proposals it took
     (``MAX_TRIES + 1``: none accepted, the draw is the first tangent point's mode)."""
     m = x.shape[0]
@@ -535,37 +540,65 @@ def _from_envelope(link, eta0, s, y, n, cells, c0, c1, sd2, fm, x, f, d, z, mass
             j += 1
         a = -math.inf if j == 0 else z[j - 1]
         b = math.inf if j == m - 1 else z[j]
-        xp = _within(a, b, d[j], min(max(v / mass[j], 1e-300), 1.0 - 1e-16))
+        xp = _within(a, b, d[j], min(max(v / mass[j], 1e-300), 1.0 - 1e-16), ex[j])
         hull = f[j] + d[j] * (xp - x[j])
+        log_u = math.log(_uniform(key, counter + np.uint64(2 * t + 1)))
+        # the squeeze: the chord between two tangent points lies below the concave log
+        # density, so a proposal under it is accepted without evaluating the density
+        lo = j - 1 if xp < x[j] else j
+        if 0 <= lo < m - 1 and log_u <= f[lo] + (f[lo + 1] - f[lo]) * (
+                (xp - x[lo]) / (x[lo + 1] - x[lo])) - hull:
+            return xp, t + 1
         fx = _level_objective(link, eta0, s, y, n, cells, c0, c1, sd2, xp) - fm
-        if math.log(_uniform(key, counter + np.uint64(2 * t + 1))) <= fx - hull:
+        if log_u <= fx - hull:
             return xp, t + 1
     return x[m // 2], MAX_TRIES + 1
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def _intercept_draws(link, eta0, y, n, cells, starts, members, member_starts, n_groups, sd,
-                     start, key, first, out, tries):  # pragma: no cover - compiled
+                     start, key, first, out, counts):  # pragma: no cover - compiled
     """Per (draw, level): its envelope once, then one draw for each group that has the
     level's cells (``members[member_starts[k]:member_starts[k + 1]]``); each group's
-    uniforms come from its own (draw, group) index."""
+    uniforms come from its own (draw, group) index. ``counts`` (tasks, 3): per task, the
+    draws that failed, the proposals made, and the most proposals one draw took."""
     S = eta0.shape[0]
     K = starts.shape[0] - 1
     m = TANGENTS.shape[0]
-    for i in numba.prange(S * K):
-        s = i // K
-        k = i % K
+    n_pairs = S * K
+    block = 256  # pairs per task: the envelope's arrays are made once per task
+    for b in numba.prange((n_pairs + block - 1) // block):
         x, f, d, z, mass = np.empty(m), np.empty(m), np.empty(m), np.empty(m - 1), np.empty(m)
-        sd2 = sd[s] * sd[s]
-        c0, c1 = starts[k], starts[k + 1]
-        fm, total = _envelope(link, eta0, s, y, n, cells, c0, c1, sd2, start[k], x, f, d, z,
-                              mass)
-        for q in range(member_starts[k], member_starts[k + 1]):
-            g = members[q]
-            pair = np.uint64(first + s) * np.uint64(n_groups) + np.uint64(g)
-            out[s, g], tries[s, g] = _from_envelope(
-                link, eta0, s, y, n, cells, c0, c1, sd2, fm, x, f, d, z, mass, total, key,
-                pair * np.uint64(2 * MAX_TRIES))
+        ex = np.zeros(m)
+        failed, proposals, most = 0, 0, 0
+        for i in range(b * block, min(n_pairs, (b + 1) * block)):
+            s = i // K
+            k = i % K
+            sd2 = sd[s] * sd[s]
+            c0, c1 = starts[k], starts[k + 1]
+            fm, total = _envelope(link, eta0, s, y, n, cells, c0, c1, sd2, start[k], x, f, d,
+                                  z, mass, ex)
+            for q in range(member_starts[k], member_starts[k + 1]):
+                g = members[q]
+                pair = np.uint64(first + s) * np.uint64(n_groups) + np.uint64(g)
+                out[s, g], t = _from_envelope(
+                    link, eta0, s, y, n, cells, c0, c1, sd2, fm, x, f, d, z, mass, ex, total,
+                    key, pair * np.uint64(2 * MAX_TRIES))
+                proposals += t
+                most = max(most, t)
+                if t > MAX_TRIES:
+                    failed += 1
+        counts[b, 0], counts[b, 1], counts[b, 2] = failed, proposals, most
+
+
+class DrawCounts(NamedTuple):
+    """How the rejection sampler of :func:`intercept_draws` went: draws that found no
+    accepted proposal in ``MAX_TRIES``, proposals made, the most one draw took, and draws."""
+
+    failed: int
+    proposals: int
+    most: int
+    draws: int
 
 
 def _level_runs(codes: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -602,7 +635,7 @@ def intercept_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray
                     codes: np.ndarray, n_levels: int, sd: np.ndarray, start: np.ndarray,
                     key: int, first: int = 0,
                     members: tuple[np.ndarray, np.ndarray, int] | None = None,
-                    out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    out: np.ndarray | None = None) -> tuple[np.ndarray, DrawCounts]:
     """One exact draw per (draw, level) of the varying intercept from its conditional
     posterior ``prod_c Binom(y_c | n_c, p(eta0_c + u)) N(u | 0, sd^2)`` (eta0 (S, cells),
     ``sd`` (S,), ``start`` (levels,) where each search for the mode starts), by rejection
@@ -613,20 +646,22 @@ def intercept_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray
     ``members``: ``(groups, starts, n_groups)`` when a level stands for several groups with
     the same cells (the groups of level k are ``groups[starts[k]:starts[k + 1]]``): one draw
     per group, each from the level's envelope. Returns the draws (S, groups; into ``out``
-    when given, a C-contiguous float64 array) and the proposals each took
-    (``MAX_TRIES + 1``: it failed; the caller reports it)."""
+    when given, a C-contiguous float64 array) and their :class:`DrawCounts` (failed draws
+    took ``MAX_TRIES + 1`` proposals; the caller reports them)."""
     cells, starts = _level_runs(np.asarray(codes, dtype=np.int64), n_levels)
     if members is None:
         members = (np.arange(n_levels), np.arange(n_levels + 1), n_levels)
     groups, member_starts, n_groups = members
     S = eta0.shape[0]
     out = np.empty((S, n_groups)) if out is None else out
-    tries = np.empty((S, n_groups), dtype=np.int16)
+    K = len(starts) - 1
+    counts = np.zeros(((S * K + 255) // 256, 3), dtype=np.int64)  # tasks of 256 pairs
     _intercept_draws(int(link_id), np.ascontiguousarray(eta0, dtype=np.float64),
                      np.asarray(y, dtype=np.float64), np.asarray(n, dtype=np.float64), cells,
                      starts, np.asarray(groups, dtype=np.int64),
                      np.asarray(member_starts, dtype=np.int64), int(n_groups),
                      np.ascontiguousarray(sd, dtype=np.float64),
                      np.ascontiguousarray(start, dtype=float), np.uint64(key), int(first), out,
-                     tries)
-    return out, tries
+                     counts)
+    return out, DrawCounts(int(counts[:, 0].sum()), int(counts[:, 1].sum()),
+                           int(counts[:, 2].max(initial=0)), S * n_groups)
