@@ -60,13 +60,15 @@ def thinned_draws(post: xr.Dataset, max_draws: int) -> np.ndarray:
 
 
 def cell_probabilities(spec: ModelSpec, post: xr.Dataset,
-                       draws: np.ndarray | None = None) -> np.ndarray:
+                       draws: np.ndarray | None = None,
+                       cells: np.ndarray | None = None) -> np.ndarray:
     """Each cell's success probability per draw (S, cells); ``draws``: only these (indices
-    into the draws flattened over chains)."""
+    into the draws flattened over chains); ``cells``: only these cells."""
     coefs = coefficients(spec, post)
     if draws is not None:
         coefs = coefs.take(draws)
-    return inverse_link(spec.link, linear_predictor(spec, coefs))
+    rows = None if cells is None else Rows.of_design(spec.design).take(cells)
+    return inverse_link(spec.link, linear_predictor(spec, coefs, rows))
 
 
 def replicated_successes(spec: ModelSpec, post: xr.Dataset, rng: np.random.Generator,
@@ -94,17 +96,21 @@ def replicated_successes(spec: ModelSpec, post: xr.Dataset, rng: np.random.Gener
 
 
 def row_replicates(spec: ModelSpec, post: xr.Dataset, rng: np.random.Generator,
-                   draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per data row (``row_patterns`` repeated by their counts): its trials, its success
-    probability per draw (S, rows) and one replicate per draw (a binomial draw, or for the
-    beta-binomial a beta-binomial one)."""
+                   draws: np.ndarray, rows: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per data row (``row_patterns`` repeated by their counts; ``rows``: only these of
+    them): its trials, its success probability per draw (S, rows) and one replicate per draw
+    (a binomial draw, or for the beta-binomial a beta-binomial one)."""
     from poolwise.data.patterns import row_patterns
     from poolwise.model.likelihood import phi_draws
 
     pat = row_patterns(spec.design)
     row = np.repeat(np.arange(pat.n_patterns), pat.count)
+    if rows is not None:
+        row = row[rows]
     n = pat.n[row]
-    p = cell_probabilities(spec, post, draws)[:, pat.cell[row]]
+    cells, at = np.unique(pat.cell[row], return_inverse=True)  # the cells of these rows
+    p = cell_probabilities(spec, post, draws, cells)[:, np.asarray(at).ravel()]
     if spec.family == "beta_binomial":
         phi = phi_draws(spec, post)[draws][:, None]
         pi = rng.beta(np.maximum(p * phi, 1e-300), np.maximum((1.0 - p) * phi, 1e-300))

@@ -48,12 +48,11 @@ def overdispersion_p_value(spec: ModelSpec, post: xr.Dataset, *, seed: int = 0
         return None
     rng = np.random.default_rng([int(seed), 61])
     draws = thinned_draws(post, DRAWS)
-    n, p, y_rep = row_replicates(spec, post, rng, draws)
-    y_obs = np.repeat(pat.y, pat.count)
-    keep = np.flatnonzero(n > 1)
-    if keep.size > ROWS:
+    keep = np.flatnonzero(np.repeat(pat.n, pat.count) > 1)
+    if keep.size > ROWS:  # the rows chosen before any are replicated
         keep = np.sort(rng.choice(keep, ROWS, replace=False))
-    n, p, y_rep, y_obs = n[keep], p[:, keep], y_rep[:, keep], y_obs[keep]
+    n, p, y_rep = row_replicates(spec, post, rng, draws, keep)
+    y_obs = np.repeat(pat.y, pat.count)[keep]
     var = np.maximum(n * p * (1.0 - p), 1e-12)
     t_obs = ((y_obs - n * p) ** 2 / var).sum(axis=1)
     t_rep = ((y_rep - n * p) ** 2 / var).sum(axis=1)
