@@ -15,12 +15,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
+from poolwise.data.validate import emit_warnings
 from poolwise.engine.sampler import EngineKind, SamplerConfig
 from poolwise.errors import ConvergenceWarning, SamplingError
 from poolwise.formula import Formula
 from poolwise.inference.fitted import Fit, versions
 from poolwise.inference.options import FitOptions, check_against_formula, resolved_pooling
-from poolwise.inference.plan import check_run, memory_plan
+from poolwise.inference.plan import check_approx_run, check_run, memory_plan
 from poolwise.inference.repair import RepairPolicy, repair_fit
 from poolwise.inference.sampling import sample_spec, with_log_likelihood
 from poolwise.model.priors import Priors
@@ -338,10 +339,19 @@ def _fit_approx(spec: Any, config: SamplerConfig, options: FitOptions, build_s: 
     from poolwise.inference.approx import approx_fit, check_supported
 
     check_supported(spec)
+    # an improper posterior or too little memory: errors; fewer stored draws: a note
+    plan = check_approx_run(spec, config, log_likelihood=options.log_likelihood)
+    run_warnings: tuple[str, ...] = ()
+    if plan.note() is not None:
+        run_warnings = (plan.note(),)
+        emit_warnings(run_warnings, stacklevel=5)  # fit -> fit_with_options -> here
+        config = replace(config, draws=plan.stored)
     announce(spec, config)
     pp = _prior_check(spec, int(config.seed)) if options.prior_check else None
     result = approx_fit(spec, config, log_likelihood=options.log_likelihood,
                         sensitivity=options.prior_sensitivity)
+    if run_warnings:
+        result = replace(result, warnings=tuple(dict.fromkeys(result.warnings + run_warnings)))
     if options.check_against_nuts:
         from poolwise.inference.approx_nuts import check_against_nuts
 

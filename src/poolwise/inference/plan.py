@@ -11,6 +11,7 @@ are in :mod:`poolwise.data.validate`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,12 @@ from poolwise.errors import FormulaError, SpecError
 from poolwise.resources import available_memory_bytes, fmt_bytes, memory_backed
 
 __all__ = [
+    "APPROX_COPIES",
+    "APPROX_MIN_DRAWS",
+    "ApproxPlan",
     "MemoryPlan",
+    "approx_plan",
+    "check_approx_run",
     "available_memory_bytes",
     "check_run",
     "estimate_draws_bytes",
@@ -269,6 +275,96 @@ def memory_plan(
     )
 
 
+
+
+#: bytes per stored value of ``method="approx"`` at its peak, per draw: the draws, their copy
+#: on the original scale (:func:`poolwise.model.scale.to_original_scale`) and the summary's
+#: temporaries (a block at a time, but the clustered MCSE's reordered copy of a block and the
+#: file's encoding buffers come on top); measured: see bench/README.md "approx at scale"
+APPROX_COPIES = 3
+#: the fewest draws per chain ``method="approx"`` stores when memory is short (4 chains: the
+#: Monte Carlo error of a mean is then at most sd / 14)
+APPROX_MIN_DRAWS = 50
+
+
+@dataclass(frozen=True)
+class ApproxPlan:
+    """How many draws per chain ``method="approx"`` stores: the draws asked for, or fewer when
+    those would not fit in the available memory (its draws are independent, so fewer draws
+    cost only Monte Carlo precision, which the note states); too little memory even for
+    ``APPROX_MIN_DRAWS`` is an error before anything runs (:meth:`message`)."""
+
+    chains: int
+    draws: int
+    stored: int
+    values_per_draw: int
+    patterns: int
+    per_draw: int
+    available: int | None
+
+    @property
+    def fits(self) -> bool:
+        return self.stored >= min(self.draws, APPROX_MIN_DRAWS)
+
+    def _need(self, draws: int) -> str:
+        ll = (f" + {self.patterns:,} log-likelihood values" if self.patterns else "")
+        return (f"{self.chains} chains x {draws:,} draws x ({APPROX_COPIES} x "
+                f"{self.values_per_draw:,} stored values{ll}) x 8 bytes need "
+                f"{fmt_bytes(self.per_draw * self.chains * draws)} of the "
+                f"{fmt_bytes(self.available or 0)} available")
+
+    def _fix(self) -> str:
+        return (", or skip the log-likelihood (--no-log-likelihood; log_likelihood=False), "
+                "which only LOO needs" if self.patterns else "")
+
+    def note(self) -> str | None:
+        """What was stored instead of what was asked, and what it costs; None when all."""
+        if self.stored >= self.draws:
+            return None
+        total = self.chains * self.stored
+        return (f"method='approx' stores {self.chains} x {self.stored:,} draws, not "
+                f"{self.chains} x {self.draws:,}: {self._need(self.draws)}; its draws are "
+                f"independent, so the Monte Carlo error of a posterior mean is about its sd / "
+                f"{math.sqrt(total):.0f} ({total:,} draws); a machine with more memory "
+                f"stores more{self._fix()}")
+
+    def message(self) -> str:
+        return (f"not enough memory for method='approx': {self._need(APPROX_MIN_DRAWS)} even "
+                f"at its fewest ({APPROX_MIN_DRAWS} draws per chain) - use a machine with more "
+                f"memory{self._fix()}")
+
+
+def approx_plan(spec: Any, config: Any, *, log_likelihood: bool = True) -> ApproxPlan:
+    """The draws per chain ``method="approx"`` stores (:class:`ApproxPlan`): per draw, every
+    stored value ``APPROX_COPIES`` times and one log-likelihood value per row pattern; plus
+    the cell-sized temporaries of one block of draws (:func:`draw_chunk`)."""
+    from poolwise.data.patterns import row_patterns
+
+    d = spec.design
+    chains, draws = int(config.chains), int(config.draws)
+    values = stored_values_per_draw(spec)
+    patterns = row_patterns(d).n_patterns if log_likelihood else 0
+    per = 8 * (APPROX_COPIES * values + patterns)
+    avail = available_memory_bytes()
+    stored = draws
+    if avail is not None:
+        temp = 8 * CELL_TEMPORARIES * d.n_cells * chains * min(draws, draw_chunk(d.n_cells))
+        stored = min(draws, int(max(avail - temp, 0) // max(per * chains, 1)))
+    return ApproxPlan(chains=chains, draws=draws, stored=stored, values_per_draw=values,
+                      patterns=patterns, per_draw=per, available=avail)
+
+
+def check_approx_run(spec: Any, config: Any, *, log_likelihood: bool = True) -> ApproxPlan:
+    """:func:`check_run`'s checks for ``method="approx"``, before it runs: an SD prior that
+    names no grouping factor, an improper posterior (a flat prior on a separated
+    coefficient), and memory (:func:`approx_plan`: SpecError when even the fewest draws do not
+    fit). Returns the plan."""
+    _check_sd_prior_names(spec)
+    _check_proper_posterior(spec)
+    plan = approx_plan(spec, config, log_likelihood=log_likelihood)
+    if not plan.fits:
+        raise SpecError(plan.message())
+    return plan
 
 
 def stored_values_per_draw(spec: Any) -> int:
