@@ -19,6 +19,7 @@ from test_approx import _agree_with_nuts  # the partial-pooling test's accuracy 
 
 import poolwise
 from poolwise.cli import main
+from poolwise.errors import SpecError
 from poolwise.inference import approx
 from poolwise.inference.diagnostics.approx_check import (
     applies,
@@ -79,6 +80,27 @@ def test_the_check_against_nuts_names_only_what_it_compared():
                       group_name="a_g[5]", group_p95=0.04, **base)
     assert exact.lines()[0].startswith("check against NUTS (4 x 500): no population-level")
     assert "sd ratio" not in exact.lines()[0]
+
+
+@pytest.mark.parametrize(("formula", "kw", "what"), [
+    ("use.contraception ~ 1 + urban + (1 + urban | district)", {}, "varying slopes"),
+    (FORMULA, {"family": "beta_binomial"}, "beta_binomial family"),
+])
+def test_compare_refuses_what_approx_does_not_cover_before_fitting_any(bangladesh, monkeypatch,
+                                                                       formula, kw, what):
+    """The partial model is checked first: nothing is approximated (complete pooling has no
+    group term, and would otherwise have been fitted before the refusal)."""
+    def never(*args, **kwargs):
+        raise AssertionError("a model was approximated before the refusal")
+
+    monkeypatch.setattr(approx, "approx_fit", never)
+    df = bangladesh.assign(n=3, y=lambda d: d["use.contraception"] + d["urban"])
+    if kw:
+        formula = "y | trials(n) ~ 1 + urban + (1 | district)"
+    with warnings.catch_warnings(), pytest.raises(SpecError, match="does not yet cover") as err:
+        warnings.simplefilter("ignore")
+        poolwise.compare_pooling(formula, df, method="approx", **kw)
+    assert what in str(err.value) and "--method nuts" in str(err.value)
 
 
 def test_compare_with_check_is_refused_before_the_data_are_read(tmp_path, capsys):

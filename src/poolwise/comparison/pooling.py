@@ -369,7 +369,11 @@ def compare_pooling(
     table = data if isinstance(data, Table) else read_table(data)
     fits: dict[str, Fit] = {}
     caught_all: list[tuple[str, warnings.WarningMessage]] = []
-    for pooling in POOLINGS:
+    # approx: the partial model first, so that a model it does not cover (varying slopes,
+    # several group terms, ...) is refused before another is fitted (the order of the result
+    # is POOLINGS' all the same)
+    order = POOLINGS[::-1] if options.method == "approx" else POOLINGS
+    for pooling in order:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with phase(f"the {pooling} pooling fit"):
