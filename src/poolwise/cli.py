@@ -167,6 +167,7 @@ FIT_EXAMPLES = """examples:
 COMPARE_EXAMPLES = """examples:
   poolwise compare --example bangladesh --out compare/ --report
   poolwise compare data.csv -f "y ~ x + (1 | g) + (1 | h)" --group g --logo psis
+  poolwise compare data.csv -f "y ~ x + (1 | g)" --method approx --out compare/
 """
 
 
