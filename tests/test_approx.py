@@ -194,8 +194,9 @@ def test_frequency_weights_equal_repeated_rows(bangladesh):
     ("y | trials(n) ~ 1 + x + (1 | g) + (1 | h)", {}, "crossed or nested"),
     ("y | trials(n) ~ 1 + x + (1 | h/g)", {}, "crossed or nested"),
     ("y | trials(n) ~ 1 + x + (1 + x | g)", {}, "varying slopes"),
-    ("y | trials(n) ~ 1 + x + (1 | g)", {"pooling": "none"}, "pooling='none'"),
-    ("y | trials(n) ~ 1 + x", {}, "pooling='complete'"),
+    ("y | trials(n) ~ 1 + x + (1 + x | g)", {"pooling": "none"}, "varying slopes"),
+    ("y | trials(n) ~ 1 + x + (1 | g) + (1 | h)", {"pooling": "none"}, "crossed or nested"),
+    ("y | trials(n) ~ 1 + x", {"family": "beta_binomial"}, "beta_binomial family"),
 ])
 def test_models_it_does_not_cover_are_refused(formula, kw, what):
     df = _simulated(60, seed=8).assign(h=lambda d: d["g"] % 6)
@@ -204,13 +205,19 @@ def test_models_it_does_not_cover_are_refused(formula, kw, what):
     assert what in str(err.value) and "--method nuts" in str(err.value)
 
 
-def test_survey_weights_and_a_comparison_are_refused(bangladesh):
+def test_survey_weights_are_refused_and_a_comparison_with_check(bangladesh):
     df = bangladesh.assign(w=np.linspace(0.5, 1.5, len(bangladesh)))
-    with warnings.catch_warnings(), pytest.raises(SpecError, match="survey weights.*--method nuts"):
-        warnings.simplefilter("ignore", poolwise.DataWarning)
-        poolwise.fit(FORMULA, df, weights="w", weights_kind="survey", method="approx")
-    with pytest.raises(SpecError, match="method='nuts'"):
-        poolwise.compare_pooling(FORMULA, bangladesh, method="approx")
+    for pooling in ("partial", "none", "complete"):
+        with (warnings.catch_warnings(),
+              pytest.raises(SpecError, match="survey weights.*--method nuts")):
+            warnings.simplefilter("ignore", poolwise.DataWarning)
+            poolwise.fit(FORMULA, df, weights="w", weights_kind="survey", method="approx",
+                         pooling=pooling)
+    # a comparison takes method='approx' (tests/test_approx_compare.py), but not --check:
+    # refused before the data are read
+    with pytest.raises(SpecError, match="does not take check_against_nuts"):
+        poolwise.compare_pooling(FORMULA, "no/such/file.csv", method="approx",
+                                 check_against_nuts=True)
     with pytest.raises(SpecError, match="method must be one of nuts, approx"):
         poolwise.fit(FORMULA, bangladesh, method="laplace")
 

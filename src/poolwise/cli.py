@@ -167,6 +167,7 @@ FIT_EXAMPLES = """examples:
 COMPARE_EXAMPLES = """examples:
   poolwise compare --example bangladesh --out compare/ --report
   poolwise compare data.csv -f "y ~ x + (1 | g) + (1 | h)" --group g --logo psis
+  poolwise compare data.csv -f "y ~ x + (1 | g)" --method approx --out compare/
 """
 
 
@@ -496,6 +497,7 @@ def _checked_options(args: argparse.Namespace, formula: str, names: Sequence[str
         CompareOptions,
         FitOptions,
         check_against_formula,
+        check_comparison,
     )
 
     values = _option_values(args, names)
@@ -503,6 +505,8 @@ def _checked_options(args: argparse.Namespace, formula: str, names: Sequence[str
     options = FitOptions(**fit_keys)
     extra = {k: v for k, v in values.items() if k in CompareOptions.__dataclass_fields__}
     CompareOptions(**extra, fit=options)
+    if compare:
+        check_comparison(options)
     check_against_formula(options, formula, poolings=POOLINGS if compare else None)
     return values
 
@@ -653,7 +657,12 @@ def _status_line(fit: Any) -> str:
     verdict = "OK" if fit.ok else "NOT OK - do not trust these estimates"
     rhat = fmt_rhat(d.max_rhat) or "nan"
     if fit.method == "approx":  # no sampler: no divergences; the self-check is in the verdict
-        checks = "quadrature, Pareto k, ESS" + (", NUTS" if fit.nuts_check else "")
+        import json
+
+        from poolwise.inference.diagnostics.approx_check import APPROX_ATTR, checked_names
+
+        # only the checks that ran (no quadrature under complete pooling, ...)
+        checks = ", ".join(checked_names(json.loads(fit.idata.attrs.get(APPROX_ATTR, "{}"))))
         return (f"status: {verdict} | method approx (checked: {checks}) | "
                 f"max R-hat {rhat} | min ESS bulk {d.min_ess_bulk:.0f} | "
                 f"approximation {fit.timings['sampling_s']:.2f} s, "
@@ -675,10 +684,10 @@ def _fit_header(spec: Any, config: Any, method: str = "nuts") -> list[str]:
     if method == "approx":
         lines = _fit_header(spec, config)[:-1]
         lines = [line for line in lines if not line.startswith("parameterization of (")]
-        return [*lines, "method: approx (the fixed effects and group SD by importance "
-                "sampling from their exact marginal posterior, each group's effect by "
-                "quadrature; checked against that posterior)",
-                f"seed: {config.seed}   draws: {config.chains} x {config.draws} independent"]
+        from poolwise.inference.approx import method_words
+
+        return [*lines, f"method: approx ({method_words(spec.pooling)})",
+                _approx_seed_line(config)]
 
     lines = [f"model: {spec.formula.text}   pooling: {spec.pooling}   link: {spec.link}"
              + (f"   family: {spec.family}" if spec.family != "binomial" else "")]
@@ -691,12 +700,23 @@ def _fit_header(spec: Any, config: Any, method: str = "nuts") -> list[str]:
     return [*lines, _seed_line(config)]
 
 
-def _compare_header(spec: Any, config: Any) -> list[str]:
-    """The header of a comparison, printed when its first fit is ready to sample."""
-    group = spec.terms[0].group.name if spec.terms else "?"
+def _compare_header(spec: Any, config: Any, method: str = "nuts") -> list[str]:
+    """The header of a comparison, printed when its first fit is ready to sample (with
+    ``method="approx"``: the method, and the draws each fit makes)."""
+    groups = [g.group_name for g in spec.formula.groups if g.intercept]  # complete pooling
+    group = spec.terms[0].group.name if spec.terms else (groups[0] if groups else "?")
     lines = [f"model: {spec.formula.text}   compared: complete, no and partial pooling of "
              f"'{group}'"]
+    if method == "approx":
+        return [*lines, *_data_lines(spec), "method: approx (each of the three models: the "
+                "fixed effects, and the group SD of partial pooling, by importance sampling "
+                "from their exact marginal posterior, each group's effect by quadrature and "
+                "exact draws; each fit checks itself)", _approx_seed_line(config)]
     return [*lines, *_data_lines(spec), _seed_line(config)]
+
+
+def _approx_seed_line(config: Any) -> str:
+    return f"seed: {config.seed}   draws: {config.chains} x {config.draws} independent"
 
 
 def _data_lines(spec: Any) -> list[str]:
@@ -722,8 +742,8 @@ def _reporter(args: argparse.Namespace) -> Any:
     if getattr(args, "quiet", False):
         return None
     header = {"fit": _fit_header, "compare": _compare_header}.get(args.command)
-    if args.command == "fit" and getattr(args, "method", "nuts") == "approx":
-        header = functools.partial(_fit_header, method="approx")
+    if header is not None and getattr(args, "method", "nuts") == "approx":
+        header = functools.partial(header, method="approx")
     if getattr(args, "progress", None) is False:
         return (progress.HeaderReporter(sys.stderr, header=header, header_stream=sys.stdout)
                 if header is not None else None)
@@ -896,7 +916,9 @@ def _run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser, outp
     if code is not None:
         return code
     status = "OK" if comp.ok else "NOT OK - a fit did not pass its diagnostics"
-    print(f"status: {status} | " + " | ".join(
+    # the method that made the draws, where it is not the sampler (--method approx)
+    how = f"method {comp.method} | " if comp.method != "nuts" else ""
+    print(f"status: {status} | {how}" + " | ".join(
         f"{k}: {'ok' if f.ok else 'NOT OK'}" for k, f in comp.fits.items()
     ))
     return EXIT_OK if comp.ok else EXIT_NOT_OK
@@ -1220,7 +1242,10 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         print(f"method: approx: {d.chains} x {d.draws} independent draws (no sampler: no "
               "divergences, E-BFMI or tree depth)\nits self-check:")
         for name, state, value, need in d.approx_checks or ():
-            print(f"  {state.upper()}  {name}: {value}; needed {need}")
+            if state == "info":  # a check that does not apply to this model: it did not run
+                print(f"  N/A   {name}: not applicable: {need}")
+            else:
+                print(f"  {state.upper()}  {name}: {value}; needed {need}")
         print("\n".join([*(fit.nuts_check.lines() if fit.nuts_check else []), ""]))
     else:
         _print_chains(d)

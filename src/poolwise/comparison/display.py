@@ -44,7 +44,7 @@ def comparison_text(comp: PoolingComparison) -> str:
     lines = [f"<poolwise.PoolingComparison> {comp.formula}"]
     lines.append(f"  pooling of '{comp.group}' ({len(comp.groups)} groups): "
                  + ", ".join(f"{k} {'ok' if f.ok else 'NOT OK'}" for k, f in comp.fits.items()))
-    lines.append(f"  status: {_status(comp.ok)}")
+    lines.append(f"  status: {_status(comp.ok)}   method: {comp.method}")
     lines.append("Population:")
     lines.append(_population_rows(comp).text())
     lines.append("Groups that move most between no and partial pooling (proportions):")
@@ -63,7 +63,7 @@ def comparison_html(comp: PoolingComparison) -> str:
     parts = [
         _dl([("formula", comp.formula), ("group", f"{comp.group} ({len(comp.groups)} groups)"),
              ("fits", ", ".join(f"{k} {'ok' if f.ok else 'NOT OK'}"
-                                for k, f in comp.fits.items()))]),
+                                for k, f in comp.fits.items())), ("method", comp.method)]),
         "<div>Population</div>", table_html(_population_rows(comp)),
         "<div>Groups that move most</div>", table_html(_movers(comp)),
     ]

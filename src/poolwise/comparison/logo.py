@@ -61,6 +61,7 @@ from scipy.special import logsumexp
 from poolwise.data.patterns import row_patterns
 from poolwise.data.weights import refuse_cross_validation
 from poolwise.errors import SpecError
+from poolwise.inference.approx import approx_fit
 from poolwise.inference.repair import repair_fit
 from poolwise.model.likelihood import CellLikelihood
 from poolwise.model.predictor import Rows, linear_predictor, new_level_draws
@@ -329,7 +330,7 @@ def refit_without(fit: Fit, levels: list[int], scoring: ModelSpec, group: str, *
                   seed: int | None = None) -> Fit:
     """``fit``'s model fitted again without the rows of ``levels`` (codes of the group term
     ``group`` of ``scoring``): the same priors, standardization, sampler settings (the seed
-    replaced by ``seed`` when given) and repair policy."""
+    replaced by ``seed`` when given) and repair policy, or method="approx"'s approximation."""
     sub = without_levels(scoring, group, levels)
     if fit.spec.pooling == "complete":
         d = replace(sub.design, groups=())
@@ -342,8 +343,9 @@ def refit_without(fit: Fit, levels: list[int], scoring: ModelSpec, group: str, *
     else:
         spec = without_levels(fit.spec, group, levels)
     config = fit.config if seed is None else replace(fit.config, seed=int(seed))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(action="ignore"):
+        if fit.method == "approx":  # an approximate fit is refitted the same way
+            return approx_fit(spec, config, log_likelihood=False, sensitivity=False)
         return repair_fit(spec, config, log_likelihood=False)
 
 

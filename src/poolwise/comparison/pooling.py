@@ -144,6 +144,16 @@ class PoolingComparison:
         return pooling_narrative(self)
 
     @property
+    def method(self) -> str:
+        """How the fits' draws were made: ``"nuts"`` or ``"approx"`` (each fit's
+        ``Fit.method``), or, for fits made differently (:func:`compare_fits`), each model's
+        joined, e.g. ``"complete: approx, none: nuts, partial: nuts"``."""
+        methods = {k: f.method for k, f in self.fits.items()}
+        if len(set(methods.values())) == 1:
+            return next(iter(methods.values()))
+        return ", ".join(f"{k}: {m}" for k, m in methods.items())
+
+    @property
     def main_fit(self) -> Fit:
         """The partial-pooling fit."""
         return self.fits["partial"]
@@ -291,11 +301,15 @@ def compare_pooling(
     weights_kind : {"frequency", "survey"} or None, default None
         What the weights are; None means frequency when every weight is a whole number.
     method : {"nuts", "approx"}, default "nuts"
-        How each fit's draws are made (:func:`poolwise.fit`); a comparison takes only
-        ``"nuts"`` for now (``"approx"`` covers partial pooling only: a SpecError says so).
+        How each fit's draws are made (:func:`poolwise.fit`): the three models by the same
+        method; with ``"approx"`` (one grouping factor with a varying intercept, binomial)
+        each fit checks itself, and the refits of leave-one-group-out and K-fold use it too.
+        The comparison says the method (``PoolingComparison.method``, its notes, the report,
+        each saved fit's ``result.json`` and the saved folder's manifest).
     check_against_nuts : bool, default False
-        With ``method="approx"``, a short NUTS run to compare with (:func:`poolwise.fit`); a
-        comparison takes ``"nuts"`` only, so this stays False.
+        Not taken by a comparison (a SpecError before the data are read): check one of its
+        models with :func:`poolwise.fit` (``method="approx", check_against_nuts=True``,
+        ``pooling=...``).
     prob : float, default 0.89
         Probability mass of the intervals, strictly between 0 and 1.
     kind : {"hdi", "eti"}, default "hdi"
@@ -329,7 +343,12 @@ def compare_pooling(
     """
     from poolwise.data.table import Table, read_table
     from poolwise.inference.fit import fit_with_options
-    from poolwise.inference.options import CompareOptions, FitOptions, check_against_formula
+    from poolwise.inference.options import (
+        CompareOptions,
+        FitOptions,
+        check_against_formula,
+        check_comparison,
+    )
 
     # every setting is checked here, before the data are read; the seed is drawn once (the
     # same way as fit's) and shared by the three fits
@@ -343,17 +362,18 @@ def compare_pooling(
         family=family, weights=weights, weights_kind=weights_kind, method=method,
         check_against_nuts=check_against_nuts,
     ).with_seed()
-    if options.method != "nuts":
-        raise SpecError("a comparison of pooling strategies does not yet take "
-                        f"method={options.method!r}: it covers partial pooling only; compare "
-                        "with method='nuts' (--method nuts)")
+    check_comparison(options)
     compare = CompareOptions(group=group, prob=prob, kind=kind, loo=loo, logo=logo,
                              kfold=kfold, fit=options)
     check_against_formula(options, formula, poolings=POOLINGS)  # before any data
     table = data if isinstance(data, Table) else read_table(data)
     fits: dict[str, Fit] = {}
     caught_all: list[tuple[str, warnings.WarningMessage]] = []
-    for pooling in POOLINGS:
+    # approx: the partial model first, so that a model it does not cover (varying slopes,
+    # several group terms, ...) is refused before another is fitted (the order of the result
+    # is POOLINGS' all the same)
+    order = POOLINGS[::-1] if options.method == "approx" else POOLINGS
+    for pooling in order:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with phase(f"the {pooling} pooling fit"):
@@ -481,6 +501,17 @@ def compare_fits(
     with phase("LOO"):
         loo_table, pk = (_loo_compare(fits) if loo else (None, {}))
     notes = list(survey_notes)
+    approx = [k for k, f in fits.items() if f.method == "approx"]
+    if approx:
+        which = (f"All {len(fits)} models' draws were" if len(approx) == len(fits) else
+                 f"The {' and '.join(MODEL_NAMES[k] for k in approx)} fits' draws were")
+        notes.append(
+            f"{which} made by method='approx' (no sampler: the population-level parameters "
+            "by importance sampling from their exact marginal posterior, each group's effect "
+            "drawn exactly from its conditional posterior); each fit checked itself, and "
+            "every refit (leave-one-group-out, K-fold) used the same method. Refit with "
+            "method='nuts' (--method nuts) to confirm a close call."
+        )
     if len(partial.spec.design.fixed_names) > 1 or g.n_coefs > 1:
         notes.append(
             "The model has predictors besides the intercept: group intercepts and the "

@@ -1,5 +1,5 @@
 """``method="approx"``: a posterior without a sampler, for one grouping factor with a varying
-intercept, checked against the exact density of its low-dimensional part.
+intercept under any pooling, checked against the exact density of its low-dimensional part.
 
 The model: binomial cells, ``eta = offset + X beta + u[level]``, ``u ~ N(0, sd^2)`` (the one
 linear predictor, :mod:`poolwise.model.predictor`, on the engine's standardized scale where
@@ -12,6 +12,18 @@ the priors apply). Given ``theta = (beta, log sd)`` the levels are independent, 
 is exact up to quadrature error: each level's integral by adaptive Gauss-Hermite quadrature
 (:func:`poolwise.model.quadrature.intercept_log_integrals`, every level at once, compiled;
 groups with the same cells share theirs).
+
+The other poolings use the same machinery (:class:`_Problem`), with a smaller ``theta``:
+
+* **no pooling** (``pooling="none"``): the group intercepts' prior SD is fixed
+  (``term.sd_fixed``, the ``unpooled`` prior), so ``theta = beta`` (no log sd, no Jacobian)
+  and each level's integral and conditional draws take that SD; the intercepts' prior is
+  centred at 0 on the engine's scale (no pooling has no fixed intercept: ``mu_index`` is -1),
+  as the sampler's density has it. With no fixed effect at all (``y ~ 1 + (1 | g)``) theta has
+  no dimension: no mode, no importance sampling, every draw exact;
+* **complete pooling** (``pooling="complete"``): no group term, so no integral: the log
+  density is the log-likelihood of every cell (:class:`poolwise.model.likelihood.CellLikelihood`
+  on eta from :mod:`poolwise.model.predictor`) plus the log prior; no group draws.
 
 1. the mode of ``theta`` (BFGS, gradients by central differences over the few dimensions, all
    evaluated in one call) and the curvature there (central second differences);
@@ -34,10 +46,18 @@ with the fit): each failure is an error finding that makes the fit not ok, says 
 the command that runs NUTS: (a) quadrature refinement: the log density at the mode with
 ``REFINED_NODES`` nodes per level instead of ``NODES``, and every group effect drawn; (b) the
 Pareto k of the importance weights; (c) the importance sampling's effective sample size.
+(a) runs only where there are group integrals, (b) and (c) only where theta has a dimension;
+a part that does not run is saved as such (``ApproxCheck.quadrature`` / ``importance``) and
+shown as "not applicable", never as passed.
 
 Not covered (a :class:`~poolwise.errors.SpecError` naming ``--method nuts``): the
-beta-binomial, survey weights, no or complete pooling, several group terms (crossed or
-nested), varying slopes.
+beta-binomial, survey weights, several group terms (crossed or nested), varying slopes.
+
+Why one module: the steps above are one pipeline over one :class:`_Problem` (its log density
+is what the mode, the curvature, the importance weights and the refinement check all
+evaluate), and the self-check's numbers are made where the steps that they judge run; the
+check's rules live in :mod:`poolwise.inference.diagnostics.approx_check`, the model itself in
+the model layer.
 """
 
 from __future__ import annotations
@@ -64,7 +84,7 @@ from poolwise.inference.diagnostics.approx_check import (
 )
 from poolwise.inference.fitted import Fit
 from poolwise.model import families, links
-from poolwise.model.likelihood import log_likelihood_group
+from poolwise.model.likelihood import CellLikelihood, log_likelihood_group
 from poolwise.model.naming import fixed_name, sd_name, total_name
 from poolwise.model.predictor import Rows, engine_coefficients, linear_predictor
 from poolwise.model.quadrature import intercept_draws, intercept_log_integrals
@@ -115,8 +135,10 @@ def check_supported(spec: ModelSpec) -> None:
         refuse(f"the {spec.family} family (only the binomial)")
     if d.weighting is not None and d.weighting.kind == "survey":
         refuse("survey weights (frequency weights are covered)")
-    if spec.pooling != "partial":
-        refuse(f"pooling={spec.pooling!r} (only partial pooling with one group term)")
+    if spec.pooling == "complete":
+        if not d.fixed_names:
+            refuse("a model with no parameter (no fixed effect and no group term)")
+        return
     if len(spec.terms) != 1:
         kinds = "crossed or nested group terms" if len(spec.terms) > 1 else "no group term"
         refuse(f"{kinds} ({len(spec.terms)} group terms: "
@@ -127,11 +149,28 @@ def check_supported(spec: ModelSpec) -> None:
                "a varying intercept (1 | group)")
 
 
+def method_words(pooling: str) -> str:
+    """How the approximation makes the draws of a model with this pooling, in words (the
+    command line's header)."""
+    if pooling == "complete":
+        return ("the fixed effects by importance sampling from their exact posterior; no group "
+                "effects; checked against that posterior")
+    if pooling == "none":
+        return ("the fixed effects by importance sampling from their exact marginal posterior, "
+                "each group's own intercept (its fixed prior SD) by quadrature and exact draws; "
+                "checked against that posterior")
+    return ("the fixed effects and group SD by importance sampling from their exact marginal "
+            "posterior, each group's effect by quadrature; checked against that posterior")
+
+
 @dataclass(frozen=True)
 class _Problem:
     """The low-dimensional part of one model on the engine's scale: the cells (``rows``
     without the group, so that eta is ``eta0``), their level codes, successes, trials, the
-    link's kernel id and the priors of ``theta = (beta, log sd)``.
+    link's kernel id and the priors of ``theta``: ``(beta, log sd)`` under partial pooling,
+    ``beta`` alone under no pooling (the group intercepts' prior SD is fixed,
+    ``term.sd_fixed``) and complete pooling (no group term: no integral, the cells'
+    log-likelihood itself).
 
     Groups whose cells are the same (the same predictors, offset, successes and trials: one
     binomial row of 12 trials with 3 successes, say) have the same integral and the same
@@ -154,37 +193,67 @@ class _Problem:
     def of(cls, spec: ModelSpec, nodes: int = NODES) -> _Problem:
         d = spec.design
         rows = Rows.of_design(d, engine_scale=True)
+        y, n = np.asarray(d.y, dtype=float), np.asarray(d.n, dtype=float)
+        link_id = links.get(spec.link).kernel_id
+        if not spec.terms:  # complete pooling: every cell, no group
+            none = np.zeros(0, dtype=np.int64)
+            return cls(spec, rows, none, 0, y, n, link_id, np.zeros(0),
+                       (none, np.zeros(1, dtype=np.int64), 0), nodes)
         codes = np.asarray(rows.codes[0], dtype=np.int64)
         rows = rows.with_codes(0, np.full(codes.shape, -1))  # eta0: the level's effect apart
-        y, n = np.asarray(d.y, dtype=float), np.asarray(d.n, dtype=float)
         level, weight, keep = _distinct_groups(rows, codes, y, n,
                                                spec.terms[0].group.n_levels)
         groups = np.argsort(level, kind="stable")
         members = (groups, np.concatenate([[0], np.cumsum(weight)]), len(level))
         return cls(spec, rows.take(keep), level[codes[keep]], len(weight), y[keep], n[keep],
-                   links.get(spec.link).kernel_id, weight.astype(float), members, nodes)
+                   link_id, weight.astype(float), members, nodes)
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the model has a group term (its effects integrated, then drawn)."""
+        return bool(self.spec.terms)
+
+    @property
+    def estimated(self) -> bool:
+        """Whether theta ends with the group SD's log (partial pooling)."""
+        return self.grouped and self.spec.terms[0].estimated
+
+    @property
+    def n_fixed(self) -> int:
+        return len(self.spec.design.fixed_names)
 
     @property
     def dim(self) -> int:
-        return len(self.spec.design.fixed_names) + 1
+        return self.n_fixed + int(self.estimated)
+
+    def sd(self, theta: np.ndarray) -> np.ndarray:
+        """The group intercepts' SD per row of ``theta``: estimated, or the fixed prior SD of
+        no pooling."""
+        if self.estimated:
+            return np.exp(theta[:, -1])
+        return np.full(len(theta), float(self.spec.terms[0].sd_fixed[0]))
 
     def eta0(self, theta: np.ndarray) -> np.ndarray:
         """The linear predictor without the group (S, cells) for ``theta`` (S, dim)."""
-        beta = np.ascontiguousarray(theta[:, :-1])
-        coefs = engine_coefficients(self.spec, beta, [np.zeros((len(theta), 1, 1))])
+        beta = np.ascontiguousarray(theta[:, :self.n_fixed])
+        dev = [np.zeros((len(theta), 1, 1))] if self.grouped else []
+        coefs = engine_coefficients(self.spec, beta, dev)
         return linear_predictor(self.spec, coefs, self.rows)
 
     def log_prior(self, theta: np.ndarray) -> np.ndarray:
-        """log prior of beta and of sd, plus log sd (the Jacobian of log sd), per row."""
+        """log prior of beta and, under partial pooling, of sd plus log sd (the Jacobian of
+        log sd), per row."""
         out = np.zeros(len(theta))
-        priors = [*self.spec.fixed_priors, self.spec.terms[0].sd_priors[0]]
+        priors = list(self.spec.fixed_priors)
+        if self.estimated:
+            priors.append(self.spec.terms[0].sd_priors[0])
         for k, p in enumerate(priors):
             fam = families.get(p.family)
             if not fam.proper:  # a flat prior: a constant
                 continue
-            x = np.exp(theta[:, k]) if k == len(priors) - 1 else theta[:, k]
+            x = np.exp(theta[:, k]) if k == self.n_fixed else theta[:, k]
             out += fam.logpdf(p.params, x)
-        return out + theta[:, -1]
+        return out + theta[:, -1] if self.estimated else out
 
     def batch(self) -> int:
         return max(1, BATCH_CELLS // max(1, len(self.y)))
@@ -200,17 +269,23 @@ class _Problem:
         for i in range(0, len(theta), b):
             t = theta[i:i + b]
             with np.errstate(over="ignore", invalid="ignore"):
-                ll = intercept_log_integrals(self.link_id, self.eta0(t), self.y, self.n,
-                                             self.codes, self.n_levels, np.exp(t[:, -1]),
-                                             start, nodes)[0]
-            out[i:i + b] = ll @ self.weight + self.log_prior(t)
+                if self.grouped:
+                    ll = intercept_log_integrals(self.link_id, self.eta0(t), self.y, self.n,
+                                                 self.codes, self.n_levels, self.sd(t),
+                                                 start, nodes)[0] @ self.weight
+                else:  # complete pooling: the cells' log-likelihood (model.likelihood)
+                    ll = CellLikelihood(self.spec.link).log_lik(self.y, self.n,
+                                                                self.eta0(t)).sum(axis=1)
+            out[i:i + b] = ll + self.log_prior(t)
         return np.where(np.isfinite(out), out, -np.inf)
 
     def modes(self, theta: np.ndarray) -> np.ndarray:
         """Each level's conditional mode at one ``theta`` (levels,)."""
+        if not self.grouped:
+            return np.zeros(0)
         t = np.atleast_2d(theta)
         return intercept_log_integrals(self.link_id, self.eta0(t), self.y, self.n, self.codes,
-                                       self.n_levels, np.exp(t[:, -1]), None, 1)[1][0]
+                                       self.n_levels, self.sd(t), None, 1)[1][0]
 
 
 def _distinct_groups(rows: Rows, codes: np.ndarray, y: np.ndarray, n: np.ndarray,
@@ -243,6 +318,8 @@ def _mode(problem: _Problem) -> tuple[np.ndarray, float]:
     from scipy.optimize import minimize
 
     d, h = problem.dim, 1e-5
+    if d == 0:  # no pooling without fixed effects: nothing to optimize
+        return np.zeros(0), float(problem.log_density(np.zeros((1, 0)))[0])
 
     def value_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
         pts = np.concatenate([theta[None], _gradient_points(theta, h)])
@@ -253,7 +330,8 @@ def _mode(problem: _Problem) -> tuple[np.ndarray, float]:
         return -float(v[0]), -np.where(np.isfinite(grad), grad, 0.0)
 
     theta0 = np.zeros(d)
-    theta0[-1] = math.log(0.5)
+    if problem.estimated:
+        theta0[-1] = math.log(0.5)
     res = minimize(value_and_grad, theta0, jac=True, method="BFGS",
                    options={"gtol": 1e-4, "maxiter": 500})
     return res.x, -float(res.fun)
@@ -287,6 +365,11 @@ class ApproxCheck:
     group_proposals_per_draw: float
     nodes: int
     refined_nodes: int
+    #: whether the model has group integrals (no: complete pooling), and whether theta has a
+    #: dimension to importance-sample (no: no pooling without fixed effects, whose draws are
+    #: exact); a check that does not apply did not run, and says so
+    quadrature: bool = True
+    importance: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -337,7 +420,12 @@ def _importance(problem: _Problem, mode: np.ndarray, H: np.ndarray, M: int,
     and the ESS. A Student-t at the mode with the inverse curvature; where its Pareto k is
     ``ADAPT_K`` or more (a skewed posterior: a group SD near 0, few groups), a second round
     from a heavier-tailed t at the first round's weighted mean and covariance (inflated),
-    kept if its k is lower."""
+    kept if its k is lower. With no dimension (no pooling without fixed effects) the
+    posterior of theta is a point: every weight equal, no Pareto k to speak of (0)."""
+    if problem.dim == 0:
+        theta = np.zeros((M, 0))
+        logp = problem.log_density(theta[:1], start=start).repeat(M)
+        return theta, logp, np.full(M, 1.0 / M), 0.0, float(M)
     theta, logq = _proposal(mode, _inverse(H), PROPOSAL_DF, M, rng)
     logp = problem.log_density(theta, start=start)
     w, khat, ess = _weights(logp, logq)
@@ -358,6 +446,8 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
     posterior; how many pairs found no draw, and the mean proposals per draw."""
     S = len(theta)
     u = np.empty((S, problem.members[2]))
+    if not problem.grouped:  # complete pooling: no group effects
+        return u, 0, 0.0
     key = int(rng.integers(2**63))
     failed, proposals = 0, 0
     b = problem.batch()
@@ -366,7 +456,7 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             _, counts = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
                                         problem.n, problem.codes, problem.n_levels,
-                                        np.exp(t[:, -1]), start, key, first=i,
+                                        problem.sd(t), start, key, first=i,
                                         members=problem.members,
                                         out=u[i:i + b])  # rows of u: contiguous
         failed += counts.failed
@@ -376,22 +466,29 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
 
 def _posterior(spec: ModelSpec, theta: np.ndarray, u: np.ndarray, chains: int,
                draws: int) -> xr.Dataset:
-    """The draws as the sampler's posterior names them, on the original scale."""
-    term = spec.terms[0]
-    g = term.group
+    """The draws as the sampler's posterior names them, on the original scale: the fixed
+    effects; with a group term its intercepts (``a_<g>``, centred at the fixed intercept where
+    that is their mean, else at 0: the unpooled intercepts of no pooling) and, under partial
+    pooling, their SD."""
     shape = (chains, draws)
     data: dict[str, Any] = {}
     for k, coef in enumerate(spec.design.fixed_names):
         data[fixed_name(coef)] = (("chain", "draw"), theta[:, k].reshape(shape))
-    data[sd_name(term, "Intercept")] = (("chain", "draw"), np.exp(theta[:, -1]).reshape(shape))
-    mi = term.mu_index[0]
-    tot = u
-    if mi >= 0:
-        tot += theta[:, [mi]]  # in place: u is not used again (S x levels is the fit's size)
-    data[total_name(term, "Intercept")] = (("chain", "draw", g.name),
-                                           tot.reshape(chains, draws, -1))
-    ds = xr.Dataset(data, coords={"chain": np.arange(chains), "draw": np.arange(draws),
-                                  g.name: np.asarray(g.labels)})
+    coords: dict[str, Any] = {"chain": np.arange(chains), "draw": np.arange(draws)}
+    if spec.terms:
+        term = spec.terms[0]
+        g = term.group
+        if term.estimated:
+            data[sd_name(term, "Intercept")] = (("chain", "draw"),
+                                                np.exp(theta[:, -1]).reshape(shape))
+        mi = term.mu_index[0]
+        tot = u
+        if mi >= 0:
+            tot += theta[:, [mi]]  # in place: u is not used again (S x levels: the fit's size)
+        data[total_name(term, "Intercept")] = (("chain", "draw", g.name),
+                                               tot.reshape(chains, draws, -1))
+        coords[g.name] = np.asarray(g.labels)
+    ds = xr.Dataset(data, coords=coords)
     ds.attrs.update({"creation_library": "poolwise", "inference_method": "approx",
                      "sample_dims": ["chain", "draw"]})
     return to_original_scale(spec, ds)
@@ -400,13 +497,19 @@ def _posterior(spec: ModelSpec, theta: np.ndarray, u: np.ndarray, chains: int,
 def _check(problem: _Problem, mode: np.ndarray, at_mode: float, nodes: int,
            khat: float, ess: float, M: int, groups: tuple[int, float],
            start: np.ndarray) -> ApproxCheck:
-    refined = float(problem.log_density(mode[None], nodes=max(REFINED_NODES, 2 * nodes + 1),
-                                        start=start)[0])
+    """The self-check's numbers. Without group integrals (complete pooling) there is no
+    quadrature to refine (``quadrature=False``, the change 0 by definition, not measured)."""
+    refined_nodes = max(REFINED_NODES, 2 * nodes + 1)
+    change = 0.0
+    if problem.grouped:
+        refined = float(problem.log_density(mode[None], nodes=refined_nodes, start=start)[0])
+        change = abs(refined - at_mode)
     return ApproxCheck(mode=tuple(float(m) for m in mode), log_density_at_mode=at_mode,
-                       refinement_change=abs(refined - at_mode), pareto_k=khat, is_ess=ess,
+                       refinement_change=change, pareto_k=khat, is_ess=ess,
                        proposals=M, failed_group_draws=groups[0],
                        group_proposals_per_draw=groups[1], nodes=nodes,
-                       refined_nodes=max(REFINED_NODES, 2 * nodes + 1))
+                       refined_nodes=refined_nodes, quadrature=problem.grouped,
+                       importance=problem.dim > 0)
 
 
 def approx_fit(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool = True,

@@ -72,20 +72,32 @@ def _standardized(a: xr.DataArray, n: xr.DataArray) -> tuple[np.ndarray, np.ndar
 def compare_posteriors(spec: ModelSpec, approx: xr.Dataset, nuts: xr.Dataset
                        ) -> dict[str, float | str]:
     """The comparison's numbers (the fields of ``NutsCheck`` without the run's settings and
-    health) from the two posteriors of ``spec`` (one group term with a varying intercept)."""
-    term = spec.terms[0]
+    health) from the two posteriors of ``spec`` (at most one group term, with a varying
+    intercept). A part the model lacks (no group effects under complete pooling, no
+    population-level parameter under no pooling of ``y ~ 1 + (1 | g)``) has 0 and an empty
+    name: nothing was compared there."""
+    term = spec.terms[0] if spec.terms else None
     population = [fixed_name(c) for c in spec.design.fixed_names]
-    population.append(sd_name(term, "Intercept"))
-    z, ratio = zip(*(_standardized(approx[v], nuts[v]) for v in population), strict=True)
-    z_pop, ratio_pop = np.concatenate(z), np.concatenate(ratio)
-    group = total_name(term, "Intercept")
-    z_group = _standardized(approx[group], nuts[group])[0]
-    labels = nuts[group][term.group.name].values
-    i, j = int(np.nanargmax(z_pop)), int(np.nanargmax(z_group))
-    return {"population_max": float(z_pop[i]), "population_name": population[i],
-            "group_max": float(z_group[j]), "group_name": f"{group}[{labels[j]}]",
-            "group_p95": float(np.quantile(z_group, 0.95)),
-            "sd_ratio_min": float(np.min(ratio_pop)), "sd_ratio_max": float(np.max(ratio_pop))}
+    if term is not None and term.estimated:
+        population.append(sd_name(term, "Intercept"))
+    out: dict[str, float | str] = {"population_max": 0.0, "population_name": "",
+                                   "group_max": 0.0, "group_name": "", "group_p95": 0.0,
+                                   "sd_ratio_min": 1.0, "sd_ratio_max": 1.0}
+    if population:
+        z, ratio = zip(*(_standardized(approx[v], nuts[v]) for v in population), strict=True)
+        z_pop, ratio_pop = np.concatenate(z), np.concatenate(ratio)
+        i = int(np.nanargmax(z_pop))
+        out.update({"population_max": float(z_pop[i]), "population_name": population[i],
+                    "sd_ratio_min": float(np.min(ratio_pop)),
+                    "sd_ratio_max": float(np.max(ratio_pop))})
+    if term is not None:
+        group = total_name(term, "Intercept")
+        z_group = _standardized(approx[group], nuts[group])[0]
+        labels = nuts[group][term.group.name].values
+        j = int(np.nanargmax(z_group))
+        out.update({"group_max": float(z_group[j]), "group_name": f"{group}[{labels[j]}]",
+                    "group_p95": float(np.quantile(z_group, 0.95))})
+    return out
 
 
 def check_against_nuts(fit: Fit) -> Fit:

@@ -41,6 +41,7 @@ __all__ = [
     "FitOptions",
     "Option",
     "check_against_formula",
+    "check_comparison",
     "fresh_seed",
     "resolved_pooling",
 ]
@@ -302,6 +303,18 @@ class CompareOptions:
         k = self.kfold
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
             raise SpecError(f"kfold must be a whole number >= 2 (folds of groups); got {k!r}")
+
+
+def check_comparison(options: FitOptions) -> None:
+    """What a comparison of pooling strategies does not take of a fit's options, refused before
+    the data are read: ``check_against_nuts`` (three short NUTS runs; a model is checked on
+    its own)."""
+    if options.check_against_nuts:
+        raise SpecError(
+            "a comparison of pooling strategies does not take check_against_nuts (--check): "
+            "check one of its models against NUTS on its own, e.g. poolwise fit DATA -f "
+            "FORMULA --method approx --check --pooling none (in Python: poolwise.fit(..., "
+            "method='approx', check_against_nuts=True, pooling='none'))")
 
 
 def check_against_formula(options: FitOptions, formula: str | Formula, *,

@@ -125,14 +125,18 @@ def independent_draws_note(fit: Fit) -> str | None:
             "draws of those that resampling repeats")
 
 
-def _draw_clusters(post: xr.Dataset) -> tuple[np.ndarray, int] | None:
+def _draw_clusters(post: xr.Dataset) -> tuple[np.ndarray, int]:
     """The draws that share their population-level values (:func:`poolwise.inference.
-    convergence.draw_clusters`); None without population-level variables."""
+    convergence.draw_clusters`); without population-level variables (no pooling and no
+    fixed effect) every draw is its own."""
     from poolwise.inference import convergence as cv
 
     keys = [v.transpose("chain", "draw").values.reshape(-1, 1)
             for v in post.data_vars.values() if set(v.dims) == {"chain", "draw"}]
-    return cv.draw_clusters(np.hstack(keys)) if keys else None
+    if not keys:
+        S = post.sizes["chain"] * post.sizes["draw"]
+        return np.arange(S, dtype=np.int64), S
+    return cv.draw_clusters(np.hstack(keys))
 
 
 def summary(

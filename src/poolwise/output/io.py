@@ -1114,7 +1114,9 @@ def save_comparison(
     grouped K-fold) and ``narrative.txt``, and a manifest of kind ``"comparison"``."""
     out = Path(out_dir)
     names: dict[str, Path] = {}
-    meta = {"fits": list(comp.fits), "group": str(comp.group)}
+    # how each fit's draws were made ("nuts" / "approx"), beside each fit's own result.json
+    meta = {"fits": list(comp.fits), "group": str(comp.group),
+            "methods": {k: f.method for k, f in comp.fits.items()}}
     trees = {key: to_datatree(f) for key, f in comp.fits.items()}
     with write_folder(out, "comparison", manifest_extra=meta,
                       needed=estimate_comparison_bytes(comp, trees)) as staged:

@@ -8,7 +8,10 @@ group effect was drawn (its rejection sampler never ran out of proposals); (b) t
 of the importance weights is below ``PARETO_K_MAX``; (c) the
 importance sampling's effective sample size is at least ``MIN_IS_ESS`` and
 ``MIN_IS_ESS_FRACTION`` of the proposals. Each failure is an error: the fit is not ok, and the
-message says why and names the command that runs NUTS.
+message says why and names the command that runs NUTS. A part that does not apply does not run
+(:func:`applies`): (a) without group effects (complete pooling), (b) and (c) without a fixed
+effect or SD to weight (no pooling of a model with only the group intercepts); its rows say
+"not applicable" (state ``"info"``), never "pass".
 
 With ``check_against_nuts`` (``--check``) the fit also holds a :class:`NutsCheck`, the
 comparison with a short NUTS run of the same model (saved under the key ``against_nuts`` of
@@ -30,7 +33,9 @@ from poolwise.inference.diagnostics.findings import Finding, FindingCode, check_
 
 __all__ = [
     "APPROX_ATTR",
+    "applies",
     "approx_rows",
+    "checked_names",
     "MIN_IS_ESS",
     "MIN_IS_ESS_FRACTION",
     "NUTS_GROUP_P95_MAX",
@@ -110,11 +115,15 @@ class NutsCheck:
         health += (" (healthy)" if self.healthy else
                    f" - not healthy (a divergence, or an R-hat of {NUTS_RHAT_MAX} or more): "
                    "the comparison means little")
-        return [f"check against NUTS ({self.chains} x {self.draws}): largest difference "
-                f"{self.population_max:.2f} NUTS sd ({self.population_name}); group effects: "
-                f"max {self.group_max:.2f} ({self.group_name}), 95th pct {self.group_p95:.2f}; "
-                f"sd ratio {self.sd_ratio_min:.2f}-{self.sd_ratio_max:.2f}",
-                health]
+        population = (f"largest difference {self.population_max:.2f} NUTS sd "
+                      f"({self.population_name}); " if self.population_name else
+                      "no population-level parameter; ")
+        groups = (f"group effects: max {self.group_max:.2f} ({self.group_name}), 95th pct "
+                  f"{self.group_p95:.2f}" if self.group_name else "no group effects")
+        ratio = (f"; sd ratio {self.sd_ratio_min:.2f}-{self.sd_ratio_max:.2f}"
+                 if self.population_name else "")
+        return [f"check against NUTS ({self.chains} x {self.draws}): {population}{groups}"
+                f"{ratio}", health]
 
 
 def nuts_command() -> str:
@@ -126,29 +135,48 @@ def _message(text: str) -> str:
     return f"method='approx': {text}; do not trust these draws, fit with {nuts_command()}"
 
 
+def applies(numbers: Mapping[str, Any]) -> tuple[bool, bool]:
+    """Which parts of the self-check ran: ``(quadrature, importance)``. The quadrature
+    refinement and the group draws only where the model has group integrals (not under
+    complete pooling); the Pareto k and the importance ESS only where theta has a dimension
+    (not under no pooling without fixed effects, whose draws are all exact). A fit saved
+    before these flags ran both."""
+    return bool(numbers.get("quadrature", True)), bool(numbers.get("importance", True))
+
+
+def checked_names(numbers: Mapping[str, Any]) -> list[str]:
+    """The checks that ran, in words, for a status line: ``["quadrature", "Pareto k",
+    "ESS"]`` with every part, and ``"NUTS"`` after them with the check against NUTS."""
+    quadrature, importance = applies(numbers)
+    return ([*(["quadrature"] if quadrature else []),
+             *(["Pareto k", "ESS"] if importance else []),
+             *(["NUTS"] if numbers.get("against_nuts") else [])])
+
+
 def check_approx(numbers: Mapping[str, Any]) -> list[Finding]:
     """The self-check's failures as error findings (none when it passes), from its numbers
     (:class:`poolwise.inference.approx.ApproxCheck`, as saved with the fit)."""
     c = SimpleNamespace(**numbers)
     out = []
-    if not c.refinement_change < QUADRATURE_TOL:
+    quadrature, importance = applies(numbers)
+    if quadrature and not c.refinement_change < QUADRATURE_TOL:
         out.append(Finding(FindingCode.APPROX_QUADRATURE, "error", _message(
             f"the quadrature over each group's effect is not accurate enough: with "
             f"{c.refined_nodes} nodes per group instead of {c.nodes} the log posterior density "
             f"at the mode moves by {c.refinement_change:.3g} (at most {QUADRATURE_TOL} is "
             "accepted)")))
-    if c.failed_group_draws:
+    if quadrature and c.failed_group_draws:
         out.append(Finding(FindingCode.APPROX_QUADRATURE, "error", _message(
             f"{c.failed_group_draws} group effects could not be drawn from their conditional "
             "posterior (its sampler ran out of proposals: the density is not the log-concave "
             "one it assumes)")))
-    if not c.pareto_k < PARETO_K_MAX:
+    if importance and not c.pareto_k < PARETO_K_MAX:
         out.append(Finding(FindingCode.APPROX_PARETO_K, "error", _message(
             f"the approximation of the fixed effects and group SD does not match their exact "
             f"posterior: the Pareto k of the importance weights is {c.pareto_k:.2f} (below "
             f"{PARETO_K_MAX} is needed)")))
     need = max(MIN_IS_ESS, MIN_IS_ESS_FRACTION * c.proposals)
-    if not c.is_ess >= need:
+    if importance and not c.is_ess >= need:
         out.append(Finding(FindingCode.APPROX_ESS, "error", _message(
             f"the importance sampling's effective sample size is {c.is_ess:.0f} of "
             f"{c.proposals} proposals (at least {need:.0f} is needed)")))
@@ -189,16 +217,24 @@ def approx_rows(numbers: Mapping[str, Any],
         return check_state(findings, code)
 
     need = max(MIN_IS_ESS, MIN_IS_ESS_FRACTION * c.proposals)
+    quadrature, importance = applies(numbers)
+    no_groups = ("info", "not applicable", "no group effects to integrate (complete pooling)")
+    no_theta = ("info", "not applicable", "no fixed effect or SD to weight (every draw exact)")
     return (
-        ("quadrature refinement", state(FindingCode.APPROX_QUADRATURE),
-         f"{c.refinement_change:.2g}",
-         f"< {QUADRATURE_TOL:g} ({c.nodes} -> {c.refined_nodes} nodes per group)"),
-        ("group effects drawn", state(FindingCode.APPROX_QUADRATURE),
-         "all" if not c.failed_group_draws else f"{c.failed_group_draws} failed", "all"),
-        ("importance weights' Pareto k", state(FindingCode.APPROX_PARETO_K),
-         f"{c.pareto_k:.2f}", f"< {PARETO_K_MAX:g}"),
-        ("importance sampling ESS", state(FindingCode.APPROX_ESS),
-         f"{c.is_ess:.0f} of {c.proposals}", f">= {need:.0f}"),
+        ("quadrature refinement", *(
+            (state(FindingCode.APPROX_QUADRATURE), f"{c.refinement_change:.2g}",
+             f"< {QUADRATURE_TOL:g} ({c.nodes} -> {c.refined_nodes} nodes per group)")
+            if quadrature else no_groups)),
+        ("group effects drawn", *(
+            (state(FindingCode.APPROX_QUADRATURE),
+             "all" if not c.failed_group_draws else f"{c.failed_group_draws} failed", "all")
+            if quadrature else no_groups)),
+        ("importance weights' Pareto k", *(
+            (state(FindingCode.APPROX_PARETO_K), f"{c.pareto_k:.2f}", f"< {PARETO_K_MAX:g}")
+            if importance else no_theta)),
+        ("importance sampling ESS", *(
+            (state(FindingCode.APPROX_ESS), f"{c.is_ess:.0f} of {c.proposals}",
+             f">= {need:.0f}") if importance else no_theta)),
         *_nuts_row(numbers.get("against_nuts"), state(FindingCode.APPROX_VS_NUTS)),
     )
 
@@ -209,7 +245,8 @@ def _nuts_row(against: Mapping[str, Any] | None,
     if not against:
         return ()
     n = NutsCheck.from_dict(against)
-    return ((f"against NUTS ({n.chains} x {n.draws})", state,
-             f"{n.population_max:.2f} / {n.group_p95:.2f} NUTS sd",
+    pop = f"{n.population_max:.2f}" if n.population_name else "-"  # "-": none to compare
+    grp = f"{n.group_p95:.2f}" if n.group_name else "-"
+    return ((f"against NUTS ({n.chains} x {n.draws})", state, f"{pop} / {grp} NUTS sd",
              f"<= {NUTS_POPULATION_MAX:g} (population) / {NUTS_GROUP_P95_MAX:g} (groups, 95th "
              "pct)"),)
