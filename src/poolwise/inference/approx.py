@@ -121,6 +121,8 @@ ADAPT_DF = 4
 ADAPT_INFLATE = 1.5
 #: draws per batch (memory: batch x cells x 8 bytes for eta)
 BATCH_CELLS = 4_000_000
+#: a large fit's group draws (float32) are made in float64 batches of at most this many bytes
+F32_BATCH_BYTES = 64 << 20
 
 
 def check_supported(spec: ModelSpec) -> None:
@@ -288,6 +290,25 @@ class _Problem:
                                        self.n_levels, self.sd(t), None, 1)[1][0]
 
 
+def _row_ids(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct rows of ``a`` (n, k) in sorted order: the index of each one's first row,
+    each row's id, and each id's count (``np.unique(a, axis=0, ...)``, by a pandas groupby:
+    np.unique sorts the rows as bytes, 10^6 rows in a second)."""
+    import pandas as pd
+
+    if a.shape[1] == 1:
+        _, first, ids, n = np.unique(a[:, 0], return_index=True, return_inverse=True,
+                                     return_counts=True)
+        return first, np.asarray(ids, dtype=np.int64).ravel(), n
+    frame = pd.DataFrame(a)
+    ids = frame.groupby(list(frame.columns), sort=True, dropna=False).ngroup().to_numpy()
+    ids = ids.astype(np.int64)
+    n = np.bincount(ids)
+    first = np.full(len(n), len(ids), dtype=np.int64)
+    np.minimum.at(first, ids, np.arange(len(ids)))
+    return first, ids, n
+
+
 def _distinct_groups(rows: Rows, codes: np.ndarray, y: np.ndarray, n: np.ndarray,
                      n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Groups by their set of cells: each group's level (n_groups,), each level's number of
@@ -295,14 +316,19 @@ def _distinct_groups(rows: Rows, codes: np.ndarray, y: np.ndarray, n: np.ndarray
     content = [rows.X, y[:, None], n[:, None]]
     if rows.offset is not None:
         content.append(np.asarray(rows.offset, dtype=float)[:, None])
-    kind = np.unique(np.column_stack(content), axis=0, return_inverse=True)[1].ravel()
+    kind = _row_ids(np.column_stack(content))[1]
     order = np.lexsort((kind, codes))
-    starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=n_groups))])
+    counts = np.bincount(codes, minlength=n_groups)
+    starts = np.concatenate([[0], np.cumsum(counts)])
     sorted_kind = kind[order]
-    signature = np.empty(n_groups, dtype=object)
-    signature[:] = [sorted_kind[starts[g]:starts[g + 1]].tobytes() for g in range(n_groups)]
-    _, first, level, weight = np.unique(signature, return_index=True, return_inverse=True,
-                                        return_counts=True)
+    if n_groups and counts.min() == counts.max():  # as many cells in every group: a row each
+        first, level, weight = _row_ids(sorted_kind.reshape(n_groups, -1))
+    else:
+        signature = np.empty(n_groups, dtype=object)
+        signature[:] = [sorted_kind[starts[g]:starts[g + 1]].tobytes()
+                        for g in range(n_groups)]
+        _, first, level, weight = np.unique(signature, return_index=True,
+                                            return_inverse=True, return_counts=True)
     level = np.asarray(level, dtype=np.int64).ravel()
     keep = np.flatnonzero(np.isin(codes, first))
     return level, weight, keep
@@ -440,25 +466,44 @@ def _importance(problem: _Problem, mode: np.ndarray, H: np.ndarray, M: int,
     return theta, logp, w, khat, ess
 
 
+def group_dtype(spec: ModelSpec, chains: int, draws: int) -> Any:
+    """The dtype of the stored group effects: float32 when the fit is large, by the rule of
+    the sampler's large trace (:func:`poolwise.engine.sampler.large_trace`, the same 7
+    significant digits of each draw), float64 otherwise."""
+    from poolwise.engine.sampler import large_trace
+    from poolwise.inference.plan import stored_values_per_draw
+
+    large = large_trace(stored_values_per_draw(spec), chains, draws)
+    return np.float32 if large and spec.terms else np.float64
+
+
 def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
-                 rng: np.random.Generator) -> tuple[np.ndarray, int, float]:
+                 rng: np.random.Generator, dtype: Any = np.float64
+                 ) -> tuple[np.ndarray, int, float]:
     """Each level's intercept per draw (S, levels), exact draws from its conditional
-    posterior; how many pairs found no draw, and the mean proposals per draw."""
-    S = len(theta)
-    u = np.empty((S, problem.members[2]))
+    posterior, stored as ``dtype`` (float32 for a large fit: drawn in float64 a batch at a
+    time); how many pairs found no draw, and the mean proposals per draw. The draws do not
+    depend on the batches (each uniform is keyed by its draw and group)."""
+    S, G = len(theta), problem.members[2]
+    u = np.empty((S, G), dtype=dtype)
     if not problem.grouped:  # complete pooling: no group effects
         return u, 0, 0.0
     key = int(rng.integers(2**63))
     failed, proposals = 0, 0
     b = problem.batch()
+    if u.dtype != np.float64:
+        b = max(1, min(b, F32_BATCH_BYTES // (8 * max(1, G))))
+        buf = np.empty((min(b, S), G))
     for i in range(0, S, b):
         t = theta[i:i + b]
+        out = u[i:i + b] if u.dtype == np.float64 else buf[:len(t)]  # rows: contiguous
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             _, counts = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
                                         problem.n, problem.codes, problem.n_levels,
                                         problem.sd(t), start, key, first=i,
-                                        members=problem.members,
-                                        out=u[i:i + b])  # rows of u: contiguous
+                                        members=problem.members, out=out)
+        if out is not u[i:i + b]:
+            u[i:i + b] = out
         failed += counts.failed
         proposals += counts.proposals
     return u, failed, proposals / max(1, u.size)
@@ -534,7 +579,8 @@ def approx_fit(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool =
         pick = rng.choice(M, size=S, replace=True, p=w)
         theta, logp = theta[pick], logp[pick]
     with phase("the approximation: the group effects"):
-        u, failed, per_draw = _group_draws(problem, theta, start, rng)
+        u, failed, per_draw = _group_draws(problem, theta, start, rng,
+                                           group_dtype(spec, config.chains, config.draws))
     check = _check(problem, mode, at_mode, nodes, khat, ess, M, (failed, per_draw), start)
     t1 = time.perf_counter()
     return _as_fit(spec, config, (theta, logp, u), check, log_likelihood, sensitivity,

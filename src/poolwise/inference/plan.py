@@ -32,6 +32,7 @@ from poolwise.resources import available_memory_bytes, fmt_bytes, memory_backed
 
 __all__ = [
     "APPROX_COPIES",
+    "APPROX_MAX_VALUES",
     "APPROX_MIN_DRAWS",
     "ApproxPlan",
     "MemoryPlan",
@@ -285,6 +286,10 @@ APPROX_COPIES = 3
 #: the fewest draws per chain ``method="approx"`` stores when memory is short (4 chains: the
 #: Monte Carlo error of a mean is then at most sd / 14)
 APPROX_MIN_DRAWS = 50
+#: the most group-effect values ``method="approx"`` stores (draws x levels): 1.6 GB as
+#: float32, in memory and in the saved fit.nc; 4 x 1000 draws of 100,000 levels, 4 x 100 of
+#: 10^6 (each draw costs its share of every later step: the summary, the checks, the file)
+APPROX_MAX_VALUES = 400_000_000
 
 
 @dataclass(frozen=True)
@@ -301,6 +306,7 @@ class ApproxPlan:
     patterns: int
     per_draw: int
     available: int | None
+    capped: bool = False  # by APPROX_MAX_VALUES, not by memory
 
     @property
     def fits(self) -> bool:
@@ -309,7 +315,7 @@ class ApproxPlan:
     def _need(self, draws: int) -> str:
         ll = (f" + {self.patterns:,} log-likelihood values" if self.patterns else "")
         return (f"{self.chains} chains x {draws:,} draws x ({APPROX_COPIES} x "
-                f"{self.values_per_draw:,} stored values{ll}) x 8 bytes need "
+                f"{self.values_per_draw:,} stored values{ll}) need "
                 f"{fmt_bytes(self.per_draw * self.chains * draws)} of the "
                 f"{fmt_bytes(self.available or 0)} available")
 
@@ -322,11 +328,14 @@ class ApproxPlan:
         if self.stored >= self.draws:
             return None
         total = self.chains * self.stored
+        why = (f"it stores at most {APPROX_MAX_VALUES:,} group-effect values (draws x levels; "
+               "1.6 GB as float32, in memory and in the saved fit)" if self.capped
+               else self._need(self.draws))
+        more = "" if self.capped else f"; a machine with more memory stores more{self._fix()}"
         return (f"method='approx' stores {self.chains} x {self.stored:,} draws, not "
-                f"{self.chains} x {self.draws:,}: {self._need(self.draws)}; its draws are "
-                f"independent, so the Monte Carlo error of a posterior mean is about its sd / "
-                f"{math.sqrt(total):.0f} ({total:,} draws); a machine with more memory "
-                f"stores more{self._fix()}")
+                f"{self.chains} x {self.draws:,}: {why}; its draws are independent, so the "
+                f"Monte Carlo error of a posterior mean is about its sd / "
+                f"{math.sqrt(total):.0f} ({total:,} draws){more}")
 
     def message(self) -> str:
         return (f"not enough memory for method='approx': {self._need(APPROX_MIN_DRAWS)} even "
@@ -336,22 +345,36 @@ class ApproxPlan:
 
 def approx_plan(spec: Any, config: Any, *, log_likelihood: bool = True) -> ApproxPlan:
     """The draws per chain ``method="approx"`` stores (:class:`ApproxPlan`): per draw, every
-    stored value ``APPROX_COPIES`` times and one log-likelihood value per row pattern; plus
-    the cell-sized temporaries of one block of draws (:func:`draw_chunk`)."""
+    stored value ``APPROX_COPIES`` times (the group effects of a large fit as float32, by the
+    sampler's rule: :func:`poolwise.inference.approx.group_dtype`) and one log-likelihood
+    value per row pattern; plus the cell-sized temporaries of one block of draws
+    (:func:`draw_chunk`)."""
     from poolwise.data.patterns import row_patterns
+    from poolwise.engine.sampler import large_trace
 
     d = spec.design
     chains, draws = int(config.chains), int(config.draws)
     values = stored_values_per_draw(spec)
+    totals = sum(t.group.n_levels * t.group.n_coefs for t in spec.terms)
     patterns = row_patterns(d).n_patterns if log_likelihood else 0
-    per = 8 * (APPROX_COPIES * values + patterns)
+
+    def per(dr: int) -> int:  # bytes per draw of every chain at dr draws per chain
+        size = 4 if large_trace(values, chains, dr) else 8
+        return APPROX_COPIES * (size * totals + 8 * (values - totals)) + 8 * patterns
+
     avail = available_memory_bytes()
-    stored = draws
+    stored = min(draws, max(APPROX_MAX_VALUES // max(totals * chains, 1), 1))
+    capped = stored < draws
     if avail is not None:
-        temp = 8 * CELL_TEMPORARIES * d.n_cells * chains * min(draws, draw_chunk(d.n_cells))
-        stored = min(draws, int(max(avail - temp, 0) // max(per * chains, 1)))
-    return ApproxPlan(chains=chains, draws=draws, stored=stored, values_per_draw=values,
-                      patterns=patterns, per_draw=per, available=avail)
+        room = max(avail - 8 * CELL_TEMPORARIES * d.n_cells * chains
+                   * min(draws, draw_chunk(d.n_cells)), 0)
+        stored = min(stored, room // max(per(draws) * chains, 1))
+        if stored < draws and per(stored) != per(draws):  # fewer draws: no longer large
+            stored = min(stored, room // max(per(stored) * chains, 1))
+    return ApproxPlan(chains=chains, draws=draws, stored=int(stored), values_per_draw=values,
+                      patterns=patterns, per_draw=per(draws), available=avail,
+                      capped=capped and stored == min(draws, APPROX_MAX_VALUES
+                                                      // max(totals * chains, 1)))
 
 
 def check_approx_run(spec: Any, config: Any, *, log_likelihood: bool = True) -> ApproxPlan:

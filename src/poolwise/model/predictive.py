@@ -65,8 +65,8 @@ def cell_probabilities(spec: ModelSpec, post: xr.Dataset,
     """Each cell's success probability per draw (S, cells); ``draws``: only these (indices
     into the draws flattened over chains); ``cells``: only these cells."""
     coefs = coefficients(spec, post)
-    if draws is not None:
-        coefs = coefs.take(draws)
+    if draws is not None and not np.array_equal(draws, np.arange(len(coefs.beta))):
+        coefs = coefs.take(draws)  # a copy of those draws (not when they are all)
     rows = None if cells is None else Rows.of_design(spec.design).take(cells)
     return inverse_link(spec.link, linear_predictor(spec, coefs, rows))
 

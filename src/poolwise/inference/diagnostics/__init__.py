@@ -160,8 +160,10 @@ def diagnose(
         *check_constant(conv),
         *check_one_chain(conv, chains),
         *check_rhat(conv),
-        *check_ess(conv, chains, "bulk"),
-        *check_ess(conv, chains, "tail"),
+        # ESS per chain judges how chains mix; an approximate fit has none (its draws are
+        # resampled: how many distinct proposals carry them is its self-check's importance ESS)
+        *(check_ess(conv, chains, "bulk") if approx is None else ()),
+        *(check_ess(conv, chains, "tail") if approx is None else ()),
         *check_bfmi(bfmi),
         *check_treedepth(sat),
         *check_acceptance(acc_chain, target_accept),
