@@ -327,3 +327,23 @@ def test_format_1_type_names_are_those_of_the_modules_then():
     assert set(legacy.values()) == set(_types().values()) - {Weighting}
     assert not any(name.startswith(("poolwise.model.spec:", "poolwise.inference."))
                    for name in legacy)
+
+
+@pytest.mark.parametrize("result", [
+    {"formula": "y ~ 1", "parameters": {"Intercept": {"mean": 0.5, "sd": None},
+                                        'a_g[}, {"x"]': {"mean": -1e-300, "sd": 1.0}},
+     "timings": {"total_s": 1.0}},
+    {"parameters": {"a": {"note": "}, {"}, "b": {"rows": [{"x": 1}, {"y": 2}]}}},
+    {"parameters": {}},
+    {"parameters": {"a": {}, "b": {}}},
+])
+def test_result_json_is_the_json_of_the_result(result):
+    """result.json's text (its parameters a line each, by the C encoder): the same object as
+    json.dumps gives, keys in their order, whatever the labels hold."""
+    from poolwise.output.io import result_json
+
+    text = result_json(result)
+    assert json.loads(text) == json.loads(json.dumps(result))
+    assert list(json.loads(text)) == list(result)
+    if len(result["parameters"]) > 1:
+        assert text.count("\n    ") >= len(result["parameters"])  # one line per parameter

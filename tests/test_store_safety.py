@@ -569,7 +569,13 @@ def test_a_held_lock_stops_a_second_writer_at_once(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_csv_label_cells_cannot_run_as_formulas(tmp_path):
+@pytest.mark.parametrize("writer", ["pandas", "pyarrow"])
+def test_csv_label_cells_cannot_run_as_formulas(tmp_path, writer, monkeypatch):
+    """Both writers: pandas, and pyarrow for large tables (here forced on a small one)."""
+    import poolwise.output.store as store
+
+    if writer == "pyarrow":
+        monkeypatch.setattr(store, "ARROW_CSV_ROWS", 1)
     labels = ['=HYPERLINK("http://evil","x")', "+1+cmd", "@SUM(A1)", "-2+3+cmd|' /C calc'!A0",
               "\tTAB", "\rCR", "-1.5", "plain"]
     df = pd.DataFrame({"label": labels, "value": [-1.5, 2.0, -3.0, 0.0, 1.0, -2.0, 4.0, -5.0]},
@@ -586,6 +592,27 @@ def test_csv_label_cells_cannot_run_as_formulas(tmp_path):
     back = pd.read_csv(tmp_path / "t.csv")
     assert back["value"].tolist() == df["value"].tolist()  # numeric columns untouched
     assert neutralize(-1.5) == -1.5 and neutralize("=1") == "'=1"
+
+
+def test_a_large_table_reads_back_equal_from_either_writer(tmp_path, monkeypatch):
+    """The pyarrow writer of large tables (ARROW_CSV_ROWS) gives the same values as pandas':
+    every float to the last bit, missing values, an unnamed index with its label."""
+    import poolwise.output.store as store
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"mean": rng.normal(size=50) * 10.0 ** rng.integers(-9, 9, 50),
+                       "n": np.where(np.arange(50) % 3, rng.integers(1, 99, 50), np.nan)},
+                      index=[f"a_g[{i}]" for i in range(50)])
+    safe_csv(df, tmp_path / "pandas.csv", index_label="parameter")
+    monkeypatch.setattr(store, "ARROW_CSV_ROWS", 1)
+    safe_csv(df, tmp_path / "arrow.csv", index_label="parameter")
+    a = pd.read_csv(tmp_path / "arrow.csv", index_col=0)
+    p = pd.read_csv(tmp_path / "pandas.csv", index_col=0)
+    pd.testing.assert_frame_equal(a, p)
+    pd.testing.assert_frame_equal(a, df.rename_axis("parameter"))
+    safe_csv(df, tmp_path / "noindex.csv", index=False)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "noindex.csv"),
+                                  df.reset_index(drop=True))
 
 
 def test_saved_comparison_csvs_are_neutralized(tmp_path):

@@ -307,6 +307,7 @@ class ApproxPlan:
     per_draw: int
     available: int | None
     capped: bool = False  # by APPROX_MAX_VALUES, not by memory
+    temporaries: int = 0  # bytes of the cell-sized temporaries of a block of draws
 
     @property
     def fits(self) -> bool:
@@ -315,8 +316,9 @@ class ApproxPlan:
     def _need(self, draws: int) -> str:
         ll = (f" + {self.patterns:,} log-likelihood values" if self.patterns else "")
         return (f"{self.chains} chains x {draws:,} draws x ({APPROX_COPIES} x "
-                f"{self.values_per_draw:,} stored values{ll}) need "
-                f"{fmt_bytes(self.per_draw * self.chains * draws)} of the "
+                f"{self.values_per_draw:,} stored values{ll}), with "
+                f"{fmt_bytes(self.temporaries)} of cell-sized temporaries, need "
+                f"{fmt_bytes(self.per_draw * self.chains * draws + self.temporaries)} of the "
                 f"{fmt_bytes(self.available or 0)} available")
 
     def _fix(self) -> str:
@@ -365,16 +367,17 @@ def approx_plan(spec: Any, config: Any, *, log_likelihood: bool = True) -> Appro
     avail = available_memory_bytes()
     stored = min(draws, max(APPROX_MAX_VALUES // max(totals * chains, 1), 1))
     capped = stored < draws
+    temp = 8 * CELL_TEMPORARIES * d.n_cells * chains * min(draws, draw_chunk(d.n_cells))
     if avail is not None:
-        room = max(avail - 8 * CELL_TEMPORARIES * d.n_cells * chains
-                   * min(draws, draw_chunk(d.n_cells)), 0)
+        room = max(avail - temp, 0)
         stored = min(stored, room // max(per(draws) * chains, 1))
         if stored < draws and per(stored) != per(draws):  # fewer draws: no longer large
             stored = min(stored, room // max(per(stored) * chains, 1))
     return ApproxPlan(chains=chains, draws=draws, stored=int(stored), values_per_draw=values,
                       patterns=patterns, per_draw=per(draws), available=avail,
                       capped=capped and stored == min(draws, APPROX_MAX_VALUES
-                                                      // max(totals * chains, 1)))
+                                                      // max(totals * chains, 1)),
+                      temporaries=temp)
 
 
 def check_approx_run(spec: Any, config: Any, *, log_likelihood: bool = True) -> ApproxPlan:

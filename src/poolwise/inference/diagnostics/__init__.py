@@ -159,11 +159,7 @@ def diagnose(
         *check_nonfinite(conv),
         *check_constant(conv),
         *check_one_chain(conv, chains),
-        *check_rhat(conv),
-        # ESS per chain judges how chains mix; an approximate fit has none (its draws are
-        # resampled: how many distinct proposals carry them is its self-check's importance ESS)
-        *(check_ess(conv, chains, "bulk") if approx is None else ()),
-        *(check_ess(conv, chains, "tail") if approx is None else ()),
+        *(_mixing(conv, chains) if approx is None else ()),
         *check_bfmi(bfmi),
         *check_treedepth(sat),
         *check_acceptance(acc_chain, target_accept),
@@ -192,6 +188,15 @@ def diagnose(
         ess_tail=conv.ess_tail,
         approx_checks=None if approx is None else approx_rows(approx, findings),
     )
+
+
+def _mixing(conv: Any, chains: int) -> list[Finding]:
+    """R-hat and ESS per chain: how a sampler's chains mix. An approximate fit has no chains:
+    its "chains" are groups of independent draws (an R-hat above 1.01 is then only noise: 4 x
+    100 draws give 1.02 by chance), resampled from importance-weighted proposals (how many
+    distinct proposals carry them is its self-check's importance ESS)."""
+    return [*check_rhat(conv), *check_ess(conv, chains, "bulk"),
+            *check_ess(conv, chains, "tail")]
 
 
 def _as_tree(obj: Any) -> tuple[xr.DataTree, ModelSpec | None, float | None]:
