@@ -225,13 +225,38 @@ def test_survey_weights_are_refused_and_a_comparison_with_check(bangladesh):
 @pytest.mark.slow
 def test_a_fit_failing_its_check_is_not_ok(bangladesh, monkeypatch):
     """One Gauss-Hermite node per group (the Laplace approximation, forced through the
-    module's knob): the refinement check fails, the fit is NOT OK and says how to run NUTS."""
+    module's knobs, with no automatic refinement): the refinement check fails, the fit is NOT
+    OK and says how to run NUTS."""
     monkeypatch.setattr(approx, "NODES", 1)
+    monkeypatch.setattr(approx, "MAX_NODES", 1)
     with pytest.warns(ConvergenceWarning, match="did not pass its diagnostics") as rec:
         a = poolwise.fit(FORMULA, bangladesh, method="approx", seed=1, chains=1, draws=200)
     assert not a.ok
     assert a.diagnosis.has(FindingCode.APPROX_QUADRATURE)
     assert "--method nuts" in str(rec[0].message)
+
+
+@pytest.mark.slow
+def test_a_quadrature_that_fails_its_refinement_is_refined_automatically(bangladesh,
+                                                                         monkeypatch):
+    """From one node per group (the Laplace approximation, whose log density moves by far
+    more than 0.01 with 31 nodes) the mode is found again with 31 nodes, which pass against
+    63: the fit is OK, says where the refinement started and ended, and agrees with the fit
+    that started at 15."""
+    from poolwise.inference.diagnostics.approx_check import APPROX_ATTR
+
+    ref = poolwise.fit(FORMULA, bangladesh, method="approx", seed=3, chains=2, draws=300)
+    monkeypatch.setattr(approx, "NODES", 1)
+    a = poolwise.fit(FORMULA, bangladesh, method="approx", seed=3, chains=2, draws=300)
+    assert a.ok
+    check = json.loads(a.idata.attrs[APPROX_ATTR])
+    assert (check["first_nodes"], check["nodes"], check["refined_nodes"]) == (1, 31, 63)
+    assert check["refinement_change"] < approx.QUADRATURE_TOL
+    row = next(r for r in a.diagnosis.approx_checks if r[0] == "quadrature refinement")
+    assert "31 -> 63 nodes per group; refined automatically from 1" in row[3]
+    for name in POPULATION:
+        assert abs(float(a.posterior[name].mean() - ref.posterior[name].mean())) < 0.1 * float(
+            ref.posterior[name].std())
 
 
 def test_each_check_fails_on_its_own_numbers():
@@ -272,7 +297,9 @@ def test_the_command_line_writes_a_folder_that_loads_back(tmp_path, bangladesh, 
 @pytest.mark.slow
 def test_the_command_line_says_not_ok_and_how_to_run_nuts(tmp_path, bangladesh, capsys,
                                                           monkeypatch):
-    monkeypatch.setattr(approx, "NODES", 1)  # the Laplace approximation: the check fails
+    # the Laplace approximation, not refined automatically: the check fails
+    monkeypatch.setattr(approx, "NODES", 1)
+    monkeypatch.setattr(approx, "MAX_NODES", 1)
     data = tmp_path / "survey.csv"
     bangladesh.to_csv(data, index=False)
     code = main(["fit", str(data), "-f", FORMULA, "--method", "approx", "--seed", "5",
@@ -522,6 +549,7 @@ def test_the_checks_are_the_approximations_not_the_samplers(approx_fit, tmp_path
 @pytest.mark.slow
 def test_a_failing_check_fails_its_row(monkeypatch):
     monkeypatch.setattr(approx, "NODES", 1)
+    monkeypatch.setattr(approx, "MAX_NODES", 1)  # no automatic refinement
     with pytest.warns(ConvergenceWarning):
         a = poolwise.fit(FORMULA, poolwise.load_example("bangladesh"), method="approx", seed=1,
                          chains=1, draws=200)

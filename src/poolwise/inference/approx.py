@@ -62,6 +62,7 @@ the model layer.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -111,6 +112,8 @@ METHODS: tuple[str, ...] = ("nuts", "approx")
 #: Gauss-Hermite nodes per level for the marginal density, and for its refinement check
 NODES = 15
 REFINED_NODES = 31
+#: automatic node refinement goes up to this many nodes per level (15 -> 31 -> 63)
+MAX_NODES = 63
 #: proposals: at least this many, and at least chains x draws
 MIN_PROPOSALS = 2000
 PROPOSAL_DF = 7
@@ -396,6 +399,8 @@ class ApproxCheck:
     #: exact); a check that does not apply did not run, and says so
     quadrature: bool = True
     importance: bool = True
+    #: the nodes per level the refinement started from (``nodes`` is where it ended)
+    first_nodes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -539,22 +544,50 @@ def _posterior(spec: ModelSpec, theta: np.ndarray, u: np.ndarray, chains: int,
     return to_original_scale(spec, ds)
 
 
-def _check(problem: _Problem, mode: np.ndarray, at_mode: float, nodes: int,
-           khat: float, ess: float, M: int, groups: tuple[int, float],
-           start: np.ndarray) -> ApproxCheck:
-    """The self-check's numbers. Without group integrals (complete pooling) there is no
-    quadrature to refine (``quadrature=False``, the change 0 by definition, not measured)."""
-    refined_nodes = max(REFINED_NODES, 2 * nodes + 1)
-    change = 0.0
-    if problem.grouped:
-        refined = float(problem.log_density(mode[None], nodes=refined_nodes, start=start)[0])
-        change = abs(refined - at_mode)
-    return ApproxCheck(mode=tuple(float(m) for m in mode), log_density_at_mode=at_mode,
-                       refinement_change=change, pareto_k=khat, is_ess=ess,
+@dataclass(frozen=True)
+class _Mode:
+    """The mode of theta at the quadrature that passed its refinement (or at the most nodes
+    tried): the problem at those nodes, the mode, each level's conditional mode there, the log
+    density at the mode, how much it moved when refined, and the refined node count."""
+
+    problem: _Problem
+    theta: np.ndarray
+    start: np.ndarray
+    at_mode: float
+    change: float
+    refined_nodes: int
+
+
+def _refined_mode(problem: _Problem) -> _Mode:
+    """The mode of theta, with automatic node refinement: at ``problem.nodes`` per level, the
+    log density at the mode is recomputed with ``max(REFINED_NODES, 2 n + 1)`` nodes; when it
+    moves by ``QUADRATURE_TOL`` or more, the mode is found again with that many nodes (15 -> 31
+    -> 63), up to ``MAX_NODES``. Without group integrals (complete pooling) there is nothing to
+    refine (the change 0 by definition, not measured)."""
+    while True:
+        theta, _ = _mode(problem)
+        start = problem.modes(theta)
+        at_mode = float(problem.log_density(theta[None], start=start)[0])
+        refined_nodes = max(REFINED_NODES, 2 * problem.nodes + 1)
+        change = 0.0
+        if problem.grouped:
+            change = abs(float(problem.log_density(theta[None], nodes=refined_nodes,
+                                                   start=start)[0]) - at_mode)
+        if change < QUADRATURE_TOL or refined_nodes > MAX_NODES:
+            return _Mode(problem, theta, start, at_mode, change, refined_nodes)
+        problem = dataclasses.replace(problem, nodes=refined_nodes)
+
+
+def _check(m: _Mode, first_nodes: int, khat: float, ess: float, M: int,
+           groups: tuple[int, float]) -> ApproxCheck:
+    """The self-check's numbers (``quadrature=False``: no group integrals to refine)."""
+    problem = m.problem
+    return ApproxCheck(mode=tuple(float(v) for v in m.theta), log_density_at_mode=m.at_mode,
+                       refinement_change=m.change, pareto_k=khat, is_ess=ess,
                        proposals=M, failed_group_draws=groups[0],
-                       group_proposals_per_draw=groups[1], nodes=nodes,
-                       refined_nodes=refined_nodes, quadrature=problem.grouped,
-                       importance=problem.dim > 0)
+                       group_proposals_per_draw=groups[1], nodes=problem.nodes,
+                       refined_nodes=m.refined_nodes, quadrature=problem.grouped,
+                       importance=problem.dim > 0, first_nodes=first_nodes)
 
 
 def approx_fit(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool = True,
@@ -566,11 +599,9 @@ def approx_fit(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool =
     nodes = NODES if nodes is None else int(nodes)
     t0 = time.perf_counter()
     rng = np.random.default_rng(config.seed)
-    problem = _Problem.of(spec, nodes)
     with phase("the approximation: the mode"):
-        mode, _ = _mode(problem)
-        start = problem.modes(mode)
-        at_mode = float(problem.log_density(mode[None], start=start)[0])
+        m = _refined_mode(_Problem.of(spec, nodes))
+        problem, mode, start = m.problem, m.theta, m.start
         H = _hessian(problem, mode)
     S = config.chains * config.draws
     M = max(MIN_PROPOSALS, S)
@@ -581,7 +612,7 @@ def approx_fit(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool =
     with phase("the approximation: the group effects"):
         u, failed, per_draw = _group_draws(problem, theta, start, rng,
                                            group_dtype(spec, config.chains, config.draws))
-    check = _check(problem, mode, at_mode, nodes, khat, ess, M, (failed, per_draw), start)
+    check = _check(m, nodes, khat, ess, M, (failed, per_draw))
     t1 = time.perf_counter()
     return _as_fit(spec, config, (theta, logp, u), check, log_likelihood, sensitivity,
                    (t0, t1))

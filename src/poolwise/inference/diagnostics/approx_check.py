@@ -223,7 +223,9 @@ def approx_rows(numbers: Mapping[str, Any],
     return (
         ("quadrature refinement", *(
             (state(FindingCode.APPROX_QUADRATURE), f"{c.refinement_change:.2g}",
-             f"< {QUADRATURE_TOL:g} ({c.nodes} -> {c.refined_nodes} nodes per group)")
+             f"< {QUADRATURE_TOL:g} ({c.nodes} -> {c.refined_nodes} nodes per group"
+             + (f"; refined automatically from {first}" if (first := getattr(
+                 c, "first_nodes", None)) not in (None, c.nodes) else "") + ")")
             if quadrature else no_groups)),
         ("group effects drawn", *(
             (state(FindingCode.APPROX_QUADRATURE),
