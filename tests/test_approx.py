@@ -205,14 +205,8 @@ def test_models_it_does_not_cover_are_refused(formula, kw, what):
     assert what in str(err.value) and "--method nuts" in str(err.value)
 
 
-def test_survey_weights_are_refused_and_a_comparison_with_check(bangladesh):
-    df = bangladesh.assign(w=np.linspace(0.5, 1.5, len(bangladesh)))
-    for pooling in ("partial", "none", "complete"):
-        with (warnings.catch_warnings(),
-              pytest.raises(SpecError, match="survey weights.*--method nuts")):
-            warnings.simplefilter("ignore", poolwise.DataWarning)
-            poolwise.fit(FORMULA, df, weights="w", weights_kind="survey", method="approx",
-                         pooling=pooling)
+def test_a_comparison_with_check_and_an_unknown_method_are_refused(bangladesh):
+    # (survey weights are covered: tests/test_approx_weights.py)
     # a comparison takes method='approx' (tests/test_approx_compare.py), but not --check:
     # refused before the data are read
     with pytest.raises(SpecError, match="does not take check_against_nuts"):

@@ -18,7 +18,8 @@ from scipy.special import gammaln
 
 from poolwise.data.encode import GroupColumns
 
-__all__ = ["Cells", "binomial_constant", "compress", "level_totals", "survey_cells"]
+__all__ = ["Cells", "binomial_constant", "compress", "level_totals", "likelihood_cells",
+           "survey_cells"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,3 +116,14 @@ def survey_cells(design: Any) -> tuple[np.ndarray, np.ndarray]:
     y = np.bincount(d.row_cell, weights=w * d.row_y, minlength=d.n_cells) * scale
     n = np.bincount(d.row_cell, weights=w * d.row_n, minlength=d.n_cells) * scale
     return y, n
+
+
+def likelihood_cells(design: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The binomial cells' successes and trials as the likelihood sees them: the design's
+    ``y`` and ``n`` (frequency weights are already in them, as counts), or with survey weights
+    :func:`survey_cells` (the pseudo-likelihood's weighted sums, not whole numbers in
+    general). What the sampler's binomial density (:mod:`poolwise.engine.layout`) and
+    ``method="approx"`` (:mod:`poolwise.inference.approx`) both evaluate."""
+    if design.row_weight is not None:
+        return survey_cells(design)
+    return design.y, design.n

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from poolwise.data.cells import survey_cells
+from poolwise.data.cells import likelihood_cells
 from poolwise.data.patterns import row_patterns
 from poolwise.engine import density as D
 from poolwise.errors import SpecError
@@ -123,10 +123,8 @@ def _engine_cells(spec: ModelSpec) -> tuple[np.ndarray, ...]:
     if spec.family == "beta_binomial":
         pat = row_patterns(d)
         return pat.cell, pat.y, pat.n, pat.likelihood_weight
-    if d.row_weight is not None:
-        y, n = survey_cells(d)
-        return np.arange(d.n_cells), y, n, np.ones(d.n_cells)
-    return np.arange(d.n_cells), d.y, d.n, np.ones(d.n_cells)
+    y, n = likelihood_cells(d)  # survey weights: data.cells.survey_cells
+    return np.arange(d.n_cells), y, n, np.ones(d.n_cells)
 
 
 def _term_arrays(term: TermSpec, cells: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:

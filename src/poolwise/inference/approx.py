@@ -50,8 +50,18 @@ Pareto k of the importance weights; (c) the importance sampling's effective samp
 a part that does not run is saved as such (``ApproxCheck.quadrature`` / ``importance``) and
 shown as "not applicable", never as passed.
 
+**Weights**: frequency weights are the rows' counts, in the cells' successes and trials as
+for the sampler. Survey weights give the sampler's pseudo-likelihood (each row's binomial
+log-likelihood times its weight, the weights scaled to sum to the rows): the cells' ``y`` and
+``n`` above are then the sums of ``w y`` and ``w n`` over their rows
+(:func:`poolwise.data.cells.likelihood_cells`, what the sampler's binomial density takes),
+whose kernel ``y log p + (n - y) log(1 - p)`` is the weighted sum of the rows' kernels and,
+not being whole numbers, stays concave in eta (the integrals, the modes and the exact draws
+need no more). The fit carries the same caveat as a NUTS fit (model-based intervals, Kish's
+effective sample size), and row-level LOO, leave-one-group-out and K-fold refuse it alike.
+
 Not covered (a :class:`~poolwise.errors.SpecError` naming ``--method nuts``): the
-beta-binomial, survey weights, several group terms (crossed or nested), varying slopes.
+beta-binomial, several group terms (crossed or nested), varying slopes.
 
 Why one module: the steps above are one pipeline over one :class:`_Problem` (its log density
 is what the mode, the curvature, the importance weights and the refinement check all
@@ -72,6 +82,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from poolwise.data.cells import likelihood_cells
 from poolwise.data.patterns import observed_group
 from poolwise.errors import SpecError
 from poolwise.inference.diagnostics import diagnose
@@ -138,8 +149,6 @@ def check_supported(spec: ModelSpec) -> None:
 
     if spec.family != "binomial":
         refuse(f"the {spec.family} family (only the binomial)")
-    if d.weighting is not None and d.weighting.kind == "survey":
-        refuse("survey weights (frequency weights are covered)")
     if spec.pooling == "complete":
         if not d.fixed_names:
             refuse("a model with no parameter (no fixed effect and no group term)")
@@ -177,6 +186,13 @@ class _Problem:
     ``term.sd_fixed``) and complete pooling (no group term: no integral, the cells'
     log-likelihood itself).
 
+    The successes and trials are the cells' as the sampler's binomial density has them
+    (:func:`poolwise.data.cells.likelihood_cells`): with survey weights the sums of ``w y``
+    and ``w n`` over each cell's rows (the weights scaled to sum to the rows), whose kernel
+    ``y log p + (n - y) log(1 - p)`` is the pseudo-likelihood (each row's times its weight).
+    They are not whole numbers then, which nothing here assumes: the kernel stays concave in
+    eta, so each level's conditional density stays log-concave for the rejection sampler.
+
     Groups whose cells are the same (the same predictors, offset, successes and trials: one
     binomial row of 12 trials with 3 successes, say) have the same integral and the same
     conditional posterior given theta: the problem keeps one *level* per distinct set of
@@ -198,7 +214,7 @@ class _Problem:
     def of(cls, spec: ModelSpec, nodes: int = NODES) -> _Problem:
         d = spec.design
         rows = Rows.of_design(d, engine_scale=True)
-        y, n = np.asarray(d.y, dtype=float), np.asarray(d.n, dtype=float)
+        y, n = (np.asarray(a, dtype=float) for a in likelihood_cells(d))  # survey: weighted
         link_id = links.get(spec.link).kernel_id
         if not spec.terms:  # complete pooling: every cell, no group
             none = np.zeros(0, dtype=np.int64)
