@@ -1005,8 +1005,8 @@ def _cmd_poststratify(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from poolwise.comparison.pooling import compare_fits
     from poolwise.errors import StoreError
-    from poolwise.output.io import load_result
-    from poolwise.output.store import check_output_file, result_root, update_folder
+    from poolwise.output.io import load_comparison, load_result
+    from poolwise.output.store import check_output_file, read_manifest, result_root, update_folder
     from poolwise.progress import phase
 
     src = Path(args.dir)
@@ -1030,8 +1030,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not in_place:
         check_output_file(out, option="--output")
     _watch(args, folder if in_place else out)
-    kind, loaded = load_result(folder if folder is not None else src)
-    result = loaded if kind == "fit" else compare_fits(loaded, prob=args.prob, kind=args.interval)
+    # a comparison: its fits compared again (LOO, leave-one-group-out), its grouped K-fold
+    # read back from the folder (its refits are not run again)
+    manifest = read_manifest(folder) if folder is not None else None
+    if folder is not None and manifest is not None and manifest["kind"] == "comparison":
+        result = load_comparison(folder, prob=args.prob, kind=args.interval)
+    else:
+        kind, loaded = load_result(folder if folder is not None else src)
+        result = loaded if kind == "fit" else compare_fits(loaded, prob=args.prob,
+                                                           kind=args.interval)
     # the footer shows the command that made the fit (saved with it) and this one, which
     # rebuilt the report from the folder
     kw = {"command": args.command_line, "prob": args.prob, "kind": args.interval,

@@ -88,7 +88,9 @@ __all__ = [
     "estimate_fit_bytes",
     "estimate_comparison_bytes",
     "save_comparison",
+    "load_comparison",
     "load_result",
+    "read_kfold",
     "DESIGN_GROUP",
     "FORMAT_VERSION",
 ]
@@ -1130,13 +1132,18 @@ def save_comparison(
     :func:`save_fit`): one fit folder per model (``complete/``, ``none/``, ``partial/``, each
     loadable alone), ``pooling_groups.csv``, ``pooling_population.csv``, ``pooling_loo.csv``
     (with LOO), ``pooling_logo.csv`` and ``pooling_logo_groups.csv`` (with leave-one-group-out),
-    ``pooling_kfold.csv``, ``pooling_kfold_groups.csv`` and ``pooling_kfold_folds.csv`` (with
-    grouped K-fold) and ``narrative.txt``, and a manifest of kind ``"comparison"``."""
+    ``pooling_kfold.csv``, ``pooling_kfold_groups.csv``, ``pooling_kfold_folds.csv`` and
+    ``pooling_kfold_mcse.csv`` (with grouped K-fold; its group term, K and predictive unit in
+    the manifest's ``"kfold"``, so that :func:`load_comparison` reads it back without the
+    refits) and ``narrative.txt``, and a manifest of kind ``"comparison"``."""
     out = Path(out_dir)
     names: dict[str, Path] = {}
     # how each fit's draws were made ("nuts" / "approx"), beside each fit's own result.json
-    meta = {"fits": list(comp.fits), "group": str(comp.group),
-            "methods": {k: f.method for k, f in comp.fits.items()}}
+    meta: dict[str, Any] = {"fits": list(comp.fits), "group": str(comp.group),
+                            "methods": {k: f.method for k, f in comp.fits.items()}}
+    kfold = getattr(comp, "kfold", None)
+    if kfold is not None:
+        meta["kfold"] = {"group": str(kfold.group), "k": int(kfold.k), "unit": str(kfold.unit)}
     trees = {key: to_datatree(f) for key, f in comp.fits.items()}
     with write_folder(out, "comparison", manifest_extra=meta,
                       needed=estimate_comparison_bytes(comp, trees)) as staged:
@@ -1159,19 +1166,217 @@ def save_comparison(
             safe_csv(logo.pointwise, staged / "pooling_logo_groups.csv")
             names["logo"] = out / "pooling_logo.csv"
             names["logo_groups"] = out / "pooling_logo_groups.csv"
-        kfold = getattr(comp, "kfold", None)
-        if kfold is not None:  # grouped K-fold: per strategy, per group, and the folds' seeds
-            safe_csv(kfold.table, staged / "pooling_kfold.csv")
-            safe_csv(kfold.pointwise, staged / "pooling_kfold_groups.csv")
-            safe_csv(kfold.folds, staged / "pooling_kfold_folds.csv", index=False)
-            names["kfold"] = out / "pooling_kfold.csv"
-            names["kfold_groups"] = out / "pooling_kfold_groups.csv"
-            names["kfold_folds"] = out / "pooling_kfold_folds.csv"
+        if kfold is not None:  # grouped K-fold: per strategy, per group, the folds' seeds, and
+            # each group's Monte Carlo SE
+            frames = {"kfold": kfold.table, "kfold_groups": kfold.pointwise,
+                      "kfold_folds": kfold.folds, "kfold_mcse": kfold.mcse}
+            for key, frame in frames.items():
+                safe_csv(frame, staged / KFOLD_FILES[key], index=key != "kfold_folds")
+                names[key] = out / KFOLD_FILES[key]
         (staged / "narrative.txt").write_text("\n\n".join(comp.narrative) + "\n",
                                               encoding="utf-8")
         names["narrative"] = out / "narrative.txt"
         _write_extra(staged, extra)
     return names
+
+
+#: the grouped K-fold files of a comparison folder, by their key in save_comparison's answer
+KFOLD_FILES = {"kfold": "pooling_kfold.csv", "kfold_groups": "pooling_kfold_groups.csv",
+               "kfold_folds": "pooling_kfold_folds.csv", "kfold_mcse": "pooling_kfold_mcse.csv"}
+
+
+def _read_saved_csv(path: Path, **kwargs: Any) -> Any:
+    """A CSV table written by :func:`safe_csv`: its numbers as written (pandas' default
+    parser reads back the shortest repr it wrote, exactly), its text as text (no ``NA`` /
+    ``null`` read as missing; an empty cell is missing)."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, keep_default_na=False, na_values=[""], **kwargs)
+    except (OSError, ValueError) as err:
+        raise StoreError(f"cannot read '{path}' ({err}); write the comparison again") from None
+
+
+class _KFoldFiles:
+    """Reading the K-fold files of one comparison folder back, each checked against the group
+    term and labels of its fits (the CSVs hold the labels made spreadsheet-safe)."""
+
+    def __init__(self, folder: Path, group: str, labels: list[str]) -> None:
+        import pandas as pd
+
+        self.folder, self.group, self.labels = folder, group, labels
+        self.index = pd.Index(list(labels), name=group)
+
+    def bad(self, what: str) -> StoreError:
+        return StoreError(f"the K-fold files of '{self.folder}' do not match its fits ({what}); "
+                          "write the comparison again")
+
+    def table(self) -> Any:
+        """``pooling_kfold.csv``: elpd, se, elpd_diff and dse by model."""
+        import pandas as pd
+
+        table = _read_saved_csv(self.folder / KFOLD_FILES["kfold"], index_col=0, dtype={0: str})
+        if (list(table.columns) != ["elpd", "se", "elpd_diff", "dse"]
+                or table.index.name != "model" or not len(table)
+                or not all(pd.api.types.is_float_dtype(t) for t in table.dtypes)):
+            raise self.bad("pooling_kfold.csv is not a table of elpd, se, elpd_diff and dse by "
+                           "model")
+        table.index = pd.Index([str(m) for m in table.index], name="model")
+        return table
+
+    def per_group(self, key: str, first: list[str], models: list[str]) -> Any:
+        """A table with one row per level (the fits' labels as its index): ``first``
+        columns, then one per model."""
+        from poolwise.output.store import neutralize
+
+        name = KFOLD_FILES[key]
+        df = _read_saved_csv(self.folder / name, index_col=0, dtype={0: str})
+        # the index's name is written as it is, its labels made spreadsheet-safe
+        if df.index.name not in (self.group, neutralize(self.group)) or [
+                str(v) for v in df.index] != [neutralize(v) for v in self.labels]:
+            raise self.bad(f"{name} is not one row per level of '{self.group}', in its order")
+        if list(df.columns[:len(first)]) != first or sorted(df.columns[len(first):]) != sorted(
+                models):
+            raise self.bad(f"{name} has the columns {list(df.columns)}")
+        df.index = self.index
+        return df
+
+    def folds(self, fold: Any, k_saved: Any) -> Any:
+        """``pooling_kfold_folds.csv``, checked against each level's fold; its labels the
+        fits'."""
+        import numpy as np
+        import pandas as pd
+
+        from poolwise.output.store import neutralize
+
+        folds = _read_saved_csv(self.folder / KFOLD_FILES["kfold_folds"], dtype={"labels": str})
+        k = len(folds)
+        if (list(folds.columns) != ["fold", "groups", "seed", "labels"]
+                or not all(pd.api.types.is_integer_dtype(folds[c])
+                           for c in ("fold", "groups", "seed"))
+                or folds["fold"].tolist() != list(range(k)) or k < 2 or not len(fold)
+                or fold.min() < 0 or fold.max() >= k
+                or folds["groups"].tolist() != np.bincount(fold, minlength=k).tolist()
+                or k_saved not in (None, k)):
+            raise self.bad("pooling_kfold_folds.csv does not describe the folds of "
+                           "pooling_kfold_groups.csv")
+        # each fold's labels as saved (made spreadsheet-safe), rebuilt from the fits' labels
+        labels = [" ".join(self.labels[j] for j in np.flatnonzero(fold == f)) for f in range(k)]
+        if ["" if pd.isna(v) else str(v) for v in folds["labels"]] != [
+                neutralize(v) for v in labels]:
+            raise self.bad("pooling_kfold_folds.csv names other levels in its folds")
+        folds["labels"] = labels
+        return folds
+
+
+def read_kfold(folder: str | Path, manifest: Mapping[str, Any], group: str,
+               labels: list[str]) -> Any:
+    """The grouped K-fold result (:class:`~poolwise.comparison.kfold.KFoldComparison`) saved
+    in the comparison folder ``folder`` (its ``manifest`` already verified), or None when the
+    folder has none. ``group`` and ``labels``: the compared group term and its levels, as the
+    loaded fits have them (the CSVs hold the labels made spreadsheet-safe, which may not be
+    undone; they are checked against these, and these are used). The numbers are the saved
+    ones: nothing is refitted. A folder written before ``pooling_kfold_mcse.csv`` was saved
+    has every Monte Carlo SE missing (NaN), and the predictive unit of K-fold (the unit of
+    leave-one-group-out, the only one it has had)."""
+    import numpy as np
+    import pandas as pd
+
+    from poolwise.comparison.kfold import KFoldComparison
+
+    folder = Path(folder)
+    files = manifest.get("files", {})
+    present = [name for name in KFOLD_FILES.values() if name in files]
+    if not present:
+        return None
+    needed = [KFOLD_FILES[k] for k in ("kfold", "kfold_groups", "kfold_folds")]
+    if missing := [n for n in needed if n not in files]:
+        raise StoreError(f"'{folder}' has {', '.join(present)} but not {', '.join(missing)}: "
+                         "its K-fold result is incomplete; write the comparison again")
+    saved = _KFoldFiles(folder, group, labels)
+    info = manifest.get("kfold")
+    info = info if isinstance(info, Mapping) else {}
+    if "group" in info and info["group"] != group:
+        raise saved.bad(f"K-fold of '{info['group']}', the comparison of '{group}'")
+    table = saved.table()
+    models = list(table.index)
+    pointwise = saved.per_group("kfold_groups", ["fold"], models)
+    if not pd.api.types.is_integer_dtype(pointwise["fold"]):
+        raise saved.bad("pooling_kfold_groups.csv has a fold that is not a whole number")
+    folds = saved.folds(pointwise["fold"].to_numpy(), info.get("k"))
+    if KFOLD_FILES["kfold_mcse"] in files:
+        mcse = saved.per_group("kfold_mcse", [], models)
+    else:  # written before the Monte Carlo SEs were saved: unknown, not made up
+        mcse = pd.DataFrame(np.nan, index=saved.index, columns=list(pointwise.columns[1:]))
+    kw = {"unit": str(info["unit"])} if isinstance(info.get("unit"), str) else {}
+    table.attrs["unit"] = kw.get("unit", KFoldComparison.unit)
+    return KFoldComparison(group=group, k=len(folds), table=table, pointwise=pointwise,
+                           mcse=mcse, folds=folds, **kw)
+
+
+def load_comparison(
+    path: str | Path, *, prob: float = 0.89, kind: Literal["hdi", "eti"] = "hdi",
+    loo: bool = True, logo: bool | Literal["psis"] = True,
+) -> PoolingComparison:
+    """A comparison saved by :func:`save_comparison`, compared again from its folder alone.
+
+    Its fits are loaded, and the per-group and population tables, LOO and leave-one-group-out
+    computed from them (:func:`~poolwise.comparison.pooling.compare_fits`); the grouped K-fold
+    result is read back from its files when it was saved (:func:`read_kfold`: its refits are
+    not run again), so ``kfold`` holds the numbers of the original comparison.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A folder written by :func:`save_comparison` (``poolwise compare --out DIR``).
+    prob : float, default 0.89
+        Probability mass of the intervals.
+    kind : {"hdi", "eti"}, default "hdi"
+        Highest-density or equal-tailed intervals.
+    loo : bool, default True
+        Compute row-level PSIS-LOO again.
+    logo : bool or "psis", default True
+        Compute leave-one-group-out again (``"psis"``: PSIS only; False: skip).
+
+    Returns
+    -------
+    PoolingComparison
+        The comparison, with the saved K-fold result as ``kfold`` (None when none was saved).
+
+    Raises
+    ------
+    StoreError
+        When the folder is not a complete comparison (a file missing, changed or mixed in; see
+        :func:`load_result`) or its K-fold files are incomplete or do not match its fits.
+    """
+    import dataclasses
+
+    from poolwise.comparison.pooling import compare_fits
+
+    path = Path(path)
+    if not path.is_dir():
+        raise StoreError(f"'{path}' is not a folder written by `poolwise compare --out`")
+    m = verify_folder(path, kinds=("comparison",))
+    fits = _comparison_fits(path, m)
+    group = m.get("group") if isinstance(m.get("group"), str) else None
+    comp = compare_fits(fits, group=group, prob=prob, kind=kind, loo=loo, logo=logo)
+    kfold = read_kfold(path, m, comp.group, [str(v) for v in comp.groups.index])
+    if kfold is None:
+        return comp
+    if sorted(kfold.table.index) != sorted(comp.fits):
+        raise StoreError(f"the K-fold files of '{path}' compare {', '.join(kfold.table.index)}, "
+                         f"its fits are {', '.join(comp.fits)}; write the comparison again")
+    return dataclasses.replace(comp, kfold=kfold)
+
+
+def _comparison_fits(path: Path, m: Mapping[str, Any]) -> dict[str, Fit]:
+    """The fits of a comparison folder whose manifest has been verified."""
+    from poolwise.comparison.pooling import POOLINGS
+
+    subs = m.get("fits")
+    if not isinstance(subs, list) or not set(subs) <= set(POOLINGS) or len(subs) < 2:
+        raise StoreError(f"the manifest of '{path}' lists no valid fits ({subs!r})")
+    return {k: load_fit(path / k) for k in subs}
 
 
 def load_result(path: str | Path) -> tuple[str, Any]:
@@ -1189,12 +1394,7 @@ def load_result(path: str | Path) -> tuple[str, Any]:
     m = verify_folder(path)
     if m["kind"] == "fit":
         return "fit", _load_fit_folder(path, m)  # verified once (it hashes every file)
-    from poolwise.comparison.pooling import POOLINGS
-
-    subs = m.get("fits")
-    if not isinstance(subs, list) or not set(subs) <= set(POOLINGS) or len(subs) < 2:
-        raise StoreError(f"the manifest of '{path}' lists no valid fits ({subs!r})")
-    return "comparison", {k: load_fit(path / k) for k in subs}
+    return "comparison", _comparison_fits(path, m)
 
 
 def _json_default(v: object) -> object:
