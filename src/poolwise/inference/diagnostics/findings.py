@@ -203,7 +203,13 @@ class Diagnosis:
              fmt_sig(self.min_ess_tail, None) or "undefined", f">= {ess_min}"),
         ]
         if self.approx_checks is not None:
-            return (*self.approx_checks, *convergence)
+            # shown, not judged: an approximate fit's "chains" are groups of independent draws
+            # (its group effects have no R-hat or ESS at all; how many distinct proposals carry
+            # the fixed effects and SDs is the importance ESS row)
+            why = "not judged: independent draws, not chains"
+            return (*self.approx_checks,
+                    *((f"{name} (fixed effects and SDs)", "info", value, why)
+                      for name, _, value, _ in convergence))
         rows = [
             ("divergent transitions", state(code.DIVERGENCES), str(self.divergences), "0"),
             *convergence,
