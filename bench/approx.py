@@ -4,6 +4,11 @@
     PYTHONPATH=src .venv/bin/python bench/approx.py --groups 10000 --runs 3
     PYTHONPATH=src .venv/bin/python bench/approx.py --json bench/results/approx.json
     PYTHONPATH=src .venv/bin/python bench/approx.py --groups 100000 --approx-only 1000000 --runs 1
+    PYTHONPATH=src .venv/bin/python bench/approx.py --glmer 10000 --glmer 50000 --runs 3
+
+``--glmer`` runs approx against lme4's glmer (``bench/glmer.R``, whole Rscript processes:
+reading the CSV, the Laplace fit, writing each group's conditional mode and SD) instead of
+NUTS, and one glmer fit with ``--agq`` adaptive quadrature points (25) for its group SD.
 
 Each case writes one binomial row per group (5-30 trials, intercept -0.5, true group SD 0.8,
 fixed seed) to a CSV in a temporary folder, then runs
@@ -90,6 +95,43 @@ def accuracy(approx_dir: Path, nuts_dir: Path) -> dict[str, float]:
     }
 
 
+def run_glmer(data: Path, prefix: Path, nagq: int = 1) -> tuple[float, dict]:
+    """glmer (``bench/glmer.R``) as a whole Rscript process: its wall time and estimates."""
+    cmd = ["Rscript", str(REPO / "bench" / "glmer.R"), str(data), str(prefix), str(nagq)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return wall, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def glmer_case(groups: int, runs: int, folder: Path, agq: int) -> dict:
+    """approx against glmer (Laplace; and one fit with ``agq`` quadrature points for its SD),
+    alternately, ``runs`` times each."""
+    data = write_case(groups, folder)
+    times: dict[str, list[float]] = {"approx": [], "glmer": []}
+    for r in range(runs):
+        wall, result = run_cli(data, folder / f"approx{groups}", "approx", seed=r + 1)
+        times["approx"].append(wall)
+        print(f"  {groups:>7,} groups  approx run {r + 1}: {wall:7.1f} s  "
+              f"ok={result['diagnostics']['ok']}", flush=True)
+        wall, est = run_glmer(data, folder / f"glmer{groups}")
+        times["glmer"].append(wall)
+        print(f"  {groups:>7,} groups  glmer  run {r + 1}: {wall:7.1f} s  sd {est['sd_g']:.4f}",
+              flush=True)
+    agq_wall, agq_est = run_glmer(data, folder / f"glmer_agq{groups}", agq) if agq else (
+        float("nan"), {"sd_g": float("nan")})
+    a = pd.read_csv(folder / f"approx{groups}" / "summary.csv", index_col=0)
+    med = {m: statistics.median(t) for m, t in times.items()}
+    return {"groups": groups, "runs": runs, "median_s": med, "times_s": times,
+            "approx_over_glmer": med["approx"] / med["glmer"],
+            "approx_draws": f"{result['settings']['chains']} x {result['settings']['draws']}",
+            "sd_g": {"approx": float(a.loc["sd_g", "mean"]), "glmer_laplace": est["sd_g"],
+                     f"glmer_agq{agq}": agq_est["sd_g"], "truth": TRUE_SD},
+            "glmer_agq_s": agq_wall}
+
+
 def run_case(groups: int, runs: int, folder: Path, nuts: bool = True) -> dict:
     data = write_case(groups, folder)
     methods = ("approx", "nuts") if nuts else ("approx",)
@@ -121,9 +163,30 @@ def main() -> None:
     ap.add_argument("--approx-only", type=int, action="append", default=[],
                     help="group counts to run with approx alone (NUTS would take too long)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--glmer", type=int, action="append", default=[],
+                    help="group counts to run approx against glmer (R and lme4: "
+                         "apt-get install r-cran-lme4), instead of NUTS")
+    ap.add_argument("--agq", type=int, default=25,
+                    help="glmer's quadrature points for its accurate SD (0: skip)")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
     results = []
+    if args.glmer:
+        with tempfile.TemporaryDirectory() as tmp:
+            for g in args.glmer:
+                results.append(glmer_case(g, args.runs, Path(tmp), args.agq))
+        print(f"\ncores: {os.cpu_count()}, load: {os.getloadavg()[0]:.1f}")
+        print(f"{'groups':>9} {'approx s':>9} {'glmer s':>8} {'approx/glmer':>12} "
+              f"{'sd approx':>9} {'sd glmer':>9} {'sd AGQ':>7}")
+        for r in results:
+            sd = r["sd_g"]
+            print(f"{r['groups']:>9,} {r['median_s']['approx']:>9.1f} "
+                  f"{r['median_s']['glmer']:>8.1f} {r['approx_over_glmer']:>12.1f} "
+                  f"{sd['approx']:>9.4f} {sd['glmer_laplace']:>9.4f} "
+                  f"{sd[f'glmer_agq{args.agq}']:>7.4f}")
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for g in args.groups or [10_000, 50_000]:
             results.append(run_case(g, args.runs, Path(tmp)))
