@@ -74,6 +74,16 @@ def test_the_cap_on_stored_group_values_limits_the_draws(monkeypatch):
     assert "stores at most" in p.note() and "available" not in p.note()
 
 
+def test_the_cap_never_goes_below_the_fewest_draws(monkeypatch):
+    """So many groups that the cap would leave fewer than 50 draws per chain: 50 are stored
+    when memory holds them (memory, not the cap, decides below that)."""
+    spec = build_model(FORMULA, _groups(200))
+    monkeypatch.setattr(plan, "available_memory_bytes", lambda: 100 << 30)
+    monkeypatch.setattr(plan, "APPROX_MAX_VALUES", 200 * 4 * 10)  # 10 draws per chain
+    p = plan.check_approx_run(spec, _config())
+    assert p.stored == plan.APPROX_MIN_DRAWS and p.capped
+
+
 def test_a_flat_prior_on_separated_data_is_refused_before_approx():
     """The run checks NUTS has before it samples apply to approx too (an improper
     posterior has no mode to find)."""

@@ -365,8 +365,9 @@ def approx_plan(spec: Any, config: Any, *, log_likelihood: bool = True) -> Appro
         return APPROX_COPIES * (size * totals + 8 * (values - totals)) + 8 * patterns
 
     avail = available_memory_bytes()
-    stored = min(draws, max(APPROX_MAX_VALUES // max(totals * chains, 1), 1))
-    capped = stored < draws
+    # the cap on stored group values, never below the fewest draws (memory decides below it)
+    cap = max(APPROX_MAX_VALUES // max(totals * chains, 1), APPROX_MIN_DRAWS)
+    stored = min(draws, cap)
     temp = 8 * CELL_TEMPORARIES * d.n_cells * chains * min(draws, draw_chunk(d.n_cells))
     if avail is not None:
         room = max(avail - temp, 0)
@@ -375,9 +376,7 @@ def approx_plan(spec: Any, config: Any, *, log_likelihood: bool = True) -> Appro
             stored = min(stored, room // max(per(stored) * chains, 1))
     return ApproxPlan(chains=chains, draws=draws, stored=int(stored), values_per_draw=values,
                       patterns=patterns, per_draw=per(draws), available=avail,
-                      capped=capped and stored == min(draws, APPROX_MAX_VALUES
-                                                      // max(totals * chains, 1)),
-                      temporaries=temp)
+                      capped=cap < draws and stored == cap, temporaries=temp)
 
 
 def check_approx_run(spec: Any, config: Any, *, log_likelihood: bool = True) -> ApproxPlan:
