@@ -407,6 +407,38 @@ def test_the_check_against_nuts_passes_and_equals_a_direct_computation(checked):
     assert c.max_rhat == pytest.approx(n.diagnosis.max_rhat)
     assert c.population_max < 0.15 and c.group_p95 < 0.25
     assert "nuts_check_s" in a.timings
+    # the points the report's figure draws: every compared parameter, both means, NUTS's sd
+    p = c.points
+    assert p["name"][:3] == list(POPULATION) and p["group"] == [False] * 3 + [True] * 60
+    labels = [f"a_district[{lab}]" for lab in pn["district"].values]
+    assert p["name"][3:] == labels
+    np.testing.assert_allclose(p["approx_mean"][3:], pa["a_district"].mean(dims).values)
+    np.testing.assert_allclose(p["nuts_mean"][:3], [float(pn[v].mean()) for v in POPULATION])
+    np.testing.assert_allclose(p["nuts_sd"][3:], pn["a_district"].std(dims).values)
+
+
+@pytest.mark.slow
+def test_the_report_draws_the_check_against_nuts(checked, tmp_path):
+    """The figure of the comparison is in the report of a checked fit, also after a save and
+    a load; a fit without --check (or saved before the points were kept) has none."""
+    from poolwise.output.plots.estimates import plot_approx_vs_nuts
+
+    a, _ = checked
+    save_fit(a, tmp_path / "a")
+    loaded = load_fit(tmp_path / "a")
+    assert loaded.nuts_check.points == a.nuts_check.points
+    fig = plot_approx_vs_nuts(loaded)
+    assert fig is not None and len(fig.axes) == 3  # two panels and the colour bar
+    poolwise.write_report(tmp_path / "r.html", loaded)
+    assert "The approximation against a short NUTS run" in (tmp_path / "r.html").read_text()
+    from poolwise.inference.diagnostics.approx_check import APPROX_ATTR
+
+    tree = a.idata.copy(deep=True)
+    saved = json.loads(tree.attrs[APPROX_ATTR])
+    del saved["against_nuts"]["points"]  # as a folder saved before the points were kept
+    tree.attrs[APPROX_ATTR] = json.dumps(saved)
+    older = dataclasses.replace(a, idata=tree)
+    assert older.nuts_check.points is None and plot_approx_vs_nuts(older) is None
 
 
 @pytest.mark.slow

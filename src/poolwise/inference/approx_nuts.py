@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -60,6 +60,30 @@ def _short_nuts(fit: Fit) -> Fit:
     return sample_spec(fit.spec, config, log_likelihood=False)
 
 
+def _points(spec: ModelSpec, approx: xr.Dataset, nuts: xr.Dataset,
+            population: list[str]) -> dict[str, list[Any]]:
+    """NutsCheck.points: each compared parameter's name, whether it is a group effect, its
+    mean under approx and NUTS and its NUTS sd (population-level first)."""
+    dims = ("chain", "draw")
+    names: list[str] = []
+    group: list[bool] = []
+    cols: list[list[float]] = [[], [], []]
+    variables = [(v, [v], False) for v in population]
+    if spec.terms:
+        term = spec.terms[0]
+        g = total_name(term, "Intercept")
+        labels = nuts[g][term.group.name].values
+        variables.append((g, [f"{g}[{lab}]" for lab in labels], True))
+    for v, labels, is_group in variables:
+        names += labels
+        group += [is_group] * len(labels)
+        for col, arr in zip(cols, (approx[v].mean(dims), nuts[v].mean(dims), nuts[v].std(dims)),
+                            strict=True):
+            col += [float(x) for x in np.atleast_1d(arr.values).ravel()]
+    return {"name": names, "group": group, "approx_mean": cols[0], "nuts_mean": cols[1],
+            "nuts_sd": cols[2]}
+
+
 def _standardized(a: xr.DataArray, n: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
     """Per element: ``|mean_a - mean_n| / sd_n`` and ``sd_a / sd_n`` (flattened)."""
     dims = ("chain", "draw")
@@ -70,7 +94,7 @@ def _standardized(a: xr.DataArray, n: xr.DataArray) -> tuple[np.ndarray, np.ndar
 
 
 def compare_posteriors(spec: ModelSpec, approx: xr.Dataset, nuts: xr.Dataset
-                       ) -> dict[str, float | str]:
+                       ) -> dict[str, Any]:
     """The comparison's numbers (the fields of ``NutsCheck`` without the run's settings and
     health) from the two posteriors of ``spec`` (at most one group term, with a varying
     intercept). A part the model lacks (no group effects under complete pooling, no
@@ -80,7 +104,7 @@ def compare_posteriors(spec: ModelSpec, approx: xr.Dataset, nuts: xr.Dataset
     population = [fixed_name(c) for c in spec.design.fixed_names]
     if term is not None and term.estimated:
         population.append(sd_name(term, "Intercept"))
-    out: dict[str, float | str] = {"population_max": 0.0, "population_name": "",
+    out: dict[str, Any] = {"population_max": 0.0, "population_name": "",
                                    "group_max": 0.0, "group_name": "", "group_p95": 0.0,
                                    "sd_ratio_min": 1.0, "sd_ratio_max": 1.0}
     if population:
@@ -97,6 +121,7 @@ def compare_posteriors(spec: ModelSpec, approx: xr.Dataset, nuts: xr.Dataset
         j = int(np.nanargmax(z_group))
         out.update({"group_max": float(z_group[j]), "group_name": f"{group}[{labels[j]}]",
                     "group_p95": float(np.quantile(z_group, 0.95))})
+    out["points"] = _points(spec, approx, nuts, population)  # type: ignore[assignment]
     return out
 
 

@@ -90,6 +90,10 @@ class NutsCheck:
     divergences: int
     max_rhat: float
     seconds: float = 0.0
+    #: per compared parameter (population-level first, then each group effect): its name,
+    #: whether it is a group effect, its posterior mean under approx and under NUTS, and its
+    #: NUTS posterior sd (what the report's figure draws); None in folders saved before them
+    points: Mapping[str, list[Any]] | None = None
 
     @property
     def healthy(self) -> bool:

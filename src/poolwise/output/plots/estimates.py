@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from poolwise.model.spec import TermSpec
 
 __all__ = [
+    "plot_approx_vs_nuts",
     "plot_coefficients",
     "plot_caterpillar",
     "plot_intercept_slope",
@@ -248,4 +249,63 @@ def plot_intercept_slope(fit: Fit, term: TermSpec | str, *, prob: float = 0.89,
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False,
                    markerscale=0.6)
+    return fig
+
+
+# ---- an approximate fit against its short NUTS run (--check) --------------------------------
+
+
+def plot_approx_vs_nuts(fit: Fit) -> Figure | None:
+    """``--method approx --check``: each parameter's posterior mean under approx against
+    NUTS's (left: the group effects, on the line y = x where they agree), and each
+    population-level parameter's difference in NUTS posterior sds with the bar the check
+    holds it to (right). None without the comparison's points (no ``--check``, or a folder
+    saved before they were kept)."""
+    from poolwise.inference.diagnostics.approx_check import (
+        NUTS_GROUP_P95_MAX,
+        NUTS_POPULATION_MAX,
+    )
+
+    check = fit.nuts_check
+    pts = None if check is None else check.points
+    if not pts:
+        return None
+    group = np.asarray(pts["group"], dtype=bool)
+    a, n, sd = (np.asarray(pts[k], dtype=float) for k in ("approx_mean", "nuts_mean",
+                                                           "nuts_sd"))
+    z = np.abs(a - n) / sd
+    names = np.asarray(pts["name"], dtype=object)
+    with style.rc():
+        fig = style.figure(10.0, 4.4)
+        left, right = fig.subplots(1, 2, width_ratios=[1.25, 1.0])
+        if group.any():
+            lo, hi = float(min(a[group].min(), n[group].min())), float(
+                max(a[group].max(), n[group].max()))
+            left.plot([lo, hi], [lo, hi], color="0.6", lw=1, ls="--", zorder=1)
+            sc = left.scatter(n[group], a[group], c=z[group], cmap="viridis", s=14,
+                              vmin=0.0, vmax=max(NUTS_GROUP_P95_MAX, float(z[group].max())),
+                              zorder=2)
+            fig.colorbar(sc, ax=left, label="|difference| / NUTS sd")
+            left.set_xlabel("posterior mean under NUTS")
+            left.set_ylabel("posterior mean under approx")
+            style.set_title(left, f"Group effects: 95th percentile of the difference "
+                                  f"{check.group_p95:.2f} NUTS sd (at most "
+                                  f"{NUTS_GROUP_P95_MAX})")
+        else:
+            left.set_axis_off()
+            left.text(0.5, 0.5, "no group effects", ha="center", va="center")
+        pop = np.flatnonzero(~group)
+        if len(pop):
+            y = np.arange(len(pop))
+            right.barh(y, z[pop], color=["#b2182b" if v > NUTS_POPULATION_MAX else "#4d4d4d"
+                                         for v in z[pop]])
+            right.axvline(NUTS_POPULATION_MAX, color="#b2182b", ls="--", lw=1)
+            right.set_yticks(y, [str(v) for v in names[pop]])
+            right.invert_yaxis()
+            right.set_xlim(0.0, max(2 * NUTS_POPULATION_MAX, 1.1 * float(z[pop].max())))
+            right.set_xlabel("|mean approx - mean NUTS| / NUTS sd")
+            style.set_title(right, f"Population level (at most {NUTS_POPULATION_MAX})")
+        else:
+            right.set_axis_off()
+            right.text(0.5, 0.5, "no population-level parameter", ha="center", va="center")
     return fig

@@ -733,6 +733,7 @@ def fit_figures(fit: Fit, *, prob: float = 0.89,
     :func:`poolwise.output.plots.diagnostic.chain_figures`."""
     from poolwise.output.plots.estimates import (
         correlated_terms,
+        plot_approx_vs_nuts,
         plot_caterpillar,
         plot_coefficients,
         plot_intercept_slope,
@@ -771,6 +772,15 @@ def fit_figures(fit: Fit, *, prob: float = 0.89,
             f"population of {t.name}s.",
             plot_intercept_slope(fit, t, prob=prob, kind=kind),
         )
+    check = plot_approx_vs_nuts(fit)
+    if check is not None:
+        nc = fit.nuts_check
+        out["approx_vs_nuts"] = (
+            f"The approximation against a short NUTS run of the same model ({nc.chains} x "
+            f"{nc.draws} draws, --check): each group effect's posterior mean under both "
+            "(left; on the dashed line they agree; colour: the difference in NUTS posterior "
+            "sds) and each population-level parameter's difference (right; the dashed line is "
+            "the most the check accepts).", check)
     group = spec.terms[0].name if spec.terms else "group"
     if spec.terms:
         out["ppc"] = (_ppc_caption(fit, group), plot_ppc_groups(fit, prob=prob))
