@@ -722,6 +722,19 @@ def _ppc_caption(fit: Fit, group: str) -> str:
             f"{group} against the proportions replicated data of the same size would show.")
 
 
+def _check_figure(fit: Fit, fig: Figure | None) -> dict[str, tuple[str, Figure]]:
+    """``approx_vs_nuts``: an approximate fit's check against NUTS, when it has one."""
+    if fig is None:
+        return {}
+    nc = fit.nuts_check
+    return {"approx_vs_nuts": (
+        f"The approximation against a short NUTS run of the same model ({nc.chains} x "
+        f"{nc.draws} draws, --check): each group effect's posterior mean under both (left; on "
+        "the dashed line they agree; colour: the difference in NUTS posterior sds) and each "
+        "population-level parameter's difference (right; the dashed line is the most the "
+        "check accepts).", fig)}
+
+
 def fit_figures(fit: Fit, *, prob: float = 0.89,
                 kind: str = "hdi") -> dict[str, tuple[str, Figure]]:
     """Figures for a single fit, in report order: the population-level estimates
@@ -772,15 +785,7 @@ def fit_figures(fit: Fit, *, prob: float = 0.89,
             f"population of {t.name}s.",
             plot_intercept_slope(fit, t, prob=prob, kind=kind),
         )
-    check = plot_approx_vs_nuts(fit)
-    if check is not None:
-        nc = fit.nuts_check
-        out["approx_vs_nuts"] = (
-            f"The approximation against a short NUTS run of the same model ({nc.chains} x "
-            f"{nc.draws} draws, --check): each group effect's posterior mean under both "
-            "(left; on the dashed line they agree; colour: the difference in NUTS posterior "
-            "sds) and each population-level parameter's difference (right; the dashed line is "
-            "the most the check accepts).", check)
+    out.update(_check_figure(fit, plot_approx_vs_nuts(fit)))
     group = spec.terms[0].name if spec.terms else "group"
     if spec.terms:
         out["ppc"] = (_ppc_caption(fit, group), plot_ppc_groups(fit, prob=prob))
