@@ -95,6 +95,7 @@ from poolwise.inference.diagnostics.approx_check import (
     nuts_command,
 )
 from poolwise.inference.fitted import Fit
+from poolwise.inference.plan import approx_group_dtype
 from poolwise.model import families, links
 from poolwise.model.likelihood import CellLikelihood, log_likelihood_group
 from poolwise.model.naming import fixed_name, sd_name, total_name
@@ -487,17 +488,6 @@ def _importance(problem: _Problem, mode: np.ndarray, H: np.ndarray, M: int,
     return theta, logp, w, khat, ess
 
 
-def group_dtype(spec: ModelSpec, chains: int, draws: int) -> Any:
-    """The dtype of the stored group effects: float32 when the fit is large, by the rule of
-    the sampler's large trace (:func:`poolwise.engine.sampler.large_trace`, the same 7
-    significant digits of each draw), float64 otherwise."""
-    from poolwise.engine.sampler import large_trace
-    from poolwise.inference.plan import stored_values_per_draw
-
-    large = large_trace(stored_values_per_draw(spec), chains, draws)
-    return np.float32 if large and spec.terms else np.float64
-
-
 def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
                  rng: np.random.Generator, dtype: Any = np.float64
                  ) -> tuple[np.ndarray, int, float]:
@@ -512,18 +502,19 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
     key = int(rng.integers(2**63))
     failed, proposals = 0, 0
     b = problem.batch()
-    if u.dtype != np.float64:
+    direct = u.dtype == np.float64  # the kernel writes into u (else a float64 buffer)
+    if not direct:
         b = max(1, min(b, F32_BATCH_BYTES // (8 * max(1, G))))
         buf = np.empty((min(b, S), G))
     for i in range(0, S, b):
         t = theta[i:i + b]
-        out = u[i:i + b] if u.dtype == np.float64 else buf[:len(t)]  # rows: contiguous
+        out = u[i:i + b] if direct else buf[:len(t)]  # rows: contiguous
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             _, counts = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
                                         problem.n, problem.codes, problem.n_levels,
                                         problem.sd(t), start, key, first=i,
                                         members=problem.members, out=out)
-        if out is not u[i:i + b]:
+        if not direct:
             u[i:i + b] = out
         failed += counts.failed
         proposals += counts.proposals
@@ -627,7 +618,7 @@ def approx_fit(spec: ModelSpec, config: SamplerConfig, *, log_likelihood: bool =
         theta, logp = theta[pick], logp[pick]
     with phase("the approximation: the group effects"):
         u, failed, per_draw = _group_draws(problem, theta, start, rng,
-                                           group_dtype(spec, config.chains, config.draws))
+                                           approx_group_dtype(spec, config.chains, config.draws))
     check = _check(m, nodes, khat, ess, M, (failed, per_draw))
     t1 = time.perf_counter()
     return _as_fit(spec, config, (theta, logp, u), check, log_likelihood, sensitivity,

@@ -341,9 +341,9 @@ def _fit_approx(spec: Any, config: SamplerConfig, options: FitOptions, build_s: 
     check_supported(spec)
     # an improper posterior or too little memory: errors; fewer stored draws: a note
     plan = check_approx_run(spec, config, log_likelihood=options.log_likelihood)
-    run_warnings: tuple[str, ...] = ()
-    if plan.note() is not None:
-        run_warnings = (plan.note(),)
+    note = plan.note()
+    run_warnings = () if note is None else (note,)
+    if note is not None:
         emit_warnings(run_warnings, stacklevel=5)  # fit -> fit_with_options -> here
         config = replace(config, draws=plan.stored)
     announce(spec, config)

@@ -6,7 +6,12 @@ for the whole plan): flat priors on separated or constant data give an improper 
 [§7.22 of docs/reliability.md], the memory of the whole plan - every attempt of the repair
 ladder, the per-pattern log-likelihood and post-processing - must fit [§7.31, R.10], and
 weak but valid settings warn in PyMC's words [§7.33]. The data checks that come before it
-are in :mod:`poolwise.data.validate`.
+are in :mod:`poolwise.data.validate`. :func:`check_approx_run` is the same for
+``method="approx"``, whose plan decides how many draws it stores (:func:`approx_plan`).
+
+Why one module: both methods' plans count memory alike (the stored values per draw, the
+float32 rule of a large fit, the cell temporaries of a block of draws) and run the same
+model checks; split, each rule would be written twice.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ __all__ = [
     "APPROX_MIN_DRAWS",
     "ApproxPlan",
     "MemoryPlan",
+    "approx_group_dtype",
     "approx_plan",
     "check_approx_run",
     "available_memory_bytes",
@@ -345,14 +351,23 @@ class ApproxPlan:
                 f"memory{self._fix()}")
 
 
+def approx_group_dtype(spec: Any, chains: int, draws: int) -> Any:
+    """The dtype ``method="approx"`` stores its group effects in: float32 when the fit is
+    large, by the rule of the sampler's large trace (:func:`poolwise.engine.sampler.
+    large_trace`, the same 7 significant digits of each draw), float64 otherwise."""
+    from poolwise.engine.sampler import large_trace
+
+    large = large_trace(stored_values_per_draw(spec), chains, draws)
+    return np.float32 if large and spec.terms else np.float64
+
+
 def approx_plan(spec: Any, config: Any, *, log_likelihood: bool = True) -> ApproxPlan:
     """The draws per chain ``method="approx"`` stores (:class:`ApproxPlan`): per draw, every
     stored value ``APPROX_COPIES`` times (the group effects of a large fit as float32, by the
-    sampler's rule: :func:`poolwise.inference.approx.group_dtype`) and one log-likelihood
+    sampler's rule: :func:`approx_group_dtype`) and one log-likelihood
     value per row pattern; plus the cell-sized temporaries of one block of draws
     (:func:`draw_chunk`)."""
     from poolwise.data.patterns import row_patterns
-    from poolwise.engine.sampler import large_trace
 
     d = spec.design
     chains, draws = int(config.chains), int(config.draws)
@@ -361,7 +376,7 @@ def approx_plan(spec: Any, config: Any, *, log_likelihood: bool = True) -> Appro
     patterns = row_patterns(d).n_patterns if log_likelihood else 0
 
     def per(dr: int) -> int:  # bytes per draw of every chain at dr draws per chain
-        size = 4 if large_trace(values, chains, dr) else 8
+        size = np.dtype(approx_group_dtype(spec, chains, dr)).itemsize
         return APPROX_COPIES * (size * totals + 8 * (values - totals)) + 8 * patterns
 
     avail = available_memory_bytes()
