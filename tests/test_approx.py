@@ -194,13 +194,15 @@ def test_frequency_weights_equal_repeated_rows(bangladesh):
     ("y | trials(n) ~ 1 + x + (1 | g)", {"family": "beta_binomial"}, "beta_binomial family"),
     ("y | trials(n) ~ 1 + x + (1 | g) + (1 | h)", {}, "crossed or nested"),
     ("y | trials(n) ~ 1 + x + (1 | h/g)", {}, "crossed or nested"),
-    ("y | trials(n) ~ 1 + x + (1 + x | g)", {}, "varying slopes"),
-    ("y | trials(n) ~ 1 + x + (1 + x | g)", {"pooling": "none"}, "varying slopes"),
+    ("y | trials(n) ~ 1 + x + (1 + x + x2 + x3 | g)", {}, "4 varying coefficients"),
+    ("y | trials(n) ~ 1 + x + (1 + x + x2 + x3 | g)", {"pooling": "none"},
+     "4 varying coefficients"),
     ("y | trials(n) ~ 1 + x + (1 | g) + (1 | h)", {"pooling": "none"}, "crossed or nested"),
     ("y | trials(n) ~ 1 + x", {"family": "beta_binomial"}, "beta_binomial family"),
 ])
 def test_models_it_does_not_cover_are_refused(formula, kw, what):
-    df = _simulated(60, seed=8).assign(h=lambda d: d["g"] % 6)
+    df = _simulated(60, seed=8).assign(h=lambda d: d["g"] % 6, x2=lambda d: d["x"] ** 2,
+                                       x3=lambda d: d["x"] ** 3)
     with pytest.raises(SpecError, match="does not yet cover") as err:
         poolwise.fit(formula, df, method="approx", seed=1, **kw)
     assert what in str(err.value) and "--method nuts" in str(err.value)

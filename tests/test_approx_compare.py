@@ -83,7 +83,8 @@ def test_the_check_against_nuts_names_only_what_it_compared():
 
 
 @pytest.mark.parametrize(("formula", "kw", "what"), [
-    ("use.contraception ~ 1 + urban + (1 + urban | district)", {}, "varying slopes"),
+    ("use.contraception ~ 1 + urban + (1 | district) + (1 | living.children)", {},
+     "crossed or nested"),
     (FORMULA, {"family": "beta_binomial"}, "beta_binomial family"),
 ])
 def test_compare_refuses_what_approx_does_not_cover_before_fitting_any(bangladesh, monkeypatch,

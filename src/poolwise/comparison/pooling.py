@@ -302,7 +302,8 @@ def compare_pooling(
         What the weights are; None means frequency when every weight is a whole number.
     method : {"nuts", "approx"}, default "nuts"
         How each fit's draws are made (:func:`poolwise.fit`): the three models by the same
-        method; with ``"approx"`` (one grouping factor with a varying intercept, binomial)
+        method; with ``"approx"`` (one grouping factor with a varying intercept and up to two
+        slopes, binomial)
         each fit checks itself, and the refits of leave-one-group-out and K-fold use it too.
         The comparison says the method (``PoolingComparison.method``, its notes, the report,
         each saved fit's ``result.json`` and the saved folder's manifest).

@@ -219,8 +219,9 @@ def fit(
         an error, pointing at ``weights_kind="survey"``, when one is not).
     method : {"nuts", "approx"}, default "nuts"
         How the draws are made: NUTS, or ``"approx"``, a deterministic approximation for one
-        grouping factor with a varying intercept (binomial): the fixed effects and group SD
-        from their exact marginal posterior (each group's effect integrated by adaptive
+        grouping factor with a varying intercept and up to two slopes (binomial): the fixed
+        effects and group SDs (and correlations) from their exact marginal posterior (each
+        group's effects integrated by adaptive
         Gauss-Hermite quadrature) by importance sampling, the group effects from their
         conditional posteriors (:mod:`poolwise.inference.approx`). The fit checks itself
         (quadrature refinement, Pareto k, effective sample size) and is not ok when a check

@@ -99,7 +99,8 @@ OPTIONS: tuple[Option, ...] = (
            "sd_<group>, e.g. sd=half_normal(0.5)", "--prior"),
     Option("method", "sampler", "nuts: sample the posterior with NUTS; approx: a fast "
            "deterministic approximation checked against the exact posterior of the fixed "
-           "effects and group SD (one grouping factor with a varying intercept, binomial; a "
+           "effects and group SDs (one grouping factor with a varying intercept and up to two "
+           "slopes, binomial; a "
            "fit that fails its check is NOT OK: refit with nuts)", "--method"),
     Option("check_against_nuts", "checks", "with method approx: also run a short NUTS (4 "
            "chains x 500 tuning + 500 draws) of the same model and compare: the largest "

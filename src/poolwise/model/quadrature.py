@@ -62,7 +62,7 @@ from poolwise.errors import SpecError
 from poolwise.model.likelihood import CellLikelihood, binomial_cell
 
 __all__ = ["NODES", "DrawCounts", "NewLevelPrior", "intercept_draws", "intercept_log_integrals",
-           "new_level_log_density", "segment_sums"]
+           "kd_log_integrals", "level_effect_draws", "new_level_log_density", "segment_sums"]
 
 
 #: Gauss-Hermite nodes per dimension for a new level with this many varying coefficients
@@ -101,12 +101,13 @@ class NewLevelPrior:
         return -0.5 * q - self.log_det[:, None] - 0.5 * C * _LOG_2PI
 
 
-def _nodes(C: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tensor-product Gauss-Hermite nodes (Q, C) and log weights (Q,) for exp(-|x|^2 / 2)."""
+def _nodes(C: int, per_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Tensor-product Gauss-Hermite nodes (Q, C) and log weights (Q,) for exp(-|x|^2 / 2),
+    ``per_dim`` nodes per dimension (None: ``NODES[C]``)."""
     if C not in NODES:
         raise SpecError(f"leave-one-group-out integrates up to {max(NODES)} varying "
                         f"coefficients per group; this term has {C}")
-    x, w = np.polynomial.hermite_e.hermegauss(NODES[C])
+    x, w = np.polynomial.hermite_e.hermegauss(NODES[C] if per_dim is None else int(per_dim))
     X = np.array(list(itertools.product(x, repeat=C)))
     logw = np.log(np.array(list(itertools.product(w, repeat=C)))).sum(axis=1)
     return X, logw
@@ -200,11 +201,12 @@ def _curvature(w: np.ndarray, Z: np.ndarray, starts: np.ndarray, prior: NewLevel
 
 
 def _agh(v_mode: np.ndarray, H: np.ndarray, prior: NewLevelPrior,
-         log_lik: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+         log_lik: Callable[[np.ndarray], np.ndarray], per_dim: int | None = None) -> np.ndarray:
     """``log int exp(log_lik(v)) N(v | prior) dv`` per (draw, block) by adaptive Gauss-Hermite
-    quadrature around ``v_mode`` with the curvature ``H``: nodes ``v_mode + chol(H^-1) x``."""
+    quadrature around ``v_mode`` with the curvature ``H``: nodes ``v_mode + chol(H^-1) x``,
+    ``per_dim`` per dimension (None: ``NODES[C]``)."""
     S, B, C = v_mode.shape
-    X, logw = _nodes(C)
+    X, logw = _nodes(C, per_dim)
     Lh = np.linalg.cholesky(np.linalg.inv(H))  # (S, B, C, C)
     log_det = np.log(np.diagonal(Lh, axis1=2, axis2=3)).sum(axis=-1)
     terms = np.empty((len(X), S, B))
@@ -216,7 +218,7 @@ def _agh(v_mode: np.ndarray, H: np.ndarray, prior: NewLevelPrior,
 
 def new_level_log_density(lik: CellLikelihood, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
                           Z: np.ndarray, starts: np.ndarray, prior: NewLevelPrior,
-                          inner: tuple | None = None) -> np.ndarray:
+                          inner: tuple | None = None, nodes: int | None = None) -> np.ndarray:
     """``log int prod_c Binom(y_c | n_c, p(eta0_c + Z_c v)) N(v | prior) dv`` (without the
     binomial coefficients) per draw and level: cells (axis 1 of eta0, with Z (cells, C)) come
     in runs per level starting at ``starts``. Returns (S, G).
@@ -224,7 +226,9 @@ def new_level_log_density(lik: CellLikelihood, eta0: np.ndarray, y: np.ndarray, 
     ``inner``: ``(Zu, inner_starts, inner_level_of_run, inner_prior, own)`` for the levels of a
     nested term inside each level: cells whose ``own`` is True belong to one nested level each
     (runs starting at ``inner_starts``, of outer level ``inner_level_of_run``), whose effects
-    ``w ~ inner_prior`` are integrated inside (``eta = eta0 + Z v + Zu w``)."""
+    ``w ~ inner_prior`` are integrated inside (``eta = eta0 + Z v + Zu w``).
+
+    ``nodes``: Gauss-Hermite nodes per dimension without nested levels (None: ``NODES[C]``)."""
     # exp(eta) of the cloglog overflows at trial points far out; such points are refused
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         S = eta0.shape[0]
@@ -239,7 +243,7 @@ def new_level_log_density(lik: CellLikelihood, eta0: np.ndarray, y: np.ndarray, 
                 return segment_sums(lik.log_lik(y, n, eta), starts)
 
             v, H = _newton(lik, eta0, y, n, Z, starts, block, prior, v0)
-            return _agh(v, H, prior, log_lik)
+            return _agh(v, H, prior, log_lik, nodes)
         return _nested_log_density(lik, eta0, y, n, Z, starts, block, prior, v0, inner)
 
 
@@ -339,6 +343,81 @@ def _nested_log_density(lik: CellLikelihood, eta0: np.ndarray, y: np.ndarray, n:
     return _agh(v, H, prior, log_lik)
 
 
+# ---- several varying coefficients: exact draws ---------------------------------------------
+
+#: rounds of proposals (one per pending pair each) before a pair of
+#: :func:`level_effect_draws` counts as failed (reported, never hidden)
+KD_MAX_ROUNDS = 4000
+
+
+def level_effect_draws(lik: CellLikelihood, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
+                       Z: np.ndarray, starts: np.ndarray, prior: NewLevelPrior,
+                       level_of_group: np.ndarray, rng: np.random.Generator,
+                       mode: np.ndarray | None = None) -> tuple[np.ndarray, DrawCounts]:
+    """One exact draw per (draw, group) of a level's C varying effects ``v`` from their
+    conditional posterior ``prod_c Binom(y_c | n_c, p(eta0_c + Z_c v)) N(v | prior)``: cells
+    (axis 1 of eta0, with Z (cells, C)) in runs per level starting at ``starts``;
+    ``level_of_group`` (groups,) the level whose cells each group has (groups with the same
+    cells share a level, each gets its own draw). Returns (S, groups, C) and the
+    :class:`DrawCounts` (``most``: the rounds the slowest pair took).
+
+    By rejection from a Gaussian envelope with the prior's covariance: the log-likelihood is
+    concave in ``v`` (every link here; survey-weighted cells alike), so at any point ``a``
+    with log density ``f`` and gradient ``g``, ``log p(v) <= f + g'(v - a) - (v - a)' P
+    (v - a) / 2`` (``P`` the prior precision): a Gaussian ``N(a + Sigma g, Sigma)``, tight at
+    ``a``. ``a`` is the mode (``mode`` (S, levels, C) when given, as
+    :func:`kd_log_integrals` finds it; else by :func:`_newton`), where ``g`` is 0 up to its
+    tolerance. Every accepted proposal is an exact draw; the acceptance rate is about the
+    ratio of the posterior's volume to the prior's (1 for a level its rows say little about;
+    about 0.2-0.5 per coefficient for the bundled example's districts)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        S, C = eta0.shape[0], Z.shape[1]
+        starts = np.asarray(starts, dtype=np.int64)
+        counts = np.diff(np.append(starts, eta0.shape[1]))
+        block = np.repeat(np.arange(len(starts)), counts)
+        if mode is None:
+            v0 = np.broadcast_to(prior.mean[:, None, :], (S, len(starts), C)).copy()
+            mode = _newton(lik, eta0, y, n, Z, starts, block, prior, v0)[0]
+        a = mode
+        eta = eta0 + np.einsum("snc,nc->sn", a[:, block, :], Z)
+        f = segment_sums(lik.log_lik(y, n, eta), starts) + prior.log_pdf(a)
+        g = segment_sums(lik.score(y, n, eta)[:, :, None] * Z[None], starts) - np.einsum(
+            "sij,sbj->sbi", prior.prec, a - prior.mean[:, None, :])
+        cov = np.einsum("sij,skj->sik", prior.chol, prior.chol)
+        shift = np.einsum("sij,sbj->sbi", cov, g)
+        center = a + shift
+        top = f + 0.5 * np.einsum("sbi,sbi->sb", g, shift)  # the envelope's log at its center
+        G = len(level_of_group)
+        out = np.empty((S * G, C))
+        pending = np.arange(S * G)
+        proposals, rounds = 0, 0
+        while pending.size and rounds < KD_MAX_ROUNDS:
+            rounds += 1
+            s, grp = np.divmod(pending, G)
+            lev = level_of_group[grp]
+            z = rng.standard_normal((len(pending), C))
+            v = center[s, lev] + np.einsum("pij,pj->pi", prior.chol[s], z)
+            k = counts[lev]
+            owner = np.repeat(np.arange(len(pending)), k)
+            cell = starts[lev][owner] + np.arange(int(k.sum())) - (np.cumsum(k) - k)[owner]
+            e = eta0[s[owner], cell] + np.einsum("pc,pc->p", Z[cell], v[owner])
+            ll = np.bincount(owner, weights=lik.log_lik(y[cell], n[cell], e),
+                             minlength=len(pending))
+            r = v - prior.mean[s]
+            log_n = (-0.5 * np.einsum("pi,pij,pj->p", r, prior.prec[s], r)
+                     - prior.log_det[s] - 0.5 * C * _LOG_2PI)
+            ratio = ll + log_n - top[s, lev] + 0.5 * np.einsum("pi,pi->p", z, z)
+            ok = np.log(rng.random(len(pending))) < ratio  # nan (an overflow): rejected
+            out[pending[ok]] = v[ok]
+            proposals += len(pending)
+            pending = pending[~ok]
+        failed = len(pending)
+        if failed:  # reported by the caller; the mode stands in
+            s, grp = np.divmod(pending, G)
+            out[pending] = a[s, level_of_group[grp]]
+    return out.reshape(S, G, C), DrawCounts(failed, proposals, rounds, S * G)
+
+
 # ---- one varying intercept: numba over every (draw, level) pair ----------------------------
 
 
@@ -433,6 +512,218 @@ def _intercept_integrals(link, eta0, y, n, cells, starts, sd, start, x, logw, ou
         out[s, g] = best + math.log(acc) + math.log(scale) - math.log(sd[s]) - half_log_2pi
         mode[s, g] = u
         curv[s, g] = h
+
+
+# ---- several varying coefficients: numba over every (draw, level) pair ----------------------
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _kd_objective(link, eta0, s, y, n, Z, c0, c1, P, v):  # pragma: no cover - compiled
+    """``sum_c loglik(eta0[s, c] + Z_c v) - v' P v / 2`` over a level's cells ``c0:c1``."""
+    C = v.shape[0]
+    f = 0.0
+    for i in range(C):
+        for j in range(C):
+            f -= 0.5 * v[i] * P[i, j] * v[j]
+    for c in range(c0, c1):
+        e = eta0[s, c]
+        for k in range(C):
+            e += Z[c, k] * v[k]
+        f += binomial_cell(link, y[c], n[c], e)
+    return f
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _kd_curvature(link, eta0, s, y, n, Z, c0, c1, P, v, observed, g,
+                  H):  # pragma: no cover - compiled
+    """Into ``g`` the gradient of :func:`_kd_objective` and into ``H`` its curvature ``sum_c
+    w_c Z_c Z_c' + P``: the Fisher weights, or with ``observed`` the observed ones (a central
+    difference of the score; the same for the logit), as :func:`_level_curvature`."""
+    C = v.shape[0]
+    for i in range(C):
+        acc = 0.0
+        for j in range(C):
+            H[i, j] = P[i, j]
+            acc += P[i, j] * v[j]
+        g[i] = -acc
+    for c in range(c0, c1):
+        e = eta0[s, c]
+        for k in range(C):
+            e += Z[c, k] * v[k]
+        score = cell_loglik_family(BINOMIAL, link, y[c], n[c], e, 0.0)[1]
+        w = 0.0
+        if observed and link != LOGIT:
+            d = 1e-5 * max(1.0, abs(e))
+            up = cell_loglik_family(BINOMIAL, link, y[c], n[c], e + d, 0.0)[1]
+            down = cell_loglik_family(BINOMIAL, link, y[c], n[c], e - d, 0.0)[1]
+            w = max(-(up - down) / (2.0 * d), 0.0)
+        else:
+            p, q, dp = inverse_and_slope(link, e)
+            if p * q > 0.0:
+                w = n[c] * dp * dp / (p * q)
+        for i in range(C):
+            g[i] += score * Z[c, i]
+            for j in range(C):
+                H[i, j] += w * Z[c, i] * Z[c, j]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _cholesky(H, L):  # pragma: no cover - compiled
+    """``L`` the Cholesky factor of ``H`` (C x C, positive definite)."""
+    C = H.shape[0]
+    for i in range(C):
+        for j in range(i + 1):
+            acc = H[i, j]
+            for k in range(j):
+                acc -= L[i, k] * L[j, k]
+            if i == j:
+                L[i, i] = math.sqrt(max(acc, 1e-300))
+            else:
+                L[i, j] = acc / L[j, j]
+        for j in range(i + 1, C):
+            L[i, j] = 0.0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _chol_solve(H, L, b, x):  # pragma: no cover - compiled
+    """``L`` the Cholesky factor of ``H`` (C x C, positive definite) and ``x`` = H^-1 b."""
+    C = H.shape[0]
+    _cholesky(H, L)
+    for i in range(C):  # L w = b
+        acc = b[i]
+        for k in range(i):
+            acc -= L[i, k] * x[k]
+        x[i] = acc / L[i, i]
+    for i in range(C - 1, -1, -1):  # L' x = w
+        acc = x[i]
+        for k in range(i + 1, C):
+            acc -= L[k, i] * x[k]
+        x[i] = acc / L[i, i]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _kd_mode(link, eta0, s, y, n, Z, c0, c1, P, v, g, H, L, step,
+             trial):  # pragma: no cover - compiled
+    """The mode ``v`` of a level's integrand (from the ``v`` given) by Fisher scoring, each
+    step at most 3 prior SDs longer than the current point's distance from 0 (in the prior's
+    metric) and halved until it raises the integrand, as :func:`_level_mode`; returns the
+    objective there and leaves the observed curvature in ``H``."""
+    C = v.shape[0]
+    f = _kd_objective(link, eta0, s, y, n, Z, c0, c1, P, v)
+    for _ in range(100):
+        _kd_curvature(link, eta0, s, y, n, Z, c0, c1, P, v, False, g, H)
+        _chol_solve(H, L, g, step)
+        size = 0.0
+        here = 0.0
+        finite = True
+        for i in range(C):
+            finite = finite and math.isfinite(step[i])
+            for j in range(C):
+                size += step[i] * P[i, j] * step[j]
+                here += v[i] * P[i, j] * v[j]
+        if not finite:
+            break
+        lim = 3.0 + math.sqrt(max(here, 0.0))
+        if size > lim * lim:
+            r = lim / math.sqrt(size)
+            for i in range(C):
+                step[i] *= r
+        t = 1.0
+        fn = f
+        for _ in range(40):
+            for i in range(C):
+                trial[i] = v[i] + t * step[i]
+            fn = _kd_objective(link, eta0, s, y, n, Z, c0, c1, P, trial)
+            if fn >= f - 1e-12 * (1.0 + abs(f)):
+                break
+            t *= 0.5
+        else:
+            t = 0.0
+            fn = f
+        big = 0.0
+        top = 0.0
+        for i in range(C):
+            v[i] += t * step[i]
+            big = max(big, abs(t * step[i]))
+            top = max(top, abs(v[i]))
+        f = fn
+        if big < 1e-10 * (1.0 + top):
+            break
+    _kd_curvature(link, eta0, s, y, n, Z, c0, c1, P, v, True, g, H)
+    return f
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _kd_integrals(link, eta0, y, n, Z, starts, prec, log_det, x, logw, out,
+                  mode):  # pragma: no cover - compiled
+    S = eta0.shape[0]
+    G = starts.shape[0] - 1
+    C = Z.shape[1]
+    half_log_2pi = 0.5 * math.log(2.0 * math.pi)
+    for i in numba.prange(S * G):
+        s = i // G
+        g = i % G
+        P = prec[s]
+        v = np.zeros(C)
+        grad = np.empty(C)
+        H = np.empty((C, C))
+        L = np.empty((C, C))
+        step = np.empty(C)
+        w = np.empty(C)
+        c0, c1 = starts[g], starts[g + 1]
+        _kd_mode(link, eta0, s, y, n, Z, c0, c1, P, v, grad, H, L, step, w)
+        Hinv = np.empty((C, C))  # the nodes v + chol(H^-1) x, as the general path has them
+        for k in range(C):
+            for j in range(C):
+                grad[j] = 1.0 if j == k else 0.0
+            _chol_solve(H, L, grad, w)
+            for j in range(C):
+                Hinv[j, k] = w[j]
+        _cholesky(Hinv, L)
+        log_det_a = 0.0
+        for k in range(C):
+            log_det_a += math.log(L[k, k])
+        best = -math.inf
+        acc = 0.0
+        for q in range(x.shape[0]):  # log-sum-exp on line
+            half = 0.0
+            for k in range(C):
+                a = v[k]
+                for j in range(k + 1):
+                    a += L[k, j] * x[q, j]
+                step[k] = a
+                half += 0.5 * x[q, k] * x[q, k]
+            val = logw[q] + half + _kd_objective(link, eta0, s, y, n, Z, c0, c1, P, step)
+            if val > best:
+                acc = acc * math.exp(best - val) + 1.0
+                best = val
+            else:
+                acc += math.exp(val - best)
+        out[s, g] = best + math.log(acc) + log_det_a - log_det[s] - C * half_log_2pi
+        for k in range(C):
+            mode[s, g, k] = v[k]
+
+
+def kd_log_integrals(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
+                     Z: np.ndarray, starts: np.ndarray, prior: NewLevelPrior, nodes: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`new_level_log_density` without nested levels, compiled over every (draw, level)
+    pair (the approximate posterior's path for several varying coefficients): ``log int
+    prod_c Binom(y_c | n_c, p(eta0_c + Z_c v)) N(v | prior) dv`` per draw and level, cells in
+    runs per level (``starts``), ``nodes`` Gauss-Hermite nodes per dimension around each
+    mode. Returns the log integrals (S, levels) and the modes (S, levels, C).
+"""
+    S, C = eta0.shape[0], Z.shape[1]
+    X, logw = _nodes(C, nodes)
+    G = len(starts)
+    out, mode = np.empty((S, G)), np.empty((S, G, C))
+    bounds = np.append(np.asarray(starts, dtype=np.int64), eta0.shape[1])
+    _kd_integrals(int(link_id), np.ascontiguousarray(eta0, dtype=np.float64),
+                  np.asarray(y, dtype=np.float64), np.asarray(n, dtype=np.float64),
+                  np.ascontiguousarray(Z, dtype=np.float64), bounds,
+                  np.ascontiguousarray(prior.prec), np.ascontiguousarray(prior.log_det),
+                  np.ascontiguousarray(X), logw, out, mode)
+    return out, mode
 
 
 @numba.njit(cache=True, inline="always")

@@ -157,6 +157,13 @@ def checked_names(numbers: Mapping[str, Any]) -> list[str]:
              *(["NUTS"] if numbers.get("against_nuts") else [])])
 
 
+def _per_group(numbers: Mapping[str, Any]) -> str:
+    """What a node count counts: nodes per group, or with several varying coefficients per
+    dimension of each group's tensor grid (a fit saved before slopes had one)."""
+    k = int(numbers.get("coefficients", 1))
+    return "nodes per group" if k == 1 else f"nodes per dimension of each group's {k}-d grid"
+
+
 def check_approx(numbers: Mapping[str, Any]) -> list[Finding]:
     """The self-check's failures as error findings (none when it passes), from its numbers
     (:class:`poolwise.inference.approx.ApproxCheck`, as saved with the fit)."""
@@ -166,8 +173,8 @@ def check_approx(numbers: Mapping[str, Any]) -> list[Finding]:
     if quadrature and not c.refinement_change < QUADRATURE_TOL:
         out.append(Finding(FindingCode.APPROX_QUADRATURE, "error", _message(
             f"the quadrature over each group's effect is not accurate enough: with "
-            f"{c.refined_nodes} nodes per group instead of {c.nodes} the log posterior density "
-            f"at the mode moves by {c.refinement_change:.3g} (at most {QUADRATURE_TOL} is "
+            f"{c.refined_nodes} {_per_group(numbers)} instead of {c.nodes} the log posterior "
+            f"density at the mode moves by {c.refinement_change:.3g} (at most {QUADRATURE_TOL} is "
             "accepted)")))
     if quadrature and c.failed_group_draws:
         out.append(Finding(FindingCode.APPROX_QUADRATURE, "error", _message(
@@ -227,7 +234,7 @@ def approx_rows(numbers: Mapping[str, Any],
     return (
         ("quadrature refinement", *(
             (state(FindingCode.APPROX_QUADRATURE), f"{c.refinement_change:.2g}",
-             f"< {QUADRATURE_TOL:g} ({c.nodes} -> {c.refined_nodes} nodes per group"
+             f"< {QUADRATURE_TOL:g} ({c.nodes} -> {c.refined_nodes} {_per_group(numbers)}"
              + (f"; refined automatically from {first}" if (first := getattr(
                  c, "first_nodes", None)) not in (None, c.nodes) else "") + ")")
             if quadrature else no_groups)),
