@@ -5,6 +5,7 @@
     PYTHONPATH=src .venv/bin/python bench/approx.py --json bench/results/approx.json
     PYTHONPATH=src .venv/bin/python bench/approx.py --groups 100000 --approx-only 1000000 --runs 1
     PYTHONPATH=src .venv/bin/python bench/approx.py --glmer 10000 --glmer 50000 --runs 3
+    PYTHONPATH=src .venv/bin/python bench/approx.py --slopes --groups 10000 --runs 1
 
 ``--glmer`` runs approx against lme4's glmer (``bench/glmer.R``, whole Rscript processes:
 reading the CSV, the Laplace fit, writing each group's conditional mode and SD) instead of
@@ -22,6 +23,12 @@ from the saved ``result.json`` files of the last runs: the group SD's posterior 
 each (and the truth, 0.8), the intercept's, the largest difference of a population-level
 mean in NUTS posterior sds, and the group means' 95th percentile of |difference| / NUTS sd.
 Whether each run passed its checks (``status``) is printed too.
+
+``--slopes``: two binomial rows per group instead (x = 0 and 1, 5-30 trials each; intercept
+-0.5, slope 0.4, group SDs 0.8 and 0.5, correlation -0.4) and the formula
+``y | trials(n) ~ 1 + x + (1 + x | g)``; the accuracy columns then read the intercept's SD
+(``sd_g__Intercept``) and take every population-level parameter (both SDs and the correlation
+among them).
 
 Numbers depend on the machine: record its cores and load with the table.
 """
@@ -43,12 +50,30 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
 FORMULA = "y | trials(n) ~ 1 + (1 | g)"
+SLOPES = "y | trials(n) ~ 1 + x + (1 + x | g)"
 TRUE_SD = 0.8
+#: the population-level parameters the accuracy reads, and the group SD it prints
+POPULATION = {FORMULA: ("Intercept", "sd_g"),
+              SLOPES: ("Intercept", "b_x", "sd_g__Intercept", "sd_g__x",
+                       "cor_g__Intercept__x")}
+SD_NAME = {FORMULA: "sd_g", SLOPES: "sd_g__Intercept"}
 
 
-def write_case(groups: int, folder: Path, seed: int = 1) -> Path:
-    """One binomial row per group: 5-30 trials, logit p = -0.5 + N(0, 0.8^2)."""
+def write_case(groups: int, folder: Path, seed: int = 1, formula: str = FORMULA) -> Path:
+    """One binomial row per group: 5-30 trials, logit p = -0.5 + N(0, 0.8^2); for ``SLOPES``
+    two (x = 0, 1), logit p = -0.5 + 0.4 x + a_g + b_g x, (a_g, b_g) with SDs 0.8 and 0.5 and
+    correlation -0.4."""
     rng = np.random.default_rng(seed)
+    if formula == SLOPES:
+        g, x = np.repeat(np.arange(groups), 2), np.tile([0, 1], groups)
+        L = np.linalg.cholesky(np.array([[1.0, -0.4], [-0.4, 1.0]]))
+        b = (rng.normal(size=(groups, 2)) @ L.T) * np.array([TRUE_SD, 0.5])
+        n = rng.integers(5, 31, size=2 * groups)
+        p = 1.0 / (1.0 + np.exp(-(-0.5 + b[g, 0] + (0.4 + b[g, 1]) * x)))
+        path = folder / f"slopes{groups}.csv"
+        pd.DataFrame({"y": rng.binomial(n, p), "n": n, "x": x, "g": g}).to_csv(path,
+                                                                             index=False)
+        return path
     n = rng.integers(5, 31, size=groups)
     p = 1.0 / (1.0 + np.exp(-(-0.5 + rng.normal(0.0, TRUE_SD, size=groups))))
     path = folder / f"groups{groups}.csv"
@@ -57,9 +82,10 @@ def write_case(groups: int, folder: Path, seed: int = 1) -> Path:
     return path
 
 
-def run_cli(data: Path, out: Path, method: str, seed: int) -> tuple[float, dict]:
+def run_cli(data: Path, out: Path, method: str, seed: int,
+            formula: str = FORMULA) -> tuple[float, dict]:
     """The whole process's wall time and its result.json."""
-    cmd = [sys.executable, "-m", "poolwise.cli", "fit", str(data), "-f", FORMULA,
+    cmd = [sys.executable, "-m", "poolwise.cli", "fit", str(data), "-f", formula,
            "--seed", str(seed), "--out", str(out), "-q", "--method", method]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     t0 = time.perf_counter()
@@ -75,16 +101,16 @@ def _groups_table(out: Path) -> pd.DataFrame:
     return table[table.index.str.startswith("a_g[")]
 
 
-def accuracy(approx_dir: Path, nuts_dir: Path) -> dict[str, float]:
+def accuracy(approx_dir: Path, nuts_dir: Path, formula: str = FORMULA) -> dict[str, float]:
     """approx against NUTS, from the saved folders."""
     a = pd.read_csv(approx_dir / "summary.csv", index_col=0)
     n = pd.read_csv(nuts_dir / "summary.csv", index_col=0)
-    pop = ["Intercept", "sd_g"]
+    pop, sd = POPULATION[formula], SD_NAME[formula]
     ga, gn = _groups_table(approx_dir), _groups_table(nuts_dir)
     z = (ga["mean"] - gn.loc[ga.index, "mean"]).abs() / gn.loc[ga.index, "sd"]
     return {
-        "sd_g_approx": float(a.loc["sd_g", "mean"]),
-        "sd_g_nuts": float(n.loc["sd_g", "mean"]),
+        "sd_g_approx": float(a.loc[sd, "mean"]),
+        "sd_g_nuts": float(n.loc[sd, "mean"]),
         "intercept_approx": float(a.loc["Intercept", "mean"]),
         "intercept_nuts": float(n.loc["Intercept", "mean"]),
         "max_population_diff_in_nuts_sd": float(max(
@@ -132,15 +158,17 @@ def glmer_case(groups: int, runs: int, folder: Path, agq: int) -> dict:
             "glmer_agq_s": agq_wall}
 
 
-def run_case(groups: int, runs: int, folder: Path, nuts: bool = True) -> dict:
-    data = write_case(groups, folder)
+def run_case(groups: int, runs: int, folder: Path, nuts: bool = True,
+             formula: str = FORMULA) -> dict:
+    data = write_case(groups, folder, formula=formula)
     methods = ("approx", "nuts") if nuts else ("approx",)
     times: dict[str, list[float]] = {m: [] for m in methods}
     status: dict[str, list[bool]] = {m: [] for m in methods}
     stored: list[str] = []
     for r in range(runs):
         for method in methods:
-            wall, result = run_cli(data, folder / f"{method}{groups}", method, seed=r + 1)
+            wall, result = run_cli(data, folder / f"{method}{groups}", method, seed=r + 1,
+                                   formula=formula)
             times[method].append(wall)
             status[method].append(bool(result["diagnostics"]["ok"]))
             if method == "approx":  # the draws the memory plan stored
@@ -152,9 +180,10 @@ def run_case(groups: int, runs: int, folder: Path, nuts: bool = True) -> dict:
         return {"groups": groups, "runs": runs, "median_s": med, "times_s": times,
                 "ok": status, "approx_draws": stored[-1]}
     return {"groups": groups, "runs": runs, "median_s": med, "times_s": times,
-            "ok": status, "approx_draws": stored[-1],
+            "ok": status, "approx_draws": stored[-1], "formula": formula,
             "ratio_nuts_over_approx": med["nuts"] / med["approx"],
-            "accuracy": accuracy(folder / f"approx{groups}", folder / f"nuts{groups}")}
+            "accuracy": accuracy(folder / f"approx{groups}", folder / f"nuts{groups}",
+                                 formula)}
 
 
 def main() -> None:
@@ -168,8 +197,13 @@ def main() -> None:
                          "apt-get install r-cran-lme4), instead of NUTS")
     ap.add_argument("--agq", type=int, default=25,
                     help="glmer's quadrature points for its accurate SD (0: skip)")
+    ap.add_argument("--slopes", action="store_true",
+                    help=f"two rows per group and {SLOPES!r} (NUTS and approx)")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
+    formula = SLOPES if args.slopes else FORMULA
+    if args.slopes and args.glmer:
+        ap.error("--slopes runs against NUTS; bench/glmer.R fits the intercept model only")
     results = []
     if args.glmer:
         with tempfile.TemporaryDirectory() as tmp:
@@ -189,11 +223,11 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         for g in args.groups or [10_000, 50_000]:
-            results.append(run_case(g, args.runs, Path(tmp)))
+            results.append(run_case(g, args.runs, Path(tmp), formula=formula))
         for g in args.approx_only:
-            results.append(run_case(g, args.runs, Path(tmp), nuts=False))
-    print(f"\ncores: {os.cpu_count()}, load: {os.getloadavg()[0]:.1f}; true group SD "
-          f"{TRUE_SD}")
+            results.append(run_case(g, args.runs, Path(tmp), nuts=False, formula=formula))
+    print(f"\ncores: {os.cpu_count()}, load: {os.getloadavg()[0]:.1f}; {formula}; true group "
+          f"SD {TRUE_SD}")
     print(f"{'groups':>8} {'approx s':>9} {'nuts s':>8} {'nuts/approx':>11} {'sd approx':>9} "
           f"{'sd nuts':>8} {'pop diff/sd':>11} {'group p95':>9}")
     for r in results:

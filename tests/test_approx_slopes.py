@@ -4,8 +4,7 @@ dense grid of their conditional density, and the whole fit against NUTS (the bun
 with ``(1 + urban | district)``, correlated and not, no pooling, three varying coefficients on
 simulated data with a probit link and an offset).
 
-The draws' test runs in the default tier (numpy and the likelihood's kernels only); everything
-that runs the compiled quadrature is in the slow tier (its kernels compile once per install)."""
+Every test is in the slow tier: the compiled kernels compile once per install (about 40 s)."""
 
 from __future__ import annotations
 
@@ -22,8 +21,8 @@ from poolwise.model import links
 from poolwise.model.likelihood import CellLikelihood
 from poolwise.model.quadrature import (
     NewLevelPrior,
+    kd_draws,
     kd_log_integrals,
-    level_effect_draws,
     new_level_log_density,
 )
 
@@ -46,11 +45,13 @@ def _dense_moments(y, n, Z, eta0, cov, link="logit"):
     return mean, (r.T * w) @ r
 
 
+@pytest.mark.slow
 def test_the_slope_draws_follow_their_conditional_posterior():
     """Two levels (one with 4 cells of an urban-like 0/1 slope, one with a continuous slope
     and a saturated cell), two draws of the prior, 20,000 draws per (draw, level): their means
     and covariances equal those of a dense grid; two groups sharing a level get independent
-    draws; nothing fails; the envelope accepts about 1 proposal in 2-4."""
+    draws; nothing fails; the envelope accepts about 1 proposal in 2-4; any split into batches
+    gives the same draws."""
     Z = np.array([[1, 0], [1, 1], [1, 0], [1, 1], [1, -1.2], [1, 0.3], [1, 2.0]], dtype=float)
     y = np.array([3, 5, 0, 9, 0, 4, 7], dtype=float)
     n = np.array([12, 9, 4, 10, 6, 10, 7], dtype=float)
@@ -62,9 +63,10 @@ def test_the_slope_draws_follow_their_conditional_posterior():
     S = 2 * R
     prior = NewLevelPrior.of(np.zeros((S, 2)), np.repeat(chols, R, axis=0))
     level_of_group = np.array([0, 1, 1])  # groups 1 and 2 share level 1's cells
-    draws, counts = level_effect_draws(CellLikelihood("logit"), np.repeat(eta0, R, axis=0),
-                                       y, n, Z, starts, prior, level_of_group,
-                                       np.random.default_rng(5))
+    members = (np.array([0, 1, 2]), np.array([0, 1, 3]), 3)
+    eta = np.repeat(eta0, R, axis=0)
+    draws, counts = kd_draws(0, eta, y, n, Z, starts, prior, np.zeros((2, 2)), key=5,
+                             members=members)
     assert draws.shape == (S, 3, 2) and counts.failed == 0 and counts.draws == 3 * S
     assert 1.2 < counts.proposals / counts.draws < 5
     for d in range(2):
@@ -80,6 +82,10 @@ def test_the_slope_draws_follow_their_conditional_posterior():
             corr = cov[0, 1] / (sd[0] * sd[1])
             assert abs(np.corrcoef(got.T)[0, 1] - corr) < 0.03
         assert abs(np.corrcoef(block[:, 1, 0], block[:, 2, 0])[0, 1]) < 0.03
+    part = NewLevelPrior.of(np.zeros((10, 2)), prior.chol[100:110])
+    again = kd_draws(0, eta[100:110], y, n, Z, starts, part, np.zeros((2, 2)), key=5, first=100,
+                     members=members)[0]
+    np.testing.assert_array_equal(again, draws[100:110])
 
 
 @pytest.mark.slow
@@ -101,7 +107,15 @@ def test_the_compiled_quadrature_equals_the_general_one(C):
     for link in links.names():
         k = 7 if C == 2 else 5
         got, mode = kd_log_integrals(links.get(link).kernel_id, eta0, y, n, Z, starts, prior, k)
-        ref = new_level_log_density(CellLikelihood(link), eta0, y, n, Z, starts, prior, nodes=k)
+        ref = new_level_log_density(CellLikelihood(link), eta0, y, n, Z, starts, prior, nodes=k,
+                                    compiled=False)
+        # leave-one-group-out's call takes the compiled path, its prior's mean moved into eta0
+        shifted = NewLevelPrior.of(rng.normal(0, 0.3, (S, C)), chol)
+        np.testing.assert_allclose(
+            new_level_log_density(CellLikelihood(link), eta0, y, n, Z, starts, shifted,
+                                  nodes=k),
+            new_level_log_density(CellLikelihood(link), eta0, y, n, Z, starts, shifted,
+                                  nodes=k, compiled=False), atol=1e-8, err_msg=link)
         np.testing.assert_allclose(got, ref, atol=1e-8, err_msg=link)
         assert mode.shape == (S, G, C)
 

@@ -184,9 +184,11 @@ def test_compare_pooling_reports_logo_with_its_unit(eight, capsys):
 
 
 @pytest.mark.parametrize("link", ["logit", "probit", "cloglog"])
-def test_a_new_level_with_a_correlated_slope_matches_a_dense_grid(link):
-    """Two varying coefficients: the adaptive 11 x 11 Gauss-Hermite grid against a dense 2-d
-    grid of the same integrand."""
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_a_new_level_with_a_correlated_slope_matches_a_dense_grid(link, compiled):
+    """Two varying coefficients: the adaptive Gauss-Hermite grid against a dense 2-d grid of
+    the same integrand, summed by numpy and by the compiled kernel leave-one-group-out calls
+    (which compiles once per install: the slow tier)."""
     from scipy.stats import multivariate_normal
 
     from poolwise.model.likelihood import binomial_log_lik
@@ -202,7 +204,8 @@ def test_a_new_level_with_a_correlated_slope_matches_a_dense_grid(link):
     cov = np.stack([[[a * a, c * a * b], [c * a * b, b * b]]
                     for (a, b), c in zip(sds, r, strict=True)])
     got = new_level_log_density(CellLikelihood(link), eta0, y, n, Z, np.array([0, 4]),
-                                NewLevelPrior.of(mean, np.linalg.cholesky(cov)))
+                                NewLevelPrior.of(mean, np.linalg.cholesky(cov)),
+                                compiled=compiled)
     for s in range(S):
         g = [np.linspace(mean[s, c] - 9 * sds[s, c], mean[s, c] + 9 * sds[s, c], 801)
              for c in range(2)]

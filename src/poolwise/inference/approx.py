@@ -22,12 +22,13 @@ the atanh scale (the sampler's own parameters, Jacobians and LKJ prior,
 quadrature on a tensor grid (``KD_NODES`` per dimension around the level's mode, compiled over
 every (draw, level) pair: :func:`poolwise.model.quadrature.kd_log_integrals`), and each
 group's effects are drawn exactly by rejection from a Gaussian envelope that the concave
-log-likelihood guarantees (:func:`poolwise.model.quadrature.level_effect_draws`). Accuracy
+log-likelihood guarantees (:func:`poolwise.model.quadrature.kd_draws`). Accuracy
 against NUTS on the bundled example with ``(1 + urban | district)``: population-level means
 within 0.03 NUTS posterior sd, their sds within 3%, group means within 0.04 sd at the 95th
 percentile (docs/reliability.md A.9). The tensor grid makes it costlier per level than one
-intercept (49 nodes for two coefficients instead of 15): it pays on many groups with few
-rows each, less on few groups with many continuous rows (NUTS is faster there).
+intercept (49 nodes for two coefficients instead of 15), and groups with a slope rarely share
+their cells: at 10,000 groups of two rows it takes about as long as NUTS (bench/README.md,
+"varying slopes at 10,000 groups").
 
 The other poolings use the same machinery (:class:`_Problem`), with a smaller ``theta``:
 
@@ -121,8 +122,8 @@ from poolwise.model.quadrature import (
     NewLevelPrior,
     intercept_draws,
     intercept_log_integrals,
+    kd_draws,
     kd_log_integrals,
-    level_effect_draws,
 )
 from poolwise.model.scale import to_original_scale
 from poolwise.progress import phase
@@ -147,7 +148,9 @@ METHODS: tuple[str, ...] = ("nuts", "approx")
 #: Gauss-Hermite nodes per level for the marginal density, and for its refinement check
 NODES = 15
 #: with C varying coefficients (slopes), nodes per dimension of each level's tensor grid,
-#: refined to 2 n + 1 per dimension up to KD_MAX_NODES (7 -> 15 -> 31 for two)
+#: refined to 2 n + 1 per dimension up to KD_MAX_NODES (7 -> 15 -> 31 for two). The error
+#: adds up over the levels: at 10,000 groups of two cells 5 a side moves the log density at
+#: the mode by 0.18 against 23 (the check would refine it), 7 by 0.004
 KD_NODES = {2: 7, 3: 5}
 KD_MAX_NODES = {2: 31, 3: 11}
 REFINED_NODES = 31
@@ -234,7 +237,7 @@ class _Problem:
     LKJ prior); the cells are kept in runs per level (``starts``) with their varying columns
     ``Z`` for the general quadrature (:func:`poolwise.model.quadrature.
     new_level_log_density`, ``KD_NODES`` per dimension) and the exact draws
-    (:func:`poolwise.model.quadrature.level_effect_draws`)."""
+    (:func:`poolwise.model.quadrature.kd_draws`)."""
 
     spec: Any
     rows: Rows
@@ -395,8 +398,8 @@ class _Problem:
             with np.errstate(over="ignore", invalid="ignore"):
                 if self.starts is not None:  # varying slopes: the general quadrature
                     ll = kd_log_integrals(self.link_id, self.eta0(t), self.y, self.n,
-                                          self.Z, self.starts, self.prior(t),
-                                          nodes)[0] @ self.weight
+                                          self.Z, self.starts, self.prior(t), nodes,
+                                          start)[0] @ self.weight
                 elif self.grouped:
                     ll = intercept_log_integrals(self.link_id, self.eta0(t), self.y, self.n,
                                                  self.codes, self.n_levels, self.sd(t),
@@ -413,11 +416,14 @@ class _Problem:
         return np.ascontiguousarray(self.rows.Z[0], dtype=np.float64)
 
     def modes(self, theta: np.ndarray) -> np.ndarray:
-        """Each level's conditional mode at one ``theta`` (levels,): where the compiled
-        one-intercept path starts its searches (none for the general quadrature)."""
-        if not self.grouped or self.starts is not None:
+        """Each level's conditional mode at one ``theta`` (levels,; with several varying
+        coefficients levels, C): where the searches for the modes start at other thetas."""
+        if not self.grouped:
             return np.zeros(0)
         t = np.atleast_2d(theta)
+        if self.starts is not None:
+            return kd_log_integrals(self.link_id, self.eta0(t), self.y, self.n, self.Z,
+                                    self.starts, self.prior(t), 1)[1][0]
         return intercept_log_integrals(self.link_id, self.eta0(t), self.y, self.n, self.codes,
                                        self.n_levels, self.sd(t), None, 1)[1][0]
 
@@ -627,63 +633,43 @@ def _importance(problem: _Problem, mode: np.ndarray, H: np.ndarray, M: int,
 def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
                  rng: np.random.Generator, dtype: Any = np.float64
                  ) -> tuple[np.ndarray, int, float]:
-    """Each level's intercept per draw (S, levels), exact draws from its conditional
-    posterior, stored as ``dtype`` (float32 for a large fit: drawn in float64 a batch at a
-    time); how many pairs found no draw, and the mean proposals per draw. The draws do not
-    depend on the batches (each uniform is keyed by its draw and group)."""
+    """Each group's effects per draw (S, groups; with several varying coefficients S,
+    groups, C), exact draws from their conditional posterior
+    (:func:`poolwise.model.quadrature.intercept_draws`, or ``kd_draws``), stored as ``dtype``
+    (float32 for a large fit: drawn in float64 a batch at a time); how many pairs found no
+    draw, and the mean proposals per draw. The draws do not depend on the batches (each
+    uniform is keyed by its draw and group)."""
     S, G = len(theta), problem.members[2]
-    if problem.starts is not None:
-        return _slope_draws(problem, theta, rng, dtype)
-    u = np.empty((S, G), dtype=dtype)
+    shape = (S, G) if problem.starts is None else (S, G, problem.n_coefs)
+    u = np.empty(shape, dtype=dtype)
     if not problem.grouped:  # complete pooling: no group effects
         return u, 0, 0.0
     key = int(rng.integers(2**63))
     failed, proposals = 0, 0
-    b = problem.batch()
+    b = problem.batch(1)
+    per_draw = int(np.prod(shape[1:]))
     direct = u.dtype == np.float64  # the kernel writes into u (else a float64 buffer)
     if not direct:
-        b = max(1, min(b, F32_BATCH_BYTES // (8 * max(1, G))))
-        buf = np.empty((min(b, S), G))
+        b = max(1, min(b, F32_BATCH_BYTES // (8 * max(1, per_draw))))
+        buf = np.empty((min(b, S), *shape[1:]))
     for i in range(0, S, b):
         t = theta[i:i + b]
         out = u[i:i + b] if direct else buf[:len(t)]  # rows: contiguous
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            _, counts = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
-                                        problem.n, problem.codes, problem.n_levels,
-                                        problem.sd(t), start, key, first=i,
-                                        members=problem.members, out=out)
+            if problem.starts is None:
+                _, counts = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
+                                            problem.n, problem.codes, problem.n_levels,
+                                            problem.sd(t), start, key, first=i,
+                                            members=problem.members, out=out)
+            else:
+                _, counts = kd_draws(problem.link_id, problem.eta0(t), problem.y, problem.n,
+                                     problem.Z, problem.starts, problem.prior(t), start, key,
+                                     first=i, members=problem.members, out=out)
         if not direct:
             u[i:i + b] = out
         failed += counts.failed
         proposals += counts.proposals
     return u, failed, proposals / max(1, u.size)
-
-
-def _slope_draws(problem: _Problem, theta: np.ndarray, rng: np.random.Generator,
-                 dtype: Any) -> tuple[np.ndarray, int, float]:
-    """:func:`_group_draws` for several varying coefficients: each group's effects per draw
-    (S, groups, C), exact draws (:func:`poolwise.model.quadrature.level_effect_draws`), a
-    batch of draws at a time."""
-    S, C = len(theta), problem.n_coefs
-    groups, member_starts, G = problem.members
-    level_of_group = np.empty(G, dtype=np.int64)
-    level_of_group[groups] = np.repeat(np.arange(problem.n_levels), np.diff(member_starts))
-    u = np.empty((S, G, C), dtype=dtype)
-    lik = CellLikelihood(problem.spec.link)
-    b = max(1, BATCH_CELLS // max(1, int(problem.weight @ np.diff(
-        np.append(problem.starts, len(problem.y))))))  # cells of every group in a draw
-    failed, proposals = 0, 0
-    for i in range(0, S, b):
-        t = theta[i:i + b]
-        eta0, prior = problem.eta0(t), problem.prior(t)
-        mode = kd_log_integrals(problem.link_id, eta0, problem.y, problem.n, problem.Z,
-                                problem.starts, prior, 1)[1]  # the modes alone
-        v, counts = level_effect_draws(lik, eta0, problem.y, problem.n, problem.Z,
-                                       problem.starts, prior, level_of_group, rng, mode)
-        u[i:i + b] = v
-        failed += counts.failed
-        proposals += counts.proposals
-    return u, failed, proposals / max(1, S * G)
 
 
 def _posterior(spec: ModelSpec, theta: np.ndarray, u: np.ndarray, chains: int,
