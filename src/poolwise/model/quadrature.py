@@ -64,7 +64,14 @@ import numba
 import numpy as np
 from scipy.special import logsumexp
 
-from poolwise.engine.density import BINOMIAL, LOGIT, cell_loglik_family, inverse_and_slope
+from poolwise.engine.density import (
+    BINOMIAL,
+    LOGIT,
+    cell_loglik_family,
+    exp_nonpos,
+    inverse_and_slope,
+    log1p_unit,
+)
 from poolwise.errors import SpecError
 from poolwise.model import links
 from poolwise.model.likelihood import CellLikelihood, binomial_cell
@@ -609,16 +616,17 @@ def _kd_integrals(link, eta0, y, n, Z, starts, prec, log_det, start, x, logw, ou
     for b in numba.prange((n_pairs + block - 1) // block):
         v, grad, step, w = np.empty(C), np.empty(C), np.empty(C), np.empty(C)
         H, L, Hinv = np.empty((C, C)), np.empty((C, C)), np.empty((C, C))
+        vals = np.empty(x.shape[1])
         for i in range(b * block, min(n_pairs, (b + 1) * block)):
             s = i // G
             g = i % G
             _kd_pair(link, eta0, s, g, y, n, Z, starts, prec, log_det, start, x, logw, out,
-                     mode, v, grad, H, L, Hinv, step, w, half_log_2pi)
+                     mode, v, grad, H, L, Hinv, step, w, vals, half_log_2pi)
 
 
 @numba.njit(cache=True, inline="always", error_model="numpy")
 def _kd_pair(link, eta0, s, g, y, n, Z, starts, prec, log_det, start, x, logw, out, mode, v,
-             grad, H, L, Hinv, step, w, half_log_2pi):  # pragma: no cover - compiled
+             grad, H, L, Hinv, step, w, vals, half_log_2pi):  # pragma: no cover - compiled
     """One (draw, level) pair of :func:`_kd_integrals`."""
     C = Z.shape[1]
     P = prec[s]
@@ -636,25 +644,79 @@ def _kd_pair(link, eta0, s, g, y, n, Z, starts, prec, log_det, start, x, logw, o
     log_det_a = 0.0
     for k in range(C):
         log_det_a += math.log(L[k, k])
-    best = -math.inf
-    acc = 0.0
-    for q in range(x.shape[0]):  # log-sum-exp on line
-        half = 0.0
-        for k in range(C):
-            a = v[k]
-            for j in range(k + 1):
-                a += L[k, j] * x[q, j]
-            step[k] = a
-            half += 0.5 * x[q, k] * x[q, k]
-        val = logw[q] + half + _kd_objective(link, eta0, s, y, n, Z, c0, c1, P, step)
-        if val > best:
-            acc = acc * math.exp(best - val) + 1.0
-            best = val
-        else:
-            acc += math.exp(val - best)
-    out[s, g] = best + math.log(acc) + log_det_a - log_det[s] - C * half_log_2pi
+    total = _kd_node_sum(link, eta0, s, y, n, Z, c0, c1, P, v, L, x, logw, vals, Hinv, step,
+                         w)
+    out[s, g] = total + log_det_a - log_det[s] - C * half_log_2pi
     for k in range(C):
         mode[s, g, k] = v[k]
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _kd_node_sum(link, eta0, s, y, n, Z, c0, c1, P, v, L, xT, logw, vals, M, q1,
+                 B):  # pragma: no cover - compiled
+    """``log sum_q exp(logw_q + |x_q|^2 / 2 + objective(v + L x_q))`` over the nodes (``xT``
+    (C, Q), one row per dimension): the prior's quadratic form expanded in x once, then each
+    cell's log-likelihood at every node in one loop over the nodes (for the logit branch-free,
+    with the sampler's polynomial exp and log1p: a loop the compiler vectorizes). ``vals``
+    (Q,), ``M`` (C, C), ``q1`` and ``B`` (C,) are work arrays."""
+    C = v.shape[0]
+    Q = xT.shape[1]
+    q0 = 0.0
+    for k in range(C):  # q1 = L' P v, M = L' P L, q0 = -v' P v / 2
+        pv = 0.0
+        for m in range(C):
+            pv += P[k, m] * v[m]
+        q0 -= 0.5 * v[k] * pv
+        B[k] = pv
+    for j in range(C):
+        acc = 0.0
+        for k in range(C):
+            acc += L[k, j] * B[k]
+        q1[j] = acc
+        for i in range(C):
+            acc = 0.0
+            for k in range(C):
+                for m in range(C):
+                    acc += L[k, j] * P[k, m] * L[m, i]
+            M[j, i] = acc
+    for q in range(Q):
+        acc = logw[q] + q0
+        for j in range(C):
+            xj = xT[j, q]
+            acc += 0.5 * xj * xj - q1[j] * xj
+            for i in range(C):
+                acc -= 0.5 * xj * M[j, i] * xT[i, q]
+        vals[q] = acc
+    for c in range(c0, c1):
+        base = eta0[s, c]
+        for k in range(C):
+            base += Z[c, k] * v[k]
+        for j in range(C):
+            acc = 0.0
+            for k in range(C):
+                acc += Z[c, k] * L[k, j]
+            B[j] = acc
+        yc, nc = y[c], n[c]
+        if link == LOGIT:  # n log p - (n - y) eta, log p = -(max(-eta, 0) + log1p(e^-|eta|))
+            for q in range(Q):
+                e = base
+                for j in range(C):
+                    e += B[j] * xT[j, q]
+                lp = -(max(-e, 0.0) + log1p_unit(exp_nonpos(-abs(e))))
+                vals[q] += nc * lp - (nc - yc) * e
+        else:
+            for q in range(Q):
+                e = base
+                for j in range(C):
+                    e += B[j] * xT[j, q]
+                vals[q] += binomial_cell(link, yc, nc, e)
+    best = -math.inf
+    for q in range(Q):
+        best = max(best, vals[q])
+    acc = 0.0
+    for q in range(Q):
+        acc += math.exp(vals[q] - best)
+    return best + math.log(acc)
 
 
 def kd_log_integrals(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
@@ -676,7 +738,7 @@ def kd_log_integrals(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarra
                   np.asarray(y, dtype=np.float64), np.asarray(n, dtype=np.float64),
                   np.ascontiguousarray(Z, dtype=np.float64), bounds,
                   np.ascontiguousarray(prior.prec), np.ascontiguousarray(prior.log_det), start,
-                  np.ascontiguousarray(X), logw, out, mode)
+                  np.ascontiguousarray(X.T), logw, out, mode)
     return out, mode
 
 
