@@ -206,3 +206,19 @@ def test_three_varying_coefficients_probit_and_offset_agree_with_nuts():
     _agree_with_nuts(a, nuts, population, "a_g")
     _agree_with_nuts(a, nuts, (), "b_g__x1")
     _agree_with_nuts(a, nuts, (), "b_g__x2")
+
+
+@pytest.mark.slow
+def test_slopes_with_survey_weights_agree_with_nuts(bangladesh):
+    """The sampler's pseudo-likelihood cells (weighted sums of successes and trials, not whole
+    numbers) under a varying slope: approx agrees with NUTS under the same survey weights."""
+    df = bangladesh.assign(w=np.random.default_rng(20).uniform(0.5, 2.0, len(bangladesh)))
+    kw = {"weights": "w", "weights_kind": "survey", "chains": 4, "draws": 1000}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", poolwise.DataWarning)
+        a = poolwise.fit(SLOPES, df, method="approx", seed=7, **kw)
+        n = poolwise.fit(SLOPES, df, seed=8, **kw)
+    assert a.ok and n.ok
+    population = tuple(v for v in n.posterior.data_vars if n.posterior[v].ndim == 2)
+    _agree_with_nuts(a, n, population, "a_district")
+    _agree_with_nuts(a, n, (), "b_district__urban")
