@@ -86,11 +86,28 @@ def test_nonfinite_draws_give_nan():
         assert np.isfinite(v[0]) and np.isnan(v[1:]).all()
 
 
-@pytest.mark.parametrize("prob", [0.5, 0.89, 0.95])
-def test_hdi_equals_arviz(prob):
-    x = _ar1(np.random.default_rng(7), 30, 4, 250)
+@pytest.mark.parametrize("prob", [0.3, 0.5, 0.89, 0.95, 0.99])
+@pytest.mark.parametrize("ties", [False, True])
+def test_hdi_equals_arviz(prob, ties):
+    """Both of hdi's ways (the two tails selected, or every draw sorted when they overlap),
+    with ties and an odd number of draws."""
+    x = _ar1(np.random.default_rng(7), 30, 4, 251)
+    if ties:
+        x = np.round(x, 1)
     ref = np.stack([array_stats.hdi(x[i].ravel(), prob) for i in range(30)])
     np.testing.assert_array_equal(cv.hdi(x, prob), ref)
+
+
+def test_hdi_of_nonfinite_draws_as_a_full_sort_gives():
+    x = np.random.default_rng(2).normal(size=(4, 2, 300))
+    x[1, 0, 5] = np.nan
+    x[2, 1, 7] = np.inf
+    x[3, 0, :3] = -np.inf
+    flat = np.sort(x.reshape(4, -1), axis=1)
+    inc = int(np.floor(0.89 * 600))
+    i = np.argmin(flat[:, inc:] - flat[:, :600 - inc], axis=1)
+    ref = np.stack([flat[np.arange(4), i], flat[np.arange(4), i + inc]], axis=1)
+    np.testing.assert_array_equal(cv.hdi(x, 0.89), ref)
 
 
 @pytest.mark.parametrize("kind", ["hdi", "eti"])

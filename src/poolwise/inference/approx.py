@@ -166,8 +166,6 @@ ADAPT_DF = 4
 ADAPT_INFLATE = 1.5
 #: draws per batch (memory: batch x cells x 8 bytes for eta)
 BATCH_CELLS = 4_000_000
-#: a large fit's group draws (float32) are made in float64 batches of at most this many bytes
-F32_BATCH_BYTES = 64 << 20
 
 
 def check_supported(spec: ModelSpec) -> None:
@@ -636,7 +634,8 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
     """Each group's effects per draw (S, groups; with several varying coefficients S,
     groups, C), exact draws from their conditional posterior
     (:func:`poolwise.model.quadrature.intercept_draws`, or ``kd_draws``), stored as ``dtype``
-    (float32 for a large fit: drawn in float64 a batch at a time); how many pairs found no
+    (float32 for a large fit: each draw computed in float64 and rounded once as the kernel
+    stores it); how many pairs found no
     draw, and the mean proposals per draw. The draws do not depend on the batches (each
     uniform is keyed by its draw and group)."""
     S, G = len(theta), problem.members[2]
@@ -647,14 +646,9 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
     key = int(rng.integers(2**63))
     failed, proposals = 0, 0
     b = problem.batch(1)
-    per_draw = int(np.prod(shape[1:]))
-    direct = u.dtype == np.float64  # the kernel writes into u (else a float64 buffer)
-    if not direct:
-        b = max(1, min(b, F32_BATCH_BYTES // (8 * max(1, per_draw))))
-        buf = np.empty((min(b, S), *shape[1:]))
     for i in range(0, S, b):
         t = theta[i:i + b]
-        out = u[i:i + b] if direct else buf[:len(t)]  # rows: contiguous
+        out = u[i:i + b]  # rows of a C-contiguous array: the kernel writes each draw there
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if problem.starts is None:
                 _, counts = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
@@ -665,8 +659,6 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
                 _, counts = kd_draws(problem.link_id, problem.eta0(t), problem.y, problem.n,
                                      problem.Z, problem.starts, problem.prior(t), start, key,
                                      first=i, members=problem.members, out=out)
-        if not direct:
-            u[i:i + b] = out
         failed += counts.failed
         proposals += counts.proposals
     return u, failed, proposals / max(1, u.size)

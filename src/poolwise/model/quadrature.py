@@ -845,9 +845,9 @@ def kd_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray, Z: np
     per level starting at ``starts``; ``start`` (levels, C) where each search for a mode
     starts; ``members`` as for :func:`intercept_draws` (one draw per group; groups with the
     same cells share a level). Returns (S, groups, C) (into ``out`` when given, a
-    C-contiguous float64 array) and the :class:`DrawCounts`. The uniforms come from ``key``
-    and the pair's index (draw ``first + s``, group): any split into batches gives the same
-    draws.
+    C-contiguous float64 or float32 array) and the :class:`DrawCounts`. The uniforms come
+    from ``key`` and the pair's index (draw ``first + s``, group): any split into batches
+    gives the same draws.
 
     By rejection from a Gaussian envelope with the prior's covariance: the log-likelihood is
     concave in ``v`` (every link here; survey-weighted cells alike), so at any point ``a``
@@ -1089,8 +1089,9 @@ def intercept_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray
     ``members``: ``(groups, starts, n_groups)`` when a level stands for several groups with
     the same cells (the groups of level k are ``groups[starts[k]:starts[k + 1]]``): one draw
     per group, each from the level's envelope. Returns the draws (S, groups; into ``out``
-    when given, a C-contiguous float64 array) and their :class:`DrawCounts` (failed draws
-    took ``MAX_TRIES + 1`` proposals; the caller reports them)."""
+    when given, a C-contiguous float64 or float32 array: each draw rounded once) and their
+    :class:`DrawCounts` (failed draws took ``MAX_TRIES + 1`` proposals; the caller reports
+    them)."""
     cells, starts = _level_runs(np.asarray(codes, dtype=np.int64), n_levels)
     if members is None:
         members = (np.arange(n_levels), np.arange(n_levels + 1), n_levels)
