@@ -213,7 +213,9 @@ def test_an_interrupt_during_the_netcdf_write_waits_for_the_file_to_close(tmp_pa
     def write(self, b):
         seen["n"] += 1
         if seen["n"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+            # to this thread, before raise_signal returns (os.kill's signal to the process
+            # may reach another thread of the worker first, and the main thread later)
+            signal.raise_signal(signal.SIGINT)
         return real(self, b)
 
     monkeypatch.setattr(pio._NetCDFTarget, "write", write)
