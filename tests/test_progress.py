@@ -33,8 +33,8 @@ class Recorder(Reporter):
     def started(self, path):
         self.events.append(("started", path))
 
-    def ended(self, path, seconds):
-        self.events.append(("ended", path))
+    def ended(self, path, seconds, finished=True):
+        self.events.append(("ended", path) if finished else ("stopped", path))
 
     def sampled(self, path, p):
         self.events.append(("sampled", path, p))
@@ -74,8 +74,8 @@ def test_phases_nest_and_still_name_an_interrupt():
         ("ended", ("the pilot", "sampling")), ("ended", ("the pilot",)),
         ("started", ("repair attempt 2 of at most 6",)),
         ("started", ("repair attempt 2 of at most 6", "sampling")),
-        ("ended", ("repair attempt 2 of at most 6", "sampling")),
-        ("ended", ("repair attempt 2 of at most 6",)),
+        ("stopped", ("repair attempt 2 of at most 6", "sampling")),
+        ("stopped", ("repair attempt 2 of at most 6",)),
     ]
     # the interrupt's own names (the command line's one line) are the labels, not the titles
     assert interrupted_phases(caught.value) == ["sampling", "repair attempt 2"]
@@ -136,6 +136,18 @@ def test_a_long_phase_without_a_sampler_says_it_is_still_running():
     rep._tick(start + 1.2)
     rep._tick(start + 11.5)
     assert out.getvalue().splitlines() == ["LOO ...", "LOO: still running, 12 s"]
+
+
+def test_an_interrupted_phase_says_it_stopped_not_that_it_is_done():
+    """Ctrl-C during a compiled kernel is raised when the kernel returns, inside the phase:
+    its line says how long it ran before it stopped."""
+    out = io.StringIO()
+    rep = LineReporter(out, clock=False)
+    rep.quiet = 0.0  # a line however short the phase
+    with reporting(rep):
+        with pytest.raises(KeyboardInterrupt), phase("the group effects"):
+            raise KeyboardInterrupt
+    assert out.getvalue().splitlines()[-1].startswith("the group effects: stopped after ")
 
 
 def test_a_short_phase_leaves_no_line():

@@ -74,8 +74,8 @@ class Reporter:
     def started(self, path: tuple[str, ...]) -> None:
         """A phase began; ``path``: its name after those of the phases around it."""
 
-    def ended(self, path: tuple[str, ...], seconds: float) -> None:
-        """A phase ended (also when it was interrupted or failed)."""
+    def ended(self, path: tuple[str, ...], seconds: float, finished: bool = True) -> None:
+        """A phase ended; ``finished`` False: an interrupt or an error stopped it."""
 
     def sampled(self, path: tuple[str, ...], progress: SamplingProgress) -> None:
         """The sampler's progress inside the phase ``path``."""
@@ -123,12 +123,14 @@ def phase(name: str, *, shown: str | None = None) -> Iterator[None]:
     path = tuple(state.path)
     start = time.perf_counter()
     state.reporter.started(path)
+    finished = False
     try:
         with errors.phase(name):
             yield
+        finished = True
     finally:
         state.path.pop()
-        state.reporter.ended(path, time.perf_counter() - start)
+        state.reporter.ended(path, time.perf_counter() - start, finished)
 
 
 def announce(spec: Any, config: Any) -> None:
@@ -258,13 +260,14 @@ class _Phases(HeaderReporter):
                                                daemon=True)
                 self._clock.start()
 
-    def ended(self, path: tuple[str, ...], seconds: float) -> None:
+    def ended(self, path: tuple[str, ...], seconds: float, finished: bool = True) -> None:
         with self.lock:
             shown = any(o[0] == path and o[2] for o in self._open)
             self._open = [o for o in self._open if o[0] != path]
             self._sampling.pop(path, None)
         if shown or seconds >= self.quiet:
-            self._line(f"{title(path)}: done in {duration(seconds)}")
+            how = "done in" if finished else "stopped after"
+            self._line(f"{title(path)}: {how} {duration(seconds)}")
 
     def sampled(self, path: tuple[str, ...], progress: SamplingProgress) -> None:
         with self.lock:
