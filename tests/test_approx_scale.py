@@ -205,7 +205,7 @@ def test_a_large_fit_stores_float32_group_effects_drawn_as_in_float64(monkeypatc
     theta = np.column_stack([np.linspace(-0.7, -0.3, 40), np.log(np.linspace(0.6, 1.0, 40))])
     start = problem.modes(theta[0])
     u64 = approx._group_draws(problem, theta, start, np.random.default_rng(1))[0]
-    monkeypatch.setattr(approx, "BATCH_CELLS", 300 * 7)  # 7 draws per batch
+    monkeypatch.setattr(approx, "DRAW_BATCH_VALUES", 300 * 7)  # 7 draws per kernel call
     u32 = approx._group_draws(problem, theta, start, np.random.default_rng(1), np.float32)[0]
     assert u32.dtype == np.float32
     np.testing.assert_array_equal(u32, u64.astype(np.float32))

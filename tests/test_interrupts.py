@@ -209,6 +209,33 @@ def test_every_phase_stops_cleanly(old, monkeypatch, where, target, phase_text):
     _assert_untouched(out, before)
 
 
+def test_ctrl_c_during_approx_group_draws_stops_at_the_next_kernel_call(old, monkeypatch):
+    """approx draws the group effects in kernel calls of at most ``DRAW_BATCH_VALUES``
+    values: an interrupt is acted on between two calls (a fraction of a second at 50,000
+    groups), not once every draw is made; the run stops like any other phase."""
+    import poolwise.inference.approx as approx
+
+    data, out, before = old
+    calls = []
+    real = approx.intercept_draws
+
+    def draws(*args, **kwargs):
+        calls.append(kwargs["first"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what a SIGINT between two calls raises
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(approx, "intercept_draws", draws)
+    monkeypatch.setattr(approx, "DRAW_BATCH_VALUES", 8 * 10)  # 10 draws of the 8 groups a call
+    rc, _, err = _cli(["fit", str(data), "-f", FORMULA, "--method", "approx", "--seed", "2",
+                       "-q", "--out", str(out)])
+    assert rc == EXIT_INTERRUPTED
+    assert calls == [0, 10]  # of 400 calls: the run stopped at the second
+    assert _one_line(err) == ("interrupted during the approximation: the group effects; "
+                              "nothing was written")
+    _assert_untouched(out, before)
+
+
 def test_an_interrupt_in_the_report_says_what_was_written(old, monkeypatch, tmp_path):
     data, out, before = old
     Sampler(monkeypatch)

@@ -166,6 +166,9 @@ ADAPT_DF = 4
 ADAPT_INFLATE = 1.5
 #: draws per batch (memory: batch x cells x 8 bytes for eta)
 BATCH_CELLS = 4_000_000
+#: group effects drawn per call of the compiled kernel at most: Ctrl-C is acted on between
+#: calls (each about 0.1 s on 2 cores), not after every group of every draw
+DRAW_BATCH_VALUES = 4_000_000
 
 
 def check_supported(spec: ModelSpec) -> None:
@@ -645,7 +648,8 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
         return u, 0, 0.0
     key = int(rng.integers(2**63))
     failed, proposals = 0, 0
-    b = problem.batch(1)
+    per_draw = int(np.prod(shape[1:]))
+    b = max(1, min(problem.batch(1), DRAW_BATCH_VALUES // max(1, per_draw)))
     for i in range(0, S, b):
         t = theta[i:i + b]
         out = u[i:i + b]  # rows of a C-contiguous array: the kernel writes each draw there
