@@ -280,8 +280,13 @@ def test_the_command_line_writes_a_folder_that_loads_back(tmp_path, bangladesh, 
     text = capsys.readouterr().out
     assert code == 0
     assert "method: approx" in text and "status: OK | method approx" in text
-    assert "divergences" not in text.split("status:")[1].split("\n")[0]
+    status = text.split("status:")[1].split("\n")[0]
+    assert "divergences" not in status
+    # what the resampled population-level draws are worth, not their chain-based ESS
     r = json.loads((out / "result.json").read_text())
+    ess, proposals = r["approx_check"]["is_ess"], r["approx_check"]["proposals"]
+    assert f"importance ESS {ess:,.0f} of {proposals:,} proposals" in status
+    assert "R-hat" not in status and "min ESS" not in status
     assert r["method"] == "approx" and r["diagnostics"]["ok"] is True
     assert r["approx_check"]["pareto_k"] < 0.7
     loaded = poolwise.load_fit(out)

@@ -146,6 +146,12 @@ def test_the_group_rows_have_no_rhat_or_ess_and_a_clustered_mcse(small_fit):
     x = post["a_g"].transpose("g", "chain", "draw").values
     np.testing.assert_allclose(groups["mcse_mean"].to_numpy(),
                                clustered_mcse(x, draw_clusters(keys)), rtol=1e-10)
+    # the population level's MCSE counts its repeated draws too: the importance sampling's
+    # and the resampling's variance, more than sd / sqrt(draws) of independent draws
+    np.testing.assert_allclose(pop["mcse_mean"].to_numpy(),
+                               clustered_mcse(keys.T[:, None, :], draw_clusters(keys)),
+                               rtol=1e-10)
+    assert (pop["mcse_mean"] > pop["sd"] / np.sqrt(len(keys))).all()
     # the diagnosis has none either, and judges no ESS per chain
     d = small_fit.diagnosis
     grouped = np.array([p.startswith("a_g[") for p in d.parameters])

@@ -213,16 +213,20 @@ def test_an_interrupt_during_the_netcdf_write_waits_for_the_file_to_close(tmp_pa
     def write(self, b):
         seen["n"] += 1
         if seen["n"] == 3:
-            # to this thread, before raise_signal returns (os.kill's signal to the process
-            # may reach another thread of the worker first, and the main thread later)
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # to this thread, before it returns
         return real(self, b)
 
     monkeypatch.setattr(pio._NetCDFTarget, "write", write)
-    with pytest.raises(KeyboardInterrupt):
-        write_tree(_tree(), tmp_path / "f.nc")
+    # Python's own handler, installed afresh (at the OS level too): the test failed now and
+    # then in a full xdist run, never alone, as if the worker's SIGINT had another handler
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            write_tree(_tree(), tmp_path / "f.nc")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if before is None else before)
     assert seen["n"] > 3  # the write went on to the end
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     back = xr.open_datatree(tmp_path / "f.nc", engine="h5netcdf").load()
     assert "posterior" in back.children
 

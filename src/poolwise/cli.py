@@ -661,10 +661,12 @@ def _status_line(fit: Any) -> str:
 
         from poolwise.inference.diagnostics.approx_check import APPROX_ATTR, checked_names
 
-        # only the checks that ran (no quadrature under complete pooling, ...)
+        # only the checks that ran (no quadrature under complete pooling, ...); the importance
+        # ESS, not the chain-based R-hat and ESS of resampled (repeated) draws
         checks = ", ".join(checked_names(json.loads(fit.idata.attrs.get(APPROX_ATTR, "{}"))))
+        ess = fit.importance_ess_text
         return (f"status: {verdict} | method approx (checked: {checks}) | "
-                f"max R-hat {rhat} | min ESS bulk {d.min_ess_bulk:.0f} | "
+                f"{ess + ' | ' if ess else ''}"
                 f"approximation {fit.timings['sampling_s']:.2f} s, "
                 f"total {fit.timings['total_s']:.2f} s")
     return (

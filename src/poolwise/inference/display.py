@@ -260,11 +260,13 @@ def _model_facts(fit: Fit) -> list[tuple[str, str]]:
     ]
 
 
-def _headline(d: Diagnosis, method: str = "nuts") -> str:
+def _headline(fit: Fit) -> str:
+    d = fit.diagnosis
+    if fit.method == "approx":  # the importance ESS, not R-hat and ESS of resampled draws
+        ess = fit.importance_ess_text
+        return "method approx (self-checked)" + (f", {ess}" if ess else "")
     rhat = fmt_rhat(d.max_rhat) or "undefined"
-    first = "method approx (self-checked)" if method == "approx" else \
-        f"divergences {d.divergences}"
-    return (f"{first}, max R-hat {rhat}, min ESS bulk "
+    return (f"divergences {d.divergences}, max R-hat {rhat}, min ESS bulk "
             f"{fmt_sig(d.min_ess_bulk, None) or 'undefined'}")
 
 
@@ -274,7 +276,7 @@ def _headline(d: Diagnosis, method: str = "nuts") -> str:
 def fit_text(fit: Fit) -> str:
     lines = [f"<poolwise.Fit> {fit.spec.formula.text}"]
     lines += [f"  {k}: {v}" for k, v in _model_facts(fit)]
-    lines.append(f"  status: {_status(fit.ok)} ({_headline(fit.diagnosis, fit.method)})")
+    lines.append(f"  status: {_status(fit.ok)} ({_headline(fit)})")
     lines.append("Population-level parameters (posterior mean, sd, 89% interval):")
     lines.append(population_table(fit).text())
     if fit.spec.terms:
@@ -379,7 +381,7 @@ def _findings_html(d: Diagnosis, notes: tuple[str, ...] = ()) -> str:
 
 def fit_html(fit: Fit) -> str:
     parts = [_dl([("formula", fit.spec.formula.text), *_model_facts(fit),
-                  ("status", f"{_status(fit.ok)} ({_headline(fit.diagnosis, fit.method)})")]),
+                  ("status", f"{_status(fit.ok)} ({_headline(fit)})")]),
              "<div>Population-level parameters</div>", table_html(population_table(fit))]
     notes = "".join(f"<li>{_cell(Badge('info'))} {_e(_cut(n, 400))}</li>"
                     for n in fit.spec.design.notes)

@@ -110,6 +110,19 @@ class Fit:
         return NutsCheck.from_dict(saved) if saved else None
 
     @property
+    def importance_ess_text(self) -> str | None:
+        """An approximate fit's importance ESS in words, for its status line ("importance ESS
+        3,512 of 4,000 proposals": what its resampled population-level draws are worth, where
+        their chain-based R-hat and ESS take repeats for fresh draws); None for a sampler's
+        fit or when nothing was importance-sampled."""
+        import json
+
+        from poolwise.inference.diagnostics.approx_check import APPROX_ATTR, importance_text
+
+        text = self.idata.attrs.get(APPROX_ATTR) if self.method == "approx" else None
+        return importance_text(json.loads(text)) if text else None
+
+    @property
     def posterior(self) -> xr.Dataset:
         return self.idata["posterior"].to_dataset()
 

@@ -74,8 +74,10 @@ def _numbers_table(
 
     ``independent``: the draws of ``method="approx"``: the group-level components are exact
     independent draws given the population-level ones (repeated by resampling), so they get
-    no R-hat or ESS (NaN) and the MCSE of their mean counts those repeats
-    (:func:`poolwise.inference.convergence.clustered_mcse`)."""
+    no R-hat or ESS (NaN); the MCSE of every mean counts those repeats
+    (:func:`poolwise.inference.convergence.clustered_mcse`: for a population-level component,
+    whose draws within a cluster are one value, the importance sampling's variance plus the
+    resampling's, where the chain-based MCSE took the resampled draws as independent)."""
     from poolwise.inference import convergence as cv
     from poolwise.inference.diagnostics import TAIL_PROB
 
@@ -91,7 +93,7 @@ def _numbers_table(
                 labels = _labels(name, v, extra)
             names.extend(labels[start:start + k])
             grouped = clusters is not None and bool(extra)
-            parts.append(cv.table_numbers(x, prob, kind, clusters if grouped else None))
+            parts.append(cv.table_numbers(x, prob, kind, clusters))
             skip.append(np.full(k, grouped))
         lo, hi = interval_columns(prob, kind)
         table = {name: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0)

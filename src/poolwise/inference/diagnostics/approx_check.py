@@ -157,6 +157,17 @@ def checked_names(numbers: Mapping[str, Any]) -> list[str]:
              *(["NUTS"] if numbers.get("against_nuts") else [])])
 
 
+def importance_text(numbers: Mapping[str, Any]) -> str | None:
+    """The importance ESS of an approximate fit's population level, for a status line
+    ("importance ESS 3,512 of 4,000 proposals"): how many independent draws its resampled
+    draws are worth (their chain-based R-hat and ESS take the repeats for fresh draws); None
+    when nothing was importance-sampled."""
+    if not applies(numbers)[1] or numbers.get("is_ess") is None:
+        return None
+    return (f"importance ESS {float(numbers['is_ess']):,.0f} of "
+            f"{int(numbers.get('proposals', 0)):,} proposals")
+
+
 def _per_group(numbers: Mapping[str, Any]) -> str:
     """What a node count counts: nodes per group, or with several varying coefficients per
     dimension of each group's tensor grid (a fit saved before slopes had one)."""
