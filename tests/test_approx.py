@@ -292,8 +292,12 @@ def test_the_command_line_writes_a_folder_that_loads_back(tmp_path, bangladesh, 
     loaded = poolwise.load_fit(out)
     assert loaded.method == "approx" and loaded.ok
     assert loaded.posterior["a_district"].shape == (4, 500, 60)
+    capsys.readouterr()
     assert main(["diagnose", str(out)]) == 0
-    assert "method: approx" in capsys.readouterr().out
+    diag = capsys.readouterr().out
+    assert "method: approx" in diag
+    assert diag.strip().splitlines()[-1] == (
+        f"status: OK | method approx | importance ESS {ess:,.0f} of {proposals:,} proposals")
 
 
 @pytest.mark.slow

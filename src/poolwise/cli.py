@@ -1282,9 +1282,12 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     ess_b = "nan" if d.min_ess_bulk != d.min_ess_bulk else f"{d.min_ess_bulk:.0f}"
     ess_t = "nan" if d.min_ess_tail != d.min_ess_tail else f"{d.min_ess_tail:.0f}"
     rhat = fmt_rhat(d.max_rhat) or "nan"
-    first = "method approx" if fit.method == "approx" else f"divergences {d.divergences}"
-    print(f"status: {verdict} | {first} | max R-hat {rhat} | "
-          f"min ESS bulk {ess_b}, tail {ess_t}")
+    if fit.method == "approx":  # as fit's status line: the importance ESS
+        ess = fit.importance_ess_text
+        print(f"status: {verdict} | method approx{' | ' + ess if ess else ''}")
+    else:
+        print(f"status: {verdict} | divergences {d.divergences} | max R-hat {rhat} | "
+              f"min ESS bulk {ess_b}, tail {ess_t}")
     return EXIT_OK if d.ok else EXIT_NOT_OK
 
 
