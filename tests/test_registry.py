@@ -219,6 +219,21 @@ def test_every_link_has_a_scipy_reference_and_a_type():
         assert getattr(D, name.upper()) == links.get(name).kernel_id
 
 
+def test_the_logit_kernel_keeps_extreme_and_non_finite_eta():
+    """The branch-free logit of :func:`poolwise.engine.density.logit_log_p_q` (selects, for
+    SIMD lanes) at the ends: a NaN eta gives NaN for both, an infinite one 0 and -inf, and
+    |eta| far beyond exp's range the log of 1 (0) and -|eta|."""
+    cases = {math.inf: (0.0, -math.inf), -math.inf: (-math.inf, 0.0), 800.0: (0.0, -800.0),
+             -800.0: (-800.0, 0.0), 0.0: (-math.log(2), -math.log(2))}
+    for eta, (lp, lq) in cases.items():
+        assert D.log_p_q(D.LOGIT, eta) == pytest.approx((lp, lq), rel=1e-15, abs=1e-300)
+    assert all(math.isnan(v) for v in D.log_p_q(D.LOGIT, math.nan))
+    for eta in (-36.0, -3.0, -1e-300, 1e-300, 3.0, 36.0):
+        got = D.log_p_q(D.LOGIT, eta)
+        assert got == pytest.approx((stats.logistic.logcdf(eta), stats.logistic.logsf(eta)),
+                                    rel=1e-14, abs=1e-300)
+
+
 @pytest.mark.parametrize("name", links.names())
 def test_link_matches_scipy(name):
     lk, ref = links.get(name), _SCIPY_CDF[name]
