@@ -193,6 +193,44 @@ def test_power_scaling_equals_arviz_stats_psense(chains, draws):
         assert got_lik == pytest.approx(want_lik, rel=1e-10, abs=1e-12)
 
 
+@pytest.mark.parametrize("n", [4000, 2000, 200, 37])
+def test_psis_log_weights_equal_arviz_stats_psislw(n):
+    """approx's importance weights: arviz-stats' psislw (of the negated log ratios), number for
+    number, for light and heavy tails (Pareto k from below 0 to above 1) and few draws
+    (n / 5 in the tail)."""
+    from arviz_stats.base import array_stats
+
+    from poolwise.inference.power_scaling import psis_log_weights
+
+    rng = np.random.default_rng(n)
+    for scale, df in [(0.1, None), (1.0, None), (1.0, 3.0), (2.0, 1.0), (3.0, 0.7)]:
+        z = rng.standard_t(df, size=n) if df else rng.normal(size=n)
+        logw = scale * z
+        got, k = psis_log_weights(logw - logw.max())
+        want, want_k = array_stats.psislw(logw.max() - logw, r_eff=1.0)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        # NaN both (the tail's first quartile at its smallest: no fit) for the heaviest
+        np.testing.assert_allclose(k, float(want_k), rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def test_the_approximate_path_does_not_import_arviz_stats():
+    """``fit --method approx --out`` imports neither arviz-stats nor scipy.stats (0.4-0.5 s of
+    its start): the importance weights are :func:`psis_log_weights`."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tempfile\n"
+        "from poolwise.cli import main\n"
+        "rc = main(['fit', '--example', 'bangladesh', '--method', 'approx', '--draws', '200',\n"
+        "           '--seed', '1', '--quiet', '--out', tempfile.mkdtemp() + '/f'])\n"
+        "print(rc, 'arviz_stats' in sys.modules, 'scipy.stats' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.splitlines()[-1].split() == ["0", "False", "False"]
+
+
 def test_fast_fourier_length_is_scipys():
     from scipy.fft import next_fast_len
 

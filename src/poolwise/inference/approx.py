@@ -583,15 +583,14 @@ def _proposal(center: np.ndarray, cov: np.ndarray, df: float, M: int,
 
 
 def _weights(logp: np.ndarray, logq: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Pareto-smoothed normalized importance weights, their Pareto k and ESS."""
-    from arviz_stats.base import array_stats
+    """Pareto-smoothed normalized importance weights, their Pareto k and ESS (arviz-stats'
+    ``psislw``, as :func:`poolwise.inference.power_scaling.psis_log_weights` computes it)."""
+    from poolwise.inference.power_scaling import psis_log_weights
 
     logw = logp - logq
     finite = np.isfinite(logw)
     logw = np.where(finite, logw, np.min(logw[finite]) - 1e3 if finite.any() else 0.0)
-    # psislw takes log-likelihood values and smooths the weights exp(-value): the negated
-    # log ratios
-    smoothed, khat = array_stats.psislw(np.max(logw) - logw, r_eff=1.0)
+    smoothed, khat = psis_log_weights(logw - np.max(logw), r_eff=1.0)
     w = np.exp(smoothed - np.max(smoothed))
     w /= w.sum()
     return w, float(khat), float(1.0 / np.sum(w * w))
