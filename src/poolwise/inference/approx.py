@@ -47,11 +47,13 @@ The other poolings use the same machinery (:class:`_Problem`), with a smaller ``
 2. ``M`` draws from a multivariate Student-t (``PROPOSAL_DF`` degrees of freedom) at the mode
    with that curvature (where their Pareto k is ``ADAPT_K`` or more, a second round at the
    first's weighted moments), importance-weighted against the exact log density above; the log
-   weights Pareto-smoothed (PSIS, arviz-stats' ``psislw``) and resampled to ``chains x
-   draws`` draws, reported as ``chains`` chains of independent draws (resampling repeats
-   proposals: the fixed effects' and SD's information is that of the importance sampling's
-   effective sample size, the check's ``is_ess``, which the summary's ESS of those columns,
-   computed as for distinct draws, can exceed);
+   weights Pareto-smoothed (PSIS, arviz-stats' ``psislw`` as
+   :func:`poolwise.inference.power_scaling.psis_log_weights` computes it) and resampled to
+   ``chains x draws`` draws, reported as ``chains`` chains of independent draws (resampling
+   repeats proposals: the fixed effects' and SD's information is that of the importance
+   sampling's effective sample size, the check's ``is_ess``, which the status lines give and
+   the summary's ESS of those columns, computed as for distinct draws, can exceed; their
+   MCSE counts the repeats);
 3. each level's intercept per draw from its conditional posterior given ``theta``, exactly
    (rejection from an envelope of its log-concave density,
    :func:`poolwise.model.quadrature.intercept_draws`);
