@@ -97,16 +97,22 @@ class Fit:
         (:mod:`poolwise.inference.approx`)."""
         return str(self.idata.attrs.get("poolwise_method", "nuts"))
 
+    def _approx_numbers(self) -> dict[str, Any]:
+        """The approximation's self-check as saved with the draws (empty without one)."""
+        import json
+
+        from poolwise.inference.diagnostics.approx_check import APPROX_ATTR
+
+        text = self.idata.attrs.get(APPROX_ATTR)
+        return json.loads(text) if text else {}
+
     @property
     def nuts_check(self) -> Any:
         """The check against a short NUTS run (``check_against_nuts=True``), a
         :class:`~poolwise.inference.diagnostics.approx_check.NutsCheck`; None without it."""
-        import json
+        from poolwise.inference.diagnostics.approx_check import NutsCheck
 
-        from poolwise.inference.diagnostics.approx_check import APPROX_ATTR, NutsCheck
-
-        text = self.idata.attrs.get(APPROX_ATTR)
-        saved = json.loads(text).get("against_nuts") if text else None
+        saved = self._approx_numbers().get("against_nuts")
         return NutsCheck.from_dict(saved) if saved else None
 
     @property
@@ -115,12 +121,10 @@ class Fit:
         3,512 of 4,000 proposals": what its resampled population-level draws are worth, where
         their chain-based R-hat and ESS take repeats for fresh draws); None for a sampler's
         fit or when nothing was importance-sampled."""
-        import json
+        from poolwise.inference.diagnostics.approx_check import importance_text
 
-        from poolwise.inference.diagnostics.approx_check import APPROX_ATTR, importance_text
-
-        text = self.idata.attrs.get(APPROX_ATTR) if self.method == "approx" else None
-        return importance_text(json.loads(text)) if text else None
+        numbers = self._approx_numbers() if self.method == "approx" else {}
+        return importance_text(numbers) if numbers else None
 
     @property
     def posterior(self) -> xr.Dataset:

@@ -154,18 +154,13 @@ def psis_log_weights(log_ratios: np.ndarray, r_eff: float = 1.0) -> tuple[np.nda
     tail = int(np.floor(3 * (n / r_eff) ** 0.5) if n * r_eff > 225 else np.floor(n / 5))
     if tail < 5:
         raise ValueError("n_draws_tail must be at least 5")
-    return _pareto_smoothed(lw, tail)
+    return _smoothed_log_weights(lw, tail)
 
 
-def _smoothed_log_weights(lw: np.ndarray, tail: int) -> np.ndarray:
+def _smoothed_log_weights(lw: np.ndarray, tail: int) -> tuple[np.ndarray, float]:
     """Log weights with their largest ``tail`` replaced by the quantiles of a generalized
     Pareto fitted to them, normalized (``_ps_tail(..., smooth_draws=True,
-    log_weights=True)``)."""
-    return _pareto_smoothed(lw, tail)[0]
-
-
-def _pareto_smoothed(lw: np.ndarray, tail: int) -> tuple[np.ndarray, float]:
-    """:func:`_smoothed_log_weights` and the fitted shape (the Pareto k)."""
+    log_weights=True)``), and the fitted shape (the Pareto k)."""
     lw = lw - np.max(lw)
     n = lw.size
     ids = np.arange(n - tail, n, dtype=int)
@@ -214,7 +209,7 @@ def power_scale_sensitivity(x: np.ndarray, log_component: np.ndarray,
     lower, upper = alphas
     grads = []
     for alpha in (lower, upper):
-        w = np.exp(_smoothed_log_weights((alpha - 1) * c, tail))
+        w = np.exp(_smoothed_log_weights((alpha - 1) * c, tail)[0])
         w = w / w.sum()
         grads.append(max(_cjs_distance(x, w), _cjs_distance(-x, w)) / np.log2(alpha))
     return (-grads[0] + grads[1]) / 2
