@@ -42,6 +42,28 @@ def test_log1p_unit_is_within_two_ulp_of_libm():
     assert D.log1p_unit(0.0) == 0.0
 
 
+def test_log_pos_is_within_one_ulp_of_libm():
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.uniform(0.0, 1.0, 100_000), np.exp(rng.uniform(-700, 700, 100_000)),
+                        np.geomspace(2.3e-308, 1.7e308, 2_001), [0.5, 1.0, 2.0, math.sqrt(2.0),
+                                                                 np.nextafter(math.sqrt(2), 2)]])
+    ours = np.array([D.log_pos(v) for v in x])
+    ref = np.log(x)
+    assert np.all(np.abs(ours - ref) <= np.spacing(np.abs(ref)) + 1e-300)
+    assert D.log_pos(1.0) == 0.0
+    assert D.log_pos(math.inf) == math.inf and math.isnan(D.log_pos(math.nan))
+
+
+def test_log1p_any_is_within_two_ulp_of_libm():
+    rng = np.random.default_rng(4)
+    w = np.concatenate([rng.uniform(-1.0, 1.0, 100_000), -np.geomspace(1e-300, 1 - 1e-16, 2_001),
+                        np.geomspace(1e-300, 1e300, 2_001), [0.0, -0.5, 1.0, 1e-17, -1e-17]])
+    ours = np.array([D.log1p_any(v) for v in w])
+    ref = np.log1p(w)
+    assert np.all(np.abs(ours - ref) <= 2.0 * np.spacing(np.abs(ref)) + 1e-300)
+    assert D.log1p_any(0.0) == 0.0 and D.log1p_any(math.inf) == math.inf
+
+
 def _cells(rng, size):
     n = rng.integers(0, 40, size=size).astype(float)
     n[:5] = [0.0, 1.0, 1.0, 30.0, 30.0]

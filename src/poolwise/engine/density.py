@@ -162,11 +162,10 @@ def exp_nonpos(a: float) -> float:
     return p * _bits_to_f64((int(k) + 1023) << 52)
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
-def log1p_unit(e: float) -> float:
-    """log(1 + e) for 0 <= e <= 1 (fdlibm's log1p polynomial, in s = f / (2 + f))."""
-    big = e > _SQRT2_M1
-    f = (e - 1.0) * 0.5 if big else e  # 1 + e = 2 (1 + f) with f in (-0.293, 0]
+@numba.njit(cache=True, inline="always", error_model="numpy", fastmath=_CONTRACT)
+def _log1p_poly(f: float) -> float:
+    """log(1 + f) for f in [sqrt(2)/2 - 1, sqrt(2) - 1] (fdlibm's log1p polynomial, in
+    s = f / (2 + f))."""
     s = f / (2.0 + f)
     z = s * s
     R = z * (6.666666666666735130e-01 + z * (3.999999999940941908e-01 + z * (
@@ -174,8 +173,51 @@ def log1p_unit(e: float) -> float:
             1.818357216161805012e-01 + z * (1.531383769920937332e-01
                                             + z * 1.479819860511658591e-01))))))
     hfsq = 0.5 * f * f
-    v = f - (hfsq - s * (hfsq + R))
+    return f - (hfsq - s * (hfsq + R))
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
+def log1p_unit(e: float) -> float:
+    """log(1 + e) for 0 <= e <= 1 (:func:`_log1p_poly`)."""
+    big = e > _SQRT2_M1
+    f = (e - 1.0) * 0.5 if big else e  # 1 + e = 2 (1 + f) with f in (-0.293, 0]
+    v = _log1p_poly(f)
     return v + _LN2_HI + _LN2_LO if big else v
+
+
+@intrinsic
+def _f64_to_bits(typingctx, v):
+    """Reinterpret the bits of a float64 as an int64 (no conversion)."""
+    sig = numba.types.int64(numba.types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy", fastmath=_CONTRACT)
+def log_pos(x: float) -> float:
+    """log(x) for a positive normal x, without a branch (a loop of them runs in SIMD lanes):
+    x = 2^k m with m in [sqrt(2)/2, sqrt(2)), log m by :func:`_log1p_poly` of m - 1 (exact),
+    k ln 2 in two parts. Infinity and NaN come back as they are."""
+    b = _f64_to_bits(x)
+    m = _bits_to_f64((b & 0xFFFFFFFFFFFFF) | (1023 << 52))
+    big = m > 1.4142135623730951
+    f = (m * 0.5 if big else m) - 1.0
+    k = np.float64((b >> 52) - 1023) + (1.0 if big else 0.0)
+    v = k * _LN2_HI + (_log1p_poly(f) + k * _LN2_LO)
+    return v if x <= 1.7976931348623157e308 else x
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy", fastmath=_CONTRACT)
+def log1p_any(w: float) -> float:
+    """log(1 + w) for w > -1 with 1 + w normal (or infinite), without a branch: log of
+    u = 1 + w by :func:`log_pos`, plus the rounding of u relative to u ((w - (u - 1)) / u,
+    fdlibm's correction); infinity comes back as it is."""
+    u = 1.0 + w
+    c = (w - (u - 1.0)) / u
+    return w if (u == 1.0) | (u > 1.7976931348623157e308) else log_pos(u) + c
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_CONTRACT)
