@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numba
 import numpy as np
 import xarray as xr
 
@@ -55,10 +56,28 @@ def overdispersion_p_value(spec: ModelSpec, post: xr.Dataset, *, seed: int = 0
         keep = np.sort(rng.choice(keep, ROWS, replace=False))
     n, p, y_rep = row_replicates(spec, post, rng, draws, keep)
     y_obs = np.repeat(pat.y, pat.count)[keep]
-    var = np.maximum(n * p * (1.0 - p), 1e-12)
-    t_obs = ((y_obs - n * p) ** 2 / var).sum(axis=1)
-    t_rep = ((y_rep - n * p) ** 2 / var).sum(axis=1)
+    t_obs, t_rep = _pearson(np.asarray(n, dtype=np.float64), np.ascontiguousarray(p),
+                            np.asarray(y_obs, dtype=np.float64), np.ascontiguousarray(y_rep))
     return float(np.mean(t_rep >= t_obs)), float(t_obs.mean() / t_rep.mean()), int(keep.size)
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _pearson(n, p, y_obs, y_rep):  # pragma: no cover - compiled
+    """Per draw, the Pearson discrepancy of the observed and of the replicated successes,
+    ``sum_r (y_r - n_r p_r)^2 / max(n_r p_r (1 - p_r), 1e-12)``, in one pass without the
+    (draws, rows) temporaries NumPy's expression made (0.5 s of 1.6 at 50,000 rows)."""
+    S, R = p.shape
+    t_obs, t_rep = np.empty(S), np.empty(S)
+    for s in numba.prange(S):
+        a = 0.0
+        b = 0.0
+        for r in range(R):
+            mu = n[r] * p[s, r]
+            var = max(mu * (1.0 - p[s, r]), 1e-12)
+            a += (y_obs[r] - mu) ** 2 / var
+            b += (y_rep[s, r] - mu) ** 2 / var
+        t_obs[s], t_rep[s] = a, b
+    return t_obs, t_rep
 
 
 def check_overdispersion(spec: ModelSpec, post: xr.Dataset) -> list[Finding]:
