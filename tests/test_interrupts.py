@@ -209,6 +209,8 @@ def test_every_phase_stops_cleanly(old, monkeypatch, where, target, phase_text):
     _assert_untouched(out, before)
 
 
+@pytest.mark.slow  # runs the compiled approximation: its kernels take about a minute to
+# compile on a fresh machine (tests/test_approx.py keeps every such test in the slow tier)
 def test_ctrl_c_during_approx_group_draws_stops_at_the_next_kernel_call(old, monkeypatch):
     """approx draws the group effects in kernel calls of at most ``DRAW_BATCH_VALUES``
     values: an interrupt is acted on between two calls (a fraction of a second at 50,000
