@@ -213,6 +213,8 @@ def test_psis_log_weights_equal_arviz_stats_psislw(n):
         np.testing.assert_allclose(k, float(want_k), rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
+@pytest.mark.slow  # runs the compiled approximation: about a minute of compiling on a fresh
+# machine, which the default tier cannot spend (tests/test_approx.py)
 def test_the_approximate_path_does_not_import_arviz_stats():
     """``fit --method approx --out`` imports neither arviz-stats nor scipy.stats (0.4-0.5 s of
     its start): the importance weights are :func:`psis_log_weights`."""
