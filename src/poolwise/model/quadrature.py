@@ -385,9 +385,9 @@ def _score_info(link, y, n, e, fisher):  # pragma: no cover - compiled
     the logit's ``y - n p`` and ``n p q`` by ``exp_nonpos`` (no libm call: the searches for
     the modes and the envelopes' tangents spent most of their time in libm's exp and log1p),
     the other links' by ``cell_loglik_family`` and ``inverse_and_slope``. A NaN eta gives
-    NaN. (A call, not inlined: inlined at its nine call sites, themselves inlined, it added about 40 s
-    to the first compile of the leave-one-group-out quadrature; the draws are as fast either
-    way.)"""
+    NaN. (A call, not inlined: inlined at its nine call sites, themselves inlined, it added
+    about 40 s to the first compile of the leave-one-group-out quadrature; the draws are as
+    fast either way.)"""
     if link == LOGIT:
         ea = exp_nonpos(-abs(e))
         a = 1.0 / (1.0 + ea)
