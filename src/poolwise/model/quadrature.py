@@ -930,7 +930,7 @@ def _level_score(link, eta0, s, y, n, cells, c0, c1, sd2, u):  # pragma: no cove
 #: written out for five, :func:`_pick`)
 TANGENTS = np.array([-2.2, -0.8, 0.0, 0.8, 2.2])
 #: proposals per draw before a pair counts as failed (each is accepted with probability about
-#: 0.9 for a Gaussian; a failure is reported, never hidden)
+#: 0.95, 1.05 proposals a draw at 50,000 groups; a failure is reported, never hidden)
 MAX_TRIES = 60
 
 
