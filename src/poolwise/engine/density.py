@@ -203,7 +203,7 @@ def log_pos(x: float) -> float:
     k ln 2 in two parts. Infinity and NaN come back as they are."""
     b = _f64_to_bits(x)
     m = _bits_to_f64((b & 0xFFFFFFFFFFFFF) | (1023 << 52))
-    big = m > 1.4142135623730951
+    big = m > _SQRT2
     f = (m * 0.5 if big else m) - 1.0
     k = np.float64((b >> 52) - 1023) + (1.0 if big else 0.0)
     v = k * _LN2_HI + (_log1p_poly(f) + k * _LN2_LO)
