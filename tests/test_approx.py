@@ -136,6 +136,30 @@ def test_the_group_draws_follow_the_conditional_posterior():
 
 
 @pytest.mark.slow
+def test_draws_that_share_their_parameters_share_envelopes_and_draw_the_same():
+    """Resampling repeats proposals: draws whose parameters are one row of eta0 and sd
+    (``draws_of``) take the same draws, bitwise, as with a row per draw (the envelope is made
+    once per row, the uniforms are keyed by draw and group), in float64 and float32."""
+    rng = np.random.default_rng(3)
+    y, n = np.array([3.0, 0.0, 7.0, 2.0]), np.array([12.0, 9.0, 7.0, 5.0])
+    codes = np.array([0, 1, 2, 2])  # the third level has two cells
+    members = (np.array([4, 0, 2, 5, 1, 3, 6]), np.array([0, 3, 5, 7]), 7)
+    rows = rng.normal(-0.3, 0.4, size=(5, 4))
+    sd = rng.uniform(0.5, 1.5, size=5)
+    of = np.array([2, 0, 2, 4, 1, 2, 0, 3, 4, 2, 1, 0])  # the row of each of 12 draws
+    for dtype in (np.float64, np.float32):
+        ref, rc = intercept_draws(0, rows[of], y, n, codes, 3, sd[of], np.zeros(3), key=5,
+                                  members=members, out=np.empty((12, 7), dtype=dtype))
+        order = np.argsort(of, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(np.bincount(of, minlength=5))])
+        got, gc = intercept_draws(0, rows, y, n, codes, 3, sd, np.zeros(3), key=5,
+                                  members=members, out=np.empty((12, 7), dtype=dtype),
+                                  draws_of=(order, starts))
+        np.testing.assert_array_equal(got, ref)
+        assert gc == rc and gc.draws == 12 * 7 and gc.failed == 0
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("link", ["logit", "probit", "cloglog"])
 @pytest.mark.parametrize("cells", [((3.0,), (12.0,)), ((0.0,), (30.0,)), ((25.0,), (25.0,)),
                                    ((1.0, 9.0), (4.0, 40.0))], ids=["3/12", "0/30", "25/25",

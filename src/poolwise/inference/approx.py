@@ -56,7 +56,8 @@ The other poolings use the same machinery (:class:`_Problem`), with a smaller ``
    MCSE counts the repeats);
 3. each level's intercept per draw from its conditional posterior given ``theta``, exactly
    (rejection from an envelope of its log-concave density,
-   :func:`poolwise.model.quadrature.intercept_draws`);
+   :func:`poolwise.model.quadrature.intercept_draws`; the draws that resampling gave the same
+   proposal share its envelopes, :func:`_distinct`);
 4. the draws go back to the original scale (:func:`poolwise.model.scale.to_original_scale`),
    under the names the sampler's posterior has, so everything downstream reads them alike.
 
@@ -651,22 +652,42 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
     failed, proposals = 0, 0
     per_draw = int(np.prod(shape[1:]))
     b = max(1, min(problem.batch(1), DRAW_BATCH_VALUES // max(1, per_draw)))
+    if problem.starts is None:  # one intercept: a repeated proposal's envelopes made once
+        for t, draws_of in _distinct(theta, b):
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                _, counts = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
+                                            problem.n, problem.codes, problem.n_levels,
+                                            problem.sd(t), start, key, members=problem.members,
+                                            out=u, draws_of=draws_of)
+            failed += counts.failed
+            proposals += counts.proposals
+        return u, failed, proposals / max(1, u.size)
     for i in range(0, S, b):
         t = theta[i:i + b]
         out = u[i:i + b]  # rows of a C-contiguous array: the kernel writes each draw there
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            if problem.starts is None:
-                _, counts = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
-                                            problem.n, problem.codes, problem.n_levels,
-                                            problem.sd(t), start, key, first=i,
-                                            members=problem.members, out=out)
-            else:
-                _, counts = kd_draws(problem.link_id, problem.eta0(t), problem.y, problem.n,
-                                     problem.Z, problem.starts, problem.prior(t), start, key,
-                                     first=i, members=problem.members, out=out)
+            _, counts = kd_draws(problem.link_id, problem.eta0(t), problem.y, problem.n,
+                                 problem.Z, problem.starts, problem.prior(t), start, key,
+                                 first=i, members=problem.members, out=out)
         failed += counts.failed
         proposals += counts.proposals
     return u, failed, proposals / max(1, u.size)
+
+
+def _distinct(theta: np.ndarray, b: int):
+    """The distinct rows of ``theta`` (S, dim), in batches of at most ``b`` draws (at least
+    one distinct row each): each batch's rows and ``(draws, starts)``, the draws (rows of
+    ``theta``) that each row stands for. Resampling repeats a proposal for about a third of
+    the draws."""
+    rows, inverse = np.unique(theta, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    draws = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=len(rows)))])
+    j0 = 0
+    while j0 < len(rows):
+        j1 = max(j0 + 1, int(np.searchsorted(starts, starts[j0] + b, side="right")) - 1)
+        yield rows[j0:j1], (draws[starts[j0]:starts[j1]], starts[j0:j1 + 1] - starts[j0])
+        j0 = j1
 
 
 def _posterior(spec: ModelSpec, theta: np.ndarray, u: np.ndarray, chains: int,
