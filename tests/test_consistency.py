@@ -47,6 +47,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.special import expit, gammaln, log_expit, log_ndtr, logsumexp, ndtr
 
+from poolwise.data.patterns import PATTERN_DIM
 from poolwise.engine import density as D
 from poolwise.engine.layout import pack
 from poolwise.engine.sampler import SamplerConfig
@@ -402,6 +403,11 @@ def check_case(case: Case) -> None:
         CHAINS * DRAWS, -1), rtol=1e-12, atol=1e-12)
     ll_total = (ll_rows * weight[None, :]).sum(axis=1)
     np.testing.assert_allclose(total_log_likelihood(spec, fit.posterior).ravel(),
+                               ll_total, rtol=1e-9, atol=1e-8)
+    # the same total from the stored log_likelihood group (what the prior sensitivity reads)
+    group = fit.idata["log_likelihood"].to_dataset()
+    assert group.attrs["poolwise_unit"] == PATTERN_DIM and group["y"].dtype == np.float64
+    np.testing.assert_allclose(total_log_likelihood(spec, fit.posterior, group).ravel(),
                                ll_total, rtol=1e-9, atol=1e-8)
 
     # row-level PSIS-LOO against ArviZ on the direct values of the rows represented; survey

@@ -153,11 +153,26 @@ def pattern_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
     return _pointwise(spec, post, True)[0].reshape(C, D, -1)
 
 
-def total_log_likelihood(spec: ModelSpec, post: xr.Dataset) -> np.ndarray:
+def total_log_likelihood(spec: ModelSpec, post: xr.Dataset,
+                         group: xr.Dataset | None = None) -> np.ndarray:
     """The log-likelihood of all data rows, per draw, shape (chain, draw) (the sum of every
     row's log-likelihood, computed from the patterns with their counts; with survey weights
-    each row's times its weight: the pseudo-likelihood the sampler's density uses)."""
+    each row's times its weight: the pseudo-likelihood the sampler's density uses).
+
+    ``group``: the fit's ``log_likelihood`` group (:func:`log_likelihood_group` of these
+    draws), when it has one: its float64 per-pattern values are summed with the patterns'
+    weights instead of being computed again (at 50,000 groups x 4,000 draws that pass took
+    0.7 s). A group of another shape or dtype (row-level, float32) is not read."""
     C, D = post.sizes["chain"], post.sizes["draw"]
+    weight = None
+    if group is not None and "y" in group and group.attrs.get("poolwise_unit") == PATTERN_DIM:
+        ll = group["y"]
+        weight = row_patterns(spec.design).likelihood_weight
+        if ll.dtype != np.float64 or ll.dims != ("chain", "draw", PATTERN_DIM) \
+                or ll.shape != (C, D, len(weight)):
+            weight = None
+    if weight is not None:
+        return (np.asarray(ll.values).reshape(C * D, -1) @ weight).reshape(C, D)
     return _pointwise(spec, post, False)[1].reshape(C, D)
 
 

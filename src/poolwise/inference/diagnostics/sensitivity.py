@@ -102,10 +102,12 @@ def prior_sensitivity(tree: xr.DataTree, spec: ModelSpec) -> dict[str, tuple[flo
     items = prior_scale_draws(post, spec)
     if not items:
         return {}
-    # the total over all rows, from the cells (the log_likelihood group is per row pattern)
+    # the total over all rows: the log_likelihood group's patterns summed with their weights,
+    # or (without that group) computed from the cells
     from poolwise.model.likelihood import total_log_likelihood
 
-    ll = np.asarray(total_log_likelihood(spec, post))
+    group = tree["log_likelihood"].to_dataset() if "log_likelihood" in tree.children else None
+    ll = np.asarray(total_log_likelihood(spec, post, group))
     out: dict[str, tuple[float, float]] = {}
     for name, prior, x_prior in items:
         x = post[name].transpose("chain", "draw").values
