@@ -222,7 +222,7 @@ def test_ctrl_c_during_approx_group_draws_stops_at_the_next_kernel_call(old, mon
     real = approx.intercept_draws
 
     def draws(*args, **kwargs):
-        calls.append(kwargs["first"])
+        calls.append(len(kwargs["draws_of"][0]))  # the draws this call makes
         if len(calls) == 2:
             raise KeyboardInterrupt  # what a SIGINT between two calls raises
         return real(*args, **kwargs)
@@ -232,7 +232,8 @@ def test_ctrl_c_during_approx_group_draws_stops_at_the_next_kernel_call(old, mon
     rc, _, err = _cli(["fit", str(data), "-f", FORMULA, "--method", "approx", "--seed", "2",
                        "-q", "--out", str(out)])
     assert rc == EXIT_INTERRUPTED
-    assert calls == [0, 10]  # of 400 calls: the run stopped at the second
+    # of about 400 calls of at most 10 draws: the run stopped at the second
+    assert len(calls) == 2 and all(1 <= c <= 10 for c in calls)
     assert _one_line(err) == ("interrupted during the approximation: the group effects; "
                               "nothing was written")
     _assert_untouched(out, before)

@@ -1019,8 +1019,7 @@ def _table(x, f, d, z, mass, ex):  # pragma: no cover - compiled
     b2, s2, g2, l2 = _inner(z[1], z[2], d[2], ex[2])
     b3, s3, g3, l3 = _inner(z[2], z[3], d[3], ex[3])
     cs = ((f[1] - f[0]) / (x[1] - x[0]), (f[2] - f[1]) / (x[2] - x[1]),
-          (f[3] - f[2]) / (x[3] - x[2]), (f[4] - f[3]) / (x[4] - x[3]), 0.0)  # padded to
-    # five like the others: parfors' array analysis refused tuples of two lengths in one tuple
+          (f[3] - f[2]) / (x[3] - x[2]), (f[4] - f[3]) / (x[4] - x[3]))
     return (lead, inv, (z[0], b1, b2, b3, z[3]), (-1.0, s1, s2, s3, -1.0),
             (1.0 / d[0], g1, g2, g3, 1.0 / d[4]), (0.0, l1, l2, l3, 0.0),
             _five(x), _five(f), _five(d), cs)
