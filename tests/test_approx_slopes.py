@@ -86,6 +86,19 @@ def test_the_slope_draws_follow_their_conditional_posterior():
     again = kd_draws(0, eta[100:110], y, n, Z, starts, part, np.zeros((2, 2)), key=5, first=100,
                      members=members)[0]
     np.testing.assert_array_equal(again, draws[100:110])
+    # draws that share their parameters (draws_of: one row of eta and the prior for draws 100,
+    # 103 and 107, another for 101 and 102) draw what they draw with a row each, bitwise
+    of = np.array([100, 103, 107, 101, 102])
+    rows = NewLevelPrior.of(np.zeros((2, 2)), prior.chol[[100, 101]])
+    shared, sc = kd_draws(0, eta[[100, 101]], y, n, Z, starts, rows, np.zeros((2, 2)), key=5,
+                          members=members, out=np.zeros_like(draws),
+                          draws_of=(of, np.array([0, 3, 5])))
+    for d, row in zip(of, [100, 100, 100, 101, 101], strict=True):
+        alone = kd_draws(0, eta[[row]], y, n, Z, starts,
+                         NewLevelPrior.of(np.zeros((1, 2)), prior.chol[[row]]),
+                         np.zeros((2, 2)), key=5, first=d, members=members)[0]
+        np.testing.assert_array_equal(shared[d], alone[0])
+    assert sc.draws == 5 * 3 and sc.failed == 0
 
 
 @pytest.mark.slow

@@ -652,23 +652,18 @@ def _group_draws(problem: _Problem, theta: np.ndarray, start: np.ndarray,
     failed, proposals = 0, 0
     per_draw = int(np.prod(shape[1:]))
     b = max(1, min(problem.batch(1), DRAW_BATCH_VALUES // max(1, per_draw)))
-    if problem.starts is None:  # one intercept: a repeated proposal's envelopes made once
-        for t, draws_of in _distinct(theta, b):
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    # a proposal that resampling repeated: its modes and envelopes made once for its draws
+    for t, draws_of in _distinct(theta, b):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if problem.starts is None:
                 _, counts = intercept_draws(problem.link_id, problem.eta0(t), problem.y,
                                             problem.n, problem.codes, problem.n_levels,
                                             problem.sd(t), start, key, members=problem.members,
                                             out=u, draws_of=draws_of)
-            failed += counts.failed
-            proposals += counts.proposals
-        return u, failed, proposals / max(1, u.size)
-    for i in range(0, S, b):
-        t = theta[i:i + b]
-        out = u[i:i + b]  # rows of a C-contiguous array: the kernel writes each draw there
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            _, counts = kd_draws(problem.link_id, problem.eta0(t), problem.y, problem.n,
-                                 problem.Z, problem.starts, problem.prior(t), start, key,
-                                 first=i, members=problem.members, out=out)
+            else:
+                _, counts = kd_draws(problem.link_id, problem.eta0(t), problem.y, problem.n,
+                                     problem.Z, problem.starts, problem.prior(t), start, key,
+                                     members=problem.members, out=u, draws_of=draws_of)
         failed += counts.failed
         proposals += counts.proposals
     return u, failed, proposals / max(1, u.size)

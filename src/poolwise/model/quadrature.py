@@ -727,7 +727,13 @@ def _kd_node_sum(link, eta0, s, y, n, Z, c0, c1, P, v, L, xT, logw, vals, M, q1,
                 acc += Z[c, k] * L[k, j]
             B[j] = acc
         yc, nc = y[c], n[c]
-        if link == LOGIT:  # n log p - (n - y) eta, log p = -(max(-eta, 0) + log1p(e^-|eta|))
+        if link == LOGIT and C == 2:  # the node loop without an inner loop: in SIMD lanes
+            b0, b1 = B[0], B[1]
+            for q in range(Q):
+                e = base + b0 * xT[0, q] + b1 * xT[1, q]
+                lp = -(max(-e, 0.0) + log1p_unit(exp_nonpos(-abs(e))))
+                vals[q] += nc * lp - (nc - yc) * e
+        elif link == LOGIT:  # n log p - (n - y) eta, log p = -(max(-eta, 0) + log1p(e^-|eta|))
             for q in range(Q):
                 e = base
                 for j in range(C):
@@ -744,9 +750,12 @@ def _kd_node_sum(link, eta0, s, y, n, Z, c0, c1, P, v, L, xT, logw, vals, M, q1,
     for q in range(Q):
         best = max(best, vals[q])
     acc = 0.0
-    for q in range(Q):
-        acc += math.exp(vals[q] - best)
-    return best + math.log(acc)
+    nan = False
+    for q in range(Q):  # exp_nonpos, not libm's exp: a loop in SIMD lanes
+        d = vals[q] - best
+        nan |= d != d
+        acc += exp_nonpos(d)
+    return math.nan if nan else best + math.log(acc)
 
 
 def kd_log_integrals(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
@@ -780,11 +789,12 @@ KD_MAX_TRIES = 2000
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def _kd_draws(link, eta0, y, n, Z, starts, prec, chol, start, members, member_starts,
-              n_groups, key, first, out, counts):  # pragma: no cover - compiled
-    """Per (draw, level): its mode and envelope once, then one draw for each group that has
-    the level's cells; each group's uniforms come from its own (draw, group) index. ``counts``
-    (tasks, 3): per task, the draws that failed, the proposals made, the most one draw
-    took."""
+              n_groups, key, rows, row_starts, out, counts):  # pragma: no cover - compiled
+    """Per (shared parameters s, level): its mode and envelope once, then one draw for each
+    group that has the level's cells and each draw with those parameters (``rows[row_starts[s]:
+    row_starts[s + 1]]``: pairs (row of out, draw index), as :func:`_intercept_draws`); each
+    group's uniforms come from its own (draw, group) index. ``counts`` (tasks, 3): per task,
+    the draws that failed, the proposals made, the most one draw took."""
     S = eta0.shape[0]
     K = starts.shape[0] - 1
     C = Z.shape[1]
@@ -817,19 +827,22 @@ def _kd_draws(link, eta0, y, n, Z, starts, prec, chol, start, members, member_st
                         acc += Lc[c, m] * Lc[j, m] * g[j]
                 center[c] = a[c] + acc
                 top += 0.5 * g[c] * acc
-            for q in range(member_starts[k], member_starts[k + 1]):
-                grp = members[q]
-                pair = np.uint64(first + s) * np.uint64(n_groups) + np.uint64(grp)
-                t, accepted = _kd_propose(link, eta0, s, y, n, Z, c0, c1, P, Lc, center, top,
-                                          key, pair * np.uint64(KD_MAX_TRIES) * per_try, z, v)
-                proposals += t
-                most = max(most, t)
-                if not accepted:  # reported by the caller; the mode stands in
-                    failed += 1
+            for r in range(row_starts[s], row_starts[s + 1]):
+                o = rows[r, 0]
+                for q in range(member_starts[k], member_starts[k + 1]):
+                    grp = members[q]
+                    pair = np.uint64(rows[r, 1]) * np.uint64(n_groups) + np.uint64(grp)
+                    t, accepted = _kd_propose(link, eta0, s, y, n, Z, c0, c1, P, Lc, center,
+                                              top, key,
+                                              pair * np.uint64(KD_MAX_TRIES) * per_try, z, v)
+                    proposals += t
+                    most = max(most, t)
+                    if not accepted:  # reported by the caller; the mode stands in
+                        failed += 1
+                        for c in range(C):
+                            v[c] = a[c]
                     for c in range(C):
-                        v[c] = a[c]
-                for c in range(C):
-                    out[s, grp, c] = v[c]
+                        out[o, grp, c] = v[c]
         counts[b, 0], counts[b, 1], counts[b, 2] = failed, proposals, most
 
 
@@ -868,7 +881,9 @@ def _kd_propose(link, eta0, s, y, n, Z, c0, c1, P, Lc, center, top, key, base, z
 def kd_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray, Z: np.ndarray,
              starts: np.ndarray, prior: NewLevelPrior, start: np.ndarray, key: int,
              first: int = 0, members: tuple[np.ndarray, np.ndarray, int] | None = None,
-             out: np.ndarray | None = None) -> tuple[np.ndarray, DrawCounts]:
+             out: np.ndarray | None = None,
+             draws_of: tuple[np.ndarray, np.ndarray] | None = None
+             ) -> tuple[np.ndarray, DrawCounts]:
     """One exact draw per (draw, group) of a level's C varying effects ``v`` from their
     conditional posterior ``prod_c Binom(y_c | n_c, p(eta0_c + Z_c v)) N(v | 0, Sigma)``
     (``prior``: ``N(0, Sigma)`` per draw): cells (axis 1 of eta0, with Z (cells, C)) in runs
@@ -877,7 +892,8 @@ def kd_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray, Z: np
     same cells share a level). Returns (S, groups, C) (into ``out`` when given, a
     C-contiguous float64 or float32 array) and the :class:`DrawCounts`. The uniforms come
     from ``key`` and the pair's index (draw ``first + s``, group): any split into batches
-    gives the same draws.
+    gives the same draws. ``draws_of``: draws that share their parameters, as for
+    :func:`intercept_draws` (each row's modes and envelopes made once for all its draws).
 
     By rejection from a Gaussian envelope with the prior's covariance: the log-likelihood is
     concave in ``v`` (every link here; survey-weighted cells alike), so at any point ``a``
@@ -893,7 +909,8 @@ def kd_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray, Z: np
     if members is None:
         members = (np.arange(K), np.arange(K + 1), K)
     groups, member_starts, n_groups = members
-    out = np.empty((S, n_groups, C)) if out is None else out
+    rows, row_starts = _draw_rows(S, first, draws_of)
+    out = np.empty((len(rows), n_groups, C)) if out is None else out
     counts = np.zeros(((S * K + 255) // 256, 3), dtype=np.int64)
     _kd_draws(int(link_id), np.ascontiguousarray(eta0, dtype=np.float64),
               np.asarray(y, dtype=np.float64), np.asarray(n, dtype=np.float64),
@@ -902,9 +919,9 @@ def kd_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray, Z: np
               np.ascontiguousarray(prior.prec), np.ascontiguousarray(prior.chol),
               np.ascontiguousarray(start, dtype=np.float64),
               np.asarray(groups, dtype=np.int64), np.asarray(member_starts, dtype=np.int64),
-              int(n_groups), np.uint64(key), int(first), out, counts)
+              int(n_groups), np.uint64(key), rows, row_starts, out, counts)
     return out, DrawCounts(int(counts[:, 0].sum()), int(counts[:, 1].sum()),
-                           int(counts[:, 2].max(initial=0)), S * n_groups)
+                           int(counts[:, 2].max(initial=0)), len(rows) * n_groups)
 
 
 
@@ -1164,6 +1181,17 @@ def _level_runs(codes: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarra
     return cells, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
+def _draw_rows(S: int, first: int, draws_of: tuple[np.ndarray, np.ndarray] | None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' ``rows`` ((row of out, draw number) per draw) and ``row_starts`` (S + 1):
+    one draw per row of parameters, numbered from ``first``, or ``draws_of``'s."""
+    if draws_of is None:
+        return (np.column_stack([np.arange(S), first + np.arange(S)]).astype(np.int64),
+                np.arange(S + 1, dtype=np.int64))
+    idx = np.asarray(draws_of[0], dtype=np.int64)
+    return np.column_stack([idx, idx]), np.asarray(draws_of[1], dtype=np.int64)
+
+
 def intercept_log_integrals(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray,
                             codes: np.ndarray, n_levels: int, sd: np.ndarray,
                             start: np.ndarray | None = None, nodes: int = NODES[1]
@@ -1216,13 +1244,7 @@ def intercept_draws(link_id: int, eta0: np.ndarray, y: np.ndarray, n: np.ndarray
         members = (np.arange(n_levels), np.arange(n_levels + 1), n_levels)
     groups, member_starts, n_groups = members
     S = eta0.shape[0]
-    if draws_of is None:
-        rows = np.column_stack([np.arange(S), first + np.arange(S)]).astype(np.int64)
-        row_starts = np.arange(S + 1, dtype=np.int64)
-    else:
-        idx = np.asarray(draws_of[0], dtype=np.int64)
-        rows = np.column_stack([idx, idx])
-        row_starts = np.asarray(draws_of[1], dtype=np.int64)
+    rows, row_starts = _draw_rows(S, first, draws_of)
     out = np.empty((len(rows), n_groups)) if out is None else out
     K = len(starts) - 1
     counts = np.zeros(((S * K + 255) // 256, 3), dtype=np.int64)  # tasks of 256 pairs
