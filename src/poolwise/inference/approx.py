@@ -27,8 +27,8 @@ against NUTS on the bundled example with ``(1 + urban | district)``: population-
 within 0.03 NUTS posterior sd, their sds within 3%, group means within 0.04 sd at the 95th
 percentile (docs/reliability.md A.9). The tensor grid makes it costlier per level than one
 intercept (49 nodes for two coefficients instead of 15), and groups with a slope rarely share
-their cells: at 10,000 groups of two rows it takes about as long as NUTS (bench/README.md,
-"varying slopes at 10,000 groups").
+their cells: at 10,000 groups of two rows it takes 60 s against NUTS's 132 s (bench/README.md,
+"sixth round").
 
 The other poolings use the same machinery (:class:`_Problem`), with a smaller ``theta``:
 
