@@ -686,8 +686,7 @@ def _kd_node_sum(link, eta0, s, y, n, Z, c0, c1, P, v, L, xT, logw, vals, M, q1,
                  B):  # pragma: no cover - compiled
     """``log sum_q exp(logw_q + |x_q|^2 / 2 + objective(v + L x_q))`` over the nodes (``xT``
     (C, Q), one row per dimension): the prior's quadratic form expanded in x once, then each
-    cell's log-likelihood at every node in one loop over the nodes (for the logit branch-free,
-    with the sampler's polynomial exp and log1p: a loop the compiler vectorizes). ``vals``
+    cell's log-likelihood at every node (:func:`_kd_cells`) and their log-sum-exp. ``vals``
     (Q,), ``M`` (C, C), ``q1`` and ``B`` (C,) are work arrays."""
     C = v.shape[0]
     Q = xT.shape[1]
@@ -717,6 +716,18 @@ def _kd_node_sum(link, eta0, s, y, n, Z, c0, c1, P, v, L, xT, logw, vals, M, q1,
             for i in range(C):
                 acc -= 0.5 * xj * M[j, i] * xT[i, q]
         vals[q] = acc
+    _kd_cells(link, eta0, s, y, n, Z, c0, c1, v, L, xT, vals, B)
+    return _log_sum_exp(vals)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _kd_cells(link, eta0, s, y, n, Z, c0, c1, v, L, xT, vals, B):  # pragma: no cover
+    """Adds each cell's log-likelihood at every node ``v + L x_q`` to ``vals`` (for the logit
+    branch-free, with the sampler's polynomial exp and log1p: a loop the compiler vectorizes;
+    written out for two coefficients, where an inner loop over them kept it from doing so).
+    ``B`` (C,) is a work array."""
+    C = v.shape[0]
+    Q = xT.shape[1]
     for c in range(c0, c1):
         base = eta0[s, c]
         for k in range(C):
@@ -746,12 +757,19 @@ def _kd_node_sum(link, eta0, s, y, n, Z, c0, c1, P, v, L, xT, logw, vals, M, q1,
                 for j in range(C):
                     e += B[j] * xT[j, q]
                 vals[q] += binomial_cell(link, yc, nc, e)
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _log_sum_exp(vals):  # pragma: no cover - compiled
+    """``log sum_q exp(vals[q])``; NaN if any is NaN (``exp_nonpos``, not libm's ``exp``: a
+    loop in SIMD lanes)."""
+    Q = vals.shape[0]
     best = -math.inf
     for q in range(Q):
         best = max(best, vals[q])
     acc = 0.0
     nan = False
-    for q in range(Q):  # exp_nonpos, not libm's exp: a loop in SIMD lanes
+    for q in range(Q):
         d = vals[q] - best
         nan |= d != d
         acc += exp_nonpos(d)
