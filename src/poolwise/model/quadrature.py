@@ -79,8 +79,8 @@ from poolwise.engine.density import (
     exp_nonpos,
     inverse_and_slope,
     log1p_any,
-    log1p_unit,
     log_pos,
+    logit_log_p_q,
 )
 from poolwise.errors import SpecError
 from poolwise.model import links
@@ -723,7 +723,7 @@ def _kd_node_sum(link, eta0, s, y, n, Z, c0, c1, P, v, L, xT, logw, vals, M, q1,
 @numba.njit(cache=True, inline="always", error_model="numpy")
 def _kd_cells(link, eta0, s, y, n, Z, c0, c1, v, L, xT, vals, B):  # pragma: no cover
     """Adds each cell's log-likelihood at every node ``v + L x_q`` to ``vals`` (for the logit
-    branch-free, with the sampler's polynomial exp and log1p: a loop the compiler vectorizes;
+    branch-free, :func:`poolwise.engine.density.logit_log_p_q`: a loop the compiler vectorizes;
     written out for two coefficients, where an inner loop over them kept it from doing so).
     ``B`` (C,) is a work array."""
     C = v.shape[0]
@@ -742,15 +742,13 @@ def _kd_cells(link, eta0, s, y, n, Z, c0, c1, v, L, xT, vals, B):  # pragma: no 
             b0, b1 = B[0], B[1]
             for q in range(Q):
                 e = base + b0 * xT[0, q] + b1 * xT[1, q]
-                lp = -(max(-e, 0.0) + log1p_unit(exp_nonpos(-abs(e))))
-                vals[q] += nc * lp - (nc - yc) * e
-        elif link == LOGIT:  # n log p - (n - y) eta, log p = -(max(-eta, 0) + log1p(e^-|eta|))
+                vals[q] += nc * logit_log_p_q(e)[0] - (nc - yc) * e
+        elif link == LOGIT:  # y log p + (n - y) log(1 - p) = n log p - (n - y) eta
             for q in range(Q):
                 e = base
                 for j in range(C):
                     e += B[j] * xT[j, q]
-                lp = -(max(-e, 0.0) + log1p_unit(exp_nonpos(-abs(e))))
-                vals[q] += nc * lp - (nc - yc) * e
+                vals[q] += nc * logit_log_p_q(e)[0] - (nc - yc) * e
         else:
             for q in range(Q):
                 e = base
