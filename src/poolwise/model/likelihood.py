@@ -164,15 +164,12 @@ def total_log_likelihood(spec: ModelSpec, post: xr.Dataset,
     weights instead of being computed again (at 50,000 groups x 4,000 draws that pass took
     0.7 s). A group of another shape or dtype (row-level, float32) is not read."""
     C, D = post.sizes["chain"], post.sizes["draw"]
-    weight = None
-    if group is not None and "y" in group and group.attrs.get("poolwise_unit") == PATTERN_DIM:
-        ll = group["y"]
-        weight = row_patterns(spec.design).likelihood_weight
-        if ll.dtype != np.float64 or ll.dims != ("chain", "draw", PATTERN_DIM) \
-                or ll.shape != (C, D, len(weight)):
-            weight = None
-    if weight is not None:
-        return (np.asarray(ll.values).reshape(C * D, -1) @ weight).reshape(C, D)
+    ll = group.get("y") if group is not None \
+        and group.attrs.get("poolwise_unit") == PATTERN_DIM else None
+    weight = row_patterns(spec.design).likelihood_weight
+    if ll is not None and ll.dtype == np.float64 \
+            and ll.dims == ("chain", "draw", PATTERN_DIM) and ll.shape == (C, D, len(weight)):
+        return (ll.values.reshape(C * D, -1) @ weight).reshape(C, D)
     return _pointwise(spec, post, False)[1].reshape(C, D)
 
 
