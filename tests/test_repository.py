@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: absolute paths of somebody's machine: home and work folders, Windows user folders
-MACHINE_PATH = re.compile(r"(?<![\w.])(/home/|/root/|/Users/|/work/|[A-Z]:\\Users\\)\w")
+MACHINE_PATH = re.compile(r"(?<![\w.])(/(?:home|root|Users|work)/|[A-Z]:\\Users\\)\w")
 
 
 def _tracked() -> list[Path]:
